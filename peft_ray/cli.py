@@ -1,0 +1,100 @@
+"""The `peft-ray` command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Tuple
+
+import click
+
+from peft_ray.errors import JobError
+
+OVERRIDES_HELP = ("Overrides come after the job file as section.key=value, e.g. "
+                  "train.max_steps=20 data.root=../shared/data/sst2 deepspeed.zero_stage=3")
+
+
+def _fail(e: JobError) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="peft-ray")
+def main() -> None:
+    """peft-ray: parameter-efficient fine-tuning on Ray Train + DeepSpeed ZeRO.
+
+    \b
+    A job is one YAML file (see jobs/). Typical use:
+      peft-ray validate jobs/default.yaml          # check everything, train nothing
+      peft-ray train jobs/default.yaml             # Ray in-process, 2 workers, ZeRO-2
+      peft-ray train jobs/sst2_prompt_tuning.yaml data.root=../shared/data/sst2
+      peft-ray train JOB.yaml --resume             # continue from the latest good checkpoint
+    """
+
+
+@main.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--resume", is_flag=True, help="Continue from the latest good checkpoint in output.dir.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous run in output.dir.")
+def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool) -> None:
+    """Train JOB.yaml on Ray: Ray Data -> Ray Train workers -> DeepSpeed ZeRO.
+
+    Writes OUTPUT_DIR/adapter (HF PEFT layout), metrics.json and job.yaml.
+    """
+    from peft_ray.spec import load_spec
+    from peft_ray.summary import render_summary
+
+    try:
+        spec = load_spec(job, overrides)
+        from peft_ray.train.driver import run_train
+
+        metrics = run_train(spec, resume=resume, overwrite=overwrite)
+    except JobError as e:
+        _fail(e)
+    click.echo("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})"))
+
+
+train.help += "\n\n" + OVERRIDES_HELP
+
+
+@main.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+def validate(job: str, overrides: Tuple[str, ...]) -> None:
+    """Check JOB.yaml as `train` would (schema, values, files, columns, labels, template, model
+    path) without starting Ray or training."""
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import load_spec
+
+    try:
+        spec = load_spec(job, overrides)
+        pre = run_preflight(spec)
+    except JobError as e:
+        _fail(e)
+    val = f", validation {pre.validation.usable} rows" if pre.validation else ""
+    click.echo(f"ok: {spec.name}: {spec.method.name} on {spec.model.name_or_path}; train "
+               f"{pre.train.usable} rows ({pre.train.skipped} skipped){val}; {pre.total_steps} steps "
+               f"on {spec.scaling.num_workers} worker(s), ZeRO-{spec.deepspeed.zero_stage}")
+
+
+validate.help += "\n\n" + OVERRIDES_HELP
+
+
+@main.group()
+def data() -> None:
+    """Data sets the project makes itself."""
+
+
+@data.command("make")
+@click.argument("name", type=click.Choice(["sentiment"]))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+def data_make(name: str, out_dir: str) -> None:
+    """Write the built-in data set NAME as Parquet files into OUT_DIR."""
+    from peft_ray.data import builtin
+
+    click.echo(f"wrote {builtin.materialize(out_dir)}")
+
+
+if __name__ == "__main__":
+    main()

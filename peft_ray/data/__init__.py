@@ -1,0 +1,1 @@
+"""Data: sources (files, formats, built-ins), preprocessing and worker-side batching."""

@@ -1,0 +1,78 @@
+"""The built-in dataset: deterministic synthetic sentiment sentences.
+
+It is small (3,000 train / 600 validation) but not trivially separable: a third
+of the sentences negate the sentiment word ("was not good"), and a third
+contrast two clauses where the second decides ("the cast was great, but the
+plot was dull"), so a bag of polar words alone cannot reach high accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+NAME = "sentiment"
+VERSION = 1
+LABELS = ["negative", "positive"]
+
+POS = ("good great excellent wonderful delightful superb charming brilliant enjoyable moving "
+       "clever gripping lovely memorable fresh elegant funny touching beautiful solid "
+       "impressive thoughtful stunning warm satisfying").split()
+NEG = ("bad awful terrible dull boring tedious weak clumsy bland disappointing "
+       "forgettable messy painful lifeless silly shallow annoying tiresome flat poor "
+       "ugly pointless sloppy stale dreary").split()
+NOUNS = ("film movie plot acting cast script soundtrack ending story dialogue pacing "
+         "direction performance screenplay finale premise score cinematography humor sequel").split()
+ADVS = ["", "", "really ", "quite ", "very ", "rather ", "truly ", "pretty "]
+OPENERS = ["", "", "Honestly, ", "Overall, ", "I think ", "To be fair, ", "In the end, "]
+
+
+def _clause(rng: np.random.Generator, positive: bool, negate: bool) -> str:
+    noun = NOUNS[rng.integers(len(NOUNS))]
+    # A negated clause uses the opposite word: "not bad" is positive.
+    words = POS if positive != negate else NEG
+    adj = words[rng.integers(len(words))]
+    adv = ADVS[rng.integers(len(ADVS))]
+    verb = "was not" if negate else ["was", "is", "felt", "seemed"][rng.integers(4)]
+    return f"the {noun} {verb} {adv}{adj}"
+
+
+def _sentence(rng: np.random.Generator) -> Tuple[str, int]:
+    label = int(rng.integers(2))
+    kind = rng.integers(3)
+    if kind == 0:  # plain
+        body = _clause(rng, bool(label), negate=False)
+    elif kind == 1:  # negation
+        body = _clause(rng, bool(label), negate=True)
+    else:  # contrast: the clause after 'but'/'although' decides
+        first = _clause(rng, not label, negate=bool(rng.integers(2)))
+        second = _clause(rng, bool(label), negate=bool(rng.integers(4) == 0))
+        body = f"{first}, but {second}" if rng.integers(2) else f"although {first}, {second}"
+    text = OPENERS[rng.integers(len(OPENERS))] + body + "."
+    return text[0].upper() + text[1:], label
+
+
+def make_rows(n: int, seed: int) -> Dict[str, List]:
+    rng = np.random.default_rng(seed)
+    texts, labels = zip(*(_sentence(rng) for _ in range(n)))
+    return {"text": list(texts), "label": list(labels), "label_name": [LABELS[i] for i in labels]}
+
+
+def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600) -> Path:
+    """Write train/validation Parquet files (idempotent; the content depends only on VERSION)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    done = out / f".complete-v{VERSION}"
+    if done.exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 1234), ("validation", n_val, 5678)):
+        tmp = out / f".{split}.parquet.tmp"
+        pq.write_table(pa.table(make_rows(n, seed)), tmp)
+        tmp.replace(out / f"{split}.parquet")
+    done.touch()
+    return out

@@ -1,0 +1,17 @@
+"""PEFT methods. Each lives in its own folder and registers itself in METHODS.
+
+A method provides:
+- ``Config``: a pydantic model of its job-spec fields (PEFT-compatible names);
+- ``build(model, cfg, ctx) -> PeftModule``: wraps a frozen base model;
+- adapter (de)serialisation in HF PEFT's layout.
+"""
+
+from __future__ import annotations
+
+from peft_ray.methods.base import METHODS, MethodSpec, get_method
+
+# Importing the method packages registers them (explicit, not a side effect of
+# importing peft_ray itself).
+from peft_ray.methods import prompt_tuning  # noqa: F401,E402
+
+__all__ = ["METHODS", "MethodSpec", "get_method"]

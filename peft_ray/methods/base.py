@@ -1,0 +1,40 @@
+"""The method registry and the interface every PEFT method implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Type
+
+import pydantic
+
+from peft_ray.registry import Registry
+
+
+class MethodConfig(pydantic.BaseModel):
+    """Base of every method's config: unknown keys are errors, values are validated."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+    name: str
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the registry holds for one method."""
+
+    name: str
+    config_cls: Type[MethodConfig]
+    build: Callable[..., Any]          # (base_model, cfg, ctx) -> torch.nn.Module
+    peft_type: str                     # HF PEFT's PeftType value, e.g. "PROMPT_TUNING"
+    peft_config: Callable[..., Dict[str, Any]]  # (model, cfg, base_path, task_type) -> adapter_config
+
+
+METHODS: Registry[MethodSpec] = Registry("PEFT method", "method.name")
+
+
+def get_method(name: str) -> MethodSpec:
+    return METHODS.get(name)
+
+
+def method_defaults() -> Dict[str, Dict[str, Any]]:
+    """The defaults table of every registered method (for docs and --help)."""
+    return {n: METHODS.get(n).config_cls(name=n).model_dump() for n in METHODS.names()}

@@ -1,0 +1,28 @@
+"""Prompt tuning config. Field names follow HF PEFT's PromptTuningConfig where one exists."""
+
+from __future__ import annotations
+
+from typing import List, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from peft_ray.methods.base import MethodConfig
+
+# init -> HF PEFT's PromptTuningInit value, written to adapter_config.json.
+PEFT_INIT = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
+
+
+class PromptTuningConfig(MethodConfig):
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="soft tokens prepended to every input")
+    init: Literal["random", "vocab", "text"] = Field(
+        "vocab", description="random normal (scaled to the embeddings), sampled vocabulary rows, or init_text")
+    init_text: Optional[str] = Field(None, description="text whose token embeddings seed the prompt (init: text)")
+    modules_to_save: Optional[List[str]] = Field(
+        None, description="extra base modules to train and save (the head is added for classification)")
+
+    @model_validator(mode="after")
+    def _text_needs_words(self):
+        if self.init == "text" and not (self.init_text or "").strip():
+            raise ValueError("init: text needs method.init_text, e.g. 'Classify the sentiment of this text'")
+        return self

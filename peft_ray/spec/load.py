@@ -1,0 +1,129 @@
+"""YAML + command-line overrides -> a validated JobSpec, or a SpecError that
+names the field (or file and line) and what to do."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import pydantic
+import yaml
+
+from peft_ray.errors import SpecError, suggest
+from peft_ray.spec.schema import JobSpec
+
+DEFAULT_METHOD = "prompt_tuning"
+
+
+def read_yaml(path: str | Path) -> Dict[str, Any]:
+    """Parse a job file; malformed YAML names the file, line and column."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"job file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text; save the job file as UTF-8") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the top level must be a mapping of sections (model:, task:, ...)")
+    return raw
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply `a.b.c=value` overrides; values are parsed as YAML (so 3e-2, true, [a, b] work)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"override '{item}' must look like section.key=value, e.g. train.max_steps=20")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise SpecError(f"override '{key}': '{part}' is not a section")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _fields_at(model: type[pydantic.BaseModel], loc: Iterable[Any]) -> List[str]:
+    """The allowed keys of the section at `loc`, for 'did you mean' suggestions."""
+    cls: Any = model
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        cls = field.annotation
+    return list(getattr(cls, "model_fields", {}))
+
+
+def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"]]
+        path = prefix + ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            allowed = _fields_at(model, e["loc"][:-1])
+            lines.append(f"{path}: unknown key{suggest(loc[-1], allowed)}. "
+                         f"Allowed here: {', '.join(allowed)}")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{path}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _validate_method(raw_method: Any):
+    from peft_ray.methods import get_method
+
+    if raw_method is None:
+        raw_method = {"name": DEFAULT_METHOD}
+    if isinstance(raw_method, str):
+        raw_method = {"name": raw_method}
+    if not isinstance(raw_method, dict):
+        raise SpecError("method: must be a mapping with a 'name' key, e.g. {name: prompt_tuning}")
+    raw_method = {"name": DEFAULT_METHOD, **raw_method}
+    spec = get_method(str(raw_method["name"]))
+    try:
+        return spec.config_cls.model_validate(raw_method)
+    except pydantic.ValidationError as e:
+        raise SpecError(_format_errors(e, spec.config_cls, "method.")) from None
+
+
+def validate_spec(raw: Dict[str, Any]) -> JobSpec:
+    """Turn a raw dict into a JobSpec; every error names its field path."""
+    raw = dict(raw)
+    method = _validate_method(raw.pop("method", None))
+    try:
+        spec = JobSpec.model_validate(raw)
+    except pydantic.ValidationError as e:
+        raise SpecError(_format_errors(e, JobSpec)) from None
+    spec.method = method
+    spec.output.dir = spec.output.dir.replace("{name}", spec.name)
+    from peft_ray.spec.checks import check_cross_fields
+
+    check_cross_fields(spec)
+    return spec
+
+
+def load_spec(path: Optional[str | Path], overrides: Sequence[str] = ()) -> JobSpec:
+    raw = read_yaml(path) if path else {}
+    return validate_spec(apply_overrides(raw, overrides))
+
+
+def dump_spec(spec: JobSpec) -> Dict[str, Any]:
+    """A plain dict of the resolved spec (for the run dir and for Ray workers)."""
+    out = spec.model_dump(mode="json", exclude={"method"})
+    out["method"] = spec.method.model_dump(mode="json")
+    return out

@@ -1,0 +1,135 @@
+"""The typed job spec. Raw YAML dicts stop here: everything past this module
+sees validated pydantic models. Keys are stable; users and later layers rely on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional, Union
+
+import pydantic
+from pydantic import Field, field_validator, model_validator
+
+
+class Section(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    name_or_path: str = Field("minilm", description="HF id, local path, or the alias 'minilm'")
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per example, before soft tokens")
+    trust_remote_code: bool = Field(False, description="run model code from the checkpoint (off: unsafe)")
+    allow_pickle: bool = Field(False, description="allow pickle (.bin) weights; off by default (unsafe)")
+
+
+class TaskSpec(Section):
+    type: Literal["classification", "generation", "token_classification", "translation"] = "classification"
+    labels: Optional[List[str]] = Field(None, description="label names, in label-id order")
+    label_column: str = Field("label", description="column holding the label (int id or label name)")
+    head: Literal["auto", "head", "verbalizer"] = Field(
+        "auto", description="classification by a trained head or by verbalizer scoring")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, v):
+        if v is not None:
+            if len(v) < 2:
+                raise ValueError("needs at least 2 labels")
+            if len(set(v)) != len(v):
+                raise ValueError(f"labels must be unique, got {v}")
+        return v
+
+
+class TemplateSpec(Section):
+    text: str = Field("{soft} {text}", description="hard text with {column}, {soft[:N]} and {label}")
+    verbalizer: Optional[Dict[str, Union[str, List[str]]]] = Field(
+        None, description="label -> word or list of words")
+
+
+class DataSpec(Section):
+    root: Optional[str] = Field(None, description="folder the file names below are relative to; "
+                                "'builtin:sentiment' for the data the project makes")
+    train: str = Field("train.parquet", description="training file or glob (.parquet/.arrow/.feather/.csv/.jsonl)")
+    validation: Optional[str] = Field("validation.parquet", description="validation file, or null")
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0,
+                                       description="hold out this fraction of train when validation is null")
+
+
+class TrainSpec(Section):
+    epochs: float = Field(1, gt=0, description="passes over the training data")
+    max_steps: Optional[int] = Field(None, gt=0, description="stop after this many optimizer steps")
+    batch_size: int = Field(32, gt=0, description="GLOBAL batch per optimizer step, split over workers")
+    grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
+    lr: float = Field(3e-2, gt=0, description="peak learning rate for prompt/adapter parameters")
+    head_lr: Optional[float] = Field(None, gt=0, description="learning rate of the head (default: lr)")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping (0 turns it off)")
+    seed: int = 0
+    eval_every: Optional[int] = Field(None, gt=0, description="evaluate every N steps (and at the end)")
+    checkpoint_every: Optional[int] = Field(None, gt=0, description="checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="keep the last K checkpoints")
+    eval_batch_size: int = Field(64, gt=0)
+    group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train may do")
+    nan_policy: Literal["stop", "skip"] = "stop"
+
+
+class ScalingSpec(Section):
+    num_workers: int = Field(2, gt=0, description="Ray Train workers")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    torch_threads: Optional[int] = Field(None, gt=0, description="torch threads per worker (default: cpus_per_worker)")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    address: Optional[str] = Field(None, description="Ray address; default starts Ray in-process")
+
+
+class DeepSpeedSpec(Section):
+    zero_stage: Literal[1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    offload: bool = Field(False, description="offload optimizer state (and params at stage 3) to CPU")
+    bf16: Optional[bool] = Field(None, description="bf16 training (default: on with GPUs)")
+
+    @field_validator("zero_stage", mode="before")
+    @classmethod
+    def _stage(cls, v):
+        if v not in (1, 2, 3):
+            raise ValueError(f"must be 1, 2 or 3, got {v!r}")
+        return v
+
+
+class OutputSpec(Section):
+    dir: str = Field("runs/{name}", description="run directory; {name} is the job name")
+
+
+class TuneSpec(Section):
+    """Placeholder for `peft-ray tune`; validated so typos are caught early."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+class JobSpec(Section):
+    name: str = Field("peft-ray-job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: ModelSpec = ModelSpec()
+    task: TaskSpec = TaskSpec()
+    template: TemplateSpec = TemplateSpec()
+    method: Any = Field(None, description="method.name plus the method's own fields")
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    output: OutputSpec = OutputSpec()
+    kernels: Literal["auto", "triton", "torch"] = Field("auto", description="Triton kernels backend")
+    tune: Optional[TuneSpec] = None
+
+    @model_validator(mode="after")
+    def _batch_divides(self):
+        per_step = self.scaling.num_workers * self.train.grad_accum
+        if self.train.batch_size % per_step:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be divisible by "
+                f"scaling.num_workers x train.grad_accum ({per_step})")
+        return self
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.train.batch_size // (self.scaling.num_workers * self.train.grad_accum)

@@ -1,0 +1,134 @@
+"""The prompt template language. Templates are data, never code.
+
+    "{soft} Review: {text} Sentiment: {label}."
+
+- ``{column}``   the value of a data column (plain identifiers only);
+- ``{soft}``     the method's soft virtual tokens; ``{soft:N}`` says N of them;
+- ``{label}``    the label slot (the mask token for masked-LM scoring);
+- ``{{`` / ``}}`` literal braces.
+
+No eval, no Jinja, no attribute or index access: ``{text.__class__}`` and
+``{0.__init__}`` are syntax errors here, not lookups.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from peft_ray.errors import SpecError
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SOFT = re.compile(r"soft(?::(\d+))?\Z")
+RESERVED = ("soft", "label")
+
+
+@dataclass(frozen=True)
+class Part:
+    kind: str                 # "text" | "column" | "soft" | "label"
+    value: str = ""           # literal text or column name
+    n: Optional[int] = None   # soft-token count given as {soft:N}
+
+
+class TemplateError(SpecError):
+    pass
+
+
+def _parse_field(body: str, pos: int, where: str) -> Part:
+    m = _SOFT.match(body)
+    if m:
+        n = int(m.group(1)) if m.group(1) else None
+        if n == 0:
+            raise TemplateError(f"{where}: {{soft:0}} at position {pos}: N must be >= 1")
+        return Part("soft", n=n)
+    if body == "label":
+        return Part("label")
+    if _IDENT.match(body) and not body.startswith("__"):
+        return Part("column", body)
+    raise TemplateError(
+        f"{where}: field '{{{body}}}' at position {pos} is not allowed. Fields are plain column "
+        "names, {soft}, {soft:N} or {label}; attribute access, indexing and code are never "
+        "evaluated. Write '{{' or '}}' for literal braces.")
+
+
+def _tokenize(text: str, where: str) -> List[Part]:
+    parts: List[Part] = []
+    buf, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if text.startswith("{{", i) or text.startswith("}}", i):
+            buf.append(c)
+            i += 2
+        elif c == "{":
+            end = text.find("}", i)
+            nxt = text.find("{", i + 1)
+            if end < 0 or (0 <= nxt < end):
+                raise TemplateError(f"{where}: unbalanced '{{' at position {i}: close it with '}}' "
+                                    "or write '{{' for a literal brace")
+            if buf:
+                parts.append(Part("text", "".join(buf)))
+                buf = []
+            parts.append(_parse_field(text[i + 1:end].strip(), i, where))
+            i = end + 1
+        elif c == "}":
+            raise TemplateError(f"{where}: unbalanced '}}' at position {i}: write '}}}}' for a literal brace")
+        else:
+            buf.append(c)
+            i += 1
+    if buf:
+        parts.append(Part("text", "".join(buf)))
+    return parts
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+    parts: Tuple[Part, ...]
+
+    @classmethod
+    def parse(cls, text: str, where: str = "template.text") -> "Template":
+        parts = tuple(_tokenize(text, where))
+        if not any(p.kind == "column" for p in parts):
+            raise TemplateError(f"{where}: names no data column; add one such as {{text}}")
+        softs = [i for i, p in enumerate(parts) if p.kind == "soft"]
+        if len(softs) > 1 or (softs and softs[0] != 0):
+            raise TemplateError(
+                f"{where}: soft tokens must come first, once ('{{soft}} ...'): HF PEFT prompt "
+                "adapters prepend the virtual tokens, and peft-ray keeps its adapters loadable there")
+        return cls(text, parts)
+
+    @property
+    def columns(self) -> List[str]:
+        return list(dict.fromkeys(p.value for p in self.parts if p.kind == "column"))
+
+    @property
+    def soft_tokens(self) -> Optional[int]:
+        """N from {soft:N}, or None when the template leaves the count to the method."""
+        return next((p.n for p in self.parts if p.kind == "soft"), None)
+
+    @property
+    def has_label_slot(self) -> bool:
+        return any(p.kind == "label" for p in self.parts)
+
+    def render(self, row: Mapping[str, Any], label_text: str = "") -> Optional[str]:
+        """The hard text of one row; None when a named column is null or empty."""
+        out = []
+        for p in self.parts:
+            if p.kind == "text":
+                out.append(p.value)
+            elif p.kind == "label":
+                out.append(label_text)
+            elif p.kind == "column":
+                v = row.get(p.value)
+                if v is None or (isinstance(v, str) and not v.strip()):
+                    return None
+                out.append(v if isinstance(v, str) else " ".join(map(str, v)) if isinstance(v, list) else str(v))
+        return "".join(out).strip()
+
+
+def normalize_verbalizer(verbalizer: Optional[Dict[str, Any]]) -> Optional[Dict[str, List[str]]]:
+    """label -> list of words (a single word becomes a one-element list)."""
+    if verbalizer is None:
+        return None
+    return {str(k): ([v] if isinstance(v, str) else [str(w) for w in v]) for k, v in verbalizer.items()}

@@ -1,0 +1,1 @@
+"""Training: the per-worker recipe (train_func) and the driver that launches it."""

@@ -1,0 +1,160 @@
+"""The driver side of `peft-ray train`: pre-flight, Ray start, TorchTrainer, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+
+from peft_ray.errors import CheckpointError, JobError
+from peft_ray.preflight import Preflight, run_preflight
+from peft_ray.spec import JobSpec, dump_spec
+from peft_ray.train.checkpoint import latest_good_checkpoint
+from peft_ray.train.recipe import RunFacts, train_func
+
+DATA_CPU_SLOTS = 1  # logical CPU the local head adds for Ray Data's (light) tokenize tasks
+
+
+def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
+    """Refuse to mix two different jobs in one folder; never delete without --overwrite."""
+    out = Path(spec.output.dir).expanduser().resolve()
+    job_file = out / "job.yaml"
+    if job_file.exists() and not (resume or overwrite):
+        raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
+                              "--overwrite to replace it, or set output.dir to a new folder")
+    if job_file.exists() and resume:
+        old = yaml.safe_load(job_file.read_text()) or {}
+        if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
+            raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
+                                  f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
+    if overwrite and (out / "ray").exists():
+        shutil.rmtree(out / "ray")
+    out.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
+    return out
+
+
+def find_resume_checkpoint(out: Path) -> Optional[Path]:
+    ckpt = latest_good_checkpoint(out / "ray", warn=lambda m: print(f"[peft-ray] {m}"))
+    if ckpt is None:
+        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'ray'}; run without --resume")
+    return ckpt
+
+
+def init_ray(spec: JobSpec) -> None:
+    """Join the given cluster, or start Ray in-process on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = spec.scaling.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    cpus = os.cpu_count() or 1
+    need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
+    if need > cpus:
+        raise JobError(f"scaling.num_workers={spec.scaling.num_workers} x cpus_per_worker="
+                       f"{spec.scaling.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}; "
+                       "lower scaling.num_workers or scaling.cpus_per_worker")
+    ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=False, log_to_driver=True,
+             configure_logging=True, logging_level="WARNING")
+
+
+def check_cluster_fits(spec: JobSpec) -> None:
+    """A message, not a hang, when the cluster cannot hold the worker group."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
+    if need > total.get("CPU", 0):
+        raise JobError(f"scaling.num_workers={spec.scaling.num_workers} needs {need:g} CPUs but the Ray "
+                       f"cluster has {total.get('CPU', 0):g}; lower scaling.num_workers")
+    if spec.scaling.use_gpu and spec.scaling.num_workers > total.get("GPU", 0):
+        raise JobError(f"scaling.use_gpu: {spec.scaling.num_workers} workers need as many GPUs; "
+                       f"the cluster has {total.get('GPU', 0):g}")
+
+
+def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
+    """Lazy Ray Data pipelines: read -> render + tokenize in map_batches. Nothing is collected."""
+    from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess_batch
+    from peft_ray.data.sources import ray_dataset
+
+    pp = make_preprocess_config(spec, pre.model_path)
+    cols = needed_columns(spec)
+
+    def pipeline(files):
+        ds = ray_dataset(files).select_columns(cols)
+        return ds.map_batches(preprocess_batch, fn_kwargs={"cfg": pp}, batch_format="pyarrow",
+                              batch_size=256, num_cpus=0.5)
+    out = {"train": pipeline(pre.train.files).randomize_block_order(seed=spec.train.seed)}
+    if pre.validation:
+        out["validation"] = pipeline(pre.validation.files)
+    return out
+
+
+def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional[Path]):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    opts = ray.train.DataConfig.default_ingest_options()
+    opts.preserve_order = True  # deterministic shards: same seed, same batches (resume equivalence)
+    run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
+                   fail_at_step=_env_int("PEFT_RAY_FAIL_AT_STEP"))
+    return TorchTrainer(
+        train_func,
+        train_loop_config={"spec": dump_spec(spec), "run": asdict(run)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec.scaling.num_workers, use_gpu=spec.scaling.use_gpu,
+            resources_per_worker={"CPU": spec.scaling.cpus_per_worker},
+            placement_strategy=spec.scaling.placement_strategy),
+        datasets=build_datasets(spec, pre),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=opts),
+        run_config=ray.train.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(out / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints)),
+        resume_from_checkpoint=ray.train.Checkpoint(str(resume_from)) if resume_from else None,
+    )
+
+
+def _env_int(name: str) -> Optional[int]:
+    v = os.environ.get(name)
+    return int(v) if v else None
+
+
+def write_outputs(out: Path, checkpoint_path: Path, metrics: Dict[str, Any], wall: float,
+                  pre: Preflight) -> Dict[str, Any]:
+    from peft_ray.adapter import replace_dir
+
+    tmp = out / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint_path / "adapter", tmp)
+    replace_dir(tmp, out / "adapter")
+    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+    final.update(wall_seconds=wall, skipped_rows=pre.train.skipped,
+                 checkpoint=str(checkpoint_path), adapter=str(out / "adapter"))
+    tmpm = out / ".metrics.json.tmp"
+    tmpm.write_text(json.dumps(final, indent=2))
+    tmpm.replace(out / "metrics.json")
+    return final
+
+
+def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+    t0 = time.time()
+    pre = run_preflight(spec)
+    out = prepare_output_dir(spec, resume, overwrite)
+    resume_from = find_resume_checkpoint(out) if resume else None
+    init_ray(spec)
+    check_cluster_fits(spec)
+    result = make_trainer(spec, pre, out, resume_from).fit()
+    if result.error:
+        raise result.error
+    ckpt = Path(result.checkpoint.path)
+    return write_outputs(out, ckpt, dict(result.metrics or {}), time.time() - t0, pre)

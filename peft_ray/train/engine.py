@@ -1,0 +1,97 @@
+"""Model + optimizer + DeepSpeed engine setup for one worker."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from peft_ray.methods import get_method
+from peft_ray.methods.common import BuildContext
+from peft_ray.models import head_modules, load_classifier, load_tokenizer, resolve_model_path
+
+
+def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
+    """Load the frozen base model, wrap it with the job's PEFT method. Same init on every rank."""
+    path = resolve_model_path(spec.model.name_or_path)
+    tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
+    base = load_classifier(path, len(spec.task.labels), seed=spec.train.seed,
+                           trust_remote_code=spec.model.trust_remote_code,
+                           allow_pickle=spec.model.allow_pickle)
+    method = get_method(spec.method.name)
+    ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base))
+    model = method.build(base, spec.method, ctx)
+    return model.to(device), tokenizer, path
+
+
+def param_groups(model: torch.nn.Module, lr: float, head_lr: float, weight_decay: float) -> List[Dict]:
+    """Prompt/adapter parameters and head parameters may use different learning rates."""
+    adapter, head = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (head if name.startswith("base.") else adapter).append(p)
+    groups = [{"params": adapter, "lr": lr, "weight_decay": weight_decay}]
+    if head:
+        groups.append({"params": head, "lr": head_lr, "weight_decay": weight_decay})
+    return groups
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
+    warmup = int(total_steps * warmup_ratio)
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+    return f
+
+
+def deepspeed_config(spec, use_bf16: bool) -> Dict[str, Any]:
+    zero: Dict[str, Any] = {"stage": spec.deepspeed.zero_stage}
+    if spec.deepspeed.offload:
+        zero["offload_optimizer"] = {"device": "cpu"}
+        if spec.deepspeed.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_batch_size": spec.train.batch_size,
+        "train_micro_batch_size_per_gpu": spec.micro_batch_size,
+        "gradient_accumulation_steps": spec.train.grad_accum,
+        "zero_optimization": zero,
+        # We pass torch's AdamW: it works on CPU and GPU without building DeepSpeed's C++ ops.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "gradient_clipping": spec.train.max_grad_norm,
+        "bf16": {"enabled": use_bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def setup_engine(model: torch.nn.Module, spec, total_steps: int, use_bf16: bool):
+    """Wrap the model in a DeepSpeed ZeRO engine that trains only the trainable parameters."""
+    import deepspeed
+
+    t = spec.train
+    groups = param_groups(model, t.lr, t.head_lr or t.lr, t.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total_steps, t.warmup_ratio, t.schedule))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        config=deepspeed_config(spec, use_bf16))
+    return engine, scheduler
+
+
+def trainable_parameters(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    """Full (not ZeRO-partitioned) element counts."""
+    return sum(getattr(p, "ds_numel", p.numel()) for _, p in trainable_parameters(model))

@@ -1,0 +1,246 @@
+"""train_func: the per-worker recipe. Reads top to bottom like the job it runs.
+
+Every input comes from ``config`` (a plain dict: the resolved spec and run
+facts computed by the driver); nothing is captured from driver globals.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from peft_ray.adapter import TASK_TYPES, gather_adapter_state, write_adapter
+from peft_ray.data.batching import micro_batches
+from peft_ray.methods import get_method
+from peft_ray.spec import dump_spec, validate_spec
+from peft_ray.train import dist as D
+from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from peft_ray.train.engine import build_model, count_trainable, setup_engine
+from peft_ray.train.evaluate import evaluate
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class RunFacts:
+    """Computed by the driver before training (flat, picklable)."""
+
+    total_steps: int
+    steps_per_epoch: int
+    mode: str = "ray"                     # "ray" | "local"
+    resume_from: Optional[str] = None     # local mode: checkpoint folder
+    local_data: Optional[Dict[str, Any]] = None
+    fail_at_step: Optional[int] = None    # fault injection for tests (PEFT_RAY_FAIL_AT_STEP)
+
+
+def train_func(config: Dict[str, Any]) -> None:
+    spec = validate_spec(config["spec"])
+    run = RunFacts(**config["run"])
+    setup_torch(spec)
+    model, tokenizer, base_path = build_model(spec)
+    engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=bool(spec.deepspeed.bf16))
+    data = make_data(run, spec)
+    reporter = make_reporter(run, spec)
+    state = restore(engine, reporter)
+    state.world_size = D.world()
+    D.log_rank0(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
+                f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
+    ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
+                      resumed=state.global_step > 0)
+    train_loop(ctx, state)
+    finish(ctx, state)
+
+
+def setup_torch(spec) -> None:
+    torch.set_num_threads(spec.scaling.torch_threads or max(1, int(spec.scaling.cpus_per_worker)))
+    torch.manual_seed(spec.train.seed + D.rank())  # dropout differs per rank; init is seeded in build_model
+    torch.use_deterministic_algorithms(False)
+
+
+def make_data(run: RunFacts, spec):
+    from peft_ray.train.data_iter import LocalDataIterators, RayDataIterators
+
+    if run.mode == "ray":
+        return RayDataIterators()
+    d = run.local_data
+    from peft_ray.data.preprocess import PreprocessConfig
+
+    return LocalDataIterators(d["train_files"], d["val_files"], PreprocessConfig(**d["preprocess"]),
+                              d["columns"], D.rank(), D.world())
+
+
+def make_reporter(run: RunFacts, spec):
+    from peft_ray.train.report import LocalReporter, RayReporter
+
+    return RayReporter() if run.mode == "ray" else LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
+                                                                 run.resume_from)
+
+
+def restore(engine, reporter) -> TrainerState:
+    path = reporter.checkpoint_to_resume()
+    if path is None:
+        return TrainerState()
+    state = load_checkpoint(engine, path)
+    D.log_rank0(f"resumed from {path} at step {state.global_step} (epoch {state.epoch}, "
+                f"micro-batch {state.micro_in_epoch})")
+    return state
+
+
+@dataclass
+class StepContext:
+    spec: Any
+    run: RunFacts
+    engine: Any
+    model: Any
+    tokenizer: Any
+    base_path: str
+    data: Any
+    reporter: Any
+    resumed: bool = False
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def epoch_batches(ctx: StepContext, epoch: int, skip: int):
+    """This worker's micro-batches of `epoch`, the first `skip` dropped (exact resumption)."""
+    t = ctx.spec.train
+    it = micro_batches(ctx.data.train_tables(epoch), ctx.spec.micro_batch_size, pad_id=ctx.pad_id,
+                       seed=t.seed * 1000 + epoch * 10 + D.rank(), group_by_length=t.group_by_length,
+                       drop_last=True)
+    for i, batch in enumerate(it):
+        if i >= skip:
+            yield batch
+
+
+def train_loop(ctx: StepContext, state: TrainerState) -> None:
+    n_epochs = math.ceil(ctx.run.total_steps / max(1, ctx.run.steps_per_epoch))
+    while state.global_step < ctx.run.total_steps and state.epoch < max(n_epochs, 1) + 1:
+        batches = epoch_batches(ctx, state.epoch, state.micro_in_epoch)
+        for batch in _lockstep(batches):
+            stepped = train_micro_step(ctx, state, batch)
+            state.micro_in_epoch += 1
+            if stepped:
+                after_optimizer_step(ctx, state)
+            if state.global_step >= ctx.run.total_steps:
+                return
+        state.epoch += 1
+        state.micro_in_epoch = 0
+
+
+def _lockstep(batches):
+    """Stop every worker as soon as any worker runs out (ZeRO steps are collective)."""
+    it = iter(batches)
+    while True:
+        batch = next(it, None)
+        if D.all_sum([batch is None])[0] > 0:
+            return
+        yield batch
+
+
+def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool:
+    """Forward + backward (+ optimizer step at the accumulation boundary). True if it stepped."""
+    t0 = time.perf_counter()
+    engine = ctx.engine
+    out = engine(input_ids=batch["input_ids"].to(engine.device),
+                 attention_mask=batch["attention_mask"].to(engine.device))
+    loss = torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"].to(engine.device))
+    if D.all_sum([0.0 if torch.isfinite(loss) else 1.0])[0] > 0:
+        handle_nonfinite(ctx, state, batch, loss)
+        return False
+    engine.backward(loss)
+    boundary = engine.is_gradient_accumulation_boundary()
+    engine.step()
+    n, tok = D.all_sum([len(batch["labels"]), batch["n_tokens"]])
+    state.samples += n
+    state.tokens += tok
+    state.train_seconds += time.perf_counter() - t0
+    state.last_loss = loss.item()
+    return boundary
+
+
+def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -> None:
+    where = (f"step {state.global_step + 1} (epoch {state.epoch}, micro-batch {state.micro_in_epoch}, "
+             f"batch of {len(batch['labels'])} rows, max length {batch['input_ids'].shape[1]})")
+    if ctx.spec.train.nan_policy == "stop":
+        raise NonFiniteLoss(f"loss is {loss.item()} at {where}. Lower train.lr, check the data, or set "
+                            "train.nan_policy: skip to skip such batches")
+    state.skipped_nonfinite += 1
+    D.log_rank0(f"warning: skipped a batch with non-finite loss at {where}")
+
+
+def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
+    state.global_step += 1
+    t, step = ctx.spec.train, state.global_step
+    if ctx.run.fail_at_step and step == ctx.run.fail_at_step and not ctx.resumed:
+        os._exit(17)  # fault injection for tests: the worker process dies hard
+    log_progress(ctx, state)
+    last = step >= ctx.run.total_steps
+    want_eval = last or (t.eval_every and step % t.eval_every == 0)
+    want_ckpt = last or want_eval or (t.checkpoint_every and step % t.checkpoint_every == 0)
+    if want_ckpt:
+        metrics = evaluate_now(ctx) if want_eval else {}
+        report(ctx, state, metrics)
+
+
+def log_progress(ctx: StepContext, state: TrainerState) -> None:
+    every = max(1, ctx.run.total_steps // 20)
+    if state.global_step % every and state.global_step != ctx.run.total_steps:
+        return
+    sps = state.samples / max(state.train_seconds, 1e-9)
+    lr = ctx.engine.get_lr()[0]
+    D.log_rank0(f"step {state.global_step}/{ctx.run.total_steps} | loss {state.last_loss:.4f} "
+                f"| {sps:.1f} samples/s | lr {lr:.2e}")
+
+
+def evaluate_now(ctx: StepContext) -> Dict[str, float]:
+    return evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec.task.labels, ctx.pad_id,
+                    ctx.spec.train.eval_batch_size)
+
+
+def adapter_writer(ctx: StepContext):
+    """A function that gathers the adapter (collective) and writes it on rank 0."""
+    method = get_method(ctx.spec.method.name)
+
+    def write(out_dir: Path) -> None:
+        state = gather_adapter_state(ctx.model)
+        if D.rank() != 0:
+            return
+        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, TASK_TYPES[ctx.spec.task.type])
+        extra = {"spec": dump_spec(ctx.spec), "labels": ctx.spec.task.labels,
+                 "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
+                 "method": ctx.spec.method.model_dump(mode="json")}
+        write_adapter(out_dir, state, cfg, extra)
+    return write
+
+
+def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> None:
+    """Every rank saves its shard, then every rank reports (Ray merges the folders)."""
+    secs = max(state.train_seconds, 1e-9)
+    full = {**metrics, "step": state.global_step, "epoch": state.epoch,
+            "samples_per_s": state.samples / secs, "tokens_per_s": state.tokens / secs,
+            "train_loss": state.last_loss, "lr": ctx.engine.get_lr()[0],
+            "skipped_nonfinite": state.skipped_nonfinite, "train_seconds": state.train_seconds,
+            "samples": state.samples, "tokens": state.tokens,
+            "trainable_params": count_trainable(ctx.model)}
+    if metrics:
+        state.history.append({k: v for k, v in full.items() if isinstance(v, (int, float))})
+        D.log_rank0("eval @ step {step}: accuracy {acc:.4f} | macro_f1 {f1:.4f} | loss {loss:.4f}".format(
+            step=state.global_step, acc=metrics.get("accuracy", 0), f1=metrics.get("macro_f1", 0),
+            loss=metrics.get("loss", 0)))
+    with ctx.reporter.staging_dir() as tmp:
+        save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx))
+        ctx.reporter.report(full, tmp)
+
+
+def finish(ctx: StepContext, state: TrainerState) -> None:
+    D.log_rank0(f"done: {state.global_step} steps, {state.samples:.0f} samples in {state.train_seconds:.1f}s")

@@ -1,0 +1,79 @@
+"""Where checkpoints and metrics go: Ray Train (``ray.train.report``) or, in
+--local mode, a checkpoints/ folder managed the same way (atomic, keep last K)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+from peft_ray.train import dist as D
+from peft_ray.train.checkpoint import checkpoint_dirs, latest_good_checkpoint, validate_checkpoint
+
+
+class RayReporter:
+    def checkpoint_to_resume(self) -> Optional[Path]:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        path = Path(ckpt.path)  # local storage: read in place (a cloud URI is downloaded below)
+        if not path.exists():
+            path = Path(ckpt.to_directory())
+        ok, why = validate_checkpoint(path)
+        if not ok:
+            raise RuntimeError(f"checkpoint {path} is not usable: {why}")
+        return path
+
+    @contextlib.contextmanager
+    def staging_dir(self):
+        with tempfile.TemporaryDirectory(prefix="peft-ray-ckpt-") as tmp:
+            yield tmp
+
+    def report(self, metrics: Dict, local_dir: str) -> None:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(local_dir))
+
+
+class LocalReporter:
+    """Single-process stand-in for Ray's checkpoint manager (used by --local)."""
+
+    def __init__(self, output_dir: str, keep: int, resume_from: Optional[str]):
+        self.root = Path(output_dir) / "checkpoints"
+        self.keep = keep
+        self.resume_from = resume_from
+        self.last_metrics: Dict = {}
+        self.last_checkpoint: Optional[Path] = None
+
+    def checkpoint_to_resume(self) -> Optional[Path]:
+        return Path(self.resume_from) if self.resume_from else None
+
+    @contextlib.contextmanager
+    def staging_dir(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            yield str(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def report(self, metrics: Dict, local_dir: str) -> None:
+        if D.rank() != 0:
+            return
+        final = self.root / f"checkpoint_{int(metrics['step']):08d}"
+        shutil.rmtree(final, ignore_errors=True)
+        Path(local_dir).rename(final)  # atomic within one file system
+        self.last_metrics, self.last_checkpoint = dict(metrics), final
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the last K; never delete the newest checkpoint that validates."""
+        dirs = checkpoint_dirs(self.root)
+        good = latest_good_checkpoint(self.root, warn=lambda m: None)
+        for old in dirs[:-self.keep]:
+            if old != good:
+                shutil.rmtree(old, ignore_errors=True)
