@@ -19,13 +19,16 @@ READ_BATCH = 256
 
 class RayDataIterators:
     def __init__(self):
+        import ray.data
         import ray.train
 
+        ray.data.DataContext.get_current().enable_progress_bars = False  # rank-0 log lines instead
         self._train = ray.train.get_dataset_shard("train")
         try:
             self._val = ray.train.get_dataset_shard("validation")
         except (KeyError, ValueError):
             self._val = None
+        self._val_cache: Optional[List[pa.Table]] = None
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
         return self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
@@ -33,7 +36,30 @@ class RayDataIterators:
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         if self._val is None:
             return None
-        return self._val.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
+        if self._val_cache is None:
+            return _CachingIterable(self, self._val.iter_batches(
+                batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2))
+        return self._val_cache
+
+
+class _CachingIterable:
+    """The first evaluation streams the validation set; later ones reuse the tokenized
+    tables (a few MB for typical validation sets), so each eval costs only forwards."""
+
+    MAX_ROWS = 200_000
+
+    def __init__(self, owner: RayDataIterators, it):
+        self.owner, self.it = owner, it
+
+    def __iter__(self):
+        tables, rows = [], 0
+        for t in self.it:
+            rows += len(t)
+            if tables is not None:
+                tables = tables + [t] if rows <= self.MAX_ROWS else None
+            yield t
+        if tables is not None:
+            self.owner._val_cache = tables
 
 
 class LocalDataIterators:

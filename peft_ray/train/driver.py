@@ -63,7 +63,7 @@ def init_ray(spec: JobSpec) -> None:
         raise JobError(f"scaling.num_workers={spec.scaling.num_workers} x cpus_per_worker="
                        f"{spec.scaling.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}; "
                        "lower scaling.num_workers or scaling.cpus_per_worker")
-    ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=False, log_to_driver=True,
+    ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
 
 
@@ -86,6 +86,9 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess_batch
     from peft_ray.data.sources import ray_dataset
 
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # rank 0 logs progress instead
     pp = make_preprocess_config(spec, pre.model_path)
     cols = needed_columns(spec)
 

@@ -1,0 +1,83 @@
+"""The CLI: --help teaches, validate checks like train, bad input fails before Ray starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from tests.conftest import job_dict, write_rows
+
+
+def _job(tmp_path, tiny_bert, tiny_data, **sections):
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "out", **sections)))
+    return str(p)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["validate", "--help"]])
+def test_help(args):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0
+    assert "peft-ray" in r.output or "JOB" in r.output
+    if args[0] == "train":
+        assert "train.max_steps=20" in r.output and "--resume" in r.output
+
+
+def test_validate_ok_with_overrides(tmp_path, tiny_bert, tiny_data):
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "train.max_steps=3",
+                                  "deepspeed.zero_stage=3"])
+    assert r.exit_code == 0, r.output
+    assert "ok: tiny" in r.output and "3 steps" in r.output and "ZeRO-3" in r.output
+
+
+def _bad_cases(tmp_path, tiny_bert, tiny_data):
+    empty = write_rows(tmp_path / "empty" / "train.parquet", {"text": [], "label": []})
+    one = write_rows(tmp_path / "one" / "train.parquet", {"text": ["a", "b"], "label": [1, 1]})
+    badlab = write_rows(tmp_path / "bad" / "train.parquet", {"text": ["a", "b"], "label": [0, 7]})
+    return {
+        "missing column": ({"template": {"text": "{soft} {sentence}"}}, "column 'sentence'"),
+        "missing model": ({"model": {"name_or_path": str(tmp_path / "nope")}}, "does not exist"),
+        "empty dataset": ({"data": {"root": str(empty.parent), "validation": None}}, "has no rows"),
+        "single class": ({"data": {"root": str(one.parent), "validation": None}}, "two classes"),
+        "label outside set": ({"data": {"root": str(badlab.parent), "validation": None}},
+                              "label 7 is not in task.labels"),
+        "missing file": ({"data": {"train": "nope.parquet"}}, "data.train: no file matches"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing column", "missing model", "empty dataset", "single class",
+                                  "label outside set", "missing file"])
+def test_bad_input_fails_before_ray(tmp_path, tiny_bert, tiny_data, case):
+    sections, expected = _bad_cases(tmp_path, tiny_bert, tiny_data)[case]
+    job = _job(tmp_path, tiny_bert, tiny_data, **sections)
+    for cmd in ("validate", "train"):
+        r = CliRunner().invoke(main, [cmd, job])
+        assert r.exit_code == 2, r.output
+        assert expected in r.output
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_too_many_workers_is_a_message(tmp_path, tiny_bert, tiny_data):
+    import os
+
+    n = (os.cpu_count() or 1) * 2
+    job = _job(tmp_path, tiny_bert, tiny_data, scaling={"num_workers": n}, train={"batch_size": 8 * n})
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", job], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert f"scaling.num_workers={n}" in r.stderr
+
+
+def test_output_dir_of_another_run_is_refused(tmp_path, tiny_bert, tiny_data):
+    job = _job(tmp_path, tiny_bert, tiny_data)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "job.yaml").write_text("name: other\n")
+    r = CliRunner().invoke(main, ["train", job])
+    assert r.exit_code == 2 and "--overwrite" in r.output

@@ -1,0 +1,73 @@
+"""Backend selection, the interpreter error, and import hygiene of the `kernels` package."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import kernels
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _run(code: str, env_drop=("TRITON_INTERPRET",)) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _inputs():
+    return torch.randn(4, 24), torch.randn(2, 5, 24), torch.randn(16, 24), torch.randn(16)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
+def test_triton_on_cpu_without_interpreter_raises_clear_error():
+    code = ("import torch, kernels\n"
+            "p, x, w = torch.randn(4, 24), torch.randn(2, 5, 24), torch.randn(16, 24)\n"
+            "kernels.prompt_concat_linear(p, x, w, backend='triton')\n")
+    proc = _run(code)
+    assert proc.returncode != 0
+    assert "RuntimeError" in proc.stderr and "TRITON_INTERPRET=1" in proc.stderr and 'backend="torch"' in proc.stderr
+
+
+def test_import_has_no_side_effects():
+    code = ("import os, sys; before = dict(os.environ)\n"
+            "import torch; import kernels\n"
+            "assert 'triton' not in sys.modules, 'kernels imported triton eagerly'\n"
+            "assert dict(os.environ) == before, 'kernels changed the environment'\n")
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_import_and_torch_backend_work_without_triton():
+    code = ("import sys; sys.modules['triton'] = None  # simulate triton not installed\n"
+            "import torch, kernels\n"
+            "p, x, w = torch.randn(4, 24), torch.randn(2, 5, 24), torch.randn(16, 24)\n"
+            "assert kernels.prompt_concat_linear(p, x, w, backend='torch').shape == (2, 9, 16)\n"
+            "assert kernels.prompt_concat_linear(p, x, w).shape == (2, 9, 16)\n"
+            "try:\n    kernels.prompt_concat_linear(p, x, w, backend='triton')\n"
+            "except RuntimeError as e:\n    assert 'triton' in str(e)\nelse:\n    raise SystemExit('no error')\n")
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
+def test_auto_on_cpu_equals_reference():
+    p, x, w, b = _inputs()
+    assert torch.equal(kernels.prompt_concat_linear(p, x, w, b), kernels.prompt_concat_linear_ref(p, x, w, b))
+    q = torch.randn(4, 16)
+    assert torch.equal(kernels.prefix_concat_linear(q, x, w, b), kernels.prefix_concat_linear_ref(q, x, w, b))
+    a, bb = torch.randn(3, 24), torch.randn(16, 3)
+    assert torch.equal(kernels.lora_linear(x, w, a, bb, 2.0, b), kernels.lora_linear_ref(x, w, a, bb, 2.0, b))
+
+
+@pytest.mark.parametrize("call", [
+    lambda p, x, w, b: kernels.prompt_concat_linear(p, x, w, b, backend="cuda"),
+    lambda p, x, w, b: kernels.prefix_concat_linear(torch.randn(4, 16), x, w, b, backend="Triton"),
+    lambda p, x, w, b: kernels.lora_linear(x, w, torch.randn(3, 24), torch.randn(16, 3), 1.0, backend=""),
+])
+def test_invalid_backend_raises_value_error(call):
+    with pytest.raises(ValueError, match="auto, torch, triton"):
+        call(*_inputs())

@@ -1,0 +1,77 @@
+"""Job-spec loading: overrides, defaults and every bad-input message."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from peft_ray.errors import SpecError
+from peft_ray.spec import load_spec, validate_spec
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "job.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = _write(tmp_path, "task: {labels: [a, b]}\n")
+    spec = load_spec(p, ["train.max_steps=20", "train.lr=3e-2", "deepspeed.zero_stage=3",
+                         "data.root=../shared/data/sst2"])
+    assert spec.train.max_steps == 20 and spec.train.lr == 0.03
+    assert spec.deepspeed.zero_stage == 3 and spec.data.root == "../shared/data/sst2"
+    assert spec.method.name == "prompt_tuning" and spec.method.num_virtual_tokens == 20
+    assert spec.output.dir == "runs/peft-ray-job"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("task: [a\n", "malformed YAML at line"),
+    ("trian: {epochs: 1}\ntask: {labels: [a, b]}\n", "did you mean 'train'"),
+    ("train: {learning_rate: 1}\ntask: {labels: [a, b]}\n", "train.learning_rate: unknown key"),
+    ("train: {epochs: many}\ntask: {labels: [a, b]}\n", "train.epochs"),
+    ("train: {lr: 0}\ntask: {labels: [a, b]}\n", "train.lr"),
+    ("method: {name: prompt_tunning}\ntask: {labels: [a, b]}\n", "did you mean 'prompt_tuning'"),
+    ("method: {num_virtual_tokens: 0}\ntask: {labels: [a, b]}\n", "method.num_virtual_tokens"),
+    ("method: {num_virtual_tokns: 3}\ntask: {labels: [a, b]}\n", "did you mean 'num_virtual_tokens'"),
+    ("deepspeed: {zero_stage: 4}\ntask: {labels: [a, b]}\n", "deepspeed.zero_stage: Value error, must be 1, 2 or 3"),
+    ("task: {labels: [a, b]}\ntemplate: {text: '{soft} {text}', verbalizer: {a: x}}\n",
+     "label(s) ['b'] from task.labels have no words"),
+    ("task: {labels: [a, b]}\ntemplate: {text: '{soft} {text.__class__}'}\n", "is not allowed"),
+    ("task: {labels: [a, b]}\ntemplate: {text: '{soft} {text'}\n", "unbalanced"),
+    ("task: {labels: [a, b]}\nscaling: {num_workers: 3}\ntrain: {batch_size: 32}\n", "divisible"),
+    ("task: {type: classification}\n", "task.labels"),
+    ("- just\n- a list\n", "top level must be a mapping"),
+])
+def test_bad_specs_name_the_field(tmp_path, text, expected):
+    with pytest.raises(SpecError) as e:
+        load_spec(_write(tmp_path, text))
+    assert expected in str(e.value)
+
+
+def test_missing_job_file():
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec("no/such/job.yaml")
+
+
+def test_bad_override_form(tmp_path):
+    with pytest.raises(SpecError, match="section.key=value"):
+        load_spec(_write(tmp_path, "task: {labels: [a, b]}\n"), ["train.max_steps"])
+
+
+def test_soft_count_must_agree():
+    with pytest.raises(SpecError, match="make them agree"):
+        validate_spec({"task": {"labels": ["a", "b"]}, "template": {"text": "{soft:5} {text}"},
+                       "method": {"name": "prompt_tuning", "num_virtual_tokens": 7}})
+
+
+def test_every_shipped_job_validates_as_a_spec():
+    from pathlib import Path
+
+    jobs = sorted(Path(__file__).resolve().parents[2].joinpath("jobs").glob("*.yaml"))
+    assert jobs
+    for job in jobs:
+        first = job.read_text().splitlines()[0]
+        assert first.startswith("# peft-ray "), f"{job.name} must start with the command that runs it"
+        load_spec(job)
+        yaml.safe_load(job.read_text())

@@ -1,0 +1,50 @@
+"""Our prompt-tuning adapter loads in HF PEFT and gives the same logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peft_ray.adapter import gather_adapter_state, write_adapter
+from peft_ray.methods import get_method
+from peft_ray.spec import validate_spec
+from peft_ray.train.engine import build_model
+from tests.conftest import job_dict
+
+peft = pytest.importorskip("peft")
+
+
+def _ids(tok, texts):
+    enc = tok(texts, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+@pytest.mark.parametrize("init", ["random", "vocab", "text"])
+def test_adapter_loads_in_peft_with_same_logits(tiny_bert, tiny_data, tmp_path, init):
+    from transformers import AutoModelForSequenceClassification
+
+    method = {"name": "prompt_tuning", "num_virtual_tokens": 5, "init": init,
+              "init_text": "the film was good" if init == "text" else None}
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path, method=method))
+    model, tok, path = build_model(spec)
+    with torch.no_grad():  # move off the init so the test cannot pass by accident
+        model.prompt.add_(torch.randn_like(model.prompt) * 0.1)
+        model.base.classifier.weight.add_(0.3)
+    cfg = get_method("prompt_tuning").peft_config(model, spec.method, path, "SEQ_CLS")
+    write_adapter(tmp_path / "adapter", gather_adapter_state(model), cfg, {})
+
+    model.eval()
+    ids, mask = _ids(tok, ["the plot was dull .", "honestly , the cast was superb but long"])
+    ours = model(input_ids=ids, attention_mask=mask).logits
+
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    loaded = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    theirs = loaded(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_only_adapter_and_head_are_trainable(tiny_bert, tiny_data, tmp_path):
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path))
+    model, _, _ = build_model(spec)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"prompt", "base.classifier.weight", "base.classifier.bias"}
