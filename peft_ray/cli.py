@@ -7,6 +7,7 @@ from typing import Tuple
 
 import click
 
+from peft_ray.commands import register_all
 from peft_ray.errors import JobError
 
 OVERRIDES_HELP = ("Overrides come after the job file as section.key=value, e.g. "
@@ -37,7 +38,9 @@ def main() -> None:
 @click.argument("overrides", nargs=-1)
 @click.option("--resume", is_flag=True, help="Continue from the latest good checkpoint in output.dir.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous run in output.dir.")
-def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool) -> None:
+@click.option("--local", "local", is_flag=True,
+              help="Run the same recipe in this process without Ray (1 rank; data read with pyarrow).")
+def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, local: bool) -> None:
     """Train JOB.yaml on Ray: Ray Data -> Ray Train workers -> DeepSpeed ZeRO.
 
     Writes OUTPUT_DIR/adapter (HF PEFT layout), metrics.json and job.yaml.
@@ -47,9 +50,11 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool) -
 
     try:
         spec = load_spec(job, overrides)
-        from peft_ray.train.driver import run_train
-
-        metrics = run_train(spec, resume=resume, overwrite=overwrite)
+        if local:
+            from peft_ray.train.local import run_local as run
+        else:
+            from peft_ray.train.driver import run_train as run
+        metrics = run(spec, resume=resume, overwrite=overwrite)
     except JobError as e:
         _fail(e)
     click.echo("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})"))
@@ -95,6 +100,8 @@ def data_make(name: str, out_dir: str) -> None:
 
     click.echo(f"wrote {builtin.materialize(out_dir)}")
 
+
+register_all(main)
 
 if __name__ == "__main__":
     main()

@@ -84,6 +84,18 @@ def load_classifier(path: str, num_labels: int, *, seed: int, trust_remote_code:
     return model
 
 
+def load_lm(path: str, kind: str = "causal", *, trust_remote_code: bool = False,
+            allow_pickle: bool = False) -> Any:
+    """A base with its LM head: kind "causal" (GPT-2, Llama: CAUSAL_LM) or "seq2seq" (T5: SEQ_2_SEQ_LM)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    check_weights_safe(path, allow_pickle)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    auto = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
+    return auto.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                use_safetensors=None if allow_pickle else True)
+
+
 def head_modules(model: Any) -> list[str]:
     """The classification head's module names, as HF PEFT's SEQ_CLS adds to modules_to_save."""
     names = {n for n, _ in model.named_children()}

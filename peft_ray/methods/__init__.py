@@ -13,5 +13,6 @@ from peft_ray.methods.base import METHODS, MethodSpec, get_method
 # Importing the method packages registers them (explicit, not a side effect of
 # importing peft_ray itself).
 from peft_ray.methods import prompt_tuning  # noqa: F401,E402
+from peft_ray.methods import ia3, lora, p_tuning, prefix_tuning  # noqa: F401,E402
 
 __all__ = ["METHODS", "MethodSpec", "get_method"]

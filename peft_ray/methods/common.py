@@ -17,6 +17,7 @@ class BuildContext:
     tokenizer: Any
     seed: int = 0
     head_modules: List[str] = field(default_factory=list)  # e.g. ["classifier"]
+    kernels: str = "auto"  # fused-op backend for methods that use kernels/ (job key `kernels`)
 
 
 def freeze_except(model: nn.Module, module_names: List[str]) -> None:

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Literal, Optional, Union
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
+from peft_ray.tune.spec import TuneSpec  # the `tune:` section (peft-ray tune)
+
 
 class Section(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
@@ -99,12 +101,6 @@ class DeepSpeedSpec(Section):
 
 class OutputSpec(Section):
     dir: str = Field("runs/{name}", description="run directory; {name} is the job name")
-
-
-class TuneSpec(Section):
-    """Placeholder for `peft-ray tune`; validated so typos are caught early."""
-
-    model_config = pydantic.ConfigDict(extra="allow")
 
 
 class JobSpec(Section):

@@ -105,9 +105,17 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
     return TrainerState(**raw)
 
 
+def checkpoint_step(path: Path) -> int:
+    try:
+        return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
 def checkpoint_dirs(root: Path) -> List[Path]:
-    """Ray's checkpoint folders under a run's storage, oldest first."""
-    return sorted((p for p in root.rglob("checkpoint_*") if p.is_dir()), key=lambda p: p.name)
+    """Checkpoint folders under a run's storage, oldest first (by step, then name)."""
+    dirs = [p for p in root.rglob("checkpoint_*") if p.is_dir()]
+    return sorted(dirs, key=lambda p: (checkpoint_step(p), p.name))
 
 
 def latest_good_checkpoint(root: Path, warn=print) -> Optional[Path]:

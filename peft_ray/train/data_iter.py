@@ -66,12 +66,12 @@ class LocalDataIterators:
     """pyarrow reading + in-process preprocessing (no Ray). Rows are sharded by index."""
 
     def __init__(self, train_files: List[str], val_files: Optional[List[str]], pp_cfg, columns,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, preprocess=None):
         self.train_files, self.val_files = train_files, val_files
+        self.preprocess = preprocess
         self.pp_cfg, self.columns, self.rank, self.world = pp_cfg, columns, rank, world
 
     def _tables(self, files, shard: bool) -> Iterable[pa.Table]:
-        from peft_ray.data.preprocess import preprocess_batch
         from peft_ray.data.sources import iter_arrow
 
         offset = 0
@@ -81,7 +81,7 @@ class LocalDataIterators:
                 idx = [i for i in range(len(table)) if (offset + i) % self.world == self.rank]
                 table = table.take(idx)
             offset += len(batch)
-            yield preprocess_batch(table, self.pp_cfg)
+            yield self.preprocess(table, self.pp_cfg)
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
         return self._tables(self.train_files, shard=True)

@@ -83,8 +83,9 @@ def check_cluster_fits(spec: JobSpec) -> None:
 
 def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     """Lazy Ray Data pipelines: read -> render + tokenize in map_batches. Nothing is collected."""
-    from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess_batch
+    from peft_ray.data.preprocess import make_preprocess_config, needed_columns
     from peft_ray.data.sources import ray_dataset
+    from peft_ray.tasks import get_task
 
     import ray.data
 
@@ -94,7 +95,7 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
 
     def pipeline(files):
         ds = ray_dataset(files).select_columns(cols)
-        return ds.map_batches(preprocess_batch, fn_kwargs={"cfg": pp}, batch_format="pyarrow",
+        return ds.map_batches(get_task(spec.task.type).preprocess, fn_kwargs={"cfg": pp}, batch_format="pyarrow",
                               batch_size=256, num_cpus=0.5)
     out = {"train": pipeline(pre.train.files).randomize_block_order(seed=spec.train.seed)}
     if pre.validation:
@@ -102,16 +103,23 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     return out
 
 
-def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional[Path]):
+def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional[Path], run_config=None,
+                 train_fn=None):
+    """`run_config`/`train_fn` replace the defaults (peft-ray tune: per-trial name and storage +
+    TuneReportCallback; a train_func wrapper)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     opts = ray.train.DataConfig.default_ingest_options()
     opts.preserve_order = True  # deterministic shards: same seed, same batches (resume equivalence)
+    name = run_config.name if run_config else f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(run_config.storage_path) if run_config else out / "ray"
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
+                   resume_from=str(resume_from) if resume_from else None,
+                   storage_dir=str(storage / name),
                    fail_at_step=_env_int("PEFT_RAY_FAIL_AT_STEP"))
     return TorchTrainer(
-        train_func,
+        train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": asdict(run)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.scaling.num_workers, use_gpu=spec.scaling.use_gpu,
@@ -119,11 +127,10 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional
             placement_strategy=spec.scaling.placement_strategy),
         datasets=build_datasets(spec, pre),
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=opts),
-        run_config=ray.train.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(out / "ray"),
+        run_config=run_config or ray.train.RunConfig(
+            name=name, storage_path=str(out / "ray"),
             failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints)),
-        resume_from_checkpoint=ray.train.Checkpoint(str(resume_from)) if resume_from else None,
     )
 
 

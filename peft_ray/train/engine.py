@@ -9,18 +9,19 @@ import torch
 
 from peft_ray.methods import get_method
 from peft_ray.methods.common import BuildContext
-from peft_ray.models import head_modules, load_classifier, load_tokenizer, resolve_model_path
+from peft_ray.models import head_modules, load_tokenizer, resolve_model_path
 
 
 def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
     """Load the frozen base model, wrap it with the job's PEFT method. Same init on every rank."""
+    from peft_ray.tasks import get_task
+
     path = resolve_model_path(spec.model.name_or_path)
     tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
-    base = load_classifier(path, len(spec.task.labels), seed=spec.train.seed,
-                           trust_remote_code=spec.model.trust_remote_code,
-                           allow_pickle=spec.model.allow_pickle)
+    base = get_task(spec.task.type).load_base(spec, path)
     method = get_method(spec.method.name)
-    ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base))
+    ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base),
+                       kernels=spec.kernels)
     model = method.build(base, spec.method, ctx)
     return model.to(device), tokenizer, path
 
@@ -28,9 +29,11 @@ def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
 def param_groups(model: torch.nn.Module, lr: float, head_lr: float, weight_decay: float) -> List[Dict]:
     """Prompt/adapter parameters and head parameters may use different learning rates."""
     adapter, head = [], []
+    # Injected adapters (LoRA, IA3) live inside `base.`; such wrappers say which params are the head.
+    is_head = getattr(model, "is_head_param", lambda name: name.startswith("base."))
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (head if name.startswith("base.") else adapter).append(p)
+            (head if is_head(name) else adapter).append(p)
     groups = [{"params": adapter, "lr": lr, "weight_decay": weight_decay}]
     if head:
         groups.append({"params": head, "lr": head_lr, "weight_decay": weight_decay})

@@ -20,9 +20,9 @@ from peft_ray.data.batching import micro_batches
 from peft_ray.methods import get_method
 from peft_ray.spec import dump_spec, validate_spec
 from peft_ray.train import dist as D
+from peft_ray.train import telemetry
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
-from peft_ray.train.evaluate import evaluate
 
 
 class NonFiniteLoss(RuntimeError):
@@ -35,18 +35,20 @@ class RunFacts:
 
     total_steps: int
     steps_per_epoch: int
-    mode: str = "ray"                     # "ray" | "local"
-    resume_from: Optional[str] = None     # local mode: checkpoint folder
+    mode: str = "ray"                     # "ray" | "local" | "tune" (in-process tune trial)
+    resume_from: Optional[str] = None     # --resume: the checkpoint folder to start from
+    storage_dir: Optional[str] = None     # ray mode: this run's storage folder (local/NFS)
     local_data: Optional[Dict[str, Any]] = None
     fail_at_step: Optional[int] = None    # fault injection for tests (PEFT_RAY_FAIL_AT_STEP)
 
 
-def train_func(config: Dict[str, Any]) -> None:
+def train_func(config: Dict[str, Any]):
+    """Returns the reporter (--local mode reads its last checkpoint and metrics)."""
     spec = validate_spec(config["spec"])
     run = RunFacts(**config["run"])
     setup_torch(spec)
     model, tokenizer, base_path = build_model(spec)
-    engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=bool(spec.deepspeed.bf16))
+    engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=use_bf16(spec))
     data = make_data(run, spec)
     reporter = make_reporter(run, spec)
     state = restore(engine, reporter)
@@ -57,6 +59,14 @@ def train_func(config: Dict[str, Any]) -> None:
                       resumed=state.global_step > 0)
     train_loop(ctx, state)
     finish(ctx, state)
+    return reporter
+
+
+def use_bf16(spec) -> bool:
+    """bf16 by default on GPUs (fp32 on the CPU, where bf16 matmuls are slow and less exact)."""
+    if spec.deepspeed.bf16 is not None:
+        return spec.deepspeed.bf16
+    return bool(spec.scaling.use_gpu and torch.cuda.is_available())
 
 
 def setup_torch(spec) -> None:
@@ -73,14 +83,20 @@ def make_data(run: RunFacts, spec):
     d = run.local_data
     from peft_ray.data.preprocess import PreprocessConfig
 
+    from peft_ray.tasks import get_task
+
     return LocalDataIterators(d["train_files"], d["val_files"], PreprocessConfig(**d["preprocess"]),
-                              d["columns"], D.rank(), D.world())
+                              d["columns"], D.rank(), D.world(), get_task(spec.task.type).preprocess)
 
 
 def make_reporter(run: RunFacts, spec):
     from peft_ray.train.report import LocalReporter, RayReporter
 
-    return RayReporter() if run.mode == "ray" else LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
+    if run.mode == "tune":  # peft-ray tune: a 1-worker trial trains in its Tune actor, reports to Tune
+        from peft_ray.tune.report import TuneReporter
+
+        return TuneReporter(spec.output.dir, spec.train.keep_checkpoints, run.resume_from)
+    return RayReporter(run.resume_from, run.storage_dir) if run.mode == "ray" else LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
                                                                  run.resume_from)
 
 
@@ -105,6 +121,12 @@ class StepContext:
     data: Any
     reporter: Any
     resumed: bool = False
+
+    @property
+    def task(self):
+        from peft_ray.tasks import get_task
+
+        return get_task(self.spec.task.type)
 
     @property
     def pad_id(self) -> int:
@@ -151,9 +173,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     """Forward + backward (+ optimizer step at the accumulation boundary). True if it stepped."""
     t0 = time.perf_counter()
     engine = ctx.engine
-    out = engine(input_ids=batch["input_ids"].to(engine.device),
-                 attention_mask=batch["attention_mask"].to(engine.device))
-    loss = torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"].to(engine.device))
+    loss = ctx.task.loss(engine, batch)
     if D.all_sum([0.0 if torch.isfinite(loss) else 1.0])[0] > 0:
         handle_nonfinite(ctx, state, batch, loss)
         return False
@@ -184,6 +204,7 @@ def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     if ctx.run.fail_at_step and step == ctx.run.fail_at_step and not ctx.resumed:
         os._exit(17)  # fault injection for tests: the worker process dies hard
     log_progress(ctx, state)
+    telemetry.record_step(ctx, state)  # live metrics for the Ray dashboard (no-op outside Ray)
     last = step >= ctx.run.total_steps
     want_eval = last or (t.eval_every and step % t.eval_every == 0)
     want_ckpt = last or want_eval or (t.checkpoint_every and step % t.checkpoint_every == 0)
@@ -203,8 +224,7 @@ def log_progress(ctx: StepContext, state: TrainerState) -> None:
 
 
 def evaluate_now(ctx: StepContext) -> Dict[str, float]:
-    return evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec.task.labels, ctx.pad_id,
-                    ctx.spec.train.eval_batch_size)
+    return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec, ctx.pad_id)
 
 
 def adapter_writer(ctx: StepContext):
@@ -240,6 +260,7 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
     with ctx.reporter.staging_dir() as tmp:
         save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx))
         ctx.reporter.report(full, tmp)
+    telemetry.record_report(ctx.spec.name, full, metrics)
 
 
 def finish(ctx: StepContext, state: TrainerState) -> None:

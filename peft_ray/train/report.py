@@ -10,23 +10,36 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from peft_ray.train import dist as D
-from peft_ray.train.checkpoint import checkpoint_dirs, latest_good_checkpoint, validate_checkpoint
+from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_good_checkpoint,
+                                        validate_checkpoint)
 
 
 class RayReporter:
+    def __init__(self, resume_from: Optional[str] = None, storage_dir: Optional[str] = None):
+        self.resume_from = resume_from  # driver-level --resume (Train V2 has no resume_from_checkpoint)
+        self.storage_dir = storage_dir  # this run's folder: every checkpoint it persisted
+
     def checkpoint_to_resume(self) -> Optional[Path]:
+        """The newest good checkpoint among: what Ray registered for this run, what this run
+        persisted (a worker that dies right after `report` can beat the controller's
+        registration, so Ray may not know the latest one), and the --resume starting point."""
         import ray.train
 
+        found = []
         ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        path = Path(ckpt.path)  # local storage: read in place (a cloud URI is downloaded below)
-        if not path.exists():
-            path = Path(ckpt.to_directory())
-        ok, why = validate_checkpoint(path)
-        if not ok:
-            raise RuntimeError(f"checkpoint {path} is not usable: {why}")
-        return path
+        if ckpt is not None:
+            path = Path(ckpt.path) if Path(ckpt.path).exists() else Path(ckpt.to_directory())
+            ok, why = validate_checkpoint(path)
+            if ok:
+                found.append(path)
+            else:
+                print(f"[peft-ray] warning: skipping checkpoint {path}: {why}")
+        if self.storage_dir and Path(self.storage_dir).is_dir():
+            found.append(latest_good_checkpoint(Path(self.storage_dir), warn=lambda m: None))
+        if self.resume_from:
+            found.append(Path(self.resume_from))
+        found = [p for p in found if p is not None]
+        return max(found, key=checkpoint_step) if found else None
 
     @contextlib.contextmanager
     def staging_dir(self):

@@ -1,0 +1,19 @@
+"""CLI command modules. Each module defines `register(main: click.Group)`; add new
+command modules to COMMAND_MODULES (one line each) so the CLI picks them up."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+COMMAND_MODULES = [
+    "peft_ray.commands.export",
+    "peft_ray.commands.jobs",       # submit / jobs (issue 7)
+    "peft_ray.commands.tune",
+]
+
+
+def register_all(main: click.Group) -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(main)

@@ -1,0 +1,85 @@
+"""`peft-ray export RUN_DIR OUT [--merge]`: hand a run's adapter to HF PEFT, or fold it
+into a plain transformers model.
+
+RUN_DIR may be a run's output.dir (uses its adapter/), a checkpoint folder
+(ray/.../checkpoint_*/, uses its adapter/), or an adapter folder itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
+from peft_ray.errors import CheckpointError, JobError
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+    @click.argument("out_dir", type=click.Path(file_okay=False))
+    @click.option("--merge", is_flag=True,
+                  help="LoRA/IA3: write the base model with the adapter folded into its weights "
+                       "(plain transformers loads it; no PEFT needed).")
+    def export(run_dir: str, out_dir: str, merge: bool) -> None:
+        """Write the adapter of RUN_DIR into OUT_DIR in HF PEFT's layout (peft.PeftModel.from_pretrained
+        loads it), or with --merge a merged full model (AutoModel*.from_pretrained loads it)."""
+        try:
+            src = find_adapter(Path(run_dir))
+            out = merge_adapter(src, Path(out_dir)) if merge else copy_adapter(src, Path(out_dir))
+        except JobError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        click.echo(f"wrote {out}")
+
+
+def find_adapter(path: Path) -> Path:
+    for candidate in (path, path / "adapter"):
+        if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
+            return candidate
+    raise CheckpointError(f"RUN_DIR '{path}': no adapter ({CONFIG} + {WEIGHTS}) in it or in its adapter/; pass "
+                          "a run's output.dir, a checkpoint folder (ray/.../checkpoint_*) or an adapter folder")
+
+
+def copy_adapter(src: Path, out: Path) -> Path:
+    """The files PEFT reads, with inference_mode on (how PEFT itself saves), plus peft_ray.json."""
+    cfg = json.loads((src / CONFIG).read_text())
+    if "peft_type" not in cfg:
+        raise CheckpointError(f"{src / CONFIG} has no peft_type; it is not an HF PEFT adapter config")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG).write_text(json.dumps({**cfg, "inference_mode": True}, indent=2))
+    shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
+    if (src / EXTRA).is_file():
+        shutil.copyfile(src / EXTRA, out / EXTRA)
+    return out
+
+
+def merge_adapter(src: Path, out: Path) -> Path:
+    """Rebuild the run's model from its recorded job, load the adapter, fold it in, save_pretrained."""
+    from peft_ray.adapter import read_adapter
+    from peft_ray.methods import get_method
+    from peft_ray.spec import validate_spec
+    from peft_ray.train.engine import build_model
+
+    state, _, extra = read_adapter(src)
+    if "spec" not in extra:
+        raise CheckpointError(f"--merge needs the job recorded in {src / EXTRA} (written by peft-ray train); "
+                              "for a foreign adapter use peft's merge_and_unload()")
+    spec = validate_spec(extra["spec"])
+    merge_fn = getattr(importlib.import_module(get_method(spec.method.name).build.__module__), "merge", None)
+    if merge_fn is None:
+        raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
+                              "can hold; only lora and ia3 merge. Export without --merge")
+    spec.method.init_from = None          # the adapter below replaces any starting point
+    model, tokenizer, _ = build_model(spec)
+    model.load_adapter_state(state, str(src))
+    plain = merge_fn(model)
+    out.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

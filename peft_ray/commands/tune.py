@@ -1,0 +1,49 @@
+"""`peft-ray tune JOB.yaml [overrides]`: a Ray Tune search over templates, verbalizers, methods
+and hyper-parameters (the job's `tune:` section; see docs/tune.md)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Tuple
+
+import click
+
+from peft_ray.errors import JobError
+
+
+def register(main: click.Group) -> None:
+    main.add_command(tune)
+
+
+@click.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in output.dir: finished trials "
+              "are kept, unfinished ones continue from their last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous search in output.dir.")
+def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool) -> None:
+    """Search the job's `tune:` section on Ray Tune; every trial is a `peft-ray train` run."""
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.runner import run_tune
+
+    try:
+        spec = load_spec(job, overrides)
+        run_tune(spec, resume=resume, overwrite=overwrite, job_path=job)
+    except JobError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+
+
+tune.help = """Search the job's `tune:` section on Ray Tune; every trial is a `peft-ray train` run.
+
+Every candidate trial spec is checked before Ray starts. ASHA (the default scheduler) stops
+weak trials at their evaluations (train.eval_every). Writes into output.dir: leaderboard.csv
+and .json, curves.png, adapter/ (the best trial's, HF PEFT layout) and best_job.yaml.
+
+\b
+  peft-ray tune jobs/sst2_template_search.yaml data.root=../shared/data/sst2
+  peft-ray tune JOB.yaml tune.num_samples=4 tune.scheduler.name=fifo
+  peft-ray tune JOB.yaml --resume
+
+Overrides come after the job file as section.key=value, e.g. train.max_steps=20
+tune.num_samples=2 data.root=../shared/data/sst2"""

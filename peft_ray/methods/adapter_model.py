@@ -1,0 +1,118 @@
+"""What every method's wrapper shares: the frozen base, modules_to_save, PEFT key
+names, switching the adapter off, and loading an HF PEFT adapter (`method.init_from`).
+
+Key names. PEFT saves injected adapters (LoRA, IA3) and modules_to_save under
+``base_model.model.<module path>``; prompt-learning methods (prompt tuning,
+p-tuning, prefix tuning) save ``prompt_embeddings`` plus the head under
+``base_model.<module path>``. Our wrappers keep the HF model as ``.base`` and put
+injected parameters at the same module paths, so a key is our parameter name with
+``base.`` swapped for the PEFT prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List
+
+import torch
+from torch import nn
+
+from peft_ray.errors import SpecError
+from peft_ray.methods.common import freeze_except
+
+INJECTED_PREFIX = "base_model.model."   # LoRA, IA3
+PROMPT_PREFIX = "base_model."            # prompt-learning methods
+
+
+class AdapterModel(nn.Module):
+    """Wraps a frozen HF model (``.base``); subclasses add the adapter."""
+
+    peft_prefix = INJECTED_PREFIX
+
+    def __init__(self, base: nn.Module, trainable_modules: List[str]):
+        super().__init__()
+        self.base = base
+        self.trainable_modules = list(trainable_modules)
+        self.adapter_enabled = True
+        freeze_except(base, self.trainable_modules)  # the adapter's own params are added after this
+
+    def forward(self, *args, **kwargs):
+        return self.base(*args, **kwargs)
+
+    def is_head_param(self, name: str) -> bool:
+        """True for parameters of modules_to_save (the head): own learning rate, saved in full."""
+        if not name.startswith("base."):
+            return False
+        path = name[len("base."):]
+        return any(path.startswith(m + ".") or ("." + m + ".") in path for m in self.trainable_modules)
+
+    def is_adapter_param(self, name: str) -> bool:
+        return not self.is_head_param(name)
+
+    def head_state(self) -> Dict[str, torch.Tensor]:
+        return {self.peft_prefix + n[len("base."):]: p for n, p in self.named_parameters()
+                if p.requires_grad and self.is_head_param(n)}
+
+    def adapter_state(self) -> Dict[str, torch.Tensor]:
+        """Trainable tensors under HF PEFT's key names (call inside a ZeRO-3 gather)."""
+        return {self.peft_prefix + n[len("base."):]: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_adapter_state(self, state: Dict[str, torch.Tensor], source: str = "adapter") -> None:
+        """Copy PEFT-named tensors in; every trainable parameter must be covered, nothing left over."""
+        targets = self.adapter_state()
+        check_keys(set(state), set(targets), source)
+        with torch.no_grad():
+            for key, value in state.items():
+                copy_checked(targets[key], value, key, source)
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Run the base model alone (modules_to_save keep their trained values, unlike PEFT's copies)."""
+        switches = [m for m in self.modules() if hasattr(m, "adapter_enabled")]
+        for m in switches:
+            m.adapter_enabled = False
+        try:
+            yield
+        finally:
+            for m in switches:
+                m.adapter_enabled = True
+
+
+def check_keys(have: set, want: set, source: str) -> None:
+    missing, extra = sorted(want - have), sorted(have - want)
+    if missing or extra:
+        raise SpecError(f"method.init_from: {source} does not fit this method's config: missing keys {missing[:3]}"
+                        f"{'...' if len(missing) > 3 else ''}, unexpected keys {extra[:3]}"
+                        f"{'...' if len(extra) > 3 else ''}. Set the method fields (target_modules, r, "
+                        "num_virtual_tokens, ...) to the values in its adapter_config.json")
+
+
+def copy_checked(param: torch.Tensor, value: torch.Tensor, key: str, source: str) -> None:
+    if tuple(param.shape) != tuple(value.shape):
+        raise SpecError(f"method.init_from: {source}: '{key}' has shape {tuple(value.shape)} but this model "
+                        f"needs {tuple(param.shape)}; match the method fields to its adapter_config.json")
+    param.copy_(value.to(param.dtype))
+
+
+def read_init_from(path: str, peft_type: str):
+    """(state, adapter_config) of an HF PEFT adapter folder, checked to be of `peft_type`."""
+    from pathlib import Path
+
+    from peft_ray.adapter import CONFIG, WEIGHTS, read_adapter
+
+    p = Path(path).expanduser()
+    if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
+        raise SpecError(f"method.init_from: '{path}' is not an HF PEFT adapter folder (needs {CONFIG} and {WEIGHTS})")
+    state, cfg, _ = read_adapter(p)
+    if cfg.get("peft_type") != peft_type:
+        raise SpecError(f"method.init_from: '{path}' holds a {cfg.get('peft_type')} adapter, not {peft_type}")
+    return state, cfg
+
+
+def trainable_modules(ctx, modules_to_save) -> List[str]:
+    """The head (added by the task, as PEFT does for SEQ_CLS) plus the user's modules_to_save."""
+    return list(dict.fromkeys(list(ctx.head_modules) + list(modules_to_save or [])))
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

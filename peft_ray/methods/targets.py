@@ -1,0 +1,106 @@
+"""Which linear layers an injected adapter (LoRA, IA3) wraps, with HF PEFT's matching rules.
+
+- a list of names matches a module whose dotted path equals a name or ends with
+  ``"." + name`` (``query`` matches ``bert.encoder.layer.0.attention.self.query``);
+- a string is a regular expression that must match the whole path (``re.fullmatch``).
+Defaults per model family are PEFT 0.21's own tables, so a job that names no
+targets gets the adapter PEFT would build.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from peft_ray.errors import SpecError
+
+Targets = Union[str, List[str]]
+
+# PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING (the families peft-ray tests).
+LORA_DEFAULTS: Dict[str, List[str]] = {
+    "bert": ["query", "value"], "roberta": ["query", "value"], "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "t5": ["q", "v"]}
+# PEFT's IA3 tables: (target_modules, feedforward_modules).
+IA3_DEFAULTS: Dict[str, Tuple[List[str], List[str]]] = {
+    "bert": (["key", "value", "output.dense"], ["output.dense"]),
+    "roberta": (["key", "value", "output.dense"], ["output.dense"]),
+    "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
+    "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "mistral": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "t5": (["k", "v", "wo"], ["wo"])}
+
+
+def check_targets(v: Optional[Targets]) -> Optional[Targets]:
+    """Config check: a non-empty list of module names, or a regex that compiles (PEFT's two forms)."""
+    if isinstance(v, list) and not v:
+        raise ValueError("must name at least one module, e.g. [query, value], or be null for the model's default")
+    if isinstance(v, str):
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"is not a valid regular expression ({e}); use a list of module names instead")
+    return v
+
+
+def model_type(model: nn.Module) -> str:
+    return getattr(getattr(model, "config", None), "model_type", "unknown")
+
+
+def default_targets(model: nn.Module, table: dict, field: str):
+    family = model_type(model)
+    if family not in table:
+        raise SpecError(f"{field}: no default for model type '{family}'; list the linear layers to adapt, "
+                        f"e.g. {field}: [q_proj, v_proj] (known defaults: {', '.join(sorted(table))})")
+    return table[family]
+
+
+def matches(path: str, targets: Targets) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's Conv1D: a linear layer whose weight is stored (d_in, d_out)."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+def in_out(module: nn.Module) -> Tuple[int, int]:
+    if is_conv1d(module):
+        return module.weight.shape[0], module.weight.shape[1]
+    return module.in_features, module.out_features
+
+
+def weight_out_in(module: nn.Module) -> torch.Tensor:
+    """The (d_out, d_in) weight as F.linear wants it; a transposed view for Conv1D."""
+    return module.weight.t() if is_conv1d(module) else module.weight
+
+
+def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[List[str]] = None) -> List[str]:
+    """Dotted paths of the linear layers to wrap; errors name the field and show real module names."""
+    skip = skip or []
+    found, not_linear = [], []
+    for path, module in model.named_modules():
+        if not path or not matches(path, targets) or any(path == s or path.startswith(s + ".") for s in skip):
+            continue
+        (found if is_linear(module) else not_linear).append(path)
+    if not found:
+        linear = [p for p, m in model.named_modules() if is_linear(m)]
+        leaves = sorted({p.rsplit(".", 1)[-1] for p in linear})
+        hint = f" (they are not linear layers: {not_linear[:3]})" if not_linear else ""
+        raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(model)} model{hint}. "
+                        f"Its linear layers are named: {', '.join(leaves)}")
+    return found
+
+
+def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, attr, new)

@@ -1,0 +1,114 @@
+"""The Ray Jobs REST API (the dashboard, port 8265) with a bounded connect and readable errors.
+
+Ray's ``JobSubmissionClient`` sends requests without a timeout, so an address that
+drops packets would hang the laptop for minutes. We first probe ``/api/version``
+with a short connect timeout and turn every failure (no answer, refused, 401, 403)
+into a message that says what to do; only then is the Ray client built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Callable, Optional
+
+from peft_ray.errors import JobError
+from peft_ray.submit.auth import TOKEN_ENV, TOKEN_PATH_ENV, Token, default_token_path, find_token, \
+    require_token_if_token_mode
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"   # where `ray dashboard cluster.yaml` forwards the head's dashboard
+ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")  # the ones `ray job submit` reads
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def resolve_address(address: Optional[str]) -> str:
+    """--address, else $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS (if http), else the forwarded local port."""
+    if not address:
+        envs = (os.environ.get(n, "") for n in ADDRESS_ENVS)
+        address = next((a for a in envs if a and not a.startswith("ray://") and a != "auto"), DEFAULT_ADDRESS)
+    address = address.strip().rstrip("/")
+    if address.startswith("ray://"):
+        raise JobError(f"--address {address}: jobs are submitted to the dashboard's HTTP address "
+                       "(e.g. http://HEAD:8265), not to the Ray Client's ray:// address")
+    if "://" not in address:
+        address = "http://" + address
+    return address
+
+
+def probe(address: str, token: Optional[Token], timeout_s: float) -> str:
+    """GET /api/version within `timeout_s` to connect; returns the cluster's Ray version."""
+    import requests
+
+    headers = token.headers() if token else {}
+    try:
+        r = requests.get(f"{address}/api/version", headers=headers, timeout=(timeout_s, timeout_s))
+    except requests.exceptions.Timeout:
+        raise JobError(f"no answer from the Ray dashboard at {address} within {timeout_s:g} s. Is the "
+                       "cluster up (`ray up cluster.yaml`) and its dashboard forwarded (`ray dashboard "
+                       "cluster.yaml`, then --address http://127.0.0.1:8265)?") from None
+    except requests.exceptions.RequestException as e:
+        raise JobError(f"cannot reach the Ray dashboard at {address} ({type(e).__name__}). Is the cluster "
+                       "up and is this the dashboard's address (port 8265)?") from None
+    _raise_for_auth(r.status_code, token)
+    if r.status_code != 200:
+        raise JobError(f"{address}/api/version answered HTTP {r.status_code}: is this a Ray dashboard?")
+    return str(r.json().get("ray_version", "?"))
+
+
+def _raise_for_auth(status: int, token: Optional[Token]) -> None:
+    if status == 401:
+        raise JobError(f"the cluster requires a token and none was found: set {TOKEN_ENV} or "
+                       f"{TOKEN_PATH_ENV}, or write it to {default_token_path()} (`ray get-auth-token` on the "
+                       "head prints it)")
+    if status == 403:
+        raise JobError(f"the cluster rejected the token from {token.source if token else '?'}: use the "
+                       "token the cluster was started with (`ray get-auth-token` on the head)")
+
+
+def connect(address: Optional[str], timeout_s: float = 10.0, warn: Callable[[str], None] = print):
+    """A ready JobSubmissionClient for `address` (probed first, token attached if there is one)."""
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    url = resolve_address(address)
+    token = find_token()
+    require_token_if_token_mode(token)
+    version = probe(url, token, timeout_s)
+    if version.split(".")[:2] != ray.__version__.split(".")[:2]:
+        warn(f"warning: the cluster runs Ray {version}, this machine Ray {ray.__version__}; "
+             "keep them equal (cluster.yaml pins the version)")
+    # Our own header: Ray's client adds its token only when this process runs in token mode.
+    return JobSubmissionClient(url, headers=token.headers() if token else None)
+
+
+def call(fn: Callable, *args, **kwargs):
+    """Run one Jobs API call, turning Ray's auth/HTTP errors into JobErrors."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        return fn(*args, **kwargs)
+    except AuthenticationError as e:
+        raise JobError(str(e).splitlines()[0]) from None
+    except RuntimeError as e:  # the SDK raises RuntimeError("Request failed with status code 404: ...")
+        raise JobError(str(e)) from None
+
+
+def follow_logs(client, job_id: str, out=sys.stdout) -> str:
+    """Stream the job's driver output until it ends; returns the final status name."""
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the job keeps running. Stop it with: peft-ray jobs stop {job_id}",
+              file=sys.stderr)
+        raise SystemExit(130)
+    return status_name(call(client.get_job_status, job_id))
+
+
+def status_name(status) -> str:
+    return str(getattr(status, "value", status))

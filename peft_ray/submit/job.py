@@ -1,0 +1,126 @@
+"""Turn `peft-ray submit JOB.yaml [overrides]` into a checked Ray Jobs submission.
+
+Everything that can be checked on the laptop is checked before any upload: the
+spec (schema, values, cross-field rules), and, when the data and model are on this
+machine, the same pre-flight `peft-ray train` runs (files, columns, labels).
+Relative paths are resolved against the working dir, because on the cluster the
+job runs inside the uploaded copy of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from peft_ray.errors import JobError
+from peft_ray.submit.upload import UploadPlan
+
+BASE_ENV = {"PYTHONUNBUFFERED": "1",          # driver output reaches `jobs logs` as it happens
+            "TOKENIZERS_PARALLELISM": "false"}  # no fork warnings from HF tokenizers in Ray Data tasks
+
+
+@dataclass
+class Submission:
+    """The arguments of JobSubmissionClient.submit_job, plus what the user should know."""
+
+    entrypoint: str
+    submission_id: str
+    runtime_env: Dict[str, object]
+    metadata: Dict[str, str]
+    entrypoint_num_cpus: float = 0.0
+    entrypoint_num_gpus: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+    def kwargs(self) -> Dict[str, object]:
+        return dict(entrypoint=self.entrypoint, submission_id=self.submission_id, runtime_env=self.runtime_env,
+                    metadata=self.metadata, entrypoint_num_cpus=self.entrypoint_num_cpus,
+                    entrypoint_num_gpus=self.entrypoint_num_gpus)
+
+
+def submission_id(job_name: str) -> str:
+    """Readable and unique: peft-ray-<job>-<UTC time>-<4 hex> (two submits in one second differ)."""
+    return f"peft-ray-{job_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def parse_env(pairs: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise JobError(f"--env '{pair}' must look like NAME=value")
+        if key.startswith("RAY_AUTH_"):
+            raise JobError(f"--env {key}: the cluster has its own token; a token in a job's env_vars is "
+                           "readable by anyone who can see the job in the dashboard")
+        out[key] = value
+    return out
+
+
+def build_submission(job: str, overrides: Sequence[str], plan: UploadPlan, *, env: Dict[str, str],
+                     pip: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
+                     entrypoint_num_cpus: float = 0.0, entrypoint_num_gpus: float = 0.0) -> Submission:
+    job_path = Path(job).expanduser().resolve()
+    if not job_path.is_file():
+        raise JobError(f"job file '{job}' does not exist")
+    if not plan.inside(job_path):
+        raise JobError(f"job file '{job}' is outside the working dir {plan.root}, so it would not travel "
+                       "with the job; move it under the working dir (e.g. jobs/) or pass --working-dir")
+    plan.check_travels(job_path, "job file")
+    spec, notes = validate_locally(job_path, overrides, plan)
+    rel = plan.relative(job_path)
+    args = ["peft-ray", "train", rel, *overrides] + (["--resume"] if resume else []) + \
+        (["--overwrite"] if overwrite else [])
+    runtime_env = {**plan.runtime_env(), "env_vars": {**BASE_ENV, **env}}
+    if pip:
+        runtime_env["pip"] = list(pip)
+    meta = {"peft_ray_job": spec.name, "job_file": rel, "overrides": " ".join(overrides)}
+    return Submission(shlex.join(args), submission_id(spec.name), runtime_env, meta,
+                      entrypoint_num_cpus, entrypoint_num_gpus, notes)
+
+
+def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan):
+    """load_spec + (when the files are here) run_preflight, from inside the working dir."""
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import load_spec
+
+    notes: List[str] = []
+    with contextlib.chdir(plan.root):
+        spec = load_spec(job_path, overrides)
+        remote = not_on_this_machine(spec)
+        if remote:
+            notes.append(f"{', '.join(remote)} not on this machine: skipped the file checks here; "
+                         "`peft-ray train` runs them on the cluster before training")
+        else:
+            pre = run_preflight(spec)
+            for f in pre.train.files + (pre.validation.files if pre.validation else []):
+                plan.check_travels(Path(f), "data")
+            plan.check_travels(Path(pre.model_path), "model.name_or_path")
+    if not Path(spec.output.dir).is_absolute():
+        notes.append(f"output.dir '{spec.output.dir}' is relative: on the cluster it lands in the job's "
+                     "temporary copy of the working dir on the head node; set it to a folder every node "
+                     "shares (see docs/cluster.md)")
+    return spec, notes
+
+
+def not_on_this_machine(spec) -> List[str]:
+    """Absolute paths or URIs that do not exist here (cluster-side storage). Relative paths travel
+    with the working dir, so they must exist here and are always checked."""
+    out = []
+    root: Optional[str] = spec.data.root
+    if root and not root.startswith("builtin:") and _elsewhere(root):
+        out.append(f"data.root '{root}'")
+    model = spec.model.name_or_path
+    if model.startswith(("/", "~")) and _elsewhere(model):
+        out.append(f"model.name_or_path '{model}'")
+    return out
+
+
+def _elsewhere(path: str) -> bool:
+    if "://" in path:
+        return True
+    p = Path(path).expanduser()
+    return p.is_absolute() and not p.exists()

@@ -1,0 +1,89 @@
+"""What part of the working dir travels with a job, decided (and checked) before upload.
+
+Ray zips the working dir, honouring its ``excludes`` plus every .gitignore/.rayignore
+on the way, and refuses packages over ~500 MiB. We walk the tree the way Ray will
+(with Ray's own traversal), drop files over ``LARGE_FILE_BYTES`` explicitly, and
+check that the job file and any data/model files the job names inside the working
+dir really travel: a job whose data sits in a gitignored folder fails here, on the
+laptop, instead of on the cluster after the upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Set, Tuple
+
+from peft_ray.errors import JobError
+
+# gitignore-style patterns, relative to the working dir. runs/ holds outputs and
+# checkpoints (can be GBs); the rest are caches and VCS data no worker needs.
+DEFAULT_EXCLUDES: Tuple[str, ...] = (".git", "runs/", "__pycache__/", ".pytest_cache/", "*.egg-info/",
+                                     "build/", ".venv/", "venv/", "bench/results/")
+# Ray warns about single files above 10 MiB; big models and data belong on shared storage.
+LARGE_FILE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class UploadPlan:
+    root: Path
+    excludes: List[str]                                   # goes into runtime_env["excludes"]
+    files: Set[Path] = field(default_factory=set)         # resolved paths that travel
+    total_bytes: int = 0
+    dropped_large: List[Tuple[str, int]] = field(default_factory=list)
+
+    def runtime_env(self) -> Dict[str, object]:
+        return {"working_dir": str(self.root), "excludes": list(self.excludes)}
+
+    def relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path.resolve(), self.root)).as_posix()
+
+    def inside(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self.root)
+
+    def check_travels(self, path: Path, what: str) -> None:
+        """A file (or every file of a folder) under the working dir must be in the upload."""
+        p = path.resolve()
+        if not self.inside(p):
+            return
+        missing = [q for q in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))
+                   if q not in self.files]
+        if missing:
+            raise JobError(f"{what}: '{self.relative(missing[0])}' is inside the working dir {self.root} but "
+                           "would not be uploaded (excluded by .gitignore/.rayignore, the default excludes "
+                           f"{', '.join(DEFAULT_EXCLUDES)}, or larger than {LARGE_FILE_BYTES >> 20} MiB); move "
+                           "it to shared storage (s3://, gs://, NFS) or out of the excluded folder")
+
+
+def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
+                large_file_bytes: int = LARGE_FILE_BYTES) -> UploadPlan:
+    root_path = Path(root).expanduser().resolve()
+    if not root_path.is_dir():
+        raise JobError(f"--working-dir: '{root}' is not a folder")
+    excludes = list(DEFAULT_EXCLUDES) + list(extra_excludes)
+    plan = UploadPlan(root_path, excludes)
+    for f in _files_ray_would_upload(root_path, excludes):
+        size = f.stat().st_size
+        if size > large_file_bytes:
+            plan.dropped_large.append((plan.relative(f), size))
+            continue
+        plan.files.add(f.resolve())
+        plan.total_bytes += size
+    # Anchored patterns ("/path") match exactly these files, nothing else of the same name.
+    plan.excludes += ["/" + rel for rel, _ in plan.dropped_large]
+    return plan
+
+
+def _files_ray_would_upload(root: Path, excludes: List[str]) -> List[Path]:
+    """Ray's own traversal (excludes + nested .gitignore/.rayignore), so the check matches the upload."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    quiet = logging.getLogger("peft_ray.submit.upload")  # Ray logs every ignore file at INFO
+    quiet.setLevel(logging.WARNING)
+    out: List[Path] = []
+    _dir_travel(root, [_get_excludes(root, excludes)], lambda p: out.append(p) if p.is_file() else None,
+                include_gitignore=include_gitignore, logger=quiet)
+    return out

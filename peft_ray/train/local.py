@@ -1,0 +1,68 @@
+"""`peft-ray train JOB --local`: the same recipe in this process, without Ray.
+
+The same train_func, DeepSpeed engine (a single-rank process group), kernels,
+evaluation and adapter output; only the data iterator (pyarrow instead of a Ray
+Data shard) and the reporter (a local checkpoints/ folder) differ. For
+debugging, for machines without Ray, and for single-GPU boxes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict
+
+from peft_ray.errors import CheckpointError
+from peft_ray.preflight import run_preflight
+from peft_ray.spec import JobSpec, dump_spec
+from peft_ray.train.checkpoint import latest_good_checkpoint
+from peft_ray.train.recipe import RunFacts, train_func
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_single_rank(use_gpu: bool) -> None:
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                       "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    dist.init_process_group("nccl" if use_gpu and torch.cuda.is_available() else "gloo")
+
+
+def local_data_facts(spec: JobSpec, pre) -> Dict[str, Any]:
+    from peft_ray.data.preprocess import make_preprocess_config, needed_columns
+
+    return {"train_files": pre.train.files, "val_files": pre.validation.files if pre.validation else None,
+            "preprocess": asdict(make_preprocess_config(spec, pre.model_path)),
+            "columns": needed_columns(spec)}
+
+
+def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+    from peft_ray.train.driver import prepare_output_dir, write_outputs
+
+    t0 = time.time()
+    spec = spec.model_copy(deep=True)
+    spec.scaling.num_workers = 1  # one process; the global batch stays the same
+    pre = run_preflight(spec)
+    out = prepare_output_dir(spec, resume, overwrite)
+    resume_from = None
+    if resume:
+        resume_from = latest_good_checkpoint(out / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
+        if resume_from is None:
+            raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}")
+    init_single_rank(spec.scaling.use_gpu)
+    run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="local",
+                   resume_from=str(resume_from) if resume_from else None,
+                   local_data=local_data_facts(spec, pre))
+    reporter = train_func({"spec": dump_spec(spec), "run": asdict(run)})
+    return write_outputs(out, Path(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre)

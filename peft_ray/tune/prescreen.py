@@ -1,0 +1,187 @@
+"""Zero-shot pre-screen: score every candidate template with the frozen base model on a
+validation sample, before any trial trains, and keep the top k templates.
+
+Two scorers, chosen by what the model has:
+
+- **mlm** (the model has a trained masked-LM head, e.g. BERT): the template is rendered with
+  the mask token in ``{label}`` (templates without a label slot get one appended), and a row is
+  predicted as the label whose verbalizer words get the highest mean log-probability at the mask.
+  This is the classic PET/LM-BFF verbalizer score.
+- **cosine** (an encoder without an LM head, e.g. the packaged sentence-transformer MiniLM):
+  for each label, the template is rendered with the row and ``{label}`` replaced by each of the
+  label's words (appended when there is no slot); the row is predicted as the label whose
+  renderings' mean-pooled embeddings are, on average, closest (cosine) to the embedding of the
+  row's own text. A template whose framing plus verbalizer moves the embedding towards the
+  sentence's meaning for the right label scores high. It is a proxy: it ranks how well the
+  template's wording and words agree with the input under the frozen encoder, not what a soft
+  prompt will learn, so keep ``prescreen_top_k`` generous.
+
+Templates are ranked by their best verbalizer's accuracy (ties: mean margin). Runs on the
+driver, before Ray starts; cost is a few forward passes per (template, verbalizer) and row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from peft_ray.templates import Template, normalize_verbalizer
+
+BATCH = 32
+
+
+@dataclass
+class Score:
+    template_id: int
+    verbalizer_id: int
+    accuracy: float
+    margin: float        # mean (gold score - best other score): tie-breaker
+
+
+def sample_rows(spec, n: int) -> List[dict]:
+    """Up to n usable rows of the validation split (train if there is none), drawn with train.seed."""
+    from peft_ray.data.sources import iter_arrow, resolve_files
+
+    split = spec.data.validation or spec.data.train
+    files = resolve_files(spec.data.root, split, "data.validation" if spec.data.validation else "data.train")
+    rows: List[dict] = []
+    for batch in iter_arrow(files):
+        rows.extend(r for r in batch.to_pylist() if r.get(spec.task.label_column) is not None)
+        if len(rows) >= 20 * n:  # enough to draw a fair sample from, without reading everything
+            break
+    idx = np.random.default_rng(spec.train.seed).permutation(len(rows))[:n]
+    return [rows[i] for i in sorted(idx)]
+
+
+def gold_ids(spec, rows: Sequence[dict]) -> np.ndarray:
+    from peft_ray.data.preprocess import label_ids
+
+    return label_ids([r[spec.task.label_column] for r in rows], tuple(spec.task.labels), spec.task.label_column)
+
+
+def render(template: Template, row: dict, label_text: str) -> str:
+    text = template.render(row, label_text) or ""
+    return text if template.has_label_slot else f"{text} {label_text}".strip()
+
+
+class Encoder:
+    """The frozen base model, loaded once; `has_mlm_head` picks the scorer."""
+
+    def __init__(self, spec):
+        from peft_ray.models import check_weights_safe, load_tokenizer, resolve_model_path
+
+        self.path = resolve_model_path(spec.model.name_or_path)
+        check_weights_safe(self.path, spec.model.allow_pickle)
+        self.tok = load_tokenizer(self.path, spec.model.trust_remote_code)
+        self.max_length = spec.model.max_length
+        self.model, self.has_mlm_head = self._load(spec)
+        self.model.eval()
+
+    def _load(self, spec):
+        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+        kw = dict(trust_remote_code=spec.model.trust_remote_code,
+                  use_safetensors=None if spec.model.allow_pickle else True)
+        cfg = AutoConfig.from_pretrained(self.path, trust_remote_code=spec.model.trust_remote_code)
+        wants_mlm = any("MaskedLM" in a for a in (cfg.architectures or [])) and self.tok.mask_token
+        if wants_mlm:
+            model, info = AutoModelForMaskedLM.from_pretrained(self.path, output_loading_info=True, **kw)
+            if not info["missing_keys"]:  # a trained head, not a freshly initialised one
+                return model, True
+        return AutoModel.from_pretrained(self.path, **kw), False
+
+    def batch(self, texts: List[str]):
+        return self.tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    @torch.no_grad()
+    def embed(self, texts: List[str]) -> torch.Tensor:
+        """(N, d) mean-pooled, L2-normalised last hidden states."""
+        out = []
+        for i in range(0, len(texts), BATCH):
+            enc = self.batch(texts[i:i + BATCH])
+            h = self.model(**enc).last_hidden_state                      # (B, T, d)
+            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)          # (B, T, 1)
+            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
+        return torch.cat(out)
+
+    def word_ids(self, word: str) -> int:
+        ids = self.tok(word, add_special_tokens=False)["input_ids"] or self.tok(" " + word, add_special_tokens=False)["input_ids"]
+        return ids[0]  # first sub-token: the usual verbalizer convention
+
+    @torch.no_grad()
+    def mask_logprobs(self, texts: List[str]) -> torch.Tensor:
+        """(N, V) log-probabilities at each text's first mask token."""
+        out = []
+        for i in range(0, len(texts), BATCH):
+            enc = self.batch(texts[i:i + BATCH])
+            logits = self.model(**enc).logits                            # (B, T, V)
+            is_mask = enc["input_ids"] == self.tok.mask_token_id         # (B, T)
+            pos = torch.where(is_mask.any(1), is_mask.float().argmax(1), enc["attention_mask"].sum(1) - 1)
+            out.append(torch.log_softmax(logits[torch.arange(len(pos)), pos].float(), dim=-1))
+        return torch.cat(out)
+
+
+def label_scores(enc: Encoder, template: Template, verbalizer: Dict[str, List[str]], labels: List[str],
+                 rows: Sequence[dict], sentence_emb: Optional[torch.Tensor]) -> torch.Tensor:
+    """(N, K) score of each label for each row (higher: more likely)."""
+    if enc.has_mlm_head:
+        lp = enc.mask_logprobs([render(template, r, enc.tok.mask_token) for r in rows])   # (N, V)
+        return torch.stack([lp[:, [enc.word_ids(w) for w in verbalizer[lab]]].mean(1) for lab in labels], 1)
+    cols = []
+    for lab in labels:
+        sims = [enc.embed([render(template, r, w) for r in rows]) @ sentence_emb.T for w in verbalizer[lab]]
+        cols.append(torch.stack([s.diagonal() for s in sims]).mean(0))                      # (N,)
+    return torch.stack(cols, 1)
+
+
+def score_pair(scores: torch.Tensor, gold: np.ndarray) -> tuple[float, float]:
+    s = scores.numpy()
+    acc = float((s.argmax(1) == gold).mean())
+    gold_s = s[np.arange(len(gold)), gold]
+    other = np.where(np.eye(s.shape[1], dtype=bool)[gold], -np.inf, s).max(1)
+    return acc, float((gold_s - other).mean())
+
+
+def prescreen_templates(spec, space, out: Path) -> List[int]:
+    """The ids of the top-k templates; writes out/prescreen.json and prints the ranking."""
+    t = spec.tune
+    rows = sample_rows(spec, t.prescreen_samples)
+    gold = gold_ids(spec, rows)
+    enc = Encoder(spec)
+    sentence_emb = None
+    if not enc.has_mlm_head:
+        text_cols = {c for i in space.template_ids for c in Template.parse(space.templates[i]).columns}
+        sentence_emb = enc.embed([" ".join(str(r[c]) for c in sorted(text_cols) if r.get(c)) for r in rows])
+    scores = []
+    for i in space.template_ids:
+        template = Template.parse(space.templates[i])
+        for j, v in enumerate(space.verbalizers):
+            verb = normalize_verbalizer(v) or {lab: [lab] for lab in spec.task.labels}  # no verbalizer: label names
+            acc, margin = score_pair(label_scores(enc, template, verb, spec.task.labels, rows, sentence_emb), gold)
+            scores.append(Score(i, j, acc, margin))
+    kept = rank_templates(scores, t.prescreen_top_k)
+    report = {"scorer": "mlm" if enc.has_mlm_head else "cosine", "samples": len(rows), "kept": kept,
+              "scores": [{**asdict(s), "template": space.templates[s.template_id]} for s in scores]}
+    (out / "prescreen.json").write_text(json.dumps(report, indent=1))
+    print_ranking(report, space)
+    return kept
+
+
+def rank_templates(scores: List[Score], k: int) -> List[int]:
+    best: Dict[int, tuple] = {}
+    for s in scores:
+        best[s.template_id] = max(best.get(s.template_id, (-1.0, -np.inf)), (s.accuracy, s.margin))
+    return sorted(sorted(best, key=lambda i: best[i], reverse=True)[:k])
+
+
+def print_ranking(report: dict, space) -> None:
+    print(f"[peft-ray] pre-screen ({report['scorer']}, {report['samples']} rows): zero-shot accuracy")
+    for s in sorted(report["scores"], key=lambda s: (-s["accuracy"], -s["margin"])):
+        keep = "kept" if s["template_id"] in report["kept"] else "    "
+        print(f"  {keep}  {s['accuracy']:.3f}  template[{s['template_id']}] verbalizer[{s['verbalizer_id']}]  "
+              f"{space.templates[s['template_id']]}")

@@ -1,0 +1,229 @@
+"""After the search: the leaderboard (terminal, CSV, JSON), learning curves (PNG), the best
+trial's adapter and its job as a ready-to-run YAML.
+
+Everything is read back from what each trial reported to Tune (its ``result.json``), so the
+leaderboard matches the trials' own results; a trial that was resumed reports some steps
+twice, and the later report of a step wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from peft_ray.errors import JobError
+from peft_ray.spec import dump_spec
+from peft_ray.tune.space import SearchSpace
+from peft_ray.tune.trial import assignment_of
+
+RESULT_FILE = "result.json"
+
+
+class TuneInterrupted(JobError):
+    exit_code = 130  # as a shell reports Ctrl-C
+
+
+@dataclass
+class TrialRow:
+    rank: int
+    trial_id: str
+    template: str
+    verbalizer: Optional[Dict[str, Any]]
+    params: Dict[str, Any]
+    best_metric: Optional[float]
+    best_step: Optional[int]
+    steps_trained: int
+    total_steps: int
+    stopped_early: bool
+    status: str                                   # ok | stopped | error
+    checkpoint: Optional[str] = None              # the best report's checkpoint folder
+    curve: List[List[float]] = field(default_factory=list)  # [[step, metric], ...]
+
+
+def read_history(trial_dir: Path) -> List[Dict[str, Any]]:
+    """The trial's reports in step order; a step reported twice (resumed trial) keeps the last."""
+    path = trial_dir / RESULT_FILE
+    if not path.exists():
+        return []
+    by_step: Dict[int, Dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if "step" in row:
+                by_step[int(row["step"])] = row
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def trial_row(trial_id: str, assignment: Dict[str, Any], history: List[Dict[str, Any]], total: int,
+              metric: str, mode: str, error: bool, space: SearchSpace) -> TrialRow:
+    scored = [h for h in history if _finite(h.get(metric))]
+    sign = 1 if mode == "max" else -1
+    # Ties go to the earliest step whose checkpoint is still there (retention may have dropped
+    # some of several equal ones): fewer steps for the same score.
+    order = sorted(scored, key=lambda h: (-sign * h[metric], h["step"]))
+    kept = [h for h in order if h[metric] == order[0][metric] and Path(str(h.get("checkpoint_path"))).is_dir()]
+    best = (kept or order or [None])[0]
+    steps = max((int(h["step"]) for h in history), default=0)
+    early = not error and steps < total
+    view = space.describe(assignment)
+    return TrialRow(rank=0, trial_id=trial_id, template=view["template"], verbalizer=view["verbalizer"],
+                    params=view["params"], best_metric=best[metric] if best else None,
+                    best_step=int(best["step"]) if best else None, steps_trained=steps, total_steps=total,
+                    stopped_early=early, status="error" if error else ("stopped" if early else "ok"),
+                    checkpoint=best.get("checkpoint_path") if best else None,
+                    curve=[[int(h["step"]), float(h[metric])] for h in scored])
+
+
+def rank_rows(rows: List[TrialRow], mode: str) -> List[TrialRow]:
+    """Best metric first; trials with no metric (errors before the first evaluation) last."""
+    sign = -1 if mode == "max" else 1
+    rows = sorted(rows, key=lambda r: (r.best_metric is None, sign * (r.best_metric or 0.0), r.trial_id))
+    for i, r in enumerate(rows, 1):
+        r.rank = i
+    return rows
+
+
+def verbalizer_text(v: Optional[Dict[str, Any]]) -> str:
+    if not v:
+        return "-"
+    return "; ".join(f"{k}={'/'.join([w] if isinstance(w, str) else w)}" for k, w in v.items())
+
+
+def params_text(p: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()) or "-"
+
+
+def render_table(rows: List[TrialRow], metric: str, width: int = 38) -> str:
+    head = ["rank", "trial", "template", "verbalizer", "params", f"best {metric}", "@step", "steps", "early"]
+    body = [[str(r.rank), r.trial_id, _cut(r.template, width), _cut(verbalizer_text(r.verbalizer), 24),
+             _cut(params_text(r.params), 30), "-" if r.best_metric is None else f"{r.best_metric:.4f}",
+             str(r.best_step or "-"), f"{r.steps_trained}/{r.total_steps}",
+             r.status if r.status in ("error", "unfinished") else ("yes" if r.stopped_early else "no")] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
+
+
+def _cut(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def write_tables(rows: List[TrialRow], out: Path, metric: str) -> None:
+    (out / "leaderboard.json").write_text(json.dumps({"metric": metric, "trials": [asdict(r) for r in rows]},
+                                                     indent=1))
+    cols = ["rank", "trial_id", "template", "verbalizer", "params", f"best_{metric}", "best_step",
+            "steps_trained", "total_steps", "stopped_early", "status"]
+    with open(out / "leaderboard.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r.rank, r.trial_id, r.template, json.dumps(r.verbalizer), json.dumps(r.params),
+                        r.best_metric, r.best_step, r.steps_trained, r.total_steps, r.stopped_early, r.status])
+
+
+def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Path:
+    """Metric vs step, one line per trial; the best trial thick and labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in reversed(rows):  # best drawn last, on top
+        if not r.curve:
+            continue
+        xs, ys = zip(*r.curve)
+        best = r.rank == 1
+        ax.plot(xs, ys, marker="o", markersize=3 if not best else 5, linewidth=3 if best else 1,
+                alpha=1 if best else 0.5, color="C3" if best else None, zorder=3 if best else 2,
+                label=f"#{r.rank} {r.trial_id}" + (" (best)" if best else "") + (" stopped" if r.stopped_early else ""))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"peft-ray tune: {metric} per trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    path = out / "curves.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], spec, out: Path,
+                job_path: str) -> Optional[Path]:
+    """The best report's adapter -> out/adapter; the best trial's job -> out/best_job.yaml."""
+    from peft_ray.adapter import replace_dir
+    from peft_ray.spec import validate_spec
+
+    raw = space.trial_raw(assignment)
+    raw["name"] = f"{spec.name}-best"
+    raw["output"]["dir"] = str(Path(spec.output.dir) / "best")
+    best_spec = dump_spec(validate_spec(raw))
+    best_spec.pop("tune", None)
+    yaml_path = out / "best_job.yaml"
+    shown = Path(spec.output.dir) / "best_job.yaml"
+    head = (f"# peft-ray train {shown}\n#\n# The best trial ({best.trial_id}) of `peft-ray tune {job_path}`: "
+            f"best {best.best_metric} at step {best.best_step}.\n")
+    yaml_path.write_text(head + yaml.safe_dump(best_spec, sort_keys=False))
+    if not best.checkpoint or not (Path(best.checkpoint) / "adapter").is_dir():
+        print(f"[peft-ray] warning: the best checkpoint {best.checkpoint} is gone; no adapter exported")
+        return None
+    tmp = out / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(Path(best.checkpoint) / "adapter", tmp)
+    replace_dir(tmp, out / "adapter")
+    return out / "adapter"
+
+
+def unfinished_trials(grid) -> set:
+    """Trials neither terminated nor errored: the search was interrupted (Ctrl-C)."""
+    analysis = getattr(grid, "_experiment_analysis", None)  # ResultGrid keeps Tune's trial states here
+    return {t.trial_id for t in getattr(analysis, "trials", None) or [] if t.status not in ("TERMINATED", "ERROR")}
+
+
+def collect_rows(grid, spec, space: SearchSpace, trials, totals_of) -> Dict[str, Any]:
+    """(rows ranked, assignment by trial id, unfinished trial ids) from Tune's ResultGrid."""
+    t = spec.tune
+    rows, assignments, unfinished = [], {}, unfinished_trials(grid)
+    for result in grid:
+        trial_dir = Path(result.path)
+        a = assignment_of(result.config or {}, trials)
+        trial_id = trial_dir.name
+        assignments[trial_id] = a
+        row = trial_row(trial_id, a, read_history(trial_dir), totals_of(a), t.metric, t.mode,
+                        result.error is not None, space)
+        if trial_id in unfinished:
+            row.status, row.stopped_early = "unfinished", False
+        rows.append(row)
+    return {"rows": rank_rows(rows, t.mode), "assignments": assignments, "unfinished": unfinished}
+
+
+def write_results(grid, spec, space: SearchSpace, trials, totals_of, out: Path, job_path: str,
+                  wall: float) -> List[TrialRow]:
+    got = collect_rows(grid, spec, space, trials, totals_of)
+    rows = got["rows"]
+    write_tables(rows, out, spec.tune.metric)
+    plot_curves(rows, out, spec.tune.metric)
+    print("\n" + render_table(rows, spec.tune.metric))
+    if got["unfinished"]:
+        raise TuneInterrupted(f"the search was interrupted with {len(got['unfinished'])} trial(s) unfinished "
+                              f"(leaderboard so far in {out}); continue it with --resume")
+    best = next((r for r in rows if r.best_metric is not None), None)
+    if best is None:
+        print("[peft-ray] no trial reported a metric; see the errors above and under " + str(out / "tune"))
+        return rows
+    adapter = export_best(best, space, got["assignments"][best.trial_id], spec, out, job_path)
+    print(f"\nbest: {best.trial_id} {spec.tune.metric}={best.best_metric:.4f} at step {best.best_step}; "
+          f"adapter: {adapter or '-'}; job: {out / 'best_job.yaml'}; wall {wall:.0f}s")
+    return rows

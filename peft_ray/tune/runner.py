@@ -1,0 +1,234 @@
+"""run_tune: check everything, pre-screen, start Ray, run (or resume) the search, write outputs.
+
+    output.dir/
+      job.yaml            the tune job, resolved
+      search.json         the templates in play and the trials drawn (what --resume reruns)
+      prescreen.json      zero-shot template scores (tune.prescreen)
+      leaderboard.csv/.json, curves.png
+      adapter/            the best trial's adapter (HF PEFT layout)
+      best_job.yaml       the best trial as a ready-to-run `peft-ray train` job
+      tune/               Ray Tune's experiment (Tuner.restore reads it)
+      trials/<trial id>/  each trial's Ray Train run and checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from peft_ray.errors import CheckpointError, JobError, SpecError
+from peft_ray.spec import JobSpec, dump_spec
+from peft_ray.tune import space as S
+from peft_ray.tune.spec import TuneSpec
+from peft_ray.tune.trial import TRIALS_DIR, PlacementGroupJanitor, TrialResources, plan_resources, run_trial
+
+EXPERIMENT = "tune"
+OUTPUTS = ("tune", TRIALS_DIR, "adapter", "search.json", "prescreen.json", "leaderboard.csv",
+           "leaderboard.json", "curves.png", "best_job.yaml")
+
+
+def prepare_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
+    """Never mix two searches in one folder; never delete without --overwrite."""
+    out = Path(spec.output.dir).expanduser().resolve()
+    started = (out / "search.json").exists()
+    if started and not (resume or overwrite):
+        raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
+                              "--overwrite to replace it, or set output.dir to a new folder")
+    if resume and not (out / EXPERIMENT).is_dir():
+        raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
+    if overwrite and not resume:
+        for name in OUTPUTS:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "job.yaml").write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
+    return out
+
+
+def check_search(spec: JobSpec) -> S.SearchSpace:
+    """Everything that needs no data: keys, metric, each candidate on its own (fails fast)."""
+    space = S.SearchSpace.from_spec(spec)
+    S.check_keys(space)
+    S.check_metric(spec)
+    S.check_each_candidate(space)
+    return space
+
+
+def check_schedule(specs: List[JobSpec], totals: List[int], t: TuneSpec) -> None:
+    if t.scheduler.name != "asha":
+        return
+    for s, total in zip(specs, totals):
+        if not s.train.eval_every or s.train.eval_every >= total:
+            raise SpecError(f"tune.scheduler: ASHA stops trials at their evaluations, but train.eval_every="
+                            f"{s.train.eval_every} gives none before the last of {total} steps; set "
+                            "train.eval_every lower (or tune.scheduler.name: fifo)")
+        if s.train.checkpoint_every and s.train.checkpoint_every % s.train.eval_every:
+            raise SpecError("train.checkpoint_every must be a multiple of train.eval_every under tune (every "
+                            "checkpoint then carries the metric trials are ranked by), or unset")
+        if t.scheduler.grace_period > total:
+            raise SpecError(f"tune.scheduler.grace_period={t.scheduler.grace_period} is more than a trial's "
+                            f"{total} steps; lower it")
+
+
+def preflight_templates(space: S.SearchSpace) -> Dict[str, int]:
+    """Pre-flight (files, columns, labels, model) once per template, before anything is written:
+    usable train rows per template. Errors name the candidate (tune.template.text[i])."""
+    from peft_ray.models import check_weights_safe, resolve_model_path
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import validate_spec
+
+    usable: Dict[str, int] = {}
+    for i in space.template_ids:
+        try:
+            usable[space.templates[i]] = run_preflight(validate_spec(space.trial_raw({"template": i}))).train.usable
+        except JobError as e:
+            raise type(e)(f"tune.template.text[{i}]: {e}") from None
+    models = space.dims.get("model.name_or_path")
+    for k, name in enumerate(models.values if models else []):
+        try:
+            check_weights_safe(resolve_model_path(str(name)), space.base["model"]["allow_pickle"])
+        except JobError as e:
+            raise type(e)(f"tune.space.model.name_or_path[{k}]: {e}") from None
+    return usable
+
+
+def steps_counter(space: S.SearchSpace, usable: Dict[str, int]):
+    """assignment -> the trial's total optimizer steps (batch size and workers may be searched)."""
+    from peft_ray.preflight import count_steps
+    from peft_ray.spec import validate_spec
+
+    def total(assignment: Dict[str, Any]) -> int:
+        s = validate_spec(space.trial_raw(assignment))
+        return count_steps(s, usable[s.template.text])[1]
+    return total
+
+
+def plan_search(spec: JobSpec, space: S.SearchSpace, out: Path, resume: bool) -> Dict[str, Any]:
+    """The templates in play and the trials to run, saved so --resume reruns exactly these."""
+    state_file = out / "search.json"
+    if resume and state_file.exists():
+        state = json.loads(state_file.read_text())
+        space.template_ids = state["template_ids"]
+        return state
+    if spec.tune.prescreen and len(space.template_ids) > spec.tune.prescreen_top_k:
+        from peft_ray.tune.prescreen import prescreen_templates
+
+        space.template_ids = prescreen_templates(spec, space, out)
+    trials = S.draw_trials(space, spec.tune) if spec.tune.search != "optuna" else None
+    state = {"template_ids": space.template_ids, "trials": trials}
+    state_file.write_text(json.dumps(state, indent=1))
+    return state
+
+
+def candidate_specs(space: S.SearchSpace, trials: Optional[List[Dict[str, Any]]]) -> List[JobSpec]:
+    if trials is not None:
+        return S.check_trials(space, trials)
+    return S.check_trials(space, S.discrete_combinations(space))
+
+
+def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, job_path: str = "JOB.yaml"):
+    """The whole search; returns the leaderboard rows (best first)."""
+    from peft_ray.train.driver import DATA_CPU_SLOTS, init_ray
+    from peft_ray.tune.results import write_results
+
+    t0 = time.time()
+    if spec.tune is None:
+        raise SpecError("tune: the job has no tune section; add one (see docs/tune.md) or use `peft-ray train`")
+    space = check_search(spec)
+    usable = preflight_templates(space)
+    out = prepare_dir(spec, resume, overwrite)
+    state = plan_search(spec, space, out, resume)
+    specs = candidate_specs(space, state["trials"])
+    total_of = steps_counter(space, usable)
+    totals = [total_of(a) for a in (state["trials"] or S.discrete_combinations(space))]
+    check_schedule(specs, totals, spec.tune)
+    init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))
+    plan = plan_resources(specs, spec.tune, DATA_CPU_SLOTS)
+    n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
+    print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
+          f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
+    grid = make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume).fit()
+    return write_results(grid, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
+
+
+def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concurrent: int, max_t: int,
+               resume: bool):
+    import ray.tune
+
+    t = spec.tune
+    fn = ray.tune.with_parameters(run_trial, space=space, trials=trials, out_dir=str(out), metric=t.metric,
+                                  mode=t.mode)
+    fn = ray.tune.with_resources(fn, TrialResources(space, trials, t))
+    path = str(out / EXPERIMENT)
+    if resume:
+        # Finished trials stay finished; unfinished ones restart and continue from their last
+        # checkpoint; errored ones stay errored (their error is in the leaderboard).
+        return ray.tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=False,
+                                      restart_errored=False)
+    return ray.tune.Tuner(
+        fn, param_space=param_space(space, trials),
+        tune_config=ray.tune.TuneConfig(metric=t.metric, mode=t.mode, num_samples=num_samples(t, trials),
+                                        scheduler=make_scheduler(t, max_t), search_alg=make_search(t),
+                                        max_concurrent_trials=max_concurrent, reuse_actors=False,
+                                        trial_dirname_creator=trial_dirname),
+        run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
+                                      callbacks=[PlacementGroupJanitor(str(out))],
+                                      failure_config=ray.tune.FailureConfig(max_failures=0)))
+
+
+def trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def param_space(space: S.SearchSpace, trials) -> Dict[str, Any]:
+    """grid/random: one grid point per drawn trial; optuna: the domains themselves."""
+    import ray.tune
+
+    if trials is not None:
+        return {"candidate": ray.tune.grid_search(list(range(len(trials))))}
+    methods = space.method_names()
+    out = {"template": ray.tune.choice(space.template_ids),
+           "verbalizer": ray.tune.choice(list(range(len(space.verbalizers))))}
+    for key, d in space.dims.items():
+        is_int = S.is_int_field(S._field_annotation(key, methods))
+        lo, hi = (d.bounds + [0, 0])[:2]
+        if d.kind == "uniform":
+            out[key] = ray.tune.randint(int(lo), int(hi) + 1) if is_int else ray.tune.uniform(lo, hi)
+        elif d.kind == "loguniform":
+            out[key] = ray.tune.lograndint(int(lo), int(hi) + 1) if is_int else ray.tune.loguniform(lo, hi)
+        else:
+            out[key] = ray.tune.choice(d.values)
+    return out
+
+
+def num_samples(t: TuneSpec, trials) -> int:
+    return 1 if trials is not None else t.num_samples  # the grid over drawn trials already has them all
+
+
+def make_scheduler(t: TuneSpec, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if t.scheduler.name == "fifo":
+        return FIFOScheduler()
+    # time_attr "step": rungs are in optimizer steps (grace_period is in steps too), whatever the
+    # number of reports so far; max_t is the longest trial's budget.
+    # stop_last_trials=False: a trial that reaches max_t ends by itself (its last checkpoint and
+    # adapter written) instead of being killed at its final report.
+    return ASHAScheduler(time_attr="step", max_t=max_t, grace_period=t.scheduler.grace_period,
+                         reduction_factor=t.scheduler.reduction_factor, stop_last_trials=False)
+
+
+def make_search(t: TuneSpec):
+    if t.search != "optuna":
+        return None  # Tune's BasicVariantGenerator walks the grid of drawn trials
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+        import optuna  # noqa: F401
+    except ImportError:
+        raise SpecError("tune.search: optuna is not installed; `pip install optuna`, or use grid/random") from None
+    return OptunaSearch(seed=t.seed)

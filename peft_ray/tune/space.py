@@ -1,0 +1,215 @@
+"""The search space: candidate templates/verbalizers/methods/values -> trial job specs.
+
+A trial is an *assignment*: ``{"template": i, "verbalizer": j, "train.lr": 0.01, ...}``
+(indices into the candidate lists, so names stay short and stable). ``SearchSpace.trial_raw``
+turns it into a raw job dict that ``peft_ray.spec.validate_spec`` checks like any job.
+
+Fail fast: ``check_candidates`` validates every candidate on its own (so an error names
+``tune.template.text[3]`` or ``tune.space.train.lr``), then every trial the search will run
+(grid/random: the trials are drawn here, before Ray starts; optuna: every combination of the
+discrete values with each range at both ends).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from peft_ray.errors import JobError, SpecError, suggest
+from peft_ray.spec import JobSpec, dump_spec, validate_spec
+from peft_ray.tune.spec import Domain, TuneSpec
+
+# Sections a trial may change. data/task/output stay fixed: trials are compared on one task.
+SEARCHABLE = ("model", "train", "scaling", "deepspeed", "method")
+MAX_COMBINATIONS = 4096  # optuna pre-check: more discrete combinations than this are sampled
+
+
+@dataclass
+class SearchSpace:
+    base: Dict[str, Any]                      # the resolved job (dump_spec), without tune
+    templates: List[str]
+    verbalizers: List[Optional[Dict[str, Any]]]
+    dims: Dict[str, Domain]                   # "train.lr" -> domain (method.name included)
+    method_bases: Dict[str, Dict[str, Any]]   # method name -> its base section
+    template_ids: List[int] = field(default_factory=list)  # templates still in play (pre-screen)
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec) -> "SearchSpace":
+        t: TuneSpec = spec.tune or TuneSpec()
+        base = dump_spec(spec)
+        base.pop("tune", None)
+        bases = {name: {"name": name, **fields} for name, fields in t.methods.items()}
+        bases[spec.method.name] = base["method"]
+        templates = list(t.template.text or [spec.template.text])
+        verbs = list(t.template.verbalizer or [spec.template.verbalizer])
+        return cls(base, templates, verbs, dict(t.space), bases, list(range(len(templates))))
+
+    def method_names(self) -> List[str]:
+        d = self.dims.get("method.name")
+        return [str(v) for v in d.values] if d else [self.base["method"]["name"]]
+
+    def trial_raw(self, assignment: Dict[str, Any]) -> Dict[str, Any]:
+        """The raw job dict of one trial (validate it with validate_spec)."""
+        import copy
+
+        raw = copy.deepcopy(self.base)
+        raw["template"]["text"] = self.templates[assignment.get("template", 0)]
+        raw["template"]["verbalizer"] = self.verbalizers[assignment.get("verbalizer", 0)]
+        name = assignment.get("method.name", raw["method"]["name"])
+        raw["method"] = copy.deepcopy(self.method_bases.get(name, {"name": name}))
+        method_fields = _method_fields(name)
+        for key, value in assignment.items():
+            section, _, fld = key.partition(".")
+            if not fld or key == "method.name":
+                continue
+            if section == "method" and fld not in method_fields:
+                continue  # e.g. method.r on a prompt_tuning trial: that method has no such knob
+            raw.setdefault(section, {})[fld] = value
+        return raw
+
+    def describe(self, assignment: Dict[str, Any]) -> Dict[str, Any]:
+        """Leaderboard view of an assignment: template text, verbalizer, the other parameters."""
+        params = {k: v for k, v in assignment.items() if k not in ("template", "verbalizer")}
+        return {"template": self.templates[assignment.get("template", 0)],
+                "verbalizer": self.verbalizers[assignment.get("verbalizer", 0)], "params": params}
+
+
+def _method_fields(name: str) -> Dict[str, Any]:
+    from peft_ray.methods import get_method
+
+    return dict(get_method(name).config_cls.model_fields)
+
+
+def _field_annotation(key: str, methods: List[str]):
+    """The annotation of `section.field` (for methods: of the first method that has it), or None."""
+    section, _, fld = key.partition(".")
+    if section == "method":
+        for m in methods:
+            f = _method_fields(m).get(fld)
+            if f is not None:
+                return f.annotation
+        return None
+    sec = JobSpec.model_fields.get(section)
+    f = sec.annotation.model_fields.get(fld) if sec is not None else None
+    return f.annotation if f is not None else None
+
+
+def is_int_field(annotation) -> bool:
+    args = set(typing.get_args(annotation)) or {annotation}
+    return int in args and float not in args
+
+
+def check_keys(space: SearchSpace) -> None:
+    """Every space key names a real, searchable field; method.name values are registered."""
+    from peft_ray.methods import METHODS
+
+    if "method.name" in space.dims:
+        for i, m in enumerate(space.dims["method.name"].values):
+            if str(m) not in METHODS:
+                raise SpecError(f"tune.space.method.name[{i}]: unknown method '{m}'"
+                                f"{suggest(str(m), METHODS.names())}. Registered: {', '.join(METHODS.names())}")
+    for name in space.method_bases:
+        if name not in METHODS:
+            raise SpecError(f"tune.methods.{name}: unknown method{suggest(name, METHODS.names())}")
+    methods = space.method_names()
+    for key, dom in space.dims.items():
+        section, _, fld = key.partition(".")
+        if section not in SEARCHABLE:
+            raise SpecError(f"tune.space.{key}: section '{section}' cannot be searched (trials share one "
+                            f"data set, task and output); searchable: {', '.join(SEARCHABLE)}")
+        ann = _field_annotation(key, methods)
+        if ann is None and key != "method.name":
+            known = (set().union(*(_method_fields(m) for m in methods)) if section == "method"
+                     else set(JobSpec.model_fields[section].annotation.model_fields))
+            raise SpecError(f"tune.space.{key}: no field '{fld}' in {section}"
+                            f"{suggest(fld, known)} (methods searched: {', '.join(methods)})")
+        if dom.continuous and ann is not None and not (is_int_field(ann) or float in typing.get_args(ann)
+                                                        or ann is float):
+            raise SpecError(f"tune.space.{key}: {dom.kind} needs a numeric field; use choice or grid")
+
+
+def check_metric(spec: JobSpec) -> None:
+    labels = spec.task.labels or []
+    known = ["accuracy", "macro_f1", "loss"] + [f"{k}/{lab}" for k in ("precision", "recall", "f1")
+                                                for lab in labels]
+    if spec.tune.metric not in known:
+        raise SpecError(f"tune.metric: '{spec.tune.metric}' is not a validation metric"
+                        f"{suggest(spec.tune.metric, known)}; choose one of {', '.join(known)}")
+
+
+def _validated(space: SearchSpace, assignment: Dict[str, Any], where: str) -> JobSpec:
+    try:
+        return validate_spec(space.trial_raw(assignment))
+    except JobError as e:
+        raise SpecError(f"{where}: {e}") from None
+
+
+def check_each_candidate(space: SearchSpace) -> None:
+    """Each candidate alone on the base job, so the error names the candidate's own path."""
+    for i in space.template_ids:
+        _validated(space, {"template": i}, f"tune.template.text[{i}]")
+    for j in range(len(space.verbalizers)):
+        _validated(space, {"verbalizer": j}, f"tune.template.verbalizer[{j}]")
+    for key, dom in space.dims.items():
+        for k, v in enumerate(dom.values):
+            where = f"tune.space.{key}" + (f"[{k}]" if not dom.continuous else f" ({'low' if k == 0 else 'high'})")
+            _validated(space, {key: v}, where)
+
+
+def describe_assignment(a: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.items())
+
+
+def check_trials(space: SearchSpace, trials: List[Dict[str, Any]]) -> List[JobSpec]:
+    """Every trial the search will run, as a full job spec."""
+    return [_validated(space, a, f"tune: trial candidate {n} ({describe_assignment(a)})")
+            for n, a in enumerate(trials)]
+
+
+# ---- drawing the trials (grid / random) -------------------------------------------------
+
+def _sampler(dom: Domain, is_int: bool, rng: np.random.Generator) -> Callable[[], Any]:
+    lo, hi = (dom.bounds + [0, 0])[:2]
+    if dom.kind == "uniform":
+        return (lambda: int(rng.integers(int(lo), int(hi) + 1))) if is_int else (lambda: float(rng.uniform(lo, hi)))
+    if dom.kind == "loguniform":
+        draw = lambda: float(math.exp(rng.uniform(math.log(lo), math.log(hi))))  # noqa: E731
+        return (lambda: int(round(draw()))) if is_int else draw
+    values = dom.values
+    return lambda: values[int(rng.integers(len(values)))]
+
+
+def draw_trials(space: SearchSpace, t: TuneSpec) -> List[Dict[str, Any]]:
+    """The trials of a grid or random search, drawn with tune.seed (so --resume gets the same).
+
+    grid: templates x verbalizers x every choice/grid value, ranges sampled per point;
+    random: grid dimensions enumerated, everything else sampled. Both repeat num_samples times.
+    """
+    rng = np.random.default_rng(t.seed)
+    dims = {"template": Domain(choice=space.template_ids), "verbalizer": Domain(choice=list(range(len(space.verbalizers))))}
+    dims.update(space.dims)
+    enumerate_kinds = ("choice", "grid") if t.search == "grid" else ("grid",)
+    grid_keys = [k for k, d in dims.items() if d.kind in enumerate_kinds]
+    methods = space.method_names()
+    samplers = {k: _sampler(d, is_int_field(_field_annotation(k, methods)), rng)
+                for k, d in dims.items() if k not in grid_keys}
+    trials = []
+    for _ in range(t.num_samples):
+        for combo in itertools.product(*(dims[k].values for k in grid_keys)):
+            a = dict(zip(grid_keys, combo))
+            a.update({k: draw() for k, draw in samplers.items()})
+            trials.append({k: a[k] for k in dims})  # a stable key order
+    return trials
+
+
+def discrete_combinations(space: SearchSpace) -> List[Dict[str, Any]]:
+    """Optuna pre-check: every discrete combination with each range at both ends (capped)."""
+    dims = {"template": space.template_ids, "verbalizer": list(range(len(space.verbalizers)))}
+    dims.update({k: d.values for k, d in space.dims.items()})
+    combos = itertools.product(*dims.values())
+    return [dict(zip(dims, c)) for c in itertools.islice(combos, MAX_COMBINATIONS)]

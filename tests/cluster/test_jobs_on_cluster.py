@@ -1,0 +1,139 @@
+"""Jobs on a real two-node Ray cluster on this machine (token auth on): `peft-ray submit`,
+`peft-ray jobs`, the README's plain `ray job submit` form, live metrics on the nodes'
+Prometheus endpoints, and STRICT_SPREAD placing one worker on each node."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from tests.conftest import job_dict
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+SAMPLE = re.compile(r"^(ray_peft_ray_\w+)\{(.*)\} (\S+)$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """What a user would upload: a folder with jobs/ (the code comes from the installed package)."""
+    wd = tmp_path_factory.mktemp("workdir")
+    (wd / "jobs").mkdir()
+    return wd
+
+
+def _job(wd: Path, tiny_bert, tiny_data, out: Path, name: str, **sections) -> Path:
+    path = wd / "jobs" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, name=name, **sections)))
+    return path
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def scrape(urls: List[str], job: str) -> List[tuple]:
+    """(name, labels) of peft-ray samples for `job` on the given Prometheus endpoints."""
+    found = []
+    for url in urls:
+        try:
+            text = requests.get(url, timeout=5).text
+        except requests.RequestException:
+            continue
+        for line in text.splitlines():
+            m = SAMPLE.match(line)
+            if m:
+                labels = dict(LABEL.findall(m.group(2)))
+                if labels.get("job") == job:
+                    found.append((m.group(1), labels))
+    return found
+
+
+def test_wrong_or_missing_token_is_refused_without_showing_it(cluster, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token-" + secrets.token_hex(8))
+    r = cli("jobs", "list", "--address", cluster.address)
+    assert r.exit_code == 2 and "rejected the token from $RAY_AUTH_TOKEN" in r.output
+    assert "not-the-token-" not in r.output
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    r = cli("jobs", "list", "--address", cluster.address)
+    assert r.exit_code == 2 and "requires a token and none was found" in r.output
+
+
+@pytest.mark.timeout(600)
+def test_submit_follows_tiny_job_then_logs_status_list(cluster_env, workdir, tiny_bert, tiny_data, tmp_path):
+    out = tmp_path / "out"
+    job = _job(workdir, tiny_bert, tiny_data, out, "tiny-follow", train={"max_steps": 2, "eval_every": 2})
+    r = cli("submit", str(job), "--working-dir", str(workdir), "--follow")
+    assert r.exit_code == 0, r.output[-4000:]
+    sid = re.search(r"^submitted (\S+)", r.output, re.M).group(1)
+    assert sid.startswith("peft-ray-tiny-follow-") and f"job {sid}: SUCCEEDED" in r.output
+    logs = cli("jobs", "logs", sid)
+    assert logs.exit_code == 0 and "[peft-ray] done: 2 steps" in logs.output
+    status = cli("jobs", "status", sid)
+    assert status.exit_code == 0 and f"{sid}: SUCCEEDED" in status.output
+    assert "peft-ray train jobs/tiny-follow.yaml" in status.output
+    listed = cli("jobs", "list")
+    assert sid in listed.output and "tiny-follow" in listed.output
+    assert (out / "metrics.json").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.timeout(600)
+def test_plain_ray_job_submit_runs_strict_spread_one_worker_per_node(cluster, workdir, tiny_bert, tiny_data,
+                                                                    tmp_path):
+    """README form, token from the environment; the placement gauge tells which node runs which rank."""
+    _job(workdir, tiny_bert, tiny_data, tmp_path / "out", "tiny-spread", train={"max_steps": 6, "eval_every": 3},
+         scaling={"placement_strategy": "STRICT_SPREAD"})
+    sid = f"plain-ray-submit-{secrets.token_hex(3)}"
+    log = tmp_path / "ray-job-submit.log"   # a file, not a pipe: a full pipe would block the CLI
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["ray", "job", "submit", "--submission-id", sid, "--working-dir", ".", "--",
+                                 "peft-ray", "train", "jobs/tiny-spread.yaml"], cwd=workdir, stdout=f,
+                                stderr=subprocess.STDOUT, env={**cluster.env, "RAY_API_SERVER_ADDRESS": cluster.address})
+        placement: Dict[str, str] = {}
+        while proc.poll() is None:   # gauges live as long as the workers: read them while it runs
+            for _, labels in scrape([n.metrics_url for n in cluster.nodes], "tiny-spread"):
+                if "rank" in labels:
+                    placement[labels["rank"]] = labels["node"]
+            time.sleep(0.5)
+    output = log.read_text()
+    assert proc.returncode == 0 and f"Job '{sid}' succeeded" in output, output[-4000:]
+    assert set(placement) == {"0", "1"}, placement
+    assert placement["0"] != placement["1"] and set(placement.values()) == set(cluster.alive_node_ids())
+    print(f"\n{sid}: rank 0 on node {placement['0']}, rank 1 on node {placement['1']}")
+
+
+@pytest.mark.timeout(600)
+def test_live_metrics_on_the_head_then_stop_a_long_job(cluster_env, workdir, tiny_bert, tiny_data, tmp_path):
+    job = _job(workdir, tiny_bert, tiny_data, tmp_path / "out", "tiny-long",
+               train={"max_steps": 100000, "eval_every": 3})
+    r = cli("submit", str(job), "--working-dir", str(workdir))
+    assert r.exit_code == 0, r.output
+    sid = re.search(r"^submitted (\S+)", r.output, re.M).group(1)
+    wanted = {"ray_peft_ray_step", "ray_peft_ray_train_loss", "ray_peft_ray_eval_metric",
+              "ray_peft_ray_samples_per_second", "ray_peft_ray_tokens_per_second", "ray_peft_ray_learning_rate",
+              "ray_peft_ray_optimizer_steps_total", "ray_peft_ray_worker_placement"}
+    seen: Dict[str, dict] = {}
+    deadline = time.monotonic() + 400
+    while not wanted <= set(seen) and time.monotonic() < deadline:
+        seen.update(scrape([cluster.head.metrics_url], "tiny-long"))   # PACK: both workers on the head
+        status = cli("jobs", "status", sid)
+        assert "RUNNING" in status.output or "PENDING" in status.output, cli("jobs", "logs", sid).output[-4000:]
+        time.sleep(1)
+    assert wanted <= set(seen), sorted(seen)
+    assert seen["ray_peft_ray_step"]["trial"].startswith("tiny-long-")
+    stopped = cli("jobs", "stop", sid)
+    assert stopped.exit_code == 0 and f"{sid}: STOPPED" in stopped.output, stopped.output
+    assert cli("jobs", "status", sid).exit_code == 1

@@ -1,0 +1,75 @@
+"""`peft-ray export`: the adapter as HF PEFT expects it, and --merge as a plain model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from peft_ray.adapter import gather_adapter_state, write_adapter
+from peft_ray.cli import main
+from peft_ray.methods import get_method
+from peft_ray.spec import dump_spec, validate_spec
+from peft_ray.train.engine import build_model
+from tests.conftest import job_dict
+
+
+def _job(model, data, out, method, **sections):
+    """job_dict with the method section replaced (job_dict merges sections into its defaults)."""
+    raw = job_dict(model, data, out, **sections)
+    raw["method"] = method
+    return validate_spec(raw)
+
+peft = pytest.importorskip("peft")
+
+
+def _fake_run(tiny_bert, tiny_data, run_dir, method):
+    """A run folder as `peft-ray train` leaves it (adapter/ with peft_ray.json), without training."""
+    spec = _job(tiny_bert, tiny_data, run_dir, method)
+    model, tok, path = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.2)
+    cfg = get_method(spec.method.name).peft_config(model, spec.method, path, "SEQ_CLS")
+    write_adapter(run_dir / "adapter", gather_adapter_state(model), cfg, {"spec": dump_spec(spec)})
+    enc = tok(["the plot was dull .", "a superb cast"], padding=True, return_tensors="pt")
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    with torch.no_grad():
+        return model.eval()(**batch).logits, batch, path
+
+
+@pytest.mark.parametrize("method", [{"name": "lora", "r": 4}, {"name": "ia3"}])
+def test_export_merge_writes_a_plain_model(tiny_bert, tiny_data, tmp_path, method):
+    from transformers import AutoModelForSequenceClassification
+
+    logits, batch, _ = _fake_run(tiny_bert, tiny_data, tmp_path / "run", method)
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "merged"), "--merge"])
+    assert res.exit_code == 0, res.output
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).logits, logits, atol=1e-5, rtol=1e-5)
+
+
+def test_export_adapter_loads_in_peft(tiny_bert, tiny_data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    logits, batch, path = _fake_run(tiny_bert, tiny_data, tmp_path / "run", {"name": "p_tuning",
+                                                                             "num_virtual_tokens": 4})
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "P_TUNING"
+    loaded = peft.PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2),
+                                            str(tmp_path / "out")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, logits, atol=1e-5, rtol=1e-5)
+
+
+def test_export_errors_name_the_problem(tiny_bert, tiny_data, tmp_path):
+    res = CliRunner().invoke(main, ["export", str(tmp_path), str(tmp_path / "out")])
+    assert res.exit_code == 2 and "no adapter" in res.output
+    _fake_run(tiny_bert, tiny_data, tmp_path / "run", {"name": "prefix_tuning", "num_virtual_tokens": 3})
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "m"), "--merge"])
+    assert res.exit_code == 2 and "only lora and ia3 merge" in res.output

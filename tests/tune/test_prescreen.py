@@ -1,0 +1,93 @@
+"""Zero-shot pre-screen: the masked-LM verbalizer score and the cosine proxy, checked against
+hand computations on one row, and the top-k selection. No Ray (it runs on the driver)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from peft_ray.spec import validate_spec
+from peft_ray.templates import Template
+from peft_ray.tune.prescreen import Encoder, label_scores, prescreen_templates, render, sample_rows
+from peft_ray.tune.runner import check_search
+from tests.tune.conftest import TEMPLATES, tune_job
+
+VERBS = [{"negative": ["bad"], "positive": ["good"]}, {"negative": ["awful", "dull"], "positive": ["great"]}]
+THREE = TEMPLATES + ["{soft} {text} All in all, {label}."]
+
+
+def _spec(model, tiny_data, tmp_path, k=2):
+    tune = {"template": {"text": THREE, "verbalizer": VERBS}, "prescreen": True, "prescreen_top_k": k,
+            "prescreen_samples": 16}
+    return validate_spec(tune_job(model, tiny_data, tmp_path / "out", tune))
+
+
+def test_masked_lm_score_is_the_verbalizer_logprob_at_the_mask(tiny_mlm, tiny_data, tmp_path):
+    spec = _spec(tiny_mlm, tiny_data, tmp_path)
+    enc = Encoder(spec)
+    assert enc.has_mlm_head
+    rows = sample_rows(spec, 4)
+    template = Template.parse(THREE[1])
+    scores = label_scores(enc, template, VERBS[1], ["negative", "positive"], rows, None)   # (4, 2)
+
+    text = render(template, rows[0], enc.tok.mask_token)
+    assert text.count(enc.tok.mask_token) == 1
+    batch = enc.tok([text], return_tensors="pt")
+    with torch.no_grad():
+        logits = enc.model(**batch).logits[0]
+    pos = (batch["input_ids"][0] == enc.tok.mask_token_id).nonzero()[0, 0]
+    lp = torch.log_softmax(logits[pos], -1)
+    ids = {w: enc.tok.convert_tokens_to_ids(w) for w in ("awful", "dull", "great")}
+    expected = torch.stack([(lp[ids["awful"]] + lp[ids["dull"]]) / 2, lp[ids["great"]]])
+    torch.testing.assert_close(scores[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cosine_proxy_without_an_lm_head(tiny_bert, tiny_data, tmp_path):
+    """The tiny BERT (like MiniLM) has no masked-LM head: cosine of mean-pooled embeddings of the
+    rendered template (label slot filled with each word) and of the row's own text."""
+    spec = _spec(tiny_bert, tiny_data, tmp_path)
+    enc = Encoder(spec)
+    assert not enc.has_mlm_head
+    rows = sample_rows(spec, 3)
+    template = Template.parse(THREE[2])
+    sent = enc.embed([r["text"] for r in rows])
+    scores = label_scores(enc, template, VERBS[1], ["negative", "positive"], rows, sent)
+
+    def emb(text):
+        batch = enc.tok([text], return_tensors="pt")
+        with torch.no_grad():
+            h = enc.model(**batch).last_hidden_state[0]
+        return torch.nn.functional.normalize(h.mean(0), dim=-1)
+
+    r = rows[1]
+    neg = (emb(template.render(r, "awful")) @ emb(r["text"]) + emb(template.render(r, "dull")) @ emb(r["text"])) / 2
+    pos = emb(template.render(r, "great")) @ emb(r["text"])
+    torch.testing.assert_close(scores[1], torch.stack([neg, pos]), atol=1e-5, rtol=1e-5)
+
+
+def test_prescreen_keeps_the_top_k_templates(tiny_bert, tiny_data, tmp_path):
+    spec = _spec(tiny_bert, tiny_data, tmp_path, k=2)
+    space = check_search(spec)
+    (tmp_path / "out").mkdir()
+    kept = prescreen_templates(spec, space, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "prescreen.json").read_text())
+    assert report["scorer"] == "cosine" and report["samples"] == 16 and report["kept"] == kept
+    assert len(report["scores"]) == len(THREE) * len(VERBS) and len(kept) == 2
+    best = {}
+    for s in report["scores"]:
+        assert 0.0 <= s["accuracy"] <= 1.0
+        best[s["template_id"]] = max(best.get(s["template_id"], (-1, -np.inf)), (s["accuracy"], s["margin"]))
+    dropped = set(range(len(THREE))) - set(kept)
+    assert all(best[k] >= best[d] for k in kept for d in dropped)
+    assert prescreen_templates(spec, space, tmp_path / "out") == kept  # deterministic
+
+
+@pytest.mark.parametrize("n", [5, 16])
+def test_sample_is_seeded_and_labelled(tiny_bert, tiny_data, tmp_path, n):
+    spec = _spec(tiny_bert, tiny_data, tmp_path)
+    rows = sample_rows(spec, n)
+    assert len(rows) == n and rows == sample_rows(spec, n)
+    assert all(r["label"] is not None for r in rows)

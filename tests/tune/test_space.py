@@ -1,0 +1,119 @@
+"""The tune section and search space: typed checks, fail-fast candidate paths, drawn trials.
+No Ray here: everything is checked before a cluster starts."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from peft_ray.errors import JobError, SpecError
+from peft_ray.methods import METHODS
+from peft_ray.spec import validate_spec
+from peft_ray.tune import space as S
+from peft_ray.tune.runner import check_search
+from tests.tune.conftest import TEMPLATES, tune_job
+
+
+def _spec(tiny_bert, tiny_data, tmp_path, tune, **sections):
+    return validate_spec(tune_job(tiny_bert, tiny_data, tmp_path / "out", tune, **sections))
+
+
+@pytest.mark.parametrize("tune, expected", [
+    ({"sceduler": {}}, "unknown key 'sceduler' (did you mean 'scheduler'?)"),
+    ({"space": {"lr": [1]}}, "must be 'section.field'"),
+    ({"space": {"train.lr": {"loguniform": [0, 1]}}}, "tune.space.train.lr: Value error, loguniform needs low > 0"),
+    ({"space": {"train.lr": {"uniform": [1], "choice": [2]}}}, "give exactly one of"),
+    ({"space": {"template.text": ["{text}"]}}, "search templates and verbalizers under tune.template"),
+    ({"scheduler": {"name": "hyperband"}}, "tune.scheduler.name"),
+    ({"search": "optuna", "space": {"train.lr": {"grid": [0.1]}}}, "optuna cannot enumerate grid"),
+])
+def test_tune_section_is_typed(tiny_bert, tiny_data, tmp_path, tune, expected):
+    with pytest.raises(SpecError) as e:
+        _spec(tiny_bert, tiny_data, tmp_path, tune)
+    assert expected in str(e.value)
+
+
+def test_mode_follows_metric(tiny_bert, tiny_data, tmp_path):
+    assert _spec(tiny_bert, tiny_data, tmp_path, {}).tune.mode == "max"
+    assert _spec(tiny_bert, tiny_data, tmp_path, {"metric": "loss"}).tune.mode == "min"
+
+
+@pytest.mark.parametrize("tune, expected", [
+    # a bad candidate template fails with its own path, not a generic error
+    ({"template": {"text": TEMPLATES + ["{text} {soft}"]}}, "tune.template.text[2]: template.text: soft tokens"),
+    ({"template": {"text": TEMPLATES + ["{soft} {text.__class__}"]}}, "tune.template.text[2]"),
+    ({"template": {"verbalizer": [{"negative": "bad", "positive": "good"}, {"negative": "bad"}]}},
+     "tune.template.verbalizer[1]: template.verbalizer: label(s) ['positive']"),
+    ({"space": {"train.lr": {"choice": [0.1, -1.0]}}}, "tune.space.train.lr[1]: train.lr"),
+    ({"space": {"method.num_virtual_tokens": {"uniform": [0, 8]}}}, "tune.space.method.num_virtual_tokens (low)"),
+    ({"space": {"train.lrr": [0.1]}}, "tune.space.train.lrr: no field 'lrr' in train (did you mean 'lr'?)"),
+    ({"space": {"method.r": [4, 8]}}, "tune.space.method.r: no field 'r' in method"),
+    ({"space": {"data.root": ["/x"]}}, "section 'data' cannot be searched"),
+    ({"space": {"method.name": ["prompt_tunning"]}}, "did you mean 'prompt_tuning'"),
+    ({"space": {"train.schedule": {"uniform": [1, 2]}}}, "needs a numeric field"),
+    ({"metric": "acuracy"}, "tune.metric: 'acuracy' is not a validation metric (did you mean 'accuracy'?)"),
+    # cross-field: a template fixing {soft:3} disagrees with the method's num_virtual_tokens
+    ({"template": {"text": ["{soft:3} {text}"]}}, "tune.template.text[0]: template.text says {soft:3}"),
+])
+def test_bad_candidate_names_its_path(tiny_bert, tiny_data, tmp_path, tune, expected):
+    with pytest.raises(SpecError) as e:
+        check_search(_spec(tiny_bert, tiny_data, tmp_path, tune))
+    assert expected in str(e.value)
+
+
+def test_cli_fails_fast_before_ray(tiny_bert, tiny_data, tmp_path):
+    job = tmp_path / "job.yaml"
+    tune = {"template": {"text": TEMPLATES + ["{soft} {text}", "{soft} {sentence}"]}}
+    job.write_text(yaml.safe_dump(tune_job(tiny_bert, tiny_data, tmp_path / "out", tune)))
+    r = CliRunner().invoke(main, ["tune", str(job)])
+    assert r.exit_code == 2, r.output
+    assert "tune.template.text[3]" in r.output and "column 'sentence'" in r.output
+    import ray
+
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out" / "tune").exists()
+
+
+def test_grid_enumerates_and_samples_ranges(tiny_bert, tiny_data, tmp_path):
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {
+        "template": {"text": TEMPLATES}, "num_samples": 2,
+        "space": {"train.lr": {"loguniform": [1e-3, 1e-1]}, "method.num_virtual_tokens": {"choice": [2, 4]}}})
+    space = check_search(spec)
+    trials = S.draw_trials(space, spec.tune)
+    assert len(trials) == 2 * 2 * 2  # templates x choices x samples
+    assert {(a["template"], a["method.num_virtual_tokens"]) for a in trials} == {(0, 2), (0, 4), (1, 2), (1, 4)}
+    assert all(1e-3 <= a["train.lr"] <= 1e-1 for a in trials)
+    assert trials == S.draw_trials(space, spec.tune)  # seeded: --resume draws the same trials
+    specs = S.check_trials(space, trials)
+    assert [s.method.num_virtual_tokens for s in specs] == [a["method.num_virtual_tokens"] for a in trials]
+    assert specs[1].template.text == TEMPLATES[trials[1]["template"]]
+
+
+def test_random_samples_choices_but_enumerates_grid(tiny_bert, tiny_data, tmp_path):
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {
+        "search": "random", "num_samples": 3, "template": {"text": TEMPLATES},
+        "space": {"train.lr": {"grid": [0.01, 0.1]}, "method.num_virtual_tokens": {"uniform": [2, 6]}}})
+    trials = S.draw_trials(check_search(spec), spec.tune)
+    assert len(trials) == 3 * 2
+    assert sorted({a["train.lr"] for a in trials}) == [0.01, 0.1]
+    assert all(isinstance(a["method.num_virtual_tokens"], int) and 2 <= a["method.num_virtual_tokens"] <= 6
+               for a in trials)
+
+
+def test_method_name_choice_applies_only_each_methods_own_fields(tiny_bert, tiny_data, tmp_path):
+    """Methods compete through method.name; a knob reaches only the trials whose method has it."""
+    methods = METHODS.names()
+    space = check_search(_spec(tiny_bert, tiny_data, tmp_path, {
+        "space": {"method.name": methods, "method.num_virtual_tokens": [3]}}))
+    for m in methods:
+        raw = space.trial_raw({"method.name": m, "method.num_virtual_tokens": 3})
+        assert raw["method"]["name"] == m
+        has_knob = "num_virtual_tokens" in METHODS.get(m).config_cls.model_fields
+        assert raw["method"].get("num_virtual_tokens") == (3 if has_knob else None)
+
+
+def test_unknown_method_base_is_refused(tiny_bert, tiny_data, tmp_path):
+    with pytest.raises(JobError, match="tune.methods.lorra: unknown method"):
+        check_search(_spec(tiny_bert, tiny_data, tmp_path, {"methods": {"lorra": {}}}))
