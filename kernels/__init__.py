@@ -1,0 +1,46 @@
+"""Fused linear ops for prompt tuning, prefix tuning and LoRA (Triton + PyTorch reference).
+
+Public API (all take backend="auto" | "torch" | "triton"):
+  prompt_concat_linear(prompt, x, weight, bias=None)  -> linear(cat([P; X]))
+  prefix_concat_linear(prefix, x, weight, bias=None)  -> cat([prefix; linear(X)])
+  lora_linear(x, weight, lora_A, lora_B, scaling, bias=None)
+"auto" runs Triton on CUDA tensors and the reference on CPU. Importing this
+package does not import triton; the Triton modules load on first use.
+See kernels/README.md for where each op plugs into BERT, GPT-2, Llama and T5.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._backend import BACKENDS, resolve_backend
+from .reference import lora_linear_ref, prefix_concat_linear_ref, prompt_concat_linear_ref
+
+__all__ = ["BACKENDS", "lora_linear", "prefix_concat_linear", "prompt_concat_linear",
+           "lora_linear_ref", "prefix_concat_linear_ref", "prompt_concat_linear_ref"]
+
+
+def prompt_concat_linear(prompt: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """(n_p | B×n_p, d_in) prompt and (B, n, d_in) x -> (B, n_p + n, d_out) = cat([P; X]) @ W^T + b."""
+    if resolve_backend(backend, x.device) == "torch":
+        return prompt_concat_linear_ref(prompt, x, weight, bias)
+    from .prompt_concat import PromptConcatLinearFunction
+    return PromptConcatLinearFunction.apply(prompt, x, weight, bias)
+
+
+def prefix_concat_linear(prefix: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """(n_p | B×n_p, d_out) prefix and (B, n, d_in) x -> (B, n_p + n, d_out) = cat([prefix; X W^T + b])."""
+    if resolve_backend(backend, x.device) == "torch":
+        return prefix_concat_linear_ref(prefix, x, weight, bias)
+    from .prefix_concat import PrefixConcatLinearFunction
+    return PrefixConcatLinearFunction.apply(prefix, x, weight, bias)
+
+
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
+                scaling: float, bias: torch.Tensor | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """(..., d_in) -> (..., d_out) = x W^T + b + scaling * (x A^T) B^T; A: (r, d_in), B: (d_out, r)."""
+    if resolve_backend(backend, x.device) == "torch":
+        return lora_linear_ref(x, weight, lora_A, lora_B, scaling, bias)
+    from .lora import LoRALinearFunction
+    return LoRALinearFunction.apply(x, weight, lora_A, lora_B, float(scaling), bias)
