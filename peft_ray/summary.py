@@ -8,6 +8,7 @@ ROWS = [("steps", "step", "{:.0f}"), ("samples/s", "samples_per_s", "{:.1f}"),
         ("tokens/s", "tokens_per_s", "{:.0f}"), ("val accuracy", "accuracy", "{:.4f}"),
         ("val macro-F1", "macro_f1", "{:.4f}"), ("val loss", "loss", "{:.4f}"),
         ("trainable params", "trainable_params", "{:,.0f}"), ("skipped rows", "skipped_rows", "{:.0f}"),
+        ("truncated rows", "truncated_rows", "{:.0f}"), ("non-finite skips", "skipped_nonfinite", "{:.0f}"),
         ("train time (s)", "train_seconds", "{:.1f}"), ("wall time (s)", "wall_seconds", "{:.1f}"),
         ("adapter", "adapter", "{}"), ("checkpoint", "checkpoint", "{}")]
 

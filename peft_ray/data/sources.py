@@ -65,6 +65,8 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
 
     for f in files:
         fmt = file_format(f)
+        if fmt in ("csv", "json"):
+            check_utf8(f)
         try:
             if fmt == "json":
                 import pyarrow.json as pj
@@ -77,6 +79,23 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
             raise DataError(f"{f}: cannot read as {fmt}: {str(e).splitlines()[0]}. "
                             "Check the file is complete and (for CSV/JSON) UTF-8 encoded") from None
+
+
+def check_utf8(path: str) -> None:
+    """Text formats must be UTF-8; say which line is not (pyarrow may read it silently)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                line += chunk[:e.start].count(b"\n")
+                raise DataError(f"{path}: line {line} is not UTF-8 text ({e.reason}); re-save the file "
+                                "as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+            line += chunk.count(b"\n")
 
 
 def read_schema(files: List[str]) -> pa.Schema:

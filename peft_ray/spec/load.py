@@ -123,7 +123,14 @@ def load_spec(path: Optional[str | Path], overrides: Sequence[str] = ()) -> JobS
 
 
 def dump_spec(spec: JobSpec) -> Dict[str, Any]:
-    """A plain dict of the resolved spec (for the run dir and for Ray workers)."""
+    """A plain dict of the resolved spec (for Ray workers; use `saved_spec` for files)."""
     out = spec.model_dump(mode="json", exclude={"method"})
     out["method"] = spec.method.model_dump(mode="json")
     return out
+
+
+def saved_spec(spec: JobSpec) -> Dict[str, Any]:
+    """The resolved spec as written to disk (job.yaml, peft_ray.json): secrets redacted."""
+    from peft_ray.security import redact
+
+    return redact(dump_spec(spec))

@@ -34,6 +34,7 @@ class TrainerState:
     train_seconds: float = 0.0
     skipped_nonfinite: int = 0
     last_loss: float = float("nan")
+    truncated: float = 0        # rows cut at model.max_length (counted in the first epoch)
     world_size: int = 1
     history: List[Dict[str, float]] = field(default_factory=list)
 
@@ -46,13 +47,22 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(engine, state: TrainerState, local_dir: Path, write_adapter_fn) -> Path:
-    """Every rank calls this (ZeRO shards and the ZeRO-3 gather are collective)."""
+def save_checkpoint(engine, state: TrainerState, local_dir: Path, write_adapter_fn,
+                    fail_midway: bool = False) -> Path:
+    """Every rank calls this (ZeRO shards and the ZeRO-3 gather are collective).
+
+    It writes into a staging folder that only becomes a checkpoint when complete (Ray
+    persists it after this returns; --local renames it), so a failure here, such as a
+    full disk, leaves the previous checkpoints untouched."""
     from safetensors.torch import save_file
 
     local_dir.mkdir(parents=True, exist_ok=True)
     engine.save_checkpoint(str(local_dir / "ds"), tag=TAG, exclude_frozen_parameters=True)
     write_adapter_fn(local_dir / "adapter")  # collective gather; rank 0 writes
+    if fail_midway:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device (injected while writing a checkpoint)")
     r = rank()
     save_file({"cpu": torch.get_rng_state()}, str(local_dir / f"rng_rank{r}.safetensors"))
     if r == 0:

@@ -14,8 +14,9 @@ import yaml
 
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, run_preflight
-from peft_ray.spec import JobSpec, dump_spec
+from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.train.checkpoint import latest_good_checkpoint
+from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
 
 DATA_CPU_SLOTS = 1  # logical CPU the local head adds for Ray Data's (light) tokenize tasks
@@ -36,7 +37,7 @@ def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
     if overwrite and (out / "ray").exists():
         shutil.rmtree(out / "ray")
     out.mkdir(parents=True, exist_ok=True)
-    job_file.write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
+    job_file.write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
     return out
 
 
@@ -55,6 +56,7 @@ def init_ray(spec: JobSpec) -> None:
         return
     address = spec.scaling.address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         ray.init(address=address, log_to_driver=True)
         return
     cpus = os.cpu_count() or 1
@@ -65,6 +67,23 @@ def init_ray(spec: JobSpec) -> None:
                        "lower scaling.num_workers or scaling.cpus_per_worker")
     ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds with a message, instead of Ray's long connection retries."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise JobError(f"scaling.address: cannot reach the Ray cluster at '{address}' within {timeout:.0f}s "
+                       f"({e}). Is the head running (`ray start --head` / `ray up cluster.yaml`) and the "
+                       "address host:port right?") from None
 
 
 def check_cluster_fits(spec: JobSpec) -> None:
@@ -117,7 +136,7 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
                    resume_from=str(resume_from) if resume_from else None,
                    storage_dir=str(storage / name),
-                   fail_at_step=_env_int("PEFT_RAY_FAIL_AT_STEP"))
+                   faults=faults_from_env())
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": asdict(run)},
@@ -134,11 +153,6 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional
     )
 
 
-def _env_int(name: str) -> Optional[int]:
-    v = os.environ.get(name)
-    return int(v) if v else None
-
-
 def write_outputs(out: Path, checkpoint_path: Path, metrics: Dict[str, Any], wall: float,
                   pre: Preflight) -> Dict[str, Any]:
     from peft_ray.adapter import replace_dir
@@ -148,7 +162,7 @@ def write_outputs(out: Path, checkpoint_path: Path, metrics: Dict[str, Any], wal
     shutil.copytree(checkpoint_path / "adapter", tmp)
     replace_dir(tmp, out / "adapter")
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    final.update(wall_seconds=wall, skipped_rows=pre.train.skipped,
+    final.update(wall_seconds=wall, skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
                  checkpoint=str(checkpoint_path), adapter=str(out / "adapter"))
     tmpm = out / ".metrics.json.tmp"
     tmpm.write_text(json.dumps(final, indent=2))

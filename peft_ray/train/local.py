@@ -19,6 +19,7 @@ from peft_ray.errors import CheckpointError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.train.checkpoint import latest_good_checkpoint
+from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
 
 
@@ -63,6 +64,6 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -
     init_single_rank(spec.scaling.use_gpu)
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="local",
                    resume_from=str(resume_from) if resume_from else None,
-                   local_data=local_data_facts(spec, pre))
+                   local_data=local_data_facts(spec, pre), faults=faults_from_env())
     reporter = train_func({"spec": dump_spec(spec), "run": asdict(run)})
     return write_outputs(out, Path(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre)

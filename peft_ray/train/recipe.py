@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -18,7 +18,7 @@ import torch
 from peft_ray.adapter import TASK_TYPES, gather_adapter_state, write_adapter
 from peft_ray.data.batching import micro_batches
 from peft_ray.methods import get_method
-from peft_ray.spec import dump_spec, validate_spec
+from peft_ray.spec import saved_spec, validate_spec
 from peft_ray.train import dist as D
 from peft_ray.train import telemetry
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
@@ -39,7 +39,7 @@ class RunFacts:
     resume_from: Optional[str] = None     # --resume: the checkpoint folder to start from
     storage_dir: Optional[str] = None     # ray mode: this run's storage folder (local/NFS)
     local_data: Optional[Dict[str, Any]] = None
-    fail_at_step: Optional[int] = None    # fault injection for tests (PEFT_RAY_FAIL_AT_STEP)
+    faults: Optional[Dict[str, int]] = None  # fault injection (peft_ray/train/faults.py)
 
 
 def train_func(config: Dict[str, Any]):
@@ -121,6 +121,13 @@ class StepContext:
     data: Any
     reporter: Any
     resumed: bool = False
+    fired: set = field(default_factory=set)  # fault injections already done
+
+    @property
+    def faults(self):
+        from peft_ray.train.faults import Faults
+
+        return Faults(**(self.run.faults or {}))
 
     @property
     def task(self):
@@ -174,6 +181,9 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     t0 = time.perf_counter()
     engine = ctx.engine
     loss = ctx.task.loss(engine, batch)
+    if ctx.faults.nan_at_step == state.global_step + 1 and not ctx.resumed and "nan" not in ctx.fired:
+        ctx.fired.add("nan")
+        loss = loss * float("nan")  # fault injection, once
     if D.all_sum([0.0 if torch.isfinite(loss) else 1.0])[0] > 0:
         handle_nonfinite(ctx, state, batch, loss)
         return False
@@ -183,6 +193,8 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     n, tok = D.all_sum([len(batch["labels"]), batch["n_tokens"]])
     state.samples += n
     state.tokens += tok
+    if state.epoch == 0:
+        state.truncated += D.all_sum([batch["n_truncated"]])[0]
     state.train_seconds += time.perf_counter() - t0
     state.last_loss = loss.item()
     return boundary
@@ -201,8 +213,8 @@ def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -
 def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     state.global_step += 1
     t, step = ctx.spec.train, state.global_step
-    if ctx.run.fail_at_step and step == ctx.run.fail_at_step and not ctx.resumed:
-        os._exit(17)  # fault injection for tests: the worker process dies hard
+    if ctx.faults.kill_at_step == step and not ctx.resumed:
+        os._exit(17)  # fault injection: the worker process dies hard
     log_progress(ctx, state)
     telemetry.record_step(ctx, state)  # live metrics for the Ray dashboard (no-op outside Ray)
     last = step >= ctx.run.total_steps
@@ -236,7 +248,7 @@ def adapter_writer(ctx: StepContext):
         if D.rank() != 0:
             return
         cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, TASK_TYPES[ctx.spec.task.type])
-        extra = {"spec": dump_spec(ctx.spec), "labels": ctx.spec.task.labels,
+        extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.labels,
                  "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
                  "method": ctx.spec.method.model_dump(mode="json")}
         write_adapter(out_dir, state, cfg, extra)
@@ -250,15 +262,16 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "samples_per_s": state.samples / secs, "tokens_per_s": state.tokens / secs,
             "train_loss": state.last_loss, "lr": ctx.engine.get_lr()[0],
             "skipped_nonfinite": state.skipped_nonfinite, "train_seconds": state.train_seconds,
-            "samples": state.samples, "tokens": state.tokens,
+            "samples": state.samples, "tokens": state.tokens, "truncated_rows": state.truncated,
             "trainable_params": count_trainable(ctx.model)}
     if metrics:
         state.history.append({k: v for k, v in full.items() if isinstance(v, (int, float))})
         D.log_rank0("eval @ step {step}: accuracy {acc:.4f} | macro_f1 {f1:.4f} | loss {loss:.4f}".format(
             step=state.global_step, acc=metrics.get("accuracy", 0), f1=metrics.get("macro_f1", 0),
             loss=metrics.get("loss", 0)))
+    fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed
     with ctx.reporter.staging_dir() as tmp:
-        save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx))
+        save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx), fail_midway=fail)
         ctx.reporter.report(full, tmp)
     telemetry.record_report(ctx.spec.name, full, metrics)
 

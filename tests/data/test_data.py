@@ -1,0 +1,109 @@
+"""Data sources, formats, the Ray Data pipeline and bad files."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+
+from peft_ray.data import builtin
+from peft_ray.data.preprocess import PreprocessConfig, preprocess_batch
+from peft_ray.errors import DataError, SpecError
+from peft_ray.preflight import run_preflight
+from peft_ray.spec import validate_spec
+from tests.conftest import job_dict, write_rows
+
+
+def _pp(tiny_bert, **kw):
+    return PreprocessConfig(tokenizer_path=str(tiny_bert), template=kw.get("template", "{soft} {text}"),
+                            label_column="label", labels=("negative", "positive"),
+                            max_length=kw.get("max_length", 32))
+
+
+def test_builtin_is_deterministic_and_not_trivial():
+    a, b = builtin.make_rows(200, seed=3), builtin.make_rows(200, seed=3)
+    assert a == b
+    assert sum(" not " in t for t in a["text"]) > 30 and sum(" but " in t for t in a["text"]) > 10
+    assert 0.35 < sum(a["label"]) / 200 < 0.65
+
+
+def test_preprocess_renders_tokenizes_and_skips_bad_rows(tiny_bert):
+    table = pa.table({"text": ["the film was good .", None, "  ", "the plot was dull " * 20],
+                      "label": ["positive", "negative", "positive", "negative"]})
+    out = preprocess_batch(table, _pp(tiny_bert, max_length=16))
+    assert out.num_rows == 2  # null and blank text are skipped
+    assert out.column("label").to_pylist() == [1, 0]
+    assert out.column("truncated").to_pylist() == [False, True]
+    assert max(out.column("length").to_pylist()) == 16
+
+
+def test_bad_label_value_names_it(tiny_bert):
+    with pytest.raises(DataError, match="label 'meh' is not in task.labels"):
+        preprocess_batch(pa.table({"text": ["x"], "label": ["meh"]}), _pp(tiny_bert))
+
+
+@pytest.mark.parametrize("ext", ["parquet", "arrow", "csv", "jsonl"])
+def test_formats_by_extension_in_preflight(tiny_bert, tmp_path, ext):
+    rows = builtin.make_rows(40, seed=4)
+    table = pa.table(rows)
+    path = tmp_path / f"train.{ext}"
+    if ext == "parquet":
+        write_rows(path, rows)
+    elif ext == "arrow":
+        feather.write_feather(table, path)
+    elif ext == "csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, path)
+    else:
+        import json
+
+        path.write_text("\n".join(json.dumps(r) for r in table.to_pylist()) + "\n")
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out",
+                                  data={"train": path.name, "validation": None}))
+    pre = run_preflight(spec)
+    assert pre.train.usable == 40 and pre.total_steps >= 1
+
+
+def test_non_utf8_csv_is_a_clear_error(tiny_bert, tmp_path):
+    (tmp_path / "train.csv").write_bytes("text,label\ncaf\xe9 ok,1\nbad,0\n".encode("latin-1"))
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out",
+                                  data={"train": "train.csv", "validation": None}))
+    with pytest.raises(DataError, match="UTF-8"):
+        run_preflight(spec)
+
+
+def test_pickle_only_model_is_refused(tmp_path, tiny_data):
+    model = tmp_path / "pickled"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    spec = validate_spec(job_dict(model, tiny_data, tmp_path / "out"))
+    with pytest.raises(SpecError, match="allow_pickle"):
+        run_preflight(spec)
+
+
+def test_trust_remote_code_is_off_by_default(tiny_bert, tiny_data, tmp_path):
+    assert validate_spec(job_dict(tiny_bert, tiny_data, tmp_path)).model.trust_remote_code is False
+
+
+@pytest.mark.ray
+def test_ray_data_pipeline_streams_tokenized_rows(ray_runtime, tiny_bert, tiny_data):
+    from peft_ray.preflight import run_preflight
+    from peft_ray.train.driver import build_datasets
+
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, "/tmp/unused"))
+    ds = build_datasets(spec, run_preflight(spec))
+    rows = 0
+    for batch in ds["validation"].iter_batches(batch_size=32, batch_format="pyarrow"):
+        assert set(batch.column_names) == {"input_ids", "label", "length", "truncated"}
+        rows += batch.num_rows
+    assert rows == 70
+
+
+def test_unreachable_cluster_is_a_quick_message():
+    from peft_ray.errors import JobError
+    from peft_ray.train.driver import check_reachable
+
+    with pytest.raises(JobError, match="cannot reach the Ray cluster"):
+        check_reachable("127.0.0.1:1", timeout=2)
