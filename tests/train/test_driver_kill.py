@@ -1,0 +1,55 @@
+"""The `peft-ray train` driver is SIGKILLed mid-run; `--resume` continues from the latest
+good checkpoint and finishes the job (real CLI, real Ray, separate processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from peft_ray.train.checkpoint import latest_good_checkpoint
+from tests.conftest import job_dict
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _cli(job, *extra, **kw):
+    return subprocess.Popen([sys.executable, "-m", "peft_ray.cli", "train", str(job), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def test_sigkill_driver_then_resume(tiny_bert, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, train={
+        "max_steps": 60, "checkpoint_every": 2, "eval_every": 60, "keep_checkpoints": 2})))
+    proc = _cli(job)
+    deadline = time.time() + 400
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = latest_good_checkpoint(out / "ray", warn=lambda m: None) if (out / "ray").exists() else None
+        if ckpt is not None:
+            break
+        time.sleep(0.2)
+    assert ckpt is not None, "no checkpoint appeared before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray head it started die at once
+    proc.wait(timeout=30)
+    killed_at = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+    assert killed_at < 60
+
+    again = _cli(job)  # without --resume the folder is refused: nothing gets overwritten
+    assert again.wait(timeout=120) == 2 and "--resume" in again.stdout.read()
+
+    resumed = _cli(job, "--resume")
+    log, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, log[-3000:]
+    assert "resumed from" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 60
