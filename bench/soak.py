@@ -1,0 +1,138 @@
+"""Soak: run short jobs for a while and kill random workers and drivers at random moments.
+
+    python bench/soak.py --minutes 20 --out bench/results/soak.json
+
+Each round starts `peft-ray train` (tiny BERT from config, built-in data, 2 workers,
+ZeRO-2, checkpoint every 2 steps) as a separate process and then, at random:
+- kills one Ray Train worker process (SIGKILL) mid-run: Ray Train must restart the
+  group from the latest checkpoint (train.max_failures) and finish;
+- kills the driver's whole process group (SIGKILL) mid-run, then runs `--resume`;
+- or lets it run clean.
+After each job every checkpoint left on disk is validated (manifest + sha256).
+Ends with a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from peft_ray.data import builtin  # noqa: E402
+from peft_ray.train.checkpoint import checkpoint_dirs, validate_checkpoint  # noqa: E402
+from tests.conftest import job_dict, make_tiny_bert, write_rows  # noqa: E402
+
+STEPS = 40
+
+
+def _setup(tmp: Path) -> tuple[Path, Path]:
+    model = make_tiny_bert(tmp / "model")
+    write_rows(tmp / "data" / "train.parquet", builtin.make_rows(512, seed=1))
+    write_rows(tmp / "data" / "validation.parquet", builtin.make_rows(64, seed=2))
+    return model, tmp / "data"
+
+
+def _start(job: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "peft_ray.cli", "train", str(job), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_step(proc, log: list, min_step: int, timeout: float) -> int:
+    """Read the driver's output until a progress line at or past `min_step`."""
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        log.append(line)
+        m = re.search(r"step (\d+)/", line)
+        if m and int(m.group(1)) >= min_step:
+            return int(m.group(1))
+        if time.time() > deadline:
+            break
+    return -1
+
+
+def _workers(pid: int) -> list:
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in kids if "RayTrainWorker" in " ".join(p.cmdline() or [])]
+
+
+def _resumed_at(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"resumed from .* at step (\d+)", text)]
+
+
+def round_(job: Path, out: Path, mode: str, rng: random.Random, stats: dict) -> None:
+    log: list = []
+    proc = _start(job, "--overwrite")
+    kill_at = rng.randint(3, STEPS - 5)
+    reached = _wait_step(proc, log, kill_at, 600) if mode != "clean" else -1
+    if mode == "worker" and reached > 0:
+        victims = _workers(proc.pid)
+        if victims:
+            rng.choice(victims).kill()
+    if mode == "driver" and reached > 0:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc = _start(job, "--resume")
+    rest, _ = proc.communicate(timeout=900)
+    text = "".join(log) + rest
+    ok = proc.returncode == 0 and json.loads((out / "metrics.json").read_text()).get("step") == STEPS
+    stats["jobs"] += 1
+    stats["completed"] += ok
+    if mode != "clean" and reached > 0:
+        stats["failures"] += 1
+        stats["survived"] += ok
+        resumed = _resumed_at(text)
+        if resumed:
+            stats["steps_lost"].append(max(0, reached - resumed[-1]))
+    for ckpt in checkpoint_dirs(out / "ray"):
+        stats["checkpoints"] += 1
+        stats["checkpoints_ok"] += validate_checkpoint(ckpt)[0]
+    print(f"[soak] round {stats['jobs']}: {mode:<6} killed_at={reached:>3} ok={ok}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench/results/soak.json")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    stats = {"jobs": 0, "completed": 0, "failures": 0, "survived": 0, "checkpoints": 0,
+             "checkpoints_ok": 0, "steps_lost": []}
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data = _setup(Path(tmp))
+        out = Path(tmp) / "run"
+        job = Path(tmp) / "job.yaml"
+        job.write_text(yaml.safe_dump(job_dict(model, data, out, train={
+            "max_steps": STEPS, "checkpoint_every": 2, "eval_every": STEPS, "max_failures": 3})))
+        while time.time() - t0 < args.minutes * 60:
+            round_(job, out, rng.choice(["worker", "driver", "clean"]), rng, stats)
+    lost = stats["steps_lost"]
+    summary = (f"soak {time.time() - t0:.0f}s: {stats['completed']}/{stats['jobs']} jobs completed, "
+               f"{stats['survived']}/{stats['failures']} failures survived, {stats['checkpoints_ok']}/"
+               f"{stats['checkpoints']} checkpoints intact, steps lost per failure: "
+               f"mean {sum(lost) / max(len(lost), 1):.1f}, max {max(lost, default=0)}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({**stats, "summary": summary}, indent=2))
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
