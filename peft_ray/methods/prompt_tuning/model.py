@@ -78,9 +78,13 @@ def init_prompt(base: nn.Module, cfg, ctx: BuildContext) -> torch.Tensor:
 
 
 def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
+    from peft_ray.methods.prompt_tuning.fused import fuse_first_layer
+
     prompt = init_prompt(base, cfg, ctx)
     modules = list(dict.fromkeys(ctx.head_modules + list(cfg.modules_to_save or [])))
-    return PromptTuningModel(base, prompt, modules)
+    model = PromptTuningModel(base, prompt, modules)
+    fuse_first_layer(base, cfg.num_virtual_tokens, ctx.kernels)
+    return model
 
 
 def peft_config(model: PromptTuningModel, cfg, base_path: str, task_type: str) -> dict:
