@@ -49,13 +49,16 @@ class AdapterModel(nn.Module):
     def is_adapter_param(self, name: str) -> bool:
         return not self.is_head_param(name)
 
+    def peft_key(self, name: str) -> str:
+        """Our parameter name -> HF PEFT's saved key."""
+        return self.peft_prefix + name[len("base."):]
+
     def head_state(self) -> Dict[str, torch.Tensor]:
-        return {self.peft_prefix + n[len("base."):]: p for n, p in self.named_parameters()
-                if p.requires_grad and self.is_head_param(n)}
+        return {self.peft_key(n): p for n, p in self.named_parameters() if p.requires_grad and self.is_head_param(n)}
 
     def adapter_state(self) -> Dict[str, torch.Tensor]:
         """Trainable tensors under HF PEFT's key names (call inside a ZeRO-3 gather)."""
-        return {self.peft_prefix + n[len("base."):]: p for n, p in self.named_parameters() if p.requires_grad}
+        return {self.peft_key(n): p for n, p in self.named_parameters() if p.requires_grad}
 
     def load_adapter_state(self, state: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy PEFT-named tensors in; every trainable parameter must be covered, nothing left over."""
@@ -116,3 +119,19 @@ def trainable_modules(ctx, modules_to_save) -> List[str]:
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def randn(shape, g: torch.Generator, base: nn.Module) -> torch.Tensor:
+    """N(0, 1) from `g`, or an uninitialised meta tensor when the base lives on `meta` (counting only)."""
+    if on_meta(base):
+        return torch.empty(shape, device="meta")
+    return torch.randn(shape, generator=g)
+
+
+def on_meta(base: nn.Module) -> bool:
+    return next(base.parameters()).device.type == "meta"
+
+
+def build_device(base: nn.Module):
+    """Context for creating the adapter's modules: `meta` for a meta base (bench/param_table.py)."""
+    return torch.device("meta") if on_meta(base) else contextlib.nullcontext()

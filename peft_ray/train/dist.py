@@ -22,8 +22,11 @@ def world() -> int:
 
 
 def log_rank0(msg: str) -> None:
+    # sys.stdout.write, not print: Ray Train V2 patches print() in workers to tee into
+    # its logger as well, and the driver would show every line twice.
     if rank() == 0:
-        print(f"[peft-ray] {msg}", file=sys.stdout, flush=True)
+        sys.stdout.write(f"[peft-ray] {msg}\n")
+        sys.stdout.flush()
 
 
 def all_sum(values: List[float]) -> List[float]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -147,8 +147,9 @@ def score_pair(scores: torch.Tensor, gold: np.ndarray) -> tuple[float, float]:
     return acc, float((gold_s - other).mean())
 
 
-def prescreen_templates(spec, space, out: Path) -> List[int]:
-    """The ids of the top-k templates; writes out/prescreen.json and prints the ranking."""
+def prescreen_templates(spec, space, out: Path) -> Tuple[List[int], Dict[int, int]]:
+    """(ids of the top-k templates, each template's best verbalizer id); writes out/prescreen.json
+    and prints the ranking."""
     t = spec.tune
     rows = sample_rows(spec, t.prescreen_samples)
     gold = gold_ids(spec, rows)
@@ -165,11 +166,14 @@ def prescreen_templates(spec, space, out: Path) -> List[int]:
             acc, margin = score_pair(label_scores(enc, template, verb, spec.task.labels, rows, sentence_emb), gold)
             scores.append(Score(i, j, acc, margin))
     kept = rank_templates(scores, t.prescreen_top_k)
+    best_verb = {i: max((s for s in scores if s.template_id == i), key=lambda s: (s.accuracy, s.margin)).verbalizer_id
+                 for i in space.template_ids}
     report = {"scorer": "mlm" if enc.has_mlm_head else "cosine", "samples": len(rows), "kept": kept,
+              "best_verbalizer": best_verb,
               "scores": [{**asdict(s), "template": space.templates[s.template_id]} for s in scores]}
     (out / "prescreen.json").write_text(json.dumps(report, indent=1))
     print_ranking(report, space)
-    return kept
+    return kept, best_verb
 
 
 def rank_templates(scores: List[Score], k: int) -> List[int]:

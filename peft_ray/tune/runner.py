@@ -41,6 +41,12 @@ def prepare_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
                               "--overwrite to replace it, or set output.dir to a new folder")
     if resume and not (out / EXPERIMENT).is_dir():
         raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
+    if resume and (out / "job.yaml").exists():
+        old, new = yaml.safe_load((out / "job.yaml").read_text()) or {}, dump_spec(spec)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            raise CheckpointError(f"--resume: the job differs from the search in '{out}' (sections: "
+                                  f"{', '.join(changed)}); resume with the same job and overrides")
     if overwrite and not resume:
         for name in OUTPUTS:
             p = out / name
@@ -114,13 +120,20 @@ def plan_search(spec: JobSpec, space: S.SearchSpace, out: Path, resume: bool) ->
     if resume and state_file.exists():
         state = json.loads(state_file.read_text())
         space.template_ids = state["template_ids"]
+        space.verbalizer_for = {int(k): v for k, v in state["verbalizer_for"].items()}
         return state
-    if spec.tune.prescreen and len(space.template_ids) > spec.tune.prescreen_top_k:
+    screen = spec.tune.prescreen and (len(space.template_ids) > spec.tune.prescreen_top_k
+                                      or (len(space.verbalizers) > 1 and not space.verbalizer_trains))
+    if screen:
         from peft_ray.tune.prescreen import prescreen_templates
 
-        space.template_ids = prescreen_templates(spec, space, out)
+        space.template_ids, space.verbalizer_for = prescreen_templates(spec, space, out)
+    if len(space.verbalizers) > 1 and not space.verbalizer_trains:
+        print("[peft-ray] note: task.head trains a classification head, which never reads the verbalizer; "
+              "each template trains once, with " + ("its best pre-screened verbalizer" if screen else
+                                                     "verbalizer[0] (set tune.prescreen: true to pick per template)"))
     trials = S.draw_trials(space, spec.tune) if spec.tune.search != "optuna" else None
-    state = {"template_ids": space.template_ids, "trials": trials}
+    state = {"template_ids": space.template_ids, "verbalizer_for": space.verbalizer_for, "trials": trials}
     state_file.write_text(json.dumps(state, indent=1))
     return state
 
@@ -192,8 +205,9 @@ def param_space(space: S.SearchSpace, trials) -> Dict[str, Any]:
     if trials is not None:
         return {"candidate": ray.tune.grid_search(list(range(len(trials))))}
     methods = space.method_names()
-    out = {"template": ray.tune.choice(space.template_ids),
-           "verbalizer": ray.tune.choice(list(range(len(space.verbalizers))))}
+    out = {"template": ray.tune.choice(space.template_ids)}
+    if space.verbalizer_trains:
+        out["verbalizer"] = ray.tune.choice(list(range(len(space.verbalizers))))
     for key, d in space.dims.items():
         is_int = S.is_int_field(S._field_annotation(key, methods))
         lo, hi = (d.bounds + [0, 0])[:2]

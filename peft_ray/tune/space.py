@@ -37,6 +37,11 @@ class SearchSpace:
     dims: Dict[str, Domain]                   # "train.lr" -> domain (method.name included)
     method_bases: Dict[str, Dict[str, Any]]   # method name -> its base section
     template_ids: List[int] = field(default_factory=list)  # templates still in play (pre-screen)
+    # A trained classification head never reads the verbalizer (only task.head: verbalizer
+    # scoring does), so trials that differ only in it would train the same model twice; then
+    # each template trains once, with the verbalizer the pre-screen liked best (else the first).
+    verbalizer_trains: bool = True
+    verbalizer_for: Dict[int, int] = field(default_factory=dict)  # template id -> verbalizer id
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> "SearchSpace":
@@ -47,7 +52,13 @@ class SearchSpace:
         bases[spec.method.name] = base["method"]
         templates = list(t.template.text or [spec.template.text])
         verbs = list(t.template.verbalizer or [spec.template.verbalizer])
-        return cls(base, templates, verbs, dict(t.space), bases, list(range(len(templates))))
+        return cls(base, templates, verbs, dict(t.space), bases, list(range(len(templates))),
+                   verbalizer_trains=spec.task.head == "verbalizer")
+
+    def verbalizer_of(self, assignment: Dict[str, Any]) -> int:
+        if "verbalizer" in assignment:
+            return assignment["verbalizer"]
+        return self.verbalizer_for.get(assignment.get("template", 0), 0)
 
     def method_names(self) -> List[str]:
         d = self.dims.get("method.name")
@@ -59,7 +70,7 @@ class SearchSpace:
 
         raw = copy.deepcopy(self.base)
         raw["template"]["text"] = self.templates[assignment.get("template", 0)]
-        raw["template"]["verbalizer"] = self.verbalizers[assignment.get("verbalizer", 0)]
+        raw["template"]["verbalizer"] = self.verbalizers[self.verbalizer_of(assignment)]
         name = assignment.get("method.name", raw["method"]["name"])
         raw["method"] = copy.deepcopy(self.method_bases.get(name, {"name": name}))
         method_fields = _method_fields(name)
@@ -76,7 +87,7 @@ class SearchSpace:
         """Leaderboard view of an assignment: template text, verbalizer, the other parameters."""
         params = {k: v for k, v in assignment.items() if k not in ("template", "verbalizer")}
         return {"template": self.templates[assignment.get("template", 0)],
-                "verbalizer": self.verbalizers[assignment.get("verbalizer", 0)], "params": params}
+                "verbalizer": self.verbalizers[self.verbalizer_of(assignment)], "params": params}
 
 
 def _method_fields(name: str) -> Dict[str, Any]:
@@ -99,9 +110,16 @@ def _field_annotation(key: str, methods: List[str]):
     return f.annotation if f is not None else None
 
 
+def _types(annotation) -> set:
+    return set(typing.get_args(annotation)) or {annotation}  # Optional[int] -> {int, None}
+
+
 def is_int_field(annotation) -> bool:
-    args = set(typing.get_args(annotation)) or {annotation}
-    return int in args and float not in args
+    return int in _types(annotation) and float not in _types(annotation)
+
+
+def is_numeric_field(annotation) -> bool:
+    return bool({int, float} & _types(annotation))
 
 
 def check_keys(space: SearchSpace) -> None:
@@ -128,8 +146,7 @@ def check_keys(space: SearchSpace) -> None:
                      else set(JobSpec.model_fields[section].annotation.model_fields))
             raise SpecError(f"tune.space.{key}: no field '{fld}' in {section}"
                             f"{suggest(fld, known)} (methods searched: {', '.join(methods)})")
-        if dom.continuous and ann is not None and not (is_int_field(ann) or float in typing.get_args(ann)
-                                                        or ann is float):
+        if dom.continuous and ann is not None and not is_numeric_field(ann):
             raise SpecError(f"tune.space.{key}: {dom.kind} needs a numeric field; use choice or grid")
 
 
@@ -191,7 +208,9 @@ def draw_trials(space: SearchSpace, t: TuneSpec) -> List[Dict[str, Any]]:
     random: grid dimensions enumerated, everything else sampled. Both repeat num_samples times.
     """
     rng = np.random.default_rng(t.seed)
-    dims = {"template": Domain(choice=space.template_ids), "verbalizer": Domain(choice=list(range(len(space.verbalizers))))}
+    dims = {"template": Domain(choice=space.template_ids)}
+    if space.verbalizer_trains:
+        dims["verbalizer"] = Domain(choice=list(range(len(space.verbalizers))))
     dims.update(space.dims)
     enumerate_kinds = ("choice", "grid") if t.search == "grid" else ("grid",)
     grid_keys = [k for k, d in dims.items() if d.kind in enumerate_kinds]
@@ -203,7 +222,8 @@ def draw_trials(space: SearchSpace, t: TuneSpec) -> List[Dict[str, Any]]:
         for combo in itertools.product(*(dims[k].values for k in grid_keys)):
             a = dict(zip(grid_keys, combo))
             a.update({k: draw() for k, draw in samplers.items()})
-            trials.append({k: a[k] for k in dims})  # a stable key order
+            a.setdefault("verbalizer", space.verbalizer_of(a))
+            trials.append({k: a[k] for k in ["template", "verbalizer", *space.dims]})  # a stable key order
     return trials
 
 

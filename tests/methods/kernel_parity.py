@@ -4,7 +4,6 @@ give the same logits and adapter gradients. Prints one line per case, exits 1 on
 
 from __future__ import annotations
 
-import copy
 import sys
 
 import torch

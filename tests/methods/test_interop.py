@@ -3,14 +3,12 @@ merge, disabling, and which parameters train. fp32, atol 1e-5."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from tests.methods.families import make_inputs, task_type, valid_logits
 from tests.methods.helpers import build_ours, fresh_pair, peft_model, perturb, save_ours
-from tests.methods.matrix import MERGEABLE, PEFT_UNSUPPORTED, ROWS, peft_config
+from tests.methods.matrix import MERGEABLE, PEFT_UNSUPPORTED, ROWS
 
 peft = pytest.importorskip("peft")
 ATOL = RTOL = 1e-5

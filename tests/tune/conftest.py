@@ -14,9 +14,9 @@ TEMPLATES = ["{soft} {text}", "{soft} Review: {text} It was {label}."]
 
 def tune_job(model: Path, data: Path, out: Path, tune: dict, **sections) -> dict:
     """1-worker trials with a 2-4 step budget: each trial trains in its Tune actor in seconds."""
-    sections.setdefault("train", {})
-    train = {"max_steps": 2, "eval_every": 1, "batch_size": 8, **sections.pop("train")}
-    return job_dict(model, data, out, scaling={"num_workers": 1}, train=train, tune=tune, **sections)
+    train = {"max_steps": 2, "eval_every": 1, "batch_size": 8, **sections.pop("train", {})}
+    scaling = {"num_workers": 1, **sections.pop("scaling", {})}
+    return job_dict(model, data, out, scaling=scaling, train=train, tune=tune, **sections)
 
 
 @pytest.fixture(scope="session")

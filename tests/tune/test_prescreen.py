@@ -72,7 +72,7 @@ def test_prescreen_keeps_the_top_k_templates(tiny_bert, tiny_data, tmp_path):
     spec = _spec(tiny_bert, tiny_data, tmp_path, k=2)
     space = check_search(spec)
     (tmp_path / "out").mkdir()
-    kept = prescreen_templates(spec, space, tmp_path / "out")
+    kept, best_verb = prescreen_templates(spec, space, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "prescreen.json").read_text())
     assert report["scorer"] == "cosine" and report["samples"] == 16 and report["kept"] == kept
     assert len(report["scores"]) == len(THREE) * len(VERBS) and len(kept) == 2
@@ -82,7 +82,10 @@ def test_prescreen_keeps_the_top_k_templates(tiny_bert, tiny_data, tmp_path):
         best[s["template_id"]] = max(best.get(s["template_id"], (-1, -np.inf)), (s["accuracy"], s["margin"]))
     dropped = set(range(len(THREE))) - set(kept)
     assert all(best[k] >= best[d] for k in kept for d in dropped)
-    assert prescreen_templates(spec, space, tmp_path / "out") == kept  # deterministic
+    for i, j in best_verb.items():  # each template's verbalizer is its best-scoring one
+        mine = [s for s in report["scores"] if s["template_id"] == i]
+        assert max(mine, key=lambda s: (s["accuracy"], s["margin"]))["verbalizer_id"] == j
+    assert prescreen_templates(spec, space, tmp_path / "out") == (kept, best_verb)  # deterministic
 
 
 @pytest.mark.parametrize("n", [5, 16])

@@ -91,6 +91,17 @@ def test_grid_enumerates_and_samples_ranges(tiny_bert, tiny_data, tmp_path):
     assert specs[1].template.text == TEMPLATES[trials[1]["template"]]
 
 
+@pytest.mark.parametrize("head, per_template", [("auto", 1), ("verbalizer", 2)])
+def test_verbalizers_train_only_when_the_task_reads_them(tiny_bert, tiny_data, tmp_path, head, per_template):
+    """A trained head never reads the verbalizer: two verbalizers must not train the same model twice."""
+    verbs = [{"negative": "bad", "positive": "good"}, {"negative": "awful", "positive": "great"}]
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {"template": {"text": TEMPLATES, "verbalizer": verbs}},
+                 task={"head": head})
+    trials = S.draw_trials(check_search(spec), spec.tune)
+    assert len(trials) == len(TEMPLATES) * per_template
+    assert sorted({a["verbalizer"] for a in trials}) == list(range(per_template))
+
+
 def test_random_samples_choices_but_enumerates_grid(tiny_bert, tiny_data, tmp_path):
     spec = _spec(tiny_bert, tiny_data, tmp_path, {
         "search": "random", "num_samples": 3, "template": {"text": TEMPLATES},
@@ -105,13 +116,15 @@ def test_random_samples_choices_but_enumerates_grid(tiny_bert, tiny_data, tmp_pa
 def test_method_name_choice_applies_only_each_methods_own_fields(tiny_bert, tiny_data, tmp_path):
     """Methods compete through method.name; a knob reaches only the trials whose method has it."""
     methods = METHODS.names()
-    space = check_search(_spec(tiny_bert, tiny_data, tmp_path, {
-        "space": {"method.name": methods, "method.num_virtual_tokens": [3]}}))
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {"space": {"method.name": methods, "method.num_virtual_tokens": [3]}})
+    space = check_search(spec)
     for m in methods:
         raw = space.trial_raw({"method.name": m, "method.num_virtual_tokens": 3})
         assert raw["method"]["name"] == m
         has_knob = "num_virtual_tokens" in METHODS.get(m).config_cls.model_fields
         assert raw["method"].get("num_virtual_tokens") == (3 if has_knob else None)
+    specs = S.check_trials(space, S.draw_trials(space, spec.tune))  # each competitor's trial is a valid job
+    assert sorted(s.method.name for s in specs) == methods
 
 
 def test_unknown_method_base_is_refused(tiny_bert, tiny_data, tmp_path):

@@ -152,3 +152,25 @@ def _wait_for_finished(out: Path, n: int, steps: int, proc, timeout: float) -> l
             return sorted(done)
         time.sleep(1)
     raise AssertionError(f"fewer than {n} trials finished in {timeout}s")
+
+
+@pytest.mark.skipif(not os.environ.get("PEFT_RAY_TEST_TUNE_MULTIWORKER"),
+                    reason="~5 min on 2 CPU cores; set PEFT_RAY_TEST_TUNE_MULTIWORKER=1 to run")
+def test_two_worker_trials_drive_a_torch_trainer(ray_runtime, tiny_bert, tiny_data, tmp_path):
+    """Multi-worker trials: a Tune function drives a TorchTrainer (TuneReportCallback). ASHA stops
+    the 0.5 trial at step 1, and its worker placement group does not outlive it."""
+    out = tmp_path / "two"
+    tune = {"space": {"train.lr": {"grid": [1e-9, 0.5]}}, "metric": "loss", "max_concurrent_trials": 1,
+            "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}}
+    job = tune_job(tiny_bert, tiny_data, out, tune, train={"max_steps": 3}, scaling={"num_workers": 2})
+    rows = run_tune(validate_spec(job))
+    by_lr = {r.params["train.lr"]: r for r in rows}
+    assert by_lr[1e-9].steps_trained == 3 and by_lr[0.5].stopped_early and by_lr[0.5].steps_trained == 1
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        left = [g for g in ray_runtime.util.placement_group_table().values() if g["state"] == "CREATED"]
+        if not left:
+            break
+        time.sleep(2)
+    assert not left, left

@@ -24,6 +24,11 @@ class LoraModel(AdapterModel):
             replace_module(base, path, LoraLinear(base.get_submodule(path), r, scaling, dropout, backend, g))
         self.target_paths = targets
 
+    def peft_key(self, name: str) -> str:
+        # A and B are plain parameters here (see layer.py); PEFT keeps them in nn.Linear modules.
+        key = super().peft_key(name)
+        return key + ".weight" if name.endswith((".lora_A", ".lora_B")) else key
+
     def lora_layers(self):
         return [(p, m) for p, m in self.base.named_modules() if isinstance(m, LoraLinear)]
 

@@ -8,13 +8,13 @@ and an imported prompt is trained directly.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import nn
 
-from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, check_keys, copy_checked,
-                                            read_init_from, seeded, trainable_modules)
+from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
+                                            copy_checked, randn, read_init_from, seeded, trainable_modules)
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods.virtual_tokens import PromptDims, dims_config, prepend_prompt, prompt_dims
 
@@ -22,12 +22,10 @@ from peft_ray.methods.virtual_tokens import PromptDims, dims_config, prepend_pro
 class PromptEncoder(nn.Module):
     """PEFT's PromptEncoder: embeddings E (total, d) -> MLP(E) or MLP(BiLSTM(E))."""
 
-    _z3_leaf = True  # one ZeRO-3 fetch; `compute` then runs hook-free (also inside a gather when saving)
-
-    def __init__(self, total: int, d: int, hidden: int, kind: str, lstm_layers: int, dropout: float,
-                 g: torch.Generator):
+    def __init__(self, embedding: torch.Tensor, hidden: int, kind: str, lstm_layers: int, dropout: float):
         super().__init__()
-        self.embedding = nn.Parameter(torch.randn(total, d, generator=g))        # PEFT: nn.Embedding's N(0, 1)
+        d = embedding.shape[1]
+        self.embedding = nn.Parameter(embedding)                                # (total, d), N(0, 1)
         self.kind = kind
         if kind == "LSTM":
             self.lstm_head = nn.LSTM(d, hidden, num_layers=lstm_layers, dropout=dropout, bidirectional=True,
@@ -55,14 +53,15 @@ class PTuningModel(AdapterModel):
         self.dims = dims
         self.num_virtual_tokens = n
         total, d = n * dims.num_transformer_submodules, dims.token_dim
+        emb = randn((total, d), seeded(seed), base)                             # PEFT: nn.Embedding's N(0, 1)
         if reparameterize:
-            with torch.random.fork_rng():
+            with torch.random.fork_rng(), build_device(base):
                 torch.manual_seed(seed)  # nn.Linear/LSTM default init: same on every rank
-                self.prompt_encoder = PromptEncoder(total, d, cfg.encoder_hidden_size or d,
+                self.prompt_encoder = PromptEncoder(emb, cfg.encoder_hidden_size or d,
                                                     cfg.encoder_reparameterization_type, cfg.encoder_num_layers,
-                                                    cfg.encoder_dropout, seeded(seed))
+                                                    cfg.encoder_dropout)
         else:
-            self.prompt = nn.Parameter(torch.randn(total, d, generator=seeded(seed)))
+            self.prompt = nn.Parameter(emb)
 
     def prompt_values(self) -> torch.Tensor:
         return self.prompt_encoder() if hasattr(self, "prompt_encoder") else self.prompt

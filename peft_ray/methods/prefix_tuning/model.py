@@ -13,8 +13,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
-from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, check_keys, copy_checked,
-                                            read_init_from, seeded, trainable_modules)
+from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
+                                            copy_checked, randn, read_init_from, seeded, trainable_modules)
 from peft_ray.methods.attention import wrap_self_attention
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods.virtual_tokens import PromptDims, check_positions, dims_config, prompt_dims
@@ -23,11 +23,9 @@ from peft_ray.methods.virtual_tokens import PromptDims, check_positions, dims_co
 class PrefixEncoder(nn.Module):
     """PEFT's reparameterization: prefix = Linear(tanh(Linear(E))), E: (n_p, token_dim)."""
 
-    _z3_leaf = True  # one ZeRO-3 fetch; `compute` then runs hook-free (also inside a gather when saving)
-
-    def __init__(self, n_p: int, token_dim: int, hidden: int, width: int, g: torch.Generator):
+    def __init__(self, n_p: int, token_dim: int, hidden: int, width: int, embedding: torch.Tensor):
         super().__init__()
-        self.embedding = nn.Parameter(torch.randn(n_p, token_dim, generator=g))  # PEFT: nn.Embedding's N(0, 1)
+        self.embedding = nn.Parameter(embedding)                                # (n_p, token_dim), N(0, 1)
         self.transform = nn.Sequential(nn.Linear(token_dim, hidden), nn.Tanh(), nn.Linear(hidden, width))
 
     def forward(self) -> torch.Tensor:
@@ -49,11 +47,12 @@ class PrefixTuningModel(AdapterModel):
         width = dims.num_layers * 2 * dims.token_dim
         g = seeded(seed)
         if hidden:
-            with torch.random.fork_rng():
+            emb = randn((n_p, dims.token_dim), g, base)                         # PEFT: nn.Embedding's N(0, 1)
+            with torch.random.fork_rng(), build_device(base):
                 torch.manual_seed(seed)  # nn.Linear's default init: same on every rank
-                self.prefix_encoder = PrefixEncoder(n_p, dims.token_dim, hidden, width, g)
+                self.prefix_encoder = PrefixEncoder(n_p, dims.token_dim, hidden, width, emb)
         else:
-            self.prefix = nn.Parameter(torch.randn(n_p, width, generator=g))    # (n_p, L * 2 * token_dim)
+            self.prefix = nn.Parameter(randn((n_p, width), g, base))            # (n_p, L * 2 * token_dim)
 
     def prefix_values(self) -> torch.Tensor:
         return self.prefix_encoder() if hasattr(self, "prefix_encoder") else self.prefix
