@@ -62,6 +62,7 @@ def check_search(spec: JobSpec) -> S.SearchSpace:
     S.check_keys(space)
     S.check_metric(spec)
     S.check_each_candidate(space)
+    make_search(spec.tune)  # optuna must be installed before anything starts
     return space
 
 

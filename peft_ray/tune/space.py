@@ -4,15 +4,16 @@ A trial is an *assignment*: ``{"template": i, "verbalizer": j, "train.lr": 0.01,
 (indices into the candidate lists, so names stay short and stable). ``SearchSpace.trial_raw``
 turns it into a raw job dict that ``peft_ray.spec.validate_spec`` checks like any job.
 
-Fail fast: ``check_candidates`` validates every candidate on its own (so an error names
-``tune.template.text[3]`` or ``tune.space.train.lr``), then every trial the search will run
-(grid/random: the trials are drawn here, before Ray starts; optuna: every combination of the
-discrete values with each range at both ends).
+Fail fast: ``check_each_candidate`` validates every candidate on its own (so an error names
+``tune.template.text[3]`` or ``tune.space.train.lr[1]``), then ``check_trials`` every trial the
+search will run (grid/random: the trials are drawn here, before Ray starts; optuna: every
+combination of the discrete values with each range at both ends).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from peft_ray.tune.spec import Domain, TuneSpec
 
 # Sections a trial may change. data/task/output stay fixed: trials are compared on one task.
 SEARCHABLE = ("model", "train", "scaling", "deepspeed", "method")
-MAX_COMBINATIONS = 4096  # optuna pre-check: more discrete combinations than this are sampled
+MAX_COMBINATIONS = 4096  # optuna pre-check: the first 4096 discrete combinations (~4 s to validate)
 
 
 @dataclass
@@ -83,9 +84,15 @@ class SearchSpace:
             raw.setdefault(section, {})[fld] = value
         return raw
 
+    def applicable(self, assignment: Dict[str, Any]) -> Dict[str, Any]:
+        """The assignment without method knobs its method does not have."""
+        fields = _method_fields(assignment.get("method.name", self.base["method"]["name"]))
+        return {k: v for k, v in assignment.items()
+                if not k.startswith("method.") or k == "method.name" or k.partition(".")[2] in fields}
+
     def describe(self, assignment: Dict[str, Any]) -> Dict[str, Any]:
         """Leaderboard view of an assignment: template text, verbalizer, the other parameters."""
-        params = {k: v for k, v in assignment.items() if k not in ("template", "verbalizer")}
+        params = {k: v for k, v in self.applicable(assignment).items() if k not in ("template", "verbalizer")}
         return {"template": self.templates[assignment.get("template", 0)],
                 "verbalizer": self.verbalizers[self.verbalizer_of(assignment)], "params": params}
 
@@ -223,8 +230,20 @@ def draw_trials(space: SearchSpace, t: TuneSpec) -> List[Dict[str, Any]]:
             a = dict(zip(grid_keys, combo))
             a.update({k: draw() for k, draw in samplers.items()})
             a.setdefault("verbalizer", space.verbalizer_of(a))
-            trials.append({k: a[k] for k in ["template", "verbalizer", *space.dims]})  # a stable key order
-    return trials
+            trials.append(space.applicable({k: a[k] for k in ["template", "verbalizer", *space.dims]}))
+    return dedupe(trials)
+
+
+def dedupe(trials: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Drop repeats (a grid over method.r and method.num_virtual_tokens gives a LoRA trial per
+    num_virtual_tokens value, all the same once the knob that LoRA lacks is dropped)."""
+    seen, out = set(), []
+    for a in trials:
+        key = json.dumps(a, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out
 
 
 def discrete_combinations(space: SearchSpace) -> List[Dict[str, Any]]:

@@ -12,7 +12,9 @@ from tests.methods.families import make_base, make_inputs, valid_logits
 from tests.methods.helpers import build_ours, perturb
 from tests.methods.matrix import Row
 
-CASES = [Row("prefix", "prefix_tuning", "bert-cls", {"num_virtual_tokens": 3}),
+CASES = [Row("prompt", "prompt_tuning", "bert-cls", {"num_virtual_tokens": 3, "init": "random"}),
+         Row("prompt", "prompt_tuning", "llama-lm", {"num_virtual_tokens": 3, "init": "random"}),
+         Row("prefix", "prefix_tuning", "bert-cls", {"num_virtual_tokens": 3}),
          Row("prefix", "prefix_tuning", "llama-lm", {"num_virtual_tokens": 3}),
          Row("lora", "lora", "bert-cls", {"r": 4}),
          Row("lora", "lora", "llama-lm", {"r": 4})]
@@ -33,7 +35,8 @@ def main() -> int:
     for row in CASES:
         ref_logits, ref_grads = run(row, "torch")
         logits, grads = run(row, "triton")
-        used = {"prefix_tuning": "kernels.prefix_concat", "lora": "kernels.lora"}[row.method]
+        used = {"prompt_tuning": "kernels.prompt_concat", "prefix_tuning": "kernels.prefix_concat",
+                "lora": "kernels.lora"}[row.method]
         assert used in sys.modules, f"{row.id}: the Triton path ({used}) never ran"
         errs = [(logits - ref_logits).abs().max().item()]
         errs += [(grads[n] - g).abs().max().item() / max(g.abs().max().item(), 1e-12) for n, g in ref_grads.items()]

@@ -123,8 +123,11 @@ def test_method_name_choice_applies_only_each_methods_own_fields(tiny_bert, tiny
         assert raw["method"]["name"] == m
         has_knob = "num_virtual_tokens" in METHODS.get(m).config_cls.model_fields
         assert raw["method"].get("num_virtual_tokens") == (3 if has_knob else None)
-    specs = S.check_trials(space, S.draw_trials(space, spec.tune))  # each competitor's trial is a valid job
+    trials = S.draw_trials(space, spec.tune)
+    specs = S.check_trials(space, trials)  # each competitor's trial is a valid job, once
     assert sorted(s.method.name for s in specs) == methods
+    assert all(("method.num_virtual_tokens" in a) == ("num_virtual_tokens" in METHODS.get(a["method.name"])
+                                                      .config_cls.model_fields) for a in trials)
 
 
 def test_unknown_method_base_is_refused(tiny_bert, tiny_data, tmp_path):

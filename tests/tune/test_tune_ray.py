@@ -126,6 +126,8 @@ def test_resume_skips_finished_trials(tiny_bert, tiny_data, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    said = proc.stdout.read().decode()
+    assert proc.returncode == 130 and "continue it with --resume" in said, said[-3000:]
     started = {t: _trial_facts(out, t)["started"] for t in finished}
 
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=400)
