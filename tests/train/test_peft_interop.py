@@ -48,3 +48,15 @@ def test_only_adapter_and_head_are_trainable(tiny_bert, tiny_data, tmp_path):
     model, _, _ = build_model(spec)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert names == {"prompt", "base.classifier.weight", "base.classifier.bias"}
+
+
+def test_init_from_peft_prompt_adapter(tiny_bert, tiny_data, tmp_path):
+    """A prompt-tuning adapter saved by HF PEFT is a starting point (method.init_from)."""
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+    theirs = peft.get_peft_model(base, peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=5))
+    theirs.save_pretrained(str(tmp_path / "peft-adapter"))
+    method = {"name": "prompt_tuning", "num_virtual_tokens": 5, "init_from": str(tmp_path / "peft-adapter")}
+    model, _, _ = build_model(validate_spec(job_dict(tiny_bert, tiny_data, tmp_path, method=method)))
+    torch.testing.assert_close(model.prompt.detach(), theirs.prompt_encoder["default"].embedding.weight.detach())

@@ -18,6 +18,7 @@ class PromptTuningConfig(MethodConfig):
     init: Literal["random", "vocab", "text"] = Field(
         "vocab", description="random normal (scaled to the embeddings), sampled vocabulary rows, or init_text")
     init_text: Optional[str] = Field(None, description="text whose token embeddings seed the prompt (init: text)")
+    init_from: Optional[str] = Field(None, description="an HF PEFT prompt-tuning adapter folder to start from")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save (the head is added for classification)")
 

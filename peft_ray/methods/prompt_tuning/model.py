@@ -48,13 +48,16 @@ class PromptTuningModel(nn.Module):
                 out[f"base_model.{name}"] = p
         return out
 
-    def load_adapter_state(self, state: Dict[str, torch.Tensor]) -> None:
+    def load_adapter_state(self, state: Dict[str, torch.Tensor], source: str = "adapter") -> None:
+        from peft_ray.methods.adapter_model import copy_checked
+
         with torch.no_grad():
-            self.prompt.copy_(state["prompt_embeddings"])
+            copy_checked(self.prompt, state["prompt_embeddings"], "prompt_embeddings", source)
             params = dict(self.base.named_parameters())
             for key, value in state.items():
-                if key.startswith("base_model."):
-                    params[key[len("base_model."):]].copy_(value)
+                name = key[len("base_model."):]
+                if key.startswith("base_model.") and name in params:
+                    copy_checked(params[name], value, key, source)
 
 
 def init_prompt(base: nn.Module, cfg, ctx: BuildContext) -> torch.Tensor:
@@ -83,6 +86,11 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
     prompt = init_prompt(base, cfg, ctx)
     modules = list(dict.fromkeys(ctx.head_modules + list(cfg.modules_to_save or [])))
     model = PromptTuningModel(base, prompt, modules)
+    if cfg.init_from:
+        from peft_ray.methods.adapter_model import read_init_from
+
+        state, _ = read_init_from(cfg.init_from, "PROMPT_TUNING")
+        model.load_adapter_state(state)
     fuse_first_layer(base, cfg.num_virtual_tokens, ctx.kernels)
     return model
 
