@@ -39,7 +39,7 @@ def _address_option(f):
     return click.option("--address", default=None, help=ADDRESS_HELP)(f)
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command()
 @click.argument("job", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @_address_option

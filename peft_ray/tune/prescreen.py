@@ -109,9 +109,10 @@ class Encoder:
             out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
         return torch.cat(out)
 
-    def word_ids(self, word: str) -> int:
-        ids = self.tok(word, add_special_tokens=False)["input_ids"] or self.tok(" " + word, add_special_tokens=False)["input_ids"]
-        return ids[0]  # first sub-token: the usual verbalizer convention
+    def word_id(self, word: str) -> int:
+        """The word's first sub-token (the usual verbalizer convention), as it follows a space:
+        'Ġgood' for BPE, '▁good' for SentencePiece, 'good' for WordPiece (which drops the space)."""
+        return self.tok(" " + word, add_special_tokens=False)["input_ids"][0]
 
     @torch.no_grad()
     def mask_logprobs(self, texts: List[str]) -> torch.Tensor:
@@ -131,7 +132,7 @@ def label_scores(enc: Encoder, template: Template, verbalizer: Dict[str, List[st
     """(N, K) score of each label for each row (higher: more likely)."""
     if enc.has_mlm_head:
         lp = enc.mask_logprobs([render(template, r, enc.tok.mask_token) for r in rows])   # (N, V)
-        return torch.stack([lp[:, [enc.word_ids(w) for w in verbalizer[lab]]].mean(1) for lab in labels], 1)
+        return torch.stack([lp[:, [enc.word_id(w) for w in verbalizer[lab]]].mean(1) for lab in labels], 1)
     cols = []
     for lab in labels:
         sims = [enc.embed([render(template, r, w) for r in rows]) @ sentence_emb.T for w in verbalizer[lab]]

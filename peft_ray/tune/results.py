@@ -186,32 +186,34 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     return out / "adapter"
 
 
-def unfinished_trials(grid) -> set:
-    """Trials neither terminated nor errored: the search was interrupted (Ctrl-C)."""
-    analysis = getattr(grid, "_experiment_analysis", None)  # ResultGrid keeps Tune's trial states here
-    return {t.trial_id for t in getattr(analysis, "trials", None) or [] if t.status not in ("TERMINATED", "ERROR")}
+def tune_trials(experiment: Path) -> List[Any]:
+    """Tune's trials as saved in the experiment state (config, status, path). Read back from disk
+    rather than from fit()'s ResultGrid: after a Ctrl-C Tune's cleanup rewrites the live trials'
+    status, and a trial that never started has no config there."""
+    from ray.tune import ExperimentAnalysis
+
+    return list(ExperimentAnalysis(str(experiment)).trials)
 
 
-def collect_rows(grid, spec, space: SearchSpace, trials, totals_of) -> Dict[str, Any]:
-    """(rows ranked, assignment by trial id, unfinished trial ids) from Tune's ResultGrid."""
+def collect_rows(experiment: Path, spec, space: SearchSpace, trials, totals_of) -> Dict[str, Any]:
+    """(rows ranked, assignment by trial id, unfinished trial ids)."""
     t = spec.tune
-    rows, assignments, unfinished = [], {}, unfinished_trials(grid)
-    for result in grid:
-        trial_dir = Path(result.path)
-        a = assignment_of(result.config or {}, trials)
-        trial_id = trial_dir.name
-        assignments[trial_id] = a
-        row = trial_row(trial_id, a, read_history(trial_dir), totals_of(a), t.metric, t.mode,
-                        result.error is not None, space)
-        if trial_id in unfinished:
+    rows, assignments, unfinished = [], {}, set()
+    for trial in tune_trials(experiment):
+        a = assignment_of(trial.config or {}, trials)
+        assignments[trial.trial_id] = a
+        row = trial_row(trial.trial_id, a, read_history(Path(trial.path)), totals_of(a), t.metric, t.mode,
+                        trial.status == "ERROR", space)
+        if trial.status not in ("TERMINATED", "ERROR"):  # PENDING/RUNNING/PAUSED: interrupted
             row.status, row.stopped_early = "unfinished", False
+            unfinished.add(trial.trial_id)
         rows.append(row)
     return {"rows": rank_rows(rows, t.mode), "assignments": assignments, "unfinished": unfinished}
 
 
-def write_results(grid, spec, space: SearchSpace, trials, totals_of, out: Path, job_path: str,
+def write_results(experiment: Path, spec, space: SearchSpace, trials, totals_of, out: Path, job_path: str,
                   wall: float) -> List[TrialRow]:
-    got = collect_rows(grid, spec, space, trials, totals_of)
+    got = collect_rows(experiment, spec, space, trials, totals_of)
     rows = got["rows"]
     write_tables(rows, out, spec.tune.metric)
     plot_curves(rows, out, spec.tune.metric)

@@ -166,8 +166,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
     n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
     print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
           f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
-    grid = make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume).fit()
-    return write_results(grid, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
+    make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume).fit()
+    return write_results(out / EXPERIMENT, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
 
 
 def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concurrent: int, max_t: int,

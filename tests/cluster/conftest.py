@@ -56,10 +56,10 @@ class LocalCluster:
 
     @property
     def env(self) -> Dict[str, str]:
-        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                "RAY_USAGE_STATS_ENABLED": "0", "RAY_metrics_report_interval_ms": "1000",
-                "RAY_raylet_start_wait_time_s": "180",  # a busy shared machine is slow to register nodes
-                "RAY_ADDRESS": "", "RAY_API_SERVER_ADDRESS": ""}
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_metrics_report_interval_ms": "1000",   # export every second: tiny jobs are short
+                "RAY_raylet_start_wait_time_s": "180"}      # a busy shared machine is slow to register nodes
 
     @property
     def head(self) -> Node:
