@@ -119,7 +119,23 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
 
 def load_spec(path: Optional[str | Path], overrides: Sequence[str] = ()) -> JobSpec:
     raw = read_yaml(path) if path else {}
-    return validate_spec(apply_overrides(raw, overrides))
+    return absolute_paths(validate_spec(apply_overrides(raw, overrides)))
+
+
+def absolute_paths(spec: JobSpec) -> JobSpec:
+    """Resolve relative paths against the directory the command runs in, once, at the CLI
+    boundary: Ray workers and Tune trials run in other working directories."""
+    def fix(value: Optional[str]) -> Optional[str]:
+        if not value or "://" in value or value.startswith("builtin:"):
+            return value
+        p = Path(value).expanduser()
+        return str(p.resolve()) if not p.is_absolute() else value
+
+    spec.data.root = fix(spec.data.root)
+    spec.output.dir = fix(spec.output.dir)
+    if Path(spec.model.name_or_path).expanduser().exists():
+        spec.model.name_or_path = fix(spec.model.name_or_path)
+    return spec
 
 
 def dump_spec(spec: JobSpec) -> Dict[str, Any]:
