@@ -13,7 +13,8 @@ from typing import Optional
 
 ENV = {"kill_at_step": "PEFT_RAY_FAIL_AT_STEP",          # the worker process dies (os._exit)
        "nan_at_step": "PEFT_RAY_NAN_AT_STEP",            # the loss becomes NaN at this step
-       "fail_save_at_step": "PEFT_RAY_FAIL_SAVE_AT_STEP"}  # "disk full" midway through a checkpoint
+       "fail_save_at_step": "PEFT_RAY_FAIL_SAVE_AT_STEP",  # "disk full" midway through a checkpoint
+       "slow_first_step_s": "PEFT_RAY_SLOW_FIRST_STEP_S"}  # a straggler: sleep after step 1
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Faults:
     kill_at_step: Optional[int] = None
     nan_at_step: Optional[int] = None
     fail_save_at_step: Optional[int] = None
+    slow_first_step_s: Optional[int] = None
 
 
 def faults_from_env() -> dict:

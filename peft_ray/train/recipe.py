@@ -215,6 +215,8 @@ def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     t, step = ctx.spec.train, state.global_step
     if ctx.faults.kill_at_step == step and not ctx.resumed:
         os._exit(17)  # fault injection: the worker process dies hard
+    if ctx.faults.slow_first_step_s and step == 1:
+        time.sleep(ctx.faults.slow_first_step_s)  # fault injection: a straggler
     log_progress(ctx, state)
     telemetry.record_step(ctx, state)  # live metrics for the Ray dashboard (no-op outside Ray)
     last = step >= ctx.run.total_steps

@@ -117,7 +117,11 @@ def test_resume_skips_finished_trials(tiny_bert, tiny_data, tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(tune_job(tiny_bert, tiny_data, out, tune, train={"max_steps": 3})))
     cmd = [sys.executable, "-m", "peft_ray.cli", "tune", str(job)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # Every trial sleeps 10 s after its first step, so the third is surely still running
+    # when the search is interrupted (3 s after the second finished).
+    env = {**os.environ, "PEFT_RAY_SLOW_FIRST_STEP_S": "10"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env)
     try:
         finished = _wait_for_finished(out, n=2, steps=3, proc=proc, timeout=400)
         time.sleep(3)  # let Tune record the completions before the interrupt
