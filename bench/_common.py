@@ -40,14 +40,18 @@ class RSSMonitor(threading.Thread):
         self.peak[key] = max(self.peak[key], value)
 
 
-def run_cli(args: List[str], metrics_path: Path) -> dict:
-    """Run `peft-ray ...` as a process; return its metrics.json plus peak RSS figures."""
-    proc = subprocess.Popen(["peft-ray", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def run_process(cmd: List[str], metrics_path: Path) -> dict:
+    """Run a command; return the JSON it wrote to `metrics_path` plus peak RSS figures."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mon = RSSMonitor(proc.pid)
     mon.start()
     rc = proc.wait()
     mon.stop = True
     if rc != 0:
-        raise RuntimeError(f"peft-ray {' '.join(args)} exited {rc}")
+        raise RuntimeError(f"{' '.join(cmd)} exited {rc}")
     return {**json.loads(metrics_path.read_text()), **mon.peak}
+
+
+def run_cli(args: List[str], metrics_path: Path) -> dict:
+    """Run `peft-ray ...` as a process; return its metrics.json plus peak RSS figures."""
+    return run_process(["peft-ray", *args], metrics_path)

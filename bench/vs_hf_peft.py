@@ -15,50 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_process as run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 LR = {"prompt_tuning": 3e-2, "lora": 1e-3}
 JOB = {"prompt_tuning": "jobs/sst2_prompt_tuning.yaml", "lora": "jobs/sst2_lora.yaml"}
-
-
-class PeakRSS(threading.Thread):
-    """Polls the RSS of a process and all its descendants; keeps the peak (sum) and max single."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.peak_single, self.stop = pid, 0, 0, False
-
-    def run(self):
-        while not self.stop:
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root] + root.children(recursive=True)
-                rss = [p.memory_info().rss for p in procs if p.is_running()]
-                self.peak = max(self.peak, sum(rss))
-                self.peak_single = max(self.peak_single, max(rss, default=0))
-            except psutil.Error:
-                pass
-            time.sleep(0.5)
-
-
-def run(cmd: list, out_json: Path) -> dict:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    mon = PeakRSS(proc.pid)
-    mon.start()
-    rc = proc.wait()
-    mon.stop = True
-    if rc != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {rc}")
-    res = json.loads(out_json.read_text())
-    return {**res, "peak_rss_mb": mon.peak / 2**20, "peak_rss_single_mb": mon.peak_single / 2**20}
 
 
 def hf(method: str, data: str, tmp: Path) -> dict:
@@ -99,11 +64,16 @@ def main() -> None:
 def print_table(rows: list) -> None:
     base = {r["method"]: r for r in rows if r["runner"] == "hf_peft"}
     print(f"\n{'method':<14}{'runner':<14}{'samples/s':>10}{'tokens/s':>10}{'val acc':>9}"
-          f"{'RSS MB (all)':>14}{'RSS MB (max proc)':>19}{'x HF':>7}")
+          f"{'RSS MB (all)':>14}{'RSS MB (trainer)':>18}{'x HF':>7}")
     for r in rows:
         ratio = r["samples_per_s"] / base[r["method"]]["samples_per_s"]
         print(f"{r['method']:<14}{r['runner']:<14}{r['samples_per_s']:>10.1f}{r['tokens_per_s']:>10.0f}"
-              f"{r['accuracy']:>9.4f}{r['peak_rss_mb']:>14.0f}{r['peak_rss_single_mb']:>19.0f}{ratio:>7.2f}")
+              f"{r['accuracy']:>9.4f}{r['tree_mb']:>14.0f}{trainer_mb(r):>18.0f}{ratio:>7.2f}")
+
+
+def trainer_mb(r: dict) -> float:
+    """Peak RSS of the process that trains: HF's one process, or a Ray Train worker."""
+    return r["worker_mb"] if r["runner"] != "hf_peft" else r["driver_mb"]
 
 
 if __name__ == "__main__":
