@@ -215,10 +215,10 @@ def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     t, step = ctx.spec.train, state.global_step
     if ctx.faults.kill_at_step == step and not ctx.resumed:
         os._exit(17)  # fault injection: the worker process dies hard
-    if ctx.faults.slow_first_step_s and step == 1:
-        time.sleep(ctx.faults.slow_first_step_s)  # fault injection: a straggler
     log_progress(ctx, state)
     telemetry.record_step(ctx, state)  # live metrics for the Ray dashboard (no-op outside Ray)
+    if ctx.faults.slow_first_step_s and step == 1:
+        time.sleep(ctx.faults.slow_first_step_s)  # fault injection: a straggler
     last = step >= ctx.run.total_steps
     want_eval = last or (t.eval_every and step % t.eval_every == 0)
     want_ckpt = last or want_eval or (t.checkpoint_every and step % t.checkpoint_every == 0)

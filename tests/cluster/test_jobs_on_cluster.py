@@ -108,7 +108,11 @@ def test_plain_ray_job_submit_strict_spread_one_worker_per_node_with_live_metric
     seen: Dict[str, dict] = {}
     placement: Dict[str, str] = {}
     with open(log, "w") as f:
-        proc = subprocess.Popen(["ray", "job", "submit", "--submission-id", sid, "--working-dir", ".", "--",
+        # The workers pause 15 s after step 1 (a straggler fault), so their gauges are surely
+        # exported and scraped while they live, however loaded the machine is.
+        slow = '{"env_vars": {"PEFT_RAY_SLOW_FIRST_STEP_S": "15"}}'
+        proc = subprocess.Popen(["ray", "job", "submit", "--submission-id", sid, "--working-dir", ".",
+                                 "--runtime-env-json", slow, "--",
                                  "peft-ray", "train", "jobs/tiny-spread.yaml"], cwd=workdir, stdout=f,
                                 stderr=subprocess.STDOUT, env={**cluster.env, "RAY_API_SERVER_ADDRESS": cluster.address})
         while proc.poll() is None:   # gauges live as long as the workers: read them while it runs
