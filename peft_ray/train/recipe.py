@@ -6,6 +6,7 @@ facts computed by the driver); nothing is captured from driver globals.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -123,13 +124,13 @@ class StepContext:
     resumed: bool = False
     fired: set = field(default_factory=set)  # fault injections already done
 
-    @property
+    @functools.cached_property
     def faults(self):
         from peft_ray.train.faults import Faults
 
         return Faults(**(self.run.faults or {}))
 
-    @property
+    @functools.cached_property
     def task(self):
         from peft_ray.tasks import get_task
 
@@ -190,11 +191,11 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     engine.backward(loss)
     boundary = engine.is_gradient_accumulation_boundary()
     engine.step()
-    n, tok = D.all_sum([len(batch["labels"]), batch["n_tokens"]])
+    n, tok, cut = D.all_sum([len(batch["labels"]), batch["n_tokens"], batch["n_truncated"]])  # one collective
     state.samples += n
     state.tokens += tok
     if state.epoch == 0:
-        state.truncated += D.all_sum([batch["n_truncated"]])[0]
+        state.truncated += cut
     state.train_seconds += time.perf_counter() - t0
     state.last_loss = loss.item()
     return boundary
