@@ -12,6 +12,7 @@ import yaml
 
 from peft_ray.errors import SpecError, suggest
 from peft_ray.spec.schema import JobSpec
+from peft_ray.storage import check_location
 
 DEFAULT_METHOD = "prompt_tuning"
 
@@ -111,6 +112,10 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
         raise SpecError(_format_errors(e, JobSpec)) from None
     spec.method = method
     spec.output.dir = spec.output.dir.replace("{name}", spec.name)
+    try:
+        check_location(spec.output.dir)
+    except ValueError as e:
+        raise SpecError(f"output.dir: {e} (got {spec.output.dir!r})") from None
     from peft_ray.spec.checks import check_cross_fields
 
     check_cross_fields(spec)

@@ -99,11 +99,7 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
             for f in pre.train.files + (pre.validation.files if pre.validation else []):
                 plan.check_travels(Path(f), "data")
             plan.check_travels(Path(pre.model_path), "model.name_or_path")
-    if "://" in spec.output.dir:
-        raise JobError(f"output.dir '{spec.output.dir}': peft-ray's driver writes output.dir through local "
-                       "paths, so a URI would become a local folder on the head; use a path every node "
-                       "shares (an NFS/EFS mount, e.g. /mnt/shared/runs/{name}), see docs/cluster.md")
-    if not Path(spec.output.dir).is_absolute():
+    if "://" not in spec.output.dir and not Path(spec.output.dir).is_absolute():
         notes.append(f"output.dir '{spec.output.dir}' is relative: on the cluster it lands in the job's "
                      "temporary copy of the working dir on the head node; set it to a folder every node "
                      "shares (see docs/cluster.md)")

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
+from peft_ray.storage import Location, is_uri
 from peft_ray.train.dist import rank, world
 
 TAG = "state"
@@ -115,7 +117,10 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
     return TrainerState(**raw)
 
 
-def checkpoint_step(path: Path) -> int:
+def checkpoint_step(path: Union[Path, str, Location]) -> int:
+    """The checkpoint's global step (-1 when unreadable); local paths, URIs or Locations."""
+    if isinstance(path, str) and is_uri(path):
+        path = Location.at(path)
     try:
         return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
     except (OSError, ValueError, KeyError):
@@ -128,11 +133,37 @@ def checkpoint_dirs(root: Path) -> List[Path]:
     return sorted(dirs, key=lambda p: (checkpoint_step(p), p.name))
 
 
-def latest_good_checkpoint(root: Path, warn=print) -> Optional[Path]:
-    """Newest checkpoint that validates; corrupt ones are skipped with a warning."""
-    for path in reversed(checkpoint_dirs(root)):
+def latest_good_checkpoint(root: Union[Path, str], warn=print) -> Optional[Union[Path, str]]:
+    """Newest checkpoint that validates; corrupt ones are skipped with a warning.
+    A URI root (s3://, gs://, file://) gives the checkpoint's URI."""
+    if is_uri(str(root)):
+        return _latest_good_at_uri(Location.at(str(root)), warn)
+    for path in reversed(checkpoint_dirs(Path(root))):
         ok, why = validate_checkpoint(path)
         if ok:
             return path
         warn(f"warning: skipping checkpoint {path}: {why}")
     return None
+
+
+def _latest_good_at_uri(root: Location, warn) -> Optional[str]:
+    """Each candidate, newest first, is downloaded and validated like a local one."""
+    found = sorted((root / n for n in _checkpoint_names(root.files())), key=lambda c: (checkpoint_step(c), c.name))
+    for loc in reversed(found):
+        with tempfile.TemporaryDirectory(prefix="peft-ray-check-") as tmp:
+            ok, why = validate_checkpoint(loc.download(Path(tmp) / loc.name))
+        if ok:
+            return loc.uri
+        warn(f"warning: skipping checkpoint {loc.uri}: {why}")
+    return None
+
+
+def _checkpoint_names(files: List[str]) -> set:
+    """The checkpoint_* folders among the files' parents (object stores list files, not folders)."""
+    names = set()
+    for rel in files:
+        parts = rel.split("/")[:-1]
+        first = next((i for i, part in enumerate(parts) if part.startswith("checkpoint_")), None)
+        if first is not None:
+            names.add("/".join(parts[:first + 1]))
+    return names

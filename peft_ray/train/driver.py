@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ import yaml
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
+from peft_ray.storage import Location, join, location_of
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
@@ -22,9 +22,10 @@ from peft_ray.train.recipe import RunFacts, train_func
 DATA_CPU_SLOTS = 1  # logical CPU the local head adds for Ray Data's (light) tokenize tasks
 
 
-def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
-    """Refuse to mix two different jobs in one folder; never delete without --overwrite."""
-    out = Path(spec.output.dir).expanduser().resolve()
+def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location:
+    """Refuse to mix two different jobs in one folder; never delete without --overwrite.
+    output.dir is a local path or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
+    out = Location.at(spec.output.dir)
     job_file = out / "job.yaml"
     if job_file.exists() and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
@@ -34,18 +35,18 @@ def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
         if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
             raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                                   f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
-    if overwrite and (out / "ray").exists():
-        shutil.rmtree(out / "ray")
-    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        (out / "ray").remove()
+    out.mkdir()
     job_file.write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
     return out
 
 
-def find_resume_checkpoint(out: Path) -> Optional[Path]:
-    ckpt = latest_good_checkpoint(out / "ray", warn=lambda m: print(f"[peft-ray] {m}"))
+def find_resume_checkpoint(out: Location) -> str:
+    ckpt = latest_good_checkpoint((out / "ray").uri, warn=lambda m: print(f"[peft-ray] {m}"))
     if ckpt is None:
         raise CheckpointError(f"--resume: no usable checkpoint under {out / 'ray'}; run without --resume")
-    return ckpt
+    return str(ckpt)
 
 
 def init_ray(spec: JobSpec) -> None:
@@ -122,8 +123,8 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     return out
 
 
-def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional[Path], run_config=None,
-                 train_fn=None):
+def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Optional[str | Path],
+                 run_config=None, train_fn=None):
     """`run_config`/`train_fn` replace the defaults (peft-ray tune: per-trial name and storage +
     TuneReportCallback; a train_func wrapper)."""
     import ray.train
@@ -132,10 +133,10 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional
     opts = ray.train.DataConfig.default_ingest_options()
     opts.preserve_order = True  # deterministic shards: same seed, same batches (resume equivalence)
     name = run_config.name if run_config else f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(run_config.storage_path) if run_config else out / "ray"
+    storage = str(run_config.storage_path) if run_config else join(str(out), "ray")  # a path or a URI
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
                    resume_from=str(resume_from) if resume_from else None,
-                   storage_dir=str(storage / name),
+                   storage_dir=join(storage, name),
                    faults=faults_from_env())
     return TorchTrainer(
         train_fn or train_func,
@@ -147,26 +148,22 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: Path, resume_from: Optional
         datasets=build_datasets(spec, pre),
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=opts),
         run_config=run_config or ray.train.RunConfig(
-            name=name, storage_path=str(out / "ray"),
+            name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints)),
     )
 
 
-def write_outputs(out: Path, checkpoint_path: Path, metrics: Dict[str, Any], wall: float,
+def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], wall: float,
                   pre: Preflight) -> Dict[str, Any]:
-    from peft_ray.adapter import replace_dir
+    """The final adapter/ (never half-written, see Location.replace_with), then metrics.json."""
+    from peft_ray.adapter import CONFIG
 
-    tmp = out / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint_path / "adapter", tmp)
-    replace_dir(tmp, out / "adapter")
+    (out / "adapter").replace_with(checkpoint / "adapter", last=CONFIG)
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     final.update(wall_seconds=wall, skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
-                 checkpoint=str(checkpoint_path), adapter=str(out / "adapter"))
-    tmpm = out / ".metrics.json.tmp"
-    tmpm.write_text(json.dumps(final, indent=2))
-    tmpm.replace(out / "metrics.json")
+                 checkpoint=checkpoint.uri, adapter=(out / "adapter").uri)
+    (out / "metrics.json").write_text(json.dumps(final, indent=2))
     return final
 
 
@@ -177,8 +174,8 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -
     resume_from = find_resume_checkpoint(out) if resume else None
     init_ray(spec)
     check_cluster_fits(spec)
-    result = make_trainer(spec, pre, out, resume_from).fit()
+    result = make_trainer(spec, pre, out.uri, resume_from).fit()
     if result.error:
         raise result.error
-    ckpt = Path(result.checkpoint.path)
+    ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
     return write_outputs(out, ckpt, dict(result.metrics or {}), time.time() - t0, pre)

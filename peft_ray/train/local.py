@@ -15,9 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict
 
-from peft_ray.errors import CheckpointError
+from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
+from peft_ray.storage import Location, is_uri
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
@@ -52,13 +53,17 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -
     from peft_ray.train.driver import prepare_output_dir, write_outputs
 
     t0 = time.time()
+    if is_uri(spec.output.dir):
+        raise JobError(f"output.dir '{spec.output.dir}': --local writes its checkpoints through local paths; "
+                       "set output.dir to a local folder for --local, or run without --local (Ray Train "
+                       "writes URIs such as s3:// and gs:// through pyarrow)")
     spec = spec.model_copy(deep=True)
     spec.scaling.num_workers = 1  # one process; the global batch stays the same
     pre = run_preflight(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = None
     if resume:
-        resume_from = latest_good_checkpoint(out / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
+        resume_from = latest_good_checkpoint(Path(out.path) / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
         if resume_from is None:
             raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}")
     init_single_rank(spec.scaling.use_gpu)
@@ -66,4 +71,4 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -
                    resume_from=str(resume_from) if resume_from else None,
                    local_data=local_data_facts(spec, pre), faults=faults_from_env())
     reporter = train_func({"spec": dump_spec(spec), "run": asdict(run)})
-    return write_outputs(out, Path(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre)
+    return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre)

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
+from peft_ray.storage import Location, is_uri
 from peft_ray.train import dist as D
 from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_good_checkpoint,
                                         validate_checkpoint)
@@ -17,12 +18,14 @@ from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_
 class RayReporter:
     def __init__(self, resume_from: Optional[str] = None, storage_dir: Optional[str] = None):
         self.resume_from = resume_from  # driver-level --resume (Train V2 has no resume_from_checkpoint)
-        self.storage_dir = storage_dir  # this run's folder: every checkpoint it persisted
+        self.storage_dir = storage_dir  # this run's folder (a path or a URI): every checkpoint it persisted
+        self._downloads: Optional[tempfile.TemporaryDirectory] = None  # a URI checkpoint, fetched to resume
 
     def checkpoint_to_resume(self) -> Optional[Path]:
         """The newest good checkpoint among: what Ray registered for this run, what this run
         persisted (a worker that dies right after `report` can beat the controller's
-        registration, so Ray may not know the latest one), and the --resume starting point."""
+        registration, so Ray may not know the latest one), and the --resume starting point.
+        Checkpoints in cloud storage are downloaded (the engine loads local files)."""
         import ray.train
 
         found = []
@@ -34,12 +37,19 @@ class RayReporter:
                 found.append(path)
             else:
                 print(f"[peft-ray] warning: skipping checkpoint {path}: {why}")
-        if self.storage_dir and Path(self.storage_dir).is_dir():
-            found.append(latest_good_checkpoint(Path(self.storage_dir), warn=lambda m: None))
+        if self.storage_dir and (is_uri(self.storage_dir) or Path(self.storage_dir).is_dir()):
+            found.append(latest_good_checkpoint(self.storage_dir, warn=lambda m: None))
         if self.resume_from:
-            found.append(Path(self.resume_from))
+            found.append(self.resume_from if is_uri(self.resume_from) else Path(self.resume_from))
         found = [p for p in found if p is not None]
-        return max(found, key=checkpoint_step) if found else None
+        if not found:
+            return None
+        best = max(found, key=checkpoint_step)
+        if not is_uri(str(best)):
+            return best
+        self._downloads = tempfile.TemporaryDirectory(prefix="peft-ray-resume-")
+        loc = Location.at(best)
+        return loc.download(Path(self._downloads.name) / loc.name)
 
     @contextlib.contextmanager
     def staging_dir(self):

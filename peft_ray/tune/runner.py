@@ -23,6 +23,7 @@ import yaml
 
 from peft_ray.errors import CheckpointError, JobError, SpecError
 from peft_ray.spec import JobSpec, dump_spec
+from peft_ray.storage import is_uri
 from peft_ray.tune import space as S
 from peft_ray.tune.spec import TuneSpec
 from peft_ray.tune.trial import TRIALS_DIR, PlacementGroupJanitor, TrialResources, plan_resources, run_trial
@@ -34,6 +35,10 @@ OUTPUTS = ("tune", TRIALS_DIR, "adapter", "search.json", "prescreen.json", "lead
 
 def prepare_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
     """Never mix two searches in one folder; never delete without --overwrite."""
+    if is_uri(spec.output.dir):
+        raise JobError(f"output.dir '{spec.output.dir}': peft-ray tune writes its search (trials, leaderboard) "
+                       "through local paths; set output.dir to a local or shared (NFS) folder. "
+                       "`peft-ray train` accepts s3:// and gs://")
     out = Path(spec.output.dir).expanduser().resolve()
     started = (out / "search.json").exists()
     if started and not (resume or overwrite):

@@ -140,7 +140,7 @@ def test_dry_run_validates_and_shows_the_entrypoint(tmp_path, tiny_bert, tiny_da
 @pytest.mark.parametrize("override, message", [
     ("train.max_stepz=2", "did you mean 'max_steps'"),          # schema
     ("data.train=nope.parquet", "data.train: no file matches"),  # pre-flight on local data
-    ("output.dir=s3://bucket/runs", "writes output.dir through local paths"),
+    ("output.dir=ftp://host/runs", "output.dir: 'ftp://' is not a supported storage scheme"),
 ])
 def test_bad_input_fails_on_the_laptop_before_any_request(tmp_path, tiny_bert, tiny_data, silent_server,
                                                          override, message):

@@ -1,0 +1,157 @@
+"""Where a run's outputs live: a local folder or a cloud URI (s3://, gs://, file://).
+
+Ray Train resolves ``RunConfig.storage_path`` with ``pyarrow.fs.FileSystem.from_uri`` and
+uploads checkpoints through it; peft-ray writes job.yaml, adapter/ and metrics.json through
+the same pyarrow filesystems, so one ``output.dir`` serves both. Credentials come from the
+usual AWS/GCP environment (variables, config files, instance roles), never from the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+SCHEMES = ("file", "s3", "gs", "gcs")  # what pyarrow.fs.FileSystem.from_uri resolves without extras
+WHAT_TO_USE = "use a local path, s3://bucket/prefix, gs://bucket/prefix or file:///absolute/path"
+
+
+def is_uri(location: str) -> bool:
+    return "://" in str(location)
+
+
+def check_location(value: str) -> str:
+    """A supported local path or URI, else ValueError saying what to write instead.
+    Pure string checks: building an S3 filesystem may call the network (region lookup)."""
+    if not is_uri(value):
+        return value
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() not in SCHEMES:
+        raise ValueError(f"'{scheme}://' is not a supported storage scheme; {WHAT_TO_USE}")
+    if scheme.lower() == "file" and not rest.startswith("/"):
+        raise ValueError(f"a file:// URI needs an absolute path (file:///mnt/runs/x); {WHAT_TO_USE}")
+    if scheme.lower() != "file" and not rest.split("/", 1)[0]:
+        raise ValueError(f"'{value}' names no bucket; {WHAT_TO_USE}")
+    return value
+
+
+def join(base: str, *names: str) -> str:
+    """`base/name/...` for local paths and URIs alike (never pathlib: it folds 's3://' to 's3:/')."""
+    return "/".join([str(base).rstrip("/"), *names])
+
+
+@dataclass(frozen=True)
+class Location:
+    """A file or folder in a pyarrow filesystem. `uri` is what users see (a local path or a URI)."""
+
+    fs: Any          # pyarrow.fs.FileSystem
+    path: str        # the path inside `fs` (from_uri strips the scheme: 'bucket/prefix')
+    uri: str
+
+    @classmethod
+    def at(cls, location: str | Path) -> "Location":
+        import pyarrow.fs as pafs
+
+        if is_uri(str(location)):
+            fs, path = pafs.FileSystem.from_uri(check_location(str(location)))
+            return cls(fs, path.rstrip("/"), str(location).rstrip("/"))
+        p = str(Path(location).expanduser().resolve())
+        return cls(pafs.LocalFileSystem(), p, p)
+
+    def __truediv__(self, name: str) -> "Location":
+        return Location(self.fs, join(self.path, name), join(self.uri, name))
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent_path(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[0] or "/"
+
+    def sibling(self, name: str) -> "Location":
+        return Location(self.fs, join(self.path.rsplit("/", 1)[0], name), join(self.uri.rsplit("/", 1)[0], name))
+
+    def exists(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def files(self) -> List[str]:
+        """Every file below this folder, relative to it ([] when it does not exist)."""
+        import pyarrow.fs as pafs
+
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True, allow_not_found=True))
+        return sorted(i.path[len(self.path):].lstrip("/") for i in infos if i.type == pafs.FileType.File)
+
+    def read_text(self) -> str:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read().decode("utf-8")
+
+    def write_text(self, text: str) -> None:
+        """Write under a temporary name, then move over: readers never see half a file."""
+        tmp = self.sibling(f".{self.name}.tmp")
+        self.fs.create_dir(self.parent_path, recursive=True)
+        with self.fs.open_output_stream(tmp.path) as f:
+            f.write(text.encode("utf-8"))
+        self.fs.move(tmp.path, self.path)
+
+    def remove(self) -> None:
+        import pyarrow.fs as pafs
+
+        kind = self.fs.get_file_info(self.path).type
+        if kind == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path)
+        elif kind == pafs.FileType.File:
+            self.fs.delete_file(self.path)
+
+    def mkdir(self) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def copy_from(self, src: "Location") -> None:
+        import pyarrow.fs as pafs
+
+        is_dir = src.fs.get_file_info(src.path).type == pafs.FileType.Directory
+        self.fs.create_dir(self.path if is_dir else self.parent_path, recursive=True)  # copy_files does not
+        pafs.copy_files(src.path, self.path, source_filesystem=src.fs, destination_filesystem=self.fs)
+
+    def download(self, into: Path) -> Path:
+        """This folder, copied to a local folder."""
+        Location.at(into).copy_from(self)
+        return into
+
+    def replace_with(self, src: "Location", last: Optional[str] = None) -> None:
+        """Make this folder a copy of `src` without ever showing a half-written one.
+
+        Where folders rename (local disks, NFS) the copy goes to a temporary name first and is
+        swapped in. Object stores (S3, GCS) cannot rename a folder, so the old one is removed and
+        the files are copied with `last` (e.g. adapter_config.json) last: until the copy is
+        complete the folder lacks that file and does not load."""
+        if not renames_folders(self.fs):
+            self.remove()
+            for rel in sorted(src.files(), key=lambda r: r == last):
+                (self / rel).copy_from(src / rel)
+            return
+        tmp, old = self.sibling(f".{self.name}.tmp"), self.sibling(f".{self.name}.old")
+        tmp.remove()
+        old.remove()
+        tmp.copy_from(src)
+        if self.exists():
+            self.fs.move(self.path, old.path)
+        self.fs.move(tmp.path, self.path)
+        old.remove()
+
+
+def renames_folders(fs) -> bool:
+    """Only the local filesystem (disks, NFS mounts) renames a folder in one step."""
+    return fs.type_name == "local"
+
+
+def location_of(fs, path: str, like: str) -> Location:
+    """A Location for a path Ray returned (Checkpoint.filesystem/.path), shown in `like`'s scheme."""
+    if renames_folders(fs) or not is_uri(like):
+        return Location(fs, path, path)
+    return Location(fs, path, f"{like.split('://', 1)[0]}://{path}")

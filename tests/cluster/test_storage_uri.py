@@ -1,0 +1,171 @@
+"""output.dir as a URI (s3://, gs://, file://) through pyarrow.fs, without any network.
+
+file:// URIs take the same road as s3:// and gs:// (pyarrow.fs.FileSystem.from_uri, then
+the filesystem's own calls), so the end-to-end run below uses them. S3/GCS filesystems are
+never built here: pyarrow's S3 from_uri looks the bucket's region up over the network, so
+only the string handling of those URIs is tested.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from peft_ray import storage
+from peft_ray.cli import main
+from peft_ray.errors import CheckpointError, JobError, SpecError
+from peft_ray.spec import validate_spec
+from peft_ray.spec.load import absolute_paths
+from peft_ray.storage import Location, join, location_of
+from peft_ray.train.checkpoint import _checkpoint_names, checkpoint_step, latest_good_checkpoint
+from peft_ray.train.driver import prepare_output_dir
+from tests.conftest import job_dict
+
+RESUME = dict(train={"max_steps": 6, "checkpoint_every": 3, "eval_every": 6, "max_failures": 0})
+
+
+def _spec(tiny_bert, tiny_data, out: str, **sections):
+    return validate_spec(job_dict(tiny_bert, tiny_data, out, **sections))
+
+
+@pytest.mark.parametrize("out, message", [
+    ("ftp://host/runs", "'ftp://' is not a supported storage scheme"),
+    ("hdfs://nn/runs", "'hdfs://' is not a supported storage scheme"),
+    ("file://runs/x", "file:// URI needs an absolute path"),
+    ("s3:///runs/x", "names no bucket"),
+])
+def test_unsupported_output_uri_names_the_field(tiny_bert, tiny_data, out, message):
+    with pytest.raises(SpecError) as e:
+        _spec(tiny_bert, tiny_data, out)
+    assert str(e.value).startswith("output.dir: ") and message in str(e.value)
+    assert "s3://bucket/prefix" in str(e.value)  # says what to write instead
+
+
+@pytest.mark.parametrize("out", ["s3://bucket/runs/{name}", "gs://bucket/runs/{name}", "file:///mnt/runs/{name}"])
+def test_uri_output_dir_keeps_its_scheme_and_name(tiny_bert, tiny_data, out):
+    spec = absolute_paths(_spec(tiny_bert, tiny_data, out))
+    assert spec.output.dir == out.replace("{name}", "tiny")
+
+
+def test_s3_paths_without_a_filesystem():
+    """What the driver builds from an s3:// output.dir, checked as strings (no S3 client)."""
+    out = "s3://bucket/runs/tiny/"
+    assert join(out, "ray") == "s3://bucket/runs/tiny/ray"
+    assert join(join(out, "ray"), "tiny-20250101") == "s3://bucket/runs/tiny/ray/tiny-20250101"
+    s3 = SimpleNamespace(type_name="s3")  # what Ray's Checkpoint.filesystem would be
+    ckpt = location_of(s3, "bucket/runs/tiny/ray/t/checkpoint_1", like=out)
+    assert ckpt.uri == "s3://bucket/runs/tiny/ray/t/checkpoint_1"
+    assert (ckpt / "adapter").uri == "s3://bucket/runs/tiny/ray/t/checkpoint_1/adapter"
+    assert not storage.renames_folders(s3)
+    # Object stores list files, not folders: checkpoint folders come from the file keys.
+    files = ["t/checkpoint_1/trainer_state.json", "t/checkpoint_1/adapter/a.json", "t/checkpoint_2/ds/state/x",
+             "t/.validate_storage_marker"]
+    assert _checkpoint_names(files) == {"t/checkpoint_1", "t/checkpoint_2"}
+
+
+@pytest.mark.parametrize("renames", [True, False], ids=["rename", "object-store"])
+def test_replace_folder_and_write_file_through_pyarrow(tmp_path, monkeypatch, renames):
+    monkeypatch.setattr(storage, "renames_folders", lambda fs: renames)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "adapter_config.json").write_text("{}")
+    (src / "sub" / "w.bin").write_bytes(b"new")
+    out = Location.at(f"file://{tmp_path}/out")
+    (out / "adapter" / "stale.bin").write_text("old adapter")
+    (out / "adapter").replace_with(Location.at(src), last="adapter_config.json")
+    (out / "metrics.json").write_text('{"a": 1}')
+    assert out.files() == ["adapter/adapter_config.json", "adapter/sub/w.bin", "metrics.json"]  # nothing else
+    assert (out / "metrics.json").read_text() == '{"a": 1}'
+
+
+def test_output_dir_rules_hold_on_a_uri(tiny_bert, tiny_data, tmp_path):
+    uri = f"file://{tmp_path}/run"
+    spec = _spec(tiny_bert, tiny_data, uri)
+    out = prepare_output_dir(spec, resume=False, overwrite=False)
+    assert out.uri == uri and yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())["name"] == "tiny"
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        prepare_output_dir(spec, resume=False, overwrite=False)
+    other = _spec(tiny_bert, tiny_data, uri, name="other")
+    with pytest.raises(CheckpointError, match="holds job 'tiny'"):
+        prepare_output_dir(other, resume=True, overwrite=False)
+    (tmp_path / "run" / "ray" / "x").mkdir(parents=True)
+    prepare_output_dir(other, resume=False, overwrite=True)
+    assert not (tmp_path / "run" / "ray").exists()
+
+
+def _fake_checkpoint(path: Path, step: int, world: int = 1) -> None:
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "world_size": world}))
+    (path / "w.bin").write_bytes(b"w")
+    for r in range(world):
+        (path / f"MANIFEST.rank{r}.json").write_text(json.dumps({"w.bin": _sha(path / "w.bin")}))
+
+
+def _sha(path: Path) -> str:
+    from peft_ray.train.checkpoint import sha256
+
+    return sha256(path)
+
+
+def test_latest_good_checkpoint_on_a_uri_skips_corrupt(tmp_path):
+    run = tmp_path / "ray" / "tiny-1"
+    _fake_checkpoint(run / "checkpoint_a", 3)
+    _fake_checkpoint(run / "checkpoint_b", 6)
+    (run / "checkpoint_b" / "w.bin").write_bytes(b"truncated!")
+    _fake_checkpoint(run / "checkpoint_c", 9, world=2)
+    (run / "checkpoint_c" / "MANIFEST.rank1.json").unlink()  # a rank that never finished
+    warnings = []
+    found = latest_good_checkpoint(f"file://{tmp_path}/ray", warn=warnings.append)
+    assert found == f"file://{run}/checkpoint_a" and checkpoint_step(found) == 3
+    assert len(warnings) == 2 and "checksum" in warnings[1]
+    assert latest_good_checkpoint(f"file://{tmp_path}/nothing-here", warn=warnings.append) is None
+
+
+def test_local_mode_refuses_a_uri(tiny_bert, tiny_data, tmp_path):
+    from peft_ray.train.local import run_local
+
+    with pytest.raises(JobError, match=r"output.dir 'file://.*--local.*local folder"):
+        run_local(_spec(tiny_bert, tiny_data, f"file://{tmp_path}/x", scaling={"num_workers": 1}))
+    assert not any(tmp_path.iterdir())
+
+
+def test_submit_accepts_a_bucket_output_dir(tmp_path, tiny_bert, tiny_data):
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "tiny.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "out")))
+    r = CliRunner().invoke(main, ["submit", str(job), "output.dir=s3://bucket/runs/{name}",
+                                  "--working-dir", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "is relative" not in r.output
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_train_and_resume_into_a_uri(ray_runtime, tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """2 Ray Train workers, output.dir a file:// URI: Ray stores checkpoints through pyarrow,
+    peft-ray writes job.yaml/adapter/metrics.json through pyarrow, and --resume finds the
+    step-3 checkpoint by listing the URI."""
+    from safetensors.torch import load_file
+
+    from peft_ray.train.driver import run_train
+
+    uri = f"file://{tmp_path}/uri-run"
+    spec = _spec(tiny_bert, tiny_data, uri, **RESUME)
+    monkeypatch.setenv("PEFT_RAY_FAIL_AT_STEP", "4")
+    with pytest.raises(Exception):
+        run_train(spec)
+    monkeypatch.delenv("PEFT_RAY_FAIL_AT_STEP")
+    assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 3
+    metrics = run_train(spec, resume=True)
+    assert metrics["step"] == 6 and metrics["adapter"] == f"{uri}/adapter"
+    out = tmp_path / "uri-run"
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "job.yaml", "metrics.json", "ray"]  # no temp names
+    assert load_file(str(out / "adapter" / "adapter_model.safetensors"))["prompt_embeddings"].shape == (4, 32)
+    assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 6
+    assert not Path("file:").exists()  # the URI never became a local folder
