@@ -31,3 +31,139 @@ def classification_metrics(cm: np.ndarray, label_names: List[str]) -> Dict[str, 
         out[f"recall/{name}"] = float(rec[i])
         out[f"f1/{name}"] = float(f1[i])
     return out
+
+
+# --- generation: SQuAD-style exact match and token F1, ROUGE-L ---------------------------------
+
+def normalize_answer(s: str) -> str:
+    """SQuAD v1.1 normalisation: lower case, no punctuation, no articles, single spaces."""
+    import re
+    import string
+
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(pred: str, ref: str) -> float:
+    return float(normalize_answer(pred) == normalize_answer(ref))
+
+
+def token_f1(pred: str, ref: str) -> float:
+    from collections import Counter
+
+    p, r = normalize_answer(pred).split(), normalize_answer(ref).split()
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    prec, rec = common / len(p), common / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def _lcs(a: List[str], b: List[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    """ROUGE-L F1 (beta 1) over normalised tokens."""
+    p, r = normalize_answer(pred).split(), normalize_answer(ref).split()
+    if not p or not r:
+        return float(p == r)
+    lcs = _lcs(p, r)
+    if lcs == 0:
+        return 0.0
+    prec, rec = lcs / len(p), lcs / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def generation_metrics(preds: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
+    n = max(len(refs), 1)
+    return {"exact_match": sum(map(exact_match, preds, refs)) / n,
+            "token_f1": sum(map(token_f1, preds, refs)) / n,
+            "rouge_l": sum(map(rouge_l, preds, refs)) / n}
+
+
+def translation_metrics(preds: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
+    """Corpus BLEU and chrF from sacrebleu (its default 13a tokenisation), plus exact match."""
+    import sacrebleu
+
+    preds, refs = list(preds), list(refs)
+    return {"bleu": sacrebleu.corpus_bleu(preds, [refs]).score,
+            "chrf": sacrebleu.corpus_chrf(preds, [refs]).score,
+            "exact_match": sum(p.strip() == r.strip() for p, r in zip(preds, refs)) / max(len(refs), 1)}
+
+
+# --- token classification: IOB2 entities with conlleval/seqeval semantics ----------------------
+
+def _split_tag(tag: str):
+    if tag == "O" or len(tag) < 3 or tag[1] != "-":
+        return "O", ""
+    return tag[0], tag[2:]
+
+
+def entities(tags: Sequence[str]) -> List[tuple]:
+    """(type, start, end_exclusive) spans, as seqeval's default (conlleval) mode reads IOB2: an I-
+    tag with no B- before it, or after another type, starts a new entity."""
+    out, start, etype = [], None, ""
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, t = _split_tag(tag)
+        ends = start is not None and (prefix in ("O", "B") or t != etype)
+        if ends:
+            out.append((etype, start, i))
+            start = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, etype = i, t
+    return out
+
+
+def repair_iob2(tags: Sequence[str]) -> List[str]:
+    """Predicted tags made valid IOB2: an I-X that does not continue an X entity becomes B-X."""
+    out, prev = [], "O"
+    for tag in tags:
+        prefix, t = _split_tag(tag)
+        if prefix == "I" and _split_tag(prev)[1] != t:
+            tag = f"B-{t}"
+        out.append(tag)
+        prev = tag
+    return out
+
+
+def entity_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Dict[str, Dict[str, int]]:
+    """Per type: true positives, predicted and gold entity counts (sums across workers)."""
+    counts: Dict[str, Dict[str, int]] = {}
+    for g, p in zip(gold, pred):
+        ge = {(t, s, e) for t, s, e in entities(g)}
+        pe = {(t, s, e) for t, s, e in entities(p)}
+        for t, *_ in ge | pe:
+            counts.setdefault(t, {"tp": 0, "pred": 0, "gold": 0})
+        for t, *_ in ge & pe:
+            counts[t]["tp"] += 1
+        for t, *_ in pe:
+            counts[t]["pred"] += 1
+        for t, *_ in ge:
+            counts[t]["gold"] += 1
+    return counts
+
+
+def entity_metrics(counts: Dict[str, Dict[str, int]]) -> Dict[str, float]:
+    """Micro precision/recall/F1 over all entities (seqeval's f1_score default) plus per type."""
+    def prf(tp, p, g):
+        prec = tp / p if p else 0.0
+        rec = tp / g if g else 0.0
+        return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+
+    tot = {k: sum(c[k] for c in counts.values()) for k in ("tp", "pred", "gold")}
+    prec, rec, f1 = prf(tot["tp"], tot["pred"], tot["gold"])
+    out = {"entity_precision": prec, "entity_recall": rec, "entity_f1": f1}
+    for t in sorted(counts):
+        out[f"f1/{t}"] = prf(counts[t]["tp"], counts[t]["pred"], counts[t]["gold"])[2]
+    return out

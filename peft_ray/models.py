@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Tuple
@@ -94,6 +95,46 @@ def load_lm(path: str, kind: str = "causal", *, trust_remote_code: bool = False,
     auto = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
     return auto.from_pretrained(path, trust_remote_code=trust_remote_code,
                                 use_safetensors=None if allow_pickle else True)
+
+
+@functools.lru_cache(maxsize=32)
+def lm_kind(path: str, trust_remote_code: bool = False) -> str:
+    """encoder (BERT family), causal (GPT-2, Llama) or seq2seq (T5), from config.json alone."""
+    from transformers import AutoConfig
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if getattr(cfg, "is_encoder_decoder", False):
+        return "seq2seq"
+    if cfg.model_type in ENCODER_TYPES:
+        return "encoder"
+    return "causal"
+
+
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+                 "mpnet", "camembert", "modernbert"}
+
+
+def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool = False,
+              allow_pickle: bool = False, **kwargs) -> Any:
+    """Any AutoModelFor* class by name, offline, safetensors only unless allowed; new heads seeded."""
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    check_weights_safe(path, allow_pickle)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized" heads are expected: the task trains them
+    try:
+        model = getattr(transformers, auto_class).from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = getattr(model.config, "eos_token_id", None)
+    return model
 
 
 def head_modules(model: Any) -> list[str]:

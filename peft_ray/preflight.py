@@ -13,12 +13,11 @@ from typing import List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from peft_ray.data.preprocess import label_ids, needed_columns
+from peft_ray.data.preprocess import column_fields, label_ids, needed_columns
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
 from peft_ray.errors import DataError
 from peft_ray.models import check_weights_safe, resolve_model_path
 from peft_ray.spec.schema import JobSpec
-from peft_ray.templates import Template
 
 
 @dataclass
@@ -41,32 +40,38 @@ class Preflight:
 
 def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
     names = schema.names
-    for col in needed_columns(spec):
+    for col, field_name in column_fields(spec).items():
         if col not in names:
             from peft_ray.errors import suggest
 
-            field_name = "task.label_column" if col == spec.task.label_column else "template.text"
             raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest(col, names)}; "
                             f"its columns are {names}")
 
 
-def scan_split(files: List[str], spec: JobSpec, field_name: str) -> SplitFacts:
-    """Count rows, skip-able rows and labels, streaming one batch at a time."""
+def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = "") -> SplitFacts:
+    """Count rows, skip-able rows and labels, streaming one batch at a time. `holdout` ("train" or
+    "validation") counts one side of the `data.validation_fraction` split of the training files."""
+    from peft_ray.data.holdout import apply_holdout
+
     check_columns(read_schema(files), spec, files[0])
     facts = SplitFacts(files=files)
     cols = needed_columns(spec)
-    text_cols = Template.parse(spec.template.text).columns
-    labels = tuple(spec.task.labels or ())
+    text_cols = [c for c in cols if c != spec.task.label_column]
+    classify = spec.task.type == "classification"
+    labels = tuple(spec.task.labels or ()) if classify else ()
     for batch in iter_arrow(files, cols):
+        if holdout:
+            batch = apply_holdout(pa.Table.from_batches([batch]), cols, spec.data.validation_fraction,
+                                  spec.train.seed, holdout)
         facts.rows += len(batch)
-        ok = pc.is_valid(batch.column(spec.task.label_column))
+        ok = pc.is_valid(batch.column(cols[-1]))
         for c in text_cols:
             col = batch.column(c)
             valid = pc.is_valid(col)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
             ok = pc.and_(ok, pc.fill_null(valid, False))
-        kept = batch.filter(ok).column(spec.task.label_column).to_pylist()
+        kept = batch.filter(ok).column(cols[-1]).to_pylist()
         facts.skipped += len(batch) - len(kept)
         try:
             ids = label_ids(kept, labels, spec.task.label_column) if labels else []
@@ -78,7 +83,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str) -> SplitFacts:
     if facts.rows == 0:
         raise DataError(f"{field_name}: {files[0]} has no rows; point it at a file with data")
     if facts.usable == 0:
-        raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label")
+        raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label/target")
     return facts
 
 
@@ -96,12 +101,16 @@ def count_steps(spec: JobSpec, usable_rows: int) -> tuple[int, int]:
 def run_preflight(spec: JobSpec) -> Preflight:
     model_path = resolve_model_path(spec.model.name_or_path)
     check_weights_safe(model_path, spec.model.allow_pickle)
-    train = scan_split(resolve_files(spec.data.root, spec.data.train, "data.train"), spec, "data.train")
+    train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
+    holdout = spec.data.validation is None and spec.data.validation_fraction > 0
+    train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
     if spec.task.type == "classification" and len(train.label_counts) < 2:
         raise DataError(f"data.train: every usable row has label {list(train.label_counts)}; "
                         "classification needs at least two classes in the training data")
     val = None
-    if spec.data.validation:
+    if holdout:
+        val = scan_split(train_files, spec, "data.validation_fraction", "validation")
+    elif spec.data.validation:
         val = scan_split(resolve_files(spec.data.root, spec.data.validation, "data.validation"), spec,
                          "data.validation")
     spe, total = count_steps(spec, train.usable)

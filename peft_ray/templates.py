@@ -111,6 +111,11 @@ class Template:
     def has_label_slot(self) -> bool:
         return any(p.kind == "label" for p in self.parts)
 
+    def prompt_part(self) -> "Template":
+        """The template up to its {label} slot (all of it when it has none): a generation prompt."""
+        cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), len(self.parts))
+        return Template(self.text, self.parts[:cut])
+
     def render(self, row: Mapping[str, Any], label_text: str = "") -> Optional[str]:
         """The hard text of one row; None when a named column is null or empty."""
         out = []

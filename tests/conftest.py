@@ -29,7 +29,7 @@ def make_tiny_bert(path: Path, seed: int = 0) -> Path:
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(_vocab()) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)  # transformers 5: `vocab=`, not `vocab_file=`
     cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=128)
     torch.manual_seed(seed)

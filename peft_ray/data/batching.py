@@ -17,25 +17,38 @@ import torch
 WINDOW_BATCHES = 32  # micro-batches per length-grouping window
 
 
+IGNORE = -100  # label of positions the loss skips (HF convention)
+TENSOR_KEYS = ("input_ids", "label", "target_ids", "score_pos", "length", "truncated")
+
+
 def _rows(tables: Iterable[pa.Table]) -> Iterator[dict]:
     for t in tables:
-        ids = t.column("input_ids").to_pylist()
-        labels = t.column("label").to_numpy()
-        trunc = t.column("truncated").to_pylist()
-        for i in range(len(ids)):
-            yield {"input_ids": ids[i], "label": int(labels[i]), "truncated": trunc[i]}
+        yield from t.to_pylist()
+
+
+def pad_lists(seqs: List[List[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
 
 
 def collate(rows: List[dict], pad_id: int) -> Dict[str, torch.Tensor]:
-    L = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)  # (B, L)
-    mask = torch.zeros((len(rows), L), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
-        mask[i, :len(r["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask,
-            "labels": torch.tensor([r["label"] for r in rows]),
-            "n_tokens": int(mask.sum()), "n_truncated": sum(r["truncated"] for r in rows)}
+    """Right-padded tensors. Rows carry `input_ids` plus one of: `label` (classification: an id),
+    `target_ids` (per-token targets, -100 = ignored: generation, NER, translation). Other columns
+    (references, word maps) pass through as lists under `meta`."""
+    ids = pad_lists([r["input_ids"] for r in rows], pad_id)                  # (B, L)
+    mask = pad_lists([[1] * len(r["input_ids"]) for r in rows], 0)
+    out = {"input_ids": ids, "attention_mask": mask, "n_tokens": int(mask.sum()),
+           "n_truncated": sum(bool(r.get("truncated")) for r in rows)}
+    if "label" in rows[0]:
+        out["labels"] = torch.tensor([r["label"] for r in rows])            # (B,)
+    if "target_ids" in rows[0]:
+        out["labels"] = pad_lists([r["target_ids"] for r in rows], IGNORE)      # (B, T)
+    if "score_pos" in rows[0]:
+        out["score_pos"] = torch.tensor([r["score_pos"] for r in rows])
+    out["meta"] = {k: [r[k] for r in rows] for k in rows[0] if k not in TENSOR_KEYS}
+    return out
 
 
 def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, seed: int,
@@ -59,7 +72,7 @@ def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, s
 def _emit(window: List[dict], batch_size: int, pad_id: int, rng, group: bool):
     window = [window[i] for i in rng.permutation(len(window))]  # row-level shuffle
     if group:  # stable sort: equal lengths stay shuffled
-        window = sorted(window, key=lambda r: len(r["input_ids"]))
+        window = sorted(window, key=lambda r: r.get("length") or len(r["input_ids"]))
     chunks = [window[i:i + batch_size] for i in range(0, len(window), batch_size)]
     for j in rng.permutation(len(chunks)):
         yield collate(chunks[j], pad_id)

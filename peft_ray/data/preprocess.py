@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from peft_ray.errors import DataError
+from peft_ray.errors import DataError, SpecError
 from peft_ray.templates import Template
 
 
@@ -24,6 +24,18 @@ class PreprocessConfig:
     labels: Tuple[str, ...]
     max_length: int
     trust_remote_code: bool = False
+    task_type: str = "classification"
+    scoring: str = "head"               # classification: head | mlm | causal (verbalizer scoring)
+    verbalizer: Tuple[Tuple[str, ...], ...] = ()   # words per label, in label order
+    target_column: str = "target"
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    max_target_length: int = 64
+    lm_kind: str = "encoder"            # encoder | causal | seq2seq
+    columns: Tuple[str, ...] = ()       # the columns the task reads (hold-out hash)
+    holdout_fraction: float = 0.0
+    holdout_seed: int = 0
+    holdout_side: str = ""              # "" | "train" | "validation"
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,15 +96,67 @@ def preprocess_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
     })
 
 
-def make_preprocess_config(spec, tokenizer_path: str) -> PreprocessConfig:
+def preprocess(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
+    """The one map_batches function: hold-out split, then the task's own preprocessing."""
+    from peft_ray.data.holdout import apply_holdout
+    from peft_ray.tasks import get_task
+
+    batch = apply_holdout(batch, list(cfg.columns), cfg.holdout_fraction, cfg.holdout_seed, cfg.holdout_side)
+    return get_task(cfg.task_type).preprocess(batch, cfg)
+
+
+def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> PreprocessConfig:
+    """`split` picks the side of a `data.validation_fraction` hold-out ("train" or "validation")."""
+    from peft_ray.models import lm_kind
+    from peft_ray.templates import normalize_verbalizer
+
+    t = spec.task
+    kind = lm_kind(tokenizer_path, spec.model.trust_remote_code)
+    labels = tuple(t.labels or ())
+    verb = normalize_verbalizer(spec.template.verbalizer) or {lab: [lab] for lab in labels}
+    holdout = spec.data.validation is None and spec.data.validation_fraction > 0
     return PreprocessConfig(
         tokenizer_path=tokenizer_path, template=spec.template.text,
-        label_column=spec.task.label_column, labels=tuple(spec.task.labels or ()),
-        max_length=spec.model.max_length, trust_remote_code=spec.model.trust_remote_code)
+        label_column=t.label_column, labels=labels,
+        max_length=spec.model.max_length, trust_remote_code=spec.model.trust_remote_code,
+        task_type=t.type, scoring=classification_scoring(spec, kind),
+        verbalizer=tuple(tuple(verb.get(lab, [lab])) for lab in labels),
+        target_column=t.target_column, tokens_column=t.tokens_column, tags_column=t.tags_column,
+        max_target_length=t.max_target_length, lm_kind=kind, columns=tuple(needed_columns(spec)),
+        holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=spec.train.seed,
+        holdout_side=split if holdout else "")
+
+
+def classification_scoring(spec, kind: str) -> str:
+    """head (a trained classifier) or verbalizer scoring by the LM head: mlm or causal."""
+    if spec.task.type != "classification":
+        return "head"
+    head = spec.task.head
+    if head == "auto":
+        head = "verbalizer" if kind == "causal" else "head"
+    if head == "head":
+        return "head"
+    if kind == "seq2seq":
+        raise SpecError("task.head: verbalizer scoring supports masked LMs (BERT family) and causal LMs "
+                        "(GPT-2, Llama); for T5 use task.head: head or a generation task")
+    return "causal" if kind == "causal" else "mlm"
+
+
+def column_fields(spec) -> Dict[str, str]:
+    """Each input column the task reads -> the job field that names it (for errors)."""
+    t = spec.task
+    out = {c: "template.text" for c in Template.parse(spec.template.text).columns}
+    if t.type == "classification":
+        out[t.label_column] = "task.label_column"
+    elif t.type == "token_classification":
+        out = {t.tokens_column: "task.tokens_column", t.tags_column: "task.tags_column"}
+    else:
+        out[t.target_column] = "task.target_column"
+    return out
 
 
 def needed_columns(spec) -> List[str]:
-    return Template.parse(spec.template.text).columns + [spec.task.label_column]
+    return list(column_fields(spec))
 
 
 def select_columns(table: pa.Table, columns: Optional[List[str]]) -> pa.Table:

@@ -11,8 +11,39 @@ def check_cross_fields(spec: JobSpec) -> None:
     template = Template.parse(spec.template.text)
     _check_soft_tokens(spec, template)
     _check_verbalizer(spec)
-    if spec.task.type == "classification" and not spec.task.labels:
-        raise SpecError("task.labels: classification needs the label names, e.g. [negative, positive]")
+    if spec.task.type == "classification":
+        if not spec.task.labels or len(spec.task.labels) < 2:
+            raise SpecError("task.labels: classification needs at least two label names, e.g. [negative, positive]")
+    elif spec.task.type == "token_classification":
+        _check_token_classification(spec, template)
+    else:
+        _check_text_to_text(spec, template)
+
+
+def _check_token_classification(spec: JobSpec, template: Template) -> None:
+    if not spec.task.labels:
+        raise SpecError("task.labels: token_classification needs the entity types, e.g. [PER, ORG, LOC, MISC] "
+                        "(tags are IOB2: O, B-PER, I-PER, ...)")
+    bad = [lab for lab in spec.task.labels if lab[:2] in ("B-", "I-") or lab == "O"]
+    if bad:
+        raise SpecError(f"task.labels: give entity types, not IOB2 tags ({bad}); e.g. [PER, ORG] for B-PER/I-PER/...")
+    if template.columns != [spec.task.tokens_column] or template.has_label_slot:
+        raise SpecError(f"template.text: token_classification templates hold exactly one column, the word list "
+                        f"task.tokens_column ('{{{spec.task.tokens_column}}}'), plus optional soft tokens and hard "
+                        f"text; got columns {template.columns}")
+
+
+def _check_text_to_text(spec: JobSpec, template: Template) -> None:
+    """generation / translation: the response goes at {label} (or after the template when it has none)."""
+    labels = [i for i, p in enumerate(template.parts) if p.kind == "label"]
+    if len(labels) > 1:
+        raise SpecError("template.text: {label} marks where the response starts; use it once")
+    if labels and any(p.kind != "text" or p.value.strip() for p in template.parts[labels[0] + 1:]):
+        raise SpecError("template.text: nothing may follow {label} in a generation/translation template: "
+                        "the response is the end of the sequence")
+    if spec.task.target_column in template.columns:
+        raise SpecError(f"template.text: the response column '{spec.task.target_column}' (task.target_column) "
+                        "must not appear in the prompt; mark where it goes with {label}")
 
 
 def _check_soft_tokens(spec: JobSpec, template: Template) -> None:

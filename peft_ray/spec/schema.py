@@ -23,19 +23,37 @@ class ModelSpec(Section):
     allow_pickle: bool = Field(False, description="allow pickle (.bin) weights; off by default (unsafe)")
 
 
+class DecodingSpec(Section):
+    strategy: Literal["greedy", "beam", "sample"] = "greedy"
+    max_new_tokens: int = Field(32, ge=1, le=2048)
+    num_beams: int = Field(4, ge=1, le=64, description="beam: hypotheses kept per row")
+    temperature: float = Field(1.0, gt=0, description="sample: softmax temperature")
+    top_k: int = Field(0, ge=0, description="sample: keep the k most likely tokens (0: all)")
+    top_p: float = Field(1.0, gt=0, le=1, description="sample: nucleus probability mass")
+    seed: int = 0
+
+
 class TaskSpec(Section):
     type: Literal["classification", "generation", "token_classification", "translation"] = "classification"
-    labels: Optional[List[str]] = Field(None, description="label names, in label-id order")
+    labels: Optional[List[str]] = Field(None, description="classification: label names in label-id order; "
+                                        "token_classification: entity types (PER, ORG, ...)")
     label_column: str = Field("label", description="column holding the label (int id or label name)")
     head: Literal["auto", "head", "verbalizer"] = Field(
-        "auto", description="classification by a trained head or by verbalizer scoring")
+        "auto", description="classification by a trained head or by verbalizer scoring "
+        "(auto: head for encoders, verbalizer for causal LMs)")
+    target_column: str = Field("target", description="generation/translation: the response column")
+    tokens_column: str = Field("tokens", description="token_classification: the column of word lists")
+    tags_column: str = Field("ner_tags", description="token_classification: the column of IOB2 tag lists")
+    max_target_length: int = Field(64, ge=1, le=4096, description="generation/translation: response tokens kept")
+    decoding: "DecodingSpec" = Field(default_factory=lambda: DecodingSpec(),
+                                     description="generation/translation decoding at evaluation")
 
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, v):
         if v is not None:
-            if len(v) < 2:
-                raise ValueError("needs at least 2 labels")
+            if len(v) < 1:
+                raise ValueError("needs at least 1 label")
             if len(set(v)) != len(v):
                 raise ValueError(f"labels must be unique, got {v}")
         return v

@@ -66,12 +66,12 @@ class LocalDataIterators:
     """pyarrow reading + in-process preprocessing (no Ray). Rows are sharded by index."""
 
     def __init__(self, train_files: List[str], val_files: Optional[List[str]], pp_cfg, columns,
-                 rank: int = 0, world: int = 1, preprocess=None):
+                 rank: int = 0, world: int = 1, preprocess=None, val_cfg=None):
         self.train_files, self.val_files = train_files, val_files
-        self.preprocess = preprocess
+        self.preprocess, self.val_cfg = preprocess, val_cfg or pp_cfg
         self.pp_cfg, self.columns, self.rank, self.world = pp_cfg, columns, rank, world
 
-    def _tables(self, files, shard: bool) -> Iterable[pa.Table]:
+    def _tables(self, files, shard: bool, cfg) -> Iterable[pa.Table]:
         from peft_ray.data.sources import iter_arrow
 
         offset = 0
@@ -81,10 +81,10 @@ class LocalDataIterators:
                 idx = [i for i in range(len(table)) if (offset + i) % self.world == self.rank]
                 table = table.take(idx)
             offset += len(batch)
-            yield self.preprocess(table, self.pp_cfg)
+            yield self.preprocess(table, cfg)
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
-        return self._tables(self.train_files, shard=True)
+        return self._tables(self.train_files, shard=True, cfg=self.pp_cfg)
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
-        return self._tables(self.val_files, shard=False) if self.val_files else None
+        return self._tables(self.val_files, shard=False, cfg=self.val_cfg) if self.val_files else None

@@ -51,3 +51,12 @@ def any_true(flag: bool) -> bool:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
+
+
+def all_gather_list(items: list) -> list:
+    """Concatenate a picklable list from every worker, in rank order (corpus metrics: BLEU)."""
+    if not is_dist():
+        return list(items)
+    parts: List[list] = [None] * world()  # type: ignore[list-item]
+    dist.all_gather_object(parts, list(items))
+    return [x for part in parts for x in part]

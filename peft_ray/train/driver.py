@@ -35,8 +35,9 @@ def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location
         if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
             raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                                   f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
-    if overwrite:
+    if overwrite:  # the old run's checkpoints (Ray's and --local's) must not outlive it
         (out / "ray").remove()
+        (out / "checkpoints").remove()
     out.mkdir()
     job_file.write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
     return out
@@ -103,24 +104,24 @@ def check_cluster_fits(spec: JobSpec) -> None:
 
 def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     """Lazy Ray Data pipelines: read -> render + tokenize in map_batches. Nothing is collected."""
-    from peft_ray.data.preprocess import make_preprocess_config, needed_columns
-    from peft_ray.data.sources import ray_dataset
-    from peft_ray.tasks import get_task
-
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # rank 0 logs progress instead
-    pp = make_preprocess_config(spec, pre.model_path)
-    cols = needed_columns(spec)
-
-    def pipeline(files):
-        ds = ray_dataset(files).select_columns(cols)
-        return ds.map_batches(get_task(spec.task.type).preprocess, fn_kwargs={"cfg": pp}, batch_format="pyarrow",
-                              batch_size=256, num_cpus=0.5)
-    out = {"train": pipeline(pre.train.files).randomize_block_order(seed=spec.train.seed)}
+    out = {"train": token_pipeline(spec, pre.model_path, pre.train.files, "train").randomize_block_order(
+        seed=spec.train.seed)}
     if pre.validation:
-        out["validation"] = pipeline(pre.validation.files)
+        out["validation"] = token_pipeline(spec, pre.model_path, pre.validation.files, "validation")
     return out
+
+
+def token_pipeline(spec: JobSpec, model_path: str, files, split: str):
+    """read (only the columns the task needs) -> hold-out filter -> the task's tokenization."""
+    from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess
+    from peft_ray.data.sources import ray_dataset
+
+    pp = make_preprocess_config(spec, model_path, split)
+    ds = ray_dataset(files).select_columns(needed_columns(spec))
+    return ds.map_batches(preprocess, fn_kwargs={"cfg": pp}, batch_format="pyarrow", batch_size=256, num_cpus=0.5)
 
 
 def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Optional[str | Path],

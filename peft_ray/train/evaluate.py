@@ -7,7 +7,7 @@ a worker that runs out of batches repeats its last batch and discards the result
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Iterable, Iterator, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +24,26 @@ def _my_batches(batches: Iterator[dict]) -> Iterator[dict]:
 
 def _dummy(pad_id: int) -> dict:
     """A one-token batch for a worker that has seen no validation batch at all."""
-    return {"input_ids": torch.full((1, 1), pad_id), "attention_mask": torch.ones(1, 1, dtype=torch.long)}
+    return {"input_ids": torch.full((1, 1), pad_id), "attention_mask": torch.ones(1, 1, dtype=torch.long),
+            "score_pos": torch.zeros(1, dtype=torch.long)}
+
+
+def lockstep_batches(batches: Iterator[dict], dummy_row: Callable[[], dict]) -> Iterator[Tuple[dict, bool]]:
+    """This worker's share of `batches` as (batch, True), then (filler, False) until every worker
+    is done: ZeRO-3 forwards are collective, so all workers run the same number of them. The
+    filler is the last real batch, or a batch of `dummy_row()` for a worker that had none."""
+    from peft_ray.data.batching import collate
+
+    mine, last = _my_batches(batches), None
+    while True:
+        batch = next(mine, None)
+        if all_sum([batch is not None])[0] == 0:
+            return
+        if batch is not None:
+            last = batch
+            yield batch, True
+        else:
+            yield (last or collate([dummy_row()], 0)), False
 
 
 def forward_logits(engine, batch: dict) -> torch.Tensor:
@@ -33,7 +52,9 @@ def forward_logits(engine, batch: dict) -> torch.Tensor:
     return out.logits.float()
 
 
-def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batch_size: int) -> Dict[str, float]:
+def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batch_size: int,
+             logits_fn: Callable = forward_logits) -> Dict[str, float]:
+    """Classification: accuracy, macro-F1, per-class P/R/F1 and loss; `logits_fn` gives (B, K) scores."""
     if tables is None:
         return {}
     engine.eval()
@@ -47,7 +68,7 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
             batch = next(mine, None)
             if all_sum([batch is not None])[0] == 0:
                 break
-            logits = forward_logits(engine, batch or last or _dummy(pad_id))
+            logits = logits_fn(engine, batch or last or _dummy(pad_id))
             if batch is None:
                 continue  # lockstep filler
             last = batch
@@ -60,3 +81,30 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
     n = cm.sum().item()
     loss = all_sum([loss_sum])[0] / max(n, 1)
     return {**classification_metrics(cm.numpy(), labels), "loss": loss, "n_eval": int(n)}
+
+
+def sequence_eval(engine, tables: Iterable, spec, pad_id: int, dummy_row: Callable[[], dict],
+                  step: Callable[[dict], Tuple[torch.Tensor, list]]) -> Tuple[list, float]:
+    """The evaluation pass of the per-token tasks (generation, NER, translation).
+
+    step(batch) -> (logits aligned with batch["labels"], this batch's results). Returns the
+    results of this worker's real batches and the mean token loss over all workers."""
+    from peft_ray.data.batching import IGNORE
+
+    results, loss_sum, n_tok = [], 0.0, 0
+    engine.eval()
+    batches = micro_batches(tables, spec.train.eval_batch_size, pad_id=pad_id, seed=0, group_by_length=True,
+                            drop_last=False)
+    with torch.no_grad():
+        for batch, real in lockstep_batches(batches, dummy_row):
+            logits, out = step(batch)
+            if not real:
+                continue
+            labels = batch["labels"].to(logits.device)
+            loss_sum += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                                        reduction="sum").item()
+            n_tok += int((labels != IGNORE).sum())
+            results += out
+    engine.train()
+    loss_sum, n_tok = all_sum([loss_sum, n_tok])
+    return results, loss_sum / max(n_tok, 1)

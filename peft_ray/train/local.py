@@ -45,7 +45,8 @@ def local_data_facts(spec: JobSpec, pre) -> Dict[str, Any]:
     from peft_ray.data.preprocess import make_preprocess_config, needed_columns
 
     return {"train_files": pre.train.files, "val_files": pre.validation.files if pre.validation else None,
-            "preprocess": asdict(make_preprocess_config(spec, pre.model_path)),
+            "preprocess": asdict(make_preprocess_config(spec, pre.model_path, "train")),
+            "preprocess_val": asdict(make_preprocess_config(spec, pre.model_path, "validation")),
             "columns": needed_columns(spec)}
 
 

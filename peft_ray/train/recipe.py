@@ -82,12 +82,11 @@ def make_data(run: RunFacts, spec):
     if run.mode == "ray":
         return RayDataIterators()
     d = run.local_data
-    from peft_ray.data.preprocess import PreprocessConfig
-
-    from peft_ray.tasks import get_task
+    from peft_ray.data.preprocess import PreprocessConfig, preprocess
 
     return LocalDataIterators(d["train_files"], d["val_files"], PreprocessConfig(**d["preprocess"]),
-                              d["columns"], D.rank(), D.world(), get_task(spec.task.type).preprocess)
+                              d["columns"], D.rank(), D.world(), preprocess,
+                              val_cfg=PreprocessConfig(**d.get("preprocess_val", d["preprocess"])))
 
 
 def make_reporter(run: RunFacts, spec):
@@ -181,7 +180,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     """Forward + backward (+ optimizer step at the accumulation boundary). True if it stepped."""
     t0 = time.perf_counter()
     engine = ctx.engine
-    loss = ctx.task.loss(engine, batch)
+    loss = ctx.task.loss(engine, batch, ctx.spec)
     if ctx.faults.nan_at_step == state.global_step + 1 and not ctx.resumed and "nan" not in ctx.fired:
         ctx.fired.add("nan")
         loss = loss * float("nan")  # fault injection, once
@@ -269,9 +268,8 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "trainable_params": count_trainable(ctx.model)}
     if metrics:
         state.history.append({k: v for k, v in full.items() if isinstance(v, (int, float))})
-        D.log_rank0("eval @ step {step}: accuracy {acc:.4f} | macro_f1 {f1:.4f} | loss {loss:.4f}".format(
-            step=state.global_step, acc=metrics.get("accuracy", 0), f1=metrics.get("macro_f1", 0),
-            loss=metrics.get("loss", 0)))
+        shown = " | ".join(f"{k} {metrics[k]:.4f}" for k in (*ctx.task.headline, "loss") if k in metrics)
+        D.log_rank0(f"eval @ step {state.global_step}: {shown}")
     fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed
     with ctx.reporter.staging_dir() as tmp:
         save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx), fail_midway=fail)

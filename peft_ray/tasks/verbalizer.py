@@ -1,0 +1,165 @@
+"""Classification by verbalizer scoring: the LM head scores each label's words.
+
+- Masked LMs (BERT family): the template's {label} slot becomes the mask token;
+  a label's score is the log-probability of its words at the mask (a multi-token
+  word is scored by its first sub-token, OpenPrompt's default "first" handler).
+- Causal LMs (GPT-2, Llama): the prompt is the template up to {label}; a word's
+  score is the summed log-probability of all of its tokens after the prompt
+  (multi-token words are teacher-forced in one extra batched forward).
+
+A label with several words scores log(mean of its words' probabilities).
+Training is cross-entropy over the label scores (the LM head is not trained
+unless it is listed in method.modules_to_save).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Tuple
+
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from peft_ray.tasks.lm_common import lead_tokens, seq_logits, split_ids, tokenizer
+from peft_ray.templates import Template
+
+Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: token ids
+
+
+@functools.lru_cache(maxsize=16)
+def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ...], scoring: str) -> Candidates:
+    tok = tokenizer(tok_path, trust)
+    out = []
+    for words in verbalizer:
+        ids = []
+        for w in words:
+            t = tuple(split_ids(tok, "x", w)[1])   # the word as it tokenizes after a space
+            if not t:
+                raise ValueError(f"template.verbalizer: word {w!r} tokenizes to nothing")
+            ids.append(t[:1] if scoring == "mlm" else t)
+        out.append(tuple(ids))
+    return tuple(out)
+
+
+def spec_candidates(spec) -> Tuple[Candidates, str]:
+    from peft_ray.data.preprocess import make_preprocess_config
+    from peft_ray.models import resolve_model_path
+
+    cfg = make_preprocess_config(spec, resolve_model_path(spec.model.name_or_path))
+    return candidates(cfg.tokenizer_path, cfg.trust_remote_code, cfg.verbalizer, cfg.scoring), cfg.scoring
+
+
+# --- preprocessing ---------------------------------------------------------------------------
+
+def preprocess(batch: pa.Table, cfg) -> pa.Table:
+    from peft_ray.data.preprocess import label_ids
+
+    tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
+    template = Template.parse(cfg.template)
+    rows, labels = [], []
+    for row in batch.to_pylist():
+        if row.get(cfg.label_column) is None:
+            continue
+        built = _mlm_row(tok, template, row, cfg) if cfg.scoring == "mlm" else _causal_row(tok, template, row, cfg)
+        if built is not None:
+            rows.append(built)
+            labels.append(row[cfg.label_column])
+    ids = label_ids(labels, cfg.labels, cfg.label_column)
+    for r, y in zip(rows, ids):
+        r["label"] = int(y)
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("score_pos", pa.int32()), ("length", pa.int32()),
+                    ("truncated", pa.bool_()), ("label", pa.int64())])
+
+
+def _mlm_row(tok, template: Template, row: dict, cfg):
+    text = template.render(row, tok.mask_token)
+    if text is None:
+        return None
+    if not template.has_label_slot:
+        text = f"{text} {tok.mask_token}"
+    ids = tok(text)["input_ids"]
+    pos = ids.index(tok.mask_token_id)
+    cut = len(ids) - cfg.max_length
+    if cut > 0:  # drop text just before the mask, so the mask (and what follows it) survives
+        ids = ids[:max(pos - cut, 1)] + ids[pos:]
+        ids = ids[:cfg.max_length]
+        pos = ids.index(tok.mask_token_id)
+    return {"input_ids": ids, "score_pos": pos, "length": len(ids), "truncated": cut > 0}
+
+
+def _causal_row(tok, template: Template, row: dict, cfg):
+    prompt = template.prompt_part().render(row)
+    if prompt is None:
+        return None
+    lead = lead_tokens(tok)
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    room = cfg.max_length - len(lead)
+    ids = lead + p[-room:]
+    return {"input_ids": ids, "score_pos": len(ids) - 1, "length": len(ids), "truncated": len(p) > room}
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+def label_scores(engine, batch: dict, cands: Candidates, scoring: str) -> torch.Tensor:
+    """(B, K) label scores: log of the mean probability of each label's words."""
+    dev = engine.device
+    ids, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+    pos = batch["score_pos"].to(dev)
+    logits = seq_logits(engine(input_ids=ids, attention_mask=mask).logits, ids.shape[1]).float()
+    first = torch.log_softmax(logits[torch.arange(len(ids), device=dev), pos], dim=-1)   # (B, V)
+    words = [w for label in cands for w in label]
+    if scoring == "mlm" or all(len(w) == 1 for w in words):
+        per_word = first[:, [w[0] for w in words]]                                       # (B, W)
+    else:
+        per_word = _multi_token(engine, batch, words, first)
+    return _pool(per_word, cands)
+
+
+def _multi_token(engine, batch: dict, words, first: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(word tokens | prompt) for causal LMs, teacher-forcing each word's tokens."""
+    from peft_ray.data.batching import pad_lists
+
+    dev = engine.device
+    ids, pos = batch["input_ids"].tolist(), batch["score_pos"].tolist()
+    seqs, where = [], []
+    for b in range(len(ids)):
+        for j, w in enumerate(words):
+            if len(w) > 1:
+                seqs.append(ids[b][:pos[b] + 1] + list(w[:-1]))
+                where.append((b, j))
+    x = pad_lists(seqs, 0).to(dev)
+    m = pad_lists([[1] * len(s) for s in seqs], 0).to(dev)
+    lp = torch.log_softmax(seq_logits(engine(input_ids=x, attention_mask=m).logits, x.shape[1]).float(), -1)
+    out = first[:, [w[0] for w in words]].clone()
+    for k, (b, j) in enumerate(where):
+        w = words[j]
+        steps = torch.arange(pos[b] + 1, pos[b] + len(w), device=dev)
+        out[b, j] = out[b, j] + lp[k, steps, torch.tensor(w[1:], device=dev)].sum()
+    return out
+
+
+def _pool(per_word: torch.Tensor, cands: Candidates) -> torch.Tensor:
+    cols, i = [], 0
+    for label in cands:
+        n = len(label)
+        cols.append(torch.logsumexp(per_word[:, i:i + n], dim=-1) - math.log(n))
+        i += n
+    return torch.stack(cols, dim=-1)
+
+
+def loss(engine, batch: dict, spec) -> torch.Tensor:
+    cands, scoring = spec_candidates(spec)
+    scores = label_scores(engine, batch, cands, scoring)
+    return F.cross_entropy(scores, batch["labels"].to(scores.device))
+
+
+def scorer(spec):
+    """A logits_fn for train/evaluate.evaluate."""
+    cands, scoring = spec_candidates(spec)
+    return lambda engine, batch: label_scores(engine, batch, cands, scoring)
+
