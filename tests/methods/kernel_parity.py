@@ -13,7 +13,8 @@ from tests.methods.helpers import build_ours, perturb
 from tests.methods.matrix import Row
 
 CASES = [Row("prompt", "prompt_tuning", "bert-cls", {"num_virtual_tokens": 3, "init": "random"}),
-         Row("prompt", "prompt_tuning", "llama-lm", {"num_virtual_tokens": 3, "init": "random"}),
+         # The prompt cache (on by default for causal decoders) replaces the layer-0 fusion: test the fusion.
+         Row("prompt", "prompt_tuning", "llama-lm", {"num_virtual_tokens": 3, "init": "random", "prompt_cache": "off"}),
          Row("prefix", "prefix_tuning", "bert-cls", {"num_virtual_tokens": 3}),
          Row("prefix", "prefix_tuning", "llama-lm", {"num_virtual_tokens": 3}),
          Row("lora", "lora", "bert-cls", {"r": 4}),

@@ -21,6 +21,9 @@ class PromptTuningConfig(MethodConfig):
     init_from: Optional[str] = Field(None, description="an HF PEFT prompt-tuning adapter folder to start from")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save (the head is added for classification)")
+    prompt_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="causal decoders (Llama, GPT-2): run the prompt once per batch and feed its K/V "
+                            "as a cache; auto: wherever exact (no active dropout), on: also under dropout")
 
     @model_validator(mode="after")
     def _text_needs_words(self):

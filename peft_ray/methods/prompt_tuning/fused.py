@@ -10,6 +10,11 @@ sequence, so the per-sample form is used (still no separate concat of the output
 Opt-in and per instance: `fuse_first_layer(model, n_p, backend)` swaps the forward of
 the named projection modules of one model; nothing is patched at import, and with
 backend "auto" on CPU tensors the original forward runs (the reference is no faster).
+
+Not applied where the causal prompt cache can run (causal_cache.py, Llama/GPT-2 with
+`method.prompt_cache` not off): its input pass feeds layer 0 only the n token rows, so the
+"first n_p rows are the prompt" assumption here would be wrong, and it already projects the
+prompt once per batch at every layer, which covers this fusion's saving at layer 0.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Prompt tuning: trainable virtual-token embeddings P prepended to the input embeddings.
 
 Semantics are exactly HF PEFT's (so our adapters load there with the same logits):
-``inputs_embeds = [P; E(x)]``, the attention mask gets n_p leading ones, and
-token_type_ids n_p leading zeros. Position embeddings then see positions 0..n_p+n-1.
+``inputs_embeds = [P; E(x)]``, the attention mask gets n_p leading ones, token_type_ids
+n_p leading zeros, and a decoder-only LM's labels n_p leading -100s. Position embeddings
+then see positions 0..n_p+n-1. Causal decoders compute the same thing with the prompt run
+once per batch (causal_cache.py, `method.prompt_cache`).
 """
 
 from __future__ import annotations
@@ -12,33 +14,31 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from peft_ray.errors import SpecError
 from peft_ray.methods.common import BuildContext, freeze_except
+from peft_ray.methods.prompt_tuning import causal_cache
+from peft_ray.methods.virtual_tokens import prepend_prompt
 
 
 class PromptTuningModel(nn.Module):
-    def __init__(self, base: nn.Module, prompt: torch.Tensor, trainable_modules: List[str]):
+    def __init__(self, base: nn.Module, prompt: torch.Tensor, trainable_modules: List[str],
+                 prompt_cache: str = "auto"):
         super().__init__()
         self.base = base
         self.prompt = nn.Parameter(prompt)  # (n_p, d)
         self.trainable_modules = trainable_modules
+        self.prompt_cache = prompt_cache    # auto | on | off (see causal_cache.py)
+        self._dropout = causal_cache.has_dropout(base)
         freeze_except(base, trainable_modules)
 
     @property
     def num_virtual_tokens(self) -> int:
         return self.prompt.shape[0]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: Optional[torch.Tensor] = None, **kw):
-        B = input_ids.shape[0]
-        n_p = self.num_virtual_tokens
-        embeds = self.base.get_input_embeddings()(input_ids)                     # (B, n, d)
-        prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)    # (B, n_p, d)
-        embeds = torch.cat([prompt, embeds], dim=1)                              # (B, n_p + n, d)
-        mask = torch.cat([attention_mask.new_ones(B, n_p), attention_mask], dim=1)
-        if token_type_ids is not None:
-            token_type_ids = torch.cat([token_type_ids.new_zeros(B, n_p), token_type_ids], dim=1)
-            kw["token_type_ids"] = token_type_ids
-        return self.base(inputs_embeds=embeds, attention_mask=mask, **kw)
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kw):
+        if causal_cache.use_cache(self.base, self.prompt_cache, self._dropout, kw):
+            return causal_cache.cached_forward(self.base, self.prompt, input_ids, attention_mask, kw)
+        return prepend_prompt(self.base, self.prompt, input_ids, attention_mask, kw)
 
     def adapter_state(self) -> Dict[str, torch.Tensor]:
         """Trainable tensors under HF PEFT's key names (call inside a ZeRO-3 gather)."""
@@ -85,13 +85,23 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
 
     prompt = init_prompt(base, cfg, ctx)
     modules = list(dict.fromkeys(ctx.head_modules + list(cfg.modules_to_save or [])))
-    model = PromptTuningModel(base, prompt, modules)
+    model = PromptTuningModel(base, prompt, modules, cfg.prompt_cache)
     if cfg.init_from:
         from peft_ray.methods.adapter_model import read_init_from
 
         state, _ = read_init_from(cfg.init_from, "PROMPT_TUNING")
         model.load_adapter_state(state)
-    fuse_first_layer(base, cfg.num_virtual_tokens, ctx.kernels)
+    cached = cfg.prompt_cache != "off" and causal_cache.supports_cache(base)
+    if cfg.prompt_cache == "on" and not cached:
+        raise SpecError(f"method.prompt_cache: on needs a causal decoder of the families "
+                        f"{list(causal_cache.CACHED_FAMILIES)}, not model type "
+                        f"'{getattr(base.config, 'model_type', '?')}'; use auto or off")
+    if not cached:
+        # The fusion assumes layer 0's Q/K/V input starts with the n_p prompt rows. With the cache
+        # the input pass has no prompt rows (in eval the fused op would broadcast sequence 0's first
+        # n_p tokens as "the prompt"), and the cache already projects the prompt once per batch at
+        # every layer, which subsumes what the fusion saves at layer 0.
+        fuse_first_layer(base, cfg.num_virtual_tokens, ctx.kernels)
     return model
 
 
