@@ -93,12 +93,14 @@ def _pick(lp: torch.Tensor, cfg, gen: torch.Generator) -> List[int]:
 
 
 def _beam(model: Callable, io: LMIO, sources: List[List[int]], cfg, device) -> List[List[int]]:
-    """Beam search with length-normalised scores (log-prob / length) for finished hypotheses."""
+    """Beam search, finished hypotheses scored by log-prob / length. A row stops once it holds
+    num_beams finished hypotheses and no live beam can still beat the worst of them (HF's rule)."""
     K = cfg.num_beams
     beams = [[([], 0.0)] for _ in sources]              # per row: (tokens, summed log-prob)
-    done: List[List[tuple]] = [[] for _ in sources]
-    for _ in range(cfg.max_new_tokens):
-        live = [(r, b) for r in range(len(sources)) if len(done[r]) < K for b in range(len(beams[r]))]
+    done: List[List[tuple]] = [[] for _ in sources]     # per row: (tokens, normalised score)
+    for step in range(1, cfg.max_new_tokens + 1):
+        live = [(r, b) for r in range(len(sources)) if not _row_done(done[r], beams[r], K, step)
+                for b in range(len(beams[r]))]
         if not D.any_true(bool(live)):
             break
         flat = live or [(0, 0)]
@@ -116,7 +118,7 @@ def _beam(model: Callable, io: LMIO, sources: List[List[int]], cfg, device) -> L
             kept = []
             for toks, score in cs:
                 if toks[-1] == io.eos_id:
-                    done[r].append((toks[:-1], score / len(toks)))
+                    done[r] = sorted(done[r] + [(toks[:-1], score / len(toks))], key=lambda c: -c[1])[:K]
                 elif len(kept) < K:
                     kept.append((toks, score))
                 if len(kept) == K:
@@ -127,3 +129,12 @@ def _beam(model: Callable, io: LMIO, sources: List[List[int]], cfg, device) -> L
         pool = done[r] or [(t, s / max(len(t), 1)) for t, s in beams[r]]
         out.append(max(pool, key=lambda c: c[1])[0])
     return out
+
+
+def _row_done(done: List[tuple], beams: List[tuple], K: int, step: int) -> bool:
+    if not beams:
+        return True
+    if len(done) < K:
+        return False
+    best_live = max(s for _, s in beams) / step   # HF's stopping heuristic (early_stopping=False)
+    return min(s for _, s in done) >= best_live

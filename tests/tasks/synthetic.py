@@ -59,12 +59,17 @@ def make_model(path: Path, family: str, seed: int = 0) -> Path:
     return path
 
 
-def key_value_rows(n: int, seed: int) -> Dict[str, list]:
-    """A fixed key -> two-value mapping ("k3" -> "v1 v6"): the answer must be decoded token by token."""
-    table = {k: f"{VALS[i % len(VALS)]} {VALS[(3 * i + 1) % len(VALS)]}" for i, k in enumerate(KEYS)}
+def key_value_rows(n: int, seed: int, width: int = 2) -> Dict[str, list]:
+    """A fixed key -> `width`-value mapping ("k3" -> "v1 v6"): the answer is decoded token by token."""
+    table = {k: " ".join(VALS[(i * (2 * j + 1) + j) % len(VALS)] for j in range(width)) for i, k in enumerate(KEYS)}
     rng = random.Random(seed)
     keys = [rng.choice(KEYS) for _ in range(n)]
     return {"key": keys, "target": [table[k] for k in keys]}
+
+
+def transduction_rows(n: int, seed: int) -> Dict[str, list]:
+    """Key -> four values: long enough for 4-gram BLEU to be meaningful."""
+    return key_value_rows(n, seed, width=4)
 
 
 def copy_rows(n: int, seed: int) -> Dict[str, list]:

@@ -1,0 +1,62 @@
+"""Metric functions against hand-computed cases (and seqeval itself where it is installed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from peft_ray.metrics import (entities, entity_counts, entity_metrics, exact_match, generation_metrics,
+                              repair_iob2, rouge_l, token_f1, translation_metrics)
+
+
+def test_squad_normalisation_exact_match_and_token_f1():
+    assert exact_match("The Eiffel Tower!", "eiffel tower") == 1.0
+    assert exact_match("a cat", "dog") == 0.0
+    # pred "paris france" vs ref "paris": precision 1/2, recall 1 -> F1 2/3
+    assert token_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
+
+
+def test_rouge_l_is_lcs_f1():
+    # LCS("a b c d", "a c d e") = "a c d" = 3 -> P 3/4, R 3/4
+    assert rouge_l("x b c d", "x c d e") == pytest.approx(0.75)
+    m = generation_metrics(["x y", "z"], ["x y", "w"])
+    assert m["exact_match"] == 0.5 and m["rouge_l"] == 0.5
+
+
+def test_translation_metrics_are_sacrebleu():
+    m = translation_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert m["bleu"] == pytest.approx(100.0) and m["chrf"] == pytest.approx(100.0) and m["exact_match"] == 1.0
+    assert translation_metrics(["a b c d"], ["w x y z"])["bleu"] == 0.0
+
+
+def test_entities_at_sentence_end_and_adjacent():
+    assert entities(["O", "B-PER", "I-PER"]) == [("PER", 1, 3)]                    # entity at the end
+    assert entities(["B-PER", "B-PER"]) == [("PER", 0, 1), ("PER", 1, 2)]           # adjacent, same type
+    assert entities(["B-PER", "I-LOC"]) == [("PER", 0, 1), ("LOC", 1, 2)]           # type change starts one
+
+
+def test_i_without_b_starts_an_entity_like_conlleval():
+    assert entities(["O", "I-ORG", "I-ORG", "O"]) == [("ORG", 1, 3)]
+    assert repair_iob2(["O", "I-ORG", "I-ORG", "I-LOC"]) == ["O", "B-ORG", "I-ORG", "B-LOC"]
+
+
+def test_entity_f1_hand_computed():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "B-LOC"]]
+    m = entity_metrics(entity_counts(gold, pred))
+    # gold 3 entities, pred 3, correct 2 -> P = R = F1 = 2/3
+    assert m["entity_precision"] == pytest.approx(2 / 3) and m["entity_f1"] == pytest.approx(2 / 3)
+    assert m["f1/PER"] == 1.0 and m["f1/LOC"] == 0.0
+
+
+@pytest.mark.parametrize("gold,pred", [
+    ([["B-PER", "I-PER", "O", "B-LOC"], ["I-ORG", "I-ORG", "B-ORG"]],
+     [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "I-ORG", "I-ORG"]]),
+    ([["O", "B-MISC", "I-MISC", "I-PER"]], [["O", "I-MISC", "I-MISC", "B-PER"]]),
+])
+def test_matches_seqeval(gold, pred):
+    seqeval = pytest.importorskip("seqeval.metrics")
+    m = entity_metrics(entity_counts(gold, pred))
+    assert m["entity_f1"] == pytest.approx(seqeval.f1_score(gold, pred))
+    assert m["entity_precision"] == pytest.approx(seqeval.precision_score(gold, pred))
+    assert m["entity_recall"] == pytest.approx(seqeval.recall_score(gold, pred))

@@ -1,0 +1,141 @@
+"""Task preprocessing: loss masks, sub-token alignment, verbalizer slots, decoding, hold-out."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+
+from peft_ray.data.batching import IGNORE, collate
+from peft_ray.data.preprocess import make_preprocess_config, preprocess
+from peft_ray.errors import DataError, SpecError
+from peft_ray.spec import validate_spec
+from tests.tasks import synthetic as S
+
+
+def _spec(model, task, template, **data):
+    return validate_spec({"name": "t", "model": {"name_or_path": str(model), "max_length": 12}, "task": task,
+                          "template": template, "method": {"name": "lora"},
+                          "data": {"root": "/nonexistent", **data}, "scaling": {"num_workers": 1}})
+
+
+def _rows(spec, model, rows, split="train"):
+    return preprocess(pa.table(rows), make_preprocess_config(spec, str(model), split)).to_pylist()
+
+
+def test_causal_generation_masks_the_prompt(tiny_models):
+    m = tiny_models("llama")
+    spec = _spec(m, {"type": "generation"}, {"text": "key {key} value : {label}"})
+    (row,) = _rows(spec, m, {"key": ["k1"], "target": ["v2 v3"]})
+    n = row["prompt_len"]
+    assert row["target_ids"][:n] == [IGNORE] * n                       # no loss on the prompt
+    assert row["target_ids"][n:] == row["input_ids"][n:]               # the response and its eos
+    assert row["input_ids"][-1] == 3 and row["reference"] == "v2 v3"   # [SEP] ends the response
+
+
+def test_long_prompt_is_cut_from_the_left_and_response_kept(tiny_models):
+    m = tiny_models("gpt2")
+    spec = _spec(m, {"type": "generation"}, {"text": "key {key} : {label}"})
+    (row,) = _rows(spec, m, {"key": [" ".join(["k1"] * 30)], "target": ["v1 v2"]})
+    assert len(row["input_ids"]) <= 12 and row["truncated"]
+    assert row["input_ids"][-3:-1] == row["target_ids"][-3:-1] and row["input_ids"][0] == 2  # [CLS] kept
+
+
+def test_seq2seq_rows_separate_source_and_target(tiny_models):
+    m = tiny_models("t5")
+    spec = _spec(m, {"type": "translation"}, {"text": "copy : {source}"})
+    (row,) = _rows(spec, m, {"source": ["v1 v2"], "target": ["v2 v1"]})
+    assert IGNORE not in row["target_ids"] and row["target_ids"][-1] == 3
+    assert row["prompt_len"] == len(row["input_ids"])
+
+
+def test_ner_labels_first_subtoken_only(tiny_models):
+    m = tiny_models("bert")
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC"]}, {"text": "names : {tokens}"})
+    # "zzz" is out of vocabulary -> [UNK] (one piece); hard text "names :" gets no label
+    (row,) = _rows(spec, m, {"tokens": [["alice", "visited", "paris"]], "ner_tags": [["B-PER", "O", "B-LOC"]]})
+    labelled = [t for t in row["target_ids"] if t != IGNORE]
+    assert labelled == [1, 0, 3]                    # O=0, B-PER=1, I-PER=2, B-LOC=3
+    assert all(p > 2 for p in row["word_pos"])      # after [CLS] names :
+    assert row["gold"] == [1, 0, 3]
+
+
+def test_ner_bad_tag_and_misaligned_rows_name_the_problem(tiny_models):
+    m = tiny_models("bert")
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER"]}, {"text": "{tokens}"})
+    with pytest.raises(DataError, match="tag 'B-LOC' is not one of"):
+        _rows(spec, m, {"tokens": [["alice"]], "ner_tags": [["B-LOC"]]})
+    with pytest.raises(DataError, match="has 2 words but 'ner_tags' has 1 tags"):
+        _rows(spec, m, {"tokens": [["alice", "bob"]], "ner_tags": [["B-PER"]]})
+
+
+def test_mlm_verbalizer_keeps_the_mask_when_truncating(tiny_models):
+    m = tiny_models("bert")
+    spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"},
+                 {"text": "{text} it was {label} .", "verbalizer": {"negative": "bad", "positive": "good"}})
+    (row,) = _rows(spec, m, {"text": [" ".join(["movie"] * 30)], "label": [1]})
+    assert len(row["input_ids"]) == 12 and row["input_ids"][row["score_pos"]] == 4  # [MASK]
+    assert row["truncated"] and row["label"] == 1
+
+
+def test_causal_verbalizer_scores_after_the_prompt(tiny_models):
+    m = tiny_models("gpt2")
+    spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"]},
+                 {"text": "{text} it was {label}", "verbalizer": {"negative": "bad", "positive": "good"}})
+    (row,) = _rows(spec, m, {"text": ["the movie"], "label": ["positive"]})
+    assert row["score_pos"] == len(row["input_ids"]) - 1 and row["label"] == 1
+
+
+def test_generation_template_errors():
+    with pytest.raises(SpecError, match="nothing may follow"):
+        validate_spec({"task": {"type": "generation"}, "template": {"text": "q {q} a {label} end"},
+                       "method": {"name": "lora"}})
+    with pytest.raises(SpecError, match="must not appear in the prompt"):
+        validate_spec({"task": {"type": "generation"}, "template": {"text": "{target} {label}"},
+                       "method": {"name": "lora"}})
+    with pytest.raises(SpecError, match="entity types"):
+        validate_spec({"task": {"type": "token_classification"}, "template": {"text": "{tokens}"},
+                       "method": {"name": "lora"}})
+
+
+def test_holdout_is_deterministic_and_disjoint(tiny_models):
+    m = tiny_models("bert")
+    spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"]}, {"text": "{text}"},
+                 validation=None, validation_fraction=0.25)
+    rows = S.sentiment_rows(400, 3)
+    code = lambda i: " ".join(S.KEYS[int(d)] for d in f"{i:03d}")  # noqa: E731  (in-vocabulary ids)
+    rows["text"] = [f"{t} {code(i)}" for i, t in enumerate(rows["text"])]  # 400 distinct rows
+    train = _rows(spec, m, rows, "train")
+    val = _rows(spec, m, rows, "validation")
+    assert len(train) + len(val) == 400 and 60 <= len(val) <= 140
+    assert {tuple(r["input_ids"]) for r in train}.isdisjoint({tuple(r["input_ids"]) for r in val})
+    assert val == _rows(spec, m, rows, "validation")
+
+
+class _Toy(torch.nn.Module):
+    """A 'model' whose next token is (last token + 1) mod V, ending with eos after token 5."""
+    V = 8
+
+    def forward(self, input_ids, attention_mask, **kw):
+        nxt = (input_ids + 1) % self.V
+        nxt = torch.where(input_ids >= 5, torch.full_like(nxt, 7), nxt)   # 7 = eos
+        logits = torch.nn.functional.one_hot(nxt, self.V).float() * 10
+        return type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_decoding_reads_each_rows_own_last_position(strategy):
+    from peft_ray.spec.schema import DecodingSpec
+    from peft_ray.tasks.decoding import LMIO, generate
+
+    io = LMIO(kind="causal", pad_id=0, eos_id=7)
+    cfg = DecodingSpec(strategy=strategy, max_new_tokens=6, num_beams=2, top_k=1)
+    out = generate(_Toy(), io, [[1], [2, 3], [4, 4, 4, 4]], cfg)
+    assert out == [[2, 3, 4, 5], [4, 5], [5]]   # right padding never changes a row's continuation
+
+
+def test_collate_pads_targets_with_ignore():
+    b = collate([{"input_ids": [5, 6, 7], "target_ids": [IGNORE, 6, 7], "reference": "a"},
+                 {"input_ids": [5], "target_ids": [5], "reference": "b"}], pad_id=0)
+    assert b["labels"].tolist() == [[IGNORE, 6, 7], [5, IGNORE, IGNORE]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]] and b["meta"]["reference"] == ["a", "b"]
