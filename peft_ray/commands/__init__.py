@@ -11,6 +11,8 @@ COMMAND_MODULES = [
     "peft_ray.commands.export",
     "peft_ray.commands.jobs",       # submit / jobs (issue 7)
     "peft_ray.commands.tune",
+    "peft_ray.commands.eval",       # eval / predict (issue 5)
+    "peft_ray.commands.predict",
 ]
 
 

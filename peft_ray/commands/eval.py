@@ -1,0 +1,128 @@
+"""`peft-ray eval ADAPTER_OR_RUN --data FILE_OR_DIR`: score a trained adapter on labelled data.
+
+The data streams through the run's own Ray Data pipeline (read -> the task's preprocessing
+in `map_batches`), and the driver runs the task's evaluation on the stream: the same
+metrics, in the same way, as the evaluation at the end of `peft-ray train`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from peft_ray.errors import DataError, JobError
+
+EXAMPLES = """
+\b
+Examples:
+  peft-ray eval runs/default --data builtin:sentiment          # the job's own validation split
+  peft-ray eval runs/sst2-lora --data ../shared/data/sst2      # a folder: the job's file for --split
+  peft-ray eval runs/sst2-lora/adapter --data test.parquet --split test --output test_metrics.json
+
+\b
+--data is a file or glob (all of it is scored), or a data folder (or builtin:NAME), from
+which the job's own file for --split is taken, with the job's validation_fraction hold-out
+if it had one. Writes the metrics as JSON (default: eval_<split>.json next to the adapter,
+i.e. in the run folder).
+"""
+
+
+def register(main: click.Group) -> None:
+    @main.command("eval", epilog=EXAMPLES)
+    @click.argument("adapter_or_run")
+    @click.option("--data", "data", required=True,
+                  help="Labelled rows: a file or glob (.parquet, .arrow, .csv, .jsonl), or a data folder.")
+    @click.option("--split", default="validation", show_default=True,
+                  help="With a data folder: which of the job's files to score (validation or train). "
+                       "With a file: only names the output.")
+    @click.option("--output", type=click.Path(dir_okay=False), default=None,
+                  help="Metrics JSON to write (default: eval_<split>.json next to the adapter).")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                  help="Rows per forward pass (default: the run's train.eval_batch_size).")
+    @click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, or Ray in-process).")
+    def eval_cmd(adapter_or_run: str, data: str, split: str, output: Optional[str],
+                 batch_size: Optional[int], address: Optional[str]) -> None:
+        """Evaluate a trained adapter (a run's output.dir or its adapter/ folder) on labelled data:
+        print the task's metrics and write them as JSON."""
+        try:
+            metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, address)
+        except JobError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        click.echo("\n" + render_metrics(metrics, f"peft-ray eval: {metrics['task']} on {split}"))
+        click.echo(f"wrote {out}")
+
+
+def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
+             address: Optional[str]) -> Tuple[Dict[str, Any], Path]:
+    from peft_ray.data.preprocess import needed_columns
+    from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
+                                    start_ray, with_progress)
+    from peft_ray.tasks import get_task
+
+    t0 = time.time()
+    adapter_dir = find_adapter_dir(adapter_or_run)
+    files, holdout = eval_files(read_run_spec(adapter_dir)[1], data, split)   # data errors before the model loads
+    loaded = load_adapter(adapter_dir)
+    spec = loaded.spec
+    check_columns(files, needed_columns(spec), "--data", spec)
+    if not holdout:
+        spec.data.validation_fraction = 0.0          # score every row of a file given directly
+    if batch_size:
+        spec.train.eval_batch_size = batch_size
+    start_ray(spec, address)
+    tables = stream(spec, loaded.base_path, files, split)
+    total = None if holdout else count_rows(files)
+    metrics = get_task(spec.task.type).evaluate(loaded.engine, with_progress(tables, total, "eval"), spec, loaded.pad_id)
+    result = {**metrics, "task": spec.task.type, "split": split, "data": files,
+              "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
+    out = Path(output) if output else loaded.adapter_dir.parent / f"eval_{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result, out
+
+
+def eval_files(spec, data: str, split: str) -> Tuple[List[str], bool]:
+    """(files, whether the job's hold-out applies): a folder gives the job's own file for `split`."""
+    from peft_ray.data.sources import BUILTIN_PREFIX, resolve_files
+
+    if not (data.startswith(BUILTIN_PREFIX) or Path(data).is_dir()):
+        return resolve_files(None, data, "--data"), False
+    d = spec.data
+    holdout = d.validation is None and d.validation_fraction > 0
+    if split == "train":
+        name = d.train
+    elif split == "validation" and (d.validation or holdout):
+        name = d.validation or d.train
+    else:
+        have = "train" if d.validation is None and not holdout else "train, validation"
+        raise DataError(f"--split {split}: the run's job has no such split in a data folder (it has: {have}); "
+                        "pass the file itself as --data to score it")
+    return resolve_files(data, name, "--data"), holdout
+
+
+def stream(spec, base_path: str, files: List[str], split: str):
+    """Preprocessed Arrow tables from the run's own Ray Data pipeline (read -> map_batches)."""
+    import ray.data
+
+    from peft_ray.train.driver import token_pipeline
+
+    ray.data.DataContext.get_current().enable_progress_bars = False   # one bar over rows instead
+    return token_pipeline(spec, base_path, files, split).iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+def render_metrics(metrics: Dict[str, Any], title: str) -> str:
+    """The task's headline metrics first, then the other numbers, one per line."""
+    from peft_ray.tasks import get_task
+
+    head = [k for k in get_task(metrics["task"]).headline if k in metrics]
+    rest = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and k not in head)
+    rows = [(k, f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k])) for k in head + rest]
+    width = max(len(k) for k, _ in rows)
+    lines = [title, "-" * (width + 2 + max(len(v) for _, v in rows))]
+    return "\n".join(lines + [f"{k:<{width}}  {v}" for k, v in rows])

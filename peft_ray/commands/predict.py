@@ -1,0 +1,237 @@
+"""`peft-ray predict ADAPTER_OR_RUN --input FILE --output FILE`: batch inference with Ray Data.
+
+Input rows stream through `map_batches` into a fixed pool of actors, each holding the model
+once (`Predictor`); the driver iterates the output in order and appends it to the output
+file as it arrives, so neither side holds the whole data set. Output rows are the input
+rows, in input order, plus `prediction` (and `scores` for classification); a row the task
+cannot use (e.g. empty text) gets nulls there instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import click
+import pyarrow as pa
+import torch
+
+from peft_ray.errors import DataError, JobError
+
+ROWS_PER_CALL = 256          # rows per actor call: the unit of streaming and of length grouping
+PLACEHOLDER_TARGET = "x"     # generation/translation: a response preprocessing requires but predict ignores
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
+
+EXAMPLES = """
+\b
+Examples:
+  peft-ray predict runs/default --input new.parquet --output preds.parquet
+  peft-ray predict runs/ner/adapter --input sents.jsonl --output tags.jsonl --num-actors 2
+  peft-ray predict runs/default --input 'shards/*.parquet' --output preds.jsonl --address auto
+
+\b
+Output: every input row, in input order, plus `prediction` (a label; a list of IOB2 tags per
+word for token_classification; the generated text for generation/translation) and, for
+classification, `scores` (label -> probability). Rows the task cannot use (empty text) get
+null there. .parquet is written with pyarrow; .jsonl/.json as JSON Lines.
+"""
+
+
+def register(main: click.Group) -> None:
+    @main.command(epilog=EXAMPLES)
+    @click.argument("adapter_or_run")
+    @click.option("--input", "input_path", required=True,
+                  help="Rows to predict on: a file, folder or glob (.parquet, .arrow, .csv, .jsonl).")
+    @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
+                  help="Where to write: .parquet or .jsonl/.json (JSON Lines).")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                  help="Rows per forward pass (default: the run's train.eval_batch_size).")
+    @click.option("--num-actors", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Model replicas (Ray actors, 1 CPU each) predicting in parallel.")
+    @click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, or Ray in-process).")
+    def predict(adapter_or_run: str, input_path: str, output_path: str, batch_size: Optional[int],
+                num_actors: int, address: Optional[str]) -> None:
+        """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
+        of --input, through a Ray Data actor pool; write the rows plus the predictions to --output."""
+        try:
+            done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors, address)
+        except JobError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        click.echo(f"wrote {done['rows']} rows to {done['output']} ({done['null']} without a prediction)")
+
+
+def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: Optional[int],
+                num_actors: int, address: Optional[str]) -> Dict:
+    """Check everything on the driver (no weights loaded), then stream the input through the actors."""
+    import ray
+
+    from peft_ray.data.sources import resolve_files
+    from peft_ray.inference import (check_adapter, check_columns, count_rows, find_adapter_dir, input_columns,
+                                    start_ray, with_progress)
+
+    adapter_dir = find_adapter_dir(adapter_or_run)
+    spec = check_adapter(adapter_dir).spec
+    files = resolve_files(None, input_path, "--input")
+    check_output(output, files)
+    check_columns(files, input_columns(spec), "--input", spec)
+    start_ray(spec, address)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if num_actors > cpus:
+        raise JobError(f"--num-actors {num_actors} needs {num_actors} CPUs (one per actor) but the Ray cluster "
+                       f"has {cpus:g}; lower --num-actors")
+    ds = predictions(files, str(adapter_dir), batch_size or spec.train.eval_batch_size, num_actors)
+    rows = null = 0
+    with open_sink(output) as write:
+        for table in with_progress(ds.iter_batches(batch_format="pyarrow", batch_size=None), count_rows(files),
+                                   "predict"):
+            write(table)
+            rows, null = rows + table.num_rows, null + table["prediction"].null_count
+    return {"rows": rows, "null": null, "output": output}
+
+
+def check_output(output: Path, inputs: List[str]) -> None:
+    if output.suffix.lower() not in FORMATS:
+        raise DataError(f"--output '{output}': extension '{output.suffix}' is not supported; use .parquet, "
+                        ".jsonl or .json (JSON Lines)")
+    if output.resolve() in {Path(f).resolve() for f in inputs}:
+        raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
+
+
+def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int):
+    """The lazy pipeline: read -> Predictor actors. Output order = input order (preserve_order)."""
+    import ray.data
+
+    from peft_ray.data.sources import ray_dataset
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False           # the driver shows one bar over rows instead
+    # Streaming split of big blocks (a one-row-group Parquet file is one block) so every actor gets
+    # work. Ray 2.60: a fixed actor pool is `compute=ActorPoolStrategy(size=N)` (`concurrency=` is deprecated).
+    return ray_dataset(files).repartition(target_num_rows_per_block=ROWS_PER_CALL).map_batches(
+        Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size},
+        batch_format="pyarrow", batch_size=ROWS_PER_CALL, compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_cpus=1, udf_modifying_row_count=False)
+
+
+class Predictor:
+    """The map_batches UDF: one per actor, holding the model; input rows in, the same rows
+    plus the prediction columns out."""
+
+    def __init__(self, adapter_dir: str, batch_size: int):
+        from peft_ray.inference import input_columns, load_adapter, predict_config
+        from peft_ray.tasks import get_task
+
+        self.loaded = load_adapter(Path(adapter_dir))
+        self.task = get_task(self.loaded.spec.task.type)
+        self.cfg = predict_config(self.loaded)
+        self.columns = input_columns(self.loaded.spec)
+        self.fields = output_fields(self.loaded.spec)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from peft_ray.data.batching import collate
+
+        encoded = [encode_row(row, self.cfg) for row in batch.select(self.columns).to_pylist()]
+        out: Dict[str, list] = {f.name: [None] * batch.num_rows for f in self.fields}
+        for idx in length_chunks(encoded, self.batch_size):
+            micro = collate([encoded[i] for i in idx], self.loaded.pad_id)
+            with torch.no_grad():
+                result = self.task.predict(self.loaded.engine, micro, self.loaded.spec, self.loaded.tokenizer)
+            for name, values in result.items():
+                for i, v in zip(idx, values):
+                    out[name][i] = v
+        batch = batch.drop_columns([f.name for f in self.fields if f.name in batch.column_names])
+        for f in self.fields:
+            batch = batch.append_column(f, pa.array(out[f.name], type=f.type))
+        return batch
+
+
+def output_fields(spec) -> List[pa.Field]:
+    """Fixed types, so that a batch of only null predictions has the same schema as the others."""
+    kind = spec.task.type
+    fields = [pa.field("prediction", pa.list_(pa.string()) if kind == "token_classification" else pa.string())]
+    if kind == "classification":
+        fields.append(pa.field("scores", pa.struct([(label, pa.float64()) for label in spec.task.labels])))
+    return fields
+
+
+def encode_row(row: dict, cfg) -> Optional[dict]:
+    """The row as the task's preprocessing makes it, or None where it drops the row. Each row
+    is preprocessed on its own, so a dropped row is known by its position."""
+    from peft_ray.data.preprocess import preprocess
+
+    table = pa.Table.from_pylist([{**row, **placeholders(row, cfg)}])
+    try:
+        out = preprocess(table, cfg)
+    except DataError:               # a malformed row (e.g. tokens that are not a list): no prediction
+        return None
+    return out.to_pylist()[0] if out.num_rows else None
+
+
+def placeholders(row: dict, cfg) -> dict:
+    """Values for the columns preprocessing requires but prediction never reads."""
+    if cfg.task_type == "classification":
+        return {cfg.label_column: cfg.labels[0]}
+    if cfg.task_type == "token_classification":
+        tokens = row.get(cfg.tokens_column)
+        return {cfg.tags_column: ["O"] * len(tokens) if isinstance(tokens, list) else None}
+    return {cfg.target_column: PLACEHOLDER_TARGET}
+
+
+def length_chunks(encoded: List[Optional[dict]], size: int) -> Iterator[List[int]]:
+    """Positions of the usable rows, shortest first, in chunks of `size` (less padding)."""
+    usable = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i]["input_ids"]))
+    for s in range(0, len(usable), size):
+        yield usable[s:s + size]
+
+
+@contextlib.contextmanager
+def open_sink(path: Path):
+    """write(table) appends to a hidden sibling that becomes `path` only when every row is in."""
+    tmp = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = ParquetSink(tmp) if FORMATS[path.suffix.lower()] == "parquet" else JsonLinesSink(tmp)
+    try:
+        yield sink.write
+        sink.close()
+        tmp.replace(path)
+    except BaseException:
+        sink.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ParquetSink:
+    def __init__(self, path: Path):
+        self.path, self.writer = path, None
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(str(self.path), table.schema)
+        elif table.schema != self.writer.schema:
+            table = table.cast(self.writer.schema)   # e.g. a column inferred as null in one JSON block
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class JsonLinesSink:
+    def __init__(self, path: Path):
+        self.file = open(path, "w", encoding="utf-8")
+
+    def write(self, table: pa.Table) -> None:
+        for row in table.to_pylist():
+            self.file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,169 @@
+"""A trained adapter, ready for inference: what `peft-ray eval` and `peft-ray predict` share.
+
+An adapter folder written by `peft-ray train` records its whole job in peft_ray.json, so
+the base model, method, task, template and labels all come from there: loading needs
+only the path of the run (its output.dir) or of the adapter folder itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional
+
+import pyarrow as pa
+import torch
+
+from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
+from peft_ray.errors import CheckpointError, DataError, JobError
+
+# Columns that carry supervision; predict fills them with placeholders (they are not read).
+SUPERVISION_FIELDS = ("task.label_column", "task.target_column", "task.tags_column")
+
+
+class InferenceEngine(torch.nn.Module):
+    """What the tasks' evaluate/predict need of an engine: a callable model with `.device`.
+    It stays in eval mode: a task's `engine.train()` after evaluating is a no-op here."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.module = model              # the name DeepSpeed uses; lm_common.base_config looks for it
+        self.device = device
+        self.module.to(device).eval()
+
+    def forward(self, **kw):
+        return self.module(**kw)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+@dataclass
+class LoadedAdapter:
+    adapter_dir: Path
+    spec: object                         # the run's validated JobSpec
+    engine: Optional[InferenceEngine]    # None after check_adapter (nothing loaded)
+    tokenizer: object
+    base_path: str
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def find_adapter_dir(path: str, arg: str = "ADAPTER_OR_RUN") -> Path:
+    """A run's output.dir (uses its adapter/) or an adapter folder."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{arg} '{path}' does not exist; pass a run's output.dir (e.g. runs/default) "
+                              "or its adapter/ folder")
+    for candidate in (p, p / "adapter"):
+        if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
+            return candidate
+    raise CheckpointError(f"{arg} '{path}': no adapter ({CONFIG} + {WEIGHTS}) in it or in its adapter/; pass "
+                          "a run's output.dir or an adapter folder written by `peft-ray train`")
+
+
+def read_run_spec(adapter_dir: Path):
+    """(adapter tensors, the run's JobSpec) from an adapter folder."""
+    from peft_ray.adapter import read_adapter
+    from peft_ray.spec import validate_spec
+
+    state, _, extra = read_adapter(adapter_dir)
+    if "spec" not in extra:
+        raise CheckpointError(f"{adapter_dir / EXTRA}: missing, or without the job ('spec'); eval and predict "
+                              "need an adapter written by `peft-ray train` (a foreign HF PEFT adapter can "
+                              "start a job instead: method.init_from)")
+    try:
+        spec = validate_spec(extra["spec"])
+    except JobError as e:
+        raise CheckpointError(f"{adapter_dir / EXTRA}: the recorded job no longer validates: {e}") from None
+    spec.method.init_from = None         # the adapter replaces any starting point
+    return state, spec
+
+
+def check_adapter(adapter_dir: Path) -> LoadedAdapter:
+    """Everything load_adapter checks that needs no weights: the job, the task, the base model path."""
+    from peft_ray.models import load_tokenizer, resolve_model_path
+
+    _, spec = read_run_spec(adapter_dir)
+    try:
+        path = resolve_model_path(spec.model.name_or_path)
+    except JobError as e:
+        raise CheckpointError(f"{adapter_dir / EXTRA}: {e}") from None
+    return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)
+
+
+def load_adapter(adapter_dir: Path, device: Optional[str] = None) -> LoadedAdapter:
+    """The frozen base model with the adapter's weights, in eval mode, on `device` (cuda if available)."""
+    from peft_ray.train.engine import build_model
+
+    state, spec = read_run_spec(adapter_dir)
+    try:
+        model, tokenizer, path = build_model(spec)
+        model.load_adapter_state(state, str(adapter_dir))
+    except (JobError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{adapter_dir}: cannot load this adapter onto its base model "
+                              f"'{spec.model.name_or_path}': {e}") from None
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return LoadedAdapter(adapter_dir, spec, InferenceEngine(model, dev), tokenizer, path)
+
+
+def input_columns(spec) -> List[str]:
+    """The columns a row needs to be predicted on (no label, target or tags)."""
+    from peft_ray.data.preprocess import column_fields
+
+    return [c for c, field in column_fields(spec).items() if field not in SUPERVISION_FIELDS]
+
+
+def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Schema:
+    """The first file's schema, after checking it has `columns`."""
+    from peft_ray.data.sources import read_schema
+
+    schema = read_schema(files)
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise DataError(f"{arg} '{files[0]}' has no column {missing} (the run's template is "
+                        f"'{spec.template.text}', task {spec.task.type}); its columns are {schema.names}")
+    return schema
+
+
+def start_ray(spec, address: Optional[str]) -> None:
+    """Join `address` (or RAY_ADDRESS), or start Ray in-process, as `peft-ray train` does
+    (never the cluster the run trained on: its address may be long gone)."""
+    from peft_ray.train.driver import init_ray
+
+    local = spec.model_copy(deep=True)
+    local.scaling.num_workers, local.scaling.cpus_per_worker, local.scaling.address = 1, 1, address
+    init_ray(local)
+
+
+def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -> Iterator[pa.Table]:
+    """A tqdm bar over rows on stderr while the tables stream through."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, mininterval=0.5, dynamic_ncols=True) as bar:
+        for t in tables:
+            bar.update(t.num_rows)
+            yield t
+        if bar.total is not None and bar.n < bar.total:   # rows the task skipped (empty text, no label)
+            bar.total = bar.n
+            bar.refresh()
+
+
+def count_rows(files: List[str]) -> Optional[int]:
+    """Rows in Parquet files from their footers (no data read); None for other formats."""
+    import pyarrow.parquet as pq
+
+    if not all(f.endswith(".parquet") for f in files):
+        return None
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def predict_config(loaded: LoadedAdapter):
+    """The run's preprocessing for single rows, with no hold-out filter."""
+    from peft_ray.data.preprocess import make_preprocess_config
+
+    cfg = make_preprocess_config(loaded.spec, loaded.base_path, "validation")
+    return replace(cfg, holdout_fraction=0.0, holdout_side="")
