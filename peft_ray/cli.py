@@ -92,13 +92,13 @@ def data() -> None:
 
 
 @data.command("make")
-@click.argument("name", type=click.Choice(["sentiment"]))
+@click.argument("name", type=click.Choice(["sentiment", "facts"]))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def data_make(name: str, out_dir: str) -> None:
     """Write the built-in data set NAME as Parquet files into OUT_DIR."""
     from peft_ray.data import builtin
 
-    click.echo(f"wrote {builtin.materialize(out_dir)}")
+    click.echo(f"wrote {builtin.materialize(out_dir, name=name)}")
 
 
 register_all(main)

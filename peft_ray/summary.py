@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+# (label, metrics key, format); rows whose key a task does not report are left out.
 ROWS = [("steps", "step", "{:.0f}"), ("samples/s", "samples_per_s", "{:.1f}"),
         ("tokens/s", "tokens_per_s", "{:.0f}"), ("val accuracy", "accuracy", "{:.4f}"),
-        ("val macro-F1", "macro_f1", "{:.4f}"), ("val loss", "loss", "{:.4f}"),
+        ("val macro-F1", "macro_f1", "{:.4f}"), ("val entity F1", "entity_f1", "{:.4f}"),
+        ("val entity precision", "entity_precision", "{:.4f}"), ("val entity recall", "entity_recall", "{:.4f}"),
+        ("val BLEU", "bleu", "{:.2f}"), ("val chrF", "chrf", "{:.2f}"), ("val exact match", "exact_match", "{:.4f}"),
+        ("val token F1", "token_f1", "{:.4f}"), ("val ROUGE-L", "rouge_l", "{:.4f}"), ("val loss", "loss", "{:.4f}"),
         ("trainable params", "trainable_params", "{:,.0f}"), ("skipped rows", "skipped_rows", "{:.0f}"),
         ("truncated rows", "truncated_rows", "{:.0f}"), ("non-finite skips", "skipped_nonfinite", "{:.0f}"),
         ("train time (s)", "train_seconds", "{:.1f}"), ("wall time (s)", "wall_seconds", "{:.1f}"),

@@ -60,19 +60,29 @@ def make_rows(n: int, seed: int) -> Dict[str, List]:
     return {"text": list(texts), "label": list(labels), "label_name": [LABELS[i] for i in labels]}
 
 
-def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600) -> Path:
+def datasets() -> dict:
+    """name -> module with NAME, VERSION and make_rows(n, seed)."""
+    import sys
+
+    from peft_ray.data import builtin_facts
+
+    return {NAME: sys.modules[__name__], builtin_facts.NAME: builtin_facts}
+
+
+def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name: str = NAME) -> Path:
     """Write train/validation Parquet files (idempotent; the content depends only on VERSION)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    data = datasets()[name]
     out = Path(out_dir)
-    done = out / f".complete-v{VERSION}"
+    done = out / f".complete-v{data.VERSION}"
     if done.exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train, 1234), ("validation", n_val, 5678)):
         tmp = out / f".{split}.parquet.tmp"
-        pq.write_table(pa.table(make_rows(n, seed)), tmp)
+        pq.write_table(pa.table(data.make_rows(n, seed)), tmp)
         tmp.replace(out / f"{split}.parquet")
     done.touch()
     return out

@@ -29,9 +29,11 @@ def resolve_root(root: Optional[str]) -> Optional[Path]:
         from peft_ray.data import builtin
 
         name = root[len(BUILTIN_PREFIX):]
-        if name != builtin.NAME:
-            raise DataError(f"data.root: unknown built-in data set '{name}'; available: {builtin.NAME}")
-        return builtin.materialize(cache_dir() / "datasets" / f"{name}-v{builtin.VERSION}")
+        if name not in builtin.datasets():
+            raise DataError(f"data.root: unknown built-in data set '{name}'; available: "
+                            f"{', '.join('builtin:' + n for n in builtin.datasets())}")
+        version = builtin.datasets()[name].VERSION
+        return builtin.materialize(cache_dir() / "datasets" / f"{name}-v{version}", name=name)
     return Path(root).expanduser()
 
 

@@ -17,7 +17,8 @@ class Section(pydantic.BaseModel):
 
 
 class ModelSpec(Section):
-    name_or_path: str = Field("minilm", description="HF id, local path, or the alias 'minilm'")
+    name_or_path: str = Field("minilm", description="HF id, local path, the alias 'minilm', or "
+                              "scratch:gpt2|llama|t5 (a small random generator with MiniLM's tokenizer)")
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example, before soft tokens")
     trust_remote_code: bool = Field(False, description="run model code from the checkpoint (off: unsafe)")
     allow_pickle: bool = Field(False, description="allow pickle (.bin) weights; off by default (unsafe)")

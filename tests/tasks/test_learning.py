@@ -65,3 +65,14 @@ def test_causal_verbalizer_classification_learns(tiny_models, tmp_path):
     m = train_local(task_job(tiny_models("gpt2"), data, tmp_path / "out", task, template, method, steps=100,
                              lr=0.01))
     assert m["accuracy"] >= 0.9, m
+
+
+def test_masked_lm_verbalizer_classification_learns(tiny_models, tmp_path):
+    """BERT-family scoring at the {label} mask; the MLM head (`cls`) trains with the adapter."""
+    data = make_data(tmp_path / "data", S.sentiment_rows, n_val=64)
+    task = {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"}
+    template = {"text": "review : {text} it was {label}", "verbalizer": {"negative": "bad", "positive": "good"}}
+    job = task_job(tiny_models("bert"), data, tmp_path / "out", task, template,
+                   {"name": "lora", "modules_to_save": ["cls"]}, steps=100, lr=0.01,
+                   train={"warmup_ratio": 0.0, "schedule": "constant"})
+    assert train_local(job)["accuracy"] >= 0.9

@@ -139,3 +139,28 @@ def test_collate_pads_targets_with_ignore():
                  {"input_ids": [5], "target_ids": [5], "reference": "b"}], pad_id=0)
     assert b["labels"].tolist() == [[IGNORE, 6, 7], [5, IGNORE, IGNORE]]
     assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]] and b["meta"]["reference"] == ["a", "b"]
+
+
+def test_scratch_generator_is_built_once_and_cached(tmp_path, monkeypatch):
+    from transformers import AutoConfig
+
+    from peft_ray.models import lm_kind, resolve_model_path
+
+    monkeypatch.setenv("PEFT_RAY_CACHE", str(tmp_path))
+    path = resolve_model_path("scratch:t5")
+    assert lm_kind(path) == "seq2seq" and AutoConfig.from_pretrained(path).vocab_size == 30522
+    assert resolve_model_path("scratch:t5") == path                     # cached, not rebuilt
+    with pytest.raises(SpecError, match="unknown scratch family 'bert'"):
+        resolve_model_path("scratch:bert")
+
+
+def test_builtin_facts_answers_are_fixed_per_thing():
+    from peft_ray.data import builtin_facts as F
+    from peft_ray.data.sources import resolve_root
+
+    rows = F.make_rows(200, 1)
+    thing = lambda q: next(w.strip("?.") for w in q.split() if w.strip("?.") in F.THINGS)  # noqa: E731
+    pairs = {(thing(q), a) for q, a in zip(rows["question"], rows["answer"])}
+    assert len({t for t, _ in pairs}) == len(pairs)                    # one answer per thing
+    with pytest.raises(DataError, match="builtin:facts"):
+        resolve_root("builtin:nope")
