@@ -76,3 +76,14 @@ def test_masked_lm_verbalizer_classification_learns(tiny_models, tmp_path):
                    {"name": "lora", "modules_to_save": ["cls"]}, steps=100, lr=0.01,
                    train={"warmup_ratio": 0.0, "schedule": "constant"})
     assert train_local(job)["accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("name", ["prefix_tuning", "prompt_tuning"])
+def test_prompt_methods_generate_on_llama(tiny_models, tmp_path, name):
+    """Virtual tokens at the input (prompt tuning, through the causal prompt cache) or K/V rows
+    in every attention layer (prefix tuning): decoding re-runs exactly the trained forward."""
+    data = make_data(tmp_path / "data", S.key_value_rows)
+    method = {"name": name, "num_virtual_tokens": 8, "modules_to_save": ["lm_head"]}
+    job = task_job(tiny_models("llama"), data, tmp_path / "out", {"type": "generation"},
+                   {"text": "{soft} key {key} value : {label}"}, method, steps=300, lr=0.03)
+    assert train_local(job)["exact_match"] >= 0.9
