@@ -98,9 +98,21 @@ def count_steps(spec: JobSpec, usable_rows: int) -> tuple[int, int]:
     return steps_per_epoch, total
 
 
+def check_model_fits_task(spec: JobSpec, model_path: str) -> None:
+    """Read the model's config now, before Ray starts: a bad pairing (verbalizer scoring on T5)
+    fails here, and the config is cached for the data pipeline. (Also, inside a `ray job
+    submit` driver, ray.init replaces the job's working directory, the process's cwd, and
+    transformers cannot be imported for the first time after that.)"""
+    from peft_ray.data.preprocess import classification_scoring
+    from peft_ray.models import lm_kind
+
+    classification_scoring(spec, lm_kind(model_path, spec.model.trust_remote_code))
+
+
 def run_preflight(spec: JobSpec) -> Preflight:
     model_path = resolve_model_path(spec.model.name_or_path)
     check_weights_safe(model_path, spec.model.allow_pickle)
+    check_model_fits_task(spec, model_path)
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
     holdout = spec.data.validation is None and spec.data.validation_fraction > 0
     train = scan_split(train_files, spec, "data.train", "train" if holdout else "")

@@ -4,6 +4,7 @@ or in-process for --local). Output rows: input_ids, label, length, truncated."""
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -96,13 +97,21 @@ def preprocess_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
     })
 
 
-def preprocess(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
-    """The one map_batches function: hold-out split, then the task's own preprocessing."""
-    from peft_ray.data.holdout import apply_holdout
-    from peft_ray.tasks import get_task
+_LOCK = threading.Lock()
 
-    batch = apply_holdout(batch, list(cfg.columns), cfg.holdout_fraction, cfg.holdout_seed, cfg.holdout_side)
-    return get_task(cfg.task_type).preprocess(batch, cfg)
+
+def preprocess(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
+    """The one map_batches function: hold-out split, then the task's own row builder.
+
+    Serialized per process: Ray Data may call it from several threads, and the first call
+    imports transformers (and with it torch); two threads importing torch at once fail with
+    "partially initialized module 'torch'". One Ray task runs one batch at a time anyway."""
+    from peft_ray.data.holdout import apply_holdout
+    from peft_ray.tasks.rows import row_builder
+
+    with _LOCK:
+        batch = apply_holdout(batch, list(cfg.columns), cfg.holdout_fraction, cfg.holdout_seed, cfg.holdout_side)
+        return row_builder(cfg.task_type, cfg.scoring)(batch, cfg)
 
 
 def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> PreprocessConfig:

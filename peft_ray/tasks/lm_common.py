@@ -1,46 +1,12 @@
-"""What the LM-head tasks share: tokenizer conventions, logits alignment, the base config."""
+"""What the LM-head tasks share at training/eval time: logits alignment, the base config."""
 
 from __future__ import annotations
-
-import functools
-from typing import List, Tuple
 
 import torch
 
 
-@functools.lru_cache(maxsize=8)
-def tokenizer(path: str, trust_remote_code: bool = False):
-    from peft_ray.models import load_tokenizer
-
-    return load_tokenizer(path, trust_remote_code)
 
 
-def lead_tokens(tok) -> List[int]:
-    """The special tokens the tokenizer puts before text ([CLS], Llama's <s>; none for GPT-2)."""
-    with_special = tok("x")["input_ids"]
-    plain = tok("x", add_special_tokens=False)["input_ids"]
-    for i in range(len(with_special) - len(plain) + 1):
-        if with_special[i:i + len(plain)] == plain:
-            return with_special[:i]
-    return []
-
-
-def eos_id(tok) -> int:
-    for tid in (tok.eos_token_id, tok.sep_token_id, tok.pad_token_id):
-        if tid is not None:
-            return tid
-    raise ValueError("the tokenizer has no eos, sep or pad token to end a response with")
-
-
-def split_ids(tok, prompt: str, response: str) -> Tuple[List[int], List[int]]:
-    """Prompt and response ids such that prompt + response is how the joined text tokenizes
-    (byte-level BPE merges a leading space into the next token, so the two are not
-    tokenized independently when the joined text has the prompt's ids as a prefix)."""
-    p = tok(prompt, add_special_tokens=False)["input_ids"]
-    full = tok(f"{prompt} {response}".strip(), add_special_tokens=False)["input_ids"]
-    if full[:len(p)] == p and len(full) > len(p):
-        return p, full[len(p):]
-    return p, tok(response, add_special_tokens=False)["input_ids"]
 
 
 def seq_logits(logits: torch.Tensor, n: int) -> torch.Tensor:

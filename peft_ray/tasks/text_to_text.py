@@ -12,17 +12,16 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from peft_ray.data.batching import IGNORE
 from peft_ray.metrics import generation_metrics, translation_metrics
 from peft_ray.models import lm_kind, load_auto
 from peft_ray.tasks.base import TASKS, TaskImpl
 from peft_ray.tasks.decoding import LMIO, generate
-from peft_ray.tasks.lm_common import base_config, eos_id, lead_tokens, seq_logits, shift_right, split_ids, tokenizer
-from peft_ray.templates import Template
+from peft_ray.tasks.lm_common import base_config, seq_logits, shift_right
+from peft_ray.tasks.rows.text_to_text import preprocess
+from peft_ray.tasks.rows.tokens import IGNORE, eos_id, tokenizer
 from peft_ray.train import dist as D
 
 AUTO = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
@@ -38,44 +37,6 @@ def load_base(spec, path: str):
                         "Use a classification or token_classification task with it")
     return load_auto(path, AUTO[kind], seed=spec.train.seed, trust_remote_code=spec.model.trust_remote_code,
                      allow_pickle=spec.model.allow_pickle)
-
-
-# --- preprocessing (Ray Data map_batches) ---------------------------------------------------------
-
-def preprocess(batch: pa.Table, cfg) -> pa.Table:
-    tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
-    prompt_t = Template.parse(cfg.template).prompt_part()
-    rows = []
-    for row in batch.to_pylist():
-        prompt, resp = prompt_t.render(row), row.get(cfg.target_column)
-        if prompt is None or resp is None or not str(resp).strip():
-            continue
-        build = _causal_row if cfg.lm_kind == "causal" else _seq2seq_row
-        rows.append(build(tok, prompt, str(resp), cfg))
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
-                    ("prompt_len", pa.int32()), ("reference", pa.string()), ("length", pa.int32()),
-                    ("truncated", pa.bool_())])
-
-
-def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
-    p, r = split_ids(tok, prompt, resp)
-    r = r[:cfg.max_target_length - 1] + [eos_id(tok)]
-    lead = lead_tokens(tok)
-    room = max(cfg.max_length - len(r) - len(lead), 1)
-    truncated = len(p) > room
-    p = lead + p[-room:]                                 # keep the end of a long prompt (nearest the answer)
-    return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p),
-            "reference": resp, "length": len(p) + len(r), "truncated": truncated}
-
-
-def _seq2seq_row(tok, prompt: str, resp: str, cfg) -> dict:
-    p = tok(prompt, truncation=True, max_length=cfg.max_length)["input_ids"]
-    r = tok(resp, add_special_tokens=False)["input_ids"][:cfg.max_target_length - 1] + [eos_id(tok)]
-    return {"input_ids": p, "target_ids": r, "prompt_len": len(p), "reference": resp,
-            "length": len(p) + len(r), "truncated": len(p) >= cfg.max_length}
 
 
 # --- training ---------------------------------------------------------------------------------

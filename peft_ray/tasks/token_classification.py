@@ -12,23 +12,16 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from peft_ray.data.batching import IGNORE
-from peft_ray.errors import DataError
 from peft_ray.metrics import entity_counts, entity_metrics, repair_iob2
 from peft_ray.models import load_auto
 from peft_ray.tasks.base import TASKS, TaskImpl
-from peft_ray.tasks.lm_common import seq_logits, tokenizer
-from peft_ray.templates import Template
+from peft_ray.tasks.lm_common import seq_logits
+from peft_ray.tasks.rows.token_classification import preprocess, tag_names
+from peft_ray.tasks.rows.tokens import IGNORE
 from peft_ray.train import dist as D
-
-
-def tag_names(entity_types) -> List[str]:
-    """O, B-T1, I-T1, B-T2, I-T2, ... (the label-id order of the head)."""
-    return ["O"] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
 
 
 def load_base(spec, path: str):
@@ -36,70 +29,6 @@ def load_base(spec, path: str):
     return load_auto(path, "AutoModelForTokenClassification", seed=spec.train.seed, num_labels=len(tags),
                      id2label=dict(enumerate(tags)), label2id={t: i for i, t in enumerate(tags)},
                      trust_remote_code=spec.model.trust_remote_code, allow_pickle=spec.model.allow_pickle)
-
-
-# --- preprocessing ---------------------------------------------------------------------------
-
-def _tag_ids(tags: list, names: List[str], row_no: int, column: str) -> List[int]:
-    index = {t: i for i, t in enumerate(names)}
-    out = []
-    for t in tags:
-        if isinstance(t, str) and t in index:
-            out.append(index[t])
-        elif isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(names):
-            out.append(t)
-        else:
-            raise DataError(f"column '{column}', row {row_no}: tag {t!r} is not one of {names} (IOB2 tags of "
-                            "task.labels, or their ids in that order); fix the row or add its type to task.labels")
-    return out
-
-
-def _words(template: Template, tokens: List[str]):
-    """(words, index of the first data word): hard text becomes words without labels."""
-    words, start = [], 0
-    for p in template.parts:
-        if p.kind == "text":
-            words += p.value.split()
-        elif p.kind == "column":
-            start = len(words)
-            words += [str(t) for t in tokens]
-    return words, start
-
-
-def preprocess(batch: pa.Table, cfg) -> pa.Table:
-    tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
-    template = Template.parse(cfg.template)
-    names = tag_names(cfg.labels)
-    rows = []
-    for n, row in enumerate(batch.to_pylist()):
-        tokens, tags = row.get(cfg.tokens_column), row.get(cfg.tags_column)
-        if not tokens or tags is None:
-            continue
-        if len(tokens) != len(tags):
-            raise DataError(f"row {n} of a batch: '{cfg.tokens_column}' has {len(tokens)} words but "
-                            f"'{cfg.tags_column}' has {len(tags)} tags; they must align one to one")
-        rows.append(_encode(tok, template, tokens, _tag_ids(tags, names, n, cfg.tags_column), cfg.max_length))
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
-                    ("word_pos", pa.list_(pa.int32())), ("gold", pa.list_(pa.int32())),
-                    ("length", pa.int32()), ("truncated", pa.bool_())])
-
-
-def _encode(tok, template: Template, tokens: List[str], tags: List[int], max_length: int) -> dict:
-    words, start = _words(template, tokens)
-    enc = tok(words, is_split_into_words=True, truncation=True, max_length=max_length)
-    ids, word_ids = enc["input_ids"], enc.word_ids()
-    target = [IGNORE] * len(ids)
-    word_pos = [-1] * len(tokens)               # the token position of each data word (-1: truncated away)
-    for pos, w in enumerate(word_ids):
-        if w is None or w < start or w >= start + len(tokens) or (pos and word_ids[pos - 1] == w):
-            continue
-        target[pos] = tags[w - start]
-        word_pos[w - start] = pos
-    return {"input_ids": ids, "target_ids": target, "word_pos": word_pos, "gold": tags, "length": len(ids),
-            "truncated": -1 in word_pos}
 
 
 # --- training and evaluation -----------------------------------------------------------------

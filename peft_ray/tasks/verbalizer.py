@@ -18,12 +18,11 @@ import functools
 import math
 from typing import Tuple
 
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from peft_ray.tasks.lm_common import lead_tokens, seq_logits, split_ids, tokenizer
-from peft_ray.templates import Template
+from peft_ray.tasks.lm_common import seq_logits
+from peft_ray.tasks.rows.tokens import split_ids, tokenizer
 
 Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: token ids
 
@@ -49,58 +48,6 @@ def spec_candidates(spec) -> Tuple[Candidates, str]:
 
     cfg = make_preprocess_config(spec, resolve_model_path(spec.model.name_or_path))
     return candidates(cfg.tokenizer_path, cfg.trust_remote_code, cfg.verbalizer, cfg.scoring), cfg.scoring
-
-
-# --- preprocessing ---------------------------------------------------------------------------
-
-def preprocess(batch: pa.Table, cfg) -> pa.Table:
-    from peft_ray.data.preprocess import label_ids
-
-    tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
-    template = Template.parse(cfg.template)
-    rows, labels = [], []
-    for row in batch.to_pylist():
-        if row.get(cfg.label_column) is None:
-            continue
-        built = _mlm_row(tok, template, row, cfg) if cfg.scoring == "mlm" else _causal_row(tok, template, row, cfg)
-        if built is not None:
-            rows.append(built)
-            labels.append(row[cfg.label_column])
-    ids = label_ids(labels, cfg.labels, cfg.label_column)
-    for r, y in zip(rows, ids):
-        r["label"] = int(y)
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("score_pos", pa.int32()), ("length", pa.int32()),
-                    ("truncated", pa.bool_()), ("label", pa.int64())])
-
-
-def _mlm_row(tok, template: Template, row: dict, cfg):
-    text = template.render(row, tok.mask_token)
-    if text is None:
-        return None
-    if not template.has_label_slot:
-        text = f"{text} {tok.mask_token}"
-    ids = tok(text)["input_ids"]
-    pos = ids.index(tok.mask_token_id)
-    cut = len(ids) - cfg.max_length
-    if cut > 0:  # drop text just before the mask, so the mask (and what follows it) survives
-        ids = ids[:max(pos - cut, 1)] + ids[pos:]
-        ids = ids[:cfg.max_length]
-        pos = ids.index(tok.mask_token_id)
-    return {"input_ids": ids, "score_pos": pos, "length": len(ids), "truncated": cut > 0}
-
-
-def _causal_row(tok, template: Template, row: dict, cfg):
-    prompt = template.prompt_part().render(row)
-    if prompt is None:
-        return None
-    lead = lead_tokens(tok)
-    p = tok(prompt, add_special_tokens=False)["input_ids"]
-    room = cfg.max_length - len(lead)
-    ids = lead + p[-room:]
-    return {"input_ids": ids, "score_pos": len(ids) - 1, "length": len(ids), "truncated": len(p) > room}
 
 
 # --- scoring ---------------------------------------------------------------------------------

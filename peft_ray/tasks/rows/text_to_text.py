@@ -1,0 +1,44 @@
+"""Generation / translation rows: prompt and response token ids, the loss mask, the reference."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from peft_ray.tasks.rows.tokens import IGNORE, eos_id, lead_tokens, split_ids, tokenizer
+from peft_ray.templates import Template
+
+
+def preprocess(batch: pa.Table, cfg) -> pa.Table:
+    tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
+    prompt_t = Template.parse(cfg.template).prompt_part()
+    rows = []
+    for row in batch.to_pylist():
+        prompt, resp = prompt_t.render(row), row.get(cfg.target_column)
+        if prompt is None or resp is None or not str(resp).strip():
+            continue
+        build = _causal_row if cfg.lm_kind == "causal" else _seq2seq_row
+        rows.append(build(tok, prompt, str(resp), cfg))
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
+                    ("prompt_len", pa.int32()), ("reference", pa.string()), ("length", pa.int32()),
+                    ("truncated", pa.bool_())])
+
+
+def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
+    p, r = split_ids(tok, prompt, resp)
+    r = r[:cfg.max_target_length - 1] + [eos_id(tok)]
+    lead = lead_tokens(tok)
+    room = max(cfg.max_length - len(r) - len(lead), 1)
+    truncated = len(p) > room
+    p = lead + p[-room:]                                 # keep the end of a long prompt (nearest the answer)
+    return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p),
+            "reference": resp, "length": len(p) + len(r), "truncated": truncated}
+
+
+def _seq2seq_row(tok, prompt: str, resp: str, cfg) -> dict:
+    p = tok(prompt, truncation=True, max_length=cfg.max_length)["input_ids"]
+    r = tok(resp, add_special_tokens=False)["input_ids"][:cfg.max_target_length - 1] + [eos_id(tok)]
+    return {"input_ids": p, "target_ids": r, "prompt_len": len(p), "reference": resp,
+            "length": len(p) + len(r), "truncated": len(p) >= cfg.max_length}
