@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any
 
 from peft_ray.errors import SpecError
 
@@ -70,36 +70,8 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
 def load_classifier(path: str, num_labels: int, *, seed: int, trust_remote_code: bool = False,
                     allow_pickle: bool = False) -> Any:
     """A sequence-classification model with a freshly seeded head (same on every rank)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    check_weights_safe(path, allow_pickle)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier MISSING" report is expected: we train it
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = model.config.eos_token_id
-    return model
-
-
-def load_lm(path: str, kind: str = "causal", *, trust_remote_code: bool = False,
-            allow_pickle: bool = False) -> Any:
-    """A base with its LM head: kind "causal" (GPT-2, Llama: CAUSAL_LM) or "seq2seq" (T5: SEQ_2_SEQ_LM)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    check_weights_safe(path, allow_pickle)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    auto = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
-    return auto.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                use_safetensors=None if allow_pickle else True)
+    return load_auto(path, "AutoModelForSequenceClassification", seed=seed, num_labels=num_labels,
+                     trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
 @functools.lru_cache(maxsize=32)

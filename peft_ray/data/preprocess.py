@@ -3,7 +3,6 @@ or in-process for --local). Output rows: input_ids, label, length, truncated."""
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -39,13 +38,6 @@ class PreprocessConfig:
     holdout_side: str = ""              # "" | "train" | "validation"
 
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str, trust_remote_code: bool):
-    from peft_ray.models import load_tokenizer
-
-    return load_tokenizer(path, trust_remote_code)
-
-
 def label_ids(values: List, labels: Tuple[str, ...], column: str) -> np.ndarray:
     """Labels may be ids (0..K-1) or label names; anything else is an error naming the value."""
     index = {name: i for i, name in enumerate(labels)}
@@ -77,7 +69,9 @@ def _tokenize(tok, texts: List[str], max_length: int) -> Tuple[List[List[int]], 
 
 def preprocess_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
     """Render the template for each row, tokenize, and map labels. Skips null/empty text rows."""
-    tok = _tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
+    from peft_ray.tasks.rows.tokens import tokenizer
+
+    tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
     template = Template.parse(cfg.template)
     rows = batch.to_pylist()
     label_text = tok.mask_token or ""
@@ -140,7 +134,10 @@ def classification_scoring(spec, kind: str) -> str:
     """head (a trained classifier) or verbalizer scoring by the LM head: mlm or causal."""
     if spec.task.type != "classification":
         return "head"
-    head = spec.task.head
+    return classification_scoring_for(spec.task.head, kind)
+
+
+def classification_scoring_for(head: str, kind: str) -> str:
     if head == "auto":
         head = "verbalizer" if kind == "causal" else "head"
     if head == "head":

@@ -1,5 +1,6 @@
-"""The task registry. A task decides how rows become tensors, what the loss is,
-how evaluation scores, and which base-model head to load."""
+"""The task registry. A task decides which base-model head to load, what the loss is, how
+evaluation scores and what `predict` writes. How its rows are tokenized lives in
+tasks/rows/ (torch-free, run inside Ray Data tasks; dispatched by rows.row_builder)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ class TaskImpl:
     name: str
     # (spec, model_path) -> base model with the right head, seeded
     load_base: Callable[..., Any]
-    # (arrow table, PreprocessConfig) -> arrow table of model-ready rows (Ray Data map_batches)
-    preprocess: Callable[..., Any]
     # (engine, micro-batch, spec) -> scalar loss
     loss: Callable[..., Any]
     # (engine, tables, spec, pad_id) -> metrics dict, identical on every rank

@@ -6,12 +6,13 @@ scoring by the LM head (masked or causal LMs; see tasks/verbalizer.py).
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 
-from peft_ray.data.preprocess import classification_scoring, preprocess_batch
+from peft_ray.data.preprocess import classification_scoring_for
 from peft_ray.models import lm_kind, load_auto, load_classifier, resolve_model_path
 from peft_ray.tasks import verbalizer
 from peft_ray.tasks.base import TASKS, TaskImpl
@@ -20,23 +21,25 @@ from peft_ray.train.evaluate import evaluate, forward_logits
 LM_HEADS = {"mlm": "AutoModelForMaskedLM", "causal": "AutoModelForCausalLM"}
 
 
-def scoring(spec, path: str = None) -> str:
-    path = path or resolve_model_path(spec.model.name_or_path)
-    return classification_scoring(spec, lm_kind(path, spec.model.trust_remote_code))
+def scoring(spec) -> str:
+    """head, mlm or causal; looked up once per job (the loss asks on every micro-step)."""
+    return _scoring(spec.model.name_or_path, spec.model.trust_remote_code, spec.task.head)
+
+
+@functools.lru_cache(maxsize=16)
+def _scoring(name_or_path: str, trust_remote_code: bool, head: str) -> str:
+    kind = lm_kind(resolve_model_path(name_or_path), trust_remote_code)
+    return classification_scoring_for(head, kind)
 
 
 def load_base(spec, path: str):
-    how = scoring(spec, path)
+    how = scoring(spec)
     if how == "head":
         return load_classifier(path, len(spec.task.labels), seed=spec.train.seed,
                                trust_remote_code=spec.model.trust_remote_code,
                                allow_pickle=spec.model.allow_pickle)
     return load_auto(path, LM_HEADS[how], seed=spec.train.seed, trust_remote_code=spec.model.trust_remote_code,
                      allow_pickle=spec.model.allow_pickle)
-
-
-def preprocess(batch, cfg):
-    return preprocess_batch(batch, cfg) if cfg.scoring == "head" else verbalizer.preprocess(batch, cfg)
 
 
 def loss(engine, batch: dict, spec=None) -> torch.Tensor:
@@ -65,5 +68,5 @@ def predict(engine, batch: dict, spec, tok) -> Dict[str, List]:
 
 
 TASKS.register("classification")(TaskImpl(
-    name="classification", load_base=load_base, preprocess=preprocess, loss=loss,
+    name="classification", load_base=load_base, loss=loss,
     evaluate=evaluate_task, primary_metric="accuracy", predict=predict))

@@ -5,10 +5,6 @@ from __future__ import annotations
 import torch
 
 
-
-
-
-
 def seq_logits(logits: torch.Tensor, n: int) -> torch.Tensor:
     """The logits of the n input positions: prompt tuning and p-tuning prepend virtual tokens,
     whose positions come first in the output (as in HF PEFT)."""

@@ -20,7 +20,6 @@ from peft_ray.models import lm_kind, load_auto
 from peft_ray.tasks.base import TASKS, TaskImpl
 from peft_ray.tasks.decoding import LMIO, generate
 from peft_ray.tasks.lm_common import base_config, seq_logits, shift_right
-from peft_ray.tasks.rows.text_to_text import preprocess
 from peft_ray.tasks.rows.tokens import IGNORE, eos_id, tokenizer
 from peft_ray.train import dist as D
 
@@ -107,8 +106,8 @@ def predict(engine, batch: dict, spec, tok) -> Dict[str, list]:
 
 
 TASKS.register("generation")(TaskImpl(
-    name="generation", load_base=load_base, preprocess=preprocess, loss=loss, evaluate=evaluate,
+    name="generation", load_base=load_base, loss=loss, evaluate=evaluate,
     primary_metric="exact_match", headline=("exact_match", "token_f1", "rouge_l"), predict=predict))
 TASKS.register("translation")(TaskImpl(
-    name="translation", load_base=load_base, preprocess=preprocess, loss=loss, evaluate=evaluate,
+    name="translation", load_base=load_base, loss=loss, evaluate=evaluate,
     primary_metric="bleu", headline=("bleu", "chrf", "exact_match"), predict=predict))

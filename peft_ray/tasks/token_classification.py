@@ -19,7 +19,7 @@ from peft_ray.metrics import entity_counts, entity_metrics, repair_iob2
 from peft_ray.models import load_auto
 from peft_ray.tasks.base import TASKS, TaskImpl
 from peft_ray.tasks.lm_common import seq_logits
-from peft_ray.tasks.rows.token_classification import preprocess, tag_names
+from peft_ray.tasks.rows.token_classification import tag_names
 from peft_ray.tasks.rows.tokens import IGNORE
 from peft_ray.train import dist as D
 
@@ -82,5 +82,5 @@ def predict(engine, batch: dict, spec, tok) -> Dict[str, list]:
 
 
 TASKS.register("token_classification")(TaskImpl(
-    name="token_classification", load_base=load_base, preprocess=preprocess, loss=loss, evaluate=evaluate,
+    name="token_classification", load_base=load_base, loss=loss, evaluate=evaluate,
     primary_metric="entity_f1", headline=("entity_f1", "entity_precision", "entity_recall"), predict=predict))

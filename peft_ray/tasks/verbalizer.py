@@ -43,11 +43,23 @@ def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ..
 
 
 def spec_candidates(spec) -> Tuple[Candidates, str]:
-    from peft_ray.data.preprocess import make_preprocess_config
-    from peft_ray.models import resolve_model_path
+    """The job's candidate token ids and scoring kind (cached: the loss asks every micro-step)."""
+    from peft_ray.templates import normalize_verbalizer
 
-    cfg = make_preprocess_config(spec, resolve_model_path(spec.model.name_or_path))
-    return candidates(cfg.tokenizer_path, cfg.trust_remote_code, cfg.verbalizer, cfg.scoring), cfg.scoring
+    labels = tuple(spec.task.labels or ())
+    verb = normalize_verbalizer(spec.template.verbalizer) or {lab: [lab] for lab in labels}
+    words = tuple(tuple(verb.get(lab, [lab])) for lab in labels)
+    return _candidates(spec.model.name_or_path, spec.model.trust_remote_code, spec.task.head, words)
+
+
+@functools.lru_cache(maxsize=16)
+def _candidates(name_or_path: str, trust: bool, head: str, words) -> Tuple[Candidates, str]:
+    from peft_ray.data.preprocess import classification_scoring_for
+    from peft_ray.models import lm_kind, resolve_model_path
+
+    path = resolve_model_path(name_or_path)
+    scoring = classification_scoring_for(head, lm_kind(path, trust))
+    return candidates(path, trust, words, scoring), scoring
 
 
 # --- scoring ---------------------------------------------------------------------------------

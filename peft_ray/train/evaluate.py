@@ -22,12 +22,6 @@ def _my_batches(batches: Iterator[dict]) -> Iterator[dict]:
     return itertools.islice(batches, rank(), None, world())
 
 
-def _dummy(pad_id: int) -> dict:
-    """A one-token batch for a worker that has seen no validation batch at all."""
-    return {"input_ids": torch.full((1, 1), pad_id), "attention_mask": torch.ones(1, 1, dtype=torch.long),
-            "score_pos": torch.zeros(1, dtype=torch.long)}
-
-
 def lockstep_batches(batches: Iterator[dict], dummy_row: Callable[[], dict]) -> Iterator[Tuple[dict, bool]]:
     """This worker's share of `batches` as (batch, True), then (filler, False) until every worker
     is done: ZeRO-3 forwards are collective, so all workers run the same number of them. The
@@ -60,18 +54,14 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
     engine.eval()
     k = len(labels)
     cm = torch.zeros(k, k, dtype=torch.float64)
-    loss_sum, last = 0.0, None
-    mine = _my_batches(micro_batches(tables, batch_size, pad_id=pad_id, seed=0,
-                                     group_by_length=True, drop_last=False))
+    loss_sum = 0.0
+    batches = micro_batches(tables, batch_size, pad_id=pad_id, seed=0, group_by_length=True, drop_last=False)
+    dummy = {"input_ids": [pad_id], "label": 0, "score_pos": 0}   # a one-token row for a worker with none
     with torch.no_grad():
-        while True:
-            batch = next(mine, None)
-            if all_sum([batch is not None])[0] == 0:
-                break
-            logits = logits_fn(engine, batch or last or _dummy(pad_id))
-            if batch is None:
+        for batch, real in lockstep_batches(batches, lambda: dummy):
+            logits = logits_fn(engine, batch)
+            if not real:
                 continue  # lockstep filler
-            last = batch
             y = batch["labels"].to(logits.device)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             pred = logits.argmax(-1).cpu().numpy()

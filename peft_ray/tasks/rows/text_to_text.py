@@ -29,7 +29,7 @@ SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_
 def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
     p, r = split_ids(tok, prompt, resp)
     r = r[:cfg.max_target_length - 1] + [eos_id(tok)]
-    lead = lead_tokens(tok)
+    lead = list(lead_tokens(tok))
     room = max(cfg.max_length - len(r) - len(lead), 1)
     truncated = len(p) > room
     p = lead + p[-room:]                                 # keep the end of a long prompt (nearest the answer)

@@ -15,14 +15,15 @@ def tokenizer(path: str, trust_remote_code: bool = False):
     return load_tokenizer(path, trust_remote_code)
 
 
-def lead_tokens(tok) -> List[int]:
+@functools.lru_cache(maxsize=8)  # per tokenizer object; row builders call it per row
+def lead_tokens(tok) -> Tuple[int, ...]:
     """The special tokens the tokenizer puts before text ([CLS], Llama's <s>; none for GPT-2)."""
     with_special = tok("x")["input_ids"]
     plain = tok("x", add_special_tokens=False)["input_ids"]
     for i in range(len(with_special) - len(plain) + 1):
         if with_special[i:i + len(plain)] == plain:
-            return with_special[:i]
-    return []
+            return tuple(with_special[:i])
+    return ()
 
 
 def eos_id(tok) -> int:

@@ -51,7 +51,7 @@ def _causal_row(tok, template: Template, row: dict, cfg):
     prompt = template.prompt_part().render(row)
     if prompt is None:
         return None
-    lead = lead_tokens(tok)
+    lead = list(lead_tokens(tok))
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     room = cfg.max_length - len(lead)
     ids = lead + p[-room:]
