@@ -6,6 +6,7 @@ a worker that runs out of batches repeats its last batch and discards the result
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
@@ -40,6 +41,25 @@ def lockstep_batches(batches: Iterator[dict], dummy_row: Callable[[], dict]) -> 
             yield (last or collate([dummy_row()], 0)), False
 
 
+@contextlib.contextmanager
+def eval_scope(engine):
+    """Eval mode and a forked RNG for the duration of an evaluation, then the mode it had.
+
+    Evaluating must not change training: dropout comes back on exactly as it was, and
+    sampling-based decoding draws from a copy of the RNG, so a run that evaluates every
+    N steps trains the same steps as one that never does."""
+    module = getattr(engine, "module", engine)
+    was_training = bool(getattr(module, "training", False))
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        engine.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            engine.train(was_training)
+
+
 def forward_logits(engine, batch: dict) -> torch.Tensor:
     out = engine(input_ids=batch["input_ids"].to(engine.device),
                  attention_mask=batch["attention_mask"].to(engine.device))
@@ -51,13 +71,12 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
     """Classification: accuracy, macro-F1, per-class P/R/F1 and loss; `logits_fn` gives (B, K) scores."""
     if tables is None:
         return {}
-    engine.eval()
     k = len(labels)
     cm = torch.zeros(k, k, dtype=torch.float64)
     loss_sum = 0.0
     batches = micro_batches(tables, batch_size, pad_id=pad_id, seed=0, group_by_length=True, drop_last=False)
     dummy = {"input_ids": [pad_id], "label": 0, "score_pos": 0}   # a one-token row for a worker with none
-    with torch.no_grad():
+    with eval_scope(engine):
         for batch, real in lockstep_batches(batches, lambda: dummy):
             logits = logits_fn(engine, batch)
             if not real:
@@ -66,7 +85,6 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             pred = logits.argmax(-1).cpu().numpy()
             np.add.at(cm.numpy(), (batch["labels"].numpy(), pred), 1)
-    engine.train()
     cm = all_sum_tensor(cm)
     n = cm.sum().item()
     loss = all_sum([loss_sum])[0] / max(n, 1)
@@ -82,10 +100,9 @@ def sequence_eval(engine, tables: Iterable, spec, pad_id: int, dummy_row: Callab
     from peft_ray.data.batching import IGNORE
 
     results, loss_sum, n_tok = [], 0.0, 0
-    engine.eval()
     batches = micro_batches(tables, spec.train.eval_batch_size, pad_id=pad_id, seed=0, group_by_length=True,
                             drop_last=False)
-    with torch.no_grad():
+    with eval_scope(engine):
         for batch, real in lockstep_batches(batches, dummy_row):
             logits, out = step(batch)
             if not real:
@@ -95,6 +112,5 @@ def sequence_eval(engine, tables: Iterable, spec, pad_id: int, dummy_row: Callab
                                         reduction="sum").item()
             n_tok += int((labels != IGNORE).sum())
             results += out
-    engine.train()
     loss_sum, n_tok = all_sum([loss_sum, n_tok])
     return results, loss_sum / max(n_tok, 1)

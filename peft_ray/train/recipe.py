@@ -50,6 +50,7 @@ def train_func(config: Dict[str, Any]):
     setup_torch(spec)
     model, tokenizer, base_path = build_model(spec)
     engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=use_bf16(spec))
+    engine.train()  # from_pretrained returns eval mode; dropout is on from step 1, as in HF Trainer
     data = make_data(run, spec)
     reporter = make_reporter(run, spec)
     state = restore(engine, reporter)
@@ -238,7 +239,10 @@ def log_progress(ctx: StepContext, state: TrainerState) -> None:
 
 
 def evaluate_now(ctx: StepContext) -> Dict[str, float]:
-    return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec, ctx.pad_id)
+    from peft_ray.train.evaluate import eval_scope
+
+    with eval_scope(ctx.engine):  # back in train mode after, training RNG untouched
+        return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec, ctx.pad_id)
 
 
 def adapter_writer(ctx: StepContext):
