@@ -34,6 +34,11 @@ def resolve_model_path(name_or_path: str) -> str:
         from peft_ray.scratch import scratch_model
 
         return scratch_model(name_or_path, cache_dir() / "models", resolve_model_path("minilm"))
+    if name_or_path == "smollm2":
+        from peft_ray.data.sources import cache_dir
+        from peft_ray.smollm2 import smollm2_path
+
+        return smollm2_path(cache_dir() / "models")
     if name_or_path in ALIASES:
         try:
             pkg = __import__(ALIASES[name_or_path])
@@ -47,7 +52,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if looks_local:
         if not p.is_dir():
             raise SpecError(f"model.name_or_path: '{name_or_path}' does not exist (expected a model folder "
-                            "with config.json, or the alias 'minilm')")
+                            "with config.json, or the alias 'minilm' or 'smollm2')")
         if not (p / "config.json").is_file():
             raise SpecError(f"model.name_or_path: '{name_or_path}' has no config.json; is it a model folder?")
         return str(p.resolve())

@@ -13,7 +13,8 @@ from typing import List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from peft_ray.data.preprocess import column_fields, label_ids, needed_columns
+from peft_ray.data.fewshot import keep_shots
+from peft_ray.data.preprocess import column_fields, few_shot_thresholds, label_ids, needed_columns, shots_seed
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
 from peft_ray.errors import DataError
 from peft_ray.models import check_weights_safe, resolve_model_path
@@ -59,10 +60,15 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     text_cols = [c for c in cols if c != spec.task.label_column]
     classify = spec.task.type == "classification"
     labels = tuple(spec.task.labels or ()) if classify else ()
+    shots = few_shot_thresholds(spec) if field_name == "data.train" else ()
     for batch in iter_arrow(files, cols):
         if holdout:
             batch = apply_holdout(pa.Table.from_batches([batch]), cols, spec.data.validation_fraction,
                                   spec.train.seed, holdout)
+        if shots:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            batch = keep_shots(table, tuple(cols), spec.task.label_column, tuple(spec.task.labels), shots,
+                               shots_seed(spec))
         facts.rows += len(batch)
         ok = pc.is_valid(batch.column(cols[-1]))
         for c in text_cols:

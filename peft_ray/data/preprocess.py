@@ -36,6 +36,8 @@ class PreprocessConfig:
     holdout_fraction: float = 0.0
     holdout_seed: int = 0
     holdout_side: str = ""              # "" | "train" | "validation"
+    shots_thresholds: Tuple[int, ...] = ()   # data.train_shots (train split only): see data/fewshot.py
+    shots_seed: int = 0
 
 
 def label_ids(values: List, labels: Tuple[str, ...], column: str) -> np.ndarray:
@@ -105,6 +107,11 @@ def preprocess(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
 
     with _LOCK:
         batch = apply_holdout(batch, list(cfg.columns), cfg.holdout_fraction, cfg.holdout_seed, cfg.holdout_side)
+        if cfg.shots_thresholds:
+            from peft_ray.data.fewshot import keep_shots
+
+            batch = keep_shots(batch, cfg.columns, cfg.label_column, cfg.labels, cfg.shots_thresholds,
+                               cfg.shots_seed)
         return row_builder(cfg.task_type, cfg.scoring)(batch, cfg)
 
 
@@ -127,7 +134,26 @@ def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> P
         target_column=t.target_column, tokens_column=t.tokens_column, tags_column=t.tags_column,
         max_target_length=t.max_target_length, lm_kind=kind, columns=tuple(needed_columns(spec)),
         holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=spec.train.seed,
-        holdout_side=split if holdout else "")
+        holdout_side=split if holdout else "",
+        shots_thresholds=few_shot_thresholds(spec) if split == "train" else (), shots_seed=shots_seed(spec))
+
+
+def shots_seed(spec) -> int:
+    return spec.train.seed if spec.data.shots_seed is None else spec.data.shots_seed
+
+
+def few_shot_thresholds(spec) -> Tuple[int, ...]:
+    """data.train_shots: each class's hash threshold (one pass over train, cached); () when unset."""
+    from peft_ray.data.fewshot import shot_thresholds
+    from peft_ray.data.sources import resolve_files
+
+    if not spec.data.train_shots:
+        return ()
+    holdout = spec.data.validation is None and spec.data.validation_fraction > 0
+    files = tuple(resolve_files(spec.data.root, spec.data.train, "data.train"))
+    return shot_thresholds(files, tuple(needed_columns(spec)), spec.task.label_column, tuple(spec.task.labels),
+                           spec.data.train_shots, shots_seed(spec),
+                           (spec.data.validation_fraction if holdout else 0.0, spec.train.seed))
 
 
 def classification_scoring(spec, kind: str) -> str:

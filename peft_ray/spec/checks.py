@@ -11,6 +11,9 @@ def check_cross_fields(spec: JobSpec) -> None:
     template = Template.parse(spec.template.text)
     _check_soft_tokens(spec, template)
     _check_verbalizer(spec)
+    if spec.data.train_shots and spec.task.type != "classification":
+        raise SpecError(f"data.train_shots: K rows per class needs classes; task.type is '{spec.task.type}' "
+                        "(for a smaller training set there, use train.max_steps)")
     if spec.task.type == "classification":
         if not spec.task.labels or len(spec.task.labels) < 2:
             raise SpecError("task.labels: classification needs at least two label names, e.g. [negative, positive]")

@@ -73,6 +73,10 @@ class DataSpec(Section):
     validation: Optional[str] = Field("validation.parquet", description="validation file, or null")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0,
                                        description="hold out this fraction of train when validation is null")
+    train_shots: Optional[int] = Field(None, gt=0, le=100_000,
+                                       description="few-shot: train on K rows per class (classification), "
+                                       "picked by content hash and data.shots_seed, the same on every worker")
+    shots_seed: Optional[int] = Field(None, description="which K rows data.train_shots picks (default: train.seed)")
 
 
 class TrainSpec(Section):

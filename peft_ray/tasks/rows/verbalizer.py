@@ -51,6 +51,7 @@ def _causal_row(tok, template: Template, row: dict, cfg):
     prompt = template.prompt_part().render(row)
     if prompt is None:
         return None
+    prompt = prompt.rstrip(" ")  # label words are tokenized with their leading space (" positive")
     lead = list(lead_tokens(tok))
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     room = cfg.max_length - len(lead)
