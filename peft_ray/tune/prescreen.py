@@ -3,10 +3,12 @@ validation sample, before any trial trains, and keep the top k templates.
 
 Two scorers, chosen by what the model has:
 
-- **mlm** (the model has a trained masked-LM head, e.g. BERT): the template is rendered with
-  the mask token in ``{label}`` (templates without a label slot get one appended), and a row is
-  predicted as the label whose verbalizer words get the highest mean log-probability at the mask.
-  This is the classic PET/LM-BFF verbalizer score.
+- **verbalizer** (a causal LM such as SmolLM2, or a masked LM with a trained MLM head): the
+  very code that training and evaluation use. Rows go through the job's own preprocessing
+  (``data/preprocess.py``: the template, tokenization, truncation, the score position) and
+  are scored by ``tasks/verbalizer.label_scores`` (log of the mean probability of each
+  label's words, multi-token words in full for causal LMs). A template is thus ranked under
+  exactly the rule it is then trained with.
 - **cosine** (an encoder without an LM head, e.g. the packaged sentence-transformer MiniLM):
   for each label, the template is rendered with the row and ``{label}`` replaced by each of the
   label's words (appended when there is no slot); the row is predicted as the label whose
@@ -69,8 +71,63 @@ def render(template: Template, row: dict, label_text: str) -> str:
     return text if template.has_label_slot else f"{text} {label_text}".strip()
 
 
+class LMScorer:
+    """The frozen base LM, loaded once, scoring label words as training does."""
+
+    def __init__(self, spec):
+        from peft_ray.inference import InferenceEngine
+        from peft_ray.models import check_weights_safe, resolve_model_path
+        from peft_ray.tasks import get_task
+
+        spec = spec.model_copy(deep=True)
+        spec.task.head = "verbalizer"  # the screen scores label words even when training adds a head
+        self.spec, self.path = spec, resolve_model_path(spec.model.name_or_path)
+        check_weights_safe(self.path, spec.model.allow_pickle)
+        self.engine = InferenceEngine(get_task("classification").load_base(spec, self.path), torch.device("cpu"))
+
+    def scores(self, template: str, verbalizer: Dict[str, List[str]], rows: Sequence[dict]):
+        """((N, K) label scores, (N,) gold label ids) of the rows the template can render."""
+        from dataclasses import replace
+
+        import pyarrow as pa
+
+        from peft_ray.data.batching import collate
+        from peft_ray.data.preprocess import make_preprocess_config, preprocess
+        from peft_ray.tasks import verbalizer as verb
+
+        variant = self.spec.model_copy(deep=True)
+        variant.template.text, variant.template.verbalizer = template, verbalizer
+        variant.data.train_shots = None
+        cfg = replace(make_preprocess_config(variant, self.path, "validation"), holdout_fraction=0.0, holdout_side="")
+        cands, scoring = verb.spec_candidates(variant)
+        pad = self.engine.module.config.pad_token_id or 0
+        out, gold = [], []
+        built = preprocess(pa.Table.from_pylist(list(rows)), cfg).to_pylist()   # in row order
+        with torch.no_grad():
+            for i in range(0, len(built), BATCH):
+                batch = collate(built[i:i + BATCH], pad)
+                out.append(verb.label_scores(self.engine, batch, cands, scoring).float().cpu())
+                gold.append(batch["labels"].numpy())
+        return torch.cat(out), np.concatenate(gold)
+
+
+def lm_scoring(spec) -> Optional[str]:
+    """'causal' or 'mlm' when the base model can score label words zero-shot; None otherwise
+    (an encoder whose masked-LM head would be freshly initialised: the cosine proxy)."""
+    from peft_ray.data.preprocess import classification_scoring_for
+    from peft_ray.models import lm_kind, resolve_model_path
+
+    path = resolve_model_path(spec.model.name_or_path)
+    kind = lm_kind(path, spec.model.trust_remote_code)
+    if spec.task.head == "head" or kind == "seq2seq":
+        return None
+    if kind == "causal":
+        return classification_scoring_for("verbalizer", kind)
+    return "mlm" if Encoder.has_trained_mlm_head(spec, path) else None
+
+
 class Encoder:
-    """The frozen base model, loaded once; `has_mlm_head` picks the scorer."""
+    """The frozen base encoder, loaded once, for the cosine proxy."""
 
     def __init__(self, spec):
         from peft_ray.models import check_weights_safe, load_tokenizer, resolve_model_path
@@ -79,21 +136,29 @@ class Encoder:
         check_weights_safe(self.path, spec.model.allow_pickle)
         self.tok = load_tokenizer(self.path, spec.model.trust_remote_code)
         self.max_length = spec.model.max_length
-        self.model, self.has_mlm_head = self._load(spec)
+        self.model = self._load(spec)
         self.model.eval()
 
     def _load(self, spec):
-        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+        from transformers import AutoModel
 
         kw = dict(trust_remote_code=spec.model.trust_remote_code,
                   use_safetensors=None if spec.model.allow_pickle else True)
-        cfg = AutoConfig.from_pretrained(self.path, trust_remote_code=spec.model.trust_remote_code)
-        wants_mlm = any("MaskedLM" in a for a in (cfg.architectures or [])) and self.tok.mask_token
-        if wants_mlm:
-            model, info = AutoModelForMaskedLM.from_pretrained(self.path, output_loading_info=True, **kw)
-            if not info["missing_keys"]:  # a trained head, not a freshly initialised one
-                return model, True
-        return AutoModel.from_pretrained(self.path, **kw), False
+        return AutoModel.from_pretrained(self.path, **kw)
+
+    @staticmethod
+    def has_trained_mlm_head(spec, path: str) -> bool:
+        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+        trust = spec.model.trust_remote_code
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        if not any("MaskedLM" in a for a in (cfg.architectures or [])):
+            return False
+        if not AutoTokenizer.from_pretrained(path, trust_remote_code=trust).mask_token:
+            return False
+        _, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, trust_remote_code=trust,
+                                                       use_safetensors=None if spec.model.allow_pickle else True)
+        return not info["missing_keys"]  # a trained head, not a freshly initialised one
 
     def batch(self, texts: List[str]):
         return self.tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -109,30 +174,10 @@ class Encoder:
             out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
         return torch.cat(out)
 
-    def word_id(self, word: str) -> int:
-        """The word's first sub-token (the usual verbalizer convention), as it follows a space:
-        'Ġgood' for BPE, '▁good' for SentencePiece, 'good' for WordPiece (which drops the space)."""
-        return self.tok(" " + word, add_special_tokens=False)["input_ids"][0]
-
-    @torch.no_grad()
-    def mask_logprobs(self, texts: List[str]) -> torch.Tensor:
-        """(N, V) log-probabilities at each text's first mask token."""
-        out = []
-        for i in range(0, len(texts), BATCH):
-            enc = self.batch(texts[i:i + BATCH])
-            logits = self.model(**enc).logits                            # (B, T, V)
-            is_mask = enc["input_ids"] == self.tok.mask_token_id         # (B, T)
-            pos = torch.where(is_mask.any(1), is_mask.float().argmax(1), enc["attention_mask"].sum(1) - 1)
-            out.append(torch.log_softmax(logits[torch.arange(len(pos)), pos].float(), dim=-1))
-        return torch.cat(out)
-
 
 def label_scores(enc: Encoder, template: Template, verbalizer: Dict[str, List[str]], labels: List[str],
                  rows: Sequence[dict], sentence_emb: Optional[torch.Tensor]) -> torch.Tensor:
-    """(N, K) score of each label for each row (higher: more likely)."""
-    if enc.has_mlm_head:
-        lp = enc.mask_logprobs([render(template, r, enc.tok.mask_token) for r in rows])   # (N, V)
-        return torch.stack([lp[:, [enc.word_id(w) for w in verbalizer[lab]]].mean(1) for lab in labels], 1)
+    """(N, K) cosine-proxy score of each label for each row (higher: more likely)."""
     cols = []
     for lab in labels:
         sims = [enc.embed([render(template, r, w) for r in rows]) @ sentence_emb.T for w in verbalizer[lab]]
@@ -153,28 +198,37 @@ def prescreen_templates(spec, space, out: Path) -> Tuple[List[int], Dict[int, in
     and prints the ranking."""
     t = spec.tune
     rows = sample_rows(spec, t.prescreen_samples)
-    gold = gold_ids(spec, rows)
-    enc = Encoder(spec)
-    sentence_emb = None
-    if not enc.has_mlm_head:
-        text_cols = {c for i in space.template_ids for c in Template.parse(space.templates[i]).columns}
-        sentence_emb = enc.embed([" ".join(str(r[c]) for c in sorted(text_cols) if r.get(c)) for r in rows])
+    scoring = lm_scoring(spec)
+    score_fn = _lm_scorer(spec) if scoring else _cosine_scorer(spec, space, rows)
     scores = []
     for i in space.template_ids:
-        template = Template.parse(space.templates[i])
         for j, v in enumerate(space.verbalizers):
             verb = normalize_verbalizer(v) or {lab: [lab] for lab in spec.task.labels}  # no verbalizer: label names
-            acc, margin = score_pair(label_scores(enc, template, verb, spec.task.labels, rows, sentence_emb), gold)
+            acc, margin = score_pair(*score_fn(space.templates[i], verb, rows))
             scores.append(Score(i, j, acc, margin))
     kept = rank_templates(scores, t.prescreen_top_k)
     best_verb = {i: max((s for s in scores if s.template_id == i), key=lambda s: (s.accuracy, s.margin)).verbalizer_id
                  for i in space.template_ids}
-    report = {"scorer": "mlm" if enc.has_mlm_head else "cosine", "samples": len(rows), "kept": kept,
+    report = {"scorer": f"verbalizer ({scoring})" if scoring else "cosine", "samples": len(rows), "kept": kept,
               "best_verbalizer": best_verb,
               "scores": [{**asdict(s), "template": space.templates[s.template_id]} for s in scores]}
     (out / "prescreen.json").write_text(json.dumps(report, indent=1))
     print_ranking(report, space)
     return kept, best_verb
+
+
+def _lm_scorer(spec):
+    lm = LMScorer(spec)
+    return lm.scores
+
+
+def _cosine_scorer(spec, space, rows):
+    enc = Encoder(spec)
+    gold = gold_ids(spec, rows)
+    text_cols = {c for i in space.template_ids for c in Template.parse(space.templates[i]).columns}
+    sentence_emb = enc.embed([" ".join(str(r[c]) for c in sorted(text_cols) if r.get(c)) for r in rows])
+    return lambda text, verb, rows: (label_scores(enc, Template.parse(text), verb, spec.task.labels, rows,
+                                                  sentence_emb), gold)
 
 
 def rank_templates(scores: List[Score], k: int) -> List[int]:

@@ -30,3 +30,11 @@ def tiny_mlm(tiny_bert, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     BertForMaskedLM(BertConfig.from_pretrained(tiny_bert)).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A tiny GPT-2 from config (the tiny BERT's WordPiece tokenizer): a causal LM to score with."""
+    from tests.tasks import synthetic
+
+    return synthetic.make_model(tmp_path_factory.mktemp("models") / "tiny-gpt2", "gpt2")

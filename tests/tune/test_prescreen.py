@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
+from peft_ray.data.batching import collate
+from peft_ray.data.preprocess import make_preprocess_config, preprocess
+from peft_ray.tasks import verbalizer
+
 from peft_ray.spec import validate_spec
 from peft_ray.templates import Template
-from peft_ray.tune.prescreen import Encoder, label_scores, prescreen_templates, render, sample_rows
+from peft_ray.tune.prescreen import Encoder, LMScorer, label_scores, lm_scoring, prescreen_templates, sample_rows
 from peft_ray.tune.runner import check_search
 from tests.tune.conftest import TEMPLATES, tune_job
 
@@ -25,24 +30,25 @@ def _spec(model, tiny_data, tmp_path, k=2):
     return validate_spec(tune_job(model, tiny_data, tmp_path / "out", tune))
 
 
-def test_masked_lm_score_is_the_verbalizer_logprob_at_the_mask(tiny_mlm, tiny_data, tmp_path):
-    spec = _spec(tiny_mlm, tiny_data, tmp_path)
-    enc = Encoder(spec)
-    assert enc.has_mlm_head
+@pytest.mark.parametrize("model", ["tiny_mlm", "tiny_gpt2"])
+def test_lm_screen_is_the_training_verbalizer_score(model, request, tiny_data, tmp_path):
+    """One implementation: the pre-screen's label scores are the ones training's loss and
+    evaluation compute (tasks/verbalizer.py), on rows from the job's own preprocessing."""
+    path = request.getfixturevalue(model)
+    spec = _spec(path, tiny_data, tmp_path)
+    assert lm_scoring(spec) == ("mlm" if model == "tiny_mlm" else "causal")
+    lm = LMScorer(spec)
     rows = sample_rows(spec, 4)
-    template = Template.parse(THREE[1])
-    scores = label_scores(enc, template, VERBS[1], ["negative", "positive"], rows, None)   # (4, 2)
+    scores, gold = lm.scores(THREE[1], VERBS[1], rows)                                       # (4, 2)
 
-    text = render(template, rows[0], enc.tok.mask_token)
-    assert text.count(enc.tok.mask_token) == 1
-    batch = enc.tok([text], return_tensors="pt")
+    variant = lm.spec.model_copy(deep=True)
+    variant.template.text, variant.template.verbalizer = THREE[1], VERBS[1]
+    table = preprocess(pa.Table.from_pylist(rows), make_preprocess_config(variant, lm.path, "validation"))
+    cands, scoring = verbalizer.spec_candidates(variant)
     with torch.no_grad():
-        logits = enc.model(**batch).logits[0]
-    pos = (batch["input_ids"][0] == enc.tok.mask_token_id).nonzero()[0, 0]
-    lp = torch.log_softmax(logits[pos], -1)
-    ids = {w: enc.tok.convert_tokens_to_ids(w) for w in ("awful", "dull", "great")}
-    expected = torch.stack([(lp[ids["awful"]] + lp[ids["dull"]]) / 2, lp[ids["great"]]])
+        expected = verbalizer.label_scores(lm.engine, collate(table.to_pylist()[:1], 0), cands, scoring)[0]
     torch.testing.assert_close(scores[0], expected, atol=1e-5, rtol=1e-5)
+    assert list(gold) == [r["label"] for r in rows]
 
 
 def test_cosine_proxy_without_an_lm_head(tiny_bert, tiny_data, tmp_path):
@@ -50,7 +56,7 @@ def test_cosine_proxy_without_an_lm_head(tiny_bert, tiny_data, tmp_path):
     rendered template (label slot filled with each word) and of the row's own text."""
     spec = _spec(tiny_bert, tiny_data, tmp_path)
     enc = Encoder(spec)
-    assert not enc.has_mlm_head
+    assert lm_scoring(spec) is None
     rows = sample_rows(spec, 3)
     template = Template.parse(THREE[2])
     sent = enc.embed([r["text"] for r in rows])
