@@ -112,7 +112,22 @@ def check_model_fits_task(spec: JobSpec, model_path: str) -> None:
     from peft_ray.data.preprocess import classification_scoring
     from peft_ray.models import lm_kind
 
-    classification_scoring(spec, lm_kind(model_path, spec.model.trust_remote_code))
+    kind = lm_kind(model_path, spec.model.trust_remote_code)
+    classification_scoring(spec, kind)
+    if spec.template.chat:
+        check_chat(spec, model_path, kind)
+
+
+def check_chat(spec: JobSpec, model_path: str, kind: str) -> None:
+    from peft_ray.errors import SpecError
+    from peft_ray.models import load_tokenizer
+
+    if kind != "causal":
+        raise SpecError(f"template.chat: chat templates are for causal LMs; '{spec.model.name_or_path}' is "
+                        f"{kind}. Set template.chat: false")
+    if not getattr(load_tokenizer(model_path, spec.model.trust_remote_code), "chat_template", None):
+        raise SpecError(f"template.chat: the tokenizer of '{spec.model.name_or_path}' has no chat template; "
+                        "set template.chat: false, or use an instruct model such as smollm2")
 
 
 def run_preflight(spec: JobSpec) -> Preflight:

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "peft_ray.commands.tune",
     "peft_ray.commands.eval",       # eval / predict (issue 5)
     "peft_ray.commands.predict",
+    "peft_ray.commands.zero_shot",  # the prompt alone, no training (issue 14)
 ]
 
 

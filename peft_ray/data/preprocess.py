@@ -38,6 +38,8 @@ class PreprocessConfig:
     holdout_side: str = ""              # "" | "train" | "validation"
     shots_thresholds: Tuple[int, ...] = ()   # data.train_shots (train split only): see data/fewshot.py
     shots_seed: int = 0
+    chat: bool = False                  # template.chat (causal LMs): see tasks/rows/tokens.chat_prompt
+    system: Optional[str] = None
 
 
 def label_ids(values: List, labels: Tuple[str, ...], column: str) -> np.ndarray:
@@ -134,7 +136,8 @@ def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> P
         target_column=t.target_column, tokens_column=t.tokens_column, tags_column=t.tags_column,
         max_target_length=t.max_target_length, lm_kind=kind, columns=tuple(needed_columns(spec)),
         holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=spec.train.seed,
-        holdout_side=split if holdout else "",
+        holdout_side=split if holdout else "", chat=spec.template.chat and kind == "causal",
+        system=spec.template.system,
         shots_thresholds=few_shot_thresholds(spec) if split == "train" else (), shots_seed=shots_seed(spec))
 
 

@@ -64,6 +64,9 @@ class TemplateSpec(Section):
     text: str = Field("{soft} {text}", description="hard text with {column}, {soft[:N]} and {label}")
     verbalizer: Optional[Dict[str, Union[str, List[str]]]] = Field(
         None, description="label -> word or list of words")
+    chat: bool = Field(False, description="causal LMs: the rendered prompt becomes the user turn of the "
+                       "tokenizer's chat template; the label words or response are the assistant's reply")
+    system: Optional[str] = Field(None, description="with chat: the system message (default: the template's own)")
 
 
 class DataSpec(Section):

@@ -22,19 +22,21 @@ import torch
 import torch.nn.functional as F
 
 from peft_ray.tasks.lm_common import seq_logits
-from peft_ray.tasks.rows.tokens import split_ids, tokenizer
+from peft_ray.tasks.rows.tokens import chat_prompt, response_sep, split_ids, tokenizer
 
 Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: token ids
 
 
 @functools.lru_cache(maxsize=16)
-def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ...], scoring: str) -> Candidates:
+def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ...], scoring: str,
+               chat: bool = False) -> Candidates:
     tok = tokenizer(tok_path, trust)
+    before = chat_prompt(tok, "x") if chat else "x"   # what precedes a label word in a row
     out = []
     for words in verbalizer:
         ids = []
         for w in words:
-            t = tuple(split_ids(tok, "x", w)[1])   # the word as it tokenizes after a space
+            t = tuple(split_ids(tok, before, w, response_sep(chat))[1])   # as it tokenizes after the prompt
             if not t:
                 raise ValueError(f"template.verbalizer: word {w!r} tokenizes to nothing")
             ids.append(t[:1] if scoring == "mlm" else t)
@@ -49,17 +51,18 @@ def spec_candidates(spec) -> Tuple[Candidates, str]:
     labels = tuple(spec.task.labels or ())
     verb = normalize_verbalizer(spec.template.verbalizer) or {lab: [lab] for lab in labels}
     words = tuple(tuple(verb.get(lab, [lab])) for lab in labels)
-    return _candidates(spec.model.name_or_path, spec.model.trust_remote_code, spec.task.head, words)
+    return _candidates(spec.model.name_or_path, spec.model.trust_remote_code, spec.task.head, words,
+                       spec.template.chat)
 
 
 @functools.lru_cache(maxsize=16)
-def _candidates(name_or_path: str, trust: bool, head: str, words) -> Tuple[Candidates, str]:
+def _candidates(name_or_path: str, trust: bool, head: str, words, chat: bool = False) -> Tuple[Candidates, str]:
     from peft_ray.data.preprocess import classification_scoring_for
     from peft_ray.models import lm_kind, resolve_model_path
 
     path = resolve_model_path(name_or_path)
     scoring = classification_scoring_for(head, lm_kind(path, trust))
-    return candidates(path, trust, words, scoring), scoring
+    return candidates(path, trust, words, scoring, chat and scoring == "causal"), scoring
 
 
 # --- scoring ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from peft_ray.tasks.rows.tokens import IGNORE, eos_id, lead_tokens, split_ids, tokenizer
+from peft_ray.tasks.rows.tokens import IGNORE, chat_prompt, eos_id, lead_tokens, response_sep, split_ids, tokenizer
 from peft_ray.templates import Template
 
 
@@ -27,9 +27,11 @@ SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_
 
 
 def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
-    p, r = split_ids(tok, prompt, resp)
+    if cfg.chat:
+        prompt = chat_prompt(tok, prompt, cfg.system)
+    p, r = split_ids(tok, prompt, resp, response_sep(cfg.chat))
     r = r[:cfg.max_target_length - 1] + [eos_id(tok)]
-    lead = list(lead_tokens(tok))
+    lead = [] if cfg.chat else list(lead_tokens(tok))   # a chat template writes its own
     room = max(cfg.max_length - len(r) - len(lead), 1)
     truncated = len(p) > room
     p = lead + p[-room:]                                 # keep the end of a long prompt (nearest the answer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from peft_ray.tasks.rows.tokens import lead_tokens, tokenizer
+from peft_ray.tasks.rows.tokens import chat_prompt, lead_tokens, tokenizer
 from peft_ray.templates import Template
 
 
@@ -51,8 +51,11 @@ def _causal_row(tok, template: Template, row: dict, cfg):
     prompt = template.prompt_part().render(row)
     if prompt is None:
         return None
-    prompt = prompt.rstrip(" ")  # label words are tokenized with their leading space (" positive")
-    lead = list(lead_tokens(tok))
+    if cfg.chat:  # the label words are the assistant's reply
+        prompt, lead = chat_prompt(tok, prompt, cfg.system), []
+    else:
+        prompt = prompt.rstrip(" ")  # label words are tokenized with their leading space (" positive")
+        lead = list(lead_tokens(tok))
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     room = cfg.max_length - len(lead)
     ids = lead + p[-room:]
