@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from peft_ray.templates import Template, normalize_verbalizer
@@ -51,9 +52,17 @@ def sample_rows(spec, n: int) -> List[dict]:
 
     split = spec.data.validation or spec.data.train
     files = resolve_files(spec.data.root, split, "data.validation" if spec.data.validation else "data.train")
+    from peft_ray.data.holdout import apply_holdout
+    from peft_ray.data.preprocess import needed_columns
+
+    # With validation: null the screen reads the data.validation_fraction hold-out of train, never the
+    # training rows themselves.
+    side = "validation" if spec.data.validation is None and spec.data.validation_fraction > 0 else ""
     rows: List[dict] = []
     for batch in iter_arrow(files):
-        rows.extend(r for r in batch.to_pylist() if r.get(spec.task.label_column) is not None)
+        table = apply_holdout(pa.Table.from_batches([batch]), needed_columns(spec), spec.data.validation_fraction,
+                              spec.train.seed, side)
+        rows.extend(r for r in table.to_pylist() if r.get(spec.task.label_column) is not None)
         if len(rows) >= 20 * n:  # enough to draw a fair sample from, without reading everything
             break
     idx = np.random.default_rng(spec.train.seed).permutation(len(rows))[:n]
@@ -88,8 +97,6 @@ class LMScorer:
     def scores(self, template: str, verbalizer: Dict[str, List[str]], rows: Sequence[dict]):
         """((N, K) label scores, (N,) gold label ids) of the rows the template can render."""
         from dataclasses import replace
-
-        import pyarrow as pa
 
         from peft_ray.data.batching import collate
         from peft_ray.data.preprocess import make_preprocess_config, preprocess

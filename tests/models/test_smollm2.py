@@ -41,11 +41,11 @@ def sentiment(tmp_path_factory):
     return root
 
 
-def job(data, out, method, template=GOOD, verbalizer=GOOD_VERB, template_extra=None, **sections):
+def job(data_root, out, method, template=GOOD, verbalizer=GOOD_VERB, template_extra=None, **sections):
     base = {"name": "smol", "model": {"name_or_path": "smollm2", "max_length": 64},
             "task": {"type": "classification", "labels": ["negative", "positive"]},
             "template": {"text": template, "verbalizer": verbalizer, **(template_extra or {})}, "method": method,
-            "data": {"root": str(data), "train": "train.parquet", "validation": "validation.parquet"},
+            "data": {"root": str(data_root), "train": "train.parquet", "validation": "validation.parquet"},
             "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3, "eval_every": 2, "eval_batch_size": 16},
             "scaling": {"num_workers": 1}, "output": {"dir": str(out)}}
     for k, v in sections.items():
