@@ -35,6 +35,9 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr: float, weight_decay
         if p.requires_grad:
             (head if is_head(name) else adapter).append(p)
     groups = [{"params": adapter, "lr": lr, "weight_decay": weight_decay}]
+    own = getattr(model, "adapter_param_groups", None)  # a method's own split, e.g. LoRA+ (lora_B at lr * ratio)
+    if own is not None:
+        groups = own(lr, weight_decay)
     if head:
         groups.append({"params": head, "lr": head_lr, "weight_decay": weight_decay})
     return groups

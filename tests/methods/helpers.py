@@ -52,3 +52,21 @@ def fresh_pair(row: Row):
     """(a base to wrap, an identical untouched copy)."""
     base = make_base(row.family)
     return base, copy.deepcopy(base)
+
+
+def peft_converted(row: Row, base, tmp: Path):
+    """PEFT's own PiSSA/OLoRA -> LoRA conversion (its documented two-save recipe), after a perturbation:
+    (model, adapter_config.json dict, saved tensors)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    model = peft_model(row, base)
+    init = model.peft_config["default"].init_lora_weights
+    model.peft_config["default"].init_lora_weights = True
+    model.save_pretrained(str(tmp / "initial"))
+    model.peft_config["default"].init_lora_weights = init
+    perturb(model)
+    model.save_pretrained(str(tmp / "converted"), path_initial_model_for_weight_conversion=str(tmp / "initial"))
+    out = tmp / "converted"
+    return model, json.loads((out / "adapter_config.json").read_text()), load_file(str(out / "adapter_model.safetensors"))

@@ -18,7 +18,10 @@ CASES = [Row("prompt", "prompt_tuning", "bert-cls", {"num_virtual_tokens": 3, "i
          Row("prefix", "prefix_tuning", "bert-cls", {"num_virtual_tokens": 3}),
          Row("prefix", "prefix_tuning", "llama-lm", {"num_virtual_tokens": 3}),
          Row("lora", "lora", "bert-cls", {"r": 4}),
-         Row("lora", "lora", "llama-lm", {"r": 4})]
+         Row("lora", "lora", "llama-lm", {"r": 4}),
+         # Variants on the fused op: DoRA (row norm and m scale around it), PiSSA (rank-2r factors).
+         Row("lora-dora", "lora", "gpt2-lm", {"r": 4, "use_dora": True}),
+         Row("lora-dora-pissa", "lora", "llama-lm", {"r": 4, "use_dora": True, "init_lora_weights": "pissa"})]
 
 
 def run(row: Row, kernels: str):

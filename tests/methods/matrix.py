@@ -36,6 +36,15 @@ ROWS = (
             target_modules=r".*\.(q_proj|k_proj|v_proj|o_proj|down_proj)")
     + _rows("lora-conv1d-mlp", "lora", ["gpt2-lm"], r=2, target_modules=["c_attn", "c_fc"])
     + _rows("lora-save-pooler", "lora", ["bert-cls"], r=2, modules_to_save=["pooler"])
+    + _rows("lora-dora", "lora", FAMILIES_ALL, r=4, lora_alpha=8, use_dora=True)
+    + _rows("lora-dora-rslora-false", "lora", ["bert-cls"], r=4, lora_alpha=8, use_dora=True, use_rslora=True,
+            init_lora_weights=False)
+    + _rows("lora-pissa", "lora", FAMILIES_ALL, r=4, lora_alpha=8, init_lora_weights="pissa")
+    + _rows("lora-pissa-niter-rslora", "lora", ["llama-lm"], r=4, lora_alpha=8, use_rslora=True,
+            init_lora_weights="pissa_niter_2")
+    + _rows("lora-olora", "lora", FAMILIES_ALL, r=4, lora_alpha=8, init_lora_weights="olora")
+    + _rows("lora-dora-pissa", "lora", ["llama-lm"], r=4, lora_alpha=8, use_dora=True, init_lora_weights="pissa")
+    + _rows("lora-gaussian-plus", "lora", ["t5-s2s"], r=4, init_lora_weights="gaussian", loraplus_lr_ratio=16)
     + _rows("ia3", "ia3", FAMILIES_ALL)
     + _rows("ia3-custom", "ia3", ["llama-lm"], target_modules=["q_proj", "up_proj", "down_proj"],
             feedforward_modules=["down_proj"])
@@ -57,7 +66,24 @@ PEFT_UNSUPPORTED = {
     ("prefix_tuning", "llama-cls"): "PEFT SEQ_CLS prefix tuning: 'Model does not support past key values'",
 }
 
+# (row name, family) -> why PEFT cannot *create* that row (our adapters still load in PEFT: PiSSA/OLoRA
+# ones are saved converted, as plain LoRA).
+PEFT_CANNOT_INIT = {
+    ("lora-olora", "gpt2-cls"): "PEFT's olora_init takes the QR of Conv1D's (d_in, d_out) weight untransposed: "
+                                "lora_B gets d_in rows and the forward fails (mat1 and mat2 shapes)",
+    ("lora-olora", "gpt2-lm"): "PEFT's olora_init ignores fan_in_fan_out (the forward fails on shapes)",
+    ("lora-pissa-niter-rslora", "llama-lm"): "randomized SVD: an unconverted pissa_niter adapter depends on the "
+                                             "RNG at load time, in PEFT too (ours are saved converted)",
+}
+
 MERGEABLE = {"lora", "ia3"}
+OURS_ONLY = {"loraplus_lr_ratio"}  # optimizer settings: PEFT takes them in create_loraplus_optimizer
+
+
+def mutates_base(row: Row) -> bool:
+    """PiSSA/OLoRA rows: PEFT saves them relative to W_res unless converted."""
+    init = row.kwargs.get("init_lora_weights", True)
+    return isinstance(init, str) and init != "gaussian"
 
 
 def peft_config(row: Row, task_type: str):
@@ -66,4 +92,5 @@ def peft_config(row: Row, task_type: str):
 
     cls = {"lora": peft.LoraConfig, "ia3": peft.IA3Config, "prefix_tuning": peft.PrefixTuningConfig,
            "p_tuning": peft.PromptEncoderConfig}[row.method]
-    return cls(task_type=task_type, **copy.deepcopy(row.kwargs))  # PEFT extends modules_to_save in place
+    kwargs = {k: v for k, v in copy.deepcopy(row.kwargs).items() if k not in OURS_ONLY}
+    return cls(task_type=task_type, **kwargs)  # PEFT extends modules_to_save in place

@@ -8,16 +8,19 @@ import torch
 
 from tests.methods.families import make_inputs, task_type, valid_logits
 from tests.methods.helpers import build_ours, fresh_pair, peft_model, perturb, save_ours
-from tests.methods.matrix import MERGEABLE, PEFT_UNSUPPORTED, ROWS
+from tests.methods.matrix import MERGEABLE, PEFT_CANNOT_INIT, PEFT_UNSUPPORTED, ROWS, mutates_base
 
 peft = pytest.importorskip("peft")
 ATOL = RTOL = 1e-5
 
 
-def _skip_if_peft_cannot(row):
+def _skip_if_peft_cannot(row, init=False):
     why = PEFT_UNSUPPORTED.get((row.method, row.family))
     if why:
         pytest.skip(f"HF PEFT cannot run {row.method} on {row.family}: {why}")
+    why = init and PEFT_CANNOT_INIT.get((row.name, row.family))
+    if why:
+        pytest.skip(f"HF PEFT cannot create {row.name} on {row.family}: {why}")
 
 
 def _logits(model, row):
@@ -39,7 +42,7 @@ def test_our_adapter_loads_in_peft(row, tmp_path):
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 def test_peft_adapter_loads_in_ours(row, tmp_path):
-    _skip_if_peft_cannot(row)
+    _skip_if_peft_cannot(row, init=True)
     base, twin = fresh_pair(row)
     theirs = peft_model(row, twin)
     perturb(theirs)
@@ -49,16 +52,20 @@ def test_peft_adapter_loads_in_ours(row, tmp_path):
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
-def test_adapter_config_matches_peft(row):
-    """Every key we write has PEFT's own value (computed sizes, GQA token_dim, targets...)."""
-    _skip_if_peft_cannot(row)
+def test_adapter_config_matches_peft(row, tmp_path):
+    """Every key we write has PEFT's own value (computed sizes, GQA token_dim, targets...); PiSSA/OLoRA:
+    the values of PEFT's converted adapter (save_pretrained(path_initial_model_for_weight_conversion=...))."""
+    _skip_if_peft_cannot(row, init=True)
     from peft_ray.methods import get_method
-    from tests.methods.helpers import method_config
+    from tests.methods.helpers import method_config, peft_converted
 
     base, twin = fresh_pair(row)
     ours = get_method(row.method).peft_config(build_ours(row, base), method_config(row), None,
                                               task_type(row.family))
-    theirs = peft_model(row, twin).peft_config["default"].to_dict()
+    if mutates_base(row):
+        theirs = peft_converted(row, twin, tmp_path)[1]
+    else:
+        theirs = peft_model(row, twin).peft_config["default"].to_dict()
     skip = {"inference_mode", "modules_to_save", "base_model_name_or_path"}
     for key, value in ours.items():
         if key in skip:

@@ -1,6 +1,6 @@
 """Model-level kernel parity: kernels: triton (through the CPU interpreter, in a subprocess
 because TRITON_INTERPRET must be set before triton is imported) vs torch, for prompt tuning,
-prefix tuning and LoRA on tiny BERT and tiny Llama (GQA). Logits and every adapter gradient must agree."""
+prefix tuning and LoRA on tiny BERT and tiny Llama (GQA), and LoRA's DoRA/PiSSA variants. Logits and every adapter gradient must agree."""
 
 from __future__ import annotations
 
@@ -22,4 +22,6 @@ def test_triton_and_torch_kernels_agree_in_models():
                           capture_output=True, text=True, timeout=1200)
     report = [line for line in proc.stdout.splitlines() if ": ok" in line or "MISMATCH" in line]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert len(report) == 6 and all(": ok" in line for line in report), report
+    from tests.methods.kernel_parity import CASES
+
+    assert len(report) == len(CASES) and all(": ok" in line for line in report), report
