@@ -1,0 +1,124 @@
+"""Prompt engineering on a real LM: SmolLM2-135M-Instruct on SST-2 validation.
+
+    python bench/smollm2.py --data ../shared/data/sst2 --out bench/results/smollm2.json
+    python bench/smollm2.py --parts zero_shot            # one part only
+
+Parts (all scored on the 872 SST-2 validation rows, never used to choose anything):
+- zero_shot: every candidate template x verbalizer of jobs/sst2_smollm2_template_search.yaml,
+  no training (peft_ray.zero_shot: the same scoring as training);
+- few_shot: 16 rows per class, 30 epochs (120 steps at batch 8), seeds 0,1,2: peft-ray
+  prompt tuning, P-tuning, prefix tuning and LoRA (`peft-ray train --local`, one process, 2
+  threads) alternated with HF PEFT + HF Trainer prompt tuning and LoRA on identical rows
+  and steps (bench/_hf_smollm2_run.py); mean +- std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_process  # noqa: E402
+
+SEARCH_JOB = "jobs/sst2_smollm2_template_search.yaml"
+PT_JOB, LORA_JOB = "jobs/sst2_smollm2_prompt_tuning.yaml", "jobs/sst2_smollm2_lora.yaml"
+HARD = "template.text=Review: {text}\nSentiment: {label}"
+PEFT_RAY = {  # method -> (job, overrides)
+    "prompt_tuning": (PT_JOB, []),
+    "p_tuning": (PT_JOB, ["method={name: p_tuning, num_virtual_tokens: 16}"]),
+    "prefix_tuning": (PT_JOB, ["method={name: prefix_tuning, num_virtual_tokens: 16}", "train.lr=1.0e-2", HARD]),
+    "lora": (LORA_JOB, []),
+}
+HF = {"prompt_tuning": PT_JOB, "lora": LORA_JOB}
+
+
+def zero_shot(data: str) -> list:
+    from peft_ray.spec import load_spec
+    from peft_ray.zero_shot import zero_shot_eval
+
+    base = load_spec(SEARCH_JOB, [f"data.root={data}"])
+    rows = []
+    for text in base.tune.template.text:
+        for verb in base.tune.template.verbalizer:
+            spec = load_spec(SEARCH_JOB, [f"data.root={data}", "data.validation=validation.parquet",
+                                          "data.validation_fraction=0.0"])
+            spec.template.text, spec.template.verbalizer = text, verb
+            t0 = time.time()
+            m = zero_shot_eval(spec)
+            rows.append({"template": text, "verbalizer": verb, "accuracy": m["accuracy"],
+                         "macro_f1": m["macro_f1"], "seconds": time.time() - t0})
+            print(f"zero-shot {m['accuracy']:.4f}  {json.dumps(verb)}  {text!r}", flush=True)
+    return rows
+
+
+def peft_ray(method: str, data: str, seed: int, tmp: Path) -> dict:
+    job, extra = PEFT_RAY[method]
+    out = tmp / f"pr-{method}-{seed}"
+    cmd = ["peft-ray", "train", job, "--local", "--overwrite", f"data.root={data}", f"train.seed={seed}",
+           f"output.dir={out}", "scaling.torch_threads=2", *extra]
+    return run_process(cmd, out / "metrics.json")
+
+
+def hf(method: str, data: str, seed: int, tmp: Path) -> dict:
+    out = tmp / f"hf-{method}-{seed}.json"
+    return run_process([sys.executable, "bench/_hf_smollm2_run.py", "--job", HF[method], "--data", data,
+                        "--seed", str(seed), "--threads", "2", "--out", str(out)], out)
+
+
+def few_shot(data: str, seeds: list, methods: list) -> list:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for method in methods:
+                runners = [("peft_ray", peft_ray)] + ([("hf_peft", hf)] if method in HF else [])
+                for name, fn in runners:
+                    r = fn(method, data, seed, Path(tmp))
+                    rows.append({"method": method, "runner": name, "seed": seed, "accuracy": r["accuracy"],
+                                 "samples_per_s": r.get("samples_per_s"), "wall_seconds": r.get("wall_seconds"),
+                                 "peak_rss_mb": r.get("tree_mb")})
+                    print(f"16-shot {method:<14} {name:<9} seed {seed}  acc {r['accuracy']:.4f}", flush=True)
+    return rows
+
+
+def summarize(rows: list) -> list:
+    out = []
+    for key in sorted({(r["method"], r["runner"]) for r in rows}):
+        accs = [r["accuracy"] for r in rows if (r["method"], r["runner"]) == key]
+        sps = [r["samples_per_s"] for r in rows if (r["method"], r["runner"]) == key and r["samples_per_s"]]
+        out.append({"method": key[0], "runner": key[1], "seeds": len(accs), "mean": statistics.mean(accs),
+                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                    "samples_per_s": statistics.mean(sps) if sps else None})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/sst2")
+    ap.add_argument("--parts", default="zero_shot,few_shot")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default="prompt_tuning,lora,p_tuning,prefix_tuning")
+    ap.add_argument("--out", default="bench/results/smollm2.json")
+    a = ap.parse_args()
+    result = {}
+    parts = a.parts.split(",")
+    if "zero_shot" in parts:
+        result["zero_shot"] = zero_shot(a.data)
+    if "few_shot" in parts:
+        result["few_shot"] = few_shot(a.data, [int(s) for s in a.seeds.split(",")], a.methods.split(","))
+        result["few_shot_summary"] = summarize(result["few_shot"])
+        print(f"\n{'method':<14} {'runner':<9} {'seeds':>5} {'val acc mean +- std':>22} {'samples/s':>10}")
+        for s in result["few_shot_summary"]:
+            sps = f"{s['samples_per_s']:.1f}" if s["samples_per_s"] else "-"
+            print(f"{s['method']:<14} {s['runner']:<9} {s['seeds']:>5} {s['mean']:>14.4f} +- {s['std']:.4f} {sps:>10}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
