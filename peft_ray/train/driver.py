@@ -50,17 +50,18 @@ def find_resume_checkpoint(out: Location) -> str:
     return str(ckpt)
 
 
-def init_ray(spec: JobSpec) -> None:
-    """Join the given cluster, or start Ray in-process on this machine."""
+def init_ray(spec: JobSpec) -> bool:
+    """Join the given cluster, or start Ray in-process on this machine. True if this call
+    started (or joined) Ray, so the caller shuts it down."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = spec.scaling.address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
         ray.init(address=address, log_to_driver=True)
-        return
+        return True
     cpus = os.cpu_count() or 1
     need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
     if need > cpus:
@@ -69,6 +70,7 @@ def init_ray(spec: JobSpec) -> None:
                        "lower scaling.num_workers or scaling.cpus_per_worker")
     ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
+    return True
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -185,14 +187,21 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
     return final
 
 
-def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
+              bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = find_resume_checkpoint(out) if resume else None
-    init_ray(spec)
+    started = init_ray(spec)
     check_cluster_fits(spec)
-    result = make_trainer(spec, pre, out.uri, resume_from).fit()
+    try:
+        result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
+    finally:
+        if started:  # flush the workers' last lines now, not after the summary
+            import ray
+
+            ray.shutdown()
     if result.error:
         raise result.error
     ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)

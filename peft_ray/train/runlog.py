@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ class RunLog:
         self.every = max(1, total_steps // LOG_POINTS)
         self.window = Window()
         self.dir = Path(log_dir) if (log_dir and rank0) else None
+        if self.dir:
+            trim_log(self.dir, start_step)
         self.tb = self._tensorboard() if self.dir else None
         self.bar = make_bar(bar, total_steps, start_step) if rank0 else None
 
@@ -78,7 +81,7 @@ class RunLog:
             self._write("train", step, row)
             self.window = Window()
             if self.bar is not None:
-                self.bar.set_description(f"loss {row['loss']:.4f} | epoch {epoch:.2f}", refresh=False)
+                self.bar.set_description(f"loss {row['loss']:.4f} | epoch {epoch:.2f}")  # tqdm_ray: no refresh=
         if self.bar is not None:
             self.bar.update(1)
         return row
@@ -126,7 +129,22 @@ def make_bar(kind: str, total: int, start: int):
         return bar
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc="training")
+    from peft_ray.train.terminal import bar_stream
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc="training", file=bar_stream())
+
+
+def trim_log(out_dir: Path, start_step: int) -> None:
+    """A fresh run starts an empty curve (--overwrite too); a resumed one drops the rows
+    past its checkpoint, which it is about to redo. TensorBoard keeps its old events
+    (it shows the redone steps over them), except on a fresh start."""
+    log = out_dir / "metrics.jsonl"
+    if start_step == 0:
+        log.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+    elif log.exists():
+        keep = [json.dumps(r) for r in read_log(log) if r.get("step", 0) <= start_step]
+        log.write_text("".join(line + "\n" for line in keep))
 
 
 def read_log(path: Path):
@@ -162,8 +180,10 @@ def plot_curves(out_dir: str, warn=print) -> Optional[Path]:
     rows = read_log(log)
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
-    eval_keys = sorted({k for r in evals for k in r} - {"kind", "step", "time"})
-    panels = [("train loss", train, "loss"), ("lr", train, "lr")] + [(f"eval {k}", evals, k) for k in eval_keys]
+    # summary metrics only: per-class ones (f1/negative) and counts stay in TensorBoard
+    eval_keys = sorted(k for k in {k for r in evals for k in r} - {"kind", "step", "time", "n_eval"} if "/" not in k)
+    panels = [("train loss (window mean)", train, "loss"), ("lr", train, "lr"), ("grad norm", train, "grad_norm")]
+    panels += [(f"eval {k}", evals, k) for k in eval_keys]
     cols = min(3, len(panels))
     rows_n = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 3 * rows_n), squeeze=False)

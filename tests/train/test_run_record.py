@@ -89,3 +89,16 @@ def test_early_stopping_run(tiny_bert, tiny_data, tmp_path):
              metric_for_best="accuracy", early_stopping_patience=1)
     assert m["step"] < 12 and m["best_step"] < m["step"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == m["step"]
+
+
+def test_no_matplotlib_is_a_message_not_a_crash(tmp_path, monkeypatch, capsys):
+    """Both curves.png writers (train's and tune's) skip the picture with a clear warning."""
+    from peft_ray.train.runlog import plot_curves
+    from peft_ray.tune.results import plot_curves as tune_plot
+
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 0.7, "lr": 0.1}\n')
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    assert plot_curves(str(tmp_path)) is None
+    assert tune_plot([], tmp_path, "accuracy") is None
+    out = capsys.readouterr().out
+    assert out.count("matplotlib is not installed") == 2 and "pip install matplotlib" in out
