@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from peft_ray.errors import SpecError
+
 EVALS_PER_EPOCH = 4   # default eval_every: a few evaluations per epoch, as a long job needs
-LOW_SCORE = -1e30     # Ray's retention score of a checkpoint without an evaluation
+LOW_SCORE = -1e30     # Ray's retention score of a checkpoint without an evaluation (kept only while latest)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,19 @@ def best_policy(train_spec, task) -> BestPolicy:
     if greater is None:
         greater = not metric.endswith("loss")
     return BestPolicy(metric, greater, train_spec.early_stopping_patience)
+
+
+def check_metric_for_best(spec) -> None:
+    """Before any Ray or model work: a metric the task never reports would silently make
+    adapter/ the last step's."""
+    from peft_ray.tasks import get_task
+
+    task = get_task(spec.task.type)
+    name = spec.train.metric_for_best
+    known = {*task.headline, task.primary_metric, "loss"}
+    if name is not None and name not in known and "/" not in name:  # "f1/negative": per-class metrics
+        raise SpecError(f"train.metric_for_best: '{name}' is not a {spec.task.type} evaluation metric; "
+                        f"use one of {', '.join(sorted(known))} (or a per-class one such as f1/<label>)")
 
 
 def intervals(train_spec, steps_per_epoch: int) -> Tuple[int, int]:
@@ -73,6 +88,6 @@ def best_fields(policy: BestPolicy, state) -> Dict[str, float]:
 
 def retention_score(policy: BestPolicy, metrics: Dict[str, float], step: int) -> float:
     """Ray keeps the K highest-scoring checkpoints plus the latest: scoring by the metric
-    means the best is never pruned (an un-evaluated checkpoint scores lowest, newest first)."""
+    means the best is never pruned (an un-evaluated checkpoint scores lowest)."""
     score = policy.score(metrics)
-    return score if score is not None else LOW_SCORE + step
+    return score if score is not None else LOW_SCORE

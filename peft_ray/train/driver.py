@@ -15,6 +15,7 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.storage import Location, is_uri, join, location_of
+from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
@@ -191,6 +192,7 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
+    check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = find_resume_checkpoint(out) if resume else None
     started = init_ray(spec)

@@ -19,6 +19,7 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri
+from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
@@ -62,6 +63,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     spec = spec.model_copy(deep=True)
     spec.scaling.num_workers = 1  # one process; the global batch stays the same
     pre = run_preflight(spec)
+    check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = None
     if resume:

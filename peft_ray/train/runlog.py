@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from peft_ray.train import dist as D
+
 LOG_POINTS = 50  # log steps per run (at least every step of a short one)
 
 
@@ -90,6 +92,8 @@ class RunLog:
         if self.on:
             self._write("eval", step, {k: v for k, v in metrics.items()
                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            if self.tb is not None:
+                self.tb.flush()  # evaluations are rare and precious: on disk now, not in 10 s
 
     def echo(self, line: str) -> None:
         """One line above the bar (tqdm.write keeps the bar intact)."""
@@ -98,7 +102,7 @@ class RunLog:
         if self.bar is not None and hasattr(self.bar, "write"):
             self.bar.write(f"[peft-ray] {line}")
         else:
-            print(f"[peft-ray] {line}", flush=True)
+            D.log_rank0(line)  # not print(): Ray Train V2 tees print() into its logger (lines twice)
 
     def _write(self, kind: str, step: int, row: Dict[str, float]) -> None:
         if self.dir is None:

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Optional, TextIO
 
@@ -35,8 +36,7 @@ BAR_CONTROL = ("\r", "\x1b[A")  # tqdm's redraws start so; a forwarded worker li
 
 
 def level_of(verbose: bool, quiet: bool) -> str:
-    if verbose and quiet:
-        raise ValueError("use either -v/--verbose or -q/--quiet, not both")
+    """The CLI refuses both flags at once."""
     return "verbose" if verbose else "quiet" if quiet else "default"
 
 
@@ -118,7 +118,8 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True):
         log = open(os.devnull, "a")
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_file, "a", buffering=1)
+        log = open(log_file, "a", buffering=1)  # never truncated: a refused run must not clobber a log
+        log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
     old = sys.stdout, sys.stderr
     sys.stdout = Router(old[0], log, level, pass_bars)
     sys.stderr = Router(old[1], log, level, pass_bars)

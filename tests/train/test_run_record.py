@@ -102,3 +102,10 @@ def test_no_matplotlib_is_a_message_not_a_crash(tmp_path, monkeypatch, capsys):
     assert tune_plot([], tmp_path, "accuracy") is None
     out = capsys.readouterr().out
     assert out.count("matplotlib is not installed") == 2 and "pip install matplotlib" in out
+
+
+def test_unknown_metric_for_best_is_refused_before_training(tiny_bert, tiny_data, tmp_path):
+    from peft_ray.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"train.metric_for_best: 'acuracy'.*accuracy"):
+        _run(tiny_bert, tiny_data, tmp_path / "run", metric_for_best="acuracy")

@@ -33,3 +33,32 @@ def test_router_logs_everything_and_shows_ours():
     assert term.getvalue() == "[peft-ray] eval @ step 30: accuracy 0.5033\n\rtraining:  50%|#####     | 15/30"
     assert len(log.getvalue().splitlines()) == len(NOISE) + 1
     assert "\x1b" not in log.getvalue()
+
+
+def _cli_train(tmp_path, tiny_bert, tiny_data, *flags):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import job_dict
+
+    job = tmp_path / f"job{len(flags)}.yaml"
+    out = tmp_path / f"run{len(flags)}"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job), "--local", *flags],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r, out
+
+
+def test_cli_levels(tmp_path, tiny_bert, tiny_data):
+    r, out = _cli_train(tmp_path, tiny_bert, tiny_data)
+    lines = r.stdout.rstrip().splitlines()
+    assert lines[-1].startswith("log: ") and any(line.startswith("best ") for line in lines)  # summary last
+    assert sum("eval @ step" in line for line in lines) == 2 and "DeepSpeed" not in r.stdout + r.stderr
+    assert "training:" in r.stderr  # the bar
+    assert "DeepSpeed" in (out / "train.log").read_text()  # internals kept in the log file
+    q, _ = _cli_train(tmp_path, tiny_bert, tiny_data, "-q")
+    assert "eval @ step" not in q.stdout and "training:" not in q.stderr and "peft-ray: tiny" in q.stdout
