@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Tuple
 
 import click
@@ -40,24 +41,44 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a previous run in output.dir.")
 @click.option("--local", "local", is_flag=True,
               help="Run the same recipe in this process without Ray (1 rank; data read with pyarrow).")
-def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, local: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also show Ray's, DeepSpeed's and the workers' own output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary (no progress bar).")
+def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, local: bool,
+          verbose: bool, quiet: bool) -> None:
     """Train JOB.yaml on Ray: Ray Data -> Ray Train workers -> DeepSpeed ZeRO.
 
-    Writes OUTPUT_DIR/adapter (HF PEFT layout), metrics.json and job.yaml.
+    Writes OUTPUT_DIR/adapter (the best evaluation's, HF PEFT layout), adapter_last,
+    metrics.json, metrics.jsonl, tensorboard/, curves.png, train.log and job.yaml.
     """
     from peft_ray.spec import load_spec
-    from peft_ray.summary import render_summary
+    from peft_ray.train.terminal import level_of
 
+    if verbose and quiet:
+        raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
     try:
         spec = load_spec(job, overrides)
-        if local:
-            from peft_ray.train.local import run_local as run
-        else:
-            from peft_ray.train.driver import run_train as run
-        metrics = run(spec, resume=resume, overwrite=overwrite)
+        _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
         _fail(e)
-    click.echo("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})"))
+
+
+def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: bool) -> None:
+    """The run with the terminal routed (train/terminal.py); the summary comes last."""
+    from peft_ray.storage import is_uri
+    from peft_ray.summary import render_summary
+    from peft_ray.train import terminal
+
+    log = None if is_uri(spec.output.dir) else Path(spec.output.dir) / "train.log"
+    bar = "none" if level == "quiet" else ("tqdm" if local else "ray")
+    with terminal.routed(log, level, pass_bars=not local) as term:
+        if local:
+            from peft_ray.train.local import run_local
+            metrics = run_local(spec, resume=resume, overwrite=overwrite, bar=bar)
+        else:
+            from peft_ray.train.driver import run_train
+            metrics = run_train(spec, resume=resume, overwrite=overwrite, bar=bar)
+        term.show("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})")
+                  + (f"\nlog: {log}" if log else ""))
 
 
 train.help += "\n\n" + OVERRIDES_HELP

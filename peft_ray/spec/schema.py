@@ -94,9 +94,17 @@ class TrainSpec(Section):
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping (0 turns it off)")
     seed: int = 0
-    eval_every: Optional[int] = Field(None, gt=0, description="evaluate every N steps (and at the end)")
-    checkpoint_every: Optional[int] = Field(None, gt=0, description="checkpoint every N steps (and at the end)")
-    keep_checkpoints: int = Field(2, ge=1, description="keep the last K checkpoints")
+    eval_every: Optional[int] = Field(None, gt=0, description="evaluate every N steps and at the end "
+                                      "(default: 4 times per epoch)")
+    checkpoint_every: Optional[int] = Field(None, gt=0, description="checkpoint every N steps and at the end "
+                                            "(default: at every evaluation)")
+    keep_checkpoints: int = Field(2, ge=1, description="keep K checkpoints (the best and the latest always)")
+    metric_for_best: Optional[str] = Field(None, description="eval metric that picks adapter/ "
+                                           "(default: the task's primary metric, e.g. accuracy)")
+    greater_is_better: Optional[bool] = Field(None, description="direction of metric_for_best "
+                                              "(default: lower for *loss, else higher)")
+    early_stopping_patience: Optional[int] = Field(None, gt=0, description="stop after N evaluations "
+                                                   "without a new best (default: never)")
     eval_batch_size: int = Field(64, gt=0)
     group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train may do")

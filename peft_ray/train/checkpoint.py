@@ -38,6 +38,11 @@ class TrainerState:
     last_loss: float = float("nan")
     truncated: float = 0        # rows cut at model.max_length (counted in the first epoch)
     world_size: int = 1
+    loss_sum: float = 0.0       # train loss summed over every micro-batch of every rank (mean: / micro_batches)
+    micro_batches: float = 0
+    best_score: Optional[float] = None  # best/ bookkeeping (peft_ray/train/best.py): higher is better
+    best_step: int = 0
+    evals_since_best: int = 0
     history: List[Dict[str, float]] = field(default_factory=list)
 
 

@@ -14,7 +14,8 @@ import yaml
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
-from peft_ray.storage import Location, join, location_of
+from peft_ray.storage import Location, is_uri, join, location_of
+from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
@@ -50,17 +51,18 @@ def find_resume_checkpoint(out: Location) -> str:
     return str(ckpt)
 
 
-def init_ray(spec: JobSpec) -> None:
-    """Join the given cluster, or start Ray in-process on this machine."""
+def init_ray(spec: JobSpec) -> bool:
+    """Join the given cluster, or start Ray in-process on this machine. True if this call
+    started (or joined) Ray, so the caller shuts it down."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = spec.scaling.address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
         ray.init(address=address, log_to_driver=True)
-        return
+        return True
     cpus = os.cpu_count() or 1
     need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
     if need > cpus:
@@ -69,6 +71,7 @@ def init_ray(spec: JobSpec) -> None:
                        "lower scaling.num_workers or scaling.cpus_per_worker")
     ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
+    return True
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -124,8 +127,13 @@ def token_pipeline(spec: JobSpec, model_path: str, files, split: str):
     return ds.map_batches(preprocess, fn_kwargs={"cfg": pp}, batch_format="pyarrow", batch_size=256, num_cpus=0.5)
 
 
+def log_dir(out: str | Path) -> Optional[str]:
+    """Absolute output.dir for the run log (workers' cwd is not the driver's); None for a URI."""
+    return None if is_uri(str(out)) else str(Path(out).resolve())
+
+
 def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Optional[str | Path],
-                 run_config=None, train_fn=None):
+                 run_config=None, train_fn=None, bar: Optional[str] = None):
     """`run_config`/`train_fn` replace the defaults (peft-ray tune: per-trial name and storage +
     TuneReportCallback; a train_func wrapper)."""
     import ray.train
@@ -138,7 +146,9 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
                    resume_from=str(resume_from) if resume_from else None,
                    storage_dir=join(storage, name),
-                   faults=faults_from_env())
+                   faults=faults_from_env(),
+                   # a tune trial (run_config given) keeps to Tune's own logging
+                   log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"))
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": asdict(run)},
@@ -151,32 +161,59 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
         run_config=run_config or ray.train.RunConfig(
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints)),
+            # the K best by the job's metric plus the latest (Ray never prunes the latest): see best.py
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
+                                                         checkpoint_score_attribute="keep_score",
+                                                         checkpoint_score_order="max")),
     )
 
 
 def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], wall: float,
-                  pre: Preflight) -> Dict[str, Any]:
-    """The final adapter/ (never half-written, see Location.replace_with), then metrics.json."""
+                  pre: Preflight, best: Optional[Location] = None) -> Dict[str, Any]:
+    """adapter/ (the best evaluation's; the last when nothing was evaluated), adapter_last/
+    (never half-written, see Location.replace_with), curves.png, then metrics.json."""
     from peft_ray.adapter import CONFIG
+    from peft_ray.train.runlog import plot_curves
 
-    (out / "adapter").replace_with(checkpoint / "adapter", last=CONFIG)
-    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+    (out / "adapter_last").replace_with(checkpoint / "adapter", last=CONFIG)
+    (out / "adapter").replace_with((best or checkpoint) / "adapter", last=CONFIG)
+    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "keep_score"}
     final.update(wall_seconds=wall, skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
-                 checkpoint=checkpoint.uri, adapter=(out / "adapter").uri)
+                 checkpoint=checkpoint.uri, adapter=(out / "adapter").uri, adapter_last=(out / "adapter_last").uri)
+    if "best_step" in final:
+        final["best"] = f"step {final['best_step']} ({final['metric_for_best']} {final['best_metric']:.4f})"
+    if not is_uri(out.uri):
+        plot_curves(out.uri, warn=lambda m: print(f"[peft-ray] {m}"))
     (out / "metrics.json").write_text(json.dumps(final, indent=2))
     return final
 
 
-def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
+              bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
+    check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = find_resume_checkpoint(out) if resume else None
-    init_ray(spec)
+    started = init_ray(spec)
     check_cluster_fits(spec)
-    result = make_trainer(spec, pre, out.uri, resume_from).fit()
+    try:
+        result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
+    finally:
+        if started:  # flush the workers' last lines now, not after the summary
+            import ray
+
+            ray.shutdown()
     if result.error:
         raise result.error
     ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
-    return write_outputs(out, ckpt, dict(result.metrics or {}), time.time() - t0, pre)
+    metrics = dict(result.metrics or {})
+    return write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best_checkpoint(result, metrics, out))
+
+
+def best_checkpoint(result, metrics: Dict[str, Any], out: Location) -> Optional[Location]:
+    """The retained checkpoint at metrics["best_step"] (the retention score keeps it)."""
+    for ckpt, m in result.best_checkpoints or []:
+        if "best_step" in metrics and m.get("step") == metrics["best_step"]:
+            return location_of(ckpt.filesystem, ckpt.path, like=out.uri)
+    return None

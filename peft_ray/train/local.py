@@ -19,6 +19,7 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri
+from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
@@ -50,7 +51,8 @@ def local_data_facts(spec: JobSpec, pre) -> Dict[str, Any]:
             "columns": needed_columns(spec)}
 
 
-def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
+              bar: str = "tqdm") -> Dict[str, Any]:
     from peft_ray.train.driver import prepare_output_dir, write_outputs
 
     t0 = time.time()
@@ -61,6 +63,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -
     spec = spec.model_copy(deep=True)
     spec.scaling.num_workers = 1  # one process; the global batch stays the same
     pre = run_preflight(spec)
+    check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = None
     if resume:
@@ -70,6 +73,9 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False) -
     init_single_rank(spec.scaling.use_gpu)
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="local",
                    resume_from=str(resume_from) if resume_from else None,
-                   local_data=local_data_facts(spec, pre), faults=faults_from_env())
+                   local_data=local_data_facts(spec, pre), faults=faults_from_env(),
+                   log_dir=str(Path(out.path).resolve()), bar=bar)
     reporter = train_func({"spec": dump_spec(spec), "run": asdict(run)})
-    return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre)
+    best = Location.at(reporter.best_checkpoint) if reporter.best_checkpoint else None
+    return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre,
+                         best=best)

@@ -22,8 +22,10 @@ from peft_ray.methods import get_method
 from peft_ray.spec import saved_spec, validate_spec
 from peft_ray.train import dist as D
 from peft_ray.train import telemetry
+from peft_ray.train.best import best_fields, best_policy, intervals, retention_score, should_stop, update_best
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
+from peft_ray.train.runlog import RunLog
 
 
 class NonFiniteLoss(RuntimeError):
@@ -41,6 +43,8 @@ class RunFacts:
     storage_dir: Optional[str] = None     # ray mode: this run's storage folder (local/NFS)
     local_data: Optional[Dict[str, Any]] = None
     faults: Optional[Dict[str, int]] = None  # fault injection (peft_ray/train/faults.py)
+    log_dir: Optional[str] = None         # absolute output.dir for metrics.jsonl + tensorboard/ (None: off)
+    bar: str = "none"                     # progress bar: "tqdm" | "ray" (tqdm_ray, drawn by the driver) | "none"
 
 
 def train_func(config: Dict[str, Any]):
@@ -55,10 +59,10 @@ def train_func(config: Dict[str, Any]):
     reporter = make_reporter(run, spec)
     state = restore(engine, reporter)
     state.world_size = D.world()
-    D.log_rank0(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
-                f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
-                      resumed=state.global_step > 0)
+                      resumed=state.global_step > 0, log=make_run_log(run, state))
+    ctx.log.echo(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
+                 f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
     train_loop(ctx, state)
     finish(ctx, state)
     return reporter
@@ -101,6 +105,10 @@ def make_reporter(run: RunFacts, spec):
                                                                  run.resume_from)
 
 
+def make_run_log(run: RunFacts, state: TrainerState) -> RunLog:
+    return RunLog(run.log_dir, run.total_steps, state.global_step, rank0=D.rank() == 0, bar=run.bar)
+
+
 def restore(engine, reporter) -> TrainerState:
     path = reporter.checkpoint_to_resume()
     if path is None:
@@ -122,7 +130,22 @@ class StepContext:
     data: Any
     reporter: Any
     resumed: bool = False
+    log: Optional[RunLog] = None
     fired: set = field(default_factory=set)  # fault injections already done
+    stop: bool = False                       # early stopping fired
+
+    @functools.cached_property
+    def best(self):
+        return best_policy(self.spec.train, self.task)
+
+    @functools.cached_property
+    def every(self):
+        """(eval_every, checkpoint_every), defaults filled in (best.intervals)."""
+        return intervals(self.spec.train, self.run.steps_per_epoch)
+
+    def epoch_progress(self, state) -> float:
+        """Fractional epochs done (2.0 at the end of a 2-epoch run)."""
+        return state.global_step / max(1, self.run.steps_per_epoch)
 
     @functools.cached_property
     def faults(self):
@@ -161,7 +184,7 @@ def train_loop(ctx: StepContext, state: TrainerState) -> None:
             state.micro_in_epoch += 1
             if stepped:
                 after_optimizer_step(ctx, state)
-            if state.global_step >= ctx.run.total_steps:
+            if state.global_step >= ctx.run.total_steps or ctx.stop:
                 return
         state.epoch += 1
         state.micro_in_epoch = 0
@@ -191,13 +214,18 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     engine.backward(loss)
     boundary = engine.is_gradient_accumulation_boundary()
     engine.step()
-    n, tok, cut = D.all_sum([len(batch["labels"]), batch["n_tokens"], batch["n_truncated"]])  # one collective
+    state.last_loss = loss.item()
+    n, tok, cut, loss_sum, micro = D.all_sum([len(batch["labels"]), batch["n_tokens"], batch["n_truncated"],
+                                              state.last_loss, 1.0])  # one collective
     state.samples += n
     state.tokens += tok
     if state.epoch == 0:
         state.truncated += cut
-    state.train_seconds += time.perf_counter() - t0
-    state.last_loss = loss.item()
+    state.loss_sum += loss_sum
+    state.micro_batches += micro
+    secs = time.perf_counter() - t0
+    state.train_seconds += secs
+    ctx.log.window.add(loss_sum, micro, n, tok, secs)
     return boundary
 
 
@@ -208,7 +236,7 @@ def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -
         raise NonFiniteLoss(f"loss is {loss.item()} at {where}. Lower train.lr, check the data, or set "
                             "train.nan_policy: skip to skip such batches")
     state.skipped_nonfinite += 1
-    D.log_rank0(f"warning: skipped a batch with non-finite loss at {where}")
+    ctx.log.echo(f"warning: skipped a batch with non-finite loss at {where}")
 
 
 def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
@@ -220,22 +248,23 @@ def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     telemetry.record_step(ctx, state)  # live metrics for the Ray dashboard (no-op outside Ray)
     if ctx.faults.slow_first_step_s and step == 1:
         time.sleep(ctx.faults.slow_first_step_s)  # fault injection: a straggler
+    eval_every, ckpt_every = ctx.every
     last = step >= ctx.run.total_steps
-    want_eval = last or (t.eval_every and step % t.eval_every == 0)
-    want_ckpt = last or want_eval or (t.checkpoint_every and step % t.checkpoint_every == 0)
-    if want_ckpt:
+    want_eval = last or step % eval_every == 0
+    if last or want_eval or step % ckpt_every == 0:
         metrics = evaluate_now(ctx) if want_eval else {}
         report(ctx, state, metrics)
 
 
 def log_progress(ctx: StepContext, state: TrainerState) -> None:
-    every = max(1, ctx.run.total_steps // 20)
-    if state.global_step % every and state.global_step != ctx.run.total_steps:
-        return
-    sps = state.samples / max(state.train_seconds, 1e-9)
-    lr = ctx.engine.get_lr()[0]
-    D.log_rank0(f"step {state.global_step}/{ctx.run.total_steps} | loss {state.last_loss:.4f} "
-                f"| {sps:.1f} samples/s | lr {lr:.2e}")
+    """The bar every step; at log steps the window's means to metrics.jsonl and TensorBoard."""
+    ctx.log.train_step(state.global_step, ctx.epoch_progress(state), ctx.engine.get_lr()[0], grad_norm(ctx.engine))
+
+
+def grad_norm(engine) -> Optional[float]:
+    """DeepSpeed's norm of the last step's gradients (before clipping); None if it has none."""
+    norm = engine.get_global_grad_norm()
+    return None if norm is None else float(norm)
 
 
 def evaluate_now(ctx: StepContext) -> Dict[str, float]:
@@ -264,16 +293,16 @@ def adapter_writer(ctx: StepContext):
 def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> None:
     """Every rank saves its shard, then every rank reports (Ray merges the folders)."""
     secs = max(state.train_seconds, 1e-9)
-    full = {**metrics, "step": state.global_step, "epoch": state.epoch,
+    new_best = bool(metrics) and update_best(ctx.best, state, metrics)
+    full = {**metrics, "step": state.global_step, "epoch": ctx.epoch_progress(state),
             "samples_per_s": state.samples / secs, "tokens_per_s": state.tokens / secs,
-            "train_loss": state.last_loss, "lr": ctx.engine.get_lr()[0],
+            "train_loss": state.loss_sum / max(state.micro_batches, 1), "lr": ctx.engine.get_lr()[0],
             "skipped_nonfinite": state.skipped_nonfinite, "train_seconds": state.train_seconds,
             "samples": state.samples, "tokens": state.tokens, "truncated_rows": state.truncated,
-            "trainable_params": count_trainable(ctx.model)}
+            "trainable_params": count_trainable(ctx.model), **best_fields(ctx.best, state),
+            "keep_score": retention_score(ctx.best, metrics, state.global_step)}
     if metrics:
-        state.history.append({k: v for k, v in full.items() if isinstance(v, (int, float))})
-        shown = " | ".join(f"{k} {metrics[k]:.4f}" for k in (*ctx.task.headline, "loss") if k in metrics)
-        D.log_rank0(f"eval @ step {state.global_step}: {shown}")
+        log_eval(ctx, state, metrics, full, new_best)
     fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed
     with ctx.reporter.staging_dir() as tmp:
         save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx), fail_midway=fail)
@@ -281,5 +310,17 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
     telemetry.record_report(ctx.spec.name, full, metrics)
 
 
+def log_eval(ctx: StepContext, state: TrainerState, metrics: Dict[str, float], full: Dict, new_best: bool) -> None:
+    """History, metrics.jsonl/TensorBoard, one terminal line; early stopping is decided here."""
+    state.history.append({k: v for k, v in full.items() if isinstance(v, (int, float))})
+    ctx.log.evaluation(state.global_step, metrics)
+    shown = " | ".join(f"{k} {metrics[k]:.4f}" for k in (*ctx.task.headline, "loss") if k in metrics)
+    ctx.log.echo(f"eval @ step {state.global_step}: {shown}{' (best)' if new_best else ''}")
+    if should_stop(ctx.best, state) and state.global_step < ctx.run.total_steps:
+        ctx.stop = True
+        ctx.log.echo(f"early stopping: no better {ctx.best.metric} in {state.evals_since_best} evaluations "
+                     f"(best at step {state.best_step})")
+
+
 def finish(ctx: StepContext, state: TrainerState) -> None:
-    D.log_rank0(f"done: {state.global_step} steps, {state.samples:.0f} samples in {state.train_seconds:.1f}s")
+    ctx.log.close()

@@ -71,6 +71,7 @@ class LocalReporter:
         self.resume_from = resume_from
         self.last_metrics: Dict = {}
         self.last_checkpoint: Optional[Path] = None
+        self.best_checkpoint: Optional[Path] = None  # the one at metrics["best_step"] (never pruned)
 
     def checkpoint_to_resume(self) -> Optional[Path]:
         return Path(self.resume_from) if self.resume_from else None
@@ -91,12 +92,14 @@ class LocalReporter:
         shutil.rmtree(final, ignore_errors=True)
         Path(local_dir).rename(final)  # atomic within one file system
         self.last_metrics, self.last_checkpoint = dict(metrics), final
+        if metrics.get("best_step") == metrics["step"]:
+            self.best_checkpoint = final
         self._prune()
 
     def _prune(self) -> None:
-        """Keep the last K; never delete the newest checkpoint that validates."""
+        """Keep the last K; never delete the newest checkpoint that validates, nor the best."""
         dirs = checkpoint_dirs(self.root)
         good = latest_good_checkpoint(self.root, warn=lambda m: None)
         for old in dirs[:-self.keep]:
-            if old != good:
+            if old not in (good, self.best_checkpoint):
                 shutil.rmtree(old, ignore_errors=True)

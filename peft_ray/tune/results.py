@@ -132,12 +132,19 @@ def write_tables(rows: List[TrialRow], out: Path, metric: str) -> None:
                         r.best_metric, r.best_step, r.steps_trained, r.total_steps, r.stopped_early, r.status])
 
 
-def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Path:
-    """Metric vs step, one line per trial; the best trial thick and labelled."""
-    import matplotlib
+def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Optional[Path]:
+    """Metric vs step, one line per trial; the best trial thick and labelled. Without
+    matplotlib (a dependency, but an install may lack it) the search still ends with its
+    leaderboard, best adapter and best_job.yaml: only the picture is skipped."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[peft-ray] warning: matplotlib is not installed, so curves.png was not drawn "
+              "(pip install matplotlib); leaderboard.csv holds the numbers")
+        return None
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in reversed(rows):  # best drawn last, on top

@@ -165,7 +165,7 @@ def test_train_and_resume_into_a_uri(ray_runtime, tiny_bert, tiny_data, tmp_path
     assert metrics["step"] == 6 and metrics["adapter"] == f"{uri}/adapter"
     out = tmp_path / "uri-run"
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "job.yaml", "metrics.json", "ray"]  # no temp names
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "adapter_last", "job.yaml", "metrics.json", "ray"]  # no temp names
     assert load_file(str(out / "adapter" / "adapter_model.safetensors"))["prompt_embeddings"].shape == (4, 32)
     assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 6
     assert not Path("file:").exists()  # the URI never became a local folder

@@ -24,7 +24,7 @@ def _spec(tiny_bert, tiny_data, out, **train):
 
 
 def _adapter(run_dir: Path) -> dict:
-    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    return load_file(str(run_dir / "adapter_last" / "adapter_model.safetensors"))
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -56,7 +56,7 @@ def test_two_workers_each_zero_stage(stage_runs, stage):
 
 def test_zero3_adapter_matches_zero1_and_zero2(stage_runs):
     """Same seed, same data: the gathered ZeRO-3 adapter equals the ZeRO-1/2 ones."""
-    states = {s: load_file(str(stage_runs[s][0] / "adapter" / "adapter_model.safetensors")) for s in (1, 2, 3)}
+    states = {s: load_file(str(stage_runs[s][0] / "adapter_last" / "adapter_model.safetensors")) for s in (1, 2, 3)}
     for k in states[2]:
         torch.testing.assert_close(states[3][k], states[2][k], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(states[1][k], states[2][k], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,64 @@
+"""The routed terminal: what each level shows, and that everything reaches the log file."""
+
+from __future__ import annotations
+
+import io
+
+from peft_ray.train.terminal import Router, shown
+
+RAY_LINE = "\x1b[36m(RayTrainWorker pid=6852)\x1b[0m [peft-ray] eval @ step 30: accuracy 0.5033"
+NOISE = ["\x1b[36m(TrainController pid=6542)\x1b[0m Requesting resources: {'CPU': 1} * 2",
+         "\x1b[36m(RayTrainWorker pid=6877)\x1b[0m DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully",
+         "\x1b[36m(TrainController pid=6542)\x1b[0m [2026-12-01 22:10:38,624 E 6542 6634] core_worker.cc:2465: Actor",
+         "/site-packages/ray/data/execution_options.py:436: RayDeprecationWarning: deprecated"]
+
+
+def test_levels():
+    assert shown(RAY_LINE, "default") == "[peft-ray] eval @ step 30: accuracy 0.5033"  # Ray's prefix dropped
+    assert shown(RAY_LINE, "quiet") is None
+    assert shown("[peft-ray] warning: skipped a batch", "quiet") == "[peft-ray] warning: skipped a batch"
+    failure = "\x1b[36m(RayTrainWorker pid=1)\x1b[0m TypeError: set_description() got an unexpected keyword"
+    assert shown(failure, "quiet") == failure[len("\x1b[36m"):].replace("\x1b[0m", "")
+    assert shown("(TrainController pid=2) [FailurePolicy] RETRY", "default") is not None
+    for line in NOISE:
+        assert shown(line, "default") is None and shown(line, "verbose") == line
+
+
+def test_router_logs_everything_and_shows_ours():
+    term, log = io.StringIO(), io.StringIO()
+    r = Router(term, log, "default", pass_bars=True)
+    r.write("\n".join(NOISE) + "\n" + RAY_LINE[:20])  # a line may arrive in pieces
+    r.write(RAY_LINE[20:] + "\n")
+    r.write("\rtraining:  50%|#####     | 15/30")       # tqdm_ray's bar on the driver
+    assert term.getvalue() == "[peft-ray] eval @ step 30: accuracy 0.5033\n\rtraining:  50%|#####     | 15/30"
+    assert len(log.getvalue().splitlines()) == len(NOISE) + 1
+    assert "\x1b" not in log.getvalue()
+
+
+def _cli_train(tmp_path, tiny_bert, tiny_data, *flags):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import job_dict
+
+    job = tmp_path / f"job{len(flags)}.yaml"
+    out = tmp_path / f"run{len(flags)}"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job), "--local", *flags],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r, out
+
+
+def test_cli_levels(tmp_path, tiny_bert, tiny_data):
+    r, out = _cli_train(tmp_path, tiny_bert, tiny_data)
+    lines = r.stdout.rstrip().splitlines()
+    assert lines[-1].startswith("log: ") and any(line.startswith("best ") for line in lines)  # summary last
+    assert sum("eval @ step" in line for line in lines) == 2 and "DeepSpeed" not in r.stdout + r.stderr
+    assert "training:" in r.stderr  # the bar
+    assert "DeepSpeed" in (out / "train.log").read_text()  # internals kept in the log file
+    q, _ = _cli_train(tmp_path, tiny_bert, tiny_data, "-q")
+    assert "eval @ step" not in q.stdout and "training:" not in q.stderr and "peft-ray: tiny" in q.stdout
