@@ -16,11 +16,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict
-
-import torch
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from peft_ray import __version__
+
+if TYPE_CHECKING:  # torch only where tensors are handled: the CLI imports this module for its names
+    import torch
 
 TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM",
               "token_classification": "TOKEN_CLS", "translation": "SEQ_2_SEQ_LM"}
@@ -39,6 +40,8 @@ def gathered(params):
 
 def gather_adapter_state(model) -> Dict[str, torch.Tensor]:
     """Full CPU copies of the adapter tensors. Collective under ZeRO-3: call on every rank."""
+    import torch
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     with gathered(trainable):
         return {k: v.detach().to("cpu", torch.float32).clone().contiguous()
