@@ -83,10 +83,10 @@ def merge_adapter(src: Path, out: Path) -> Path:
     if merge_fn is None:
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
                               "can hold; only lora and ia3 merge. Export without --merge")
-    spec.method.init_from = None          # the adapter below replaces any starting point
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)
+    name_labels(plain, label_maps(spec.task.model_dump()))
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
