@@ -3,7 +3,12 @@
     adapter/
       adapter_config.json          # what peft.PeftModel.from_pretrained reads
       adapter_model.safetensors    # PEFT's key names (prompt_embeddings, base_model.<head>...)
-      peft_ray.json                # what PEFT has no place for: template, verbalizer, labels
+      peft_ray.json                # what PEFT has no place for: template, verbalizer, labels, the job,
+                                   # and base_model_path (the local folder the base was loaded from)
+      README.md                    # model card (peft_ray/card.py), as PEFT's save_pretrained writes one
+
+base_model_name_or_path is what the job named, so the adapter loads elsewhere: an alias
+becomes its hub id (models.canonical_model_id), and only a scratch model keeps its local path.
 
 Under ZeRO-3 every parameter is a partition; the values are read inside
 ``GatheredParameters`` so the file holds full tensors (the PEFT #453/#2450 bug).
@@ -16,15 +21,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict
-
-import torch
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from peft_ray import __version__
 
+if TYPE_CHECKING:  # torch only where tensors are handled: the CLI imports this module for its names
+    import torch
+
 TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM",
               "token_classification": "TOKEN_CLS", "translation": "SEQ_2_SEQ_LM"}
-CONFIG, WEIGHTS, EXTRA = "adapter_config.json", "adapter_model.safetensors", "peft_ray.json"
+CONFIG, WEIGHTS, EXTRA, CARD = "adapter_config.json", "adapter_model.safetensors", "peft_ray.json", "README.md"
 
 
 def gathered(params):
@@ -39,6 +45,8 @@ def gathered(params):
 
 def gather_adapter_state(model) -> Dict[str, torch.Tensor]:
     """Full CPU copies of the adapter tensors. Collective under ZeRO-3: call on every rank."""
+    import torch
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     with gathered(trainable):
         return {k: v.detach().to("cpu", torch.float32).clone().contiguous()
@@ -58,10 +66,50 @@ def write_adapter(out_dir: str | Path, state: Dict[str, torch.Tensor], peft_cfg:
     if empty:
         raise RuntimeError(f"refusing to save empty adapter tensors {empty} (ZeRO-3 gather missing?)")
     save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(json.dumps({**peft_cfg, "peft_version": _peft_version()}, indent=2))
-    (tmp / EXTRA).write_text(json.dumps({"peft_ray_version": __version__, **extra}, indent=2))
+    cfg, extra = portable(peft_cfg, {"peft_ray_version": __version__, **extra})
+    (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
+    (tmp / EXTRA).write_text(json.dumps(extra, indent=2))
+    from peft_ray.card import model_card
+
+    (tmp / CARD).write_text(model_card(cfg, extra), encoding="utf-8")
     replace_dir(tmp, out)
     return out
+
+
+def portable(peft_cfg: Dict[str, Any], extra: Dict[str, Any]):
+    """(adapter_config, peft_ray extra) for loading anywhere: the base as the job named it, the
+    local path kept in extra["base_model_path"]; peft_version the installed one, or none."""
+    local = peft_cfg.get("base_model_name_or_path")
+    base = base_model_id((extra.get("spec") or {}).get("model", {}).get("name_or_path"), local)
+    cfg = {k: (base if v == local and k.endswith("_name_or_path") and v else v) for k, v in peft_cfg.items()}
+    cfg.pop("peft_version", None)
+    version = _peft_version()
+    if version:
+        cfg["peft_version"] = version
+    labels = label_maps((extra.get("spec") or {}).get("task") or {})
+    return cfg, {**extra, **({"base_model_path": local} if local else {}), **labels}
+
+
+def base_model_id(named: Optional[str], local: Optional[str]) -> Optional[str]:
+    """What the job named (an alias -> its hub id); a scratch model only exists as its local folder."""
+    from peft_ray.models import canonical_model_id
+
+    if not named or named.startswith("scratch:"):
+        return local
+    return canonical_model_id(named)
+
+
+def label_maps(task: Dict[str, Any]) -> Dict[str, Any]:
+    """id2label/label2id in the head's label-id order (IOB2 tags for token classification), as HF
+    configs hold them (string ids, as config.json stores them); {} for tasks without labels."""
+    labels = task.get("labels")
+    if not labels or task.get("type") not in ("classification", "token_classification"):
+        return {}
+    if task["type"] == "token_classification":
+        from peft_ray.tasks.rows.token_classification import tag_names
+
+        labels = tag_names(labels)
+    return {"id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)}}
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -83,10 +131,11 @@ def read_adapter(path: str | Path):
     return load_file(str(p / WEIGHTS)), cfg, extra
 
 
-def _peft_version() -> str:
-    try:
-        from importlib.metadata import version
+def _peft_version() -> Optional[str]:
+    """The installed peft's version; None (the key is left out) when peft is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("peft")
-    except Exception:  # peft is optional at run time
-        return "0.21.2"
+    except PackageNotFoundError:  # peft is optional at run time
+        return None

@@ -80,6 +80,9 @@ def read_run_spec(adapter_dir: Path):
     except JobError as e:
         raise CheckpointError(f"{adapter_dir / EXTRA}: the recorded job no longer validates: {e}") from None
     spec.method.init_from = None         # the adapter replaces any starting point
+    local = extra.get("base_model_path")  # adapter_config names the hub id; load what training loaded
+    if local and Path(local).is_dir():
+        spec.model.name_or_path = local
     return state, spec
 
 

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "peft_ray.commands.eval",       # eval / predict (issue 5)
     "peft_ray.commands.predict",
     "peft_ray.commands.zero_shot",  # the prompt alone, no training (issue 14)
+    "peft_ray.commands.spec",       # config / schema (issue 15)
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 
 EXAMPLES = """
@@ -23,6 +24,7 @@ Examples:
   peft-ray eval runs/default --data builtin:sentiment          # the job's own validation split
   peft-ray eval runs/sst2-lora --data ../shared/data/sst2      # a folder: the job's file for --split
   peft-ray eval runs/sst2-lora/adapter --data test.parquet --split test --output test_metrics.json
+  peft-ray eval runs/default --data builtin:sentiment --local    # no Ray: read and score in-process
 
 \b
 --data is a file or glob (all of it is scored), or a data folder (or builtin:NAME), from
@@ -44,13 +46,15 @@ def register(main: click.Group) -> None:
                   help="Metrics JSON to write (default: eval_<split>.json next to the adapter).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=None,
                   help="Rows per forward pass (default: the run's train.eval_batch_size).")
-    @click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, or Ray in-process).")
-    def eval_cmd(adapter_or_run: str, data: str, split: str, output: Optional[str],
-                 batch_size: Optional[int], address: Optional[str]) -> None:
+    @ray_address_option
+    @local_option("Read and score")
+    def eval_cmd(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
+                 ray_address: Optional[str], old_address: Optional[str], local: bool) -> None:
         """Evaluate a trained adapter (a run's output.dir or its adapter/ folder) on labelled data:
         print the task's metrics and write them as JSON."""
         try:
-            metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, address)
+            metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, ray_address or old_address,
+                                    local=local)
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -59,7 +63,8 @@ def register(main: click.Group) -> None:
 
 
 def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
-             address: Optional[str]) -> Tuple[Dict[str, Any], Path]:
+             address: Optional[str], local: bool = False) -> Tuple[Dict[str, Any], Path]:
+    """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.data.preprocess import needed_columns
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
                                     start_ray, with_progress)
@@ -75,8 +80,11 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
         spec.data.validation_fraction = 0.0          # score every row of a file given directly
     if batch_size:
         spec.train.eval_batch_size = batch_size
-    start_ray(spec, address)
-    tables = stream(spec, loaded.base_path, files, split)
+    if local:
+        tables = stream_local(spec, loaded.base_path, files, split)
+    else:
+        start_ray(spec, address)
+        tables = stream(spec, loaded.base_path, files, split)
     total = None if holdout else count_rows(files)
     metrics = get_task(spec.task.type).evaluate(loaded.engine, with_progress(tables, total, "eval"), spec, loaded.pad_id)
     result = {**metrics, "task": spec.task.type, "split": split, "data": files,
@@ -114,6 +122,15 @@ def stream(spec, base_path: str, files: List[str], split: str):
 
     ray.data.DataContext.get_current().enable_progress_bars = False   # one bar over rows instead
     return token_pipeline(spec, base_path, files, split).iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+def stream_local(spec, base_path: str, files: List[str], split: str):
+    """The same preprocessed tables without Ray, from the iterator `train --local` evaluates with."""
+    from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess
+    from peft_ray.train.data_iter import LocalDataIterators
+
+    cfg = make_preprocess_config(spec, base_path, split)
+    return LocalDataIterators([], files, cfg, needed_columns(spec), preprocess=preprocess).eval_tables()
 
 
 def render_metrics(metrics: Dict[str, Any], title: str) -> str:

@@ -59,26 +59,34 @@ def copy_adapter(src: Path, out: Path) -> Path:
     return out
 
 
+def name_labels(model, maps) -> None:
+    """The job's label names in config.json, for a model with a head of that many labels (HF
+    reads id2label there; a verbalizer classifier is an LM and has no label head)."""
+    heads = ("ForSequenceClassification", "ForTokenClassification")
+    if maps and type(model).__name__.endswith(heads) and model.config.num_labels == len(maps["id2label"]):
+        model.config.id2label = {int(i): n for i, n in maps["id2label"].items()}
+        model.config.label2id = dict(maps["label2id"])
+
+
 def merge_adapter(src: Path, out: Path) -> Path:
     """Rebuild the run's model from its recorded job, load the adapter, fold it in, save_pretrained."""
-    from peft_ray.adapter import read_adapter
+    from peft_ray.adapter import label_maps, read_adapter
+    from peft_ray.inference import read_run_spec
     from peft_ray.methods import get_method
-    from peft_ray.spec import validate_spec
     from peft_ray.train.engine import build_model
 
-    state, _, extra = read_adapter(src)
-    if "spec" not in extra:
+    if "spec" not in read_adapter(src)[2]:
         raise CheckpointError(f"--merge needs the job recorded in {src / EXTRA} (written by peft-ray train); "
                               "for a foreign adapter use peft's merge_and_unload()")
-    spec = validate_spec(extra["spec"])
+    state, spec = read_run_spec(src)     # the base from peft_ray.json's base_model_path where it exists
     merge_fn = getattr(importlib.import_module(get_method(spec.method.name).build.__module__), "merge", None)
     if merge_fn is None:
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
                               "can hold; only lora and ia3 merge. Export without --merge")
-    spec.method.init_from = None          # the adapter below replaces any starting point
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)
+    name_labels(plain, label_maps(spec.task.model_dump()))
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -15,11 +15,15 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-import click
-import pyarrow as pa
-import torch
+from typing import TYPE_CHECKING
 
+import click
+
+from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
+
+if TYPE_CHECKING:  # pyarrow/torch load in the command bodies: `--help` must not pay for them
+    import pyarrow as pa
 
 ROWS_PER_CALL = 256          # rows per actor call: the unit of streaming and of length grouping
 PLACEHOLDER_TARGET = "x"     # generation/translation: a response preprocessing requires but predict ignores
@@ -30,7 +34,8 @@ EXAMPLES = """
 Examples:
   peft-ray predict runs/default --input new.parquet --output preds.parquet
   peft-ray predict runs/ner/adapter --input sents.jsonl --output tags.jsonl --num-actors 2
-  peft-ray predict runs/default --input 'shards/*.parquet' --output preds.jsonl --address auto
+  peft-ray predict runs/default --input 'shards/*.parquet' --output preds.jsonl --ray-address auto
+  peft-ray predict runs/default --input five_rows.jsonl --output preds.jsonl --local   # no Ray
 
 \b
 Output: every input row, in input order, plus `prediction` (a label; a list of IOB2 tags per
@@ -51,13 +56,16 @@ def register(main: click.Group) -> None:
                   help="Rows per forward pass (default: the run's train.eval_batch_size).")
     @click.option("--num-actors", type=click.IntRange(min=1), default=1, show_default=True,
                   help="Model replicas (Ray actors, 1 CPU each) predicting in parallel.")
-    @click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, or Ray in-process).")
+    @ray_address_option
+    @local_option("Predict")
     def predict(adapter_or_run: str, input_path: str, output_path: str, batch_size: Optional[int],
-                num_actors: int, address: Optional[str]) -> None:
+                num_actors: int, ray_address: Optional[str], old_address: Optional[str], local: bool) -> None:
         """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
-        of --input, through a Ray Data actor pool; write the rows plus the predictions to --output."""
+        of --input, through a Ray Data actor pool (or in-process with --local); write the rows plus
+        the predictions to --output."""
         try:
-            done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors, address)
+            done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors,
+                               ray_address or old_address, local=local)
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -65,32 +73,52 @@ def register(main: click.Group) -> None:
 
 
 def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: Optional[int],
-                num_actors: int, address: Optional[str]) -> Dict:
-    """Check everything on the driver (no weights loaded), then stream the input through the actors."""
-    import ray
-
+                num_actors: int, address: Optional[str], local: bool = False) -> Dict:
+    """Check everything on the driver (no weights loaded), then stream the input through the actors
+    (or, `local`, through one Predictor in this process)."""
     from peft_ray.data.sources import resolve_files
-    from peft_ray.inference import (check_adapter, check_columns, count_rows, find_adapter_dir, input_columns,
-                                    start_ray, with_progress)
+    from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, input_columns, with_progress
 
     adapter_dir = find_adapter_dir(adapter_or_run)
     spec = check_adapter(adapter_dir).spec
     files = resolve_files(None, input_path, "--input")
     check_output(output, files)
     check_columns(files, input_columns(spec), "--input", spec)
+    bs = batch_size or spec.train.eval_batch_size
+    tables = local_predictions(files, adapter_dir, bs) if local else ray_predictions(files, adapter_dir, bs,
+                                                                                      num_actors, spec, address)
+    rows = null = 0
+    with open_sink(output) as write:
+        for table in with_progress(tables, count_rows(files), "predict"):
+            write(table)
+            rows, null = rows + table.num_rows, null + table["prediction"].null_count
+    return {"rows": rows, "null": null, "output": output}
+
+
+def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int, spec,
+                    address: Optional[str]):
+    import ray
+
+    from peft_ray.inference import start_ray
+
     start_ray(spec, address)
     cpus = ray.cluster_resources().get("CPU", 0)
     if num_actors > cpus:
         raise JobError(f"--num-actors {num_actors} needs {num_actors} CPUs (one per actor) but the Ray cluster "
                        f"has {cpus:g}; lower --num-actors")
-    ds = predictions(files, str(adapter_dir), batch_size or spec.train.eval_batch_size, num_actors)
-    rows = null = 0
-    with open_sink(output) as write:
-        for table in with_progress(ds.iter_batches(batch_format="pyarrow", batch_size=None), count_rows(files),
-                                   "predict"):
-            write(table)
-            rows, null = rows + table.num_rows, null + table["prediction"].null_count
-    return {"rows": rows, "null": null, "output": output}
+    ds = predictions(files, str(adapter_dir), batch_size, num_actors)
+    return ds.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+def local_predictions(files: List[str], adapter_dir: Path, batch_size: int) -> Iterator["pa.Table"]:
+    """The same Predictor the actors hold, called in this process on pyarrow-read chunks, in order."""
+    import pyarrow as pa
+
+    from peft_ray.data.sources import iter_arrow
+
+    predictor = Predictor(str(adapter_dir), batch_size)
+    for batch in iter_arrow(files, batch_size=ROWS_PER_CALL):
+        yield predictor(pa.Table.from_batches([batch]))
 
 
 def check_output(output: Path, inputs: List[str]) -> None:
@@ -134,6 +162,9 @@ class Predictor:
         self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+        import torch
+
         from peft_ray.data.batching import collate
 
         encoded = [encode_row(row, self.cfg) for row in batch.select(self.columns).to_pylist()]
@@ -153,6 +184,8 @@ class Predictor:
 
 def output_fields(spec) -> List[pa.Field]:
     """Fixed types, so that a batch of only null predictions has the same schema as the others."""
+    import pyarrow as pa
+
     kind = spec.task.type
     fields = [pa.field("prediction", pa.list_(pa.string()) if kind == "token_classification" else pa.string())]
     if kind == "classification":
@@ -163,6 +196,8 @@ def output_fields(spec) -> List[pa.Field]:
 def encode_row(row: dict, cfg) -> Optional[dict]:
     """The row as the task's preprocessing makes it, or None where it drops the row. Each row
     is preprocessed on its own, so a dropped row is known by its position."""
+    import pyarrow as pa
+
     from peft_ray.data.preprocess import preprocess
 
     table = pa.Table.from_pylist([{**row, **placeholders(row, cfg)}])

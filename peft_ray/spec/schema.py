@@ -163,3 +163,27 @@ class JobSpec(Section):
     @property
     def micro_batch_size(self) -> int:
         return self.train.batch_size // (self.scaling.num_workers * self.train.grad_accum)
+
+
+def typed_job_model() -> type[JobSpec]:
+    """JobSpec with `method` typed as the discriminated union (on `method.name`) of every
+    registered method's config. JobSpec itself keeps `method: Any`, filled by validate_spec
+    through the method registry (default method, `method: lora` shorthand, did-you-mean on
+    unknown names); this model is the same job for JSON Schema and editors."""
+    from typing import Annotated
+
+    from peft_ray.methods import METHODS
+
+    configs = tuple(METHODS.get(n).config_cls for n in METHODS.names())
+    union = Annotated[Union[configs], Field(discriminator="name")]  # type: ignore[valid-type]
+    return pydantic.create_model("JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
+                                 method=(Optional[union], Field(None, description="method.name picks the "
+                                                                "method (default prompt_tuning); its own fields follow")))
+
+
+def job_json_schema() -> Dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a job file, with each method's fields under its name."""
+    schema = typed_job_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "peft-ray job"
+    return schema

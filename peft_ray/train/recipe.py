@@ -274,8 +274,9 @@ def evaluate_now(ctx: StepContext) -> Dict[str, float]:
         return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec, ctx.pad_id)
 
 
-def adapter_writer(ctx: StepContext):
-    """A function that gathers the adapter (collective) and writes it on rank 0."""
+def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None):
+    """A function that gathers the adapter (collective) and writes it on rank 0; `metrics` (this
+    step's evaluation) go into peft_ray.json and the model card."""
     method = get_method(ctx.spec.method.name)
 
     def write(out_dir: Path) -> None:
@@ -285,7 +286,9 @@ def adapter_writer(ctx: StepContext):
         cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, TASK_TYPES[ctx.spec.task.type])
         extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.labels,
                  "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
-                 "method": ctx.spec.method.model_dump(mode="json")}
+                 "method": ctx.spec.method.model_dump(mode="json"),
+                 "base_model_class": type(getattr(ctx.model, "base", ctx.model)).__name__,
+                 "metrics": metrics or None}
         write_adapter(out_dir, state, cfg, extra)
     return write
 
@@ -305,7 +308,8 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
         log_eval(ctx, state, metrics, full, new_best)
     fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed
     with ctx.reporter.staging_dir() as tmp:
-        save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx), fail_midway=fail)
+        save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx, {**metrics, "step": state.global_step}
+                                                                       if metrics else None), fail_midway=fail)
         ctx.reporter.report(full, tmp)
     telemetry.record_report(ctx.spec.name, full, metrics)
 

@@ -17,6 +17,7 @@ from torch import nn
 from peft_ray.errors import SpecError
 from peft_ray.methods.common import BuildContext, freeze_except
 from peft_ray.methods.prompt_tuning import causal_cache
+from peft_ray.methods.prompt_tuning.config import PEFT_INIT
 from peft_ray.methods.virtual_tokens import prepend_prompt
 
 
@@ -117,12 +118,12 @@ def peft_config(model: PromptTuningModel, cfg, base_path: str, task_type: str) -
         "num_transformer_submodules": 2 if getattr(mcfg, "is_encoder_decoder", False) else 1,
         "num_attention_heads": mcfg.num_attention_heads,
         "num_layers": mcfg.num_hidden_layers,
-        # RANDOM, not the real init: on load PEFT would otherwise rebuild the TEXT init
-        # (needs the tokenizer on the serving host) only to overwrite it. peft_ray.json
-        # records the real init.
-        "prompt_tuning_init": "RANDOM",
-        "prompt_tuning_init_text": None,
-        "tokenizer_name_or_path": None,
+        # PEFT's own name for the init. PEFT re-runs it only when loading for training
+        # (inference_mode off; TEXT then reads the tokenizer named here), and overwrites it
+        # with the saved prompt either way.
+        "prompt_tuning_init": PEFT_INIT[cfg.init],
+        "prompt_tuning_init_text": cfg.init_text if cfg.init == "text" else None,
+        "tokenizer_name_or_path": base_path if cfg.init == "text" else None,
         "tokenizer_kwargs": None,
         "modules_to_save": model.trainable_modules or None,
         "inference_mode": True,

@@ -1,0 +1,97 @@
+"""The README.md model card of an adapter folder, in the shape PEFT's save_pretrained gives
+it (YAML front matter with base_model / library_name: peft / tags, then text), saying how
+to load the adapter with peft and with peft-ray. Plain text: no huggingface_hub needed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+# PEFT task_type -> (transformers Auto class, Hub pipeline tag)
+TASK_CLASSES = {"SEQ_CLS": ("AutoModelForSequenceClassification", "text-classification"),
+                "TOKEN_CLS": ("AutoModelForTokenClassification", "token-classification"),
+                "CAUSAL_LM": ("AutoModelForCausalLM", "text-generation"),
+                "SEQ_2_SEQ_LM": ("AutoModelForSeq2SeqLM", "text2text-generation")}
+
+
+def auto_class(cfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
+    """The Auto class of the base the adapter was trained on (a verbalizer classifier is a
+    causal or masked LM, not a sequence classifier)."""
+    cls = extra.get("base_model_class") or ""
+    for suffix, auto in (("ForSequenceClassification", "AutoModelForSequenceClassification"),
+                         ("ForTokenClassification", "AutoModelForTokenClassification"),
+                         ("ForMaskedLM", "AutoModelForMaskedLM"), ("ForCausalLM", "AutoModelForCausalLM"),
+                         ("LMHeadModel", "AutoModelForCausalLM"), ("ForConditionalGeneration", "AutoModelForSeq2SeqLM")):
+        if cls.endswith(suffix):
+            return auto
+    return TASK_CLASSES.get(cfg.get("task_type"), ("AutoModel", None))[0]
+
+
+def front_matter(cfg: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    base, method = cfg.get("base_model_name_or_path"), str(cfg.get("peft_type", "")).lower()
+    tags = ["peft-ray", method, "transformers"] + ([f"base_model:adapter:{base}"] if base else [])
+    meta = {"base_model": base, "library_name": "peft", "tags": [t for t in tags if t]}
+    pipeline = TASK_CLASSES.get(cfg.get("task_type"), (None, None))[1]
+    if pipeline:
+        meta["pipeline_tag"] = pipeline
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def load_snippet(cfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
+    auto, base = auto_class(cfg, extra), cfg.get("base_model_name_or_path")
+    args = [json.dumps(base)]
+    if auto in ("AutoModelForSequenceClassification", "AutoModelForTokenClassification") and "id2label" in extra:
+        id2label = {int(k): v for k, v in extra["id2label"].items()}
+        args += [f"num_labels={len(id2label)}", f"id2label={id2label!r}", f"label2id={extra['label2id']!r}"]
+    return "\n".join([
+        "```python",
+        f"from transformers import {auto}, AutoTokenizer",
+        "from peft import PeftModel",
+        "",
+        f"base = {auto}.from_pretrained({', '.join(args)})",
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(base)})",
+        'model = PeftModel.from_pretrained(base, "path/to/this/adapter").eval()',
+        "```"])
+
+
+def metrics_table(metrics: Optional[Dict[str, Any]]) -> List[str]:
+    rows = [(k, v) for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not rows:
+        return ["No evaluation was recorded with this adapter."]
+    step = (metrics or {}).get("step")
+    head = [f"Validation metrics at step {step}:" if step is not None else "Validation metrics:", "",
+            "| metric | value |", "|---|---|"]
+    return head + [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in rows if k != "step"]
+
+
+def model_card(cfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
+    spec = extra.get("spec") or {}
+    task = (spec.get("task") or {}).get("type", cfg.get("task_type"))
+    method = (extra.get("method") or {}).get("name") or str(cfg.get("peft_type", "")).lower()
+    labels = extra.get("labels") or (spec.get("task") or {}).get("labels")
+    lines = ["---", yaml.safe_dump(front_matter(cfg, extra), sort_keys=False).rstrip(), "---", "",
+             f"# {spec.get('name', 'peft-ray adapter')}", "",
+             f"A {cfg.get('peft_type')} adapter ({method}) for {task}, trained with "
+             f"peft-ray on `{cfg.get('base_model_name_or_path')}`.", "",
+             "## Model details", "",
+             f"- **Base model:** `{cfg.get('base_model_name_or_path')}`",
+             f"- **Method:** {method} (PEFT `{cfg.get('peft_type')}`, task_type `{cfg.get('task_type')}`)",
+             f"- **Task:** {task}"]
+    if labels:
+        lines.append(f"- **Labels** (in label-id order): {', '.join(map(str, labels))}")
+    if extra.get("template"):
+        lines.append(f"- **Template:** `{extra['template']}`")
+    if extra.get("verbalizer"):
+        lines.append(f"- **Verbalizer:** `{json.dumps(extra['verbalizer'])}`")
+    lines += ["", "## Evaluation", "", *metrics_table(extra.get("metrics")), "",
+              "## How to use", "", "With HF PEFT:", "", load_snippet(cfg, extra), "",
+              "With peft-ray (uses the template, verbalizer and labels recorded in peft_ray.json):", "",
+              "```bash", "peft-ray predict path/to/this/adapter --input rows.jsonl --output preds.jsonl --local",
+              "peft-ray eval path/to/this/adapter --data labelled.parquet --local", "```", "",
+              "### Framework versions", ""]
+    if cfg.get("peft_version"):
+        lines.append(f"- PEFT {cfg['peft_version']}")
+    lines.append(f"- peft-ray {extra.get('peft_ray_version', '')}".rstrip())
+    return "\n".join(lines) + "\n"
