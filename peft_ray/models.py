@@ -56,7 +56,23 @@ def resolve_model_path(name_or_path: str) -> str:
         if not (p / "config.json").is_file():
             raise SpecError(f"model.name_or_path: '{name_or_path}' has no config.json; is it a model folder?")
         return str(p.resolve())
-    return name_or_path  # a hub id: loaded from the local HF cache only (offline)
+    return cached_hub_id(name_or_path)
+
+
+def cached_hub_id(repo_id: str) -> str:
+    """A hub id is loaded from the local HF cache only (peft-ray never downloads at run time)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not even a valid repo id
+        hit = None
+    if not isinstance(hit, str):
+        raise SpecError(f"model.name_or_path: '{repo_id}' is neither a local model folder nor a hub id in the "
+                        "local Hugging Face cache, and peft-ray does not download at run time. Download it "
+                        f"first (huggingface-cli download {repo_id}) or point at a local folder, or use the "
+                        "alias 'minilm' or 'smollm2'")
+    return repo_id
 
 
 def check_weights_safe(path: str, allow_pickle: bool) -> None:

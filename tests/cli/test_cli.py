@@ -82,3 +82,15 @@ def test_output_dir_of_another_run_is_refused(tmp_path, tiny_bert, tiny_data):
     (tmp_path / "out" / "job.yaml").write_text("name: other\n")
     r = CliRunner().invoke(main, ["train", job])
     assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_uncached_hub_id_is_a_clear_error():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "validate", "jobs/default.yaml",
+                        "model.name_or_path=bert-base-uncased"], capture_output=True, text=True,
+                       env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2
+    assert "model.name_or_path: 'bert-base-uncased'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) <= 2
