@@ -37,14 +37,14 @@ PEFT_RAY = {  # method -> (job, overrides)
 HF = {"prompt_tuning": PT_JOB, "lora": LORA_JOB}
 
 
-def zero_shot(data: str) -> list:
+def zero_shot(data: str, n_verbalizers: int) -> list:
     from peft_ray.spec import load_spec
     from peft_ray.zero_shot import zero_shot_eval
 
     base = load_spec(SEARCH_JOB, [f"data.root={data}"])
     rows = []
     for text in base.tune.template.text:
-        for verb in base.tune.template.verbalizer:
+        for verb in base.tune.template.verbalizer[:n_verbalizers]:
             spec = load_spec(SEARCH_JOB, [f"data.root={data}", "data.validation=validation.parquet",
                                           "data.validation_fraction=0.0"])
             spec.template.text, spec.template.verbalizer = text, verb
@@ -102,12 +102,13 @@ def main() -> None:
     ap.add_argument("--parts", default="zero_shot,few_shot")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default="prompt_tuning,lora,p_tuning,prefix_tuning")
+    ap.add_argument("--verbalizers", type=int, default=3, help="zero_shot: the first N candidate verbalizers")
     ap.add_argument("--out", default="bench/results/smollm2.json")
     a = ap.parse_args()
     result = {}
     parts = a.parts.split(",")
     if "zero_shot" in parts:
-        result["zero_shot"] = zero_shot(a.data)
+        result["zero_shot"] = zero_shot(a.data, a.verbalizers)
     if "few_shot" in parts:
         result["few_shot"] = few_shot(a.data, [int(s) for s in a.seeds.split(",")], a.methods.split(","))
         result["few_shot_summary"] = summarize(result["few_shot"])
