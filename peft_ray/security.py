@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 REDACTED = "***REDACTED***"
@@ -28,3 +29,24 @@ def redact(obj: Any, key: str = "") -> Any:
 
 def redact_text(text: str) -> str:
     return _SECRET_VALUE.sub(REDACTED, text)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the command line allows. An adapter's peft_ray.json is a file someone else may
+    have written, so the job it records never turns these on by itself."""
+
+    remote_code: bool = False            # --trust-remote-code: the base model's own Python (auto_map)
+    pickle: bool = False                 # --allow-pickle: pickle-only (.bin/.pt) base weights
+
+
+def trust_flags(command):
+    """--trust-remote-code / --allow-pickle for commands that load a model from a recorded job
+    (eval, predict, export): only the person running the command can turn these on."""
+    import click
+
+    command = click.option("--allow-pickle", is_flag=True,
+                           help="Allow the base model's pickle-only weights (.bin/.pt can run code).")(command)
+    return click.option("--trust-remote-code", is_flag=True,
+                        help="Run the base model's own Python (config auto_map), as recorded in the "
+                             "adapter's job. Only for adapters and models you trust.")(command)

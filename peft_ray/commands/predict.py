@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 
 from peft_ray.errors import DataError, JobError
+from peft_ray.security import Trust, trust_flags
 
 ROWS_PER_CALL = 256          # rows per actor call: the unit of streaming and of length grouping
 PLACEHOLDER_TARGET = "x"     # generation/translation: a response preprocessing requires but predict ignores
@@ -52,12 +53,14 @@ def register(main: click.Group) -> None:
     @click.option("--num-actors", type=click.IntRange(min=1), default=1, show_default=True,
                   help="Model replicas (Ray actors, 1 CPU each) predicting in parallel.")
     @click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, or Ray in-process).")
+    @trust_flags
     def predict(adapter_or_run: str, input_path: str, output_path: str, batch_size: Optional[int],
-                num_actors: int, address: Optional[str]) -> None:
+                num_actors: int, address: Optional[str], trust_remote_code: bool, allow_pickle: bool) -> None:
         """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
         of --input, through a Ray Data actor pool; write the rows plus the predictions to --output."""
         try:
-            done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors, address)
+            done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors, address,
+                               Trust(trust_remote_code, allow_pickle))
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -65,7 +68,7 @@ def register(main: click.Group) -> None:
 
 
 def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: Optional[int],
-                num_actors: int, address: Optional[str]) -> Dict:
+                num_actors: int, address: Optional[str], trust: Trust = Trust()) -> Dict:
     """Check everything on the driver (no weights loaded), then stream the input through the actors."""
     import ray
 
@@ -74,7 +77,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
                                     start_ray, with_progress)
 
     adapter_dir = find_adapter_dir(adapter_or_run)
-    spec = check_adapter(adapter_dir).spec
+    spec = check_adapter(adapter_dir, trust).spec
     files = resolve_files(None, input_path, "--input")
     check_output(output, files)
     check_columns(files, input_columns(spec), "--input", spec)
@@ -83,7 +86,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     if num_actors > cpus:
         raise JobError(f"--num-actors {num_actors} needs {num_actors} CPUs (one per actor) but the Ray cluster "
                        f"has {cpus:g}; lower --num-actors")
-    ds = predictions(files, str(adapter_dir), batch_size or spec.train.eval_batch_size, num_actors)
+    ds = predictions(files, str(adapter_dir), batch_size or spec.train.eval_batch_size, num_actors, trust)
     rows = null = 0
     with open_sink(output) as write:
         for table in with_progress(ds.iter_batches(batch_format="pyarrow", batch_size=None), count_rows(files),
@@ -101,7 +104,7 @@ def check_output(output: Path, inputs: List[str]) -> None:
         raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
 
 
-def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int):
+def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int, trust: Trust = Trust()):
     """The lazy pipeline: read -> Predictor actors. Output order = input order (preserve_order)."""
     import ray.data
 
@@ -113,7 +116,7 @@ def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors:
     # Streaming split of big blocks (a one-row-group Parquet file is one block) so every actor gets
     # work. Ray 2.60: a fixed actor pool is `compute=ActorPoolStrategy(size=N)` (`concurrency=` is deprecated).
     return ray_dataset(files).repartition(target_num_rows_per_block=ROWS_PER_CALL).map_batches(
-        Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size},
+        Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size, "trust": trust},
         batch_format="pyarrow", batch_size=ROWS_PER_CALL, compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=1, udf_modifying_row_count=False)
 
@@ -122,11 +125,11 @@ class Predictor:
     """The map_batches UDF: one per actor, holding the model; input rows in, the same rows
     plus the prediction columns out."""
 
-    def __init__(self, adapter_dir: str, batch_size: int):
+    def __init__(self, adapter_dir: str, batch_size: int, trust: Trust = Trust()):
         from peft_ray.inference import input_columns, load_adapter, predict_config
         from peft_ray.tasks import get_task
 
-        self.loaded = load_adapter(Path(adapter_dir))
+        self.loaded = load_adapter(Path(adapter_dir), trust=trust)
         self.task = get_task(self.loaded.spec.task.type)
         self.cfg = predict_config(self.loaded)
         self.columns = input_columns(self.loaded.spec)
