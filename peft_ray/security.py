@@ -12,6 +12,8 @@ _SECRET_KEY = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|ac
                          r"credentials?)(?:$|[_.-])", re.I)
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|"
                            r"gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})\b")
+# user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
 def redact(obj: Any, key: str = "") -> Any:
@@ -23,12 +25,19 @@ def redact(obj: Any, key: str = "") -> Any:
     if isinstance(obj, str):
         if key and _SECRET_KEY.search(key) and obj:
             return REDACTED
-        return _SECRET_VALUE.sub(REDACTED, obj)
+        return redact_text(obj)
     return obj
 
 
 def redact_text(text: str) -> str:
-    return _SECRET_VALUE.sub(REDACTED, text)
+    """`text` with token-shaped strings and URL credentials masked (for logs, entrypoints)."""
+    return _URL_CREDENTIALS.sub(rf"\g<scheme>{REDACTED}@", _SECRET_VALUE.sub(REDACTED, text))
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """Whether NAME=value would put a credential in plain sight (a dashboard, a log)."""
+    return bool(value) and bool(_SECRET_KEY.search(name) or _SECRET_VALUE.search(value)
+                                or _URL_CREDENTIALS.search(value))
 
 
 @dataclass(frozen=True)
