@@ -54,3 +54,8 @@ def test_override_read_as_a_mapping_says_so():
     with pytest.raises(SpecError, match="reads '{soft}' as a mapping.*quote"):
         load_spec(None, ["template.text={soft}"])
     assert apply_overrides({}, ['template.text="{soft} {text}"']) == {"template": {"text": "{soft} {text}"}}
+
+
+def test_label_slot_twice_is_refused():
+    with pytest.raises(SpecError, match=r"template.text: \{label\} .* use it once"):
+        load_spec(None, ['template.text="{text} {label} or {label}"', 'task.labels=[neg, pos]'])
