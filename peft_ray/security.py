@@ -59,3 +59,22 @@ def trust_flags(command):
     return click.option("--trust-remote-code", is_flag=True,
                         help="Run the base model's own Python (config auto_map), as recorded in the "
                              "adapter's job. Only for adapters and models you trust.")(command)
+
+
+def check_own_pickles(folder, what: str) -> None:
+    """Refuse to unpickle state someone else could have written: every file under `folder`
+    must belong to this user and be writable by nobody else. (Ray Tune's experiment state is
+    cloudpickled, and unpickling runs code; there is no tensors-only loader for it.)"""
+    import os
+    import stat
+    from pathlib import Path
+
+    from peft_ray.errors import CheckpointError
+
+    for p in [Path(folder), *Path(folder).rglob("*")]:
+        st = p.lstat()
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CheckpointError(
+                f"{what}: refusing to resume from {p}: it is owned by another user or writable by others, and "
+                "Ray Tune's saved state is pickled (loading it can run code). Resume only from storage nobody "
+                "else can write, or start the search again without --resume")
