@@ -7,6 +7,9 @@ ZeRO-2, checkpoint every 2 steps) as a separate process and then, at random:
 - kills one Ray Train worker process (SIGKILL) mid-run: Ray Train must restart the
   group from the latest checkpoint (train.max_failures) and finish;
 - kills the driver's whole process group (SIGKILL) mid-run, then runs `--resume`;
+- replaces the latest checkpoint's model states with a pickle that would run a command
+  (manifest re-hashed, as a writer of the storage could) and runs `--resume`: the job
+  must be refused, and the command must never run (tests/security has the unit case);
 - or lets it run clean.
 After each job every checkpoint left on disk is validated (manifest + sha256).
 Ends with a one-line summary.
@@ -19,6 +22,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +80,44 @@ def _resumed_at(text: str) -> list[int]:
     return [int(x) for x in re.findall(r"resumed from .* at step (\d+)", text)]
 
 
+class _Boom:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def tampered_round(job: Path, out: Path, stats: dict) -> None:
+    """Plant a code-running pickle in the newest checkpoint, re-hash its manifest, resume."""
+    import torch
+
+    from peft_ray.train.checkpoint import sha256
+
+    if not (out / "metrics.json").exists():
+        subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job), "--overwrite"],
+                       capture_output=True, timeout=900)
+    ckpts = checkpoint_dirs(out / "ray")
+    if not ckpts:
+        return
+    ckpt, marker = ckpts[-1], out.parent / "pwned"
+    for f in (ckpt / "ds").rglob("*model_states.pt"):
+        torch.save({"module": _Boom(str(marker))}, f)
+    for m in ckpt.glob("MANIFEST.rank*.json"):
+        m.write_text(json.dumps({rel: sha256(ckpt / rel) for rel in json.loads(m.read_text())}))
+    proc = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job), "--resume"],
+                          capture_output=True, text=True, timeout=900)
+    refused = proc.returncode != 0 and "refusing to resume" in proc.stdout + proc.stderr and not marker.exists()
+    stats["tampered"] += 1
+    stats["tampered_refused"] += refused
+    shutil.rmtree(ckpt)                       # the next rounds start from a clean run again
+    (out / "metrics.json").unlink(missing_ok=True)
+    print(f"[soak] round {stats['jobs']}: tampered refused={refused}", flush=True)
+
+
 def round_(job: Path, out: Path, mode: str, rng: random.Random, stats: dict) -> None:
+    if mode == "tampered":
+        return tampered_round(job, out, stats)
     log: list = []
     proc = _start(job, "--overwrite")
     kill_at = rng.randint(3, STEPS - 5)
@@ -111,10 +152,12 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/soak.json")
+    ap.add_argument("--modes", default="worker,driver,clean,tampered",
+                    help="round kinds to draw from (a smoke run can pick one)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     stats = {"jobs": 0, "completed": 0, "failures": 0, "survived": 0, "checkpoints": 0,
-             "checkpoints_ok": 0, "steps_lost": []}
+             "checkpoints_ok": 0, "steps_lost": [], "tampered": 0, "tampered_refused": 0}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         model, data = _setup(Path(tmp))
@@ -123,12 +166,13 @@ def main() -> None:
         job.write_text(yaml.safe_dump(job_dict(model, data, out, train={
             "max_steps": STEPS, "checkpoint_every": 2, "eval_every": STEPS, "max_failures": 3})))
         while time.time() - t0 < args.minutes * 60:
-            round_(job, out, rng.choice(["worker", "driver", "clean"]), rng, stats)
+            round_(job, out, rng.choice(args.modes.split(",")), rng, stats)
     lost = stats["steps_lost"]
     summary = (f"soak {time.time() - t0:.0f}s: {stats['completed']}/{stats['jobs']} jobs completed, "
                f"{stats['survived']}/{stats['failures']} failures survived, {stats['checkpoints_ok']}/"
                f"{stats['checkpoints']} checkpoints intact, steps lost per failure: "
-               f"mean {sum(lost) / max(len(lost), 1):.1f}, max {max(lost, default=0)}")
+               f"mean {sum(lost) / max(len(lost), 1):.1f}, max {max(lost, default=0)}, "
+               f"{stats['tampered_refused']}/{stats['tampered']} tampered checkpoints refused")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({**stats, "summary": summary}, indent=2))
     print(summary)

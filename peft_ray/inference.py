@@ -17,6 +17,7 @@ import torch
 
 from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
 from peft_ray.errors import CheckpointError, DataError, JobError
+from peft_ray.security import Trust
 
 # Columns that carry supervision; predict fills them with placeholders (they are not read).
 SUPERVISION_FIELDS = ("task.label_column", "task.target_column", "task.tags_column")
@@ -65,8 +66,40 @@ def find_adapter_dir(path: str, arg: str = "ADAPTER_OR_RUN") -> Path:
                           "a run's output.dir or an adapter folder written by `peft-ray train`")
 
 
-def read_run_spec(adapter_dir: Path):
-    """(adapter tensors, the run's JobSpec) from an adapter folder."""
+def apply_trust(spec, trust: Trust, where: Path):
+    """The recorded job with model.trust_remote_code/allow_pickle set from `trust` only, and
+    a hub id replaced by its locally cached folder (a shared adapter never downloads)."""
+    asked = {"trust_remote_code": (spec.model.trust_remote_code, trust.remote_code, "--trust-remote-code"),
+             "allow_pickle": (spec.model.allow_pickle, trust.pickle, "--allow-pickle")}
+    for field, (recorded, allowed, flag) in asked.items():
+        if recorded and not allowed:
+            raise CheckpointError(f"{where}: the recorded job sets model.{field}: true, which can run code from "
+                                  f"'{spec.model.name_or_path}'; peft-ray never turns that on from a file it "
+                                  f"reads. Pass {flag} if you trust this adapter and its base model")
+        setattr(spec.model, field, allowed and recorded)
+    spec.model.name_or_path = cached_model(spec.model.name_or_path, where)
+    return spec
+
+
+def cached_model(name: str, where: Path) -> str:
+    """A local folder, an alias, or a hub id's snapshot in the local HF cache (never fetched)."""
+    from peft_ray.models import ALIASES
+
+    looks_local = name.startswith((".", "/", "~", "scratch:")) or Path(name).expanduser().exists()
+    if looks_local or name in ALIASES or name.count("/") > 1:
+        return name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception:                    # LocalEntryNotFoundError, a malformed id, ...
+        raise CheckpointError(f"{where}: the recorded base model '{name}' is not in the local Hugging Face "
+                              f"cache, and a recorded job never downloads; fetch it yourself if you trust it "
+                              f"(huggingface-cli download {name})") from None
+
+
+def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
+    """(adapter tensors, the run's JobSpec) from an adapter folder, with `trust` applied."""
     from peft_ray.adapter import read_adapter
     from peft_ray.spec import validate_spec
 
@@ -83,14 +116,14 @@ def read_run_spec(adapter_dir: Path):
     local = extra.get("base_model_path")  # adapter_config names the hub id; load what training loaded
     if local and Path(local).is_dir():
         spec.model.name_or_path = local
-    return state, spec
+    return state, apply_trust(spec, trust, adapter_dir / EXTRA)
 
 
-def check_adapter(adapter_dir: Path) -> LoadedAdapter:
+def check_adapter(adapter_dir: Path, trust: Trust = Trust()) -> LoadedAdapter:
     """Everything load_adapter checks that needs no weights: the job, the task, the base model path."""
     from peft_ray.models import load_tokenizer, resolve_model_path
 
-    _, spec = read_run_spec(adapter_dir)
+    _, spec = read_run_spec(adapter_dir, trust)
     try:
         path = resolve_model_path(spec.model.name_or_path)
     except JobError as e:
@@ -98,11 +131,11 @@ def check_adapter(adapter_dir: Path) -> LoadedAdapter:
     return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)
 
 
-def load_adapter(adapter_dir: Path, device: Optional[str] = None) -> LoadedAdapter:
+def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust = Trust()) -> LoadedAdapter:
     """The frozen base model with the adapter's weights, in eval mode, on `device` (cuda if available)."""
     from peft_ray.train.engine import build_model
 
-    state, spec = read_run_spec(adapter_dir)
+    state, spec = read_run_spec(adapter_dir, trust)
     try:
         model, tokenizer, path = build_model(spec)
         model.load_adapter_state(state, str(adapter_dir))

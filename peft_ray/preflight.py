@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
 
 import pyarrow as pa
@@ -16,8 +17,9 @@ import pyarrow.compute as pc
 from peft_ray.data.fewshot import keep_shots
 from peft_ray.data.preprocess import column_fields, few_shot_thresholds, label_ids, needed_columns, shots_seed
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
-from peft_ray.errors import DataError
+from peft_ray.errors import DataError, SpecError
 from peft_ray.models import check_weights_safe, resolve_model_path
+from peft_ray.spec.load import shown
 from peft_ray.spec.schema import JobSpec
 
 
@@ -130,9 +132,49 @@ def check_chat(spec: JobSpec, model_path: str, kind: str) -> None:
                         "set template.chat: false, or use an instruct model such as smollm2")
 
 
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+PREPENDS_TOKENS = ("prompt_tuning", "p_tuning")     # methods whose soft tokens take input positions
+
+
+def check_model_files(spec: JobSpec, model_path: str) -> None:
+    """A local model's config.json parses, its safetensors headers read, and its position
+    limit holds model.max_length plus the soft tokens: each failed late (a traceback, or a
+    RuntimeError 46 s into start-up) before."""
+    import json
+
+    p = Path(model_path)
+    if not p.is_dir():
+        return                                        # a hub id: the cached config is checked on load
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"model.name_or_path: {p / 'config.json'} is not valid JSON ({shown(str(e))}); "
+                        "restore the model's config.json") from None
+    for f in sorted(p.glob("*.safetensors")):
+        _check_safetensors(f, "model.name_or_path")
+    limit = next((cfg[k] for k in POSITION_KEYS if isinstance(cfg.get(k), int)), None)
+    soft = getattr(spec.method, "num_virtual_tokens", 0) if spec.method.name in PREPENDS_TOKENS else 0
+    if limit is not None and spec.model.max_length + soft > limit:
+        extra = f" + method.num_virtual_tokens ({soft})" if soft else ""
+        raise SpecError(f"model.max_length ({spec.model.max_length}){extra} exceeds the {limit} positions of "
+                        f"'{spec.model.name_or_path}' (config.json); lower model.max_length to at most {limit - soft}")
+
+
+def _check_safetensors(path: Path, field: str) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as e:                            # SafetensorError, OSError: truncated, not safetensors
+        raise SpecError(f"{field}: {path} is not a readable safetensors file ({shown(str(e))}); "
+                        "download or copy it again") from None
+
+
 def run_preflight(spec: JobSpec) -> Preflight:
     model_path = resolve_model_path(spec.model.name_or_path)
     check_weights_safe(model_path, spec.model.allow_pickle)
+    check_model_files(spec, model_path)
     check_model_fits_task(spec, model_path)
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
     holdout = spec.data.validation is None and spec.data.validation_fraction > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 REDACTED = "***REDACTED***"
@@ -11,6 +12,8 @@ _SECRET_KEY = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|ac
                          r"credentials?)(?:$|[_.-])", re.I)
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|"
                            r"gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})\b")
+# user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
 def redact(obj: Any, key: str = "") -> Any:
@@ -22,9 +25,56 @@ def redact(obj: Any, key: str = "") -> Any:
     if isinstance(obj, str):
         if key and _SECRET_KEY.search(key) and obj:
             return REDACTED
-        return _SECRET_VALUE.sub(REDACTED, obj)
+        return redact_text(obj)
     return obj
 
 
 def redact_text(text: str) -> str:
-    return _SECRET_VALUE.sub(REDACTED, text)
+    """`text` with token-shaped strings and URL credentials masked (for logs, entrypoints)."""
+    return _URL_CREDENTIALS.sub(rf"\g<scheme>{REDACTED}@", _SECRET_VALUE.sub(REDACTED, text))
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """Whether NAME=value would put a credential in plain sight (a dashboard, a log)."""
+    return bool(value) and bool(_SECRET_KEY.search(name) or _SECRET_VALUE.search(value)
+                                or _URL_CREDENTIALS.search(value))
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the command line allows. An adapter's peft_ray.json is a file someone else may
+    have written, so the job it records never turns these on by itself."""
+
+    remote_code: bool = False            # --trust-remote-code: the base model's own Python (auto_map)
+    pickle: bool = False                 # --allow-pickle: pickle-only (.bin/.pt) base weights
+
+
+def trust_flags(command):
+    """--trust-remote-code / --allow-pickle for commands that load a model from a recorded job
+    (eval, predict, export): only the person running the command can turn these on."""
+    import click
+
+    command = click.option("--allow-pickle", is_flag=True,
+                           help="Allow the base model's pickle-only weights (.bin/.pt can run code).")(command)
+    return click.option("--trust-remote-code", is_flag=True,
+                        help="Run the base model's own Python (config auto_map), as recorded in the "
+                             "adapter's job. Only for adapters and models you trust.")(command)
+
+
+def check_own_pickles(folder, what: str) -> None:
+    """Refuse to unpickle state someone else could have written: every file under `folder`
+    must belong to this user and be writable by nobody else. (Ray Tune's experiment state is
+    cloudpickled, and unpickling runs code; there is no tensors-only loader for it.)"""
+    import os
+    import stat
+    from pathlib import Path
+
+    from peft_ray.errors import CheckpointError
+
+    for p in [Path(folder), *Path(folder).rglob("*")]:
+        st = p.lstat()
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CheckpointError(
+                f"{what}: refusing to resume from {p}: it is owned by another user or writable by others, and "
+                "Ray Tune's saved state is pickled (loading it can run code). Resume only from storage nobody "
+                "else can write, or start the search again without --resume")

@@ -93,8 +93,11 @@ class Location:
 
     def write_text(self, text: str) -> None:
         """Write under a temporary name, then move over: readers never see half a file."""
-        tmp = self.sibling(f".{self.name}.tmp")
         self.fs.create_dir(self.parent_path, recursive=True)
+        if renames_folders(self.fs):
+            atomic_write(Path(self.path), text.encode("utf-8"))
+            return
+        tmp = self.sibling(temp_name(self.name))   # object stores have no links to follow
         with self.fs.open_output_stream(tmp.path) as f:
             f.write(text.encode("utf-8"))
         self.fs.move(tmp.path, self.path)
@@ -135,14 +138,41 @@ class Location:
             for rel in sorted(src.files(), key=lambda r: r == last):
                 (self / rel).copy_from(src / rel)
             return
-        tmp, old = self.sibling(f".{self.name}.tmp"), self.sibling(f".{self.name}.old")
-        tmp.remove()
-        old.remove()
+        tmp, old = self.sibling(temp_name(self.name)), self.sibling(temp_name(self.name, ".old"))
         tmp.copy_from(src)
         if self.exists():
             self.fs.move(self.path, old.path)
         self.fs.move(tmp.path, self.path)
         old.remove()
+
+
+def temp_name(name: str, suffix: str = ".tmp") -> str:
+    """A hidden sibling name nobody can guess ahead of time (so nobody can plant a link there)."""
+    import secrets
+
+    return f".{name}.{secrets.token_hex(8)}{suffix}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """`path` replaced by `data` in one rename. The temporary file is created exclusively
+    (O_EXCL|O_NOFOLLOW, random name; the umask sets its mode as for any file) in the target's folder, so a link planted
+    next to the target cannot redirect the write; os.replace swaps a link at `path` itself
+    for the new file rather than writing through it."""
+    import os
+
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    tmp = path.with_name(temp_name(path.name))
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def renames_folders(fs) -> bool:

@@ -17,6 +17,7 @@ import click
 
 from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
+from peft_ray.security import Trust, trust_flags
 
 EXAMPLES = """
 \b
@@ -48,13 +49,15 @@ def register(main: click.Group) -> None:
                   help="Rows per forward pass (default: the run's train.eval_batch_size).")
     @ray_address_option
     @local_option("Read and score")
+    @trust_flags
     def eval_cmd(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
-                 ray_address: Optional[str], old_address: Optional[str], local: bool) -> None:
+                 ray_address: Optional[str], old_address: Optional[str], local: bool, trust_remote_code: bool,
+                 allow_pickle: bool) -> None:
         """Evaluate a trained adapter (a run's output.dir or its adapter/ folder) on labelled data:
         print the task's metrics and write them as JSON."""
         try:
             metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, ray_address or old_address,
-                                    local=local)
+                                    local=local, trust=Trust(trust_remote_code, allow_pickle))
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -63,7 +66,7 @@ def register(main: click.Group) -> None:
 
 
 def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
-             address: Optional[str], local: bool = False) -> Tuple[Dict[str, Any], Path]:
+             address: Optional[str], local: bool = False, trust: Trust = Trust()) -> Tuple[Dict[str, Any], Path]:
     """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.data.preprocess import needed_columns
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
@@ -72,8 +75,8 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
 
     t0 = time.time()
     adapter_dir = find_adapter_dir(adapter_or_run)
-    files, holdout = eval_files(read_run_spec(adapter_dir)[1], data, split)   # data errors before the model loads
-    loaded = load_adapter(adapter_dir)
+    files, holdout = eval_files(read_run_spec(adapter_dir, trust)[1], data, split)   # errors before the model loads
+    loaded = load_adapter(adapter_dir, trust=trust)
     spec = loaded.spec
     check_columns(files, needed_columns(spec), "--data", spec)
     if not holdout:

@@ -17,6 +17,7 @@ import click
 
 from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
 from peft_ray.errors import CheckpointError, JobError
+from peft_ray.security import Trust, trust_flags
 
 
 def register(main: click.Group) -> None:
@@ -26,12 +27,14 @@ def register(main: click.Group) -> None:
     @click.option("--merge", is_flag=True,
                   help="LoRA/IA3: write the base model with the adapter folded into its weights "
                        "(plain transformers loads it; no PEFT needed).")
-    def export(run_dir: str, out_dir: str, merge: bool) -> None:
+    @trust_flags
+    def export(run_dir: str, out_dir: str, merge: bool, trust_remote_code: bool, allow_pickle: bool) -> None:
         """Write the adapter of RUN_DIR into OUT_DIR in HF PEFT's layout (peft.PeftModel.from_pretrained
         loads it), or with --merge a merged full model (AutoModel*.from_pretrained loads it)."""
         try:
             src = find_adapter(Path(run_dir))
-            out = merge_adapter(src, Path(out_dir)) if merge else copy_adapter(src, Path(out_dir))
+            trust = Trust(trust_remote_code, allow_pickle)
+            out = merge_adapter(src, Path(out_dir), trust) if merge else copy_adapter(src, Path(out_dir))
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -68,7 +71,7 @@ def name_labels(model, maps) -> None:
         model.config.label2id = dict(maps["label2id"])
 
 
-def merge_adapter(src: Path, out: Path) -> Path:
+def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     """Rebuild the run's model from its recorded job, load the adapter, fold it in, save_pretrained."""
     from peft_ray.adapter import label_maps, read_adapter
     from peft_ray.inference import read_run_spec
@@ -78,7 +81,7 @@ def merge_adapter(src: Path, out: Path) -> Path:
     if "spec" not in read_adapter(src)[2]:
         raise CheckpointError(f"--merge needs the job recorded in {src / EXTRA} (written by peft-ray train); "
                               "for a foreign adapter use peft's merge_and_unload()")
-    state, spec = read_run_spec(src)     # the base from peft_ray.json's base_model_path where it exists
+    state, spec = read_run_spec(src, trust)   # the base from peft_ray.json's base_model_path where it exists
     merge_fn = getattr(importlib.import_module(get_method(spec.method.name).build.__module__), "merge", None)
     if merge_fn is None:
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "

@@ -47,6 +47,8 @@ def _address_option(f):
 @click.option("--working-dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Folder uploaded with the job (the repo); JOB.yaml must be inside it.")
 @click.option("--exclude", multiple=True, help="Extra gitignore-style pattern kept out of the upload (repeatable).")
+@click.option("--include", multiple=True,
+              help="Upload a file that looks like a secret (.env, keys, credentials) anyway (repeatable pattern).")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=value for the job's processes (repeatable).")
 @click.option("--pip", multiple=True, help="Extra pip requirement installed for this job only (repeatable).")
 @click.option("--resume", is_flag=True, help="Pass --resume to `peft-ray train` (continue output.dir).")
@@ -57,7 +59,8 @@ def _address_option(f):
               help="GPUs reserved for the driver (it needs none: training runs in Ray Train workers).")
 @click.option("--dry-run", is_flag=True, help="Validate and print the submission; contact no cluster.")
 def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout: float, follow: bool,
-           working_dir: str, exclude: Tuple[str, ...], env_pairs: Tuple[str, ...], pip: Tuple[str, ...],
+           working_dir: str, exclude: Tuple[str, ...], include: Tuple[str, ...], env_pairs: Tuple[str, ...],
+           pip: Tuple[str, ...],
            resume: bool, overwrite: bool, entrypoint_num_cpus: float, entrypoint_num_gpus: float,
            dry_run: bool) -> None:
     """Validate JOB.yaml here, then run `peft-ray train JOB.yaml [OVERRIDES]` on a Ray cluster.
@@ -71,7 +74,7 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
     from peft_ray.submit.upload import plan_upload
 
     try:
-        plan = plan_upload(working_dir, exclude)
+        plan = plan_upload(working_dir, exclude, include=include)
         sub = build_submission(job, overrides, plan, env=parse_env(env_pairs), pip=pip, resume=resume,
                                overwrite=overwrite, entrypoint_num_cpus=entrypoint_num_cpus,
                                entrypoint_num_gpus=entrypoint_num_gpus)
@@ -79,6 +82,7 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
             click.echo(f"note: {note}", err=True)
         _print_plan(sub, plan)
         if dry_run:
+            click.echo(plan.listing())
             return
         client = _connect(address, timeout)
         job_id = call(client.submit_job, **sub.kwargs())

@@ -21,6 +21,7 @@ import click
 
 from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
+from peft_ray.security import Trust, trust_flags
 
 if TYPE_CHECKING:  # pyarrow/torch load in the command bodies: `--help` must not pay for them
     import pyarrow as pa
@@ -58,14 +59,17 @@ def register(main: click.Group) -> None:
                   help="Model replicas (Ray actors, 1 CPU each) predicting in parallel.")
     @ray_address_option
     @local_option("Predict")
+    @trust_flags
     def predict(adapter_or_run: str, input_path: str, output_path: str, batch_size: Optional[int],
-                num_actors: int, ray_address: Optional[str], old_address: Optional[str], local: bool) -> None:
+                num_actors: int, ray_address: Optional[str], old_address: Optional[str], local: bool,
+                trust_remote_code: bool, allow_pickle: bool) -> None:
         """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
         of --input, through a Ray Data actor pool (or in-process with --local); write the rows plus
         the predictions to --output."""
         try:
             done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors,
-                               ray_address or old_address, local=local)
+                               ray_address or old_address, local=local,
+                               trust=Trust(trust_remote_code, allow_pickle))
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -73,20 +77,20 @@ def register(main: click.Group) -> None:
 
 
 def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: Optional[int],
-                num_actors: int, address: Optional[str], local: bool = False) -> Dict:
+                num_actors: int, address: Optional[str], local: bool = False, trust: Trust = Trust()) -> Dict:
     """Check everything on the driver (no weights loaded), then stream the input through the actors
     (or, `local`, through one Predictor in this process)."""
     from peft_ray.data.sources import resolve_files
     from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, input_columns, with_progress
 
     adapter_dir = find_adapter_dir(adapter_or_run)
-    spec = check_adapter(adapter_dir).spec
+    spec = check_adapter(adapter_dir, trust).spec
     files = resolve_files(None, input_path, "--input")
     check_output(output, files)
     check_columns(files, input_columns(spec), "--input", spec)
     bs = batch_size or spec.train.eval_batch_size
-    tables = local_predictions(files, adapter_dir, bs) if local else ray_predictions(files, adapter_dir, bs,
-                                                                                      num_actors, spec, address)
+    tables = (local_predictions(files, adapter_dir, bs, trust) if local
+              else ray_predictions(files, adapter_dir, bs, num_actors, spec, address, trust))
     rows = null = 0
     with open_sink(output) as write:
         for table in with_progress(tables, count_rows(files), "predict"):
@@ -96,7 +100,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
 
 
 def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int, spec,
-                    address: Optional[str]):
+                    address: Optional[str], trust: Trust = Trust()):
     import ray
 
     from peft_ray.inference import start_ray
@@ -106,17 +110,18 @@ def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_ac
     if num_actors > cpus:
         raise JobError(f"--num-actors {num_actors} needs {num_actors} CPUs (one per actor) but the Ray cluster "
                        f"has {cpus:g}; lower --num-actors")
-    ds = predictions(files, str(adapter_dir), batch_size, num_actors)
+    ds = predictions(files, str(adapter_dir), batch_size, num_actors, trust)
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
-def local_predictions(files: List[str], adapter_dir: Path, batch_size: int) -> Iterator["pa.Table"]:
+def local_predictions(files: List[str], adapter_dir: Path, batch_size: int,
+                      trust: Trust = Trust()) -> Iterator["pa.Table"]:
     """The same Predictor the actors hold, called in this process on pyarrow-read chunks, in order."""
     import pyarrow as pa
 
     from peft_ray.data.sources import iter_arrow
 
-    predictor = Predictor(str(adapter_dir), batch_size)
+    predictor = Predictor(str(adapter_dir), batch_size, trust)
     for batch in iter_arrow(files, batch_size=ROWS_PER_CALL):
         yield predictor(pa.Table.from_batches([batch]))
 
@@ -129,7 +134,7 @@ def check_output(output: Path, inputs: List[str]) -> None:
         raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
 
 
-def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int):
+def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int, trust: Trust = Trust()):
     """The lazy pipeline: read -> Predictor actors. Output order = input order (preserve_order)."""
     import ray.data
 
@@ -141,7 +146,7 @@ def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors:
     # Streaming split of big blocks (a one-row-group Parquet file is one block) so every actor gets
     # work. Ray 2.60: a fixed actor pool is `compute=ActorPoolStrategy(size=N)` (`concurrency=` is deprecated).
     return ray_dataset(files).repartition(target_num_rows_per_block=ROWS_PER_CALL).map_batches(
-        Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size},
+        Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size, "trust": trust},
         batch_format="pyarrow", batch_size=ROWS_PER_CALL, compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=1, udf_modifying_row_count=False)
 
@@ -150,11 +155,11 @@ class Predictor:
     """The map_batches UDF: one per actor, holding the model; input rows in, the same rows
     plus the prediction columns out."""
 
-    def __init__(self, adapter_dir: str, batch_size: int):
+    def __init__(self, adapter_dir: str, batch_size: int, trust: Trust = Trust()):
         from peft_ray.inference import input_columns, load_adapter, predict_config
         from peft_ray.tasks import get_task
 
-        self.loaded = load_adapter(Path(adapter_dir))
+        self.loaded = load_adapter(Path(adapter_dir), trust=trust)
         self.task = get_task(self.loaded.spec.task.type)
         self.cfg = predict_config(self.loaded)
         self.columns = input_columns(self.loaded.spec)

@@ -17,6 +17,9 @@ def check_cross_fields(spec: JobSpec) -> None:
     if spec.task.type == "classification":
         if not spec.task.labels or len(spec.task.labels) < 2:
             raise SpecError("task.labels: classification needs at least two label names, e.g. [negative, positive]")
+        if sum(p.kind == "label" for p in template.parts) > 1:
+            raise SpecError("template.text: {label} marks the one position that is scored; use it once "
+                            f"(got '{spec.template.text}')")
     elif spec.task.type == "token_classification":
         _check_token_classification(spec, template)
     else:

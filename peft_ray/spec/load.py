@@ -15,6 +15,69 @@ from peft_ray.spec.schema import JobSpec
 from peft_ray.storage import check_location
 
 DEFAULT_METHOD = "prompt_tuning"
+# A job file is a few KB; these limits keep a hostile one (alias bomb, deep nesting) from
+# hanging validation or exhausting memory. The default jobs use 0 aliases and depth <= 4.
+MAX_YAML_BYTES = 1 << 20
+MAX_ALIASES = 20        # a bomb of k levels expands at most (20/k)**k-fold: under 2000 nodes
+MAX_DEPTH = 50
+MAX_SHOWN = 80          # characters of a bad value quoted in an error message
+MAX_ERRORS = 10
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader with a budget on alias uses and nesting depth."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name); a job file needs none")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_flow_depth(text: str) -> None:
+    """Refuse deep [ { nesting before PyYAML's scanner sees it: the scanner is quadratic in
+    flow depth (100k levels take hours), before the composer's depth guard could act."""
+    import re
+
+    depth = 0
+    for m in re.finditer(r"[\[\]{}]", text):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels")
+
+
+def safe_yaml(text: str) -> Any:
+    """yaml.safe_load within the budget; raises yaml.YAMLError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES >> 20} MiB; a job file is a few KB")
+    _check_flow_depth(text)
+    loader = _GuardedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def shown(value: Any) -> str:
+    """A short repr of a value for an error message, however big or deep the value is."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxdict, r.maxlist, r.maxstring, r.maxother = 3, 4, 4, MAX_SHOWN, MAX_SHOWN
+    text = value if isinstance(value, str) else r.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 def read_yaml(path: str | Path) -> Dict[str, Any]:
@@ -23,11 +86,11 @@ def read_yaml(path: str | Path) -> Dict[str, Any]:
     if not p.is_file():
         raise SpecError(f"job file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = safe_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise SpecError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8 text; save the job file as UTF-8") from None
     if raw is None:
@@ -44,10 +107,16 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
         if "=" not in item:
             raise SpecError(f"override '{item}' must look like section.key=value, e.g. train.max_steps=20")
         key, _, text = item.partition("=")
+        if not key.strip():
+            raise SpecError(f"override '{shown(item)}' has no key before '='; write section.key=value, "
+                            "e.g. train.max_steps=20")
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = safe_yaml(text) if text != "" else ""
         except yaml.YAMLError:
             value = text
+        if isinstance(value, dict) and value and all(v is None for v in value.values()):
+            raise SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as a mapping, not text; quote "
+                            f"it for YAML inside shell quotes: '{key}=\"{shown(text)}\"'")
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -71,7 +140,8 @@ def _fields_at(model: type[pydantic.BaseModel], loc: Iterable[Any]) -> List[str]
 
 def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "") -> str:
     lines = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_ERRORS]:
         loc = [str(x) for x in e["loc"]]
         path = prefix + ".".join(loc)
         if e["type"] == "extra_forbidden":
@@ -80,8 +150,10 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
                          f"Allowed here: {', '.join(allowed)}")
         else:
             got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{path}: {e['msg']}{shown}")
+            quoted = "" if isinstance(got, dict) else f" (got {shown(got)})"
+            lines.append(f"{path}: {shown(e['msg']) if len(e['msg']) > 200 else e['msg']}{quoted}")
+    if len(errors) > MAX_ERRORS:
+        lines.append(f"... and {len(errors) - MAX_ERRORS} more")
     return "\n".join(lines)
 
 

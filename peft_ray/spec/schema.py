@@ -13,7 +13,8 @@ from peft_ray.tune.spec import TuneSpec  # the `tune:` section (peft-ray tune)
 
 
 class Section(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never a sane value here: `epochs: .inf` would overflow the step count later.
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSpec(Section):
@@ -28,8 +29,8 @@ class DecodingSpec(Section):
     strategy: Literal["greedy", "beam", "sample"] = "greedy"
     max_new_tokens: int = Field(32, ge=1, le=2048)
     num_beams: int = Field(4, ge=1, le=64, description="beam: hypotheses kept per row")
-    temperature: float = Field(1.0, gt=0, description="sample: softmax temperature")
-    top_k: int = Field(0, ge=0, description="sample: keep the k most likely tokens (0: all)")
+    temperature: float = Field(1.0, gt=0, le=100, description="sample: softmax temperature")
+    top_k: int = Field(0, ge=0, le=1_000_000, description="sample: keep the k most likely tokens (0: all)")
     top_p: float = Field(1.0, gt=0, le=1, description="sample: nucleus probability mass")
     seed: int = 0
 
@@ -83,39 +84,40 @@ class DataSpec(Section):
 
 
 class TrainSpec(Section):
-    epochs: float = Field(1, gt=0, description="passes over the training data")
-    max_steps: Optional[int] = Field(None, gt=0, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, gt=0, description="GLOBAL batch per optimizer step, split over workers")
-    grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
-    lr: float = Field(3e-2, gt=0, description="peak learning rate for prompt/adapter parameters")
-    head_lr: Optional[float] = Field(None, gt=0, description="learning rate of the head (default: lr)")
-    weight_decay: float = Field(0.0, ge=0)
+    epochs: float = Field(1, gt=0, le=10_000, description="passes over the training data")
+    max_steps: Optional[int] = Field(None, gt=0, le=10**9, description="stop after this many optimizer steps")
+    batch_size: int = Field(32, gt=0, le=1 << 20, description="GLOBAL batch per optimizer step, split over workers")
+    grad_accum: int = Field(1, gt=0, le=65_536, description="micro-batches accumulated per optimizer step")
+    lr: float = Field(3e-2, gt=0, le=100, description="peak learning rate for prompt/adapter parameters")
+    head_lr: Optional[float] = Field(None, gt=0, le=100, description="learning rate of the head (default: lr)")
+    weight_decay: float = Field(0.0, ge=0, le=100)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping (0 turns it off)")
+    max_grad_norm: float = Field(1.0, ge=0, le=1e6, description="gradient clipping (0 turns it off)")
     seed: int = 0
-    eval_every: Optional[int] = Field(None, gt=0, description="evaluate every N steps and at the end "
+    eval_every: Optional[int] = Field(None, gt=0, le=10**9, description="evaluate every N steps and at the end "
                                       "(default: 4 times per epoch)")
-    checkpoint_every: Optional[int] = Field(None, gt=0, description="checkpoint every N steps and at the end "
-                                            "(default: at every evaluation)")
-    keep_checkpoints: int = Field(2, ge=1, description="keep K checkpoints (the best and the latest always)")
+    checkpoint_every: Optional[int] = Field(None, gt=0, le=10**9, description="checkpoint every N steps and at "
+                                            "the end (default: at every evaluation)")
+    keep_checkpoints: int = Field(2, ge=1, le=10_000, description="keep K checkpoints (the best and the latest always)")
     metric_for_best: Optional[str] = Field(None, description="eval metric that picks adapter/ "
                                            "(default: the task's primary metric, e.g. accuracy)")
     greater_is_better: Optional[bool] = Field(None, description="direction of metric_for_best "
                                               "(default: lower for *loss, else higher)")
-    early_stopping_patience: Optional[int] = Field(None, gt=0, description="stop after N evaluations "
+    early_stopping_patience: Optional[int] = Field(None, gt=0, le=10**6, description="stop after N evaluations "
                                                    "without a new best (default: never)")
-    eval_batch_size: int = Field(64, gt=0)
+    eval_batch_size: int = Field(64, gt=0, le=1 << 20)
     group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
-    max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train may do")
+    max_failures: int = Field(2, ge=0, le=1000, description="worker-group restarts Ray Train may do")
     nan_policy: Literal["stop", "skip"] = "stop"
 
 
 class ScalingSpec(Section):
-    num_workers: int = Field(2, gt=0, description="Ray Train workers")
+    num_workers: int = Field(2, gt=0, le=10_000, description="Ray Train workers")
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1, gt=0)
-    torch_threads: Optional[int] = Field(None, gt=0, description="torch threads per worker (default: cpus_per_worker)")
+    cpus_per_worker: float = Field(1, gt=0, le=1024)
+    torch_threads: Optional[int] = Field(None, gt=0, le=1024,
+                                         description="torch threads per worker (default: cpus_per_worker)")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     address: Optional[str] = Field(None, description="Ray address; default starts Ray in-process")
 

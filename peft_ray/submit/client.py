@@ -82,16 +82,35 @@ def connect(address: Optional[str], timeout_s: float = 10.0, warn: Callable[[str
     return JobSubmissionClient(url, headers=token.headers() if token else None)
 
 
-def call(fn: Callable, *args, **kwargs):
-    """Run one Jobs API call, turning Ray's auth/HTTP errors into JobErrors."""
+# Right after `ray start --head` the dashboard answers before its job agent is up and says
+# "No available agent to submit job, please try again later" (HTTP 500): wait, as a user would.
+AGENT_WAIT_S = 60.0
+AGENT_POLL_S = 2.0
+NO_AGENT = "No available agent"
+
+
+def call(fn: Callable, *args, warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+         wait_s: float = AGENT_WAIT_S, **kwargs):
+    """Run one Jobs API call, turning Ray's auth/HTTP errors into JobErrors; a cluster whose job
+    agent is still starting is retried for up to `wait_s` seconds."""
+    import time
+
     from ray.exceptions import AuthenticationError
 
-    try:
-        return fn(*args, **kwargs)
-    except AuthenticationError as e:
-        raise JobError(str(e).splitlines()[0]) from None
-    except RuntimeError as e:  # the SDK raises RuntimeError("Request failed with status code 404: ...")
-        raise JobError(str(e)) from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except AuthenticationError as e:
+            raise JobError(str(e).splitlines()[0]) from None
+        except RuntimeError as e:  # the SDK raises RuntimeError("Request failed with status code 404: ...")
+            if NO_AGENT not in str(e):
+                raise JobError(str(e)) from None
+            if time.monotonic() >= deadline:
+                raise JobError(f"the cluster's job agent did not come up within {wait_s:.0f}s ({NO_AGENT}); "
+                               "check the head node (`ray status`) and submit again") from None
+            warn(f"waiting for the cluster's job agent ({NO_AGENT}); retrying for up to {wait_s:.0f}s")
+            time.sleep(AGENT_POLL_S)
 
 
 def follow_logs(client, job_id: str, out=sys.stdout) -> str:

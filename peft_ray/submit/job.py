@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from peft_ray.errors import JobError
+from peft_ray.security import looks_secret, redact_text
 from peft_ray.submit.upload import UploadPlan
 
 BASE_ENV = {"PYTHONUNBUFFERED": "1",          # driver output reaches `jobs logs` as it happens
@@ -47,6 +48,20 @@ def submission_id(job_name: str) -> str:
     return f"peft-ray-{job_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
+HOW_TO_PASS_SECRETS = ("Pass secrets through the nodes' own environment (set in the cluster's setup, e.g. "
+                       "cluster.yaml setup_commands or the node's ~/.bashrc), instance roles, or a secret manager; "
+                       "never on the command line of a job")
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Overrides become the job's entrypoint, which the dashboard shows: no credentials there."""
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if looks_secret(key, value):
+            raise JobError(f"override '{redact_text(o)}': looks like a credential, and the job's entrypoint "
+                           f"is shown in the Ray dashboard. {HOW_TO_PASS_SECRETS}")
+
+
 def parse_env(pairs: Sequence[str]) -> Dict[str, str]:
     out = {}
     for pair in pairs:
@@ -56,6 +71,9 @@ def parse_env(pairs: Sequence[str]) -> Dict[str, str]:
         if key.startswith("RAY_AUTH_"):
             raise JobError(f"--env {key}: the cluster has its own token; a token in a job's env_vars is "
                            "readable by anyone who can see the job in the dashboard")
+        if looks_secret(key, value):
+            raise JobError(f"--env {key}: looks like a secret, and a job's env_vars are shown verbatim in the "
+                           f"Ray dashboard and `ray job list`. {HOW_TO_PASS_SECRETS}")
         out[key] = value
     return out
 
@@ -70,6 +88,7 @@ def build_submission(job: str, overrides: Sequence[str], plan: UploadPlan, *, en
         raise JobError(f"job file '{job}' is outside the working dir {plan.root}, so it would not travel "
                        "with the job; move it under the working dir (e.g. jobs/) or pass --working-dir")
     plan.check_travels(job_path, "job file")
+    check_overrides(overrides)
     spec, notes = validate_locally(job_path, overrides, plan)
     rel = plan.relative(job_path)
     args = ["peft-ray", "train", rel, *overrides] + (["--resume"] if resume else []) + \

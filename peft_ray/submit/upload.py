@@ -10,6 +10,7 @@ laptop, instead of on the cluster after the upload.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ from peft_ray.errors import JobError
 # checkpoints (can be GBs); the rest are caches and VCS data no worker needs.
 DEFAULT_EXCLUDES: Tuple[str, ...] = (".git", "runs/", "__pycache__/", ".pytest_cache/", "*.egg-info/",
                                      "build/", ".venv/", "venv/", "bench/results/")
+# Files that hold credentials: never uploaded unless named with --include. Matched against
+# every path component (a folder name matches everything below it) with fnmatch.
+SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc", ".npmrc", ".pypirc", ".pgpass",
+                                    ".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
+                                    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12",
+                                    "*.pfx", "*-key.json", "*_key.json", "credentials", "credentials.json",
+                                    "service-account*.json", "*.tfstate", "*.tfstate.*", "*.tfvars",
+                                    ".git-credentials", ".htpasswd", "secrets.y*ml", ".secrets*", "*.keytab",
+                                    ".huggingface", ".cache/huggingface/token")
 # Ray warns about single files above 10 MiB; big models and data belong on shared storage.
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 
@@ -33,6 +43,12 @@ class UploadPlan:
     files: Set[Path] = field(default_factory=set)         # resolved paths that travel
     total_bytes: int = 0
     dropped_large: List[Tuple[str, int]] = field(default_factory=list)
+
+    def listing(self) -> str:
+        """Every file that travels, with its size, and the total (what --dry-run prints)."""
+        rows = sorted((self.relative(f), f.stat().st_size) for f in self.files)
+        lines = [f"  {size:>12,d}  {rel}" for rel, size in rows]
+        return "\n".join(["files to upload:", *lines, f"  {self.total_bytes:>12,d}  total ({len(rows)} files)"])
 
     def runtime_env(self) -> Dict[str, object]:
         return {"working_dir": str(self.root), "excludes": list(self.excludes)}
@@ -57,8 +73,27 @@ class UploadPlan:
                            "it to shared storage (s3://, gs://, NFS) or out of the excluded folder")
 
 
+def is_secret(rel: str) -> bool:
+    """Whether a path (relative to the working dir) looks like a credentials file."""
+    parts = rel.split("/")
+    paths = parts + ["/".join(parts[i:i + 2]) for i in range(len(parts) - 1)]
+    return any(fnmatch.fnmatch(p, pat) for p in paths for pat in SECRET_PATTERNS)
+
+
+def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
+    """Every secret-looking file that would travel is refused unless --include names it."""
+    allowed = list(include)
+    found = sorted(rel for rel in map(plan.relative, plan.files)
+                   if is_secret(rel) and not any(fnmatch.fnmatch(rel, pat) for pat in allowed))
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise JobError(f"refusing to upload what looks like credentials: {shown}. Keep them out (.gitignore, "
+                       "--exclude) and give the cluster its secrets through the node environment or a secret "
+                       "manager; to send a file anyway, name it with --include PATTERN")
+
+
 def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
-                large_file_bytes: int = LARGE_FILE_BYTES) -> UploadPlan:
+                large_file_bytes: int = LARGE_FILE_BYTES, include: Iterable[str] = ()) -> UploadPlan:
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
         raise JobError(f"--working-dir: '{root}' is not a folder")
@@ -73,6 +108,7 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
         plan.total_bytes += size
     # Anchored patterns ("/path") match exactly these files, nothing else of the same name.
     plan.excludes += ["/" + rel for rel, _ in plan.dropped_large]
+    refuse_secrets(plan, include)
     return plan
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,8 +81,20 @@ def save_checkpoint(engine, state: TrainerState, local_dir: Path, write_adapter_
     return local_dir
 
 
+def _inside(root: Path, rel) -> bool:
+    """Whether `rel` names a path inside `root`: relative, no `..`, no link leading out.
+    A manifest must never make validation read (or report on) files elsewhere."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return False
+    try:
+        return (root / rel).resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):          # a link loop
+        return False
+
+
 def validate_checkpoint(path: Path) -> Tuple[bool, str]:
-    """(ok, reason). A checkpoint is good when every rank's manifest is there and matches."""
+    """(ok, reason). A checkpoint is good when every rank's manifest is there and matches,
+    names only files inside the checkpoint, and every file in it is listed (nothing planted)."""
     state_file = path / "trainer_state.json"
     if not state_file.is_file():
         return False, "trainer_state.json is missing"
@@ -90,6 +103,7 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
     except ValueError:
         return False, "trainer_state.json is corrupt"
     manifests = sorted(path.glob("MANIFEST.rank*.json"))
+    listed: set = set()
     if len(manifests) != state.get("world_size", 1):
         return False, f"{len(manifests)} of {state.get('world_size')} rank manifests present"
     for m in manifests:
@@ -97,12 +111,23 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
             entries = json.loads(m.read_text())
         except ValueError:
             return False, f"{m.name} is corrupt"
+        if not isinstance(entries, dict):
+            return False, f"{m.name} is corrupt"
         for rel, digest in entries.items():
+            if not _inside(path, rel):
+                return False, (f"{m.name} names '{rel}', outside the checkpoint (refused: a manifest "
+                               "lists only files of its own checkpoint)")
             f = path / rel
             if not f.is_file():
                 return False, f"{rel} is missing"
             if sha256(f) != digest:
                 return False, f"{rel} does not match its checksum (truncated or corrupt)"
+        listed.update(entries)
+    # DeepSpeed loads every file under ds/: none may be there that no rank wrote.
+    planted = sorted(str(p.relative_to(path)) for p in (path / "ds").rglob("*")
+                     if not p.is_dir() and str(p.relative_to(path)) not in listed)
+    if planted:
+        return False, f"{planted[0]} is in no manifest (added after the checkpoint was written)"
     return True, "ok"
 
 
@@ -114,12 +139,55 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
     if raw["world_size"] != world():
         raise RuntimeError(f"checkpoint {path} was written by {raw['world_size']} workers; resume with "
                            f"scaling.num_workers={raw['world_size']} (ZeRO shards are per rank)")
-    engine.load_checkpoint(str(path / "ds"), tag=TAG, load_module_strict=False,
-                           load_optimizer_states=True, load_lr_scheduler_states=True)
+    original = engine.checkpoint_engine
+    engine.checkpoint_engine = TensorsOnlyLoader(original)
+    try:
+        engine.load_checkpoint(str(path / "ds"), tag=TAG, load_module_strict=False,
+                               load_optimizer_states=True, load_lr_scheduler_states=True)
+    finally:
+        engine.checkpoint_engine = original
     rng = path / f"rng_rank{rank()}.safetensors"
     if rng.exists():
         torch.set_rng_state(load_file(str(rng))["cpu"])
     return TrainerState(**raw)
+
+
+def _safe_globals() -> list:
+    """The only classes a DeepSpeed ZeRO checkpoint pickles besides tensors and containers
+    (found with torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO-2 and -3
+    checkpoints): plain data holders whose unpickling runs no user code."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+class TensorsOnlyLoader:
+    """DeepSpeed's checkpoint engine with `load` restricted to tensors and an allow-list.
+
+    DeepSpeed's own TorchCheckpointEngine.load calls torch.load(weights_only=False), so a
+    file planted in output.dir (shared NFS or S3) would run code on every worker at resume;
+    the manifest's sha256 proves integrity, not origin. Everything else is delegated."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def load(self, path: str, map_location=None):
+        from peft_ray.errors import CheckpointError
+
+        try:
+            with torch.serialization.safe_globals(_safe_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).split("WeightsUnpickler error:", 1)[-1].strip().split(".")[0]
+            raise CheckpointError(f"refusing to resume from {path}: it holds objects other than tensors "
+                                  f"({first}); a checkpoint written by peft-ray never does, so this file was "
+                                  "replaced or comes from elsewhere. Delete that checkpoint folder to resume "
+                                  "from an earlier one, or start without --resume") from None
 
 
 def checkpoint_step(path: Union[Path, str, Location]) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError, SpecError
+from peft_ray.security import check_own_pickles
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import is_uri
 from peft_ray.tune import space as S
@@ -46,6 +47,8 @@ def prepare_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
                               "--overwrite to replace it, or set output.dir to a new folder")
     if resume and not (out / EXPERIMENT).is_dir():
         raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
+    if resume:
+        check_own_pickles(out / EXPERIMENT, "--resume")
     if resume and (out / "job.yaml").exists():
         old, new = yaml.safe_load((out / "job.yaml").read_text()) or {}, dump_spec(spec)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -1,0 +1,77 @@
+"""A shared adapter is data: its recorded job never turns on remote code, pickle or a download."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from peft_ray.errors import CheckpointError
+from peft_ray.inference import check_adapter
+from peft_ray.security import Trust
+from peft_ray.spec import validate_spec
+from peft_ray.train.local import run_local
+from tests.conftest import job_dict
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_bert, tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_local(validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                                     train={"max_steps": 1, "eval_every": 1})))
+    return out / "adapter"
+
+
+def _evil_model(tiny_bert: Path, root: Path, marker: Path) -> Path:
+    """A model folder whose config maps to its own Python file: loading it with
+    trust_remote_code runs that file."""
+    model = root / "evil-model"
+    shutil.copytree(tiny_bert, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(cfg))
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                   "from transformers import BertConfig as EvilConfig\n")
+    return model
+
+
+def _tamper(adapter: Path, root: Path, **model) -> Path:
+    copy = root / "shared-adapter"
+    shutil.copytree(adapter, copy)
+    extra = json.loads((copy / "peft_ray.json").read_text())
+    extra["spec"]["model"].update(model)
+    (copy / "peft_ray.json").write_text(json.dumps(extra))
+    return copy
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "export"])
+def test_recorded_trust_remote_code_is_refused_without_the_flag(adapter, tiny_bert, tmp_path, command):
+    marker = tmp_path / "pwned"
+    evil = _tamper(adapter, tmp_path, name_or_path=str(_evil_model(tiny_bert, tmp_path, marker)),
+                   trust_remote_code=True)
+    args = {"predict": ["predict", str(evil), "--input", "x.parquet", "--output", str(tmp_path / "p.jsonl")],
+            "eval": ["eval", str(evil), "--data", "x.parquet"],
+            "export": ["export", str(evil), str(tmp_path / "merged"), "--merge"]}[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "model.trust_remote_code: true" in result.output and "--trust-remote-code" in result.output
+    assert not marker.exists()
+
+
+def test_recorded_allow_pickle_is_refused_without_the_flag(adapter, tmp_path):
+    with pytest.raises(CheckpointError, match="model.allow_pickle: true.*--allow-pickle"):
+        check_adapter(_tamper(adapter, tmp_path, allow_pickle=True))
+
+
+def test_the_flag_turns_it_on(adapter, tmp_path):
+    loaded = check_adapter(_tamper(adapter, tmp_path, trust_remote_code=True), Trust(remote_code=True))
+    assert loaded.spec.model.trust_remote_code
+
+
+def test_recorded_hub_id_is_never_downloaded(adapter, tmp_path):
+    with pytest.raises(CheckpointError, match="not in the local Hugging Face cache.*never downloads"):
+        check_adapter(_tamper(adapter, tmp_path, name_or_path="someone/not-cached-model-xyz"))

@@ -1,0 +1,100 @@
+"""A checkpoint is data: resuming never unpickles code, and manifests stay inside their folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from peft_ray.errors import CheckpointError
+from peft_ray.spec import validate_spec
+from peft_ray.train.checkpoint import latest_good_checkpoint, sha256, validate_checkpoint
+from peft_ray.train.local import run_local
+from tests.conftest import job_dict
+
+TRAIN = {"max_steps": 2, "checkpoint_every": 2, "eval_every": 2}
+
+
+class _Boom:
+    """Unpickling this runs a shell command: what an attacker plants in output.dir."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rehash(ckpt: Path) -> None:
+    """What an attacker with write access to the storage does: fix the manifest up."""
+    for m in ckpt.glob("MANIFEST.rank*.json"):
+        entries = json.loads(m.read_text())
+        m.write_text(json.dumps({rel: sha256(ckpt / rel) for rel in entries}))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}, train=TRAIN))
+    run_local(spec)
+    return spec, out / "checkpoints" / "checkpoint_00000002"
+
+
+def test_tampered_checkpoint_is_refused_not_loaded(trained, tmp_path):
+    spec, ckpt = trained
+    bad = tmp_path / "run"
+    shutil.copytree(ckpt.parent.parent, bad)
+    target = bad / "checkpoints" / ckpt.name
+    marker = tmp_path / "pwned"
+    torch.save({"module": _Boom(str(marker))}, target / "ds" / "state" / "mp_rank_00_model_states.pt")
+    _rehash(target)
+    assert validate_checkpoint(target)[0]            # the manifest matches: integrity is not origin
+    spec = spec.model_copy(deep=True)
+    spec.output.dir = str(bad)
+    with pytest.raises(CheckpointError, match="refusing to resume.*other than tensors"):
+        run_local(spec, resume=True)
+    assert not marker.exists()
+
+
+def test_clean_checkpoint_still_resumes(trained, tmp_path):
+    spec, ckpt = trained
+    shutil.copytree(ckpt.parent.parent, tmp_path / "run")
+    spec = spec.model_copy(deep=True)
+    spec.output.dir = str(tmp_path / "run")
+    spec.train.max_steps = 3
+    assert run_local(spec, resume=True)["step"] == 3
+
+
+@pytest.mark.parametrize("rel", ["/etc/passwd", "../../../etc/hostname", "adapter/../../x"])
+def test_manifest_paths_outside_the_checkpoint_are_refused(trained, tmp_path, rel):
+    _, ckpt = trained
+    copy = tmp_path / ckpt.name
+    shutil.copytree(ckpt, copy)
+    m = copy / "MANIFEST.rank0.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), rel: "0" * 64}))
+    ok, why = validate_checkpoint(copy)
+    assert not ok and "outside the checkpoint" in why
+
+
+def test_manifest_link_out_of_the_checkpoint_is_refused(trained, tmp_path):
+    _, ckpt = trained
+    copy = tmp_path / ckpt.name
+    shutil.copytree(ckpt, copy)
+    (copy / "adapter" / "evil").symlink_to("/etc/hostname")
+    m = copy / "MANIFEST.rank0.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "adapter/evil": sha256(Path("/etc/hostname"))}))
+    assert "outside the checkpoint" in validate_checkpoint(copy)[1]
+
+
+def test_file_planted_in_ds_is_refused(trained, tmp_path):
+    _, ckpt = trained
+    copy = tmp_path / "root" / ckpt.name
+    shutil.copytree(ckpt, copy)
+    torch.save({}, copy / "ds" / "state" / "extra.pt")
+    ok, why = validate_checkpoint(copy)
+    assert not ok and "in no manifest" in why
+    assert latest_good_checkpoint(tmp_path / "root", warn=lambda *_: None) is None

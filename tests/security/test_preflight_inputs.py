@@ -1,0 +1,51 @@
+"""Bad model files fail in preflight (before Ray starts) with a message naming the file or field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from peft_ray.errors import SpecError
+from peft_ray.preflight import run_preflight
+from peft_ray.spec import validate_spec
+from tests.conftest import job_dict
+
+
+def _model_copy(tiny_bert, tmp_path):
+    m = tmp_path / "model"
+    shutil.copytree(tiny_bert, m)
+    return m
+
+
+def _spec(model_path, tiny_data, tmp_path, **sections):
+    return validate_spec(job_dict(model_path, tiny_data, tmp_path / "out", **sections))
+
+
+def test_max_length_past_the_model_positions(tiny_bert, tiny_data, tmp_path):
+    limit = json.loads((tiny_bert / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(SpecError, match=f"model.max_length .* exceeds the {limit} positions"):
+        run_preflight(_spec(tiny_bert, tiny_data, tmp_path, model={"max_length": limit + 1}))
+
+
+def test_virtual_tokens_plus_max_length_past_the_positions(tiny_bert, tiny_data, tmp_path):
+    limit = json.loads((tiny_bert / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(SpecError, match="method.num_virtual_tokens"):
+        run_preflight(_spec(tiny_bert, tiny_data, tmp_path, model={"max_length": limit - 2},
+                            method={"num_virtual_tokens": 4}))
+
+
+def test_invalid_config_json(tiny_bert, tiny_data, tmp_path):
+    m = _model_copy(tiny_bert, tmp_path)
+    (m / "config.json").write_text("{not json")
+    with pytest.raises(SpecError, match="config.json is not valid JSON"):
+        run_preflight(_spec(m, tiny_data, tmp_path))
+
+
+def test_corrupt_safetensors(tiny_bert, tiny_data, tmp_path):
+    m = _model_copy(tiny_bert, tmp_path)
+    for f in m.glob("*.safetensors"):
+        f.write_bytes(b"\xff" * 64)
+    with pytest.raises(SpecError, match="not a readable safetensors file"):
+        run_preflight(_spec(m, tiny_data, tmp_path))

@@ -1,0 +1,61 @@
+"""Hostile or careless job specs fail in `validate` with a short message naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from peft_ray.errors import SpecError
+from peft_ray.spec import load_spec
+from peft_ray.spec.load import apply_overrides
+
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "train:\n  epochs: *i\n"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.epochs=1e12", "train.epochs"), ("train.epochs=.inf", "train.epochs"),
+    ("train.lr=.nan", "train.lr"), ("scaling.cpus_per_worker=.inf", "scaling.cpus_per_worker"),
+    ("train.max_steps=100000000000", "train.max_steps"), ("scaling.num_workers=1000000", "scaling.num_workers"),
+])
+def test_numeric_fields_are_bounded_and_finite(override, field):
+    with pytest.raises(SpecError, match=field):
+        load_spec(None, [override])
+
+
+def test_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    job = tmp_path / "bomb.yaml"
+    job.write_text(BOMB)
+    with pytest.raises(SpecError, match="aliases") as e:
+        load_spec(job)
+    assert len(str(e.value)) < 300
+
+
+def test_few_aliases_in_a_wrong_field_give_a_short_message(tmp_path):
+    job = tmp_path / "j.yaml"
+    job.write_text("a: &a [" + ",".join(["x" * 50] * 50) + "]\ntrain:\n  epochs: *a\n")
+    with pytest.raises(SpecError, match="train.epochs") as e:
+        load_spec(job)
+    assert len(str(e.value)) < 400
+
+
+def test_deep_nesting_is_an_error_not_a_recursion_error(tmp_path):
+    job = tmp_path / "deep.yaml"
+    job.write_text("train: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(SpecError, match="nested deeper"):
+        load_spec(job)
+
+
+def test_override_without_a_key():
+    with pytest.raises(SpecError, match="no key before '='"):
+        load_spec(None, ["=5"])
+
+
+def test_override_read_as_a_mapping_says_so():
+    with pytest.raises(SpecError, match="reads '{soft}' as a mapping.*quote"):
+        load_spec(None, ["template.text={soft}"])
+    assert apply_overrides({}, ['template.text="{soft} {text}"']) == {"template": {"text": "{soft} {text}"}}
+
+
+def test_label_slot_twice_is_refused():
+    with pytest.raises(SpecError, match=r"template.text: \{label\} .* use it once"):
+        load_spec(None, ['template.text="{text} {label} or {label}"', 'task.labels=[neg, pos]'])

@@ -1,0 +1,94 @@
+"""Secrets stay on the laptop: submit refuses credential files, secret --env values and
+overrides; --dry-run lists what travels; redaction covers URL credentials."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from peft_ray.errors import JobError
+from peft_ray.security import REDACTED, redact, redact_text
+from peft_ray.submit.client import call
+from peft_ray.submit.job import check_overrides, parse_env
+from peft_ray.submit.upload import is_secret, plan_upload
+from tests.conftest import job_dict
+
+SECRETS = [".env", ".aws/credentials", ".ssh/id_rsa", ".netrc", "gcp-key.json", "infra/terraform.tfstate",
+           "deploy/server.pem", "conf/.env.production"]
+
+
+def _working_dir(tmp_path, tiny_bert, tiny_data):
+    wd = tmp_path / "repo"
+    (wd / "jobs").mkdir(parents=True)
+    job = wd / "jobs" / "j.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, "/tmp/peft-ray-out-unused")))
+    return wd, job
+
+
+@pytest.mark.parametrize("rel", SECRETS)
+def test_secret_files_are_refused(tmp_path, rel):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text("secret")
+    (tmp_path / "train.py").write_text("ok")
+    with pytest.raises(JobError, match=f"refusing to upload what looks like credentials: {rel}.*--include"):
+        plan_upload(tmp_path)
+
+
+def test_include_lets_a_named_file_through_and_gitignore_is_honoured(tmp_path):
+    (tmp_path / ".env").write_text("A=1")
+    (tmp_path / ".gitignore").write_text("private/\n")
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "notes.txt").write_text("x")
+    plan = plan_upload(tmp_path, include=[".env"])
+    assert sorted(map(plan.relative, plan.files)) == [".env", ".gitignore"]
+
+
+def test_ordinary_files_are_not_secrets():
+    assert not any(map(is_secret, ["peft_ray/security.py", "jobs/default.yaml", "docs/keys.md", "tokenizer.json"]))
+
+
+def test_dry_run_lists_files_and_total(tmp_path, tiny_bert, tiny_data):
+    wd, job = _working_dir(tmp_path, tiny_bert, tiny_data)
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "files to upload:" in r.output and "jobs/j.yaml" in r.output and "total (1 files)" in r.output
+
+
+@pytest.mark.parametrize("pair", ["HF_TOKEN=abc", "AWS_SECRET_ACCESS_KEY=xyz", "X=hf_" + "a" * 30,
+                                  "PROXY=http://user:pass@proxy:3128"])
+def test_secret_env_values_are_refused(pair):
+    with pytest.raises(JobError, match="looks like a secret.*dashboard.*node"):
+        parse_env([pair])
+
+
+def test_plain_env_values_pass():
+    assert parse_env(["TOKENIZERS_PARALLELISM=false", "OMP_NUM_THREADS=2"]) == {
+        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
+
+
+def test_secret_overrides_are_refused_and_not_echoed():
+    with pytest.raises(JobError) as e:
+        check_overrides(["train.max_steps=2", "output.dir=s3://AKIAXXXXXXXXXXXXXXXX:secret@bucket/runs"])
+    assert "secret@" not in str(e.value) and "entrypoint" in str(e.value)
+
+
+def test_url_credentials_are_redacted():
+    assert redact_text("http://user:pass@host/x") == f"http://{REDACTED}@host/x"
+    assert redact({"output": {"dir": "https://tok@h/p"}}) == {"output": {"dir": f"https://{REDACTED}@h/p"}}
+    assert redact_text("s3://bucket/a@b") == "s3://bucket/a@b"          # an @ after the host is not a credential
+
+
+def test_no_available_agent_is_retried_then_explained():
+    attempts, warned = [], []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job")
+        return "job-1"
+
+    assert call(flaky, warn=warned.append, wait_s=10) == "job-1" and warned
+    with pytest.raises(JobError, match="did not come up within 0s"):
+        call(lambda: (_ for _ in ()).throw(RuntimeError("No available agent")), warn=warned.append, wait_s=0)
