@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from peft_ray.errors import SpecError
 
@@ -142,6 +142,26 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = getattr(model.config, "eos_token_id", None)
     return model
+
+
+def set_dropout(model: Any, p: Optional[float]) -> None:
+    """`model.dropout`: every dropout of the base at probability p (None: the model's config).
+
+    The model trains in train mode from step 1, as in HF Trainer; this sets how much dropout
+    that means. Covers nn.Dropout layers (BERT, GPT-2, T5, the heads) and the float attention
+    dropout that Llama-family attention keeps as an attribute."""
+    import torch
+
+    if p is None:
+        return
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = p
+    for key, value in model.config.to_dict().items():
+        if isinstance(value, float) and ("dropout" in key or key.endswith("pdrop")):
+            setattr(model.config, key, p)
 
 
 def head_modules(model: Any) -> list[str]:

@@ -23,6 +23,8 @@ class ModelSpec(Section):
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example, before soft tokens")
     trust_remote_code: bool = Field(False, description="run model code from the checkpoint (off: unsafe)")
     allow_pickle: bool = Field(False, description="allow pickle (.bin) weights; off by default (unsafe)")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="the frozen base's dropout probability "
+                                     "in training (every dropout layer); default: the model's own config")
 
 
 class DecodingSpec(Section):

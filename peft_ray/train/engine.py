@@ -9,7 +9,7 @@ import torch
 
 from peft_ray.methods import get_method
 from peft_ray.methods.common import BuildContext
-from peft_ray.models import head_modules, load_tokenizer, resolve_model_path
+from peft_ray.models import head_modules, load_tokenizer, resolve_model_path, set_dropout
 
 
 def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
@@ -19,6 +19,7 @@ def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
     path = resolve_model_path(spec.model.name_or_path)
     tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
     base = get_task(spec.task.type).load_base(spec, path)
+    set_dropout(base, spec.model.dropout)
     method = get_method(spec.method.name)
     ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base),
                        kernels=spec.kernels)

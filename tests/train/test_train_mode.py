@@ -63,3 +63,13 @@ def test_resume_after_an_eval_matches_uninterrupted(tiny_bert, tiny_data, tmp_pa
     assert resumed["step"] == 6
     assert resumed["loss"] == full["loss"]
     assert _same(_adapter(tmp_path / "cut"), _adapter(tmp_path / "full"))
+
+
+def test_model_dropout_sets_every_dropout_of_the_base(tiny_bert):
+    from peft_ray.models import load_classifier, set_dropout
+
+    model = load_classifier(str(tiny_bert), 2, seed=0)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    set_dropout(model, 0.0)
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0.0
