@@ -73,5 +73,9 @@ def test_the_flag_turns_it_on(adapter, tmp_path):
 
 
 def test_recorded_hub_id_is_never_downloaded(adapter, tmp_path):
+    shared = _tamper(adapter, tmp_path, name_or_path="someone/not-cached-model-xyz")
+    extra = json.loads((shared / "peft_ray.json").read_text())
+    extra.pop("base_model_path", None)        # as on another machine: no local base folder recorded
+    (shared / "peft_ray.json").write_text(json.dumps(extra))
     with pytest.raises(CheckpointError, match="not in the local Hugging Face cache.*never downloads"):
-        check_adapter(_tamper(adapter, tmp_path, name_or_path="someone/not-cached-model-xyz"))
+        check_adapter(shared)

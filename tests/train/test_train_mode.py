@@ -20,7 +20,8 @@ from tests.conftest import job_dict
 
 def _spec(tiny_bert, tiny_data, out, **train):
     t = {"max_steps": 6, "checkpoint_every": 3, "eval_every": None, **train}
-    return validate_spec(job_dict(tiny_bert, tiny_data, out, train=t, scaling={"num_workers": 1}))
+    model = {"name_or_path": str(tiny_bert), "max_length": 32, "dropout": None}   # the model's own 0.1 dropout
+    return validate_spec(job_dict(tiny_bert, tiny_data, out, train=t, scaling={"num_workers": 1}, model=model))
 
 
 def _adapter(run_dir: Path) -> dict:
