@@ -60,7 +60,10 @@ def main() -> None:
     args = TrainingArguments(output_dir="/tmp/hf-peft-bench", per_device_train_batch_size=a.batch_size,
                              per_device_eval_batch_size=64, learning_rate=a.lr, num_train_epochs=1,
                              seed=a.seed, eval_strategy="no", save_strategy="no", report_to=[],
-                             logging_steps=50, dataloader_num_workers=0, use_cpu=True)
+                             logging_steps=50, dataloader_num_workers=0, use_cpu=True,
+                             # HF's strongest ordinary setting: dynamic padding (the collator)
+                             # and batches of similar lengths, as peft-ray's length bucketing.
+                             train_sampling_strategy="group_by_length")
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tok))
     t0 = time.time()
     out = trainer.train()

@@ -6,8 +6,9 @@ Same model (MiniLM), data (SST-2 train, 1 epoch), batch 32, max_length 64, seed 
 prompt tuning (20 tokens, lr 3e-2) and LoRA (r=8, alpha 16, query/value, lr 1e-3).
 Threads: HF runs in one process with torch.set_num_threads(2); peft-ray runs
 1 worker x 2 threads and 2 workers x 1 thread (2 cores in both cases).
-Both use dynamic padding (HF: DataCollatorWithPadding), so the anchor is the
-stronger, commonly used setup. Each run is its own process; peak RSS is summed
+Both use dynamic padding (HF: DataCollatorWithPadding) and length-grouped batches
+(HF: train_sampling_strategy="group_by_length"), HF's strongest ordinary setting;
+both train with the base's own dropout (0.1) on from the first step. Each run is its own process; peak RSS is summed
 over the process tree (for peft-ray: driver, Ray, every worker).
 """
 

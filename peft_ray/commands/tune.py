@@ -4,6 +4,7 @@ and hyper-parameters (the job's `tune:` section; see docs/tune.md)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Tuple
 
 import click
@@ -21,14 +22,27 @@ def register(main: click.Group) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in output.dir: finished trials "
               "are kept, unfinished ones continue from their last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous search in output.dir.")
-def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also show Ray's and the trials' own output, and every "
+              "trial's start, results and end.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors, the leaderboard and the best trial.")
+def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, verbose: bool, quiet: bool) -> None:
     """Search the job's `tune:` section on Ray Tune; every trial is a `peft-ray train` run."""
     from peft_ray.spec import load_spec
+    from peft_ray.storage import is_uri
+    from peft_ray.train import terminal
     from peft_ray.tune.runner import run_tune
 
+    if verbose and quiet:
+        raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
+    level = terminal.level_of(verbose, quiet)
     try:
         spec = load_spec(job, overrides)
-        run_tune(spec, resume=resume, overwrite=overwrite, job_path=job)
+        # As `train`: everything goes to OUTPUT_DIR/tune.log, the terminal gets peft-ray's lines
+        # and Tune's status heartbeat (default), or less (-q), or all of it (-v).
+        log = None if is_uri(spec.output.dir) else Path(spec.output.dir).expanduser() / "tune.log"
+        with terminal.routed(log, level, keep=terminal.TUNE_PROGRESS):
+            run_tune(spec, resume=resume, overwrite=overwrite, job_path=job,
+                     verbosity=terminal.LEVELS.index(level))
     except JobError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -44,6 +58,9 @@ and .json, curves.png, adapter/ (the best trial's, HF PEFT layout) and best_job.
   peft-ray tune jobs/sst2_template_search.yaml data.root=../shared/data/sst2
   peft-ray tune JOB.yaml tune.num_samples=4 tune.scheduler.name=fifo
   peft-ray tune JOB.yaml --resume
+  peft-ray tune JOB.yaml -q                   # warnings, errors and the leaderboard only
+
+Everything the search prints also goes to OUTPUT_DIR/tune.log.
 
 Overrides come after the job file as section.key=value, e.g. train.max_steps=20
 tune.num_samples=2 data.root=../shared/data/sst2"""

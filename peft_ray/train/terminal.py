@@ -33,6 +33,11 @@ PROBLEM = re.compile(r"\b(warning|error)\b|Traceback|Error\b|Exception\b", re.IG
 # A worker failure, even at the default level: Ray Train's retry notice and the exception's last line.
 FAILURE = re.compile(r"^(Error in training function|\[FailurePolicy\]|[\w.]+(Error|Exception): )")
 BAR_CONTROL = ("\r", "\x1b[A")  # tqdm's redraws start so; a forwarded worker line never does
+# Ray Tune's own progress on the driver (its heartbeat and a trial's error notice), which
+# `peft-ray tune` keeps on the terminal at the default level.
+TUNE_PROGRESS = re.compile(r"^(Trial status:|Current time:|Logical resource usage:|Current best trial:|"
+                           r"Trial \S+ errored after|Error file:)")
+_blocks: list = []  # levels of the open `block`s, innermost last
 
 
 def level_of(verbose: bool, quiet: bool) -> str:
@@ -40,11 +45,14 @@ def level_of(verbose: bool, quiet: bool) -> str:
     return "verbose" if verbose else "quiet" if quiet else "default"
 
 
-def shown(line: str, level: str) -> Optional[str]:
-    """The line as the terminal should show it at `level`, or None to keep it to the log file."""
+def shown(line: str, level: str, keep: Optional[re.Pattern] = None) -> Optional[str]:
+    """The line as the terminal should show it at `level`, or None to keep it to the log file.
+    `keep`: further lines (not peft-ray's) that the default level shows."""
     plain = ANSI.sub("", line)
-    if level == "verbose":
+    if level == "verbose" or (_blocks and LEVELS.index(level) >= LEVELS.index(_blocks[-1])):
         return line
+    if keep is not None and level == "default" and keep.match(plain):
+        return plain
     ours = OURS in plain
     text = RAY_PREFIX.sub("", plain) if ours else plain
     if ours and (level == "default" or PROBLEM.search(text)):
@@ -57,8 +65,9 @@ def shown(line: str, level: str) -> Optional[str]:
 class Router(io.TextIOBase):
     """A text stream that writes each line to the log file and, filtered, to `terminal`."""
 
-    def __init__(self, terminal: TextIO, log: TextIO, level: str, pass_bars: bool):
-        self.terminal, self.log, self.level, self.pass_bars = terminal, log, level, pass_bars
+    def __init__(self, terminal: TextIO, log: TextIO, level: str, pass_bars: bool,
+                 keep: Optional[re.Pattern] = None):
+        self.terminal, self.log, self.level, self.pass_bars, self.keep = terminal, log, level, pass_bars, keep
         self.partial = ""
 
     def writable(self) -> bool:
@@ -77,7 +86,7 @@ class Router(io.TextIOBase):
         *lines, self.partial = self.partial.split("\n")
         for line in lines:
             self.log.write(ANSI.sub("", line).split("\r")[-1] + "\n")
-            out = shown(line, self.level)
+            out = shown(line, self.level, self.keep)
             if out is not None:
                 self.terminal.write(out + "\n")
         return len(s)
@@ -92,6 +101,18 @@ class Router(io.TextIOBase):
             self.write("\n")
         self.flush()
         self.log = None
+
+
+@contextlib.contextmanager
+def block(level: str = "quiet"):
+    """Lines printed inside are shown at `level` and above (a leaderboard, a ranking),
+    whatever their prefix; they still go to the log file."""
+    _blocks.append(level)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        _blocks.pop()
 
 
 def bar_stream() -> TextIO:
@@ -112,7 +133,7 @@ class Terminal:
 
 
 @contextlib.contextmanager
-def routed(log_file: Optional[Path], level: str, pass_bars: bool = True):
+def routed(log_file: Optional[Path], level: str, pass_bars: bool = True, keep: Optional[re.Pattern] = None):
     """Route sys.stdout/sys.stderr for the block; the log file is appended to."""
     if log_file is None:  # output.dir is a URI: only the terminal filter applies
         log = open(os.devnull, "a")
@@ -121,8 +142,8 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True):
         log = open(log_file, "a", buffering=1)  # never truncated: a refused run must not clobber a log
         log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
     old = sys.stdout, sys.stderr
-    sys.stdout = Router(old[0], log, level, pass_bars)
-    sys.stderr = Router(old[1], log, level, pass_bars)
+    sys.stdout = Router(old[0], log, level, pass_bars, keep)
+    sys.stderr = Router(old[1], log, level, pass_bars, keep)
     try:
         yield Terminal(level, old[0])
     except BaseException:

@@ -34,6 +34,7 @@ import pyarrow as pa
 import torch
 
 from peft_ray.templates import Template, normalize_verbalizer
+from peft_ray.train import terminal
 
 BATCH = 32
 
@@ -246,6 +247,11 @@ def rank_templates(scores: List[Score], k: int) -> List[int]:
 
 
 def print_ranking(report: dict, space) -> None:
+    with terminal.block("default"):  # its rows carry no [peft-ray] prefix
+        _print_ranking(report, space)
+
+
+def _print_ranking(report: dict, space) -> None:
     print(f"[peft-ray] pre-screen ({report['scorer']}, {report['samples']} rows): zero-shot accuracy")
     for s in sorted(report["scores"], key=lambda s: (-s["accuracy"], -s["margin"])):
         keep = "kept" if s["template_id"] in report["kept"] else "    "

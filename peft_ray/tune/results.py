@@ -20,6 +20,7 @@ import yaml
 
 from peft_ray.errors import JobError
 from peft_ray.spec import dump_spec
+from peft_ray.train import terminal
 from peft_ray.tune.space import SearchSpace
 from peft_ray.tune.trial import assignment_of
 
@@ -224,7 +225,8 @@ def write_results(experiment: Path, spec, space: SearchSpace, trials, totals_of,
     rows = got["rows"]
     write_tables(rows, out, spec.tune.metric)
     plot_curves(rows, out, spec.tune.metric)
-    print("\n" + render_table(rows, spec.tune.metric))
+    with terminal.block():  # the leaderboard shows at every terminal level
+        print("\n" + render_table(rows, spec.tune.metric))
     if got["unfinished"]:
         raise TuneInterrupted(f"the search was interrupted with {len(got['unfinished'])} trial(s) unfinished "
                               f"(leaderboard so far in {out}); continue it with --resume")
@@ -233,6 +235,7 @@ def write_results(experiment: Path, spec, space: SearchSpace, trials, totals_of,
         print("[peft-ray] no trial reported a metric; see the errors above and under " + str(out / "tune"))
         return rows
     adapter = export_best(best, space, got["assignments"][best.trial_id], spec, out, job_path)
-    print(f"\nbest: {best.trial_id} {spec.tune.metric}={best.best_metric:.4f} at step {best.best_step}; "
-          f"adapter: {adapter or '-'}; job: {out / 'best_job.yaml'}; wall {wall:.0f}s")
+    with terminal.block():
+        print(f"\nbest: {best.trial_id} {spec.tune.metric}={best.best_metric:.4f} at step {best.best_step}; "
+              f"adapter: {adapter or '-'}; job: {out / 'best_job.yaml'}; wall {wall:.0f}s")
     return rows

@@ -153,8 +153,10 @@ def candidate_specs(space: S.SearchSpace, trials: Optional[List[Dict[str, Any]]]
     return S.check_trials(space, S.discrete_combinations(space))
 
 
-def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, job_path: str = "JOB.yaml"):
-    """The whole search; returns the leaderboard rows (best first)."""
+def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, job_path: str = "JOB.yaml",
+             verbosity: int = 1):
+    """The whole search; returns the leaderboard rows (best first). `verbosity` is Ray Tune's
+    (0 silent, 1 status heartbeat, 2 every trial's start, results and end)."""
     from peft_ray.train.driver import DATA_CPU_SLOTS, init_ray
     from peft_ray.tune.results import write_results
 
@@ -174,12 +176,12 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
     n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
     print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
           f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
-    make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume).fit()
+    make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
     return write_results(out / EXPERIMENT, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
 
 
 def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concurrent: int, max_t: int,
-               resume: bool):
+               resume: bool, verbosity: int = 1):
     import ray.tune
 
     t = spec.tune
@@ -198,7 +200,7 @@ def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concu
                                         scheduler=make_scheduler(t, max_t), search_alg=make_search(t),
                                         max_concurrent_trials=max_concurrent, reuse_actors=False,
                                         trial_dirname_creator=trial_dirname),
-        run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
+        run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=verbosity,
                                       callbacks=[PlacementGroupJanitor(str(out))],
                                       failure_config=ray.tune.FailureConfig(max_failures=0)))
 

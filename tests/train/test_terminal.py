@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from peft_ray.train.terminal import Router, shown
+from peft_ray.train.terminal import TUNE_PROGRESS, Router, block, shown
 
 RAY_LINE = "\x1b[36m(RayTrainWorker pid=6852)\x1b[0m [peft-ray] eval @ step 30: accuracy 0.5033"
 NOISE = ["\x1b[36m(TrainController pid=6542)\x1b[0m Requesting resources: {'CPU': 1} * 2",
@@ -33,6 +33,24 @@ def test_router_logs_everything_and_shows_ours():
     assert term.getvalue() == "[peft-ray] eval @ step 30: accuracy 0.5033\n\rtraining:  50%|#####     | 15/30"
     assert len(log.getvalue().splitlines()) == len(NOISE) + 1
     assert "\x1b" not in log.getvalue()
+
+
+def test_tune_keeps_its_heartbeat_and_blocks_show_at_their_level():
+    """`peft-ray tune`: Tune's status lines at the default level; the leaderboard (a block) at
+    every level, the pre-screen ranking (a "default" block) not under -q."""
+    heartbeat = "Trial status: 2 RUNNING | 4 PENDING"
+    assert shown(heartbeat, "default", TUNE_PROGRESS) == heartbeat
+    assert shown(heartbeat, "quiet", TUNE_PROGRESS) is None and shown(heartbeat, "default") is None
+    assert shown(NOISE[0], "default", TUNE_PROGRESS) is None
+    term, log = io.StringIO(), io.StringIO()
+    r = Router(term, log, "quiet", pass_bars=False, keep=TUNE_PROGRESS)
+    with block():
+        r.write("trial  accuracy\nab12   0.81\n")
+    with block("default"):
+        r.write("  kept  0.700  template[0]\n")
+    r.write("trial  accuracy\n")  # outside a block: an ordinary line again
+    assert term.getvalue() == "trial  accuracy\nab12   0.81\n"
+    assert len(log.getvalue().splitlines()) == 4
 
 
 def _cli_train(tmp_path, tiny_bert, tiny_data, *flags):
