@@ -165,10 +165,14 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
         raise SpecError("tune: the job has no tune section; add one (see docs/tune.md) or use `peft-ray train`")
     space = check_search(spec)
     usable = preflight_templates(space)
+    total_of = steps_counter(space, usable)
+    # The schedule over every candidate first: a spec error must come before the pre-screen
+    # loads a model and scores every template (minutes).
+    every = S.discrete_combinations(space)
+    check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
     out = prepare_dir(spec, resume, overwrite)
     state = plan_search(spec, space, out, resume)
     specs = candidate_specs(space, state["trials"])
-    total_of = steps_counter(space, usable)
     totals = [total_of(a) for a in (state["trials"] or S.discrete_combinations(space))]
     check_schedule(specs, totals, spec.tune)
     init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))

@@ -100,3 +100,18 @@ def test_sample_is_seeded_and_labelled(tiny_bert, tiny_data, tmp_path, n):
     rows = sample_rows(spec, n)
     assert len(rows) == n and rows == sample_rows(spec, n)
     assert all(r["label"] is not None for r in rows)
+
+
+def test_schedule_error_comes_before_the_prescreen(tiny_mlm, tiny_data, tmp_path, monkeypatch):
+    """ASHA with no evaluation before a trial's end is a spec error raised before the pre-screen
+    loads a model (and before output.dir is written)."""
+    from peft_ray.errors import SpecError
+    from peft_ray.tune import prescreen, runner
+
+    tune = {"template": {"text": THREE, "verbalizer": VERBS}, "prescreen": True, "prescreen_top_k": 1,
+            "scheduler": {"name": "asha", "grace_period": 1}}
+    spec = validate_spec(tune_job(tiny_mlm, tiny_data, tmp_path / "out", tune, train={"eval_every": None}))
+    monkeypatch.setattr(prescreen, "prescreen_templates", lambda *a: pytest.fail("pre-screen ran"))
+    with pytest.raises(SpecError, match="train.eval_every"):
+        runner.run_tune(spec)
+    assert not (tmp_path / "out").exists()
