@@ -2,6 +2,12 @@
 (forward + backward of the LM loss) on a tiny Llama from config, side by side in one process.
 
     python bench/prompt_cache.py --out bench/results/prompt_cache.json
+    python bench/prompt_cache.py --model smollm2 --num-virtual-tokens 16 --seq-len 48 \
+        --out bench/results/prompt_cache_smollm2.json
+
+`--model smollm2`: the real SmolLM2-135M-Instruct (30 layers, hidden 576, 9 heads / 3 KV
+heads, vocab 49,152) at the shapes of jobs/sst2_smollm2_prompt_tuning.yaml (16 virtual
+tokens, batch 8, SST-2 prompts of ~48 tokens).
 
 Tiny Llama (from config, no download): 4 layers, hidden 256, 8 heads / 4 KV heads (GQA),
 MLP 688, vocab 4096. Prompt tuning with n_p = 64 virtual tokens on B = 8 sequences of
@@ -63,6 +69,7 @@ def make_batch(B: int, n: int, vocab: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     ap.add_argument("--num-virtual-tokens", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -75,7 +82,15 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     print(f"torch.set_num_threads({a.threads}); n_p={a.num_virtual_tokens} n={a.seq_len} B={a.batch_size}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    base = tiny_llama(a.vocab)
+    if a.model == "smollm2":
+        from transformers import AutoModelForCausalLM
+
+        from peft_ray.models import resolve_model_path
+
+        base = AutoModelForCausalLM.from_pretrained(resolve_model_path("smollm2"), dtype=torch.float32).train()
+        a.vocab = base.config.vocab_size
+    else:
+        base = tiny_llama(a.vocab)
     models = {"prepend (off)": build(copy.deepcopy(base), a.num_virtual_tokens, "off"),
               "cache (auto)": build(base, a.num_virtual_tokens, "auto")}
     batch = make_batch(a.batch_size, a.seq_len, a.vocab)
@@ -102,7 +117,7 @@ def report(models: dict, times: dict, a) -> None:
               f"{med[off_name] / t:>11.2f}{best[off_name] / best[name]:>9.2f}")
     print(f"speedup, median of paired steps: {paired:.2f}x (goal >= 1.3x); prompt grad max rel diff: {rel:.2e} "
           f"(goal: identical, < 1e-5); load average after {os.getloadavg()[0]:.2f}")
-    rows = {"threads": a.threads, "num_virtual_tokens": a.num_virtual_tokens, "seq_len": a.seq_len,
+    rows = {"model": a.model, "threads": a.threads, "num_virtual_tokens": a.num_virtual_tokens, "seq_len": a.seq_len,
             "batch_size": a.batch_size, "vocab": a.vocab, "steps": a.steps,
             "median_s": med, "min_s": best, "speedup": med[off_name] / med[on_name],
             "speedup_min": best[off_name] / best[on_name], "speedup_paired": paired,

@@ -9,7 +9,8 @@ Parts (all scored on the 872 SST-2 validation rows, never used to choose anythin
 - few_shot: 16 rows per class, 30 epochs (120 steps at batch 8), seeds 0,1,2: peft-ray
   prompt tuning, P-tuning, prefix tuning and LoRA (`peft-ray train --local`, one process, 2
   threads) alternated with HF PEFT + HF Trainer prompt tuning and LoRA on identical rows
-  and steps (bench/_hf_smollm2_run.py); mean +- std over seeds.
+  and steps (bench/_hf_smollm2_run.py); mean +- std over seeds. Both evaluate only the
+  last step's adapter.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def peft_ray(method: str, data: str, seed: int, tmp: Path) -> dict:
     job, extra = PEFT_RAY[method]
     out = tmp / f"pr-{method}-{seed}"
     cmd = ["peft-ray", "train", job, "--local", "--overwrite", f"data.root={data}", f"train.seed={seed}",
-           f"output.dir={out}", "scaling.torch_threads=2", *extra]
+           f"output.dir={out}", "scaling.torch_threads=2",
+           # One evaluation, of the last step, as the anchor: choosing a checkpoint on the
+           # rows that are reported would tune to them.
+           "train.eval_every=null", *extra]
     return run_process(cmd, out / "metrics.json")
 
 
