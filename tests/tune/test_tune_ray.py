@@ -134,8 +134,12 @@ def test_resume_skips_finished_trials(tiny_bert, tiny_data, tmp_path):
     assert proc.returncode == 130 and "continue it with --resume" in said, said[-3000:]
     started = {t: _trial_facts(out, t)["started"] for t in finished}
 
-    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=400)
+    r = subprocess.run(cmd + ["--resume", "-q"], capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # -q: the leaderboard and the best trial on the terminal; Ray's and Tune's output in tune.log
+    log = (out / "tune.log").read_text()
+    assert "best: " in r.stdout and "Trial status:" not in r.stdout and "Trial status:" in log
+    assert len(r.stdout.splitlines()) < 15 < len(log.splitlines())
     board = json.loads((out / "leaderboard.json").read_text())["trials"]
     assert len(board) == 3 and all(t["steps_trained"] == 3 for t in board)
     for t in finished:
