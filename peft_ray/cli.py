@@ -113,7 +113,7 @@ def data() -> None:
 
 
 @data.command("make")
-@click.argument("name", type=click.Choice(["sentiment", "facts"]))
+@click.argument("name", type=click.Choice(["sentiment", "facts", "instructions"]))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def data_make(name: str, out_dir: str) -> None:
     """Write the built-in data set NAME as Parquet files into OUT_DIR."""

@@ -64,9 +64,10 @@ def datasets() -> dict:
     """name -> module with NAME, VERSION and make_rows(n, seed)."""
     import sys
 
-    from peft_ray.data import builtin_facts
+    from peft_ray.data import builtin_facts, builtin_instructions
 
-    return {NAME: sys.modules[__name__], builtin_facts.NAME: builtin_facts}
+    return {NAME: sys.modules[__name__], builtin_facts.NAME: builtin_facts,
+            builtin_instructions.NAME: builtin_instructions}
 
 
 def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name: str = NAME) -> Path:
@@ -75,6 +76,7 @@ def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name
     import pyarrow.parquet as pq
 
     data = datasets()[name]
+    n_val = getattr(data, "N_VALIDATION", n_val)
     out = Path(out_dir)
     done = out / f".complete-v{data.VERSION}"
     if done.exists():
