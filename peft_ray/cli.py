@@ -77,6 +77,7 @@ def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: boo
         else:
             from peft_ray.train.driver import run_train
             metrics = run_train(spec, resume=resume, overwrite=overwrite, bar=bar)
+            terminal.close_ray_bars()
         term.show("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})")
                   + (f"\nlog: {log}" if log else ""))
 

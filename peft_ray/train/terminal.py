@@ -115,6 +115,22 @@ def block(level: str = "quiet"):
         _blocks.pop()
 
 
+def close_ray_bars() -> None:
+    """Close the driver-side tqdm_ray bars still open, so nothing redraws after the summary.
+    A worker's last bar state can reach the driver twice (Ray Train V2 tees worker prints
+    into its logger too); the copy after the close re-creates the bar, which would print
+    itself once more at exit."""
+    tqdm_ray = sys.modules.get("ray.experimental.tqdm_ray")
+    manager = getattr(tqdm_ray, "_manager", None)
+    if manager is None:
+        return
+    with manager.lock:
+        for group in manager.bar_groups.values():
+            for bar in group.bars_by_uuid.values():
+                bar.close()
+            group.bars_by_uuid.clear()
+
+
 def bar_stream() -> TextIO:
     """Where an in-process progress bar draws: the real terminal under a Router."""
     return getattr(sys.stderr, "terminal", sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from peft_ray.train.terminal import TUNE_PROGRESS, Router, block, shown
 
 RAY_LINE = "\x1b[36m(RayTrainWorker pid=6852)\x1b[0m [peft-ray] eval @ step 30: accuracy 0.5033"
@@ -80,3 +82,29 @@ def test_cli_levels(tmp_path, tiny_bert, tiny_data):
     assert "DeepSpeed" in (out / "train.log").read_text()  # internals kept in the log file
     q, _ = _cli_train(tmp_path, tiny_bert, tiny_data, "-q")
     assert "eval @ step" not in q.stdout and "training:" not in q.stderr and "peft-ray: tiny" in q.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_run_ends_with_the_summary(tmp_path, tiny_bert, tiny_data):
+    """On Ray (2 workers, the bar drawn by the driver through tqdm_ray), stdout and stderr
+    together: the summary is the last thing printed (no bar redraw after it), and Ray's
+    and DeepSpeed's internals stay in train.log."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import job_dict
+
+    job, out = tmp_path / "job.yaml", tmp_path / "run"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, train={"max_steps": 4, "eval_every": 2})))
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    lines = [line for line in r.stdout.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[-1].startswith("log: "), lines[-5:]
+    assert "DeepSpeed" not in r.stdout and "TrainingReport" not in r.stdout
+    assert "DeepSpeed" in (out / "train.log").read_text()
