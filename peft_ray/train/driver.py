@@ -14,7 +14,7 @@ import yaml
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
-from peft_ray.storage import Location, is_uri, join, location_of
+from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
 from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
@@ -26,6 +26,7 @@ DATA_CPU_SLOTS = 1  # logical CPU the local head adds for Ray Data's (light) tok
 def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location:
     """Refuse to mix two different jobs in one folder; never delete without --overwrite.
     output.dir is a local path or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
+    check_output_dir(spec.output.dir)
     out = Location.at(spec.output.dir)
     job_file = out / "job.yaml"
     if job_file.exists() and not (resume or overwrite):
