@@ -8,6 +8,7 @@ usual AWS/GCP environment (variables, config files, instance roles), never from 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
@@ -233,25 +234,65 @@ def temp_name(name: str, suffix: str = ".tmp") -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """`path` replaced by `data` in one rename. The temporary file is created exclusively
-    (O_EXCL|O_NOFOLLOW, random name; the umask sets its mode as for any file) in the target's folder, so a link planted
-    next to the target cannot redirect the write; os.replace swaps a link at `path` itself
-    for the new file rather than writing through it."""
+    """`path` replaced by `data` in one rename (see atomic_writer)."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path):
+    """A binary file that replaces `path` in one rename when the block ends (removed if it fails).
+    The temporary file is created exclusively (O_EXCL|O_NOFOLLOW, random name; the umask sets its
+    mode as for any file) in the target's folder, so a link planted next to the target cannot
+    redirect the write; os.replace swaps a link at `path` itself for the new file rather than
+    writing through it."""
     import os
 
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    tmp = path.with_name(temp_name(path.name))
-    fd = os.open(tmp, flags, 0o666)
+    tmp, fd = _create_exclusive(Path(path), ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:
+    """A new empty hidden file next to `path` under a random name, created exclusively and
+    never through a link (O_CREAT|O_EXCL|O_NOFOLLOW), for writers that open by name."""
+    import os
+
+    tmp, fd = _create_exclusive(Path(path), suffix)
+    os.close(fd)
+    return tmp
+
+
+def _create_exclusive(path: Path, suffix: str):
+    import os
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    tmp = path.with_name(temp_name(path.name, suffix))
+    return tmp, os.open(tmp, flags, 0o666)
+
+
+@contextlib.contextmanager
+def staging_dir(path: Path):
+    """A path to build a folder at, to be renamed onto `path` by the caller: `<stage>/<name>`,
+    inside a hidden folder next to `path` made exclusively under a random name (mkdtemp), so no
+    planted link can redirect it; the folder built keeps the umask's mode. The stage (and
+    whatever was not renamed out of it) is removed when the block ends."""
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield stage / path.name
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def renames_folders(fs) -> bool:
