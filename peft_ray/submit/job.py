@@ -103,6 +103,7 @@ def build_submission(job: str, overrides: Sequence[str], plan: UploadPlan, *, en
 
 def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan):
     """load_spec + (when the files are here) run_preflight, from inside the working dir."""
+    from peft_ray.models import check_weights_match
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import load_spec
 
@@ -115,6 +116,7 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
                          "`peft-ray train` runs them on the cluster before training")
         else:
             pre = run_preflight(spec)
+            check_weights_match(pre.model_path, spec.model.trust_remote_code)
             for f in pre.train.files + (pre.validation.files if pre.validation else []):
                 plan.check_travels(Path(f), "data")
             plan.check_travels(Path(pre.model_path), "model.name_or_path")
