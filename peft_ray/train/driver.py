@@ -19,9 +19,8 @@ from peft_ray.storage import Location, check_output_dir, is_uri, join, location_
 from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
+from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
-
-DATA_CPU_SLOTS = 1  # logical CPU the local head adds for Ray Data's (light) tokenize tasks
 
 
 def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location:
@@ -98,10 +97,9 @@ def check_cluster_fits(spec: JobSpec) -> None:
     import ray
 
     total = ray.cluster_resources()
-    need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
-    if need > total.get("CPU", 0):
-        raise JobError(f"scaling.num_workers={spec.scaling.num_workers} needs {need:g} CPUs but the Ray "
-                       f"cluster has {total.get('CPU', 0):g}; lower scaling.num_workers")
+    problem = cpu_fit_problem(spec.scaling.num_workers, spec.scaling.cpus_per_worker, total.get("CPU", 0))
+    if problem:
+        raise JobError(problem)
     if spec.scaling.use_gpu and spec.scaling.num_workers > total.get("GPU", 0):
         raise JobError(f"scaling.use_gpu: {spec.scaling.num_workers} workers need as many GPUs; "
                        f"the cluster has {total.get('GPU', 0):g}")
