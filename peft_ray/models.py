@@ -185,7 +185,8 @@ def weights_problem(model: Any, info: dict) -> Optional[dict]:
     """Base-model tensors the checkpoint lacks, checkpoint tensors the base would not use, and shape
     mismatches, from from_pretrained's loading info; None when the base loaded whole. A fresh task
     head (classifier, score, an LM head the task trains) and a pooler the checkpoint never had
-    (BERT saved from its masked-LM class) are expected; only the base weights matter."""
+    (BERT saved from its masked-LM class) or the class does not use are expected; only the
+    base weights matter."""
     prefix = getattr(model, "base_model_prefix", "") or ""
     base = getattr(model, "base_model", model)
     names = {prefix} | {n for n, _ in base.named_children()}
@@ -194,8 +195,11 @@ def weights_problem(model: Any, info: dict) -> Optional[dict]:
     def in_base(key: str) -> bool:
         return key.split(".", 1)[0] in names
 
-    missing = [k for k in info.get("missing_keys", ()) if in_base(k) and "pooler" not in k.split(".")]
-    unused = [k for k in info.get("unexpected_keys", ()) if in_base(k)]
+    def pooler(key: str) -> bool:      # BERT's pooler: absent from masked-LM saves, unused by their class
+        return "pooler" in key.split(".")
+
+    missing = [k for k in info.get("missing_keys", ()) if in_base(k) and not pooler(k)]
+    unused = [k for k in info.get("unexpected_keys", ()) if in_base(k) and not pooler(k)]
     mismatched = list(info.get("mismatched_keys", ()))
     if not (missing or unused or mismatched):
         return None

@@ -86,3 +86,5 @@ def test_fresh_heads_and_a_missing_pooler_are_fine(tiny_bert, tmp_path):
     m = _with_weights_of(tiny_bert, tmp_path, _bert())                     # masked-LM save: no pooler
     check_weights_match(str(m))
     load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)   # fresh classifier
+    for auto in ("AutoModelForMaskedLM", "AutoModelForTokenClassification"):        # a pooler they drop
+        load_auto(str(tiny_bert), auto, seed=0, **({"num_labels": 3} if "Token" in auto else {}))
