@@ -66,22 +66,21 @@ def test_json_lines_column_that_changes_type(tmp_path, tiny_bert):
     assert "train.jsonl: line 5: 'label' is a string" in out and "line 1 has a number" in out
 
 
-def test_symlink_loop_is_named(tmp_path, tiny_bert):
-    d = tmp_path / "data"
+def _link_loop(d, a="train.parquet", b="other.parquet"):
     d.mkdir()
-    (d / "train.parquet").symlink_to(d / "other.parquet")
-    (d / "other.parquet").symlink_to(d / "train.parquet")
-    out = _validate(tmp_path, tiny_bert, d, "train.parquet")
+    (d / a).symlink_to(d / b)
+    (d / b).symlink_to(d / a)
+    return d
+
+
+@pytest.mark.parametrize("train", ["train.parquet", "*.parquet"])   # named, or found by a glob
+def test_symlink_loop_is_named(tmp_path, tiny_bert, train):
+    out = _validate(tmp_path, tiny_bert, _link_loop(tmp_path / "data"), train)
     assert "data.train:" in out and "is a symbolic link loop" in out
     assert "train.parquet -> " in out and "other.parquet" in out
 
 
-def test_symlink_loop_found_by_a_glob_or_as_data_root(tmp_path, tiny_bert):
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / "a.parquet").symlink_to(d / "b.parquet")
-    (d / "b.parquet").symlink_to(d / "a.parquet")
-    assert "is a symbolic link loop" in _validate(tmp_path, tiny_bert, d, "*.parquet")
+def test_symlink_loop_as_data_root(tmp_path, tiny_bert):
     (tmp_path / "root").symlink_to(tmp_path / "root")
     out = _validate(tmp_path, tiny_bert, tmp_path / "root", "train.parquet")
     assert "data.root:" in out and "is a symbolic link loop" in out
