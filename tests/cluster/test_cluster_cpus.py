@@ -20,6 +20,8 @@ def small_head():
     c = LocalCluster()
     try:
         c.start_head(num_cpus=2)
+        # submit itself waits 30 s for a fresh head to register; a loaded test machine may need more
+        c._wait(lambda: len(c.alive_node_ids()) >= 1, "the head node registered")
         yield c
     finally:
         c.stop()
