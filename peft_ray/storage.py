@@ -8,6 +8,7 @@ usual AWS/GCP environment (variables, config files, instance roles), never from 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
@@ -33,6 +34,85 @@ def check_location(value: str) -> str:
     if scheme.lower() != "file" and not rest.split("/", 1)[0]:
         raise ValueError(f"'{value}' names no bucket; {WHAT_TO_USE}")
     return value
+
+
+PSEUDO_FILESYSTEMS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                      "securityfs", "pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "efivarfs"}
+
+
+def check_output_dir(location: str, field: str = "output.dir") -> None:
+    """A local output folder that can be made and written, checked before any work and without
+    writing anything: not an existing file, no file on the way, not on a kernel pseudo-filesystem
+    (/proc, /sys, /dev), not read-only or denied. URIs are left to the storage itself."""
+    from peft_ray.errors import CheckpointError
+
+    if is_uri(str(location)):
+        return
+    p = Path(location).expanduser().absolute()
+    if p.is_file() or (p.exists() and not p.is_dir()):
+        raise CheckpointError(f"{field} '{location}' is an existing file, not a folder; set {field} to a new "
+                              "folder (or a previous run's folder)")
+    probe = p
+    while not probe.exists():
+        if probe.is_symlink():
+            raise CheckpointError(f"{field} '{location}': '{probe}' is a symbolic link to nothing (or a link "
+                                  f"loop); fix the link or set {field} elsewhere")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CheckpointError(f"{field} '{location}': '{probe}' is a file, so no folder can be made below it; "
+                              f"set {field} to a path whose parents are folders")
+    fstype = filesystem_type(probe)
+    if fstype in PSEUDO_FILESYSTEMS:
+        raise CheckpointError(f"{field} '{location}' is on {fstype} ({mount_point(probe)}), a kernel "
+                              f"pseudo-filesystem, not storage; set {field} to a folder on a disk or shared "
+                              "storage (e.g. runs/NAME)")
+    import os
+
+    if not os.access(probe, os.W_OK | os.X_OK):
+        why = "read-only" if _read_only(probe) else "not writable by this user"
+        where = "is" if probe == p else f"would be made in '{probe}', which is"
+        raise CheckpointError(f"{field} '{location}' {where} {why}; set {field} to a folder you can write")
+
+
+def _mounts():
+    """(mount point, filesystem type, options) of this process's mounts, longest mount point first."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) > 5 and rest:
+            point = fields[4].replace("\\040", " ")
+            out.append((point, rest[0], fields[5]))
+    return sorted(out, key=lambda m: len(m[0]), reverse=True)
+
+
+def _mount_of(path: Path):
+    real = str(path.resolve())
+    for point, fstype, opts in _mounts():
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return point, fstype, opts
+    return None
+
+
+def filesystem_type(path: Path) -> str:
+    m = _mount_of(path)
+    if m:
+        return m[1]
+    return "proc" if str(path.resolve()).split("/")[1:2] == ["proc"] else ""
+
+
+def mount_point(path: Path) -> str:
+    m = _mount_of(path)
+    return m[0] if m else "/"
+
+
+def _read_only(path: Path) -> bool:
+    m = _mount_of(path)
+    return bool(m) and "ro" in m[2].split(",")
 
 
 def join(base: str, *names: str) -> str:
@@ -154,25 +234,65 @@ def temp_name(name: str, suffix: str = ".tmp") -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """`path` replaced by `data` in one rename. The temporary file is created exclusively
-    (O_EXCL|O_NOFOLLOW, random name; the umask sets its mode as for any file) in the target's folder, so a link planted
-    next to the target cannot redirect the write; os.replace swaps a link at `path` itself
-    for the new file rather than writing through it."""
+    """`path` replaced by `data` in one rename (see atomic_writer)."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path):
+    """A binary file that replaces `path` in one rename when the block ends (removed if it fails).
+    The temporary file is created exclusively (O_EXCL|O_NOFOLLOW, random name; the umask sets its
+    mode as for any file) in the target's folder, so a link planted next to the target cannot
+    redirect the write; os.replace swaps a link at `path` itself for the new file rather than
+    writing through it."""
     import os
 
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    tmp = path.with_name(temp_name(path.name))
-    fd = os.open(tmp, flags, 0o666)
+    tmp, fd = _create_exclusive(Path(path), ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:
+    """A new empty hidden file next to `path` under a random name, created exclusively and
+    never through a link (O_CREAT|O_EXCL|O_NOFOLLOW), for writers that open by name."""
+    import os
+
+    tmp, fd = _create_exclusive(Path(path), suffix)
+    os.close(fd)
+    return tmp
+
+
+def _create_exclusive(path: Path, suffix: str):
+    import os
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    tmp = path.with_name(temp_name(path.name, suffix))
+    return tmp, os.open(tmp, flags, 0o666)
+
+
+@contextlib.contextmanager
+def staging_dir(path: Path):
+    """A path to build a folder at, to be renamed onto `path` by the caller: `<stage>/<name>`,
+    inside a hidden folder next to `path` made exclusively under a random name (mkdtemp), so no
+    planted link can redirect it; the folder built keeps the umask's mode. The stage (and
+    whatever was not renamed out of it) is removed when the block ends."""
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield stage / path.name
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def renames_folders(fs) -> bool:

@@ -58,19 +58,22 @@ def _address_option(f):
 @click.option("--entrypoint-num-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPUs reserved for the driver (it needs none: training runs in Ray Train workers).")
 @click.option("--dry-run", is_flag=True, help="Validate and print the submission; contact no cluster.")
+@click.option("--no-cpu-check", is_flag=True,
+              help="Submit even if the cluster's CPUs, as they are now, leave Ray Data none next to the workers "
+                   "(for clusters that add nodes on demand).")
 def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout: float, follow: bool,
            working_dir: str, exclude: Tuple[str, ...], include: Tuple[str, ...], env_pairs: Tuple[str, ...],
            pip: Tuple[str, ...],
            resume: bool, overwrite: bool, entrypoint_num_cpus: float, entrypoint_num_gpus: float,
-           dry_run: bool) -> None:
+           dry_run: bool, no_cpu_check: bool) -> None:
     """Validate JOB.yaml here, then run `peft-ray train JOB.yaml [OVERRIDES]` on a Ray cluster.
 
     \b
       peft-ray submit jobs/default.yaml --address http://127.0.0.1:8265 --follow
       peft-ray submit jobs/sst2_prompt_tuning.yaml train.max_steps=200 scaling.num_workers=4 scaling.use_gpu=true
     """
-    from peft_ray.submit.client import call
-    from peft_ray.submit.job import build_submission, parse_env
+    from peft_ray.submit.client import call, cluster_cpus
+    from peft_ray.submit.job import build_submission, check_cluster_cpus, parse_env
     from peft_ray.submit.upload import plan_upload
 
     try:
@@ -85,6 +88,10 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
             click.echo(plan.listing())
             return
         client = _connect(address, timeout)
+        if not no_cpu_check:
+            note = check_cluster_cpus(sub, cluster_cpus(address, timeout))
+            if note:
+                click.echo(f"note: {note}", err=True)
         job_id = call(client.submit_job, **sub.kwargs())
     except JobError as e:
         _fail(e)

@@ -233,8 +233,10 @@ def length_chunks(encoded: List[Optional[dict]], size: int) -> Iterator[List[int
 @contextlib.contextmanager
 def open_sink(path: Path):
     """write(table) appends to a hidden sibling that becomes `path` only when every row is in."""
-    tmp = path.with_name(f".{path.name}.partial")
+    from peft_ray.storage import exclusive_temp
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exclusive_temp(path, ".partial")            # random name, O_EXCL|O_NOFOLLOW: no planted link
     sink = ParquetSink(tmp) if FORMATS[path.suffix.lower()] == "parquet" else JsonLinesSink(tmp)
     try:
         yield sink.write

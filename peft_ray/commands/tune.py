@@ -28,7 +28,7 @@ def register(main: click.Group) -> None:
 def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, verbose: bool, quiet: bool) -> None:
     """Search the job's `tune:` section on Ray Tune; every trial is a `peft-ray train` run."""
     from peft_ray.spec import load_spec
-    from peft_ray.storage import is_uri
+    from peft_ray.storage import check_output_dir, is_uri
     from peft_ray.train import terminal
     from peft_ray.tune.runner import run_tune
 
@@ -37,6 +37,7 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
     level = terminal.level_of(verbose, quiet)
     try:
         spec = load_spec(job, overrides)
+        check_output_dir(spec.output.dir)
         # As `train`: everything goes to OUTPUT_DIR/tune.log, the terminal gets peft-ray's lines
         # and Tune's status heartbeat (default), or less (-q), or all of it (-v).
         log = None if is_uri(spec.output.dir) else Path(spec.output.dir).expanduser() / "tune.log"

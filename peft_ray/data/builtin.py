@@ -13,6 +13,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from peft_ray.storage import atomic_writer
+
 NAME = "sentiment"
 VERSION = 1
 LABELS = ["negative", "positive"]
@@ -83,8 +85,7 @@ def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name
         return out
     out.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train, 1234), ("validation", n_val, 5678)):
-        tmp = out / f".{split}.parquet.tmp"
-        pq.write_table(pa.table(data.make_rows(n, seed)), tmp)
-        tmp.replace(out / f"{split}.parquet")
+        with atomic_writer(out / f"{split}.parquet") as f:
+            pq.write_table(pa.table(data.make_rows(n, seed)), f)
     done.touch()
     return out

@@ -40,7 +40,11 @@ def resolve_root(root: Optional[str]) -> Optional[Path]:
 def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
     """The files one split names (a file, a folder or a glob), checked to exist and be readable."""
     base = resolve_root(root)
+    if base is not None:
+        check_link(str(base), "data.root")
     pattern = str(base / name) if base is not None else name
+    if not glob.has_magic(pattern):
+        check_link(pattern, field)
     if os.path.isdir(pattern):
         files = sorted(str(p) for p in Path(pattern).iterdir() if p.suffix in FORMATS)
     else:
@@ -49,8 +53,34 @@ def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
         hint = f" under data.root '{root}'" if root else " (set data.root to the data folder)"
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
+        check_link(f, field)
         file_format(f, field)
     return files
+
+
+def check_link(path: str, field: str) -> None:
+    """A symbolic link that loops or dangles, named with its chain and what to do (else the
+    readers fail later with a bare path, or a glob/folder listing silently finds nothing)."""
+    import errno
+
+    if not os.path.lexists(path):
+        return                                         # plain missing: resolve_files says "no file matches"
+    try:
+        os.stat(path)
+        return
+    except OSError as e:
+        code = e.errno
+    chain, seen, cur = [path], set(), path
+    while os.path.islink(cur) and cur not in seen and len(chain) < 8:
+        seen.add(cur)
+        cur = os.path.join(os.path.dirname(cur), os.readlink(cur))
+        chain.append(os.path.normpath(cur))
+    shown_chain = " -> ".join(chain) + (" -> ..." if os.path.islink(cur) and cur not in seen else "")
+    if code == errno.ELOOP:
+        raise DataError(f"{field}: '{path}' is a symbolic link loop ({shown_chain}); point the link at the real "
+                        "file or folder (`ln -sfn TARGET LINK`) or name the file itself")
+    raise DataError(f"{field}: '{path}' is a symbolic link to something that does not exist ({shown_chain}); "
+                    "fix or remove the link, or name the file itself")
 
 
 def file_format(path: str, field: str = "data") -> str:
@@ -69,6 +99,8 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
         fmt = file_format(f)
         if fmt in ("csv", "json"):
             check_utf8(f)
+        if fmt == "csv":
+            check_delimiter(f)
         try:
             if fmt == "json":
                 import pyarrow.json as pj
@@ -79,8 +111,78 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
             ds = pds.dataset(f, format={"arrow": "ipc"}.get(fmt, fmt))
             yield from ds.to_batches(columns=columns, batch_size=batch_size)
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+            if fmt == "json":
+                check_json_lines(f)                    # names the line and what is wrong with it
             raise DataError(f"{f}: cannot read as {fmt}: {str(e).splitlines()[0]}. "
                             "Check the file is complete and (for CSV/JSON) UTF-8 encoded") from None
+
+
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def check_delimiter(path: str) -> None:
+    """peft-ray reads comma-separated CSV; a header without a comma but with ';', a tab or '|' is
+    another delimiter (pyarrow would say that 'text' is missing, or that a row has 2 columns)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        header = fh.readline(1 << 16).rstrip("\r\n")
+    if "," in header:
+        return
+    for sep, what in OTHER_DELIMITERS.items():
+        if sep in header:
+            cols = header.split(sep)
+            raise DataError(f"{path}: the CSV header {header[:80]!r} reads as one column: the file looks "
+                            f"{what}-delimited ({cols[:6]}), and peft-ray reads comma-separated CSV. Re-save it "
+                            f"with commas (e.g. pandas: pd.read_csv(f, sep={sep!r}).to_csv(out, index=False)), or "
+                            "as .parquet / .jsonl")
+
+
+def check_json_lines(path: str) -> None:
+    """The first line that is not one JSON object, with its number and the parser's reason, or
+    whose value for a key has another JSON type than the earlier lines' (pyarrow's own message
+    counts rows from 0 within a block)."""
+    import json
+
+    kinds: dict = {}
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                reason = getattr(e, "msg", str(e))
+                col = f" at column {e.colno}" if hasattr(e, "colno") else ""
+                raise DataError(f"{path}: line {n} is not valid JSON ({reason}{col}): "
+                                f"{line[:80].decode('utf-8', 'replace')!r}. A .jsonl file holds one JSON object "
+                                "per line, keys and strings in double quotes; fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {n} is a JSON {type(row).__name__}, not an object; a .jsonl file "
+                                'holds one object per line, e.g. {"text": "...", "label": "..."}') from None
+            for key, value in row.items():
+                kind = _json_kind(value)
+                first = kinds.setdefault(key, (kind, n)) if kind != "null" else (kind, n)
+                if kind != "null" and first[0] != kind:
+                    raise DataError(f"{path}: line {n}: '{key}' is a {kind} ({shown_value(value)}), but line "
+                                    f"{first[1]} has a {first[0]} there; give every row the same type in a "
+                                    f"column (e.g. quote numbers that are labels)") from None
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}[type(value)]
+
+
+def shown_value(value) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_utf8(path: str) -> None:

@@ -82,6 +82,41 @@ def connect(address: Optional[str], timeout_s: float = 10.0, warn: Callable[[str
     return JobSubmissionClient(url, headers=token.headers() if token else None)
 
 
+ALIVE_NODES = "/api/v0/nodes?filter_keys=state&filter_predicates=%3D&filter_values=ALIVE&limit=10000"
+
+
+NODES_WAIT_S = 30.0
+
+
+def cluster_cpus(address: Optional[str], timeout_s: float = 10.0, wait_s: float = NODES_WAIT_S) -> Optional[float]:
+    """The CPUs of the cluster's alive nodes, from the dashboard's state API (the address and
+    token `submit` uses). Right after `ray start --head` the dashboard answers before the head
+    node has registered (no nodes yet): polled for up to `wait_s`. None when the dashboard does
+    not say (an older Ray, the API off, still no node)."""
+    import time
+
+    import requests
+
+    url = resolve_address(address)
+    token = find_token()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            r = requests.get(url + ALIVE_NODES, headers=token.headers() if token else {},
+                             timeout=(timeout_s, timeout_s))
+            _raise_for_auth(r.status_code, token)
+            nodes = r.json()["data"]["result"]["result"] if r.status_code == 200 else None
+        except (requests.exceptions.RequestException, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(nodes, list):
+            return None
+        if nodes:
+            return float(sum((n.get("resources_total") or {}).get("CPU", 0) for n in nodes))
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
+
+
 # Right after `ray start --head` the dashboard answers before its job agent is up and says
 # "No available agent to submit job, please try again later" (HTTP 500): wait, as a user would.
 AGENT_WAIT_S = 60.0

@@ -15,7 +15,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from peft_ray.errors import JobError
 from peft_ray.security import looks_secret, redact_text
@@ -36,6 +36,7 @@ class Submission:
     entrypoint_num_cpus: float = 0.0
     entrypoint_num_gpus: float = 0.0
     notes: List[str] = field(default_factory=list)
+    spec: Any = field(default=None, repr=False)    # the validated job (not sent: for the cluster checks)
 
     def kwargs(self) -> Dict[str, object]:
         return dict(entrypoint=self.entrypoint, submission_id=self.submission_id, runtime_env=self.runtime_env,
@@ -98,11 +99,34 @@ def build_submission(job: str, overrides: Sequence[str], plan: UploadPlan, *, en
         runtime_env["pip"] = list(pip)
     meta = {"peft_ray_job": spec.name, "job_file": rel, "overrides": " ".join(overrides)}
     return Submission(shlex.join(args), submission_id(spec.name), runtime_env, meta,
-                      entrypoint_num_cpus, entrypoint_num_gpus, notes)
+                      entrypoint_num_cpus, entrypoint_num_gpus, notes, spec=spec)
+
+
+NO_CPU_CHECK = "--no-cpu-check"
+
+
+def check_cluster_cpus(sub: Submission, cluster_cpus: Optional[float]) -> Optional[str]:
+    """Refuse a CPU job whose workers would leave Ray Data no CPU on the cluster as it is now (it
+    would hang forever); the rule is train/fit.py's, as the local driver applies it. GPU jobs are
+    left to the driver's own check: their workers land on GPU nodes, which often start on demand.
+    Returns a note when the cluster's CPUs are unknown."""
+    from peft_ray.train.fit import cpu_fit_problem
+
+    scaling = sub.spec.scaling
+    if scaling.use_gpu:
+        return None
+    if cluster_cpus is None:
+        return "the cluster did not report its CPUs; skipped the check that the workers leave Ray Data a CPU"
+    problem = cpu_fit_problem(scaling.num_workers, scaling.cpus_per_worker, cluster_cpus,
+                              reserved=sub.entrypoint_num_cpus, where="the cluster (its alive nodes)")
+    if problem:
+        raise JobError(f"{problem}. If the cluster adds nodes on demand (autoscaling), pass {NO_CPU_CHECK}")
+    return None
 
 
 def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan):
     """load_spec + (when the files are here) run_preflight, from inside the working dir."""
+    from peft_ray.models import check_weights_match
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import load_spec
 
@@ -115,6 +139,7 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
                          "`peft-ray train` runs them on the cluster before training")
         else:
             pre = run_preflight(spec)
+            check_weights_match(pre.model_path, spec.model.trust_remote_code)
             for f in pre.train.files + (pre.validation.files if pre.validation else []):
                 plan.check_travels(Path(f), "data")
             plan.check_travels(Path(pre.model_path), "model.name_or_path")

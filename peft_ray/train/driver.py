@@ -12,20 +12,21 @@ from typing import Any, Dict, Optional
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError
+from peft_ray.models import check_weights_match
 from peft_ray.preflight import Preflight, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
-from peft_ray.storage import Location, is_uri, join, location_of
+from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
 from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
+from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
-
-DATA_CPU_SLOTS = 1  # logical CPU the local head adds for Ray Data's (light) tokenize tasks
 
 
 def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location:
     """Refuse to mix two different jobs in one folder; never delete without --overwrite.
     output.dir is a local path or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
+    check_output_dir(spec.output.dir)
     out = Location.at(spec.output.dir)
     job_file = out / "job.yaml"
     if job_file.exists() and not (resume or overwrite):
@@ -96,10 +97,9 @@ def check_cluster_fits(spec: JobSpec) -> None:
     import ray
 
     total = ray.cluster_resources()
-    need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
-    if need > total.get("CPU", 0):
-        raise JobError(f"scaling.num_workers={spec.scaling.num_workers} needs {need:g} CPUs but the Ray "
-                       f"cluster has {total.get('CPU', 0):g}; lower scaling.num_workers")
+    problem = cpu_fit_problem(spec.scaling.num_workers, spec.scaling.cpus_per_worker, total.get("CPU", 0))
+    if problem:
+        raise JobError(problem)
     if spec.scaling.use_gpu and spec.scaling.num_workers > total.get("GPU", 0):
         raise JobError(f"scaling.use_gpu: {spec.scaling.num_workers} workers need as many GPUs; "
                        f"the cluster has {total.get('GPU', 0):g}")
@@ -192,6 +192,7 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
+    check_weights_match(pre.model_path, spec.model.trust_remote_code)
     check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = find_resume_checkpoint(out) if resume else None

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
+from peft_ray.storage import atomic_write
 from peft_ray.train.checkpoint import checkpoint_dirs, latest_good_checkpoint
 from peft_ray.train.report import LocalReporter
 
@@ -43,9 +44,7 @@ class TuneReporter(LocalReporter):
             scores = self._scores()
             scores[f"checkpoint_{int(metrics['step']):08d}"] = float(value)
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{SCORES_FILE}.tmp"
-            tmp.write_text(json.dumps(scores))
-            tmp.replace(self.root / SCORES_FILE)
+            atomic_write(self.root / SCORES_FILE, json.dumps(scores).encode())
 
     def _scores(self) -> Dict[str, float]:
         path = self.root / SCORES_FILE

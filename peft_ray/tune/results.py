@@ -9,6 +9,7 @@ twice, and the later report of a step wins.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import shutil
@@ -20,6 +21,7 @@ import yaml
 
 from peft_ray.errors import JobError
 from peft_ray.spec import dump_spec
+from peft_ray.storage import atomic_write, staging_dir
 from peft_ray.train import terminal
 from peft_ray.tune.space import SearchSpace
 from peft_ray.tune.trial import assignment_of
@@ -121,16 +123,17 @@ def _cut(s: str, n: int) -> str:
 
 
 def write_tables(rows: List[TrialRow], out: Path, metric: str) -> None:
-    (out / "leaderboard.json").write_text(json.dumps({"metric": metric, "trials": [asdict(r) for r in rows]},
-                                                     indent=1))
+    atomic_write(out / "leaderboard.json", json.dumps({"metric": metric, "trials": [asdict(r) for r in rows]},
+                                                       indent=1).encode())
     cols = ["rank", "trial_id", "template", "verbalizer", "params", f"best_{metric}", "best_step",
             "steps_trained", "total_steps", "stopped_early", "status"]
-    with open(out / "leaderboard.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([r.rank, r.trial_id, r.template, json.dumps(r.verbalizer), json.dumps(r.params),
-                        r.best_metric, r.best_step, r.steps_trained, r.total_steps, r.stopped_early, r.status])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([r.rank, r.trial_id, r.template, json.dumps(r.verbalizer), json.dumps(r.params),
+                    r.best_metric, r.best_step, r.steps_trained, r.total_steps, r.stopped_early, r.status])
+    atomic_write(out / "leaderboard.csv", f.getvalue().encode("utf-8"))
 
 
 def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Optional[Path]:
@@ -183,14 +186,13 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     shown = Path(spec.output.dir) / "best_job.yaml"
     head = (f"# peft-ray train {shown}\n#\n# The best trial ({best.trial_id}) of `peft-ray tune {job_path}`: "
             f"best {best.best_metric} at step {best.best_step}.\n")
-    yaml_path.write_text(head + yaml.safe_dump(best_spec, sort_keys=False))
+    atomic_write(yaml_path, (head + yaml.safe_dump(best_spec, sort_keys=False)).encode("utf-8"))
     if not best.checkpoint or not (Path(best.checkpoint) / "adapter").is_dir():
         print(f"[peft-ray] warning: the best checkpoint {best.checkpoint} is gone; no adapter exported")
         return None
-    tmp = out / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(Path(best.checkpoint) / "adapter", tmp)
-    replace_dir(tmp, out / "adapter")
+    with staging_dir(out / "adapter") as tmp:        # random name, made exclusively: no planted link
+        shutil.copytree(Path(best.checkpoint) / "adapter", tmp)
+        replace_dir(tmp, out / "adapter")
     return out / "adapter"
 
 

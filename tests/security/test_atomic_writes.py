@@ -43,3 +43,68 @@ def test_folder_swap_uses_unpredictable_names(tmp_path):
     Location.at(tmp_path / "adapter").replace_with(Location.at(src))
     assert (tmp_path / "adapter" / "w").read_text() == "new"
     assert list(victim.iterdir()) == []
+
+
+def _victim(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    return victim
+
+
+def test_builtin_data_ignores_a_link_at_the_old_temp_name(tmp_path):
+    from peft_ray.data import builtin
+
+    victim, out = _victim(tmp_path), tmp_path / "data"
+    out.mkdir()
+    (out / ".train.parquet.tmp").symlink_to(victim)
+    builtin.materialize(out, name="sentiment")
+    assert victim.read_text() == "keep"
+    assert (out / "train.parquet").stat().st_size > 0 and not (out / "train.parquet").is_symlink()
+
+
+def test_predict_output_ignores_a_link_at_the_old_partial_name(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from peft_ray.commands.predict import open_sink
+
+    victim = _victim(tmp_path)
+    (tmp_path / ".preds.parquet.partial").symlink_to(victim)
+    with open_sink(tmp_path / "preds.parquet") as write:
+        write(pa.table({"prediction": ["positive"]}))
+    assert victim.read_text() == "keep"
+    assert pq.read_table(tmp_path / "preds.parquet").column("prediction").to_pylist() == ["positive"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".preds.parquet.partial", "preds.parquet", "victim.txt"]
+
+
+def test_tune_scores_ignore_a_link_at_the_old_temp_name(tmp_path):
+    import json
+
+    from peft_ray.tune.report import SCORES_FILE, TRIAL_FILE, TuneReporter
+
+    victim = _victim(tmp_path)
+    (tmp_path / TRIAL_FILE).write_text(json.dumps({"metric": "accuracy", "mode": "max"}))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / f".{SCORES_FILE}.tmp").symlink_to(victim)
+    TuneReporter(str(tmp_path), keep=2, resume_from=None)._record_score({"accuracy": 0.75, "step": 3})
+    assert victim.read_text() == "keep"
+    assert json.loads((tmp_path / "checkpoints" / SCORES_FILE).read_text()) == {"checkpoint_00000003": 0.75}
+
+
+def test_staging_dir_is_unpredictable_and_keeps_the_umask_mode(tmp_path):
+    import os
+
+    from peft_ray.storage import staging_dir
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / ".model.tmp").symlink_to(victim)
+    with staging_dir(tmp_path / "model") as tmp:
+        tmp.mkdir()
+        (tmp / "w").write_text("new")
+        tmp.rename(tmp_path / "model")
+    assert list(victim.iterdir()) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.tmp", "model", "victim"]

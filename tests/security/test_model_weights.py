@@ -1,0 +1,90 @@
+"""A config.json that does not describe the weights next to it is an error in `validate` (before
+Ray) and at load time, not a randomly initialised model with a warning in a log."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from peft_ray.errors import SpecError
+from peft_ray.models import check_weights_match, load_auto
+from tests.conftest import job_dict
+
+
+def _with_weights_of(tiny_bert, tmp_path, build):
+    """tiny_bert's folder (BERT config + tokenizer) with the weights `build(config)` saves."""
+    m = tmp_path / "model"
+    shutil.copytree(tiny_bert, m)
+    for f in m.glob("*.safetensors"):
+        f.unlink()
+    build(json.loads((tiny_bert / "config.json").read_text())).save_pretrained(tmp_path / "w")
+    for f in (tmp_path / "w").glob("*.safetensors"):
+        shutil.copy(f, m / f.name)
+    return m
+
+
+def _gpt2(cfg):
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    return GPT2Model(GPT2Config(vocab_size=cfg["vocab_size"], n_embd=32, n_layer=2, n_head=4, n_positions=128))
+
+
+def _bert(**change):
+    def build(cfg):
+        from transformers import BertConfig, BertForMaskedLM
+
+        keep = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings")
+        return BertForMaskedLM(BertConfig(**{**{k: cfg[k] for k in keep}, **change}))
+    return build
+
+
+def test_bert_config_over_gpt2_weights_fails_in_validate(tiny_bert, tiny_data, tmp_path):
+    m = _with_weights_of(tiny_bert, tmp_path, _gpt2)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(m, tiny_data, tmp_path / "out")))
+    import ray
+
+    before = ray.is_initialized()
+    for cmd in ("validate", "train"):
+        r = CliRunner().invoke(main, [cmd, str(job)])
+        assert r.exit_code == 2, r.output
+        assert f"the weights in '{m}' do not match its config.json, which describes bert" in r.output
+        assert "base tensors are not in the weights" in r.output and "transformer" not in r.output.split(":")[0]
+        assert "Traceback" not in r.output
+    assert ray.is_initialized() == before
+    assert not (tmp_path / "out" / "job.yaml").exists()             # train.log aside, nothing written
+
+
+def test_the_real_load_refuses_it_too(tiny_bert, tmp_path):
+    m = _with_weights_of(tiny_bert, tmp_path, _gpt2)
+    with pytest.raises(SpecError, match="base tensors are not in the weights"):
+        load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)
+
+
+def test_unused_weights_are_an_error(tiny_bert, tmp_path):
+    m = _with_weights_of(tiny_bert, tmp_path, _bert(num_hidden_layers=3))   # config says 2 layers
+    with pytest.raises(SpecError, match=r"tensors in the weights would be unused \(e.g. bert.encoder.layer.2"):
+        check_weights_match(str(m))
+
+
+def test_other_shapes_are_an_error(tiny_bert, tmp_path):
+    m = _with_weights_of(tiny_bert, tmp_path, _bert(intermediate_size=96))
+    with pytest.raises(SpecError, match=r"tensors have other shapes \(e.g. encoder.layer.\d.(intermediate|output).dense"):
+        check_weights_match(str(m))
+
+
+def test_fresh_heads_and_a_missing_pooler_are_fine(tiny_bert, tmp_path):
+    check_weights_match(str(tiny_bert))                                    # a BertModel checkpoint
+    m = _with_weights_of(tiny_bert, tmp_path, _bert())                     # masked-LM save: no pooler
+    check_weights_match(str(m))
+    load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)   # fresh classifier
+    for auto in ("AutoModelForMaskedLM", "AutoModelForTokenClassification"):        # a pooler they drop
+        load_auto(str(tiny_bert), auto, seed=0, **({"num_labels": 3} if "Token" in auto else {}))

@@ -1,0 +1,59 @@
+"""An output.dir that cannot hold a run fails before any work, and nothing is written."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from peft_ray.errors import CheckpointError
+from peft_ray.storage import check_output_dir
+from tests.conftest import job_dict
+
+
+def _run(tmp_path, tiny_bert, tiny_data, out, cmd):
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out)))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = CliRunner().invoke(main, [cmd, str(job)])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before       # nothing written
+    return r.output
+
+
+@pytest.mark.parametrize("cmd", ["validate", "train"])
+def test_output_dir_that_is_a_file(tmp_path, tiny_bert, tiny_data, cmd):
+    out = tmp_path / "runs"
+    out.write_text("not a folder")
+    msg = _run(tmp_path, tiny_bert, tiny_data, out, cmd)
+    assert f"output.dir '{out}' is an existing file, not a folder" in msg
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("cmd", ["validate", "train"])
+def test_output_dir_under_proc(tmp_path, tiny_bert, tiny_data, cmd):
+    msg = _run(tmp_path, tiny_bert, tiny_data, "/proc/peft-ray-run", cmd)
+    assert "output.dir '/proc/peft-ray-run' is on proc (/proc), a kernel pseudo-filesystem" in msg
+
+
+def test_output_dir_below_a_file(tmp_path, tiny_bert, tiny_data):
+    (tmp_path / "f").write_text("x")
+    msg = _run(tmp_path, tiny_bert, tiny_data, tmp_path / "f" / "run", "validate")
+    assert f"'{tmp_path / 'f'}' is a file, so no folder can be made below it" in msg
+
+
+def test_unwritable_output_dir(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)   # root passes every permission check
+    with pytest.raises(CheckpointError, match="not writable by this user"):
+        check_output_dir(str(tmp_path / "run"))
+
+
+def test_good_and_remote_output_dirs_pass(tmp_path):
+    check_output_dir(str(tmp_path / "new" / "run"))
+    check_output_dir(str(tmp_path))
+    check_output_dir("s3://bucket/runs/x")
+    assert not (tmp_path / "new").exists()
