@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict
 
@@ -19,6 +18,7 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri
+from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
 from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
@@ -43,11 +43,9 @@ def init_single_rank(use_gpu: bool) -> None:
 
 
 def local_data_facts(spec: JobSpec, pre) -> Dict[str, Any]:
-    from peft_ray.data.preprocess import make_preprocess_config, needed_columns
-
     return {"train_files": pre.train.files, "val_files": pre.validation.files if pre.validation else None,
-            "preprocess": asdict(make_preprocess_config(spec, pre.model_path, "train")),
-            "preprocess_val": asdict(make_preprocess_config(spec, pre.model_path, "validation")),
+            "preprocess": make_preprocess_config(spec, pre.model_path, "train"),
+            "preprocess_val": make_preprocess_config(spec, pre.model_path, "validation"),
             "columns": needed_columns(spec)}
 
 
@@ -75,7 +73,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
                    resume_from=str(resume_from) if resume_from else None,
                    local_data=local_data_facts(spec, pre), faults=faults_from_env(),
                    log_dir=str(Path(out.path).resolve()), bar=bar)
-    reporter = train_func({"spec": dump_spec(spec), "run": asdict(run)})
+    reporter = train_func({"spec": dump_spec(spec), "run": run.as_config()})
     best = Location.at(reporter.best_checkpoint) if reporter.best_checkpoint else None
     return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre,
                          best=best)

@@ -10,17 +10,20 @@ import functools
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
-from peft_ray.adapter import TASK_TYPES, gather_adapter_state, write_adapter
+from peft_ray.adapter import gather_adapter_state, label_maps, write_adapter
 from peft_ray.data.batching import micro_batches
+from peft_ray.data.preprocess import preprocess
 from peft_ray.methods import get_method
+from peft_ray import dist as D
 from peft_ray.spec import saved_spec, validate_spec
-from peft_ray.train import dist as D
+from peft_ray.tasks import get_task
+from peft_ray.tasks.evaluate import eval_scope
 from peft_ray.train import telemetry
 from peft_ray.train.best import best_fields, best_policy, intervals, retention_score, should_stop, update_best
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
@@ -45,6 +48,10 @@ class RunFacts:
     faults: Optional[Dict[str, int]] = None  # fault injection (peft_ray/train/faults.py)
     log_dir: Optional[str] = None         # absolute output.dir for metrics.jsonl + tensorboard/ (None: off)
     bar: str = "none"                     # progress bar: "tqdm" | "ray" (tqdm_ray, drawn by the driver) | "none"
+
+    def as_config(self) -> Dict[str, Any]:
+        """The train_loop_config entry: shallow, so local_data keeps its PreprocessConfig objects."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def train_func(config: Dict[str, Any]):
@@ -87,11 +94,8 @@ def make_data(run: RunFacts, spec):
     if run.mode == "ray":
         return RayDataIterators()
     d = run.local_data
-    from peft_ray.data.preprocess import PreprocessConfig, preprocess
-
-    return LocalDataIterators(d["train_files"], d["val_files"], PreprocessConfig(**d["preprocess"]),
-                              d["columns"], D.rank(), D.world(), preprocess,
-                              val_cfg=PreprocessConfig(**d.get("preprocess_val", d["preprocess"])))
+    return LocalDataIterators(d["train_files"], d["val_files"], d["preprocess"], d["columns"], D.rank(), D.world(),
+                              preprocess, val_cfg=d.get("preprocess_val", d["preprocess"]))
 
 
 def make_reporter(run: RunFacts, spec):
@@ -155,9 +159,12 @@ class StepContext:
 
     @functools.cached_property
     def task(self):
-        from peft_ray.tasks import get_task
-
         return get_task(self.spec.task.type)
+
+    @functools.cached_property
+    def runtime(self):
+        """What the task's loss and evaluation need, resolved once per job (not per micro-step)."""
+        return self.task.runtime(self.spec, self.base_path)
 
     @property
     def pad_id(self) -> int:
@@ -204,7 +211,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     """Forward + backward (+ optimizer step at the accumulation boundary). True if it stepped."""
     t0 = time.perf_counter()
     engine = ctx.engine
-    loss = ctx.task.loss(engine, batch, ctx.spec)
+    loss = ctx.task.loss(engine, batch, ctx.runtime)
     if ctx.faults.nan_at_step == state.global_step + 1 and not ctx.resumed and "nan" not in ctx.fired:
         ctx.fired.add("nan")
         loss = loss * float("nan")  # fault injection, once
@@ -268,10 +275,8 @@ def grad_norm(engine) -> Optional[float]:
 
 
 def evaluate_now(ctx: StepContext) -> Dict[str, float]:
-    from peft_ray.train.evaluate import eval_scope
-
     with eval_scope(ctx.engine):  # back in train mode after, training RNG untouched
-        return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec, ctx.pad_id)
+        return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.runtime, ctx.pad_id)
 
 
 def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None):
@@ -283,12 +288,12 @@ def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None)
         state = gather_adapter_state(ctx.model)
         if D.rank() != 0:
             return
-        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, TASK_TYPES[ctx.spec.task.type])
-        extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.labels,
+        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, ctx.task.peft_task_type)
+        extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.model_dump().get("labels"),
                  "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
                  "method": ctx.spec.method.model_dump(mode="json"),
                  "base_model_class": type(getattr(ctx.model, "base", ctx.model)).__name__,
-                 "metrics": metrics or None}
+                 "metrics": metrics or None, **label_maps(ctx.task.label_names(ctx.spec.task))}
         write_adapter(out_dir, state, cfg, extra)
     return write
 

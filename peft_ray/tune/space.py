@@ -23,7 +23,7 @@ import numpy as np
 
 from peft_ray.errors import JobError, SpecError, suggest
 from peft_ray.spec import JobSpec, dump_spec, validate_spec
-from peft_ray.tune.spec import Domain, TuneSpec
+from peft_ray.spec.tune import Domain, TuneSpec
 
 # Sections a trial may change. data/task/output stay fixed: trials are compared on one task.
 SEARCHABLE = ("model", "train", "scaling", "deepspeed", "method")
@@ -158,9 +158,10 @@ def check_keys(space: SearchSpace) -> None:
 
 
 def check_metric(spec: JobSpec) -> None:
-    labels = spec.task.labels or []
-    known = ["accuracy", "macro_f1", "loss"] + [f"{k}/{lab}" for k in ("precision", "recall", "f1")
-                                                for lab in labels]
+    """tune.metric is one the job's task reports (Task.metrics): any task can be searched."""
+    from peft_ray.tasks import get_task
+
+    known = get_task(spec.task.type).metrics(spec.task)
     if spec.tune.metric not in known:
         raise SpecError(f"tune.metric: '{spec.tune.metric}' is not a validation metric"
                         f"{suggest(spec.tune.metric, known)}; choose one of {', '.join(known)}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -41,7 +41,7 @@ from peft_ray.errors import JobError
 from peft_ray.spec import JobSpec, dump_spec, validate_spec
 from peft_ray.tune.report import TRIAL_FILE
 from peft_ray.tune.space import SearchSpace
-from peft_ray.tune.spec import TuneSpec
+from peft_ray.spec.tune import TuneSpec
 
 TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
 PG_FILE = "placement_group"    # multi-worker trials: the Train workers' placement group id
@@ -152,7 +152,7 @@ def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="tune",
                    resume_from=str(resume_from) if resume_from else None, local_data=local_data_facts(spec, pre),
                    faults=faults_from_env())
-    train_func({"spec": dump_spec(spec), "run": asdict(run)})
+    train_func({"spec": dump_spec(spec), "run": run.as_config()})
 
 
 def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: str) -> None:

@@ -67,10 +67,11 @@ def _check_best_job(out: Path, best) -> None:
 def _evaluate_adapter(adapter: Path, best, tiny_data: Path) -> float:
     """Load the exported adapter into the frozen model (read_adapter) and score the validation set."""
     from peft_ray.adapter import read_adapter
-    from peft_ray.data.preprocess import make_preprocess_config, preprocess_batch
+    from peft_ray.tasks.classification.rows import head_rows
+    from peft_ray.tasks.pipeline import make_preprocess_config
     from peft_ray.data.sources import iter_arrow
     from peft_ray.train.engine import build_model
-    from peft_ray.train.evaluate import evaluate
+    from peft_ray.tasks.evaluate import evaluate
 
     state, cfg, extra = read_adapter(adapter)
     spec = validate_spec(extra["spec"])
@@ -78,7 +79,7 @@ def _evaluate_adapter(adapter: Path, best, tiny_data: Path) -> float:
     model, tok, path = build_model(spec)
     model.load_adapter_state(state)
     pp = make_preprocess_config(spec, path)
-    tables = [preprocess_batch(b, pp) for b in iter_arrow([str(tiny_data / "validation.parquet")])]
+    tables = [head_rows(b, pp.task) for b in iter_arrow([str(tiny_data / "validation.parquet")])]
 
     class Frozen(torch.nn.Module):  # what evaluate() needs of an engine: .device and forward
         device = torch.device("cpu")
