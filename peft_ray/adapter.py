@@ -84,7 +84,8 @@ def portable(peft_cfg: Dict[str, Any], extra: Dict[str, Any]):
     version = _peft_version()
     if version:
         cfg["peft_version"] = version
-    return cfg, {**extra, **({"base_model_path": local} if local else {})}
+    labels = task_label_maps((extra.get("spec") or {}).get("task") or {})
+    return cfg, {**extra, **({"base_model_path": local} if local else {}), **labels}
 
 
 def base_model_id(named: Optional[str], local: Optional[str]) -> Optional[str]:
@@ -94,6 +95,17 @@ def base_model_id(named: Optional[str], local: Optional[str]) -> Optional[str]:
     if not named or named.startswith("scratch:"):
         return local
     return canonical_model_id(named)
+
+
+def task_label_maps(task: Dict[str, Any]) -> Dict[str, Any]:
+    """label_maps of a saved spec's `task:` section, asked of its task; {} without one."""
+    from peft_ray.tasks import TASKS   # inside: the CLI imports this module for its names (no pyarrow)
+
+    if task.get("type") not in TASKS:
+        return {}
+    impl = TASKS.get(task["type"])
+    cfg = impl.config_cls.model_validate({k: v for k, v in task.items() if k in impl.config_cls.model_fields})
+    return label_maps(impl.label_names(cfg))
 
 
 def label_maps(labels: Optional[List[str]]) -> Dict[str, Any]:

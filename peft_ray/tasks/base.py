@@ -16,15 +16,22 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
+import pydantic
+
 from peft_ray.registry import Registry
-from peft_ray.spec.schema import Section
 
 # (label, metrics key, format) rows of the end-of-run summary a task adds (summary.py).
 SummaryRow = Tuple[str, str, str]
 
 
-class TaskConfig(Section):
-    """Base of every task's `task:` section: unknown keys are errors, values are validated."""
+class Fields(pydantic.BaseModel):
+    """A task's typed fields: unknown keys are errors, values are validated (as spec.schema.Section)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class TaskConfig(Fields):
+    """Base of every task's `task:` section."""
 
     type: str
 

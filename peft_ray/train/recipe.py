@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from peft_ray.adapter import gather_adapter_state, label_maps, write_adapter
+from peft_ray.adapter import gather_adapter_state, write_adapter
 from peft_ray.data.batching import micro_batches
 from peft_ray.data.preprocess import preprocess
 from peft_ray.methods import get_method
@@ -293,7 +293,7 @@ def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None)
                  "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
                  "method": ctx.spec.method.model_dump(mode="json"),
                  "base_model_class": type(getattr(ctx.model, "base", ctx.model)).__name__,
-                 "metrics": metrics or None, **label_maps(ctx.task.label_names(ctx.spec.task))}
+                 "metrics": metrics or None}
         write_adapter(out_dir, state, cfg, extra)
     return write
 

@@ -9,10 +9,10 @@ from typing import Dict, List, Optional, Tuple
 import pyarrow as pa
 
 from peft_ray.errors import DataError, SpecError
-from peft_ray.spec.checks import check_verbalizer
 from peft_ray.tasks.base import Task, register
 from peft_ray.tasks.classification.config import ClassificationConfig, scoring_for
 from peft_ray.tasks.classification.rows import ClassificationRows, build_rows
+from peft_ray.templates import check_verbalizer
 
 
 class Classification(Task):

@@ -15,10 +15,10 @@ import pyarrow as pa
 
 from peft_ray.errors import SpecError
 from peft_ray.metrics import generation_metrics, translation_metrics
-from peft_ray.spec.checks import check_verbalizer
 from peft_ray.tasks.base import Task, register
 from peft_ray.tasks.generation.config import GenerationConfig
 from peft_ray.tasks.generation.rows import GenerationRows, build_rows
+from peft_ray.templates import check_verbalizer
 
 PLACEHOLDER_TARGET = "x"   # predict: a target the row builder requires and prediction never reads
 

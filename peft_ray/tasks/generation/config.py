@@ -6,11 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from peft_ray.spec.schema import Section
-from peft_ray.tasks.base import TaskConfig
+from peft_ray.tasks.base import Fields, TaskConfig
 
 
-class DecodingSpec(Section):
+class DecodingSpec(Fields):
     strategy: Literal["greedy", "beam", "sample"] = "greedy"
     max_new_tokens: int = Field(32, ge=1, le=2048)
     num_beams: int = Field(4, ge=1, le=64, description="beam: hypotheses kept per row")

@@ -14,10 +14,10 @@ from typing import Dict, List, Optional
 import pyarrow as pa
 
 from peft_ray.errors import SpecError
-from peft_ray.spec.checks import check_verbalizer
 from peft_ray.tasks.base import Task, register
 from peft_ray.tasks.token_classification.config import TokenClassificationConfig
 from peft_ray.tasks.token_classification.rows import TokenClassificationRows, build_rows, tag_names
+from peft_ray.templates import check_verbalizer
 
 
 class TokenClassification(Task):
