@@ -16,13 +16,11 @@ from peft_ray.errors import SpecError
 def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str] = None) -> Dict[str, Any]:
     import torch
 
-    from peft_ray.data.preprocess import preprocess
     from peft_ray.inference import InferenceEngine
     from peft_ray.models import load_tokenizer
     from peft_ray.preflight import run_preflight
     from peft_ray.tasks import get_task
-    from peft_ray.train.data_iter import LocalDataIterators
-    from peft_ray.train.local import local_data_facts
+    from peft_ray.train.local import local_data
 
     pre = run_preflight(spec)
     if pre.validation is None:
@@ -30,9 +28,7 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
                         "data.validation or data.validation_fraction")
     if batch_size:
         spec.train.eval_batch_size = batch_size
-    facts = local_data_facts(spec, pre)
-    data = LocalDataIterators([], facts["val_files"], facts["preprocess"], facts["columns"],
-                              preprocess=preprocess, val_cfg=facts["preprocess_val"])
+    data = local_data(spec, pre, train=False)
     tok = load_tokenizer(pre.model_path, spec.model.trust_remote_code)
     task = get_task(spec.task.type)
     torch.manual_seed(spec.train.seed)

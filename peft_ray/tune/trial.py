@@ -143,16 +143,12 @@ def run_trial(config: Dict[str, Any], space: SearchSpace, trials: Optional[List[
 def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
     """The recipe in this actor: one rank, pyarrow data, TuneReporter (resumes its own checkpoints)."""
     from peft_ray.train.checkpoint import latest_good_checkpoint
-    from peft_ray.train.faults import faults_from_env
-    from peft_ray.train.local import init_single_rank, local_data_facts
-    from peft_ray.train.recipe import RunFacts, train_func
+    from peft_ray.train.local import run_in_process as run_recipe_here
+    from peft_ray.tune.report import TuneReporter
 
     resume_from = latest_good_checkpoint(trial_dir / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
-    init_single_rank(spec.scaling.use_gpu)
-    run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="tune",
-                   resume_from=str(resume_from) if resume_from else None, local_data=local_data_facts(spec, pre),
-                   faults=faults_from_env())
-    train_func({"spec": dump_spec(spec), "run": run.as_config()})
+    resume = str(resume_from) if resume_from else None
+    run_recipe_here(spec, pre, TuneReporter(spec.output.dir, spec.train.keep_checkpoints, resume), resume_from=resume)
 
 
 def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: str) -> None:
