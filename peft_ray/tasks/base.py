@@ -47,6 +47,7 @@ class Task:
     summary_rows: Tuple[SummaryRow, ...] = ()
     model_module: str = ""               # the folder's torch side, imported on the first model call
     few_shot: bool = False               # rows have classes, so data.train_shots (K rows per class) applies
+    prescreens: bool = False             # tune.prescreen can rank its templates zero-shot (label-word scores)
 
     # --- spec ---------------------------------------------------------------------------------
     def check(self, spec, template) -> None:
@@ -70,6 +71,10 @@ class Task:
     def classes(self, cfg) -> Tuple[str, ...]:
         """Per-row class labels (few-shot sampling, label counts in preflight); () when rows have none."""
         return ()
+
+    def reads_verbalizer(self, cfg) -> bool:
+        """Whether training reads template.verbalizer (tune skips trials that differ only in it otherwise)."""
+        return False
 
     def label_column(self, cfg) -> Optional[str]:
         return None

@@ -92,7 +92,7 @@ class LMScorer:
         spec.task.head = "verbalizer"  # the screen scores label words even when training adds a head
         self.spec, self.path = spec, resolve_model_path(spec.model.name_or_path)
         check_weights_safe(self.path, spec.model.allow_pickle)
-        self.engine = InferenceEngine(get_task("classification").load_base(spec, self.path), torch.device("cpu"))
+        self.engine = InferenceEngine(get_task(spec.task.type).load_base(spec, self.path), torch.device("cpu"))
 
     def scores(self, template: str, verbalizer: Dict[str, List[str]], rows: Sequence[dict]):
         """((N, K) label scores, (N,) gold label ids) of the rows the template can render."""

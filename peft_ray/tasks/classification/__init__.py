@@ -24,6 +24,7 @@ class Classification(Task):
     summary_rows = (("val accuracy", "accuracy", "{:.4f}"), ("val macro-F1", "macro_f1", "{:.4f}"))
     model_module = "peft_ray.tasks.classification.model"
     few_shot = True
+    prescreens = True
 
     def check(self, spec, template) -> None:
         t = spec.task
@@ -42,6 +43,9 @@ class Classification(Task):
 
     def classes(self, cfg) -> Tuple[str, ...]:
         return tuple(cfg.labels or ())
+
+    def reads_verbalizer(self, cfg) -> bool:
+        return cfg.head == "verbalizer"
 
     def label_column(self, cfg) -> Optional[str]:
         return cfg.label_column
