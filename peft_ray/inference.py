@@ -20,20 +20,19 @@ from peft_ray.errors import CheckpointError, DataError, JobError
 from peft_ray.security import Trust
 
 class InferenceEngine(torch.nn.Module):
-    """What the tasks' evaluate/predict need of an engine: a callable model with `.device`.
-    It stays in eval mode: a task's `engine.train()` after evaluating is a no-op here."""
+    """A model on a device, in eval mode: what the tasks' model side needs (a forward and
+    `.device`, as DeepSpeed's engine has). tasks/evaluate.eval_scope restores the mode it
+    found, so it stays in eval mode; nothing here pretends to train."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
         super().__init__()
         self.module = model              # the name DeepSpeed uses; lm_common.base_config looks for it
         self.device = device
-        self.module.to(device).eval()
+        self.module.to(device)
+        self.eval()
 
     def forward(self, **kw):
         return self.module(**kw)
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
 
 @dataclass
