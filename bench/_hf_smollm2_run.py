@@ -35,9 +35,10 @@ def peft_config(spec):
 def rows(spec, path, split):
     import pyarrow as pa
 
-    from peft_ray.data.preprocess import make_preprocess_config, preprocess
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.tasks.pipeline import make_preprocess_config
     from peft_ray.data.sources import iter_arrow, resolve_files
-    from peft_ray.data.preprocess import needed_columns
+    from peft_ray.tasks.pipeline import needed_columns
 
     name = spec.data.train if split == "train" else spec.data.validation
     files = resolve_files(spec.data.root, name, f"data.{split}")
@@ -65,7 +66,7 @@ def main() -> None:
 
     from peft_ray.models import resolve_model_path
     from peft_ray.spec import load_spec
-    from peft_ray.tasks.verbalizer import spec_candidates
+    from peft_ray.tasks.classification.verbalizer import spec_candidates
 
     torch.set_num_threads(a.threads)
     spec = load_spec(a.job, [f"data.root={a.data}", f"train.seed={a.seed}"])

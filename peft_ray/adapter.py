@@ -21,15 +21,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from peft_ray import __version__
 
 if TYPE_CHECKING:  # torch only where tensors are handled: the CLI imports this module for its names
     import torch
 
-TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM",
-              "token_classification": "TOKEN_CLS", "translation": "SEQ_2_SEQ_LM"}
 CONFIG, WEIGHTS, EXTRA, CARD = "adapter_config.json", "adapter_model.safetensors", "peft_ray.json", "README.md"
 
 
@@ -86,7 +84,7 @@ def portable(peft_cfg: Dict[str, Any], extra: Dict[str, Any]):
     version = _peft_version()
     if version:
         cfg["peft_version"] = version
-    labels = label_maps((extra.get("spec") or {}).get("task") or {})
+    labels = task_label_maps((extra.get("spec") or {}).get("task") or {})
     return cfg, {**extra, **({"base_model_path": local} if local else {}), **labels}
 
 
@@ -99,16 +97,23 @@ def base_model_id(named: Optional[str], local: Optional[str]) -> Optional[str]:
     return canonical_model_id(named)
 
 
-def label_maps(task: Dict[str, Any]) -> Dict[str, Any]:
-    """id2label/label2id in the head's label-id order (IOB2 tags for token classification), as HF
-    configs hold them (string ids, as config.json stores them); {} for tasks without labels."""
-    labels = task.get("labels")
-    if not labels or task.get("type") not in ("classification", "token_classification"):
-        return {}
-    if task["type"] == "token_classification":
-        from peft_ray.tasks.rows.token_classification import tag_names
+def task_label_maps(task: Dict[str, Any]) -> Dict[str, Any]:
+    """label_maps of a saved spec's `task:` section, asked of its task; {} without one."""
+    from peft_ray.tasks import TASKS   # inside: the CLI imports this module for its names (no pyarrow)
 
-        labels = tag_names(labels)
+    if task.get("type") not in TASKS:
+        return {}
+    impl = TASKS.get(task["type"])
+    cfg = impl.config_cls.model_validate({k: v for k, v in task.items() if k in impl.config_cls.model_fields})
+    return label_maps(impl.label_names(cfg))
+
+
+def label_maps(labels: Optional[List[str]]) -> Dict[str, Any]:
+    """id2label/label2id of the head's label-id order (Task.label_names: IOB2 tags for token
+    classification), as HF configs hold them (string ids, as config.json stores them); {} for
+    tasks without a classifier head."""
+    if not labels:
+        return {}
     return {"id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)}}
 
 

@@ -68,6 +68,7 @@ def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: boo
     """The run with the terminal routed (train/terminal.py); the summary comes last."""
     from peft_ray.storage import is_uri
     from peft_ray.summary import render_summary
+    from peft_ray.tasks import get_task
     from peft_ray.train import terminal
 
     log = None if is_uri(spec.output.dir) else Path(spec.output.dir) / "train.log"
@@ -80,7 +81,8 @@ def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: boo
             from peft_ray.train.driver import run_train
             metrics = run_train(spec, resume=resume, overwrite=overwrite, bar=bar)
             terminal.close_ray_bars()
-        term.show("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})")
+        task_rows = get_task(spec.task.type).summary_rows
+        term.show("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})", task_rows)
                   + (f"\nlog: {log}" if log else ""))
 
 

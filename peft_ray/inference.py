@@ -19,25 +19,20 @@ from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
 from peft_ray.errors import CheckpointError, DataError, JobError
 from peft_ray.security import Trust
 
-# Columns that carry supervision; predict fills them with placeholders (they are not read).
-SUPERVISION_FIELDS = ("task.label_column", "task.target_column", "task.tags_column")
-
-
 class InferenceEngine(torch.nn.Module):
-    """What the tasks' evaluate/predict need of an engine: a callable model with `.device`.
-    It stays in eval mode: a task's `engine.train()` after evaluating is a no-op here."""
+    """A model on a device, in eval mode: what the tasks' model side needs (a forward and
+    `.device`, as DeepSpeed's engine has). tasks/evaluate.eval_scope restores the mode it
+    found, so it stays in eval mode; nothing here pretends to train."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
         super().__init__()
         self.module = model              # the name DeepSpeed uses; lm_common.base_config looks for it
         self.device = device
-        self.module.to(device).eval()
+        self.module.to(device)
+        self.eval()
 
     def forward(self, **kw):
         return self.module(**kw)
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
 
 @dataclass
@@ -146,13 +141,6 @@ def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust =
     return LoadedAdapter(adapter_dir, spec, InferenceEngine(model, dev), tokenizer, path)
 
 
-def input_columns(spec) -> List[str]:
-    """The columns a row needs to be predicted on (no label, target or tags)."""
-    from peft_ray.data.preprocess import column_fields
-
-    return [c for c, field in column_fields(spec).items() if field not in SUPERVISION_FIELDS]
-
-
 def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Schema:
     """The first file's schema, after checking it has `columns`."""
     from peft_ray.data.sources import read_schema
@@ -199,7 +187,7 @@ def count_rows(files: List[str]) -> Optional[int]:
 
 def predict_config(loaded: LoadedAdapter):
     """The run's preprocessing for single rows, with no hold-out filter."""
-    from peft_ray.data.preprocess import make_preprocess_config
+    from peft_ray.tasks.pipeline import make_preprocess_config
 
     cfg = make_preprocess_config(loaded.spec, loaded.base_path, "validation")
     return replace(cfg, holdout_fraction=0.0, holdout_side="")

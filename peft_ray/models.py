@@ -253,7 +253,3 @@ def head_modules(model: Any) -> list[str]:
     names = {n for n, _ in model.named_children()}
     return [n for n in ("classifier", "score") if n in names]
 
-
-def model_family(model_or_config: Any) -> str:
-    cfg = getattr(model_or_config, "config", model_or_config)
-    return getattr(cfg, "model_type", "unknown")

@@ -15,12 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from peft_ray.data.fewshot import keep_shots
-from peft_ray.data.preprocess import column_fields, few_shot_thresholds, label_ids, needed_columns, shots_seed
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
-from peft_ray.errors import DataError, SpecError
-from peft_ray.models import check_weights_safe, resolve_model_path
+from peft_ray.data.holdout import apply_holdout
+from peft_ray.errors import DataError, SpecError, suggest
+from peft_ray.models import check_weights_safe, lm_kind, load_tokenizer, resolve_model_path
+from peft_ray.rows.labels import label_ids
 from peft_ray.spec.load import shown
 from peft_ray.spec.schema import JobSpec
+from peft_ray.tasks import get_task
+from peft_ray.tasks.pipeline import column_fields, few_shot_thresholds, needed_columns, shots_seed
 
 
 @dataclass
@@ -45,8 +48,6 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
     names = schema.names
     for col, field_name in column_fields(spec).items():
         if col not in names:
-            from peft_ray.errors import suggest
-
             raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest(col, names)}; "
                             f"its columns are {names}")
 
@@ -54,14 +55,12 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
 def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = "") -> SplitFacts:
     """Count rows, skip-able rows and labels, streaming one batch at a time. `holdout` ("train" or
     "validation") counts one side of the `data.validation_fraction` split of the training files."""
-    from peft_ray.data.holdout import apply_holdout
-
     check_columns(read_schema(files), spec, files[0])
     facts = SplitFacts(files=files)
     cols = needed_columns(spec)
-    text_cols = [c for c in cols if c != spec.task.label_column]
-    classify = spec.task.type == "classification"
-    labels = tuple(spec.task.labels or ()) if classify else ()
+    task = get_task(spec.task.type)
+    label_column, labels = task.label_column(spec.task), task.classes(spec.task)
+    text_cols = [c for c in cols if c != label_column]
     shots = few_shot_thresholds(spec) if field_name == "data.train" else ()
     for batch in iter_arrow(files, cols):
         if holdout:
@@ -69,7 +68,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
                                   spec.train.seed, holdout)
         if shots:
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-            batch = keep_shots(table, tuple(cols), spec.task.label_column, tuple(spec.task.labels), shots,
+            batch = keep_shots(table, tuple(cols), label_column, labels, shots,
                                shots_seed(spec))
         facts.rows += len(batch)
         ok = pc.is_valid(batch.column(cols[-1]))
@@ -82,7 +81,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
         kept = batch.filter(ok).column(cols[-1]).to_pylist()
         facts.skipped += len(batch) - len(kept)
         try:
-            ids = label_ids(kept, labels, spec.task.label_column) if labels else []
+            ids = label_ids(kept, labels, label_column) if labels else []
         except DataError as e:
             raise DataError(f"{field_name} ({files[0]}): {e}") from None
         for i in ids:
@@ -111,19 +110,13 @@ def check_model_fits_task(spec: JobSpec, model_path: str) -> None:
     fails here, and the config is cached for the data pipeline. (Also, inside a `ray job
     submit` driver, ray.init replaces the job's working directory, the process's cwd, and
     transformers cannot be imported for the first time after that.)"""
-    from peft_ray.data.preprocess import classification_scoring
-    from peft_ray.models import lm_kind
-
     kind = lm_kind(model_path, spec.model.trust_remote_code)
-    classification_scoring(spec, kind)
+    get_task(spec.task.type).check_model(spec, kind)
     if spec.template.chat:
         check_chat(spec, model_path, kind)
 
 
 def check_chat(spec: JobSpec, model_path: str, kind: str) -> None:
-    from peft_ray.errors import SpecError
-    from peft_ray.models import load_tokenizer
-
     if kind != "causal":
         raise SpecError(f"template.chat: chat templates are for causal LMs; '{spec.model.name_or_path}' is "
                         f"{kind}. Set template.chat: false")
@@ -179,9 +172,7 @@ def run_preflight(spec: JobSpec) -> Preflight:
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
     holdout = spec.data.validation is None and spec.data.validation_fraction > 0
     train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
-    if spec.task.type == "classification" and len(train.label_counts) < 2:
-        raise DataError(f"data.train: every usable row has label {list(train.label_counts)}; "
-                        "classification needs at least two classes in the training data")
+    get_task(spec.task.type).check_train_facts(train)
     val = None
     if holdout:
         val = scan_split(train_files, spec, "data.validation_fraction", "validation")

@@ -137,3 +137,22 @@ def normalize_verbalizer(verbalizer: Optional[Dict[str, Any]]) -> Optional[Dict[
     if verbalizer is None:
         return None
     return {str(k): ([v] if isinstance(v, str) else [str(w) for w in v]) for k, v in verbalizer.items()}
+
+
+def check_verbalizer(verbalizer, labels: List[str], head: str) -> None:
+    """template.verbalizer against the task's labels (a task's check calls it with its own)."""
+    verb = normalize_verbalizer(verbalizer)
+    if verb is None:
+        if head == "verbalizer":
+            raise SpecError("template.verbalizer: task.head is 'verbalizer' but no verbalizer is given")
+        return
+    missing = [lab for lab in labels if lab not in verb]
+    if missing:
+        raise SpecError(f"template.verbalizer: label(s) {missing} from task.labels have no words; "
+                        f"add e.g. '{missing[0]}: [word]'")
+    extra = [k for k in verb if labels and k not in labels]
+    if extra:
+        raise SpecError(f"template.verbalizer: key(s) {extra} are not in task.labels {labels}")
+    empty = [k for k, words in verb.items() if not words or not all(w.strip() for w in words)]
+    if empty:
+        raise SpecError(f"template.verbalizer: label(s) {empty} have an empty word list")

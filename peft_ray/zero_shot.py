@@ -16,13 +16,11 @@ from peft_ray.errors import SpecError
 def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str] = None) -> Dict[str, Any]:
     import torch
 
-    from peft_ray.data.preprocess import PreprocessConfig, preprocess
     from peft_ray.inference import InferenceEngine
     from peft_ray.models import load_tokenizer
     from peft_ray.preflight import run_preflight
     from peft_ray.tasks import get_task
-    from peft_ray.train.data_iter import LocalDataIterators
-    from peft_ray.train.local import local_data_facts
+    from peft_ray.train.local import local_data
 
     pre = run_preflight(spec)
     if pre.validation is None:
@@ -30,13 +28,11 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
                         "data.validation or data.validation_fraction")
     if batch_size:
         spec.train.eval_batch_size = batch_size
-    facts = local_data_facts(spec, pre)
-    data = LocalDataIterators([], facts["val_files"], PreprocessConfig(**facts["preprocess"]), facts["columns"],
-                              preprocess=preprocess, val_cfg=PreprocessConfig(**facts["preprocess_val"]))
+    data = local_data(spec, pre, train=False)
     tok = load_tokenizer(pre.model_path, spec.model.trust_remote_code)
     task = get_task(spec.task.type)
     torch.manual_seed(spec.train.seed)
     engine = InferenceEngine(task.load_base(spec, pre.model_path),
                              torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    metrics = task.evaluate(engine, data.eval_tables(), spec, tok.pad_token_id or 0)
+    metrics = task.evaluate(engine, data.eval_tables(), task.runtime(spec, pre.model_path), tok.pad_token_id or 0)
     return {**metrics, "task": spec.task.type, "zero_shot": True, "template": spec.template.text}

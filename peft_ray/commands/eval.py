@@ -68,10 +68,10 @@ def register(main: click.Group) -> None:
 def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
              address: Optional[str], local: bool = False, trust: Trust = Trust()) -> Tuple[Dict[str, Any], Path]:
     """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
-    from peft_ray.data.preprocess import needed_columns
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
                                     start_ray, with_progress)
     from peft_ray.tasks import get_task
+    from peft_ray.tasks.pipeline import needed_columns
 
     t0 = time.time()
     adapter_dir = find_adapter_dir(adapter_or_run)
@@ -89,7 +89,9 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
         start_ray(spec, address)
         tables = stream(spec, loaded.base_path, files, split)
     total = None if holdout else count_rows(files)
-    metrics = get_task(spec.task.type).evaluate(loaded.engine, with_progress(tables, total, "eval"), spec, loaded.pad_id)
+    task = get_task(spec.task.type)
+    metrics = task.evaluate(loaded.engine, with_progress(tables, total, "eval"), task.runtime(spec, loaded.base_path),
+                            loaded.pad_id)
     result = {**metrics, "task": spec.task.type, "split": split, "data": files,
               "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
     out = Path(output) if output else loaded.adapter_dir.parent / f"eval_{split}.json"
@@ -129,7 +131,8 @@ def stream(spec, base_path: str, files: List[str], split: str):
 
 def stream_local(spec, base_path: str, files: List[str], split: str):
     """The same preprocessed tables without Ray, from the iterator `train --local` evaluates with."""
-    from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
     from peft_ray.train.data_iter import LocalDataIterators
 
     cfg = make_preprocess_config(spec, base_path, split)

@@ -76,6 +76,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     from peft_ray.adapter import label_maps, read_adapter
     from peft_ray.inference import read_run_spec
     from peft_ray.methods import get_method
+    from peft_ray.tasks import get_task
     from peft_ray.train.engine import build_model
 
     if "spec" not in read_adapter(src)[2]:
@@ -89,7 +90,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)
-    name_labels(plain, label_maps(spec.task.model_dump()))
+    name_labels(plain, label_maps(get_task(spec.task.type).label_names(spec.task)))
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pyarrow/torch load in the command bodies: `--help` must not
     import pyarrow as pa
 
 ROWS_PER_CALL = 256          # rows per actor call: the unit of streaming and of length grouping
-PLACEHOLDER_TARGET = "x"     # generation/translation: a response preprocessing requires but predict ignores
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
 
 EXAMPLES = """
@@ -81,7 +80,8 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     """Check everything on the driver (no weights loaded), then stream the input through the actors
     (or, `local`, through one Predictor in this process)."""
     from peft_ray.data.sources import resolve_files
-    from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, input_columns, with_progress
+    from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, with_progress
+    from peft_ray.tasks.pipeline import input_columns
 
     adapter_dir = find_adapter_dir(adapter_or_run)
     spec = check_adapter(adapter_dir, trust).spec
@@ -156,14 +156,16 @@ class Predictor:
     plus the prediction columns out."""
 
     def __init__(self, adapter_dir: str, batch_size: int, trust: Trust = Trust()):
-        from peft_ray.inference import input_columns, load_adapter, predict_config
+        from peft_ray.inference import load_adapter, predict_config
         from peft_ray.tasks import get_task
+        from peft_ray.tasks.pipeline import input_columns
 
         self.loaded = load_adapter(Path(adapter_dir), trust=trust)
         self.task = get_task(self.loaded.spec.task.type)
         self.cfg = predict_config(self.loaded)
+        self.runtime = self.task.runtime(self.loaded.spec, self.loaded.base_path)
         self.columns = input_columns(self.loaded.spec)
-        self.fields = output_fields(self.loaded.spec)
+        self.fields = self.task.predict_fields(self.cfg.task)   # fixed types: an all-null batch keeps the schema
         self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -172,12 +174,13 @@ class Predictor:
 
         from peft_ray.data.batching import collate
 
-        encoded = [encode_row(row, self.cfg) for row in batch.select(self.columns).to_pylist()]
+        rows = batch.select(self.columns).to_pylist()
+        encoded = [encode_row(row, self.cfg, self.task.placeholders) for row in rows]
         out: Dict[str, list] = {f.name: [None] * batch.num_rows for f in self.fields}
         for idx in length_chunks(encoded, self.batch_size):
             micro = collate([encoded[i] for i in idx], self.loaded.pad_id)
             with torch.no_grad():
-                result = self.task.predict(self.loaded.engine, micro, self.loaded.spec, self.loaded.tokenizer)
+                result = self.task.predict(self.loaded.engine, micro, self.runtime)
             for name, values in result.items():
                 for i, v in zip(idx, values):
                     out[name][i] = v
@@ -187,40 +190,20 @@ class Predictor:
         return batch
 
 
-def output_fields(spec) -> List[pa.Field]:
-    """Fixed types, so that a batch of only null predictions has the same schema as the others."""
-    import pyarrow as pa
-
-    kind = spec.task.type
-    fields = [pa.field("prediction", pa.list_(pa.string()) if kind == "token_classification" else pa.string())]
-    if kind == "classification":
-        fields.append(pa.field("scores", pa.struct([(label, pa.float64()) for label in spec.task.labels])))
-    return fields
-
-
-def encode_row(row: dict, cfg) -> Optional[dict]:
+def encode_row(row: dict, cfg, placeholders) -> Optional[dict]:
     """The row as the task's preprocessing makes it, or None where it drops the row. Each row
-    is preprocessed on its own, so a dropped row is known by its position."""
+    is preprocessed on its own, so a dropped row is known by its position. `placeholders(row,
+    cfg.task)` fills the supervision columns preprocessing requires and prediction never reads."""
     import pyarrow as pa
 
     from peft_ray.data.preprocess import preprocess
 
-    table = pa.Table.from_pylist([{**row, **placeholders(row, cfg)}])
+    table = pa.Table.from_pylist([{**row, **placeholders(row, cfg.task)}])
     try:
         out = preprocess(table, cfg)
     except DataError:               # a malformed row (e.g. tokens that are not a list): no prediction
         return None
     return out.to_pylist()[0] if out.num_rows else None
-
-
-def placeholders(row: dict, cfg) -> dict:
-    """Values for the columns preprocessing requires but prediction never reads."""
-    if cfg.task_type == "classification":
-        return {cfg.label_column: cfg.labels[0]}
-    if cfg.task_type == "token_classification":
-        tokens = row.get(cfg.tokens_column)
-        return {cfg.tags_column: ["O"] * len(tokens) if isinstance(tokens, list) else None}
-    return {cfg.target_column: PLACEHOLDER_TARGET}
 
 
 def length_chunks(encoded: List[Optional[dict]], size: int) -> Iterator[List[int]]:

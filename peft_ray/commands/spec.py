@@ -54,9 +54,13 @@ def schema_cmd(output: Optional[str]) -> None:
       peft-ray schema -o peft-ray-job.schema.json
       # then, first line of a job file:  # yaml-language-server: $schema=peft-ray-job.schema.json
     """
+    from peft_ray.methods import METHODS
     from peft_ray.spec.schema import job_json_schema
+    from peft_ray.tasks import TASKS
 
-    text = json.dumps(job_json_schema(), indent=2) + "\n"
+    methods = tuple(METHODS.get(n).config_cls for n in METHODS.names())
+    tasks = tuple(dict.fromkeys(TASKS.get(n).config_cls for n in TASKS.names()))   # generation/translation share one
+    text = json.dumps(job_json_schema(methods, tasks), indent=2) + "\n"
     if output is None:
         click.echo(text, nl=False)
         return

@@ -17,7 +17,7 @@ import torch
 WINDOW_BATCHES = 32  # micro-batches per length-grouping window
 
 
-from peft_ray.tasks.rows.tokens import IGNORE  # noqa: F401  (label of positions the loss skips)
+from peft_ray.rows.tokens import IGNORE  # noqa: F401  (label of positions the loss skips)
 TENSOR_KEYS = ("input_ids", "label", "target_ids", "score_pos", "length", "truncated")
 
 

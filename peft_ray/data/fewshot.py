@@ -19,7 +19,10 @@ from typing import List, Tuple
 import numpy as np
 import pyarrow as pa
 
+from peft_ray.data.holdout import apply_holdout
+from peft_ray.data.sources import iter_arrow
 from peft_ray.errors import DataError
+from peft_ray.rows.labels import label_ids
 
 
 def _key(values: tuple, seed: int) -> int:
@@ -39,10 +42,6 @@ def row_keys(table: pa.Table, columns: Tuple[str, ...]) -> List[tuple]:
 def shot_thresholds(files: Tuple[str, ...], columns: Tuple[str, ...], label_column: str,
                     labels: Tuple[str, ...], k: int, seed: int, holdout: Tuple[float, int]) -> Tuple[int, ...]:
     """Per label (in task.labels order): the largest hash a kept row may have."""
-    from peft_ray.data.holdout import apply_holdout
-    from peft_ray.data.preprocess import label_ids
-    from peft_ray.data.sources import iter_arrow
-
     smallest: List[list] = [[] for _ in labels]       # max-heaps (negated) of the K smallest hashes
     li = columns.index(label_column)
     for batch in iter_arrow(list(files), list(columns)):
@@ -67,8 +66,6 @@ def shot_thresholds(files: Tuple[str, ...], columns: Tuple[str, ...], label_colu
 def keep_shots(table: pa.Table, columns: Tuple[str, ...], label_column: str, labels: Tuple[str, ...],
                thresholds: Tuple[int, ...], seed: int) -> pa.Table:
     """The rows of `table` that belong to the few-shot set."""
-    from peft_ray.data.preprocess import label_ids
-
     if not thresholds or len(table) == 0:
         return table
     li = columns.index(label_column)

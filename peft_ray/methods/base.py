@@ -34,7 +34,3 @@ METHODS: Registry[MethodSpec] = Registry("PEFT method", "method.name")
 def get_method(name: str) -> MethodSpec:
     return METHODS.get(name)
 
-
-def method_defaults() -> Dict[str, Dict[str, Any]]:
-    """The defaults table of every registered method (for docs and --help)."""
-    return {n: METHODS.get(n).config_cls(name=n).model_dump() for n in METHODS.names()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Tuple, Union
 
-import torch
 from torch import nn
 
 from peft_ray.errors import SpecError
@@ -76,11 +75,6 @@ def in_out(module: nn.Module) -> Tuple[int, int]:
     if is_conv1d(module):
         return module.weight.shape[0], module.weight.shape[1]
     return module.in_features, module.out_features
-
-
-def weight_out_in(module: nn.Module) -> torch.Tensor:
-    """The (d_out, d_in) weight as F.linear wants it; a transposed view for Conv1D."""
-    return module.weight.t() if is_conv1d(module) else module.weight
 
 
 def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[List[str]] = None) -> List[str]:

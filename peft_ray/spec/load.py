@@ -15,6 +15,13 @@ from peft_ray.spec.schema import JobSpec
 from peft_ray.storage import check_location
 
 DEFAULT_METHOD = "prompt_tuning"
+DEFAULT_TASK = "classification"
+# The flat `task:` section of specs saved before each task owned its fields (an adapter's
+# peft_ray.json holds one): a field another task owns, at its old default, is dropped.
+LEGACY_TASK_DEFAULTS = {"labels": None, "label_column": "label", "head": "auto", "target_column": "target",
+                        "tokens_column": "tokens", "tags_column": "ner_tags", "max_target_length": 64,
+                        "decoding": {"strategy": "greedy", "max_new_tokens": 32, "num_beams": 4, "temperature": 1.0,
+                                     "top_k": 0, "top_p": 1.0, "seed": 0}}
 # A job file is a few KB; these limits keep a hostile one (alias bomb, deep nesting) from
 # hanging validation or exhausting memory. The default jobs use 0 aliases and depth <= 4.
 MAX_YAML_BYTES = 1 << 20
@@ -174,15 +181,37 @@ def _validate_method(raw_method: Any):
         raise SpecError(_format_errors(e, spec.config_cls, "method.")) from None
 
 
+def _validate_task(raw_task: Any):
+    """(the task, its validated config) through the task registry."""
+    from peft_ray.tasks import get_task
+
+    if raw_task is None:
+        raw_task = {}
+    if not isinstance(raw_task, dict):
+        raise SpecError("task: must be a mapping with a 'type' key, e.g. {type: classification, labels: [a, b]}")
+    raw_task = {"type": DEFAULT_TASK, **raw_task}
+    task = get_task(str(raw_task["type"]))
+    own = task.config_cls.model_fields
+    raw_task = {k: v for k, v in raw_task.items() if k in own or LEGACY_TASK_DEFAULTS.get(k, ...) != v}
+    try:
+        return task, task.config_cls.model_validate(raw_task)
+    except pydantic.ValidationError as e:
+        raise SpecError(_format_errors(e, task.config_cls, "task.")) from None
+
+
 def validate_spec(raw: Dict[str, Any]) -> JobSpec:
     """Turn a raw dict into a JobSpec; every error names its field path."""
     raw = dict(raw)
     method = _validate_method(raw.pop("method", None))
+    task, task_cfg = _validate_task(raw.pop("task", None))
     try:
         spec = JobSpec.model_validate(raw)
     except pydantic.ValidationError as e:
         raise SpecError(_format_errors(e, JobSpec)) from None
-    spec.method = method
+    spec.method, spec.task = method, task_cfg
+    if spec.tune is not None and spec.tune.metric is None:   # the task's primary metric (any task can be tuned)
+        spec.tune.metric = task.primary_metric
+        spec.tune.mode = spec.tune.mode or ("min" if "loss" in task.primary_metric else "max")
     spec.output.dir = spec.output.dir.replace("{name}", spec.name)
     try:
         check_location(spec.output.dir)
@@ -190,7 +219,7 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
         raise SpecError(f"output.dir: {e} (got {spec.output.dir!r})") from None
     from peft_ray.spec.checks import check_cross_fields
 
-    check_cross_fields(spec)
+    check_cross_fields(spec, task)
     return spec
 
 
@@ -217,8 +246,9 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
 
 def dump_spec(spec: JobSpec) -> Dict[str, Any]:
     """A plain dict of the resolved spec (for Ray workers; use `saved_spec` for files)."""
-    out = spec.model_dump(mode="json", exclude={"method"})
+    out = spec.model_dump(mode="json", exclude={"method", "task"})
     out["method"] = spec.method.model_dump(mode="json")
+    out["task"] = spec.task.model_dump(mode="json")
     return out
 
 

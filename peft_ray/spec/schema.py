@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from peft_ray.tune.spec import TuneSpec  # the `tune:` section (peft-ray tune)
+from peft_ray.spec.tune import TuneSpec  # the `tune:` section (peft-ray tune)
 
 
 class Section(pydantic.BaseModel):
@@ -25,42 +25,6 @@ class ModelSpec(Section):
     allow_pickle: bool = Field(False, description="allow pickle (.bin) weights; off by default (unsafe)")
     dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="the frozen base's dropout probability "
                                      "in training (every dropout layer); default: the model's own config")
-
-
-class DecodingSpec(Section):
-    strategy: Literal["greedy", "beam", "sample"] = "greedy"
-    max_new_tokens: int = Field(32, ge=1, le=2048)
-    num_beams: int = Field(4, ge=1, le=64, description="beam: hypotheses kept per row")
-    temperature: float = Field(1.0, gt=0, le=100, description="sample: softmax temperature")
-    top_k: int = Field(0, ge=0, le=1_000_000, description="sample: keep the k most likely tokens (0: all)")
-    top_p: float = Field(1.0, gt=0, le=1, description="sample: nucleus probability mass")
-    seed: int = 0
-
-
-class TaskSpec(Section):
-    type: Literal["classification", "generation", "token_classification", "translation"] = "classification"
-    labels: Optional[List[str]] = Field(None, description="classification: label names in label-id order; "
-                                        "token_classification: entity types (PER, ORG, ...)")
-    label_column: str = Field("label", description="column holding the label (int id or label name)")
-    head: Literal["auto", "head", "verbalizer"] = Field(
-        "auto", description="classification by a trained head or by verbalizer scoring "
-        "(auto: head for encoders, verbalizer for causal LMs)")
-    target_column: str = Field("target", description="generation/translation: the response column")
-    tokens_column: str = Field("tokens", description="token_classification: the column of word lists")
-    tags_column: str = Field("ner_tags", description="token_classification: the column of IOB2 tag lists")
-    max_target_length: int = Field(64, ge=1, le=4096, description="generation/translation: response tokens kept")
-    decoding: "DecodingSpec" = Field(default_factory=lambda: DecodingSpec(),
-                                     description="generation/translation decoding at evaluation")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_unique(cls, v):
-        if v is not None:
-            if len(v) < 1:
-                raise ValueError("needs at least 1 label")
-            if len(set(v)) != len(v):
-                raise ValueError(f"labels must be unique, got {v}")
-        return v
 
 
 class TemplateSpec(Section):
@@ -144,7 +108,7 @@ class OutputSpec(Section):
 class JobSpec(Section):
     name: str = Field("peft-ray-job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: ModelSpec = ModelSpec()
-    task: TaskSpec = TaskSpec()
+    task: Any = Field(None, description="task.type plus the task's own fields")
     template: TemplateSpec = TemplateSpec()
     method: Any = Field(None, description="method.name plus the method's own fields")
     data: DataSpec = DataSpec()
@@ -169,25 +133,27 @@ class JobSpec(Section):
         return self.train.batch_size // (self.scaling.num_workers * self.train.grad_accum)
 
 
-def typed_job_model() -> type[JobSpec]:
-    """JobSpec with `method` typed as the discriminated union (on `method.name`) of every
-    registered method's config. JobSpec itself keeps `method: Any`, filled by validate_spec
-    through the method registry (default method, `method: lora` shorthand, did-you-mean on
-    unknown names); this model is the same job for JSON Schema and editors."""
+def typed_job_model(method_configs: tuple, task_configs: tuple) -> type[JobSpec]:
+    """JobSpec with `method` and `task` typed as the discriminated unions (on `method.name`,
+    `task.type`) of every registered method's and task's config. JobSpec itself keeps
+    `method: Any` and `task: Any`, filled by validate_spec through the registries (defaults,
+    `method: lora` shorthand, did-you-mean on unknown names); this model is the same job for
+    JSON Schema and editors."""
     from typing import Annotated
 
-    from peft_ray.methods import METHODS
+    methods = Annotated[Union[method_configs], Field(discriminator="name")]  # type: ignore[valid-type]
+    tasks = Annotated[Union[task_configs], Field(discriminator="type")]  # type: ignore[valid-type]
+    return pydantic.create_model(
+        "JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
+        method=(Optional[methods], Field(None, description="method.name picks the method (default prompt_tuning); "
+                                         "its own fields follow")),
+        task=(Optional[tasks], Field(None, description="task.type picks the task (default classification); "
+                                     "its own fields follow")))
 
-    configs = tuple(METHODS.get(n).config_cls for n in METHODS.names())
-    union = Annotated[Union[configs], Field(discriminator="name")]  # type: ignore[valid-type]
-    return pydantic.create_model("JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
-                                 method=(Optional[union], Field(None, description="method.name picks the "
-                                                                "method (default prompt_tuning); its own fields follow")))
 
-
-def job_json_schema() -> Dict[str, Any]:
+def job_json_schema(method_configs: tuple, task_configs: tuple) -> Dict[str, Any]:
     """JSON Schema (draft 2020-12) of a job file, with each method's fields under its name."""
-    schema = typed_job_model().model_json_schema()
+    schema = typed_job_model(method_configs, task_configs).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "peft-ray job"
     return schema

@@ -1,36 +1,136 @@
-"""The task registry. A task decides which base-model head to load, what the loss is, how
-evaluation scores and what `predict` writes. How its rows are tokenized lives in
-tasks/rows/ (torch-free, run inside Ray Data tasks; dispatched by rows.row_builder)."""
+"""The Task protocol and its registry. A task is one folder (`tasks/<name>/`), as a method is:
+
+- `config.py`: its `task:` fields (a `TaskConfig`; `task.type` discriminates them);
+- `rows.py`: its torch-free row builder and row schema (run inside Ray Data tasks);
+- `model.py`: base-model loading, the per-job runtime, loss, evaluation and `predict` output;
+- `__init__.py`: a `Task` subclass that says all of that, registered in TASKS.
+
+Everything outside `tasks/` asks the task (never `if task.type == ...`). This module and the
+folders' `__init__`/`config`/`rows` never import torch: `peft-ray validate`, spec checks and
+Ray Data row building run without it, so a task reaches its `model.py` only when a model
+side call comes (`Task.model`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+import importlib
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+
+import pydantic
 
 from peft_ray.registry import Registry
 
-
-@dataclass(frozen=True)
-class TaskImpl:
-    name: str
-    # (spec, model_path) -> base model with the right head, seeded
-    load_base: Callable[..., Any]
-    # (engine, micro-batch, spec) -> scalar loss
-    loss: Callable[..., Any]
-    # (engine, tables, spec, pad_id) -> metrics dict, identical on every rank
-    evaluate: Callable[..., Dict[str, float]]
-    primary_metric: str = "accuracy"
-    headline: tuple = ("accuracy", "macro_f1")   # metrics the progress log and summary show first
-    # (model, batch, spec, tokenizer) -> {column: values}: `peft-ray predict` output columns
-    predict: Optional[Callable[..., Dict[str, list]]] = None
+# (label, metrics key, format) rows of the end-of-run summary a task adds (summary.py).
+SummaryRow = Tuple[str, str, str]
 
 
-TASKS: Registry[TaskImpl] = Registry("task", "task.type")
+class Fields(pydantic.BaseModel):
+    """A task's typed fields: unknown keys are errors, values are validated (as spec.schema.Section)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-def get_task(name: str) -> TaskImpl:
-    import peft_ray.tasks.classification  # noqa: F401  (each module registers itself)
-    import peft_ray.tasks.text_to_text  # noqa: F401
-    import peft_ray.tasks.token_classification  # noqa: F401
+class TaskConfig(Fields):
+    """Base of every task's `task:` section."""
 
-    return TASKS.get(name)
+    type: str
+
+
+class Task:
+    """What every task provides. Subclasses set the class attributes and override what differs."""
+
+    name: str = ""
+    config_cls: Type[TaskConfig] = TaskConfig
+    peft_task_type: str = ""             # HF PEFT's TaskType: SEQ_CLS, CAUSAL_LM, TOKEN_CLS, SEQ_2_SEQ_LM
+    primary_metric: str = "loss"         # default train.metric_for_best and tune.metric
+    headline: Tuple[str, ...] = ()       # metrics the progress log and summaries show first
+    summary_rows: Tuple[SummaryRow, ...] = ()
+    model_module: str = ""               # the folder's torch side, imported on the first model call
+    few_shot: bool = False               # rows have classes, so data.train_shots (K rows per class) applies
+    prescreens: bool = False             # tune.prescreen can rank its templates zero-shot (label-word scores)
+
+    # --- spec ---------------------------------------------------------------------------------
+    def check(self, spec, template) -> None:
+        """Cross-field checks of a validated job (template columns, labels, verbalizer)."""
+
+    def check_model(self, spec, lm_kind: str) -> None:
+        """Preflight: the base model (models.lm_kind: encoder, causal, seq2seq) suits the job."""
+
+    def input_columns(self, cfg) -> Dict[str, str]:
+        """Input columns the task reads besides the template's {column}s -> the field naming each."""
+        return {}
+
+    def supervision_columns(self, cfg) -> Dict[str, str]:
+        """The columns training and evaluation need but `predict` never reads (label, target, tags)."""
+        return {}
+
+    def reads_template_columns(self) -> bool:
+        """Whether the template's {column}s are the input columns."""
+        return True
+
+    def classes(self, cfg) -> Tuple[str, ...]:
+        """Per-row class labels (few-shot sampling, label counts in preflight); () when rows have none."""
+        return ()
+
+    def reads_verbalizer(self, cfg) -> bool:
+        """Whether training reads template.verbalizer (tune skips trials that differ only in it otherwise)."""
+        return False
+
+    def label_column(self, cfg) -> Optional[str]:
+        return None
+
+    def label_names(self, cfg) -> Optional[List[str]]:
+        """The head's label-id order (id2label), or None for tasks without a classifier head."""
+        return None
+
+    def metrics(self, cfg) -> List[str]:
+        """Every metric name `evaluate` reports (for train.metric_for_best and tune.metric)."""
+        return [*self.headline, self.primary_metric, "loss"]
+
+    def check_train_facts(self, facts) -> None:
+        """Preflight, after the training split is scanned (SplitFacts)."""
+
+    # --- rows (torch-free) --------------------------------------------------------------------
+    def row_builder(self, spec, tokenizer_path: str, lm_kind: str) -> Tuple[Callable, Any]:
+        """(builder, its frozen config): builder(pa.Table, config) -> pa.Table of the task's rows."""
+        raise NotImplementedError
+
+    def placeholders(self, row: dict, cfg) -> dict:
+        """Values for the supervision columns the row builder requires but `predict` never reads."""
+        return {}
+
+    def predict_fields(self, cfg) -> list:
+        """pyarrow fields of the `predict` output columns (fixed types)."""
+        raise NotImplementedError
+
+    # --- model side (the folder's model.py) ---------------------------------------------------
+    @property
+    def model(self):
+        return importlib.import_module(self.model_module)
+
+    def load_base(self, spec, path: str):
+        """The base model with this task's head, seeded."""
+        return self.model.load_base(spec, path)
+
+    def runtime(self, spec, path: str):
+        """What loss/evaluate/predict need, resolved once per job (scoring kind, token ids, tokenizer)."""
+        return self.model.runtime(spec, path)
+
+    def loss(self, model, batch: dict, runtime):
+        return self.model.loss(model, batch, runtime)
+
+    def evaluate(self, model, tables, runtime, pad_id: int) -> Dict[str, float]:
+        """Metrics over all of `tables`, identical on every rank."""
+        return self.model.evaluate(model, tables, runtime, pad_id)
+
+    def predict(self, model, batch: dict, runtime) -> Dict[str, list]:
+        """{column: values}: the `predict` output columns of a micro-batch."""
+        return self.model.predict(model, batch, runtime)
+
+
+TASKS: Registry[Task] = Registry("task", "task.type")
+
+
+def register(task: Task) -> Task:
+    """One line per task in its folder's __init__ (the registry refuses a duplicate name)."""
+    return TASKS.register(task.name)(task)

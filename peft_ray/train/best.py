@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from peft_ray.errors import SpecError
+from peft_ray.tasks import get_task
 
 EVALS_PER_EPOCH = 4   # default eval_every: a few evaluations per epoch, as a long job needs
 LOW_SCORE = -1e30     # Ray's retention score of a checkpoint without an evaluation (kept only while latest)
@@ -45,11 +46,9 @@ def best_policy(train_spec, task) -> BestPolicy:
 def check_metric_for_best(spec) -> None:
     """Before any Ray or model work: a metric the task never reports would silently make
     adapter/ the last step's."""
-    from peft_ray.tasks import get_task
-
     task = get_task(spec.task.type)
     name = spec.train.metric_for_best
-    known = {*task.headline, task.primary_metric, "loss"}
+    known = set(task.metrics(spec.task))
     if name is not None and name not in known and "/" not in name:  # "f1/negative": per-class metrics
         raise SpecError(f"train.metric_for_best: '{name}' is not a {spec.task.type} evaluation metric; "
                         f"use one of {', '.join(sorted(known))} (or a per-class one such as f1/<label>)")

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 
 from peft_ray.storage import Location, is_uri
-from peft_ray.train.dist import rank, world
+from peft_ray.dist import rank, world
 
 TAG = "state"
 

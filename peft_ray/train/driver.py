@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -119,7 +118,8 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
 
 def token_pipeline(spec: JobSpec, model_path: str, files, split: str):
     """read (only the columns the task needs) -> hold-out filter -> the task's tokenization."""
-    from peft_ray.data.preprocess import make_preprocess_config, needed_columns, preprocess
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
     from peft_ray.data.sources import ray_dataset
 
     pp = make_preprocess_config(spec, model_path, split)
@@ -151,7 +151,7 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
                    log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"))
     return TorchTrainer(
         train_fn or train_func,
-        train_loop_config={"spec": dump_spec(spec), "run": asdict(run)},
+        train_loop_config={"spec": dump_spec(spec), "run": run.as_config()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.scaling.num_workers, use_gpu=spec.scaling.use_gpu,
             resources_per_worker={"CPU": spec.scaling.cpus_per_worker},

@@ -10,12 +10,11 @@ import torch
 from peft_ray.methods import get_method
 from peft_ray.methods.common import BuildContext
 from peft_ray.models import head_modules, load_tokenizer, resolve_model_path, set_dropout
+from peft_ray.tasks import get_task
 
 
 def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
     """Load the frozen base model, wrap it with the job's PEFT method. Same init on every rank."""
-    from peft_ray.tasks import get_task
-
     path = resolve_model_path(spec.model.name_or_path)
     tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
     base = get_task(spec.task.type).load_base(spec, path)

@@ -4,6 +4,9 @@ The same train_func, DeepSpeed engine (a single-rank process group), kernels,
 evaluation and adapter output; only the data iterator (pyarrow instead of a Ray
 Data shard) and the reporter (a local checkpoints/ folder) differ. For
 debugging, for machines without Ray, and for single-GPU boxes.
+
+`run_in_process` is the one assembly of "the recipe in this process": --local uses it with a
+LocalReporter, a 1-worker `peft-ray tune` trial with its TuneReporter.
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+from peft_ray.data.preprocess import preprocess
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri
+from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
 from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
+from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
+from peft_ray.train.report import LocalReporter
 
 
 def _free_port() -> int:
@@ -42,13 +48,22 @@ def init_single_rank(use_gpu: bool) -> None:
     dist.init_process_group("nccl" if use_gpu and torch.cuda.is_available() else "gloo")
 
 
-def local_data_facts(spec: JobSpec, pre) -> Dict[str, Any]:
-    from peft_ray.data.preprocess import make_preprocess_config, needed_columns
+def local_data(spec: JobSpec, pre, train: bool = True) -> LocalDataIterators:
+    """pyarrow reading + the job's preprocessing in this process, as one rank."""
+    return LocalDataIterators(pre.train.files if train else [], pre.validation.files if pre.validation else None,
+                              make_preprocess_config(spec, pre.model_path, "train"), needed_columns(spec), 0, 1,
+                              preprocess, val_cfg=make_preprocess_config(spec, pre.model_path, "validation"))
 
-    return {"train_files": pre.train.files, "val_files": pre.validation.files if pre.validation else None,
-            "preprocess": asdict(make_preprocess_config(spec, pre.model_path, "train")),
-            "preprocess_val": asdict(make_preprocess_config(spec, pre.model_path, "validation")),
-            "columns": needed_columns(spec)}
+
+def run_in_process(spec: JobSpec, pre, reporter, *, resume_from: Optional[str] = None,
+                   log_dir: Optional[str] = None, bar: str = "none"):
+    """The recipe in this process as a single rank, reporting to `reporter`; returns it."""
+    init_single_rank(spec.scaling.use_gpu)
+    run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
+                   resume_from=str(resume_from) if resume_from else None, faults=faults_from_env(),
+                   log_dir=log_dir, bar=bar)
+    return train_func({"spec": dump_spec(spec), "run": run.as_config()}, reporter=reporter,
+                      data=local_data(spec, pre))
 
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
@@ -72,12 +87,9 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
         resume_from = latest_good_checkpoint(Path(out.path) / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
         if resume_from is None:
             raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}")
-    init_single_rank(spec.scaling.use_gpu)
-    run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="local",
-                   resume_from=str(resume_from) if resume_from else None,
-                   local_data=local_data_facts(spec, pre), faults=faults_from_env(),
-                   log_dir=str(Path(out.path).resolve()), bar=bar)
-    reporter = train_func({"spec": dump_spec(spec), "run": asdict(run)})
+    reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints, str(resume_from) if resume_from else None)
+    reporter = run_in_process(spec, pre, reporter, resume_from=resume_from, log_dir=str(Path(out.path).resolve()),
+                              bar=bar)
     best = Location.at(reporter.best_checkpoint) if reporter.best_checkpoint else None
     return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre,
                          best=best)

@@ -10,21 +10,25 @@ import functools
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
-from peft_ray.adapter import TASK_TYPES, gather_adapter_state, write_adapter
+from peft_ray.adapter import gather_adapter_state, write_adapter
 from peft_ray.data.batching import micro_batches
 from peft_ray.methods import get_method
+from peft_ray import dist as D
 from peft_ray.spec import saved_spec, validate_spec
-from peft_ray.train import dist as D
+from peft_ray.tasks import get_task
+from peft_ray.tasks.evaluate import eval_scope
 from peft_ray.train import telemetry
 from peft_ray.train.best import best_fields, best_policy, intervals, retention_score, should_stop, update_best
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from peft_ray.train.data_iter import RayDataIterators
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
+from peft_ray.train.report import RayReporter
 from peft_ray.train.runlog import RunLog
 
 
@@ -38,25 +42,30 @@ class RunFacts:
 
     total_steps: int
     steps_per_epoch: int
-    mode: str = "ray"                     # "ray" | "local" | "tune" (in-process tune trial)
     resume_from: Optional[str] = None     # --resume: the checkpoint folder to start from
     storage_dir: Optional[str] = None     # ray mode: this run's storage folder (local/NFS)
-    local_data: Optional[Dict[str, Any]] = None
     faults: Optional[Dict[str, int]] = None  # fault injection (peft_ray/train/faults.py)
     log_dir: Optional[str] = None         # absolute output.dir for metrics.jsonl + tensorboard/ (None: off)
     bar: str = "none"                     # progress bar: "tqdm" | "ray" (tqdm_ray, drawn by the driver) | "none"
 
+    def as_config(self) -> Dict[str, Any]:
+        """The train_loop_config entry."""
+        return asdict(self)
 
-def train_func(config: Dict[str, Any]):
-    """Returns the reporter (--local mode reads its last checkpoint and metrics)."""
+
+def train_func(config: Dict[str, Any], reporter=None, data=None):
+    """The recipe. Ray Train calls it as train_func(config) on every worker: the data are the
+    worker's Ray Data shards and the reporter is Ray Train's. A run in this process
+    (train/local.run_in_process: --local, a 1-worker tune trial) passes its own pyarrow data and
+    reporter. Returns the reporter (it holds the last checkpoint and metrics)."""
     spec = validate_spec(config["spec"])
     run = RunFacts(**config["run"])
     setup_torch(spec)
     model, tokenizer, base_path = build_model(spec)
     engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=use_bf16(spec))
     engine.train()  # from_pretrained returns eval mode; dropout is on from step 1, as in HF Trainer
-    data = make_data(run, spec)
-    reporter = make_reporter(run, spec)
+    data = data or RayDataIterators()
+    reporter = reporter or RayReporter(run.resume_from, run.storage_dir)
     state = restore(engine, reporter)
     state.world_size = D.world()
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
@@ -79,30 +88,6 @@ def setup_torch(spec) -> None:
     torch.set_num_threads(spec.scaling.torch_threads or max(1, int(spec.scaling.cpus_per_worker)))
     torch.manual_seed(spec.train.seed + D.rank())  # dropout differs per rank; init is seeded in build_model
     torch.use_deterministic_algorithms(False)
-
-
-def make_data(run: RunFacts, spec):
-    from peft_ray.train.data_iter import LocalDataIterators, RayDataIterators
-
-    if run.mode == "ray":
-        return RayDataIterators()
-    d = run.local_data
-    from peft_ray.data.preprocess import PreprocessConfig, preprocess
-
-    return LocalDataIterators(d["train_files"], d["val_files"], PreprocessConfig(**d["preprocess"]),
-                              d["columns"], D.rank(), D.world(), preprocess,
-                              val_cfg=PreprocessConfig(**d.get("preprocess_val", d["preprocess"])))
-
-
-def make_reporter(run: RunFacts, spec):
-    from peft_ray.train.report import LocalReporter, RayReporter
-
-    if run.mode == "tune":  # peft-ray tune: a 1-worker trial trains in its Tune actor, reports to Tune
-        from peft_ray.tune.report import TuneReporter
-
-        return TuneReporter(spec.output.dir, spec.train.keep_checkpoints, run.resume_from)
-    return RayReporter(run.resume_from, run.storage_dir) if run.mode == "ray" else LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
-                                                                 run.resume_from)
 
 
 def make_run_log(run: RunFacts, state: TrainerState) -> RunLog:
@@ -155,9 +140,12 @@ class StepContext:
 
     @functools.cached_property
     def task(self):
-        from peft_ray.tasks import get_task
-
         return get_task(self.spec.task.type)
+
+    @functools.cached_property
+    def runtime(self):
+        """What the task's loss and evaluation need, resolved once per job (not per micro-step)."""
+        return self.task.runtime(self.spec, self.base_path)
 
     @property
     def pad_id(self) -> int:
@@ -204,7 +192,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     """Forward + backward (+ optimizer step at the accumulation boundary). True if it stepped."""
     t0 = time.perf_counter()
     engine = ctx.engine
-    loss = ctx.task.loss(engine, batch, ctx.spec)
+    loss = ctx.task.loss(engine, batch, ctx.runtime)
     if ctx.faults.nan_at_step == state.global_step + 1 and not ctx.resumed and "nan" not in ctx.fired:
         ctx.fired.add("nan")
         loss = loss * float("nan")  # fault injection, once
@@ -268,10 +256,8 @@ def grad_norm(engine) -> Optional[float]:
 
 
 def evaluate_now(ctx: StepContext) -> Dict[str, float]:
-    from peft_ray.train.evaluate import eval_scope
-
     with eval_scope(ctx.engine):  # back in train mode after, training RNG untouched
-        return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.spec, ctx.pad_id)
+        return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.runtime, ctx.pad_id)
 
 
 def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None):
@@ -283,8 +269,8 @@ def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None)
         state = gather_adapter_state(ctx.model)
         if D.rank() != 0:
             return
-        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, TASK_TYPES[ctx.spec.task.type])
-        extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.labels,
+        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, ctx.task.peft_task_type)
+        extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.model_dump().get("labels"),
                  "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
                  "method": ctx.spec.method.model_dump(mode="json"),
                  "base_model_class": type(getattr(ctx.model, "base", ctx.model)).__name__,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from peft_ray.storage import Location, is_uri
-from peft_ray.train import dist as D
+from peft_ray import dist as D
 from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_good_checkpoint,
                                         validate_checkpoint)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from peft_ray.train import dist as D
+from peft_ray import dist as D
 
 LOG_POINTS = 50  # log steps per run (at least every step of a short one)
 

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from peft_ray.train import dist as D
+from peft_ray import dist as D
 
 TAGS: Tuple[str, ...] = ("job", "trial")
 

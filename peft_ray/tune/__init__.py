@@ -3,8 +3,8 @@ hyper-parameters. Every trial runs the `peft-ray train` path (a TorchTrainer dri
 Tune function); ASHA stops weak trials at their evaluations; the run dir gets a leaderboard,
 learning curves, the best adapter and the best trial's job YAML.
 
-Modules: ``spec`` (the typed ``tune:`` section), ``space`` (candidates, fail-fast validation,
+The typed ``tune:`` section lives with the job schema (``peft_ray/spec/tune.py``). Modules: ``space`` (candidates, fail-fast validation,
 Ray search space), ``prescreen`` (zero-shot template scoring), ``trial`` (the Tune function and
 the resource plan), ``results`` (leaderboard, plot, exports), ``runner`` (run_tune).
-Importing this package does nothing else (the job schema imports ``peft_ray.tune.spec``).
+Importing this package does nothing else.
 """

@@ -6,7 +6,7 @@ Two scorers, chosen by what the model has:
 - **verbalizer** (a causal LM such as SmolLM2, or a masked LM with a trained MLM head): the
   very code that training and evaluation use. Rows go through the job's own preprocessing
   (``data/preprocess.py``: the template, tokenization, truncation, the score position) and
-  are scored by ``tasks/verbalizer.label_scores`` (log of the mean probability of each
+  are scored by ``tasks/classification/verbalizer.label_scores`` (log of the mean probability of each
   label's words, multi-token words in full for causal LMs). A template is thus ranked under
   exactly the rule it is then trained with.
 - **cosine** (an encoder without an LM head, e.g. the packaged sentence-transformer MiniLM):
@@ -54,7 +54,7 @@ def sample_rows(spec, n: int) -> List[dict]:
     split = spec.data.validation or spec.data.train
     files = resolve_files(spec.data.root, split, "data.validation" if spec.data.validation else "data.train")
     from peft_ray.data.holdout import apply_holdout
-    from peft_ray.data.preprocess import needed_columns
+    from peft_ray.tasks.pipeline import needed_columns
 
     # With validation: null the screen reads the data.validation_fraction hold-out of train, never the
     # training rows themselves.
@@ -71,7 +71,7 @@ def sample_rows(spec, n: int) -> List[dict]:
 
 
 def gold_ids(spec, rows: Sequence[dict]) -> np.ndarray:
-    from peft_ray.data.preprocess import label_ids
+    from peft_ray.rows.labels import label_ids
 
     return label_ids([r[spec.task.label_column] for r in rows], tuple(spec.task.labels), spec.task.label_column)
 
@@ -93,15 +93,16 @@ class LMScorer:
         spec.task.head = "verbalizer"  # the screen scores label words even when training adds a head
         self.spec, self.path = spec, resolve_model_path(spec.model.name_or_path)
         check_weights_safe(self.path, spec.model.allow_pickle)
-        self.engine = InferenceEngine(get_task("classification").load_base(spec, self.path), torch.device("cpu"))
+        self.engine = InferenceEngine(get_task(spec.task.type).load_base(spec, self.path), torch.device("cpu"))
 
     def scores(self, template: str, verbalizer: Dict[str, List[str]], rows: Sequence[dict]):
         """((N, K) label scores, (N,) gold label ids) of the rows the template can render."""
         from dataclasses import replace
 
         from peft_ray.data.batching import collate
-        from peft_ray.data.preprocess import make_preprocess_config, preprocess
-        from peft_ray.tasks import verbalizer as verb
+        from peft_ray.data.preprocess import preprocess
+        from peft_ray.tasks.classification import verbalizer as verb
+        from peft_ray.tasks.pipeline import make_preprocess_config
 
         variant = self.spec.model_copy(deep=True)
         variant.template.text, variant.template.verbalizer = template, verbalizer
@@ -122,15 +123,15 @@ class LMScorer:
 def lm_scoring(spec) -> Optional[str]:
     """'causal' or 'mlm' when the base model can score label words zero-shot; None otherwise
     (an encoder whose masked-LM head would be freshly initialised: the cosine proxy)."""
-    from peft_ray.data.preprocess import classification_scoring_for
     from peft_ray.models import lm_kind, resolve_model_path
+    from peft_ray.tasks.classification.config import scoring_for
 
     path = resolve_model_path(spec.model.name_or_path)
     kind = lm_kind(path, spec.model.trust_remote_code)
     if spec.task.head == "head" or kind == "seq2seq":
         return None
     if kind == "causal":
-        return classification_scoring_for("verbalizer", kind)
+        return scoring_for("verbalizer", kind)
     return "mlm" if Encoder.has_trained_mlm_head(spec, path) else None
 
 

@@ -26,7 +26,7 @@ from peft_ray.security import check_own_pickles
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import is_uri
 from peft_ray.tune import space as S
-from peft_ray.tune.spec import TuneSpec
+from peft_ray.spec.tune import TuneSpec
 from peft_ray.tune.trial import TRIALS_DIR, PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
 EXPERIMENT = "tune"

@@ -23,7 +23,8 @@ import numpy as np
 
 from peft_ray.errors import JobError, SpecError, suggest
 from peft_ray.spec import JobSpec, dump_spec, validate_spec
-from peft_ray.tune.spec import Domain, TuneSpec
+from peft_ray.spec.tune import Domain, TuneSpec
+from peft_ray.tasks import get_task
 
 # Sections a trial may change. data/task/output stay fixed: trials are compared on one task.
 SEARCHABLE = ("model", "train", "scaling", "deepspeed", "method")
@@ -54,7 +55,7 @@ class SearchSpace:
         templates = list(t.template.text or [spec.template.text])
         verbs = list(t.template.verbalizer or [spec.template.verbalizer])
         return cls(base, templates, verbs, dict(t.space), bases, list(range(len(templates))),
-                   verbalizer_trains=spec.task.head == "verbalizer")
+                   verbalizer_trains=get_task(spec.task.type).reads_verbalizer(spec.task))
 
     def verbalizer_of(self, assignment: Dict[str, Any]) -> int:
         if "verbalizer" in assignment:
@@ -158,9 +159,12 @@ def check_keys(space: SearchSpace) -> None:
 
 
 def check_metric(spec: JobSpec) -> None:
-    labels = spec.task.labels or []
-    known = ["accuracy", "macro_f1", "loss"] + [f"{k}/{lab}" for k in ("precision", "recall", "f1")
-                                                for lab in labels]
+    """tune.metric is one the job's task reports (Task.metrics): any task can be searched."""
+    task = get_task(spec.task.type)
+    if spec.tune.prescreen and not task.prescreens:
+        raise SpecError(f"tune.prescreen: the pre-screen ranks templates by zero-shot label-word scores, which a "
+                        f"{spec.task.type} task has none of; set tune.prescreen: false")
+    known = task.metrics(spec.task)
     if spec.tune.metric not in known:
         raise SpecError(f"tune.metric: '{spec.tune.metric}' is not a validation metric"
                         f"{suggest(spec.tune.metric, known)}; choose one of {', '.join(known)}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -41,7 +41,7 @@ from peft_ray.errors import JobError
 from peft_ray.spec import JobSpec, dump_spec, validate_spec
 from peft_ray.tune.report import TRIAL_FILE
 from peft_ray.tune.space import SearchSpace
-from peft_ray.tune.spec import TuneSpec
+from peft_ray.spec.tune import TuneSpec
 
 TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
 PG_FILE = "placement_group"    # multi-worker trials: the Train workers' placement group id
@@ -143,16 +143,12 @@ def run_trial(config: Dict[str, Any], space: SearchSpace, trials: Optional[List[
 def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
     """The recipe in this actor: one rank, pyarrow data, TuneReporter (resumes its own checkpoints)."""
     from peft_ray.train.checkpoint import latest_good_checkpoint
-    from peft_ray.train.faults import faults_from_env
-    from peft_ray.train.local import init_single_rank, local_data_facts
-    from peft_ray.train.recipe import RunFacts, train_func
+    from peft_ray.train.local import run_in_process as run_recipe_here
+    from peft_ray.tune.report import TuneReporter
 
     resume_from = latest_good_checkpoint(trial_dir / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
-    init_single_rank(spec.scaling.use_gpu)
-    run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch, mode="tune",
-                   resume_from=str(resume_from) if resume_from else None, local_data=local_data_facts(spec, pre),
-                   faults=faults_from_env())
-    train_func({"spec": dump_spec(spec), "run": asdict(run)})
+    resume = str(resume_from) if resume_from else None
+    run_recipe_here(spec, pre, TuneReporter(spec.output.dir, spec.train.keep_checkpoints, resume), resume_from=resume)
 
 
 def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: str) -> None:

@@ -7,7 +7,7 @@ import pyarrow.feather as feather
 import pytest
 
 from peft_ray.data import builtin
-from peft_ray.data.preprocess import PreprocessConfig, preprocess_batch
+from peft_ray.tasks.classification.rows import ClassificationRows, head_rows
 from peft_ray.errors import DataError, SpecError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import validate_spec
@@ -15,7 +15,7 @@ from tests.conftest import job_dict, write_rows
 
 
 def _pp(tiny_bert, **kw):
-    return PreprocessConfig(tokenizer_path=str(tiny_bert), template=kw.get("template", "{soft} {text}"),
+    return ClassificationRows(tokenizer_path=str(tiny_bert), template=kw.get("template", "{soft} {text}"),
                             label_column="label", labels=("negative", "positive"),
                             max_length=kw.get("max_length", 32))
 
@@ -30,7 +30,7 @@ def test_builtin_is_deterministic_and_not_trivial():
 def test_preprocess_renders_tokenizes_and_skips_bad_rows(tiny_bert):
     table = pa.table({"text": ["the film was good .", None, "  ", "the plot was dull " * 20],
                       "label": ["positive", "negative", "positive", "negative"]})
-    out = preprocess_batch(table, _pp(tiny_bert, max_length=16))
+    out = head_rows(table, _pp(tiny_bert, max_length=16))
     assert out.num_rows == 2  # null and blank text are skipped
     assert out.column("label").to_pylist() == [1, 0]
     assert out.column("truncated").to_pylist() == [False, True]
@@ -39,7 +39,7 @@ def test_preprocess_renders_tokenizes_and_skips_bad_rows(tiny_bert):
 
 def test_bad_label_value_names_it(tiny_bert):
     with pytest.raises(DataError, match="label 'meh' is not in task.labels"):
-        preprocess_batch(pa.table({"text": ["x"], "label": ["meh"]}), _pp(tiny_bert))
+        head_rows(pa.table({"text": ["x"], "label": ["meh"]}), _pp(tiny_bert))
 
 
 @pytest.mark.parametrize("ext", ["parquet", "arrow", "csv", "jsonl"])

@@ -51,6 +51,8 @@ ROWS = (
     + _rows("prefix", "prefix_tuning", FAMILIES_ALL, num_virtual_tokens=3)
     + _rows("prefix-mlp", "prefix_tuning", ["bert-cls", "gpt2-lm", "llama-lm"], num_virtual_tokens=3,
             prefix_projection=True, encoder_hidden_size=16)
+    + _rows("prompt", "prompt_tuning", FAMILIES_ALL, num_virtual_tokens=3, init="random", prompt_cache="off")
+    + _rows("prompt-cached", "prompt_tuning", ["gpt2-lm", "llama-lm"], num_virtual_tokens=3, init="random")
     + _rows("p_tuning", "p_tuning", FAMILIES_ALL, num_virtual_tokens=3, encoder_hidden_size=16)
     + _rows("p_tuning-lstm", "p_tuning", ["bert-cls", "llama-lm"], num_virtual_tokens=3,
             encoder_reparameterization_type="LSTM", encoder_hidden_size=8)
@@ -77,7 +79,9 @@ PEFT_CANNOT_INIT = {
 }
 
 MERGEABLE = {"lora", "ia3"}
-OURS_ONLY = {"loraplus_lr_ratio"}  # optimizer settings: PEFT takes them in create_loraplus_optimizer
+# Fields PEFT does not take: optimizer settings (PEFT's create_loraplus_optimizer), our prompt
+# cache, and prompt tuning's `init` (PEFT's prompt_tuning_init; both rows use the random default).
+OURS_ONLY = {"loraplus_lr_ratio", "prompt_cache", "init"}
 
 
 def mutates_base(row: Row) -> bool:
@@ -91,6 +95,6 @@ def peft_config(row: Row, task_type: str):
     import peft
 
     cls = {"lora": peft.LoraConfig, "ia3": peft.IA3Config, "prefix_tuning": peft.PrefixTuningConfig,
-           "p_tuning": peft.PromptEncoderConfig}[row.method]
+           "p_tuning": peft.PromptEncoderConfig, "prompt_tuning": peft.PromptTuningConfig}[row.method]
     kwargs = {k: v for k, v in copy.deepcopy(row.kwargs).items() if k not in OURS_ONLY}
     return cls(task_type=task_type, **kwargs)  # PEFT extends modules_to_save in place

@@ -87,9 +87,10 @@ def test_zero_shot_templates_differ(sentiment, tmp_path):
 
 
 def test_chat_template_puts_the_label_in_the_assistant_turn(sentiment, smol_path):
-    from peft_ray.data.preprocess import make_preprocess_config, preprocess
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.tasks.pipeline import make_preprocess_config
     from peft_ray.models import load_tokenizer
-    from peft_ray.tasks import verbalizer
+    from peft_ray.tasks.classification import verbalizer
     import pyarrow.parquet as pq
 
     spec = job(sentiment, "/tmp/unused", {"name": "lora"}, template="Is this review positive or negative?\n"

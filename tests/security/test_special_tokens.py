@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from peft_ray.data.preprocess import make_preprocess_config, preprocess
+from peft_ray.data.preprocess import preprocess
+from peft_ray.tasks.pipeline import make_preprocess_config
 from peft_ray.models import load_tokenizer
 from peft_ray.spec import validate_spec
-from peft_ray.tasks.rows.tokens import tokenizer
+from peft_ray.rows.tokens import tokenizer
 from tests.conftest import job_dict
 
 

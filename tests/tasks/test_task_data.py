@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from peft_ray.data.batching import IGNORE, collate
-from peft_ray.data.preprocess import make_preprocess_config, preprocess
+from peft_ray.data.preprocess import preprocess
+from peft_ray.tasks.pipeline import make_preprocess_config
 from peft_ray.errors import DataError, SpecError
 from peft_ray.spec import validate_spec
 from tests.tasks import synthetic as S
@@ -125,8 +126,8 @@ class _Toy(torch.nn.Module):
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
 def test_decoding_reads_each_rows_own_last_position(strategy):
-    from peft_ray.spec.schema import DecodingSpec
-    from peft_ray.tasks.decoding import LMIO, generate
+    from peft_ray.tasks.generation.config import DecodingSpec
+    from peft_ray.tasks.generation.decoding import LMIO, generate
 
     io = LMIO(kind="causal", pad_id=0, eos_id=7)
     cfg = DecodingSpec(strategy=strategy, max_new_tokens=6, num_beams=2, top_k=1)

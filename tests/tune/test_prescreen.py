@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from peft_ray.data.batching import collate
-from peft_ray.data.preprocess import make_preprocess_config, preprocess
-from peft_ray.tasks import verbalizer
+from peft_ray.data.preprocess import preprocess
+from peft_ray.tasks.pipeline import make_preprocess_config
+from peft_ray.tasks.classification import verbalizer
 
 from peft_ray.spec import validate_spec
 from peft_ray.templates import Template
@@ -33,7 +34,7 @@ def _spec(model, tiny_data, tmp_path, k=2):
 @pytest.mark.parametrize("model", ["tiny_mlm", "tiny_gpt2"])
 def test_lm_screen_is_the_training_verbalizer_score(model, request, tiny_data, tmp_path):
     """One implementation: the pre-screen's label scores are the ones training's loss and
-    evaluation compute (tasks/verbalizer.py), on rows from the job's own preprocessing."""
+    evaluation compute (tasks/classification/verbalizer.py), on rows from the job's own preprocessing."""
     path = request.getfixturevalue(model)
     spec = _spec(path, tiny_data, tmp_path)
     assert lm_scoring(spec) == ("mlm" if model == "tiny_mlm" else "causal")

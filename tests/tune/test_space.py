@@ -134,3 +134,22 @@ def test_method_name_choice_applies_only_each_methods_own_fields(tiny_bert, tiny
 def test_unknown_method_base_is_refused(tiny_bert, tiny_data, tmp_path):
     with pytest.raises(JobError, match="tune.methods.lorra: unknown method"):
         check_search(_spec(tiny_bert, tiny_data, tmp_path, {"methods": {"lorra": {}}}))
+
+
+def test_tune_metric_must_be_one_the_task_reports(tiny_bert, tiny_data, tmp_path):
+    job = tune_job(tiny_bert, tiny_data, tmp_path / "t", {"metric": "bleu", "space": {"train.lr": {"grid": [0.1]}}})
+    with pytest.raises(SpecError, match="tune.metric: 'bleu' is not a validation metric"):
+        check_search(validate_spec(job))
+
+
+def test_tune_metric_defaults_to_the_task_primary_metric_and_prescreen_needs_label_words(tiny_bert, tiny_data,
+                                                                                        tmp_path):
+    job = tune_job(tiny_bert, tiny_data, tmp_path / "t", {"space": {"train.lr": {"grid": [0.1]}}})
+    assert validate_spec(job).tune.metric == "accuracy"
+    job["task"] = {"type": "token_classification", "labels": ["PER"]}
+    job["template"] = {"text": "{soft} {tokens}", "verbalizer": None}
+    spec = validate_spec(job)
+    assert (spec.tune.metric, spec.tune.mode) == ("entity_f1", "max")
+    job["tune"]["prescreen"] = True
+    with pytest.raises(SpecError, match="tune.prescreen: the pre-screen ranks templates"):
+        S.check_metric(validate_spec(job))

@@ -67,10 +67,11 @@ def _check_best_job(out: Path, best) -> None:
 def _evaluate_adapter(adapter: Path, best, tiny_data: Path) -> float:
     """Load the exported adapter into the frozen model (read_adapter) and score the validation set."""
     from peft_ray.adapter import read_adapter
-    from peft_ray.data.preprocess import make_preprocess_config, preprocess_batch
+    from peft_ray.tasks.classification.rows import head_rows
+    from peft_ray.tasks.pipeline import make_preprocess_config
     from peft_ray.data.sources import iter_arrow
     from peft_ray.train.engine import build_model
-    from peft_ray.train.evaluate import evaluate
+    from peft_ray.tasks.evaluate import evaluate
 
     state, cfg, extra = read_adapter(adapter)
     spec = validate_spec(extra["spec"])
@@ -78,7 +79,7 @@ def _evaluate_adapter(adapter: Path, best, tiny_data: Path) -> float:
     model, tok, path = build_model(spec)
     model.load_adapter_state(state)
     pp = make_preprocess_config(spec, path)
-    tables = [preprocess_batch(b, pp) for b in iter_arrow([str(tiny_data / "validation.parquet")])]
+    tables = [head_rows(b, pp.task) for b in iter_arrow([str(tiny_data / "validation.parquet")])]
 
     class Frozen(torch.nn.Module):  # what evaluate() needs of an engine: .device and forward
         device = torch.device("cpu")
@@ -184,3 +185,24 @@ def test_two_worker_trials_drive_a_torch_trainer(ray_runtime, tiny_bert, tiny_da
             break
         time.sleep(2)
     assert not left, left
+
+
+def test_search_over_a_token_classification_job_ranks_by_its_primary_metric(ray_runtime, tmp_path):
+    """Tune works for every task: a NER search, ranked by the task's own primary metric (entity_f1,
+    the default tune.metric) and checked against the metrics that task reports."""
+    from tests.tasks import synthetic as S
+    from tests.tasks.conftest import make_data, task_job
+
+    data = make_data(tmp_path / "data", S.ner_rows, n_train=64, n_val=16)
+    job = task_job(S.make_model(tmp_path / "bert", "bert"), data, tmp_path / "search",
+                   {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{soft} {tokens}"},
+                   {"name": "prompt_tuning", "num_virtual_tokens": 4, "init": "random"}, steps=2, lr=0.05)
+    job["train"]["eval_every"] = 1
+    job["tune"] = {"space": {"train.lr": {"grid": [0.01, 0.1]}}, "scheduler": {"name": "fifo"}}
+    spec = validate_spec(job)
+    assert spec.tune.metric == "entity_f1" and spec.tune.mode == "max"
+    rows = run_tune(spec, job_path="job.yaml")
+    assert len(rows) == 2 and all(r.status == "ok" and r.best_metric is not None for r in rows)
+    assert [r.best_metric for r in rows] == sorted((r.best_metric for r in rows), reverse=True)
+    assert json.loads((tmp_path / "search" / "adapter" / "adapter_config.json").read_text())["task_type"] == "TOKEN_CLS"
+

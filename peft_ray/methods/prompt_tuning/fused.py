@@ -39,7 +39,7 @@ def _fused_forward(n_p: int, backend: str):
         from kernels import prompt_concat_linear
         from kernels._backend import resolve_backend
 
-        if h.dim() != 3 or h.shape[1] <= n_p or (
+        if not self.adapter_enabled or h.dim() != 3 or h.shape[1] <= n_p or (
                 backend == "auto" and resolve_backend("auto", h.device) == "torch"):
             return nn.Linear.forward(self, h)
         prompt = h[0, :n_p] if not self.training else h[:, :n_p]  # (n_p, d) shared | (B, n_p, d)
@@ -55,5 +55,6 @@ def fuse_first_layer(model: nn.Module, n_p: int, backend: str) -> List[str]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(re.search(p, name) for p in FIRST_LAYER):
             module.forward = types.MethodType(_fused_forward(n_p, backend), module)
+            module.adapter_enabled = True   # AdapterModel.disable_adapter: no prompt rows, so no fusion
             done.append(name)
     return done

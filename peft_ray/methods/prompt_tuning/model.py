@@ -15,50 +15,63 @@ import torch
 from torch import nn
 
 from peft_ray.errors import SpecError
-from peft_ray.methods.common import BuildContext, freeze_except
+from peft_ray.methods.adapter_model import PROMPT_PREFIX, AdapterModel, check_keys, copy_checked, read_init_from
+from peft_ray.methods.common import BuildContext
 from peft_ray.methods.prompt_tuning import causal_cache
 from peft_ray.methods.prompt_tuning.config import PEFT_INIT
+from peft_ray.methods.prompt_tuning.fused import fuse_first_layer
 from peft_ray.methods.virtual_tokens import prepend_prompt
 
 
-class PromptTuningModel(nn.Module):
+class PromptTuningModel(AdapterModel):
+    peft_prefix = PROMPT_PREFIX
+
     def __init__(self, base: nn.Module, prompt: torch.Tensor, trainable_modules: List[str],
                  prompt_cache: str = "auto"):
-        super().__init__()
-        self.base = base
+        super().__init__(base, trainable_modules)
         self.prompt = nn.Parameter(prompt)  # (n_p, d)
-        self.trainable_modules = trainable_modules
         self.prompt_cache = prompt_cache    # auto | on | off (see causal_cache.py)
         self._dropout = causal_cache.has_dropout(base)
-        freeze_except(base, trainable_modules)
+        # PEFT's prompt table has a block per transformer submodule (2 for T5), and T5 reads only the
+        # first (the encoder's); the saved prompt_embeddings has PEFT's shape, our Parameter the rows read.
+        self.submodules = 2 if getattr(base.config, "is_encoder_decoder", False) else 1
 
     @property
     def num_virtual_tokens(self) -> int:
         return self.prompt.shape[0]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kw):
+    def is_head_param(self, name: str) -> bool:
+        """Every trainable base parameter is the head's (a tied lm_head is saved under the name it has
+        first, e.g. the input embeddings)."""
+        return name.startswith("base.")
+
+    def forward(self, input_ids: torch.Tensor = None, attention_mask: Optional[torch.Tensor] = None, **kw):
+        if not self.adapter_enabled:
+            return self.base(input_ids=input_ids, attention_mask=attention_mask, **kw)
         if causal_cache.use_cache(self.base, self.prompt_cache, self._dropout, kw):
             return causal_cache.cached_forward(self.base, self.prompt, input_ids, attention_mask, kw)
         return prepend_prompt(self.base, self.prompt, input_ids, attention_mask, kw)
 
+    def saved_prompt(self) -> torch.Tensor:
+        """(submodules * n_p, d): PEFT's prompt table (the unread decoder block repeats the prompt)."""
+        return self.prompt if self.submodules == 1 else torch.cat([self.prompt] * self.submodules)
+
     def adapter_state(self) -> Dict[str, torch.Tensor]:
         """Trainable tensors under HF PEFT's key names (call inside a ZeRO-3 gather)."""
-        out = {"prompt_embeddings": self.prompt}
-        for name, p in self.base.named_parameters():
-            if p.requires_grad:
-                out[f"base_model.{name}"] = p
-        return out
+        return {"prompt_embeddings": self.saved_prompt(), **self.head_state()}
 
     def load_adapter_state(self, state: Dict[str, torch.Tensor], source: str = "adapter") -> None:
-        from peft_ray.methods.adapter_model import copy_checked
-
+        """Strict, as every method: each trainable tensor covered, no key left over."""
+        heads = self.head_state()
+        check_keys(set(state), {"prompt_embeddings", *heads}, source)
+        prompt = state["prompt_embeddings"]
         with torch.no_grad():
-            copy_checked(self.prompt, state["prompt_embeddings"], "prompt_embeddings", source)
-            params = dict(self.base.named_parameters())
+            if prompt.shape[0] == self.num_virtual_tokens * self.submodules:   # PEFT's table: its first block
+                prompt = prompt[:self.num_virtual_tokens]
+            copy_checked(self.prompt, prompt, "prompt_embeddings", source)
             for key, value in state.items():
-                name = key[len("base_model."):]
-                if key.startswith("base_model.") and name in params:
-                    copy_checked(params[name], value, key, source)
+                if key != "prompt_embeddings":
+                    copy_checked(heads[key], value, key, source)
 
 
 def init_prompt(base: nn.Module, cfg, ctx: BuildContext) -> torch.Tensor:
@@ -82,16 +95,12 @@ def init_prompt(base: nn.Module, cfg, ctx: BuildContext) -> torch.Tensor:
 
 
 def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
-    from peft_ray.methods.prompt_tuning.fused import fuse_first_layer
-
     prompt = init_prompt(base, cfg, ctx)
     modules = list(dict.fromkeys(ctx.head_modules + list(cfg.modules_to_save or [])))
     model = PromptTuningModel(base, prompt, modules, cfg.prompt_cache)
     if cfg.init_from:
-        from peft_ray.methods.adapter_model import read_init_from
-
         state, _ = read_init_from(cfg.init_from, "PROMPT_TUNING")
-        model.load_adapter_state(state)
+        model.load_adapter_state(state, cfg.init_from)
     cached = cfg.prompt_cache != "off" and causal_cache.supports_cache(base)
     if cfg.prompt_cache == "on" and not cached:
         raise SpecError(f"method.prompt_cache: on needs a causal decoder of the families "

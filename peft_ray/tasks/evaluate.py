@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peft_ray.data.batching import micro_batches
+from peft_ray.data.batching import IGNORE, collate, micro_batches
 from peft_ray.metrics import classification_metrics
-from peft_ray.train.dist import all_sum, all_sum_tensor, rank, world
+from peft_ray.dist import all_sum, all_sum_tensor, rank, world
 
 
 def _my_batches(batches: Iterator[dict]) -> Iterator[dict]:
@@ -27,8 +27,6 @@ def lockstep_batches(batches: Iterator[dict], dummy_row: Callable[[], dict]) -> 
     """This worker's share of `batches` as (batch, True), then (filler, False) until every worker
     is done: ZeRO-3 forwards are collective, so all workers run the same number of them. The
     filler is the last real batch, or a batch of `dummy_row()` for a worker that had none."""
-    from peft_ray.data.batching import collate
-
     mine, last = _my_batches(batches), None
     while True:
         batch = next(mine, None)
@@ -91,17 +89,14 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
     return {**classification_metrics(cm.numpy(), labels), "loss": loss, "n_eval": int(n)}
 
 
-def sequence_eval(engine, tables: Iterable, spec, pad_id: int, dummy_row: Callable[[], dict],
+def sequence_eval(engine, tables: Iterable, batch_size: int, pad_id: int, dummy_row: Callable[[], dict],
                   step: Callable[[dict], Tuple[torch.Tensor, list]]) -> Tuple[list, float]:
     """The evaluation pass of the per-token tasks (generation, NER, translation).
 
     step(batch) -> (logits aligned with batch["labels"], this batch's results). Returns the
     results of this worker's real batches and the mean token loss over all workers."""
-    from peft_ray.data.batching import IGNORE
-
     results, loss_sum, n_tok = [], 0.0, 0
-    batches = micro_batches(tables, spec.train.eval_batch_size, pad_id=pad_id, seed=0, group_by_length=True,
-                            drop_last=False)
+    batches = micro_batches(tables, batch_size, pad_id=pad_id, seed=0, group_by_length=True, drop_last=False)
     with eval_scope(engine):
         for batch, real in lockstep_batches(batches, dummy_row):
             logits, out = step(batch)

@@ -1,13 +1,15 @@
-"""NER rows: words tokenized with is_split_into_words, each word's tag on its first sub-token."""
+"""NER rows: words tokenized with is_split_into_words, each word's tag on its first sub-token. Torch-free."""
 
 from __future__ import annotations
 
-from typing import List
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import pyarrow as pa
 
 from peft_ray.errors import DataError
-from peft_ray.tasks.rows.tokens import IGNORE, tokenizer
+from peft_ray.rows import RowConfig
+from peft_ray.rows.tokens import IGNORE, tokenizer
 from peft_ray.templates import Template
 
 
@@ -42,7 +44,14 @@ def _words(template: Template, tokens: List[str]):
     return words, start
 
 
-def preprocess(batch: pa.Table, cfg) -> pa.Table:
+@dataclass(frozen=True)
+class TokenClassificationRows(RowConfig):
+    labels: Tuple[str, ...] = ()        # entity types
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+
+
+def build_rows(batch: pa.Table, cfg: TokenClassificationRows) -> pa.Table:
     tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
     template = Template.parse(cfg.template)
     names = tag_names(cfg.labels)
@@ -61,6 +70,7 @@ def preprocess(batch: pa.Table, cfg) -> pa.Table:
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
                     ("word_pos", pa.list_(pa.int32())), ("gold", pa.list_(pa.int32())),
                     ("length", pa.int32()), ("truncated", pa.bool_())])
+DUMMY = {"input_ids": [0], "target_ids": [IGNORE], "word_pos": [], "gold": [], "length": 1, "truncated": False}
 
 
 def _encode(tok, template: Template, tokens: List[str], tags: List[int], max_length: int) -> dict:

@@ -114,7 +114,8 @@ class TuneSpec(_Section):
     methods: Dict[str, Dict[str, Any]] = Field(
         default_factory=dict, description="base fields of each method that method.name may switch to")
     num_samples: int = Field(1, ge=1, description="samples of the space (grid: repeats of the whole grid)")
-    metric: str = Field("accuracy", description="validation metric trials are ranked and stopped by")
+    metric: Optional[str] = Field(None, description="validation metric trials are ranked and stopped by "
+                                  "(default: the task's primary metric, e.g. accuracy, entity_f1, bleu)")
     mode: Optional[Literal["max", "min"]] = Field(None, description="default: min for a loss, else max")
     scheduler: SchedulerSpec = SchedulerSpec()
     search: Literal["grid", "random", "optuna"] = Field(
@@ -141,7 +142,7 @@ class TuneSpec(_Section):
 
     @model_validator(mode="after")
     def _infer_mode(self):
-        if self.mode is None:
+        if self.mode is None and self.metric is not None:
             object.__setattr__(self, "mode", "min" if "loss" in self.metric else "max")
         if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             bad = [k for k, d in self.space.items() if d.kind == "grid"]

@@ -8,26 +8,26 @@
   (multi-token words are teacher-forced in one extra batched forward).
 
 A label with several words scores log(mean of its words' probabilities).
-Training is cross-entropy over the label scores (the LM head is not trained
+Training (model.loss) is cross-entropy over the label scores (the LM head is not trained
 unless it is listed in method.modules_to_save).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
+from peft_ray.data.batching import pad_lists
+from peft_ray.models import lm_kind, resolve_model_path
+from peft_ray.rows.tokens import chat_prompt, response_sep, split_ids, tokenizer
+from peft_ray.tasks.classification.config import scoring_for, verbalizer_words
 from peft_ray.tasks.lm_common import seq_logits
-from peft_ray.tasks.rows.tokens import chat_prompt, response_sep, split_ids, tokenizer
 
 Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: token ids
 
 
-@functools.lru_cache(maxsize=16)
 def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ...], scoring: str,
                chat: bool = False) -> Candidates:
     tok = tokenizer(tok_path, trust)
@@ -45,24 +45,12 @@ def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ..
 
 
 def spec_candidates(spec) -> Tuple[Candidates, str]:
-    """The job's candidate token ids and scoring kind (cached: the loss asks every micro-step)."""
-    from peft_ray.templates import normalize_verbalizer
-
-    labels = tuple(spec.task.labels or ())
-    verb = normalize_verbalizer(spec.template.verbalizer) or {lab: [lab] for lab in labels}
-    words = tuple(tuple(verb.get(lab, [lab])) for lab in labels)
-    return _candidates(spec.model.name_or_path, spec.model.trust_remote_code, spec.task.head, words,
-                       spec.template.chat)
-
-
-@functools.lru_cache(maxsize=16)
-def _candidates(name_or_path: str, trust: bool, head: str, words, chat: bool = False) -> Tuple[Candidates, str]:
-    from peft_ray.data.preprocess import classification_scoring_for
-    from peft_ray.models import lm_kind, resolve_model_path
-
-    path = resolve_model_path(name_or_path)
-    scoring = classification_scoring_for(head, lm_kind(path, trust))
-    return candidates(path, trust, words, scoring, chat and scoring == "causal"), scoring
+    """The job's candidate token ids and scoring kind (the tune pre-screen asks per template)."""
+    path = resolve_model_path(spec.model.name_or_path)
+    scoring = scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code))
+    words = verbalizer_words(spec.task.labels, spec.template.verbalizer)
+    chat = spec.template.chat and scoring == "causal"
+    return candidates(path, spec.model.trust_remote_code, words, scoring, chat), scoring
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -84,8 +72,6 @@ def label_scores(engine, batch: dict, cands: Candidates, scoring: str) -> torch.
 
 def _multi_token(engine, batch: dict, words, first: torch.Tensor) -> torch.Tensor:
     """Sum of log p(word tokens | prompt) for causal LMs, teacher-forcing each word's tokens."""
-    from peft_ray.data.batching import pad_lists
-
     dev = engine.device
     ids, pos = batch["input_ids"].tolist(), batch["score_pos"].tolist()
     seqs, where = [], []
@@ -112,16 +98,3 @@ def _pool(per_word: torch.Tensor, cands: Candidates) -> torch.Tensor:
         cols.append(torch.logsumexp(per_word[:, i:i + n], dim=-1) - math.log(n))
         i += n
     return torch.stack(cols, dim=-1)
-
-
-def loss(engine, batch: dict, spec) -> torch.Tensor:
-    cands, scoring = spec_candidates(spec)
-    scores = label_scores(engine, batch, cands, scoring)
-    return F.cross_entropy(scores, batch["labels"].to(scores.device))
-
-
-def scorer(spec):
-    """A logits_fn for train/evaluate.evaluate."""
-    cands, scoring = spec_candidates(spec)
-    return lambda engine, batch: label_scores(engine, batch, cands, scoring)
-

@@ -1,14 +1,24 @@
-"""Generation / translation rows: prompt and response token ids, the loss mask, the reference."""
+"""Generation / translation rows: prompt and response token ids, the loss mask, the reference. Torch-free."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
-from peft_ray.tasks.rows.tokens import IGNORE, chat_prompt, eos_id, lead_tokens, response_sep, split_ids, tokenizer
+from peft_ray.rows import RowConfig
+from peft_ray.rows.tokens import IGNORE, chat_prompt, eos_id, lead_tokens, response_sep, split_ids, tokenizer
 from peft_ray.templates import Template
 
 
-def preprocess(batch: pa.Table, cfg) -> pa.Table:
+@dataclass(frozen=True)
+class GenerationRows(RowConfig):
+    target_column: str = "target"
+    max_target_length: int = 64
+    lm_kind: str = "causal"             # causal | seq2seq
+
+
+def build_rows(batch: pa.Table, cfg: GenerationRows) -> pa.Table:
     tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
     prompt_t = Template.parse(cfg.template).prompt_part()
     rows = []
@@ -24,6 +34,8 @@ def preprocess(batch: pa.Table, cfg) -> pa.Table:
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
                     ("prompt_len", pa.int32()), ("reference", pa.string()), ("length", pa.int32()),
                     ("truncated", pa.bool_())])
+DUMMY = {"input_ids": [0, 0], "target_ids": [IGNORE, IGNORE], "prompt_len": 1, "reference": "", "length": 2,
+         "truncated": False}  # a worker with no validation rows left still steps (collective forwards)
 
 
 def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:

@@ -48,11 +48,6 @@ def any_true(flag: bool) -> bool:
     return all_sum([1.0 if flag else 0.0])[0] > 0
 
 
-def barrier() -> None:
-    if is_dist():
-        dist.barrier()
-
-
 def all_gather_list(items: list) -> list:
     """Concatenate a picklable list from every worker, in rank order (corpus metrics: BLEU)."""
     if not is_dist():

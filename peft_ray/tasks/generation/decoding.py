@@ -20,7 +20,7 @@ from typing import Callable, List, Optional
 import torch
 
 from peft_ray.data.batching import pad_lists
-from peft_ray.train import dist as D
+from peft_ray import dist as D
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""Text classification: a trained head (encoders; HF PEFT's SEQ_CLS layout) or verbalizer
+scoring by the LM head (masked or causal LMs; see verbalizer.py). `task.head: auto` picks the
+head for encoders and the verbalizer for causal LMs."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import pyarrow as pa
+
+from peft_ray.errors import DataError, SpecError
+from peft_ray.tasks.base import Task, register
+from peft_ray.tasks.classification.config import ClassificationConfig, scoring_for
+from peft_ray.tasks.classification.rows import ClassificationRows, build_rows
+from peft_ray.templates import check_verbalizer
+
+
+class Classification(Task):
+    name = "classification"
+    config_cls = ClassificationConfig
+    peft_task_type = "SEQ_CLS"
+    primary_metric = "accuracy"
+    headline = ("accuracy", "macro_f1")
+    summary_rows = (("val accuracy", "accuracy", "{:.4f}"), ("val macro-F1", "macro_f1", "{:.4f}"))
+    model_module = "peft_ray.tasks.classification.model"
+    few_shot = True
+    prescreens = True
+
+    def check(self, spec, template) -> None:
+        t = spec.task
+        check_verbalizer(spec.template.verbalizer, t.labels or [], t.head)
+        if not t.labels or len(t.labels) < 2:
+            raise SpecError("task.labels: classification needs at least two label names, e.g. [negative, positive]")
+        if sum(p.kind == "label" for p in template.parts) > 1:
+            raise SpecError("template.text: {label} marks the one position that is scored; use it once "
+                            f"(got '{spec.template.text}')")
+
+    def check_model(self, spec, lm_kind: str) -> None:
+        scoring_for(spec.task.head, lm_kind)
+
+    def supervision_columns(self, cfg) -> Dict[str, str]:
+        return {cfg.label_column: "task.label_column"}
+
+    def classes(self, cfg) -> Tuple[str, ...]:
+        return tuple(cfg.labels or ())
+
+    def reads_verbalizer(self, cfg) -> bool:
+        return cfg.head == "verbalizer"
+
+    def label_column(self, cfg) -> Optional[str]:
+        return cfg.label_column
+
+    def label_names(self, cfg) -> Optional[List[str]]:
+        return list(cfg.labels or [])
+
+    def metrics(self, cfg) -> List[str]:
+        return ["accuracy", "macro_f1", "loss"] + [f"{k}/{lab}" for k in ("precision", "recall", "f1")
+                                                   for lab in cfg.labels or []]
+
+    def check_train_facts(self, facts) -> None:
+        if len(facts.label_counts) < 2:
+            raise DataError(f"data.train: every usable row has label {list(facts.label_counts)}; "
+                            "classification needs at least two classes in the training data")
+
+    def row_builder(self, spec, tokenizer_path: str, lm_kind: str):
+        t, scoring = spec.task, scoring_for(spec.task.head, lm_kind)
+        return build_rows, ClassificationRows(
+            tokenizer_path=tokenizer_path, template=spec.template.text, max_length=spec.model.max_length,
+            trust_remote_code=spec.model.trust_remote_code, chat=spec.template.chat and lm_kind == "causal",
+            system=spec.template.system, label_column=t.label_column, labels=tuple(t.labels or ()),
+            scoring=scoring)
+
+    def placeholders(self, row: dict, cfg: ClassificationRows) -> dict:
+        return {cfg.label_column: cfg.labels[0]}
+
+    def predict_fields(self, cfg) -> list:
+        return [pa.field("prediction", pa.string()),
+                pa.field("scores", pa.struct([(label, pa.float64()) for label in cfg.labels]))]
+
+
+TASK = register(Classification())

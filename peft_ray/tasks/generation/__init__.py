@@ -1,0 +1,82 @@
+"""Generation (QA, dialogue) and translation: one prompt in, one response out.
+
+The template's {label} slot marks where the response starts; the response is the
+`task.target_column` value. Decoder-only models (GPT-2, Llama) train on prompt + response +
+eos with the loss on the response only; encoder-decoder models (T5) encode the prompt and
+decode the response. Evaluation decodes per `task.decoding` (decoding.py), then scores exact
+match / token F1 / ROUGE-L (generation) or BLEU / chrF (translation, sacrebleu).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import pyarrow as pa
+
+from peft_ray.errors import SpecError
+from peft_ray.metrics import generation_metrics, translation_metrics
+from peft_ray.tasks.base import Task, register
+from peft_ray.tasks.generation.config import GenerationConfig
+from peft_ray.tasks.generation.rows import GenerationRows, build_rows
+from peft_ray.templates import check_verbalizer
+
+PLACEHOLDER_TARGET = "x"   # predict: a target the row builder requires and prediction never reads
+
+
+class Generation(Task):
+    name = "generation"
+    config_cls = GenerationConfig
+    peft_task_type = "CAUSAL_LM"
+    primary_metric = "exact_match"
+    headline = ("exact_match", "token_f1", "rouge_l")
+    summary_rows = (("val exact match", "exact_match", "{:.4f}"), ("val token F1", "token_f1", "{:.4f}"),
+                    ("val ROUGE-L", "rouge_l", "{:.4f}"))
+    model_module = "peft_ray.tasks.generation.model"
+    scores = staticmethod(generation_metrics)   # (predictions, references) -> metrics
+
+    def check(self, spec, template) -> None:
+        """The response goes at {label} (or after the template when it has none)."""
+        check_verbalizer(spec.template.verbalizer, [], "auto")
+        labels = [i for i, p in enumerate(template.parts) if p.kind == "label"]
+        if len(labels) > 1:
+            raise SpecError("template.text: {label} marks where the response starts; use it once")
+        if labels and any(p.kind != "text" or p.value.strip() for p in template.parts[labels[0] + 1:]):
+            raise SpecError("template.text: nothing may follow {label} in a generation/translation template: "
+                            "the response is the end of the sequence")
+        if spec.task.target_column in template.columns:
+            raise SpecError(f"template.text: the response column '{spec.task.target_column}' (task.target_column) "
+                            "must not appear in the prompt; mark where it goes with {label}")
+
+    def supervision_columns(self, cfg) -> Dict[str, str]:
+        return {cfg.target_column: "task.target_column"}
+
+    def row_builder(self, spec, tokenizer_path: str, lm_kind: str):
+        t = spec.task
+        return build_rows, GenerationRows(
+            tokenizer_path=tokenizer_path, template=spec.template.text, max_length=spec.model.max_length,
+            trust_remote_code=spec.model.trust_remote_code, chat=spec.template.chat and lm_kind == "causal",
+            system=spec.template.system, target_column=t.target_column, max_target_length=t.max_target_length,
+            lm_kind=lm_kind)
+
+    def runtime(self, spec, path: str):
+        return self.model.runtime(spec, path, self.scores)
+
+    def placeholders(self, row: dict, cfg: GenerationRows) -> dict:
+        return {cfg.target_column: PLACEHOLDER_TARGET}
+
+    def predict_fields(self, cfg) -> list:
+        return [pa.field("prediction", pa.string())]
+
+
+class Translation(Generation):
+    name = "translation"
+    peft_task_type = "SEQ_2_SEQ_LM"
+    primary_metric = "bleu"
+    headline = ("bleu", "chrf", "exact_match")
+    summary_rows = (("val BLEU", "bleu", "{:.2f}"), ("val chrF", "chrf", "{:.2f}"),
+                    ("val exact match", "exact_match", "{:.4f}"))
+    scores = staticmethod(translation_metrics)
+
+
+GENERATION = register(Generation())
+TRANSLATION = register(Translation())

@@ -1,0 +1,105 @@
+"""Generation and translation, model side: the LM base, the per-job runtime, the response-only
+loss, decoding-based evaluation and `predict` output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from peft_ray import dist as D
+from peft_ray.errors import SpecError
+from peft_ray.models import lm_kind, load_auto
+from peft_ray.rows.tokens import IGNORE, eos_id, tokenizer
+from peft_ray.tasks.evaluate import sequence_eval
+from peft_ray.tasks.generation.decoding import LMIO, generate
+from peft_ray.tasks.generation.rows import DUMMY
+from peft_ray.tasks.lm_common import base_config, seq_logits, shift_right
+
+AUTO = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved once per job: the loss, evaluation and predict read this, never the spec."""
+
+    tokenizer: Any
+    decoding: Any                       # task.decoding (DecodingSpec)
+    scores: Callable[[List[str], List[str]], Dict[str, float]]   # the task's metrics
+    eval_batch_size: int
+
+
+def load_base(spec, path: str):
+    kind = lm_kind(path, spec.model.trust_remote_code)
+    if kind not in AUTO:
+        raise SpecError(f"model.name_or_path: task.type {spec.task.type} needs a model with an LM head "
+                        f"(GPT-2/Llama or T5 families); '{spec.model.name_or_path}' is an encoder. "
+                        "Use a classification or token_classification task with it")
+    return load_auto(path, AUTO[kind], seed=spec.train.seed, trust_remote_code=spec.model.trust_remote_code,
+                     allow_pickle=spec.model.allow_pickle)
+
+
+def runtime(spec, path: str, scores: Callable) -> Runtime:
+    return Runtime(tokenizer(path, spec.model.trust_remote_code), spec.task.decoding, scores,
+                   spec.train.eval_batch_size)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def lm_logits(model, batch: dict) -> torch.Tensor:
+    """Teacher-forced logits aligned with batch["labels"] (position t predicts labels[t])."""
+    dev = model.device
+    ids, mask, labels = batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev)
+    cfg = base_config(model)
+    if getattr(cfg, "is_encoder_decoder", False):
+        dec = shift_right(labels, cfg.decoder_start_token_id, cfg.pad_token_id)
+        return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits.float()
+    logits = seq_logits(model(input_ids=ids, attention_mask=mask).logits, ids.shape[1]).float()
+    return F.pad(logits[:, :-1], (0, 0, 1, 0))           # position t now holds the prediction for token t
+
+
+def loss(model, batch: dict, rt: Runtime = None) -> torch.Tensor:
+    logits = lm_logits(model, batch)
+    labels = batch["labels"].to(logits.device)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+def lm_io(model, tok) -> LMIO:
+    cfg = base_config(model)
+    enc_dec = getattr(cfg, "is_encoder_decoder", False)
+    return LMIO(kind="seq2seq" if enc_dec else "causal", pad_id=tok.pad_token_id or 0, eos_id=eos_id(tok),
+                decoder_start_id=getattr(cfg, "decoder_start_token_id", None))
+
+
+def sources(batch: dict) -> List[List[int]]:
+    ids, n = batch["input_ids"].tolist(), batch["meta"]["prompt_len"]
+    return [row[:k] for row, k in zip(ids, n)]
+
+
+def decode_batch(model, batch: dict, rt: Runtime) -> List[str]:
+    tok = rt.tokenizer
+    out = generate(model, lm_io(model, tok), sources(batch), rt.decoding, device=model.device)
+    return [tok.decode(ids, skip_special_tokens=True).strip() for ids in out]
+
+
+def evaluate(model, tables, rt: Runtime, pad_id: int) -> Dict[str, float]:
+    """Every row is decoded exactly once (batches sharded over workers, lockstep for ZeRO-3)."""
+    if tables is None:
+        return {}
+
+    def step(batch):
+        texts = decode_batch(model, batch, rt)
+        return lm_logits(model, batch), list(zip(texts, batch["meta"]["reference"]))
+
+    pairs, loss_ = sequence_eval(model, tables, rt.eval_batch_size, pad_id, lambda: DUMMY, step)
+    pairs = D.all_gather_list(pairs)
+    preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
+    return {**rt.scores(preds, refs), "loss": loss_, "n_eval": len(refs)}
+
+
+def predict(model, batch: dict, rt: Runtime) -> Dict[str, list]:
+    return {"prediction": decode_batch(model, batch, rt)}
