@@ -95,7 +95,6 @@ train.help += "\n\n" + OVERRIDES_HELP
 def validate(job: str, overrides: Tuple[str, ...]) -> None:
     """Check JOB.yaml as `train` would (schema, values, files, columns, labels, template, model
     path) without starting Ray or training."""
-    from peft_ray.models import check_weights_match
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import load_spec
     from peft_ray.storage import check_output_dir
@@ -104,7 +103,6 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
         spec = load_spec(job, overrides)
         check_output_dir(spec.output.dir)
         pre = run_preflight(spec)
-        check_weights_match(pre.model_path, spec.model.trust_remote_code)
     except JobError as e:
         _fail(e)
     val = f", validation {pre.validation.usable} rows" if pre.validation else ""

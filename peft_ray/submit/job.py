@@ -126,7 +126,6 @@ def check_cluster_cpus(sub: Submission, cluster_cpus: Optional[float]) -> Option
 
 def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan):
     """load_spec + (when the files are here) run_preflight, from inside the working dir."""
-    from peft_ray.models import check_weights_match
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import load_spec
 
@@ -139,7 +138,6 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
                          "`peft-ray train` runs them on the cluster before training")
         else:
             pre = run_preflight(spec)
-            check_weights_match(pre.model_path, spec.model.trust_remote_code)
             for f in pre.train.files + (pre.validation.files if pre.validation else []):
                 plan.check_travels(Path(f), "data")
             plan.check_travels(Path(pre.model_path), "model.name_or_path")

@@ -11,7 +11,6 @@ from typing import Any, Dict, Optional
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError
-from peft_ray.models import check_weights_match
 from peft_ray.preflight import Preflight, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
@@ -192,7 +191,6 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
-    check_weights_match(pre.model_path, spec.model.trust_remote_code)
     check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = find_resume_checkpoint(out) if resume else None

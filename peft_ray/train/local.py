@@ -68,7 +68,6 @@ def run_in_process(spec: JobSpec, pre, reporter, *, resume_from: Optional[str] =
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
-    from peft_ray.models import check_weights_match
     from peft_ray.train.driver import prepare_output_dir, write_outputs
 
     t0 = time.time()
@@ -79,7 +78,6 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     spec = spec.model_copy(deep=True)
     spec.scaling.num_workers = 1  # one process; the global batch stays the same
     pre = run_preflight(spec)
-    check_weights_match(pre.model_path, spec.model.trust_remote_code)
     check_metric_for_best(spec)
     out = prepare_output_dir(spec, resume, overwrite)
     resume_from = None
