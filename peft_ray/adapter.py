@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
@@ -56,21 +55,22 @@ def write_adapter(out_dir: str | Path, state: Dict[str, torch.Tensor], peft_cfg:
     """Write into a temporary sibling, then rename: a reader never sees a half-written adapter."""
     from safetensors.torch import save_file
 
+    from peft_ray.card import model_card
+    from peft_ray.storage import staging_dir
+
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     empty = [k for k, v in state.items() if v.numel() == 0]
     if empty:
         raise RuntimeError(f"refusing to save empty adapter tensors {empty} (ZeRO-3 gather missing?)")
-    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    cfg, extra = portable(peft_cfg, {"peft_ray_version": __version__, **extra})
-    (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
-    (tmp / EXTRA).write_text(json.dumps(extra, indent=2))
-    from peft_ray.card import model_card
-
-    (tmp / CARD).write_text(model_card(cfg, extra), encoding="utf-8")
-    replace_dir(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as tmp:  # a random, exclusively made sibling: no planted link redirects it
+        tmp.mkdir()
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        cfg, extra = portable(peft_cfg, {"peft_ray_version": __version__, **extra})
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
+        (tmp / EXTRA).write_text(json.dumps(extra, indent=2))
+        (tmp / CARD).write_text(model_card(cfg, extra), encoding="utf-8")
+        replace_dir(tmp, out)
     return out
 
 
@@ -119,7 +119,9 @@ def label_maps(labels: Optional[List[str]]) -> Dict[str, Any]:
 
 def replace_dir(src: Path, dst: Path) -> None:
     """Swap `src` into `dst`; the old `dst` is removed only after the new one is in place."""
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    from peft_ray.storage import temp_name
+
+    old = dst.with_name(temp_name(dst.name, ".old"))
     if dst.exists():
         dst.rename(old)
     src.rename(dst)

@@ -53,12 +53,26 @@ class AdapterModel(nn.Module):
         """Our parameter name -> HF PEFT's saved key."""
         return self.peft_prefix + name[len("base."):]
 
+    def _saved_names(self) -> Iterator:
+        """(name, param) of the trainable parameters, a tied one under the name PEFT saves it by:
+        GPT-2's lm_head shares the embedding's tensor, and named_parameters() reports it only as
+        transformer.wte.weight, where PEFT's modules_to_save=[lm_head] looks for lm_head.weight."""
+        names: Dict[int, str] = {}
+        params: Dict[int, nn.Parameter] = {}
+        for n, p in self.named_parameters(remove_duplicate=False):
+            if not p.requires_grad:
+                continue
+            if id(p) not in names or (self.is_head_param(n) and not self.is_head_param(names[id(p)])):
+                names[id(p)] = n
+            params[id(p)] = p
+        return ((names[i], params[i]) for i in names)
+
     def head_state(self) -> Dict[str, torch.Tensor]:
-        return {self.peft_key(n): p for n, p in self.named_parameters() if p.requires_grad and self.is_head_param(n)}
+        return {self.peft_key(n): p for n, p in self._saved_names() if self.is_head_param(n)}
 
     def adapter_state(self) -> Dict[str, torch.Tensor]:
         """Trainable tensors under HF PEFT's key names (call inside a ZeRO-3 gather)."""
-        return {self.peft_key(n): p for n, p in self.named_parameters() if p.requires_grad}
+        return dict((self.peft_key(n), p) for n, p in self._saved_names())
 
     def load_adapter_state(self, state: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy PEFT-named tensors in; every trainable parameter must be covered, nothing left over."""

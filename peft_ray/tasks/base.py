@@ -127,6 +127,10 @@ class Task:
         """{column: values}: the `predict` output columns of a micro-batch."""
         return self.model.predict(model, batch, runtime)
 
+    def peft_task_type_of(self, runtime) -> str:
+        """The adapter's HF PEFT task_type for this job (the class PEFT wraps the base in)."""
+        return self.peft_task_type
+
 
 TASKS: Registry[Task] = Registry("task", "task.type")
 

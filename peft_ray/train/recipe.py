@@ -269,7 +269,7 @@ def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None)
         state = gather_adapter_state(ctx.model)
         if D.rank() != 0:
             return
-        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, ctx.task.peft_task_type)
+        cfg = method.peft_config(ctx.model, ctx.spec.method, ctx.base_path, ctx.task.peft_task_type_of(ctx.runtime))
         extra = {"spec": saved_spec(ctx.spec), "labels": ctx.spec.task.model_dump().get("labels"),
                  "template": ctx.spec.template.text, "verbalizer": ctx.spec.template.verbalizer,
                  "method": ctx.spec.method.model_dump(mode="json"),

@@ -108,3 +108,25 @@ def test_staging_dir_is_unpredictable_and_keeps_the_umask_mode(tmp_path):
     os.umask(umask)
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.tmp", "model", "victim"]
+
+
+def test_adapter_writes_ignore_links_at_the_old_pid_names(tmp_path):
+    """write_adapter builds in a random staging folder and moves the old adapter aside under a
+    random name: links planted at the old pid-based names are never written through."""
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    from peft_ray.adapter import write_adapter
+
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "runs" / "adapter"
+    elsewhere.mkdir()
+    cfg = {"peft_type": "LORA", "task_type": "SEQ_CLS", "base_model_name_or_path": "x"}
+    write_adapter(out, {"w": torch.ones(2)}, cfg, {})
+    for name in (f".adapter.tmp-{os.getpid()}", f".adapter.old-{os.getpid()}"):
+        (out.parent / name).symlink_to(elsewhere, target_is_directory=True)
+    write_adapter(out, {"w": torch.zeros(2)}, cfg, {})
+    assert list(elsewhere.iterdir()) == []
+    assert load_file(str(out / "adapter_model.safetensors"))["w"].sum() == 0
+    assert [p.name for p in out.parent.iterdir() if not p.is_symlink()] == ["adapter"]  # no stage left

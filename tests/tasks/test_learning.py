@@ -65,6 +65,25 @@ def test_causal_verbalizer_classification_learns(tiny_models, tmp_path):
     m = train_local(task_job(tiny_models("gpt2"), data, tmp_path / "out", task, template, method, steps=100,
                              lr=0.01))
     assert m["accuracy"] >= 0.9, m
+    _loads_in_peft_as_a_causal_lm(tmp_path / "out" / "adapter", tiny_models("gpt2"))
+
+
+def _loads_in_peft_as_a_causal_lm(adapter, base_path):
+    """No head is trained: the adapter is a CAUSAL_LM one, and HF PEFT wraps the plain causal LM
+    with it, every saved tensor used (a SEQ_CLS config would build a classifier with a new head)."""
+    import json
+
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    plain = AutoModelForCausalLM.from_pretrained(str(base_path))
+    loaded = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_path)), str(adapter))
+    assert isinstance(loaded, peft.PeftModelForCausalLM)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert not torch.allclose(loaded(input_ids=ids).logits, plain(input_ids=ids).logits)
 
 
 def test_masked_lm_verbalizer_classification_learns(tiny_models, tmp_path):

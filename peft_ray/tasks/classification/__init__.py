@@ -73,6 +73,11 @@ class Classification(Task):
     def placeholders(self, row: dict, cfg: ClassificationRows) -> dict:
         return {cfg.label_column: cfg.labels[0]}
 
+    def peft_task_type_of(self, runtime) -> str:
+        # Causal verbalizer scoring trains no head: the base is the causal LM itself, which
+        # PEFT wraps as CAUSAL_LM (SEQ_CLS would build a sequence classifier with a new head).
+        return "CAUSAL_LM" if runtime.scoring == "causal" else self.peft_task_type
+
     def predict_fields(self, cfg) -> list:
         return [pa.field("prediction", pa.string()),
                 pa.field("scores", pa.struct([(label, pa.float64()) for label in cfg.labels]))]
