@@ -50,6 +50,20 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
         if col not in names:
             raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest(col, names)}; "
                             f"its columns are {names}")
+        if field_name == "template.text" and not _is_text(schema.field(col).type):
+            # Rendering would stringify it: bytes as "b'\\xff...'", numbers as digits the
+            # template never asked for. Text must be text in the file itself.
+            raise DataError(f"template.text: column '{col}' of {where} holds {schema.field(col).type}, "
+                            "not text; the template renders text columns only. Store it as a string "
+                            f"column (e.g. pandas: df['{col}'] = df['{col}'].astype(str), or decode bytes), "
+                            "or use another column")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or \
+        (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
 
 
 def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = "") -> SplitFacts:

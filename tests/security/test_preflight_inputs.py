@@ -49,3 +49,20 @@ def test_corrupt_safetensors(tiny_bert, tiny_data, tmp_path):
         f.write_bytes(b"\xff" * 64)
     with pytest.raises(SpecError, match="not a readable safetensors file"):
         run_preflight(_spec(m, tiny_data, tmp_path))
+
+
+@pytest.mark.parametrize("values, kind", [([b"\xff\xfe", b"ok"], "binary"), ([1, 2], "int64")])
+def test_text_column_that_is_not_text(tiny_bert, tmp_path, values, kind):
+    """An int or binary column in the template is refused (it would be stringified into
+    b'\\xff..' or digits), naming the field, the column, its type and the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from peft_ray.errors import DataError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "validation"):
+        pq.write_table(pa.table({"text": pa.array(values * 4), "label": [0, 1] * 4}), data / f"{split}.parquet")
+    with pytest.raises(DataError, match=f"template.text: column 'text' of .*train.parquet holds {kind}.*not text"):
+        run_preflight(_spec(tiny_bert, data, tmp_path))
