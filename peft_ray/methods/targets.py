@@ -98,3 +98,22 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
     setattr(parent, attr, new)
+
+
+def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bool = False) -> None:
+    """Before any run: listed target_modules must name linear layers of the base, built on the meta
+    device from its config (no weights read). Regular expressions match full module paths, which
+    depend on the task's head class, so they are left to the real build."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    if not isinstance(targets, list):
+        return
+    try:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            base = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, ImportError):   # no base class for this config: the real build checks
+        return
+    find_targets(base, targets, "method.target_modules")
+

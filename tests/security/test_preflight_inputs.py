@@ -66,3 +66,18 @@ def test_text_column_that_is_not_text(tiny_bert, tmp_path, values, kind):
         pq.write_table(pa.table({"text": pa.array(values * 4), "label": [0, 1] * 4}), data / f"{split}.parquet")
     with pytest.raises(DataError, match=f"template.text: column 'text' of .*train.parquet holds {kind}.*not text"):
         run_preflight(_spec(tiny_bert, data, tmp_path))
+
+
+def test_target_modules_matching_nothing_fail_before_anything_is_written(tiny_bert, tiny_data, tmp_path):
+    """A LoRA target list naming no linear layer is a spec error in preflight (the base built on
+    the meta device), naming the field and the real layer names; output.dir stays unwritten."""
+    def lora(targets):
+        job = job_dict(tiny_bert, tiny_data, tmp_path / "out")
+        job["method"] = {"name": "lora", "target_modules": targets}
+        return validate_spec(job)
+
+    with pytest.raises(SpecError, match=r"method.target_modules: \['q_proj', 'v_proj'\] matches no linear layer"
+                                        r".*query"):
+        run_preflight(lora(["q_proj", "v_proj"]))
+    assert not (tmp_path / "out").exists()
+    run_preflight(lora(["query"]))
