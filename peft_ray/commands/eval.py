@@ -70,6 +70,7 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
                                     start_ray, with_progress)
+    from peft_ray.preflight import scan_split
     from peft_ray.tasks import get_task
     from peft_ray.tasks.pipeline import needed_columns
 
@@ -81,6 +82,8 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     check_columns(files, needed_columns(spec), "--data", spec)
     if not holdout:
         spec.data.validation_fraction = 0.0          # score every row of a file given directly
+    # Unknown labels, empty files: named now, before Ray starts (it buried them in a UserCodeException).
+    scan_split(files, spec, "--data", "validation" if holdout else "")
     if batch_size:
         spec.train.eval_batch_size = batch_size
     if local:

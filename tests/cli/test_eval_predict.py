@@ -136,7 +136,9 @@ def test_token_classification_eval_and_predict(ray_runtime, ner_run, tmp_path):
 def test_bad_paths_are_messages(cls_run, tmp_path):
     data = cls_run.parent / "data"
     no_text = write_rows(tmp_path / "no_text.parquet", {"sentence": ["a good film"]})
+    unknown = write_rows(tmp_path / "unknown.parquet", {"text": ["a good film", "a film"], "label": ["positive", "meh"]})
     cases = [
+        (["eval", cls_run, "--data", unknown], "--data", "label 'meh' is not in task.labels"),  # before Ray
         (["eval", tmp_path / "nope", "--data", data], "ADAPTER_OR_RUN", "does not exist"),
         (["eval", tmp_path, "--data", data], "no adapter", "output.dir"),
         (["eval", cls_run, "--data", tmp_path / "missing.parquet"], "--data: no file matches", "missing.parquet"),
@@ -151,6 +153,9 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert "error:" in r.output and all(e in r.output for e in expected), (args, r.output)
         assert "Traceback" not in r.output
+    import ray
+
+    assert not ray.is_initialized()  # every one of these is refused before Ray starts
 
 
 @pytest.mark.parametrize("cmd", ["eval", "predict"])
