@@ -132,10 +132,25 @@ def read_adapter(path: str | Path):
     """(state, adapter_config, peft_ray extra) from an adapter folder."""
     from safetensors.torch import load_file
 
+    from peft_ray.errors import SpecError
+
     p = Path(path)
-    cfg = json.loads((p / CONFIG).read_text())
-    extra = json.loads((p / EXTRA).read_text()) if (p / EXTRA).exists() else {}
-    return load_file(str(p / WEIGHTS)), cfg, extra
+    for name in (CONFIG, WEIGHTS):
+        if not (p / name).is_file():
+            raise SpecError(f"adapter {p}: {name} is missing; point at a folder written by `peft-ray train` "
+                            "or HF PEFT's save_pretrained")
+    try:
+        cfg = json.loads((p / CONFIG).read_text())
+        extra = json.loads((p / EXTRA).read_text()) if (p / EXTRA).exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"adapter {p}: {CONFIG} or {EXTRA} is not valid JSON ({str(e)[:200]}); "
+                        "copy the adapter folder again") from None
+    try:
+        state = load_file(str(p / WEIGHTS))
+    except Exception as e:     # SafetensorError (truncated, not safetensors), OSError
+        raise SpecError(f"adapter {p}: {WEIGHTS} is not a readable safetensors file ({str(e)[:200]}); "
+                        "copy the adapter folder again") from None
+    return state, cfg, extra
 
 
 def _peft_version() -> Optional[str]:

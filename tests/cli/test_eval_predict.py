@@ -4,6 +4,7 @@ eval reproduces the run's own validation metrics; predict keeps every row, in or
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -137,8 +138,13 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
     data = cls_run.parent / "data"
     no_text = write_rows(tmp_path / "no_text.parquet", {"sentence": ["a good film"]})
     unknown = write_rows(tmp_path / "unknown.parquet", {"text": ["a good film", "a film"], "label": ["positive", "meh"]})
+    broken = tmp_path / "broken"
+    shutil.copytree(cls_run / "adapter", broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 50)   # truncated in a copy
     cases = [
         (["eval", cls_run, "--data", unknown], "--data", "label 'meh' is not in task.labels"),  # before Ray
+        (["predict", broken, "--input", unknown, "--output", tmp_path / "o.parquet"], "adapter_model.safetensors",
+         "not a readable safetensors file"),
         (["eval", tmp_path / "nope", "--data", data], "ADAPTER_OR_RUN", "does not exist"),
         (["eval", tmp_path, "--data", data], "no adapter", "output.dir"),
         (["eval", cls_run, "--data", tmp_path / "missing.parquet"], "--data: no file matches", "missing.parquet"),
