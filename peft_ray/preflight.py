@@ -63,6 +63,8 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
 def _is_text(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         t = t.value_type
+    if pa.types.is_null(t):   # an empty or all-null column: the row scan names it
+        return True
     return pa.types.is_string(t) or pa.types.is_large_string(t) or \
         (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
 
