@@ -28,6 +28,9 @@ class AdapterModel(nn.Module):
     """Wraps a frozen HF model (``.base``); subclasses add the adapter."""
 
     peft_prefix = INJECTED_PREFIX
+    # Whether HF's KV cache reproduces this forward (decoding's fast path). Only adapters that
+    # change weights and nothing about the sequence say yes; prompt methods prepend or inject.
+    kv_cache_exact = False
 
     def __init__(self, base: nn.Module, trainable_modules: List[str]):
         super().__init__()

@@ -15,6 +15,8 @@ from peft_ray.methods.targets import (IA3_DEFAULTS, default_targets, find_target
 
 
 class IA3Model(AdapterModel):
+    kv_cache_exact = True   # weights only: decoding may use HF's KV cache
+
     def __init__(self, base: nn.Module, heads: List[str], targets: List[str], feedforward: List[str]):
         super().__init__(base, heads)
         for path in targets:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class LoraModel(AdapterModel):
+    kv_cache_exact = True   # weights only: decoding may use HF's KV cache
+
     def __init__(self, base: nn.Module, heads: List[str], targets: List[str], r: int, scaling: float,
                  dropout: float, backend: str, seed: int, init=True, use_dora: bool = False,
                  loraplus_lr_ratio: Optional[float] = None):

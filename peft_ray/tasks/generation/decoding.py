@@ -1,12 +1,15 @@
 """Decoding for generation and translation: greedy, beam search and sampling.
 
-Every step re-runs the model on the whole (prompt + generated) sequence instead
-of keeping a KV cache. That is slower per token, but it is exactly the forward
-the model was trained with for every PEFT method (prompt and p-tuning prepend
-virtual tokens, prefix tuning injects K/V inside attention, LoRA/IA3 change
-weights), so no method needs a cache-aware code path, and it is cheap at the
-short outputs these tasks produce. Rows are right-padded; each hypothesis reads
-the logits at its own last position, so padding never changes a result.
+Two paths, the same tokens:
+- **KV cache** (greedy and sampling on a causal LM whose adapter only changes weights:
+  LoRA, IA3, or no adapter): the prompts are left-padded with explicit position ids, run
+  once, and every later step feeds one token per row against HF's cache. O(n) per token.
+- **Full re-run** (everything else): every step re-runs the model on the whole (prompt +
+  generated) sequence. It is exactly the forward the model was trained with for the
+  methods that change the sequence (prompt and P-tuning prepend virtual tokens, prefix
+  tuning injects K/V inside attention), so those need no cache-aware code path; it is also
+  the path for beam search and encoder-decoders. Rows are right-padded; each hypothesis
+  reads the logits at its own last position, so padding never changes a result.
 
 Forwards are collective under ZeRO-3: every worker keeps stepping (with a
 dummy hypothesis) until all workers are done.
@@ -52,11 +55,24 @@ def next_logprobs(model: Callable, io: LMIO, sources: List[List[int]], generated
     return torch.log_softmax(step.float(), dim=-1)
 
 
+def kv_cache_exact(model) -> bool:
+    """True when HF's KV cache gives this model's exact forward: an adapter that says so
+    (`kv_cache_exact`: LoRA and IA3 change weights only) or a plain HF generator."""
+    inner = getattr(model, "module", model)          # DeepSpeed's engine / InferenceEngine
+    flag = getattr(type(inner), "kv_cache_exact", None)
+    if flag is not None:
+        return bool(flag)
+    can = getattr(inner, "can_generate", None)
+    return bool(callable(can) and can())
+
+
 def generate(model: Callable, io: LMIO, sources: List[List[int]], cfg, device="cpu") -> List[List[int]]:
     """Token ids generated for each source row (without the eos), per `cfg` (task.decoding)."""
     if cfg.strategy == "beam" and cfg.num_beams > 1:
         return _beam(model, io, sources, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if io.kind == "causal" and kv_cache_exact(model):
+        return _cached(model, io, sources, cfg, device, gen)
     out: List[List[int]] = [[] for _ in sources]
     active = list(range(len(sources)))
     for _ in range(cfg.max_new_tokens):
@@ -74,6 +90,39 @@ def generate(model: Callable, io: LMIO, sources: List[List[int]], cfg, device="c
             out[i].append(tok)
             still.append(i)
         active = still
+    return out
+
+
+def _cached(model: Callable, io: LMIO, sources: List[List[int]], cfg, device, gen) -> List[List[int]]:
+    """Greedy/sampling with HF's KV cache: the same picks, on the same rows, as the loop above
+    (sampling draws for the active rows only, so the random stream matches too)."""
+    n = max(len(s) for s in sources)
+    ids = torch.tensor([[io.pad_id] * (n - len(s)) + s for s in sources], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in sources], dtype=torch.long, device=device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)          # left padding must not shift RoPE / learned positions
+    res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    out: List[List[int]] = [[] for _ in sources]
+    active = list(range(len(sources)))
+    for t in range(cfg.max_new_tokens):
+        if active:
+            lp = torch.log_softmax(res.logits[:, -1].float(), dim=-1)
+            still = []
+            for i, tok in zip(active, _pick(lp[active], cfg, gen)):
+                if tok != io.eos_id:
+                    out[i].append(tok)
+                    still.append(i)
+            active = still
+        if t == cfg.max_new_tokens - 1 or not D.any_true(bool(active)):
+            break
+        nxt = torch.full((len(sources), 1), io.pad_id, dtype=torch.long, device=device)
+        for i in active:
+            nxt[i, 0] = out[i][-1]
+        mask = torch.cat([mask, mask.new_ones(len(sources), 1)], dim=1)
+        pos = pos[:, -1:] + 1
+        # Finished rows keep stepping on pad (their results are final): one forward per step on
+        # every worker, as ZeRO-3's collective forwards need.
+        res = model(input_ids=nxt, attention_mask=mask, position_ids=pos, past_key_values=res.past_key_values,
+                    use_cache=True)
     return out
 
 
