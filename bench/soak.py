@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,16 +56,26 @@ def _start(job: Path, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _wait_step(proc, log: list, min_step: int, timeout: float) -> int:
-    """Read the driver's output until a progress line at or past `min_step`."""
+def _drain(proc, log: list) -> threading.Thread:
+    """Collect the driver's output in the background (a full pipe would block the driver)."""
+    t = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
+    t.start()
+    return t
+
+
+def _wait_step(proc, out: Path, min_step: int, timeout: float) -> int:
+    """Wait until the run's metrics.jsonl logs a training step at or past `min_step` (the terminal
+    shows a progress bar, not lines, so the run record is what says where training is)."""
     deadline = time.time() + timeout
-    for line in proc.stdout:
-        log.append(line)
-        m = re.search(r"step (\d+)/", line)
-        if m and int(m.group(1)) >= min_step:
-            return int(m.group(1))
-        if time.time() > deadline:
-            break
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        except (OSError, ValueError):
+            rows = []
+        steps = [r["step"] for r in rows if r.get("kind") == "train"]
+        if steps and max(steps) >= min_step:
+            return max(steps)
+        time.sleep(0.05)
     return -1
 
 
@@ -120,8 +131,9 @@ def round_(job: Path, out: Path, mode: str, rng: random.Random, stats: dict) -> 
         return tampered_round(job, out, stats)
     log: list = []
     proc = _start(job, "--overwrite")
+    reader = _drain(proc, log)
     kill_at = rng.randint(3, STEPS - 5)
-    reached = _wait_step(proc, log, kill_at, 600) if mode != "clean" else -1
+    reached = _wait_step(proc, out, kill_at, 600) if mode != "clean" else -1
     if mode == "worker" and reached > 0:
         victims = _workers(proc.pid)
         if victims:
@@ -129,9 +141,13 @@ def round_(job: Path, out: Path, mode: str, rng: random.Random, stats: dict) -> 
     if mode == "driver" and reached > 0:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        reader.join(timeout=10)
         proc = _start(job, "--resume")
-    rest, _ = proc.communicate(timeout=900)
-    text = "".join(log) + rest
+        reader = _drain(proc, log)
+    proc.wait(timeout=900)
+    reader.join(timeout=30)
+    # Worker lines ("resumed from ... at step N") reach train.log; the terminal keeps only the summary.
+    text = "".join(log) + ((out / "train.log").read_text(errors="replace") if (out / "train.log").exists() else "")
     ok = proc.returncode == 0 and json.loads((out / "metrics.json").read_text()).get("step") == STEPS
     stats["jobs"] += 1
     stats["completed"] += ok
