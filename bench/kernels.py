@@ -53,10 +53,36 @@ def cases(quick: bool) -> list[Case]:
     full += [Case("llm_prompt", "prompt", 8, 2048, 32, 4096, 4096, ("prompt",)),
              Case("llama7b_prefix_kv", "prefix", 8, 2048, 32, 4096, 4096, ("prefix", "x")),
              Case("lora_d4096_r16", "lora", 8, 2048, 16, 4096, 4096, ("x", "A", "B"))]
+    full += smollm2_cases()
     if not quick:
         return full
     return [full[0], Case("prefix_small", "prefix", 2, 512, 32, 4096, 4096, ("prefix", "x")),
             Case("lora_small", "lora", 2, 512, 16, 4096, 4096, ("x", "A", "B"))]
+
+
+def smollm2_cases() -> list[Case]:
+    """SmolLM2-135M's real shapes at its jobs' batch (8 rows of ~48 tokens, 16 virtual tokens):
+    q_proj 576->576, k/v_proj 576->192 (3 KV heads x 64, GQA), gate_proj 576->1536 at r=8."""
+    return [Case("smollm2_prompt_q", "prompt", 8, 48, 16, 576, 576, ("prompt",)),
+            Case("smollm2_prefix_kv", "prefix", 8, 48, 16, 576, 192, ("prefix", "x")),
+            Case("smollm2_lora_gate", "lora", 8, 48, 8, 576, 1536, ("x", "A", "B"))]
+
+
+def check_case(case: Case, dtype, device: str = "cuda") -> dict:
+    """Forward and backward of the Triton op against the reference on the same (dtype) inputs,
+    the reference computed in fp32: max |error| / max |reference| per output and gradient."""
+    t = make_inputs(case, dtype, device)
+    ref_in = {k: v.detach().float().requires_grad_(v.requires_grad) for k, v in t.items()}
+    y, y_ref = op_fn(case, "triton")(t), op_fn(case, "torch")(ref_in)
+    g = torch.randn_like(y_ref)
+    y.backward(g.to(y.dtype))
+    y_ref.backward(g)
+    rel = lambda a, b: ((a.float() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()  # noqa: E731
+    out = {"output": rel(y, y_ref)}
+    out.update({f"d_{k}": rel(t[k].grad, ref_in[k].grad) for k in t if t[k].requires_grad})
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    return {"case": case.name, "dtype": str(dtype).split(".")[-1], "rel_err": out, "tol": tol,
+            "ok": max(out.values()) <= tol, "shape": asdict(case)}
 
 
 def make_inputs(case: Case, dtype, device) -> dict:
@@ -205,9 +231,19 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="input dtype (accumulation is fp32)")
     ap.add_argument("--out", default="results.json", help="where to write the JSON results")
     ap.add_argument("--quick", action="store_true", help="one small case per op and shorter timing runs")
+    ap.add_argument("--check", action="store_true", help="correctness only: every case in fp32 and bf16, "
+                    "forward and backward against the reference; exit 1 on a failure")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         return no_gpu()
+    if args.check:
+        rows = [check_case(c, d) for c in cases(False) for d in (torch.float32, torch.bfloat16)]
+        for r in rows:
+            worst = max(r["rel_err"], key=r["rel_err"].get)
+            print(f"{r['case']:<20}{r['dtype']:<10}{'ok' if r['ok'] else 'FAIL':<6}worst {worst} "
+                  f"{r['rel_err'][worst]:.2e} (tol {r['tol']:.0e})")
+        pathlib.Path(args.out).write_text(json.dumps(dict(device=torch.cuda.get_device_name(), results=rows), indent=1))
+        return 0 if all(r["ok"] for r in rows) else 1
     dtype, rep_ms = DTYPES[args.dtype], 25 if args.quick else 100
     rows = [r for case in cases(args.quick) for r in bench_case(case, dtype, rep_ms)]
     print_table(rows)
