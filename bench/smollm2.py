@@ -11,6 +11,9 @@ Parts (all scored on the 872 SST-2 validation rows, never used to choose anythin
   threads) alternated with HF PEFT + HF Trainer prompt tuning and LoRA on identical rows
   and steps (bench/_hf_smollm2_run.py); mean +- std over seeds. Both evaluate only the
   last step's adapter.
+- translation: jobs/multi30k_smollm2_lora.yaml, the zero-shot instruct prompt (no training)
+  against LoRA after --translation-steps steps (--data-mt), BLEU and chrF on all 1,014 val
+  pairs, greedy decoding with the KV cache.
 """
 
 from __future__ import annotations
@@ -89,6 +92,29 @@ def few_shot(data: str, seeds: list, methods: list) -> list:
     return rows
 
 
+MT_JOB = "jobs/multi30k_smollm2_lora.yaml"
+
+
+def translation(data: str, steps: int) -> dict:
+    from peft_ray.spec import load_spec
+    from peft_ray.zero_shot import zero_shot_eval
+
+    t0 = time.time()
+    zs = zero_shot_eval(load_spec(MT_JOB, [f"data.root={data}"]))
+    zs["seconds"] = time.time() - t0
+    print(f"multi30k zero-shot  BLEU {zs['bleu']:.2f}  chrF {zs['chrf']:.2f}  ({zs['seconds']:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "mt"
+        lora = run_process(["peft-ray", "train", MT_JOB, "--local", "--overwrite", f"data.root={data}",
+                            f"output.dir={out}", "scaling.torch_threads=2", f"train.max_steps={steps}",
+                            f"train.eval_every={steps}"], out / "metrics.json")
+    print(f"multi30k LoRA {steps} steps  BLEU {lora['bleu']:.2f}  chrF {lora['chrf']:.2f}  "
+          f"({lora.get('wall_seconds', 0):.0f} s)", flush=True)
+    keep = ("bleu", "chrf", "exact_match", "n_eval", "seconds", "wall_seconds", "samples_per_s", "step", "tree_mb")
+    return {"zero_shot": {k: zs[k] for k in keep if k in zs}, "lora": {k: lora[k] for k in keep if k in lora},
+            "steps": steps}
+
+
 def summarize(rows: list) -> list:
     out = []
     for key in sorted({(r["method"], r["runner"]) for r in rows}):
@@ -107,6 +133,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default="prompt_tuning,lora,p_tuning,prefix_tuning")
     ap.add_argument("--verbalizers", type=int, default=3, help="zero_shot: the first N candidate verbalizers")
+    ap.add_argument("--data-mt", default="../shared/data/multi30k-en-de")
+    ap.add_argument("--translation-steps", type=int, default=400, help="translation: LoRA steps of 16 pairs")
     ap.add_argument("--out", default="bench/results/smollm2.json")
     a = ap.parse_args()
     result = {}
@@ -120,6 +148,8 @@ def main() -> None:
         for s in result["few_shot_summary"]:
             sps = f"{s['samples_per_s']:.1f}" if s["samples_per_s"] else "-"
             print(f"{s['method']:<14} {s['runner']:<9} {s['seeds']:>5} {s['mean']:>14.4f} +- {s['std']:.4f} {sps:>10}")
+    if "translation" in parts:
+        result["translation"] = translation(a.data_mt, a.translation_steps)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {a.out}")

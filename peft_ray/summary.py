@@ -12,6 +12,7 @@ AFTER = [("val loss", "loss", "{:.4f}"),
          ("trainable params", "trainable_params", "{:,.0f}"), ("skipped rows", "skipped_rows", "{:.0f}"),
          ("truncated rows", "truncated_rows", "{:.0f}"), ("non-finite skips", "skipped_nonfinite", "{:.0f}"),
          ("train time (s)", "train_seconds", "{:.1f}"), ("wall time (s)", "wall_seconds", "{:.1f}"),
+         ("time by phase (s)", "time_phases", "{}"),
          ("adapter (best)", "adapter", "{}"), ("adapter (last)", "adapter_last", "{}"),
          ("checkpoint", "checkpoint", "{}")]
 

@@ -34,7 +34,10 @@ class TrainerState:
     micro_in_epoch: int = 0     # micro-batches of `epoch` already consumed
     samples: float = 0          # samples seen, all workers
     tokens: float = 0           # real (non-pad, non-virtual) tokens seen, all workers
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # forward + backward + optimizer step (rank 0's clock; every rank steps together)
+    data_seconds: float = 0.0   # waiting for the next micro-batch (Ray Data / the local reader)
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0  # ZeRO shards + adapter written and reported
     skipped_nonfinite: int = 0
     last_loss: float = float("nan")
     truncated: float = 0        # rows cut at model.max_length (counted in the first epoch)

@@ -167,6 +167,18 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
     )
 
 
+PHASES = (("model + engine", "setup_seconds"), ("data", "data_seconds"), ("training", "train_seconds"),
+          ("evaluation", "eval_seconds"), ("checkpoints", "checkpoint_seconds"))
+
+
+def time_phases(final: Dict[str, Any]) -> str:
+    """Where the wall time went: the workers' own clocks per phase; the rest (Ray and the worker
+    group starting, preflight, the last save, outputs) is what remains of the wall time."""
+    parts = [(label, float(final.get(key, 0.0))) for label, key in PHASES]
+    rest = max(0.0, float(final.get("wall_seconds", 0.0)) - sum(v for _, v in parts))
+    return " | ".join(f"{label} {v:.1f}" for label, v in [*parts, ("start-up + other", rest)])
+
+
 def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], wall: float,
                   pre: Preflight, best: Optional[Location] = None) -> Dict[str, Any]:
     """adapter/ (the best evaluation's; the last when nothing was evaluated), adapter_last/
@@ -181,6 +193,8 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
                  checkpoint=checkpoint.uri, adapter=(out / "adapter").uri, adapter_last=(out / "adapter_last").uri)
     if "best_step" in final:
         final["best"] = f"step {final['best_step']} ({final['metric_for_best']} {final['best_metric']:.4f})"
+    if "train_seconds" in final:
+        final["time_phases"] = time_phases(final)
     if not is_uri(out.uri):
         plot_curves(out.uri, warn=lambda m: print(f"[peft-ray] {m}"))
     (out / "metrics.json").write_text(json.dumps(final, indent=2))

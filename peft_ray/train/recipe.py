@@ -58,6 +58,7 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     worker's Ray Data shards and the reporter is Ray Train's. A run in this process
     (train/local.run_in_process: --local, a 1-worker tune trial) passes its own pyarrow data and
     reporter. Returns the reporter (it holds the last checkpoint and metrics)."""
+    t_setup = time.perf_counter()
     spec = validate_spec(config["spec"])
     run = RunFacts(**config["run"])
     setup_torch(spec)
@@ -69,7 +70,8 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     state = restore(engine, reporter)
     state.world_size = D.world()
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
-                      resumed=state.global_step > 0, log=make_run_log(run, state))
+                      resumed=state.global_step > 0, log=make_run_log(run, state),
+                      setup_seconds=time.perf_counter() - t_setup)
     ctx.log.echo(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
                  f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
     train_loop(ctx, state)
@@ -116,6 +118,7 @@ class StepContext:
     reporter: Any
     resumed: bool = False
     log: Optional[RunLog] = None
+    setup_seconds: float = 0.0               # model load + DeepSpeed engine + restore, this attempt
     fired: set = field(default_factory=set)  # fault injections already done
     stop: bool = False                       # early stopping fired
 
@@ -167,13 +170,16 @@ def train_loop(ctx: StepContext, state: TrainerState) -> None:
     n_epochs = math.ceil(ctx.run.total_steps / max(1, ctx.run.steps_per_epoch))
     while state.global_step < ctx.run.total_steps and state.epoch < max(n_epochs, 1) + 1:
         batches = epoch_batches(ctx, state.epoch, state.micro_in_epoch)
+        waited = time.perf_counter()
         for batch in _lockstep(batches):
+            state.data_seconds += time.perf_counter() - waited
             stepped = train_micro_step(ctx, state, batch)
             state.micro_in_epoch += 1
             if stepped:
                 after_optimizer_step(ctx, state)
             if state.global_step >= ctx.run.total_steps or ctx.stop:
                 return
+            waited = time.perf_counter()
         state.epoch += 1
         state.micro_in_epoch = 0
 
@@ -240,7 +246,9 @@ def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     last = step >= ctx.run.total_steps
     want_eval = last or step % eval_every == 0
     if last or want_eval or step % ckpt_every == 0:
+        t0 = time.perf_counter()
         metrics = evaluate_now(ctx) if want_eval else {}
+        state.eval_seconds += time.perf_counter() - t0
         report(ctx, state, metrics)
 
 
@@ -288,15 +296,20 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "train_loss": state.loss_sum / max(state.micro_batches, 1), "lr": ctx.engine.get_lr()[0],
             "skipped_nonfinite": state.skipped_nonfinite, "train_seconds": state.train_seconds,
             "samples": state.samples, "tokens": state.tokens, "truncated_rows": state.truncated,
+            "data_seconds": state.data_seconds, "eval_seconds": state.eval_seconds,
+            "checkpoint_seconds": state.checkpoint_seconds, "setup_seconds": ctx.setup_seconds,
             "trainable_params": count_trainable(ctx.model), **best_fields(ctx.best, state),
             "keep_score": retention_score(ctx.best, metrics, state.global_step)}
     if metrics:
         log_eval(ctx, state, metrics, full, new_best)
     fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed
+    t0 = time.perf_counter()
     with ctx.reporter.staging_dir() as tmp:
         save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx, {**metrics, "step": state.global_step}
                                                                        if metrics else None), fail_midway=fail)
         ctx.reporter.report(full, tmp)
+    # This save's own time reaches the next report (and the run's total through the checkpointed state).
+    state.checkpoint_seconds += time.perf_counter() - t0
     telemetry.record_report(ctx.spec.name, full, metrics)
 
 

@@ -41,3 +41,18 @@ def test_local_equals_one_ray_worker(ray_runtime, tiny_bert, tiny_data, tmp_path
     ray_m = run_train(_spec(tiny_bert, tiny_data, tmp_path / "ray"))
     assert ray_m["accuracy"] == pytest.approx(local["accuracy"], abs=1e-9)
     assert ray_m["loss"] == pytest.approx(local["loss"], rel=1e-4)
+
+
+def test_metrics_carry_a_time_breakdown(tiny_bert, tiny_data, tmp_path):
+    """metrics.json says where the wall time went (issue: time to result), and the phases add up."""
+    from peft_ray.summary import render_summary
+
+    m = run_local(_spec(tiny_bert, tiny_data, tmp_path / "run", train={"max_steps": 4, "eval_every": 2}))
+    for key in ("setup_seconds", "data_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds"):
+        assert m[key] >= 0, key
+    assert m["eval_seconds"] > 0 and m["checkpoint_seconds"] > 0           # 2 evaluations, a save before the last
+    parts = sum(m[k] for k in ("setup_seconds", "data_seconds", "train_seconds", "eval_seconds",
+                               "checkpoint_seconds"))
+    assert parts <= m["wall_seconds"]
+    assert m["time_phases"].startswith("model + engine ") and "start-up + other" in m["time_phases"]
+    assert "time by phase (s)" in render_summary(m)
