@@ -123,13 +123,14 @@ def tampered_round(job: Path, out: Path, stats: dict) -> None:
     stats["tampered_refused"] += refused
     shutil.rmtree(ckpt)                       # the next rounds start from a clean run again
     (out / "metrics.json").unlink(missing_ok=True)
-    print(f"[soak] round {stats['jobs']}: tampered refused={refused}", flush=True)
+    print(f"[soak] round {stats['jobs'] + stats['tampered']}: tampered refused={refused}", flush=True)
 
 
 def round_(job: Path, out: Path, mode: str, rng: random.Random, stats: dict) -> None:
     if mode == "tampered":
         return tampered_round(job, out, stats)
     log: list = []
+    (out / "metrics.jsonl").unlink(missing_ok=True)   # the last round's record would look like progress
     proc = _start(job, "--overwrite")
     reader = _drain(proc, log)
     kill_at = rng.randint(3, STEPS - 5)
@@ -160,7 +161,7 @@ def round_(job: Path, out: Path, mode: str, rng: random.Random, stats: dict) -> 
     for ckpt in checkpoint_dirs(out / "ray"):
         stats["checkpoints"] += 1
         stats["checkpoints_ok"] += validate_checkpoint(ckpt)[0]
-    print(f"[soak] round {stats['jobs']}: {mode:<6} killed_at={reached:>3} ok={ok}", flush=True)
+    print(f"[soak] round {stats['jobs'] + stats['tampered']}: {mode:<6} killed_at={reached:>3} ok={ok}", flush=True)
 
 
 def main() -> None:
