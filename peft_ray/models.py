@@ -140,6 +140,8 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
             output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))
@@ -161,8 +163,9 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
     if p.is_dir() and not any(p.glob("*.safetensors")):
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()   # a check that reads no tensor prints no "Loading weights" bar
     try:
         model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
                                                 trust_remote_code=trust_remote_code, use_safetensors=True,
@@ -176,6 +179,8 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
                         f"({str(e).splitlines()[0][:200]}); restore the config.json that came with the weights") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))
