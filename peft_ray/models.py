@@ -140,8 +140,6 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
             output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))
