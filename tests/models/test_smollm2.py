@@ -167,6 +167,7 @@ def test_kv_cache_decoding_matches_the_rerun_on_smollm2(smol_path):
 
     from peft_ray.tasks.generation.config import DecodingSpec
     from peft_ray.tasks.generation.decoding import LMIO, generate
+    from tests.tasks.test_decoding_cache import NoCache
 
     tok = AutoTokenizer.from_pretrained(smol_path)
     model = AutoModelForCausalLM.from_pretrained(smol_path).eval()
@@ -174,16 +175,6 @@ def test_kv_cache_decoding_matches_the_rerun_on_smollm2(smol_path):
     sources = [tok(p)["input_ids"] for p in prompts]
     io = LMIO(kind="causal", pad_id=tok.pad_token_id or 0, eos_id=tok.eos_token_id)
     cfg = DecodingSpec(strategy="greedy", max_new_tokens=6)
-
-    class NoCache(torch.nn.Module):
-        kv_cache_exact = False
-
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, **kw):
-            return self.m(**kw)
     with torch.no_grad():
         cached = generate(model, io, sources, cfg)
         full = generate(NoCache(model), io, sources, cfg)

@@ -14,17 +14,19 @@ from tests.methods.matrix import Row
 SOURCES = [[5, 9, 11], [7], [3, 4, 5, 6, 8, 10, 12], [2, 2]]   # ragged: left padding is exercised
 
 
+class NoCache(torch.nn.Module):
+    """The same model with the cache flag off: forces decoding's full re-run path."""
+    kv_cache_exact = False
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, **kw):
+        return self.m(**kw)
+
+
 def _full(model, io, cfg):
-    """The re-run path, forced: the same model with the cache flag off."""
-    class NoCache(torch.nn.Module):
-        kv_cache_exact = False
-
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, **kw):
-            return self.m(**kw)
     return generate(NoCache(model), io, SOURCES, cfg)
 
 
