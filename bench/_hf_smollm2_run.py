@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--set", nargs="*", default=[], help="job overrides, as on the peft-ray command line")
     a = ap.parse_args()
     t0 = time.time()
 
@@ -69,7 +70,7 @@ def main() -> None:
     from peft_ray.tasks.classification.verbalizer import spec_candidates
 
     torch.set_num_threads(a.threads)
-    spec = load_spec(a.job, [f"data.root={a.data}", f"train.seed={a.seed}"])
+    spec = load_spec(a.job, [f"data.root={a.data}", f"train.seed={a.seed}", *a.set])
     path = resolve_model_path(spec.model.name_or_path)
     spec.model.name_or_path = path
     tok = AutoTokenizer.from_pretrained(path)
@@ -102,7 +103,7 @@ def main() -> None:
 
     t = spec.train
     steps_per_epoch = len(train) // t.batch_size
-    max_steps = int(t.epochs * steps_per_epoch)
+    max_steps = t.max_steps or int(t.epochs * steps_per_epoch)
     args = TrainingArguments(output_dir=os.path.dirname(a.out) + "/hf-tmp", per_device_train_batch_size=t.batch_size,
                              learning_rate=t.lr, max_steps=max_steps, warmup_steps=int(max_steps * t.warmup_ratio),
                              lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=t.max_grad_norm,

