@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from peft_ray.adapter import gather_adapter_state, write_adapter
-from peft_ray.data.batching import micro_batches
+from peft_ray.data.batching import group_batches, micro_batches
 from peft_ray.methods import get_method
 from peft_ray import dist as D
 from peft_ray.spec import saved_spec, validate_spec
@@ -157,10 +157,11 @@ class StepContext:
 
 def epoch_batches(ctx: StepContext, epoch: int, skip: int):
     """This worker's micro-batches of `epoch`, the first `skip` dropped (exact resumption)."""
-    t = ctx.spec.train
-    it = micro_batches(ctx.data.train_tables(epoch), ctx.spec.micro_batch_size, pad_id=ctx.pad_id,
+    t, micro = ctx.spec.train, ctx.spec.micro_batch_size
+    rows = ctx.run.steps_per_epoch * t.grad_accum * micro            # this worker's rows per epoch
+    it = micro_batches(ctx.data.train_tables(epoch), micro, pad_id=ctx.pad_id,
                        seed=t.seed * 1000 + epoch * 10 + D.rank(), group_by_length=t.group_by_length,
-                       drop_last=True)
+                       drop_last=True, group=group_batches(rows, micro))
     for i, batch in enumerate(it):
         if i >= skip:
             yield batch

@@ -15,6 +15,7 @@ from torch import nn
 
 from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
                                             copy_checked, randn, read_init_from, seeded, trainable_modules)
+from peft_ray.errors import SpecError
 from peft_ray.methods.attention import wrap_self_attention
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods.virtual_tokens import PromptDims, check_positions, dims_config, prompt_dims
@@ -109,12 +110,51 @@ class PrefixTuningModel(AdapterModel):
                 copy_checked(params[key], value, key, source)
 
 
+TEXT_INIT_FAMILIES = ("llama", "gpt2")
+
+
+def text_prefix(base: nn.Module, ids: List[int], dims: PromptDims) -> torch.Tensor:
+    """(n_p, L * 2 * token_dim): every layer's keys and values for `ids` at positions 0..n_p-1,
+    as the frozen model computes them (HF's cache, RoPE already applied: a prefix key is never
+    rotated again). Before any training the prefixed model then reads x exactly as the base
+    reads the text followed by x."""
+    family = getattr(base.config, "model_type", "?")
+    if family not in TEXT_INIT_FAMILIES:
+        raise SpecError(f"method.init: text for prefix tuning supports the causal families {list(TEXT_INIT_FAMILIES)}, "
+                        f"not model type '{family}'; use init: random")
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad():
+            device = base.get_input_embeddings().weight.device
+            out = base(input_ids=torch.tensor([ids], device=device), use_cache=True)
+    finally:
+        base.train(was_training)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    n_p = len(ids)
+    blocks = []
+    for layer in cache.layers:                                   # (1, h_kv, n_p, head_dim) each
+        for t in (layer.keys, layer.values):
+            blocks.append(t[0].transpose(0, 1).reshape(n_p, -1))     # head-major, PEFT's layout
+    kv = torch.cat(blocks, dim=-1)
+    assert kv.shape[1] == dims.num_layers * 2 * dims.token_dim, (kv.shape, dims)
+    return kv.float()
+
+
 def build(base: nn.Module, cfg, ctx: BuildContext) -> PrefixTuningModel:
     dims = prompt_dims(base.config, prefix=True)
+    seed_kv = None
+    if cfg.init == "text" and not cfg.init_from:
+        ids = ctx.tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"]
+        n_p = cfg.num_virtual_tokens
+        seed_kv = text_prefix(base, (ids * (n_p // max(len(ids), 1) + 1))[:n_p], dims)
     # PEFT saves the projected prefix, so an imported one is trained directly.
     hidden = (cfg.encoder_hidden_size or dims.token_dim) if cfg.prefix_projection and not cfg.init_from else None
     model = PrefixTuningModel(base, trainable_modules(ctx, cfg.modules_to_save), cfg.num_virtual_tokens, dims,
                               hidden, ctx.kernels, ctx.seed)
+    if seed_kv is not None:
+        with torch.no_grad():
+            model.prefix.copy_(seed_kv.to(model.prefix.dtype))
     if cfg.init_from:
         state, _ = read_init_from(cfg.init_from, "PREFIX_TUNING")
         model.load_adapter_state(state, cfg.init_from)

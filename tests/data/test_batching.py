@@ -1,0 +1,52 @@
+"""Length grouping: large sets get length-sorted groups, few-shot sets freshly mixed batches."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from peft_ray.data.batching import WINDOW_BATCHES, group_batches, micro_batches
+
+
+def table(n: int) -> pa.Table:
+    # Row i has length 1 + i % 13 and id i: lengths repeat, so groups and mixes both show.
+    return pa.table({"input_ids": [[i] * (1 + i % 13) for i in range(n)], "label": [i % 2 for i in range(n)]})
+
+
+def epoch(n: int, batch: int, seed: int, group: int):
+    out = []
+    for b in micro_batches([table(n)], batch, pad_id=-1, seed=seed, group_by_length=True, drop_last=True,
+                           group=group):
+        ids = b["input_ids"]
+        out.append(frozenset(int(r[0]) for r in ids))
+    return out
+
+
+def test_hf_rule_for_the_group_size():
+    assert group_batches(32, 8) == 1                  # 16-shot x 2 classes at batch 8
+    assert group_batches(6920, 16) == WINDOW_BATCHES  # full SST-2: capped at the shuffle window
+    assert group_batches(256, 4) == 16
+
+
+def test_few_shot_batches_differ_between_epochs_and_cover_every_row():
+    n, batch = 32, 8
+    g = group_batches(n, batch)
+    a, b = epoch(n, batch, seed=1, group=g), epoch(n, batch, seed=2, group=g)
+    assert set().union(*a) == set(range(n)) == set().union(*b)
+    assert set(a) != set(b), "a small set must not be cut into the same length buckets every epoch"
+
+
+def test_a_group_of_the_whole_window_sorts_rows_by_length():
+    n, batch = 32, 8
+    spread = lambda batches: sum(max(i % 13 for i in s) - min(i % 13 for i in s) for s in batches)  # noqa: E731
+    assert spread(epoch(n, batch, seed=1, group=WINDOW_BATCHES)) < spread(epoch(n, batch, seed=1, group=1))
+
+
+def test_large_sets_are_still_grouped_by_length():
+    n, batch = 4096, 8
+    padded = 0
+    for b in micro_batches([table(n)], batch, pad_id=-1, seed=0, group_by_length=True, drop_last=True,
+                           group=group_batches(n, batch)):
+        padded += int((b["input_ids"] == -1).sum())
+    mixed = sum(int((b["input_ids"] == -1).sum())
+                for b in micro_batches([table(n)], batch, pad_id=-1, seed=0, group_by_length=False, drop_last=True))
+    assert padded < mixed / 4
