@@ -4,7 +4,7 @@ derives from a model config, and input-level virtual tokens."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -58,6 +58,12 @@ def prepend_prompt(base: nn.Module, prompt: torch.Tensor, input_ids: torch.Tenso
     if labels is not None and labels.dim() == 2 and not is_enc_dec:
         kw["labels"] = torch.cat([labels.new_full((B, n_p), -100), labels], dim=1)
     return base(inputs_embeds=embeds, attention_mask=attention_mask, **kw)
+
+
+def text_ids(tokenizer, text: str, n: int) -> List[int]:
+    """The text's token ids (no specials) repeated or cut to n: one id per virtual token."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return (ids * (n // max(len(ids), 1) + 1))[:n]
 
 
 def check_positions(base: nn.Module, n_p: int, n: int) -> None:

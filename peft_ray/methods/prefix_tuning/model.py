@@ -13,12 +13,12 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from peft_ray.errors import SpecError
 from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
                                             copy_checked, randn, read_init_from, seeded, trainable_modules)
-from peft_ray.errors import SpecError
 from peft_ray.methods.attention import wrap_self_attention
 from peft_ray.methods.common import BuildContext
-from peft_ray.methods.virtual_tokens import PromptDims, check_positions, dims_config, prompt_dims
+from peft_ray.methods.virtual_tokens import PromptDims, check_positions, dims_config, prompt_dims, text_ids
 
 
 class PrefixEncoder(nn.Module):
@@ -145,9 +145,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PrefixTuningModel:
     dims = prompt_dims(base.config, prefix=True)
     seed_kv = None
     if cfg.init == "text" and not cfg.init_from:
-        ids = ctx.tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"]
-        n_p = cfg.num_virtual_tokens
-        seed_kv = text_prefix(base, (ids * (n_p // max(len(ids), 1) + 1))[:n_p], dims)
+        seed_kv = text_prefix(base, text_ids(ctx.tokenizer, cfg.init_text, cfg.num_virtual_tokens), dims)
     # PEFT saves the projected prefix, so an imported one is trained directly.
     hidden = (cfg.encoder_hidden_size or dims.token_dim) if cfg.prefix_projection and not cfg.init_from else None
     model = PrefixTuningModel(base, trainable_modules(ctx, cfg.modules_to_save), cfg.num_virtual_tokens, dims,

@@ -20,7 +20,7 @@ from peft_ray.methods.common import BuildContext
 from peft_ray.methods.prompt_tuning import causal_cache
 from peft_ray.methods.prompt_tuning.config import PEFT_INIT
 from peft_ray.methods.prompt_tuning.fused import fuse_first_layer
-from peft_ray.methods.virtual_tokens import prepend_prompt
+from peft_ray.methods.virtual_tokens import prepend_prompt, text_ids
 
 
 class PromptTuningModel(AdapterModel):
@@ -80,9 +80,7 @@ def init_prompt(base: nn.Module, cfg, ctx: BuildContext) -> torch.Tensor:
     n_p = cfg.num_virtual_tokens
     g = torch.Generator().manual_seed(ctx.seed)
     if cfg.init == "text":
-        ids = ctx.tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"]
-        ids = (ids * (n_p // max(len(ids), 1) + 1))[:n_p]
-        return emb[torch.tensor(ids)].clone()
+        return emb[torch.tensor(text_ids(ctx.tokenizer, cfg.init_text, n_p))].clone()
     if cfg.init == "vocab":
         special = set(ctx.tokenizer.all_special_ids)
         # Skip the first ids ([unused*] rows in BERT vocabularies are untrained).
