@@ -53,6 +53,9 @@ def prepend_prompt(base: nn.Module, prompt: torch.Tensor, input_ids: torch.Tenso
         attention_mask = torch.cat([attention_mask.new_ones(B, n_p), attention_mask], dim=1)
     if kw.get("token_type_ids") is not None:
         kw["token_type_ids"] = torch.cat([kw["token_type_ids"].new_zeros(B, n_p), kw["token_type_ids"]], dim=1)
+    keep = kw.get("logits_to_keep")
+    if isinstance(keep, torch.Tensor):   # positions of the inputs -> of [P; X]
+        kw["logits_to_keep"] = keep + n_p
     labels = kw.get("labels")
     is_enc_dec = getattr(base.config, "is_encoder_decoder", False)
     if labels is not None and labels.dim() == 2 and not is_enc_dec:

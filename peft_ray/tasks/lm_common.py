@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 
 
@@ -13,9 +16,25 @@ def seq_logits(logits: torch.Tensor, n: int) -> torch.Tensor:
 
 def base_config(engine):
     """The HF config under the DeepSpeed engine and the PEFT wrapper."""
+    return hf_model(engine).config
+
+
+def hf_model(engine):
+    """The HF model under the DeepSpeed engine (or InferenceEngine) and the method's wrapper."""
     m = getattr(engine, "module", engine)
-    m = getattr(m, "base", m)
-    return m.config
+    return getattr(m, "base", m)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.forward).parameters
+
+
+def keeps_logits(engine) -> bool:
+    """Whether the HF model computes logits only at asked-for positions (`logits_to_keep`, the
+    causal LMs of transformers 5): then a loss that reads a few positions need not project every
+    row through the LM head (on SmolLM2 the head is 28M of 135M parameters, B x n x 49,152 floats)."""
+    return _forward_takes(type(hf_model(engine)), "logits_to_keep")
 
 
 def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:

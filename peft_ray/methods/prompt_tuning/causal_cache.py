@@ -109,9 +109,15 @@ def cached_forward(base: nn.Module, prompt: torch.Tensor, input_ids: torch.Tenso
     if labels is not None and not lm:
         kw["labels"] = labels  # pooled heads: the loss sees the same logits as after the prepend
     out = base(inputs_embeds=embeds, attention_mask=attention_mask, cache=cache, use_cache=False, **kw)
-    if not lm:
-        return out
+    if not lm or (labels is None and inputs_only(kw.get("logits_to_keep"), input_ids.shape[1])):
+        return out   # the logits asked for are all at input positions: the prompt rows' are not needed
     return lm_output(base, p_out.last_hidden_state, out.logits, labels, num_items)
+
+
+def inputs_only(keep, n: int) -> bool:
+    """Whether `logits_to_keep` (HF's: 0 = all, k = the last k, a tensor = those input positions)
+    asks only for positions of the n inputs."""
+    return isinstance(keep, torch.Tensor) or (isinstance(keep, int) and 0 < keep <= n)
 
 
 def lm_output(base: nn.Module, prompt_hidden: torch.Tensor, logits: torch.Tensor,

@@ -23,7 +23,7 @@ from peft_ray.data.batching import pad_lists
 from peft_ray.models import lm_kind, resolve_model_path
 from peft_ray.rows.tokens import chat_prompt, response_sep, split_ids, tokenizer
 from peft_ray.tasks.classification.config import scoring_for, verbalizer_words
-from peft_ray.tasks.lm_common import seq_logits
+from peft_ray.tasks.lm_common import keeps_logits, seq_logits
 
 Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: token ids
 
@@ -55,13 +55,23 @@ def spec_candidates(spec) -> Tuple[Candidates, str]:
 
 # --- scoring ---------------------------------------------------------------------------------
 
-def label_scores(engine, batch: dict, cands: Candidates, scoring: str) -> torch.Tensor:
-    """(B, K) label scores: log of the mean probability of each label's words."""
+def label_scores(engine, batch: dict, cands: Candidates, scoring: str, keep_logits: bool = True) -> torch.Tensor:
+    """(B, K) label scores: log of the mean probability of each label's words.
+
+    keep_logits=False makes the full (B, n, V) logits first (the reference the tests and
+    bench/scored_logits.py compare against)."""
     dev = engine.device
     ids, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
     pos = batch["score_pos"].to(dev)
-    logits = seq_logits(engine(input_ids=ids, attention_mask=mask).logits, ids.shape[1]).float()
-    first = torch.log_softmax(logits[torch.arange(len(ids), device=dev), pos], dim=-1)   # (B, V)
+    if keep_logits and scoring == "causal" and keeps_logits(engine):
+        # Only each row's scored position reaches the LM head: exact, and the (B, n, V) logits of
+        # the other positions are never made. Positions are the inputs'; a method that prepends
+        # virtual tokens shifts them itself (methods/virtual_tokens.prepend_prompt).
+        out = engine(input_ids=ids, attention_mask=mask, logits_to_keep=pos.unsqueeze(1))
+        first = torch.log_softmax(out.logits[:, 0].float(), dim=-1)                      # (B, V)
+    else:
+        logits = seq_logits(engine(input_ids=ids, attention_mask=mask).logits, ids.shape[1]).float()
+        first = torch.log_softmax(logits[torch.arange(len(ids), device=dev), pos], dim=-1)
     words = [w for label in cands for w in label]
     if scoring == "mlm" or all(len(w) == 1 for w in words):
         per_word = first[:, [w[0] for w in words]]                                       # (B, W)

@@ -16,7 +16,7 @@ from peft_ray.rows.tokens import IGNORE, eos_id, tokenizer
 from peft_ray.tasks.evaluate import sequence_eval
 from peft_ray.tasks.generation.decoding import LMIO, generate
 from peft_ray.tasks.generation.rows import DUMMY
-from peft_ray.tasks.lm_common import base_config, seq_logits, shift_right
+from peft_ray.tasks.lm_common import base_config, keeps_logits, seq_logits, shift_right
 
 AUTO = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
 
@@ -61,9 +61,28 @@ def lm_logits(model, batch: dict) -> torch.Tensor:
 
 
 def loss(model, batch: dict, rt: Runtime = None) -> torch.Tensor:
+    if keeps_logits(model) and not getattr(base_config(model), "is_encoder_decoder", False):
+        return response_loss(model, batch)
     logits = lm_logits(model, batch)
     labels = batch["labels"].to(logits.device)
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+
+
+def response_loss(model, batch: dict) -> torch.Tensor:
+    """The same response-only cross-entropy, with only the positions that predict a labelled
+    token projected through the LM head (`logits_to_keep`): the prompt's rows never make their
+    (n, V) logits. Position t predicts token t + 1; token 0 is always the prompt's (causal rows
+    start with it), so no labelled token is left out."""
+    dev = model.device
+    ids, mask, labels = batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev)
+    targets = labels[:, 1:]
+    scored = targets != IGNORE
+    k = max(1, int(scored.sum(1).max()))
+    # Each row's scored positions first, in order; a row with fewer than k is padded with
+    # unscored positions, whose targets are IGNORE.
+    keep = torch.sort((~scored).to(torch.int8), dim=1, stable=True).indices[:, :k]       # (B, k)
+    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()   # (B, k, V)
+    return F.cross_entropy(logits.flatten(0, 1), targets.gather(1, keep).flatten(), ignore_index=IGNORE)
 
 
 # --- evaluation -------------------------------------------------------------------------------
