@@ -6,7 +6,8 @@
 Identical work to the peft-ray run of the same job: the same rows (peft-ray's own few-shot
 pick and preprocessing give the token ids, so template, truncation and score position are
 the same), the same label-word cross-entropy, batch, steps, lr, warmup and linear schedule.
-HF's side is plain PEFT (`get_peft_model`, CAUSAL_LM) under HF Trainer with dynamic padding
+HF's side is plain PEFT (`get_peft_model`, CAUSAL_LM: prompt tuning, P-tuning, prefix
+tuning or LoRA) under HF Trainer with dynamic padding
 and length grouping; evaluation scores the label words at the same position.
 """
 
@@ -21,15 +22,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def peft_config(spec):
-    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType
+    from peft import (LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, PromptTuningInit,
+                      TaskType)
 
     m = spec.method
+    if m.name == "p_tuning":     # PEFT's prompt encoder with peft-ray's defaults (3-layer MLP, width = hidden)
+        return PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m.num_virtual_tokens,
+                                   encoder_reparameterization_type=m.encoder_reparameterization_type,
+                                   encoder_hidden_size=m.encoder_hidden_size or spec_hidden(spec),
+                                   encoder_num_layers=m.encoder_num_layers, encoder_dropout=m.encoder_dropout)
+    if m.name == "prefix_tuning":  # PEFT has no text init: its prefix starts random (peft-ray's `init: text` is ours)
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m.num_virtual_tokens)
     if m.name == "prompt_tuning":
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m.num_virtual_tokens,
                                   prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=m.init_text,
                                   tokenizer_name_or_path=spec.model.name_or_path)
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=m.r, lora_alpha=m.lora_alpha, lora_dropout=0.0,
                       target_modules=list(m.target_modules))
+
+
+def spec_hidden(spec) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(spec.model.name_or_path).hidden_size
 
 
 def rows(spec, path, split):
@@ -80,7 +95,8 @@ def main() -> None:
     train, val = rows(spec, path, "train"), rows(spec, path, "validation")
     torch.manual_seed(a.seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), peft_config(spec))
-    n_virtual = spec.method.num_virtual_tokens if spec.method.name == "prompt_tuning" else 0
+    # Input-level virtual tokens come back as logit rows; a prefix lives in the cache and does not.
+    n_virtual = spec.method.num_virtual_tokens if spec.method.name in ("prompt_tuning", "p_tuning") else 0
 
     def collate(batch):
         n = max(len(r["input_ids"]) for r in batch)

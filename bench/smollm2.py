@@ -8,7 +8,7 @@ Parts (all scored on the 872 SST-2 validation rows, never used to choose anythin
   no training (peft_ray.zero_shot: the same scoring as training);
 - few_shot: 16 rows per class, 30 epochs (120 steps at batch 8), seeds 0,1,2: peft-ray
   prompt tuning, P-tuning, prefix tuning and LoRA (`peft-ray train --local`, one process, 2
-  threads) alternated with HF PEFT + HF Trainer prompt tuning and LoRA on identical rows
+  threads) alternated with HF PEFT + HF Trainer with the same method on identical rows
   and steps (bench/_hf_smollm2_run.py); mean +- std over seeds. Both evaluate only the
   last step's adapter.
 - full: full-data LoRA (all 6,920 training rows once, 216 steps of 32), peft-ray against
@@ -47,7 +47,7 @@ PEFT_RAY = {  # method -> (job, overrides)
                                "train.lr=1.0e-2", HARD]),
     "lora": (LORA_JOB, []),
 }
-HF = {"prompt_tuning": PT_JOB, "lora": LORA_JOB}
+HF = {m: job for m, (job, _) in PEFT_RAY.items()}   # every method, on the same job and overrides
 
 
 def zero_shot(data: str, n_verbalizers: int) -> list:
@@ -87,7 +87,8 @@ def peft_ray(method: str, data: str, seed: int, tmp: Path, extra: tuple = ()) ->
 def hf(method: str, data: str, seed: int, tmp: Path, extra: tuple = ()) -> dict:
     out = tmp / f"hf-{method}-{seed}.json"
     return run_process([sys.executable, "bench/_hf_smollm2_run.py", "--job", HF[method], "--data", data,
-                        "--seed", str(seed), "--threads", "2", "--out", str(out), "--set", *extra], out)
+                        "--seed", str(seed), "--threads", "2", "--out", str(out), "--set",
+                        *PEFT_RAY[method][1], *extra], out)
 
 
 def few_shot(data: str, seeds: list, methods: list, extra: tuple = (), runners=("peft_ray", "hf_peft")) -> list:
