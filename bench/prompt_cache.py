@@ -12,6 +12,10 @@ tokens, batch 8, SST-2 prompts of ~48 tokens).
 Tiny Llama (from config, no download): 4 layers, hidden 256, 8 heads / 4 KV heads (GQA),
 MLP 688, vocab 4096. Prompt tuning with n_p = 64 virtual tokens on B = 8 sequences of
 n = 128 tokens (LM labels, so PEFT's (B, n_p + n, V) logits and -100 labels are exercised).
+
+`--loss scored` is the loss the SmolLM2 classification jobs train: one label-word score per row
+at its last real token, with only that row through the LM head (`logits_to_keep`, as
+tasks/classification/verbalizer.label_scores calls it), cross-entropy over two word ids.
 `prompt_cache: off` is the prepend path (PEFT's semantics, every row of every sequence),
 `auto` the cache. Steps alternate between the two models (same weights, same batch) so
 load on the shared machine hits both alike; the headline is the median over step pairs of
@@ -51,11 +55,18 @@ def build(base, n_p: int, mode: str):
     return spec.build(base, cfg, BuildContext(tokenizer=None, seed=0, kernels="torch")).train()
 
 
-def step(model, batch: dict) -> float:
-    """Seconds for one forward + backward of the LM loss."""
+def step(model, batch: dict, loss: str = "lm") -> float:
+    """Seconds for one forward + backward of the LM loss, or of the scored-row label loss."""
     model.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
-    model(**batch).loss.backward()
+    if loss == "lm":
+        model(**batch).loss.backward()
+    else:
+        pos = batch["attention_mask"].sum(1) - 1                                  # last real token
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    logits_to_keep=pos.unsqueeze(1))
+        scores = torch.log_softmax(out.logits[:, 0].float(), -1)[:, [2, 3]]       # two "label words"
+        torch.nn.functional.cross_entropy(scores, pos % 2).backward()
     return time.perf_counter() - t0
 
 
@@ -77,10 +88,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--loss", choices=["lm", "scored"], default="lm",
+                    help="lm: every position's logits; scored: one label score per row (the SmolLM2 jobs)")
     ap.add_argument("--out", default="bench/results/prompt_cache.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"torch.set_num_threads({a.threads}); n_p={a.num_virtual_tokens} n={a.seq_len} B={a.batch_size}; "
+    print(f"torch.set_num_threads({a.threads}); n_p={a.num_virtual_tokens} n={a.seq_len} B={a.batch_size} loss={a.loss}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     if a.model == "smollm2":
         from transformers import AutoModelForCausalLM
@@ -97,7 +110,7 @@ def main() -> None:
     times = {k: [] for k in models}
     for i in range(a.warmup + a.steps):
         for name, model in models.items():
-            t = step(model, batch)
+            t = step(model, batch, a.loss)
             if i >= a.warmup:
                 times[name].append(t)
     report(models, times, a)
@@ -117,7 +130,7 @@ def report(models: dict, times: dict, a) -> None:
               f"{med[off_name] / t:>11.2f}{best[off_name] / best[name]:>9.2f}")
     print(f"speedup, median of paired steps: {paired:.2f}x (goal >= 1.3x); prompt grad max rel diff: {rel:.2e} "
           f"(goal: identical, < 1e-5); load average after {os.getloadavg()[0]:.2f}")
-    rows = {"model": a.model, "threads": a.threads, "num_virtual_tokens": a.num_virtual_tokens, "seq_len": a.seq_len,
+    rows = {"model": a.model, "loss": a.loss, "threads": a.threads, "num_virtual_tokens": a.num_virtual_tokens, "seq_len": a.seq_len,
             "batch_size": a.batch_size, "vocab": a.vocab, "steps": a.steps,
             "median_s": med, "min_s": best, "speedup": med[off_name] / med[on_name],
             "speedup_min": best[off_name] / best[on_name], "speedup_paired": paired,
