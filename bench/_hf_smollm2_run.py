@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def peft_config(spec):
+def peft_config(spec, hidden: int):
     from peft import (LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, PromptTuningInit,
                       TaskType)
 
@@ -29,7 +29,7 @@ def peft_config(spec):
     if m.name == "p_tuning":     # PEFT's prompt encoder with peft-ray's defaults (3-layer MLP, width = hidden)
         return PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m.num_virtual_tokens,
                                    encoder_reparameterization_type=m.encoder_reparameterization_type,
-                                   encoder_hidden_size=m.encoder_hidden_size or spec_hidden(spec),
+                                   encoder_hidden_size=m.encoder_hidden_size or hidden,
                                    encoder_num_layers=m.encoder_num_layers, encoder_dropout=m.encoder_dropout)
     if m.name == "prefix_tuning":  # PEFT has no text init: its prefix starts random (peft-ray's `init: text` is ours)
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m.num_virtual_tokens)
@@ -39,12 +39,6 @@ def peft_config(spec):
                                   tokenizer_name_or_path=spec.model.name_or_path)
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=m.r, lora_alpha=m.lora_alpha, lora_dropout=0.0,
                       target_modules=list(m.target_modules))
-
-
-def spec_hidden(spec) -> int:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(spec.model.name_or_path).hidden_size
 
 
 def rows(spec, path, split):
@@ -94,7 +88,8 @@ def main() -> None:
     assert all(len(w) == 1 and len(w[0]) == 1 for w in cands), "the anchor handles single-token words"
     train, val = rows(spec, path, "train"), rows(spec, path, "validation")
     torch.manual_seed(a.seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), peft_config(spec))
+    base = AutoModelForCausalLM.from_pretrained(path)
+    model = get_peft_model(base, peft_config(spec, base.config.hidden_size))
     # Input-level virtual tokens come back as logit rows; a prefix lives in the cache and does not.
     n_virtual = spec.method.num_virtual_tokens if spec.method.name in ("prompt_tuning", "p_tuning") else 0
 

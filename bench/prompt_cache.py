@@ -12,15 +12,15 @@ tokens, batch 8, SST-2 prompts of ~48 tokens).
 Tiny Llama (from config, no download): 4 layers, hidden 256, 8 heads / 4 KV heads (GQA),
 MLP 688, vocab 4096. Prompt tuning with n_p = 64 virtual tokens on B = 8 sequences of
 n = 128 tokens (LM labels, so PEFT's (B, n_p + n, V) logits and -100 labels are exercised).
-
-`--loss scored` is the loss the SmolLM2 classification jobs train: one label-word score per row
-at its last real token, with only that row through the LM head (`logits_to_keep`, as
-tasks/classification/verbalizer.label_scores calls it), cross-entropy over two word ids.
 `prompt_cache: off` is the prepend path (PEFT's semantics, every row of every sequence),
 `auto` the cache. Steps alternate between the two models (same weights, same batch) so
 load on the shared machine hits both alike; the headline is the median over step pairs of
 (prepend time / cache time), next to the ratios of median and of best step times. The
 gradient of the prompt from both paths is compared (max relative difference).
+
+`--loss scored` is the loss the SmolLM2 classification jobs train: one label-word score per row
+at its last real token, with only that row through the LM head (`logits_to_keep`, as
+tasks/classification/verbalizer.label_scores calls it), cross-entropy over two word ids.
 """
 
 from __future__ import annotations
