@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 from typing import List, Optional, Tuple
 
@@ -19,31 +20,49 @@ def tokenizer(path: str, trust_remote_code: bool = False):
 class PlainTextTokenizer:
     """The tokenizer with user text kept as text: `[SEP]`, `[MASK]`, `<|endoftext|>` in a row
     are encoded as ordinary characters (split_special_tokens), so a row cannot move its own
-    scored position. The templates' mask slot is `mask_token` here: a per-process random
-    string no data can know, encoded as the real mask id."""
+    scored position or forge a chat turn. Two kinds of markup are real tokens, each behind a
+    per-process random string no data can know: the templates' mask slot (`mask_token`, the
+    mask id) and the chat template's own special tokens (`mark_specials`, their ids)."""
 
     def __init__(self, tok):
         self._tok = tok
         self.mask_token = f"\ue000{secrets.token_hex(8)}\ue000" if tok.mask_token else tok.mask_token
+        self.special_mark = f"\ue001{secrets.token_hex(8)}\ue001"
+        slots = ([re.escape(self.mask_token)] if self.mask_token else []) + \
+            [f"{re.escape(self.special_mark)}.*?{re.escape(self.special_mark)}"]
+        self._markup = re.compile(f"({'|'.join(slots)})", re.S)
 
     def __getattr__(self, name):
         return getattr(self._tok, name)
 
+    def mark_specials(self, text: str) -> str:
+        """`text` (trusted markup, e.g. a rendered chat template) with its special-token strings
+        marked, so that __call__ encodes them as the special ids rather than as characters."""
+        specials = sorted({t for t in self._tok.all_special_tokens if t}, key=len, reverse=True)
+        if not specials:
+            return text
+        found = re.compile("|".join(map(re.escape, specials)))
+        return found.sub(lambda m: f"{self.special_mark}{m.group(0)}{self.special_mark}", text)
+
     def __call__(self, text, **kw):
         kw.setdefault("split_special_tokens", True)
         texts = [text] if isinstance(text, str) else text
-        if kw.get("is_split_into_words") or not self.mask_token or \
-                not any(isinstance(t, str) and self.mask_token in t for t in texts):
+        if kw.get("is_split_into_words") or \
+                not any(isinstance(t, str) and self._markup.search(t) for t in texts):
             return self._tok(text, **kw)
-        ids = [self._with_mask(t, kw) for t in texts]
+        ids = [self._with_markup(t, kw) for t in texts]
         return {"input_ids": ids[0] if isinstance(text, str) else ids}
 
-    def _with_mask(self, text: str, kw) -> List[int]:
-        """Each piece between mask slots as plain text, the slots as the mask id."""
-        body: List[int] = []
-        for i, piece in enumerate(text.split(self.mask_token)):
-            body += ([self._tok.mask_token_id] if i else []) + \
-                self._tok(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    def _piece_ids(self, piece: str) -> List[int]:
+        if piece == self.mask_token:
+            return [self._tok.mask_token_id]
+        if piece.startswith(self.special_mark):
+            return [self._tok.convert_tokens_to_ids(piece[len(self.special_mark):-len(self.special_mark)])]
+        return self._tok(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"] if piece else []
+
+    def _with_markup(self, text: str, kw) -> List[int]:
+        """Each piece between markup as plain text, the mask slots and marked specials as their ids."""
+        body = [i for piece in self._markup.split(text) for i in self._piece_ids(piece)]
         if not kw.get("add_special_tokens", True):
             return body
         lead, trail = special_tokens(self._tok)
@@ -80,8 +99,16 @@ def chat_prompt(tok, text: str, system: Optional[str] = None) -> str:
     reply starts (LLaMA-Factory/axolotl style); the response or label words follow it."""
     if not getattr(tok, "chat_template", None):
         raise ValueError("template.chat: the tokenizer has no chat template; set template.chat: false")
-    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if not isinstance(tok, PlainTextTokenizer):
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    # The template's markup (<|im_start|> ...) must reach the model as its special ids, the row's
+    # text as characters: render around random holes, mark the markup's specials, then fill the holes.
+    holes = {k: f"\ue002{secrets.token_hex(8)}\ue002" for k in ("system", "user")}
+    msgs = ([{"role": "system", "content": holes["system"]}] if system else []) + \
+        [{"role": "user", "content": holes["user"]}]
+    rendered = tok.mark_specials(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    return rendered.replace(holes["user"], text).replace(holes["system"], system or "")
 
 
 def response_sep(chat: bool) -> str:

@@ -16,6 +16,7 @@ from torch import nn
 from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
                                             copy_checked, randn, read_init_from, seeded, trainable_modules)
 from peft_ray.methods.common import BuildContext
+from peft_ray.methods import prompt_decoding
 from peft_ray.methods.virtual_tokens import PromptDims, dims_config, prepend_prompt, prompt_dims
 
 
@@ -66,9 +67,17 @@ class PTuningModel(AdapterModel):
     def prompt_values(self) -> torch.Tensor:
         return self.prompt_encoder() if hasattr(self, "prompt_encoder") else self.prompt
 
+    @property
+    def kv_cache_exact(self) -> bool:
+        """Decoding may use HF's KV cache: the prompt seeds it (methods/prompt_decoding.py)."""
+        return not self.base.training and prompt_decoding.decodes_with_cache(self.base)
+
     def forward(self, input_ids=None, attention_mask=None, **kw):
         if not self.adapter_enabled:
             return self.base(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        if prompt_decoding.is_decode_call(self.base, kw):
+            prompt_fn = lambda: self.prompt_values()[: self.num_virtual_tokens]   # noqa: E731 (first call only)
+            return prompt_decoding.decode_forward(self.base, prompt_fn, input_ids, attention_mask, kw)
         prompt = self.prompt_values()[: self.num_virtual_tokens]                # (n, d)
         return prepend_prompt(self.base, prompt, input_ids, attention_mask, kw)
 

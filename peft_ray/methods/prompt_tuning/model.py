@@ -17,6 +17,7 @@ from torch import nn
 from peft_ray.errors import SpecError
 from peft_ray.methods.adapter_model import PROMPT_PREFIX, AdapterModel, check_keys, copy_checked, read_init_from
 from peft_ray.methods.common import BuildContext
+from peft_ray.methods import prompt_decoding
 from peft_ray.methods.prompt_tuning import causal_cache
 from peft_ray.methods.prompt_tuning.config import PEFT_INIT
 from peft_ray.methods.prompt_tuning.fused import fuse_first_layer
@@ -37,6 +38,11 @@ class PromptTuningModel(AdapterModel):
         self.submodules = 2 if getattr(base.config, "is_encoder_decoder", False) else 1
 
     @property
+    def kv_cache_exact(self) -> bool:
+        """Decoding may use HF's KV cache: the prompt seeds it (methods/prompt_decoding.py)."""
+        return not self.base.training and prompt_decoding.decodes_with_cache(self.base)
+
+    @property
     def num_virtual_tokens(self) -> int:
         return self.prompt.shape[0]
 
@@ -48,6 +54,8 @@ class PromptTuningModel(AdapterModel):
     def forward(self, input_ids: torch.Tensor = None, attention_mask: Optional[torch.Tensor] = None, **kw):
         if not self.adapter_enabled:
             return self.base(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        if prompt_decoding.is_decode_call(self.base, kw):
+            return prompt_decoding.decode_forward(self.base, lambda: self.prompt, input_ids, attention_mask, kw)
         if causal_cache.use_cache(self.base, self.prompt_cache, self._dropout, kw):
             return causal_cache.cached_forward(self.base, self.prompt, input_ids, attention_mask, kw)
         return prepend_prompt(self.base, self.prompt, input_ids, attention_mask, kw)

@@ -2,12 +2,12 @@
 
 Two paths, the same tokens:
 - **KV cache** (greedy and sampling on a causal LM whose adapter only changes weights:
-  LoRA, IA3, or no adapter): the prompts are left-padded with explicit position ids, run
+  LoRA, IA3, or no adapter; or whose soft prompt seeds the cache: prompt tuning, P-tuning,
+  methods/prompt_decoding.py): the prompts are left-padded with explicit position ids, run
   once, and every later step feeds one token per row against HF's cache. O(n) per token.
 - **Full re-run** (everything else): every step re-runs the model on the whole (prompt +
-  generated) sequence. It is exactly the forward the model was trained with for the
-  methods that change the sequence (prompt and P-tuning prepend virtual tokens, prefix
-  tuning injects K/V inside attention), so those need no cache-aware code path; it is also
+  generated) sequence. It is exactly the forward the model was trained with for prefix
+  tuning (K/V injected inside attention), so it needs no cache-aware code path; it is also
   the path for beam search and encoder-decoders. Rows are right-padded; each hypothesis
   reads the logits at its own last position, so padding never changes a result.
 
@@ -57,9 +57,10 @@ def next_logprobs(model: Callable, io: LMIO, sources: List[List[int]], generated
 
 def kv_cache_exact(model) -> bool:
     """True when HF's KV cache gives this model's exact forward: an adapter that says so
-    (`kv_cache_exact`: LoRA and IA3 change weights only) or a plain HF generator."""
+    (`kv_cache_exact`: LoRA and IA3 change weights only; prompt tuning and P-tuning seed the
+    cache with their prompt, methods/prompt_decoding.py) or a plain HF generator."""
     inner = getattr(model, "module", model)          # DeepSpeed's engine / InferenceEngine
-    flag = getattr(type(inner), "kv_cache_exact", None)
+    flag = getattr(inner, "kv_cache_exact", None)
     if flag is not None:
         return bool(flag)
     can = getattr(inner, "can_generate", None)
