@@ -3,6 +3,7 @@
     python bench/recipes.py                                   # every job (hours on a 2-core CPU)
     python bench/recipes.py --jobs 'sst2_*' --seeds 0,1,2    # mean +- std over seeds
     python bench/recipes.py --jobs default --extra train.max_steps=2   # a smoke pass
+    python bench/recipes.py --jobs 'sst2_ia3,trec_*' --local         # several globs, comma-separated
 
 Each job's first line is its command (`# peft-ray train jobs/X.yaml data.root=...`); it runs
 as written, with `../shared/data` replaced by --data, its own output folder, and `--local`
@@ -48,7 +49,7 @@ def run_job(job: Path, argv: list, data: str, seed: int, extra: list, local: boo
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", default="*", help="glob over jobs/*.yaml stems")
+    ap.add_argument("--jobs", default="*", help="globs over jobs/*.yaml stems, comma-separated")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--extra", action="append", default=[], help="an override added to every job")
@@ -59,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for job in sorted((ROOT / "jobs").glob("*.yaml")):
             argv = header_command(job)
-            if argv is None or not fnmatch.fnmatch(job.stem, a.jobs):
+            if argv is None or not any(fnmatch.fnmatch(job.stem, g) for g in a.jobs.split(",")):
                 continue
             needs = [x.split("=", 1)[1] for x in argv if x.startswith("data.root=") and "shared/data" in x]
             if needs and not Path(needs[0].replace("../shared/data", a.data)).exists():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from peft_ray.models import lm_kind, load_auto, load_classifier
 from peft_ray.tasks.classification import verbalizer
 from peft_ray.tasks.classification.config import scoring_for, verbalizer_words
+from peft_ray.tasks.classification.readout import first_row_readout
 from peft_ray.tasks.evaluate import evaluate as evaluate_logits
 from peft_ray.tasks.evaluate import forward_logits
 
@@ -36,9 +37,11 @@ class Runtime:
 def load_base(spec, path: str):
     how = scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code))
     if how == "head":
-        return load_classifier(path, len(spec.task.labels), seed=spec.train.seed,
-                               trust_remote_code=spec.model.trust_remote_code,
-                               allow_pickle=spec.model.allow_pickle)
+        model = load_classifier(path, len(spec.task.labels), seed=spec.train.seed,
+                                trust_remote_code=spec.model.trust_remote_code,
+                                allow_pickle=spec.model.allow_pickle)
+        first_row_readout(model)   # the head reads row 0 of the last layer: compute only that row (exact)
+        return model
     return load_auto(path, LM_HEADS[how], seed=spec.train.seed, trust_remote_code=spec.model.trust_remote_code,
                      allow_pickle=spec.model.allow_pickle)
 

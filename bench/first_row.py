@@ -1,0 +1,112 @@
+"""The row-0 readout of pooled classifiers (tasks/classification/readout.py) against the full
+last layer: one training step (forward, cross-entropy, backward, AdamW) of the MiniLM SST-2
+jobs, side by side in one process.
+
+    python bench/first_row.py --data ../shared/data/sst2 --out bench/results/first_row.json
+
+Both models come from the jobs' own builder (train/engine.build_model: jobs/sst2_lora.yaml and
+jobs/sst2_prompt_tuning.yaml, MiniLM's 0.1 dropout on, train mode); the "full" copy has the
+readout taken off. Batches are 32 real rows of the data (length-sorted chunks, as the trainer's
+length grouping gives; the builtin sentiment set when --data is absent). Steps alternate between
+the two so machine load hits both alike; the headline is the median over step pairs of
+(full time / row-0 time). The logits of both (eval mode) are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from peft_ray.spec import load_spec  # noqa: E402
+from peft_ray.tasks.classification.readout import last_attention_output  # noqa: E402
+from peft_ray.train.engine import build_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
+
+
+def batches(tok, data: str, n: int, size: int = 32, max_length: int = 64):
+    """n batches of `size` rows of similar length, from spread-out parts of the length order."""
+    import pyarrow.parquet as pq
+
+    from peft_ray.data.builtin import make_rows
+
+    texts = (pq.read_table(f"{data}/train.parquet", columns=["text"]).column("text").to_pylist()
+             if data and Path(data, "train.parquet").exists() else make_rows(3000, seed=0)["text"])
+    texts = sorted(texts, key=len)
+    step = max(1, len(texts) // n)
+    for i in range(n):
+        rows = texts[i * step: i * step + size]
+        yield tok(rows, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+
+
+def full_copy(model):
+    """The same model with the readout taken off (the full last layer)."""
+    full = copy.deepcopy(model)
+    block = last_attention_output(full.base)
+    block.forward = types.MethodType(type(block).forward, block)
+    return full
+
+
+def step_time(model, opt, batch, labels) -> float:
+    t0 = time.perf_counter()
+    F.cross_entropy(model(**batch).logits, labels).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def run(method: str, data: str, steps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    spec = load_spec(ROOT / JOBS[method], [f"data.root={data or 'builtin:sentiment'}"])
+    fast, tok, _ = build_model(spec)
+    full = full_copy(fast)
+    opts = {id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for m in (fast, full)}
+    bs = list(batches(tok, data, steps + 2))
+    with torch.no_grad():
+        fast.eval(), full.eval()
+        diff = (fast(**bs[0]).logits - full(**bs[0]).logits).abs().max().item()
+    fast.train(), full.train()
+    times = {"full": [], "row0": []}
+    for i, b in enumerate(bs):
+        labels = torch.arange(len(b["input_ids"])) % 2
+        for name, m in (("full", full), ("row0", fast)) if i % 2 else (("row0", fast), ("full", full)):
+            t = step_time(m, opts[id(m)], b, labels)
+            if i >= 2:          # two warm-up batches
+                times[name].append(t)
+    ratios = [f / r for f, r in zip(times["full"], times["row0"])]
+    return {"method": method, "full_ms": 1000 * statistics.median(times["full"]),
+            "row0_ms": 1000 * statistics.median(times["row0"]), "speedup": statistics.median(ratios),
+            "logit_max_diff": diff, "steps": steps, "threads": threads}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sst2"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", default="lora,prompt_tuning")
+    ap.add_argument("--out", default="bench/results/first_row.json")
+    a = ap.parse_args()
+    rows = [run(m, a.data, a.steps, a.threads) for m in a.methods.split(",")]
+    print(f"{'method':<15} {'full ms':>9} {'row-0 ms':>9} {'x (paired)':>11} {'logit diff':>11}")
+    for r in rows:
+        print(f"{r['method']:<15} {r['full_ms']:>9.1f} {r['row0_ms']:>9.1f} {r['speedup']:>11.2f} {r['logit_max_diff']:>11.1e}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
