@@ -122,7 +122,7 @@ def _cached(model: Callable, io: LMIO, sources: List[List[int]], cfg, device, ge
         pos = pos[:, -1:] + 1
         # Finished rows keep stepping on pad (their results are final): one forward per step on
         # every worker, as ZeRO-3's collective forwards need.
-        res = model(input_ids=nxt, attention_mask=mask, position_ids=pos, cache=res.past_key_values,
+        res = model(input_ids=nxt, attention_mask=mask, position_ids=pos, cache=res.cache,
                     use_cache=True)
     return out
 
