@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: process-tree RSS sampling and running the CLI."""
+"""Helpers shared by the benchmarks: process-tree RSS sampling, running the CLI, real batches."""
 
 from __future__ import annotations
 
@@ -55,3 +55,19 @@ def run_process(cmd: List[str], metrics_path: Path) -> dict:
 def run_cli(args: List[str], metrics_path: Path) -> dict:
     """Run `peft-ray ...` as a process; return its metrics.json plus peak RSS figures."""
     return run_process(["peft-ray", *args], metrics_path)
+
+
+def length_grouped_batches(tok, data: str, n: int, size: int = 32, max_length: int = 64):
+    """n tokenized batches of `size` real rows of similar length (what length grouping gives),
+    from spread-out parts of the length order of `data`/train.parquet (the builtin sentiment
+    set when it is absent)."""
+    import pyarrow.parquet as pq
+
+    from peft_ray.data.builtin import make_rows
+
+    texts = (pq.read_table(f"{data}/train.parquet", columns=["text"]).column("text").to_pylist()
+             if data and Path(data, "train.parquet").exists() else make_rows(3000, seed=0)["text"])
+    texts = sorted(texts, key=len)
+    step = max(1, len(texts) // n)
+    return [tok(texts[i * step: i * step + size], truncation=True, max_length=max_length, padding=True,
+                return_tensors="pt") for i in range(n)]

@@ -24,6 +24,8 @@ import types
 from pathlib import Path
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import kernels  # noqa: E402,F401  (the repo's package, bound before bench/ joins the path: bench/kernels.py)
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -31,24 +33,10 @@ import torch.nn.functional as F  # noqa: E402
 from peft_ray.spec import load_spec  # noqa: E402
 from peft_ray.tasks.classification.readout import last_attention_output  # noqa: E402
 from peft_ray.train.engine import build_model  # noqa: E402
+from _common import length_grouped_batches  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
-
-
-def batches(tok, data: str, n: int, size: int = 32, max_length: int = 64):
-    """n batches of `size` rows of similar length, from spread-out parts of the length order."""
-    import pyarrow.parquet as pq
-
-    from peft_ray.data.builtin import make_rows
-
-    texts = (pq.read_table(f"{data}/train.parquet", columns=["text"]).column("text").to_pylist()
-             if data and Path(data, "train.parquet").exists() else make_rows(3000, seed=0)["text"])
-    texts = sorted(texts, key=len)
-    step = max(1, len(texts) // n)
-    for i in range(n):
-        rows = texts[i * step: i * step + size]
-        yield tok(rows, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
 
 
 def full_copy(model):
@@ -73,7 +61,7 @@ def run(method: str, data: str, steps: int, threads: int) -> dict:
     fast, tok, _ = build_model(spec)
     full = full_copy(fast)
     opts = {id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for m in (fast, full)}
-    bs = list(batches(tok, data, steps + 2))
+    bs = length_grouped_batches(tok, data, steps + 2)
     with torch.no_grad():
         fast.eval(), full.eval()
         diff = (fast(**bs[0]).logits - full(**bs[0]).logits).abs().max().item()

