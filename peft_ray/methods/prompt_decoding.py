@@ -23,15 +23,14 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from peft_ray.methods.prompt_tuning.causal_cache import EXACT_ATTENTION, LM_HEADS, CACHED_FAMILIES
-from peft_ray.methods.prompt_tuning.causal_cache import expand_cache, prompt_pass
+from peft_ray.methods.prompt_tuning.causal_cache import EXACT_ATTENTION, LM_HEADS
+from peft_ray.methods.prompt_tuning.causal_cache import expand_cache, prompt_pass, supports_cache
 
 
 def decodes_with_cache(base: nn.Module) -> bool:
-    """A causal LM of a family whose positions and cache this path is tested on."""
-    cfg = base.config
-    return (getattr(cfg, "model_type", "") in CACHED_FAMILIES and not getattr(cfg, "is_encoder_decoder", False)
-            and type(base).__name__.endswith(LM_HEADS) and cfg._attn_implementation in EXACT_ATTENTION)
+    """A causal LM (not a classifier) of a family the prompt cache is exact for."""
+    return (supports_cache(base) and type(base).__name__.endswith(LM_HEADS)
+            and base.config._attn_implementation in EXACT_ATTENTION)
 
 
 def is_decode_call(base: nn.Module, kw: Dict[str, Any]) -> bool:

@@ -38,11 +38,16 @@ class PlainTextTokenizer:
     def mark_specials(self, text: str) -> str:
         """`text` (trusted markup, e.g. a rendered chat template) with its special-token strings
         marked, so that __call__ encodes them as the special ids rather than as characters."""
-        specials = sorted({t for t in self._tok.all_special_tokens if t}, key=len, reverse=True)
-        if not specials:
+        found = self._specials_re()
+        if found is None:
             return text
-        found = re.compile("|".join(map(re.escape, specials)))
         return found.sub(lambda m: f"{self.special_mark}{m.group(0)}{self.special_mark}", text)
+
+    @functools.lru_cache(maxsize=1)  # noqa: B019 (one per tokenizer, which lives as long as the process)
+    def _specials_re(self):
+        """The special-token strings, longest first, as one pattern (None: the tokenizer has none)."""
+        specials = sorted({t for t in self._tok.all_special_tokens if t}, key=len, reverse=True)
+        return re.compile("|".join(map(re.escape, specials))) if specials else None
 
     def __call__(self, text, **kw):
         kw.setdefault("split_special_tokens", True)
