@@ -1,15 +1,18 @@
-"""Helpers shared by the benchmarks: process-tree RSS sampling, running the CLI, real batches."""
+"""Helpers shared by the benchmarks: process-tree RSS sampling, running the CLI, real batches,
+alternated step timing."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import psutil
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,14 +45,16 @@ class RSSMonitor(threading.Thread):
 
 def run_process(cmd: List[str], metrics_path: Path) -> dict:
     """Run a command; return the JSON it wrote to `metrics_path` plus peak RSS figures."""
+    t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mon = RSSMonitor(proc.pid)
     mon.start()
     rc = proc.wait()
+    process_s = time.time() - t0  # what the user waits for: imports to results on disk
     mon.stop = True
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {rc}")
-    return {**json.loads(metrics_path.read_text()), **mon.peak}
+    return {**json.loads(metrics_path.read_text()), **mon.peak, "process_s": process_s}
 
 
 def run_cli(args: List[str], metrics_path: Path) -> dict:
@@ -71,3 +76,35 @@ def length_grouped_batches(tok, data: str, n: int, size: int = 32, max_length: i
     step = max(1, len(texts) // n)
     return [tok(texts[i * step: i * step + size], truncation=True, max_length=max_length, padding=True,
                 return_tensors="pt") for i in range(n)]
+
+
+def paired_steps(steps: Dict[str, Callable[[dict], None]], batches: List[dict], warmup: int = 2) -> Dict[str, list]:
+    """Run every side's step on each batch, alternating which goes first so machine load hits all
+    alike; seconds per step of each side after `warmup` batches. Each batch gets labels 0, 1, 0, ..."""
+    times: Dict[str, list] = {name: [] for name in steps}
+    order = list(steps.items())
+    for i, b in enumerate(batches):
+        batch = {**b, "labels": torch.arange(len(b["input_ids"])) % 2}
+        for name, step in order if i % 2 else order[::-1]:
+            t0 = time.perf_counter()
+            step(batch)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def train_step(model, opt) -> Callable[[dict], None]:
+    """forward, cross-entropy on the logits, backward, optimizer step."""
+    import torch.nn.functional as F
+
+    def step(batch: dict) -> None:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        F.cross_entropy(model(**inputs).logits, batch["labels"]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def paired_ratio(times: Dict[str, list], slow: str, fast: str) -> float:
+    """Median over step pairs of slow time / fast time."""
+    return statistics.median(s / f for s, f in zip(times[slow], times[fast]))

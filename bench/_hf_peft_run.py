@@ -31,6 +31,11 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dropout", type=float, default=None, help="the base's dropout (None: its config's)")
+    ap.add_argument("--warmup-ratio", type=float, default=0.06, help="peft-ray's default")
+    ap.add_argument("--no-group-by-length", dest="group", action="store_false",
+                    help="dynamic padding only (the anchor's weaker setting)")
+    ap.add_argument("--save", default=None, help="folder for the adapter and metrics (the user's result)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -55,15 +60,17 @@ def main() -> None:
 
     train, val = load("train"), load("validation")
     torch.manual_seed(a.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    drop = {} if a.dropout is None else {"hidden_dropout_prob": a.dropout, "attention_probs_dropout_prob": a.dropout}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **drop)
     model = get_peft_model(model, peft_config(a.method))
     args = TrainingArguments(output_dir="/tmp/hf-peft-bench", per_device_train_batch_size=a.batch_size,
                              per_device_eval_batch_size=64, learning_rate=a.lr, num_train_epochs=1,
+                             warmup_steps=a.warmup_ratio, lr_scheduler_type="linear",  # <1: a ratio
                              seed=a.seed, eval_strategy="no", save_strategy="no", report_to=[],
                              logging_steps=50, dataloader_num_workers=0, use_cpu=True,
                              # HF's strongest ordinary setting: dynamic padding (the collator)
                              # and batches of similar lengths, as peft-ray's length bucketing.
-                             train_sampling_strategy="group_by_length")
+                             train_sampling_strategy="group_by_length" if a.group else "random")
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tok))
     t0 = time.time()
     out = trainer.train()
@@ -73,11 +80,14 @@ def main() -> None:
     # come back permuted: score them against pred.label_ids (same order), never the file's order.
     acc = float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())
     real_tokens = sum(len(r["input_ids"]) for r in train)
-    json.dump({"samples_per_s": len(train) / out.metrics["train_runtime"],
+    result = {"samples_per_s": len(train) / out.metrics["train_runtime"],
                "tokens_per_s": real_tokens / out.metrics["train_runtime"], "accuracy": acc,
                "train_seconds": out.metrics["train_runtime"], "wall_seconds": wall,
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)},
-              open(a.out, "w"))
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if a.save:  # what a user keeps, as peft-ray writes adapter/ and metrics.json
+        model.save_pretrained(f"{a.save}/adapter")
+        json.dump(result, open(f"{a.save}/metrics.json", "w"))
+    json.dump(result, open(a.out, "w"))
 
 
 if __name__ == "__main__":

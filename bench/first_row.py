@@ -19,7 +19,6 @@ import copy
 import json
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -28,12 +27,11 @@ import kernels  # noqa: E402,F401  (the repo's package, bound before bench/ join
 sys.path.append(str(Path(__file__).resolve().parent))   # for _common
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from peft_ray.spec import load_spec  # noqa: E402
 from peft_ray.tasks.classification.readout import last_attention_output  # noqa: E402
 from peft_ray.train.engine import build_model  # noqa: E402
-from _common import length_grouped_batches  # noqa: E402
+from _common import length_grouped_batches, paired_ratio, paired_steps, train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
@@ -47,35 +45,21 @@ def full_copy(model):
     return full
 
 
-def step_time(model, opt, batch, labels) -> float:
-    t0 = time.perf_counter()
-    F.cross_entropy(model(**batch).logits, labels).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
-
-
 def run(method: str, data: str, steps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     spec = load_spec(ROOT / JOBS[method], [f"data.root={data or 'builtin:sentiment'}"])
     fast, tok, _ = build_model(spec)
     full = full_copy(fast)
-    opts = {id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for m in (fast, full)}
     bs = length_grouped_batches(tok, data, steps + 2)
     with torch.no_grad():
         fast.eval(), full.eval()
         diff = (fast(**bs[0]).logits - full(**bs[0]).logits).abs().max().item()
     fast.train(), full.train()
-    times = {"full": [], "row0": []}
-    for i, b in enumerate(bs):
-        labels = torch.arange(len(b["input_ids"])) % 2
-        for name, m in (("full", full), ("row0", fast)) if i % 2 else (("row0", fast), ("full", full)):
-            t = step_time(m, opts[id(m)], b, labels)
-            if i >= 2:          # two warm-up batches
-                times[name].append(t)
-    ratios = [f / r for f, r in zip(times["full"], times["row0"])]
+    times = paired_steps({name: train_step(m, torch.optim.AdamW([p for p in m.parameters() if p.requires_grad],
+                                                                 lr=1e-4))
+                          for name, m in (("row0", fast), ("full", full))}, bs)
     return {"method": method, "full_ms": 1000 * statistics.median(times["full"]),
-            "row0_ms": 1000 * statistics.median(times["row0"]), "speedup": statistics.median(ratios),
+            "row0_ms": 1000 * statistics.median(times["row0"]), "speedup": paired_ratio(times, "full", "row0"),
             "logit_max_diff": diff, "steps": steps, "threads": threads}
 
 

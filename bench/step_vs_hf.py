@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -29,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from _common import length_grouped_batches  # noqa: E402
+from _common import length_grouped_batches, paired_ratio, paired_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
@@ -80,18 +79,9 @@ def run(method: str, data: str, steps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     tok, ours_step = ours(method, data)
     hf_step = theirs(method)
-    times = {"peft_ray": [], "hf_peft": []}
-    for i, b in enumerate(length_grouped_batches(tok, data, steps + 2)):
-        batch = {**b, "labels": torch.arange(len(b["input_ids"])) % 2}
-        pair = (("peft_ray", ours_step), ("hf_peft", hf_step))
-        for name, f in pair if i % 2 else pair[::-1]:
-            t0 = time.perf_counter()
-            f(batch)
-            if i >= 2:          # two warm-up batches
-                times[name].append(time.perf_counter() - t0)
-    ratios = [h / o for h, o in zip(times["hf_peft"], times["peft_ray"])]
+    times = paired_steps({"hf_peft": hf_step, "peft_ray": ours_step}, length_grouped_batches(tok, data, steps + 2))
     return {"method": method, "hf_ms": 1000 * statistics.median(times["hf_peft"]),
-            "peft_ray_ms": 1000 * statistics.median(times["peft_ray"]), "speedup": statistics.median(ratios),
+            "peft_ray_ms": 1000 * statistics.median(times["peft_ray"]), "speedup": paired_ratio(times, "hf_peft", "peft_ray"),
             "steps": steps, "threads": threads, "load_after": os.getloadavg()[0]}
 
 

@@ -1,9 +1,9 @@
-"""`builtin:facts`: a synthetic question-answering set for the generation jobs.
+"""`builtin:facts`: a synthetic question-answering set for generation examples and tests.
 
 Each of 48 things has a fixed two-word answer ("What colour is the lantern?" ->
 "amber and teal"). Train and validation ask about the same things in different
 phrasings, so this measures whether the response is learned, masked and decoded
-right (exact match), not world knowledge: no pretrained generator ships offline.
+right (exact match), not world knowledge, and needs no pretrained model.
 """
 
 from __future__ import annotations

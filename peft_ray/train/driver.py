@@ -103,16 +103,29 @@ def check_cluster_fits(spec: JobSpec) -> None:
                        f"the cluster has {total.get('GPU', 0):g}")
 
 
+# Splits up to this many rows are tokenized once, before the workers start, and kept in the
+# object store (tens of MB of token ids at typical lengths): every epoch and every evaluation
+# then reads blocks instead of re-running the pipeline, whose first run on a small machine is
+# mostly Ray task workers starting (measured on SST-2: evaluation 27-29 s -> see BENCHMARKS.md).
+# Larger splits stream, tokenized while the workers train.
+MATERIALIZE_ROWS = 200_000
+
+
 def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
-    """Lazy Ray Data pipelines: read -> render + tokenize in map_batches. Nothing is collected."""
+    """Ray Data pipelines: read -> render + tokenize in map_batches; materialized once when small."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # rank 0 logs progress instead
-    out = {"train": token_pipeline(spec, pre.model_path, pre.train.files, "train").randomize_block_order(
-        seed=spec.train.seed)}
+    out = {"train": once_if_small(token_pipeline(spec, pre.model_path, pre.train.files, "train")
+                                  .randomize_block_order(seed=spec.train.seed), pre.train.rows)}
     if pre.validation:
-        out["validation"] = token_pipeline(spec, pre.model_path, pre.validation.files, "validation")
+        out["validation"] = once_if_small(token_pipeline(spec, pre.model_path, pre.validation.files, "validation"),
+                                          pre.validation.rows)
     return out
+
+
+def once_if_small(ds, rows: int):
+    return ds.materialize() if rows <= MATERIALIZE_ROWS else ds
 
 
 def token_pipeline(spec: JobSpec, model_path: str, files, split: str):

@@ -1,0 +1,115 @@
+"""peft_ray/fast_dropout.py: the same distribution as nn.Dropout, exact gradients, reproducible."""
+
+import pytest
+import torch
+
+from peft_ray.fast_dropout import FastDropout, dropout, keep_mask, use_fast_dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_fraction_is_one_minus_p(p):
+    n = 1_000_003   # odd: the last 64-bit draw is half used
+    keep = keep_mask(torch.Size([n]), p).double().mean().item()
+    sigma = ((1 - p) * p / n) ** 0.5
+    assert abs(keep - (1 - p)) < 5 * sigma
+
+
+def test_masks_are_independent_draws_and_seeded_by_torch():
+    torch.manual_seed(0)
+    a, b = keep_mask(torch.Size([7, 13]), 0.3), keep_mask(torch.Size([7, 13]), 0.3)
+    torch.manual_seed(0)
+    a2 = keep_mask(torch.Size([7, 13]), 0.3)
+    assert torch.equal(a, a2) and not torch.equal(a, b)
+
+
+def test_output_and_gradient_are_mask_times_scale():
+    x = torch.randn(3, 5, 17, dtype=torch.float64, requires_grad=True)
+    y = dropout(x, 0.25)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.allclose(x.grad, torch.where(kept, g / 0.75, torch.zeros_like(g)))
+
+
+def test_expectation_is_the_input():
+    x = torch.full((200_000,), 2.0)
+    assert abs(dropout(x, 0.1).mean().item() - 2.0) < 0.01
+
+
+def test_eval_mode_p0_and_p1():
+    x = torch.randn(4, 6)
+    m = FastDropout(0.3).eval()
+    assert m(x) is x
+    assert dropout(x, 0.0) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+
+
+def test_use_fast_dropout_swaps_every_dropout_and_keeps_names():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, num_labels=2)
+    model = BertForSequenceClassification(cfg)
+    keys = list(model.state_dict())
+    n = use_fast_dropout(model)
+    assert n == sum(1 for m in model.modules() if isinstance(m, torch.nn.Dropout)) > 0
+    assert all(type(m) is FastDropout for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert list(model.state_dict()) == keys
+    assert model.bert.encoder.layer[0].attention.self.dropout.p == 0.1   # attention kernels read p
+    model.train()
+    out = model(input_ids=torch.randint(0, 50, (2, 7)), labels=torch.tensor([0, 1]))
+    out.loss.backward()
+
+
+@pytest.mark.parametrize("causal,gqa", [(False, 1), (True, 1), (True, 3)])
+def test_attention_math_path_equals_sdpa(causal, gqa, monkeypatch):
+    """With the mask forced to keep everything, the math path is transformers' SDPA: values and
+    gradients, with a padding mask (bool) or none (causal), and with grouped K/V heads."""
+    import types
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    import peft_ray.fast_dropout as fd
+
+    monkeypatch.setattr(fd, "dropout", lambda x, p, training=True: x)   # keep all: compare the math
+    torch.manual_seed(0)
+    B, H, n, d = 2, 6, 7, 5
+    q = torch.randn(B, H, n, d, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(B, H // gqa, n, d, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(B, H // gqa, n, d, dtype=torch.float64, requires_grad=True)
+    mask = None if causal else torch.tensor([[1] * n, [1] * 4 + [0] * 3], dtype=torch.bool)[:, None, None, :].expand(B, 1, n, n)
+    module = types.SimpleNamespace(is_causal=causal, num_key_value_groups=gqa, training=True)
+    ours, _ = fd.attention(module, q, k, v, mask, dropout=0.1, scaling=0.3)
+    ref, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
+    assert (ours - ref).abs().max().item() < 1e-6   # the softmax runs in fp32, as in HF eager
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(ours, (q, k, v), g)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    assert max((a - b).abs().max().item() for a, b in zip(grads, ref_grads)) < 1e-6
+
+
+def test_bert_attention_uses_the_fast_path_and_eval_is_unchanged():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    import peft_ray.fast_dropout as fd
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, num_labels=2)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(cfg)
+    ids, mask = torch.randint(0, 50, (2, 7)), torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    before = model.eval()(input_ids=ids, attention_mask=mask).logits
+    use_fast_dropout(model)
+    assert model.config._attn_implementation == "sdpa"   # saved config and mask creation unchanged
+    assert model.bert.encoder.layer[0].attention.self.config._attn_implementation == fd.ATTENTION
+    assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, before, atol=1e-6)
+    model.train()
+    seen = []
+    orig = fd.dropout
+    try:
+        fd.dropout = lambda x, p, training=True: seen.append(tuple(x.shape)) or orig(x, p, training)
+        model(input_ids=ids, attention_mask=mask).logits.sum().backward()
+    finally:
+        fd.dropout = orig
+    assert (2, 2, 7, 7) in seen   # the attention probabilities went through the fast mask
