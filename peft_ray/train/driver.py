@@ -103,29 +103,39 @@ def check_cluster_fits(spec: JobSpec) -> None:
                        f"the cluster has {total.get('GPU', 0):g}")
 
 
-# Splits up to this many rows are tokenized once, before the workers start, and kept in the
-# object store (tens of MB of token ids at typical lengths): every epoch and every evaluation
-# then reads blocks instead of re-running the pipeline, whose first run on a small machine is
-# mostly Ray task workers starting (measured on SST-2: evaluation 27-29 s -> see BENCHMARKS.md).
-# Larger splits stream, tokenized while the workers train.
-MATERIALIZE_ROWS = 200_000
+# A split of up to this many rows is tokenized here, in the driver, by the same preprocess
+# function, and handed to Ray Data as in-memory Arrow blocks: every epoch and evaluation then
+# reads blocks. Through Ray Data tasks the same work cost 13.7 s for the default job's 3,600 rows
+# on 2 cores (mostly task workers starting and importing transformers) and, run lazily inside
+# the workers, 27-29 s of a SST-2 evaluation (BENCHMARKS.md); here it is about a second.
+# Larger splits stream, tokenized by Ray Data while the workers train.
+IN_DRIVER_ROWS = 50_000
 
 
 def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
-    """Ray Data pipelines: read -> render + tokenize in map_batches; materialized once when small."""
+    """Ray Data datasets: read -> render + tokenize (map_batches), or small splits tokenized here."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # rank 0 logs progress instead
-    out = {"train": once_if_small(token_pipeline(spec, pre.model_path, pre.train.files, "train")
-                                  .randomize_block_order(seed=spec.train.seed), pre.train.rows)}
+    out = {"train": split_dataset(spec, pre, pre.train, "train").randomize_block_order(seed=spec.train.seed)}
     if pre.validation:
-        out["validation"] = once_if_small(token_pipeline(spec, pre.model_path, pre.validation.files, "validation"),
-                                          pre.validation.rows)
+        out["validation"] = split_dataset(spec, pre, pre.validation, "validation")
     return out
 
 
-def once_if_small(ds, rows: int):
-    return ds.materialize() if rows <= MATERIALIZE_ROWS else ds
+def split_dataset(spec: JobSpec, pre: Preflight, facts, split: str):
+    if facts.rows > IN_DRIVER_ROWS:
+        return token_pipeline(spec, pre.model_path, facts.files, split)
+    import pyarrow as pa
+    import ray.data
+
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.data.sources import iter_arrow
+    from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
+
+    cfg = make_preprocess_config(spec, pre.model_path, split)
+    tables = [preprocess(pa.Table.from_batches([b]), cfg) for b in iter_arrow(facts.files, needed_columns(spec), 256)]
+    return ray.data.from_arrow([t for t in tables if len(t)] or tables[:1])
 
 
 def token_pipeline(spec: JobSpec, model_path: str, files, split: str):
