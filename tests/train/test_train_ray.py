@@ -88,3 +88,28 @@ def test_worker_death_restarts_from_checkpoint(uninterrupted, tiny_bert, tiny_da
     assert survived["step"] == 6
     assert survived["accuracy"] == pytest.approx(uninterrupted["accuracy"], abs=1e-9)
     assert survived["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-4)
+
+
+def test_driver_tokenized_split_equals_the_ray_data_pipeline(ray_runtime, tiny_bert, tiny_data, tmp_path):
+    """Small splits are tokenized in the driver (train/driver.split_dataset); the rows must be the
+    Ray Data map_batches pipeline's, which larger splits still stream through."""
+    from peft_ray.preflight import run_preflight
+    from peft_ray.train.driver import split_dataset, token_pipeline
+
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "o"))
+    pre = run_preflight(spec)
+    for facts, split in ((pre.train, "train"), (pre.validation, "validation")):
+        def key(r):
+            return (list(r["input_ids"]), r["label"])
+        ours = sorted((key(r) for r in split_dataset(spec, pre, facts, split).take_all()))
+        theirs = sorted((key(r) for r in token_pipeline(spec, pre.model_path, facts.files, split).take_all()))
+        assert ours == theirs and len(ours) == facts.rows
+
+
+def test_large_splits_stream_through_ray_data(ray_runtime, tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """The streaming path (splits over IN_DRIVER_ROWS) still trains and scores every row once."""
+    import peft_ray.train.driver as driver
+
+    monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
+    _, metrics = _train(tiny_bert, tiny_data, tmp_path / "stream")
+    assert metrics["step"] == 4 and metrics["n_eval"] == 70
