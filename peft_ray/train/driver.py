@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError
-from peft_ray.preflight import Preflight, run_preflight
+from peft_ray.preflight import Preflight, SplitFacts, run_preflight
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
 from peft_ray.train.best import check_metric_for_best
@@ -123,7 +123,7 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     return out
 
 
-def split_dataset(spec: JobSpec, pre: Preflight, facts, split: str):
+def split_dataset(spec: JobSpec, pre: Preflight, facts: SplitFacts, split: str):
     if facts.rows > IN_DRIVER_ROWS:
         return token_pipeline(spec, pre.model_path, facts.files, split)
     import pyarrow as pa
