@@ -159,9 +159,11 @@ def epoch_batches(ctx: StepContext, epoch: int, skip: int):
     """This worker's micro-batches of `epoch`, the first `skip` dropped (exact resumption)."""
     t, micro = ctx.spec.train, ctx.spec.micro_batch_size
     rows = ctx.run.steps_per_epoch * t.grad_accum * micro            # this worker's rows per epoch
+    seed = t.seed * 1000 + epoch * 10
     it = micro_batches(ctx.data.train_tables(epoch), micro, pad_id=ctx.pad_id,
-                       seed=t.seed * 1000 + epoch * 10 + D.rank(), group_by_length=t.group_by_length,
-                       drop_last=True, group=group_batches(rows, micro))
+                       seed=seed + D.rank(), group_by_length=t.group_by_length,
+                       drop_last=True, group=group_batches(rows, micro),
+                       order_seed=seed if D.world() > 1 else None)  # ranks' lengths match
     for i, batch in enumerate(it):
         if i >= skip:
             yield batch

@@ -50,3 +50,31 @@ def test_large_sets_are_still_grouped_by_length():
     mixed = sum(int((b["input_ids"] == -1).sum())
                 for b in micro_batches([table(n)], batch, pad_id=-1, seed=0, group_by_length=False, drop_last=True))
     assert padded < mixed / 4
+
+
+def test_ranks_with_one_order_seed_step_with_matching_lengths():
+    """Data-parallel ranks step in lockstep, so a step costs the longer of their batches. With a
+    shared order seed each rank's k-th batch is the same length quantile of its own rows; the row
+    shuffles stay per rank, and a single process (order_seed None) stays deterministic."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=2 * 2048)
+    shards = [pa.table({"input_ids": [[int(i)] * int(lengths[i]) for i in range(r, len(lengths), 2)]})
+              for r in range(2)]
+
+    def widths(rank, order_seed):
+        return np.array([b["input_ids"].shape[1] for b in micro_batches(
+            [shards[rank]], 16, pad_id=0, seed=10 + rank, group_by_length=True, drop_last=True,
+            order_seed=order_seed)])
+
+    free = np.maximum(widths(0, None), widths(1, None)).mean()
+    a, b = widths(0, 10), widths(1, 10)
+    assert len(a) == len(b) == 128
+    mean = (a.mean() + b.mean()) / 2
+    assert np.maximum(a, b).mean() < 1.05 * mean < free, (np.maximum(a, b).mean(), mean, free)
+    single = [b["input_ids"].tolist() for b in micro_batches([shards[0]], 16, pad_id=0, seed=3,
+                                                              group_by_length=True, drop_last=True)]
+    again = [b["input_ids"].tolist() for b in micro_batches([shards[0]], 16, pad_id=0, seed=3,
+                                                             group_by_length=True, drop_last=True)]
+    assert single == again
