@@ -205,15 +205,18 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     if ctx.faults.nan_at_step == state.global_step + 1 and not ctx.resumed and "nan" not in ctx.fired:
         ctx.fired.add("nan")
         loss = loss * float("nan")  # fault injection, once
-    if D.all_sum([0.0 if torch.isfinite(loss) else 1.0])[0] > 0:
+    value = loss.item()
+    finite = math.isfinite(value)
+    # One collective a micro-step for the skip decision and the step's counts (ranks stay in step).
+    bad, n, tok, cut, loss_sum, micro = D.all_sum([0.0 if finite else 1.0, len(batch["labels"]), batch["n_tokens"],
+                                                   batch["n_truncated"], value if finite else 0.0, 1.0])
+    if bad > 0:
         handle_nonfinite(ctx, state, batch, loss)
         return False
     engine.backward(loss)
     boundary = engine.is_gradient_accumulation_boundary()
     engine.step()
-    state.last_loss = loss.item()
-    n, tok, cut, loss_sum, micro = D.all_sum([len(batch["labels"]), batch["n_tokens"], batch["n_truncated"],
-                                              state.last_loss, 1.0])  # one collective
+    state.last_loss = value
     state.samples += n
     state.tokens += tok
     if state.epoch == 0:
