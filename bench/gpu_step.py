@@ -32,45 +32,56 @@ METHODS = {
 }
 
 
-def smollm2_shaped(device):
+SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+               num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+               tie_word_embeddings=True, rope_theta=100000.0)
+
+
+def smollm2_shaped(device, **shape):
+    """A random-weight Llama with SmolLM2-135M's config (`shape` overrides it: the CPU test
+    runs the same code on a tiny one)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                      tie_word_embeddings=True, rope_theta=100000.0)
-    return LlamaForCausalLM(cfg).to(device)
+    return LlamaForCausalLM(LlamaConfig(**{**SMOLLM2, **shape})).to(device)
 
 
-def time_method(name: str, kernels: str, steps: int, device) -> dict:
+def time_method(name: str, kernels: str, steps: int, device, warmup: int = 5, batch=(8, 128),
+                amp=None, **shape) -> dict:
+    """Median step time; `amp` is the autocast dtype (bf16 by default; the CPU test passes fp16:
+    the Triton interpreter has no bf16)."""
     import torch
 
     from peft_ray.methods import get_method
     from peft_ray.methods.common import BuildContext
 
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     m = get_method(name)
-    model = m.build(smollm2_shaped(device), m.config_cls(name=name, **METHODS[name]),
+    model = m.build(smollm2_shaped(device, **shape), m.config_cls(name=name, **METHODS[name]),
                     BuildContext(tokenizer=None, seed=0, head_modules=[], kernels=kernels)).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    ids = torch.randint(0, 49152, (8, 128), device=device)
+    ids = torch.randint(0, {**SMOLLM2, **shape}["vocab_size"], batch, device=device)
     mask = torch.ones_like(ids)
     times = []
-    for i in range(steps + 5):
-        torch.cuda.synchronize()
+    for i in range(steps + warmup):
+        sync()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16):
             logits = model(input_ids=ids, attention_mask=mask).logits
         loss = logits[:, -ids.shape[1]:-1].float().logsumexp(-1).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        if i >= 5:
+        sync()
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1e3
-    return {"method": name, "kernels": kernels, "ms_per_step": ms, "samples_per_s": 8 / (ms / 1e3),
-            "trainable": sum(p.numel() for p in params), "peak_mib": torch.cuda.max_memory_allocated() / 2**20}
+    return {"method": name, "kernels": kernels, "ms_per_step": ms, "samples_per_s": batch[0] / (ms / 1e3),
+            "trainable": sum(p.numel() for p in params), "loss": loss.item(),
+            "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
 def main() -> int:

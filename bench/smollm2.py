@@ -101,10 +101,10 @@ def few_shot(data: str, seeds: list, methods: list, extra: tuple = (), runners=(
                     r = fn(method, data, seed, Path(tmp), extra)
                     rows.append({"method": method, "runner": name, "seed": seed, "accuracy": r["accuracy"],
                                  "samples_per_s": r.get("samples_per_s"), "wall_seconds": r.get("wall_seconds"),
-                                 "peak_rss_mb": r.get("tree_mb")})
+                                 "process_s": r.get("process_s"), "peak_rss_mb": r.get("tree_mb")})
                     print(f"{'full' if extra else '16-shot'} {method:<14} {name:<9} seed {seed}  acc "
                           f"{r['accuracy']:.4f}  {r.get('samples_per_s') or 0:.2f} samples/s  "
-                          f"{r.get('wall_seconds') or 0:.0f} s", flush=True)
+                          f"{r.get('process_s') or 0:.0f} s wall", flush=True)
     return rows
 
 
@@ -157,10 +157,14 @@ def summarize(rows: list) -> list:
     out = []
     for key in sorted({(r["method"], r["runner"]) for r in rows}):
         accs = [r["accuracy"] for r in rows if (r["method"], r["runner"]) == key]
-        sps = [r["samples_per_s"] for r in rows if (r["method"], r["runner"]) == key and r["samples_per_s"]]
+        mine = [r for r in rows if (r["method"], r["runner"]) == key]
+
+        def mean_of(k: str):
+            vals = [r[k] for r in mine if r.get(k)]
+            return statistics.mean(vals) if vals else None
         out.append({"method": key[0], "runner": key[1], "seeds": len(accs), "mean": statistics.mean(accs),
-                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                    "samples_per_s": statistics.mean(sps) if sps else None})
+                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "samples_per_s": mean_of("samples_per_s"),
+                    "process_s": mean_of("process_s"), "peak_rss_mb": max((r.get("peak_rss_mb") or 0 for r in mine))})
     return out
 
 
@@ -184,10 +188,13 @@ def main() -> None:
         result["few_shot"] = few_shot(a.data, [int(s) for s in a.seeds.split(",")], a.methods.split(","),
                                       runners=a.runners.split(","))
         result["few_shot_summary"] = summarize(result["few_shot"])
-        print(f"\n{'method':<14} {'runner':<9} {'seeds':>5} {'val acc mean +- std':>22} {'samples/s':>10}")
+        print(f"\n{'method':<14} {'runner':<9} {'seeds':>5} {'val acc mean +- std':>22} {'samples/s':>10} "
+              f"{'wall s':>7} {'RSS MB':>7}")
         for s in result["few_shot_summary"]:
-            sps = f"{s['samples_per_s']:.1f}" if s["samples_per_s"] else "-"
-            print(f"{s['method']:<14} {s['runner']:<9} {s['seeds']:>5} {s['mean']:>14.4f} +- {s['std']:.4f} {sps:>10}")
+            sps = f"{s['samples_per_s']:.2f}" if s["samples_per_s"] else "-"
+            wall = f"{s['process_s']:.1f}" if s["process_s"] else "-"
+            print(f"{s['method']:<14} {s['runner']:<9} {s['seeds']:>5} {s['mean']:>14.4f} +- {s['std']:.4f} {sps:>10} "
+                  f"{wall:>7} {s['peak_rss_mb']:>7.0f}")
     if "full" in parts:
         result["full"] = few_shot(a.data, [int(s) for s in a.seeds.split(",")][:1], ["lora"], tuple(FULL))
     if "instructions" in parts:

@@ -25,7 +25,7 @@ def prompt_concat_linear(prompt: torch.Tensor, x: torch.Tensor, weight: torch.Te
     if resolve_backend(backend, x.device) == "torch":
         return prompt_concat_linear_ref(prompt, x, weight, bias)
     from .prompt_concat import PromptConcatLinearFunction
-    return PromptConcatLinearFunction.apply(prompt, x, weight, bias)
+    return PromptConcatLinearFunction.apply(*_autocast_inputs(x.device, prompt, x, weight, bias))
 
 
 def prefix_concat_linear(prefix: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
@@ -34,7 +34,7 @@ def prefix_concat_linear(prefix: torch.Tensor, x: torch.Tensor, weight: torch.Te
     if resolve_backend(backend, x.device) == "torch":
         return prefix_concat_linear_ref(prefix, x, weight, bias)
     from .prefix_concat import PrefixConcatLinearFunction
-    return PrefixConcatLinearFunction.apply(prefix, x, weight, bias)
+    return PrefixConcatLinearFunction.apply(*_autocast_inputs(x.device, prefix, x, weight, bias))
 
 
 def lora_linear(x: torch.Tensor, weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
@@ -43,4 +43,15 @@ def lora_linear(x: torch.Tensor, weight: torch.Tensor, lora_A: torch.Tensor, lor
     if resolve_backend(backend, x.device) == "torch":
         return lora_linear_ref(x, weight, lora_A, lora_B, scaling, bias)
     from .lora import LoRALinearFunction
+    x, weight, lora_A, lora_B, bias = _autocast_inputs(x.device, x, weight, lora_A, lora_B, bias)
     return LoRALinearFunction.apply(x, weight, lora_A, lora_B, float(scaling), bias)
+
+
+def _autocast_inputs(device: torch.device, *tensors):
+    """Autocast does not reach a custom autograd Function, so under it fp32 weights would meet
+    bf16 activations in the fused op (a dtype error). Cast every floating input to the autocast
+    dtype, as autocast casts a linear's; gradients flow back through the casts in fp32."""
+    if not torch.is_autocast_enabled(device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device.type)
+    return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors)

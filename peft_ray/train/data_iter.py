@@ -28,28 +28,42 @@ class RayDataIterators:
             self._val = ray.train.get_dataset_shard("validation")
         except (KeyError, ValueError):
             self._val = None
+        self._train_cache: Optional[List[pa.Table]] = None
         self._val_cache: Optional[List[pa.Table]] = None
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
-        return self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
+        # Later epochs replay the first one's tokenized tables instead of running the Ray Data
+        # pipeline again: the shard is the same rows in the same order every epoch (a seeded
+        # block order, preserve_order), and micro_batches reshuffles them per epoch itself.
+        if self._train_cache is not None:
+            return self._train_cache
+        return _CachingIterable(self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow",
+                                                         prefetch_batches=2), self._keep_train)
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         if self._val is None:
             return None
         if self._val_cache is None:
-            return _CachingIterable(self, self._val.iter_batches(
-                batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2))
+            return _CachingIterable(self._val.iter_batches(
+                batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2), self._keep_val)
         return self._val_cache
+
+    def _keep_train(self, tables: List[pa.Table]) -> None:
+        self._train_cache = tables
+
+    def _keep_val(self, tables: List[pa.Table]) -> None:
+        self._val_cache = tables
 
 
 class _CachingIterable:
-    """The first evaluation streams the validation set; later ones reuse the tokenized
-    tables (a few MB for typical validation sets), so each eval costs only forwards."""
+    """Streams once and, when the stream was read to its end and held at most MAX_ROWS rows
+    (a few hundred MB of token ids at most), hands its tables to `keep`: later passes
+    (evaluations, epochs) cost no Ray Data execution. A pass stopped early keeps nothing."""
 
     MAX_ROWS = 200_000
 
-    def __init__(self, owner: RayDataIterators, it):
-        self.owner, self.it = owner, it
+    def __init__(self, it, keep):
+        self.it, self.keep = it, keep
 
     def __iter__(self):
         tables, rows = [], 0
@@ -59,7 +73,7 @@ class _CachingIterable:
                 tables = tables + [t] if rows <= self.MAX_ROWS else None
             yield t
         if tables is not None:
-            self.owner._val_cache = tables
+            self.keep(tables)
 
 
 class LocalDataIterators:

@@ -71,3 +71,31 @@ def test_auto_on_cpu_equals_reference():
 def test_invalid_backend_raises_value_error(call):
     with pytest.raises(ValueError, match="auto, torch, triton"):
         call(*_inputs())
+
+
+@pytest.mark.parametrize("op", ["prompt", "prefix", "lora"])
+def test_fused_ops_take_fp32_weights_under_autocast(device, op):
+    """Autocast does not reach custom autograd Functions: the ops cast their inputs as autocast
+    casts a linear's, so fp32 weights meet half-precision activations (a TypeError before).
+    bf16 on a GPU; fp16 on the CPU, where the Triton interpreter has no bf16."""
+    half = torch.bfloat16 if device.type == "cuda" else torch.float16
+    p, x, w, b = (t.to(device) for t in _inputs())
+    A, B = torch.randn(3, 24, device=device) / 5, torch.randn(16, 3, device=device) / 5
+    calls = {"prompt": lambda bk, t: kernels.prompt_concat_linear(t["p"], t["x"], t["w"], t["b"], backend=bk),
+             "prefix": lambda bk, t: kernels.prefix_concat_linear(t["p"][:, :16], t["x"], t["w"], t["b"], backend=bk),
+             "lora": lambda bk, t: kernels.lora_linear(t["x"], t["w"], t["A"], t["B"], 2.0, t["b"], backend=bk)}
+    outs = {}
+    for bk in ("triton", "torch"):
+        t = {k: v.clone().requires_grad_() for k, v in dict(p=p, x=x.to(half), w=w, b=b, A=A, B=B).items()}
+        with torch.autocast(device.type, dtype=half):
+            y = calls[op](bk, t)
+        y.float().sum().backward()
+        outs[bk] = (y, t)
+    y, t = outs["triton"]
+    assert y.dtype == half
+    torch.testing.assert_close(y.float(), outs["torch"][0].float(), atol=0.1, rtol=0.05)
+    for k in ("w", "p") if op != "lora" else ("A", "B"):
+        if op == "prompt" and k == "w":
+            continue
+        assert t[k].grad is not None and t[k].grad.dtype == torch.float32
+        torch.testing.assert_close(t[k].grad, outs["torch"][1][k].grad, atol=0.2, rtol=0.05)

@@ -113,3 +113,37 @@ def test_large_splits_stream_through_ray_data(ray_runtime, tiny_bert, tiny_data,
     monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
     _, metrics = _train(tiny_bert, tiny_data, tmp_path / "stream")
     assert metrics["step"] == 4 and metrics["n_eval"] == 70
+
+
+@pytest.mark.parametrize("in_driver", [True, False])
+def test_every_epoch_reads_the_same_shard(ray_runtime, tiny_bert, tiny_data, tmp_path, monkeypatch, in_driver):
+    """Ray-mode workers replay epoch 1's tables in later epochs (train/data_iter.py) instead of
+    running the pipeline again. That is exact only if each worker's shard is the same rows in
+    the same order every epoch: read two epochs of a 2-way split as Ray Train reads them."""
+    import threading
+
+    import ray.data
+
+    import peft_ray.train.driver as driver
+    from peft_ray.preflight import run_preflight
+
+    if not in_driver:
+        monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "o"))
+    ds = driver.build_datasets(spec, run_preflight(spec))["train"]
+    monkeypatch.setattr(ray.data.DataContext.get_current().execution_options, "preserve_order", True)  # as make_trainer
+    splits = ds.streaming_split(2, equal=True)
+    seen = {0: [], 1: []}
+
+    def read(i: int) -> None:
+        for _ in range(2):
+            seen[i].append([tuple(ids) for t in splits[i].iter_batches(batch_size=64, batch_format="pyarrow")
+                            for ids in t.column("input_ids").to_pylist()])
+    threads = [threading.Thread(target=read, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 1):
+        assert len(seen[i][0]) == 128 and seen[i][0] == seen[i][1]
+    assert seen[0][0] != seen[1][0]
