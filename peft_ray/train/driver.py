@@ -191,7 +191,7 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
 
 
 PHASES = (("model + engine", "setup_seconds"), ("data", "data_seconds"), ("training", "train_seconds"),
-          ("evaluation", "eval_seconds"), ("checkpoints", "checkpoint_seconds"))
+          ("evaluation", "eval_seconds"), ("checkpoints", "checkpoint_seconds"), ("save", "save_seconds"))
 
 
 def time_phases(final: Dict[str, Any]) -> str:
@@ -205,21 +205,25 @@ def time_phases(final: Dict[str, Any]) -> str:
 def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], wall: float,
                   pre: Preflight, best: Optional[Location] = None) -> Dict[str, Any]:
     """adapter/ (the best evaluation's; the last when nothing was evaluated), adapter_last/
-    (never half-written, see Location.replace_with), curves.png, then metrics.json."""
+    (never half-written, see Location.replace_with), curves.png, then metrics.json. `wall` is the
+    time before this call; the save is timed here and added (the "save" phase)."""
     from peft_ray.adapter import CONFIG
     from peft_ray.train.runlog import plot_curves
 
+    t0 = time.time()
     (out / "adapter_last").replace_with(checkpoint / "adapter", last=CONFIG)
     (out / "adapter").replace_with((best or checkpoint) / "adapter", last=CONFIG)
+    if not is_uri(out.uri):
+        plot_curves(out.uri, warn=lambda m: print(f"[peft-ray] {m}"))
+    save = time.time() - t0
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "keep_score"}
-    final.update(wall_seconds=wall, skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
+    final.update(wall_seconds=wall + save, save_seconds=save,
+                 skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
                  checkpoint=checkpoint.uri, adapter=(out / "adapter").uri, adapter_last=(out / "adapter_last").uri)
     if "best_step" in final:
         final["best"] = f"step {final['best_step']} ({final['metric_for_best']} {final['best_metric']:.4f})"
     if "train_seconds" in final:
         final["time_phases"] = time_phases(final)
-    if not is_uri(out.uri):
-        plot_curves(out.uri, warn=lambda m: print(f"[peft-ray] {m}"))
     (out / "metrics.json").write_text(json.dumps(final, indent=2))
     return final
 

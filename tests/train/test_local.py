@@ -48,11 +48,13 @@ def test_metrics_carry_a_time_breakdown(tiny_bert, tiny_data, tmp_path):
     from peft_ray.summary import render_summary
 
     m = run_local(_spec(tiny_bert, tiny_data, tmp_path / "run", train={"max_steps": 4, "eval_every": 2}))
-    for key in ("setup_seconds", "data_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds"):
+    for key in ("setup_seconds", "data_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds", "save_seconds"):
         assert m[key] >= 0, key
     assert m["eval_seconds"] > 0 and m["checkpoint_seconds"] > 0           # 2 evaluations, a save before the last
+    assert m["save_seconds"] > 0                                          # adapter/, adapter_last/, curves.png
     parts = sum(m[k] for k in ("setup_seconds", "data_seconds", "train_seconds", "eval_seconds",
-                               "checkpoint_seconds"))
+                               "checkpoint_seconds", "save_seconds"))
     assert parts <= m["wall_seconds"]
-    assert m["time_phases"].startswith("model + engine ") and "start-up + other" in m["time_phases"]
+    assert m["time_phases"].startswith("model + engine ") and "| save " in m["time_phases"]
+    assert "start-up + other" in m["time_phases"]
     assert "time by phase (s)" in render_summary(m)
