@@ -51,7 +51,18 @@ def _autocast_inputs(device: torch.device, *tensors):
     """Autocast does not reach a custom autograd Function, so under it fp32 weights would meet
     bf16 activations in the fused op (a dtype error). Cast every floating input to the autocast
     dtype, as autocast casts a linear's; gradients flow back through the casts in fp32."""
-    if not torch.is_autocast_enabled(device.type):
+    dtype = _autocast_dtype(device.type)
+    if dtype is None:
         return tensors
-    dtype = torch.get_autocast_dtype(device.type)
     return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors)
+
+
+def _autocast_dtype(kind: str):
+    """The active autocast dtype for this device type, or None. torch < 2.4 has only per-device
+    calls; bench/gpu_check.sh runs on whatever torch the lent machine has, not pyproject's."""
+    try:
+        return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    except (TypeError, AttributeError):
+        if kind == "cuda":
+            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
