@@ -48,7 +48,7 @@ def smollm2_shaped(device, **shape):
 def time_method(name: str, kernels: str, steps: int, device, warmup: int = 5, batch=(8, 128),
                 amp=None, **shape) -> dict:
     """Median step time; `amp` is the autocast dtype (bf16 by default; the CPU test passes fp16:
-    the Triton interpreter has no bf16)."""
+    the Triton interpreter's tl.dot is wrong on bf16)."""
     import torch
 
     from peft_ray.methods import get_method

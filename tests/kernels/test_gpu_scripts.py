@@ -58,7 +58,7 @@ def test_timing_runners_and_flops_for_every_mode(kbench):
 
 def test_gpu_step_times_every_method_on_a_tiny_llama():
     """kernels="triton" is what "auto" picks on the GPU: the fused ops inside the real model, under
-    autocast, give the reference's loss (fp16 here: the Triton interpreter has no bf16)."""
+    autocast, give the reference's loss (fp16 here: the Triton interpreter's tl.dot is wrong on bf16)."""
     gpu_step = _load("gpu_step")
     tiny = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)

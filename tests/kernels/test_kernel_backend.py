@@ -77,7 +77,7 @@ def test_invalid_backend_raises_value_error(call):
 def test_fused_ops_take_fp32_weights_under_autocast(device, op):
     """Autocast does not reach custom autograd Functions: the ops cast their inputs as autocast
     casts a linear's, so fp32 weights meet half-precision activations (a TypeError before).
-    bf16 on a GPU; fp16 on the CPU, where the Triton interpreter has no bf16."""
+    bf16 on a GPU; fp16 on the CPU, where the Triton interpreter's tl.dot is wrong on bf16."""
     half = torch.bfloat16 if device.type == "cuda" else torch.float16
     p, x, w, b = (t.to(device) for t in _inputs())
     A, B = torch.randn(3, 24, device=device) / 5, torch.randn(16, 3, device=device) / 5
