@@ -156,8 +156,8 @@ def instructions() -> dict:
 def summarize(rows: list) -> list:
     out = []
     for key in sorted({(r["method"], r["runner"]) for r in rows}):
-        accs = [r["accuracy"] for r in rows if (r["method"], r["runner"]) == key]
         mine = [r for r in rows if (r["method"], r["runner"]) == key]
+        accs = [r["accuracy"] for r in mine]
 
         def mean_of(k: str):
             vals = [r[k] for r in mine if r.get(k)]

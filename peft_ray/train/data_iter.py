@@ -69,8 +69,10 @@ class _CachingIterable:
         tables, rows = [], 0
         for t in self.it:
             rows += len(t)
-            if tables is not None:
-                tables = tables + [t] if rows <= self.MAX_ROWS else None
+            if tables is not None and rows <= self.MAX_ROWS:
+                tables.append(t)
+            else:
+                tables = None
             yield t
         if tables is not None:
             self.keep(tables)

@@ -94,8 +94,6 @@ def test_fused_ops_take_fp32_weights_under_autocast(device, op):
     y, t = outs["triton"]
     assert y.dtype == half
     torch.testing.assert_close(y.float(), outs["torch"][0].float(), atol=0.1, rtol=0.05)
-    for k in ("w", "p") if op != "lora" else ("A", "B"):
-        if op == "prompt" and k == "w":
-            continue
+    for k in {"prompt": ("p",), "prefix": ("w", "p"), "lora": ("A", "B")}[op]:
         assert t[k].grad is not None and t[k].grad.dtype == torch.float32
         torch.testing.assert_close(t[k].grad, outs["torch"][1][k].grad, atol=0.2, rtol=0.05)
