@@ -1,0 +1,109 @@
+"""How fast can a MiniLM training step be? Its matrix products and attention alone, timed against
+HF PEFT's step and peft-ray's on the same batches, alternated in one process.
+
+    python bench/loop_floor.py --data ../shared/data/sst2 --out bench/results/loop_floor.json
+
+The floor is the work no exact implementation can skip, done by the same kernels torch uses
+(MKL GEMMs, the CPU SDPA kernel) at the batch's shapes, and nothing else:
+- forward: every layer's Q/K/V, attention output, FFN up and down projections; the last layer's
+  projections after attention at row 0 only (a pooled head reads nothing else);
+- backward: the input gradient of each of those products (frozen weights get no weight
+  gradient), except where nothing trainable lies below: layer 0's Q/K/V input gradient at the
+  soft-prompt rows only (prompt tuning), or not at all (LoRA);
+- LoRA's rank-8 products on query and value, forward and backward;
+- attention forward and backward with SDPA (one query row in the last layer; LoRA's layer 0 needs no
+  key gradient, which SDPA computes anyway: a slight overcount); the pooler.
+LayerNorm, GELU, residual adds, dropout, embeddings, the loss and the optimizer are left out, so
+this is a lower bound: `max x` = HF's step time / the floor is more than any exact
+implementation can reach against HF on these batches, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import kernels  # noqa: E402,F401  (the repo's package, bound before bench/ joins the path: bench/kernels.py)
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common, step_vs_hf
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from _common import length_grouped_batches, paired_ratio, paired_steps  # noqa: E402
+from step_vs_hf import ours, theirs  # noqa: E402
+
+HIDDEN, FFN, LAYERS, HEADS, PROMPT, RANK = 384, 1536, 6, 12, 20, 8    # all-MiniLM-L6-v2; the jobs' 20 tokens, r 8
+
+
+def floor_step(method: str):
+    """A step's unavoidable products and attention at a batch's shapes (weights random: speed only)."""
+    g = torch.Generator().manual_seed(0)
+    w_hh, w_fh = torch.randn(HIDDEN, HIDDEN, generator=g), torch.randn(FFN, HIDDEN, generator=g)
+    lora_a, lora_b = torch.randn(RANK, HIDDEN, generator=g), torch.randn(HIDDEN, RANK, generator=g)
+
+    def step(batch: dict) -> None:
+        b, n = batch["input_ids"].shape
+        n += PROMPT if method == "prompt_tuning" else 0
+        x, xf = torch.randn(b * n, HIDDEN), torch.randn(b * n, FFN)
+        q, k, v = (torch.randn(b, HEADS, n, HIDDEN // HEADS, requires_grad=True) for _ in range(3))
+        q_row0 = torch.randn(b, HEADS, 1, HIDDEN // HEADS, requires_grad=True)
+        for layer in range(LAYERS):
+            last = layer == LAYERS - 1
+            rows, rows_f = (x[:b], xf[:b]) if last else (x, xf)
+            for _ in range(3):
+                x @ w_hh.T                                                # Q, K, V
+            rows @ w_hh.T, rows @ w_fh.T, rows_f @ w_fh                   # output, FFN up, FFN down
+            rows @ w_fh.T, rows_f @ w_fh, rows @ w_hh                     # their input gradients
+            below = x if layer else (x[: b * PROMPT] if method == "prompt_tuning" else x[:0])
+            for _ in range(3):
+                below @ w_hh                                              # Q, K, V input gradients
+            if method == "lora":
+                for _ in range(2):                                        # query, value
+                    xa = x @ lora_a.T
+                    dy = xa @ lora_b.T                                    # forward (its shape stands in for dY)
+                    dy.T @ xa, dy @ lora_b                                # dB, d(xA)
+                    xa.T @ x                                              # dA
+                    if layer:
+                        xa @ lora_a                                       # input gradient
+            F.scaled_dot_product_attention(q_row0 if last else q, k, v).sum().backward()
+        x[:b] @ w_hh.T, x[:b] @ w_hh                                      # pooler and its input gradient
+    return step
+
+
+def run(method: str, data: str, steps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    tok, ours_step = ours(method, data)
+    sides = {"hf_peft": theirs(method), "peft_ray": ours_step, "floor": floor_step(method)}
+    times = paired_steps(sides, length_grouped_batches(tok, data, steps + 2))
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    return {"method": method, "hf_ms": ms["hf_peft"], "peft_ray_ms": ms["peft_ray"], "floor_ms": ms["floor"],
+            "x_peft_ray": paired_ratio(times, "hf_peft", "peft_ray"), "x_max": paired_ratio(times, "hf_peft", "floor"),
+            "steps": steps, "threads": threads, "load_after": os.getloadavg()[0]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"))
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", default="prompt_tuning,lora")
+    ap.add_argument("--out", default="bench/results/loop_floor.json")
+    a = ap.parse_args()
+    rows = [run(m, a.data, a.steps, a.threads) for m in a.methods.split(",")]
+    print(f"{'method':<15} {'HF ms':>7} {'peft-ray ms':>12} {'floor ms':>9} {'x peft-ray':>11} {'max x':>6} {'load':>5}")
+    for r in rows:
+        print(f"{r['method']:<15} {r['hf_ms']:>7.1f} {r['peft_ray_ms']:>12.1f} {r['floor_ms']:>9.1f} "
+              f"{r['x_peft_ray']:>11.2f} {r['x_max']:>6.2f} {r['load_after']:>5.1f}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
