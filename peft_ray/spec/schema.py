@@ -83,7 +83,8 @@ class ScalingSpec(Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1, gt=0, le=1024)
     torch_threads: Optional[int] = Field(None, gt=0, le=1024,
-                                         description="torch threads per worker (default: cpus_per_worker)")
+                                         description="torch threads per worker (default: cpus_per_worker; with "
+                                                     "--local: num_workers x cpus_per_worker, up to the cores)")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     address: Optional[str] = Field(None, description="Ray address; default starts Ray in-process")
 

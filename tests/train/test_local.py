@@ -58,3 +58,19 @@ def test_metrics_carry_a_time_breakdown(tiny_bert, tiny_data, tmp_path):
     assert m["time_phases"].startswith("model + engine ") and "| save " in m["time_phases"]
     assert "start-up + other" in m["time_phases"]
     assert "time by phase (s)" in render_summary(m)
+
+
+def test_local_gives_one_process_the_worker_groups_cpus(monkeypatch):
+    """--local runs one process: it gets the threads the job's workers would have had, capped by
+    this machine; an explicit torch_threads and GPU jobs are left as set."""
+    import os
+
+    from peft_ray.spec.schema import ScalingSpec
+    from peft_ray.train.local import local_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert local_threads(ScalingSpec(num_workers=2)) == 2
+    assert local_threads(ScalingSpec(num_workers=2, cpus_per_worker=1.5)) == 3
+    assert local_threads(ScalingSpec(num_workers=8, cpus_per_worker=4)) == 4
+    assert local_threads(ScalingSpec(num_workers=2, torch_threads=1)) == 1
+    assert local_threads(ScalingSpec(num_workers=2, use_gpu=True)) is None
