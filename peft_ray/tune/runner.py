@@ -259,5 +259,6 @@ def make_search(t: TuneSpec):
         from ray.tune.search.optuna import OptunaSearch
         import optuna  # noqa: F401
     except ImportError:
-        raise SpecError("tune.search: optuna is not installed; `pip install optuna`, or use grid/random") from None
+        raise SpecError("tune.search: optuna is not installed; `pip install 'peft-ray[optuna]'` (or `pip install "
+                        "optuna`), or set tune.search to grid or random") from None
     return OptunaSearch(seed=t.seed)

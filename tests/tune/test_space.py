@@ -153,3 +153,14 @@ def test_tune_metric_defaults_to_the_task_primary_metric_and_prescreen_needs_lab
     job["tune"]["prescreen"] = True
     with pytest.raises(SpecError, match="tune.prescreen: the pre-screen ranks templates"):
         S.check_metric(validate_spec(job))
+
+
+def test_optuna_search_without_optuna_says_how_to_install(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """optuna is an extra, not a dependency: asking for it without it installed fails in the
+    pre-flight check (before Ray starts), naming the field and the install command."""
+    monkeypatch.setitem(__import__("sys").modules, "optuna", None)   # `import optuna` raises ImportError
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {"search": "optuna", "space": {"train.lr": {"choice": [0.1, 0.2]}}})
+    with pytest.raises(SpecError) as e:
+        check_search(spec)
+    assert "tune.search: optuna is not installed" in str(e.value)
+    assert "peft-ray[optuna]" in str(e.value) and "grid or random" in str(e.value)
