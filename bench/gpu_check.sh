@@ -7,7 +7,7 @@
 #   1. check.json      the three Triton ops against the PyTorch reference, forward and backward,
 #                      fp32 and bf16, at Llama-7B and SmolLM2-135M shapes (exit 1 on a failure)
 #   2. kernels_*.json  forward/backward/full time vs eager and torch.compile, TFLOP/s and % of a
-#                      plain torch.matmul of the same size (bench/kernels.py), bf16 then fp32
+#                      plain torch.matmul of the same size (bench/kernel_speed.py), bf16 then fp32
 #   3. step.json       training-step time of a from-config SmolLM2-shaped model with each method,
 #                      fused kernels vs torch (bench/gpu_step.py; recorded as an error if
 #                      transformers is missing there)
@@ -25,8 +25,8 @@ part() {  # part NAME SECONDS CMD...
   local rc=$?
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/parts.txt"
 }
-part check 90 python bench/kernels.py --check --out "$OUT/check.json"
-part kernels_bf16 150 python bench/kernels.py --dtype bf16 --out "$OUT/kernels_bf16.json"
-part kernels_fp32 90 python bench/kernels.py --dtype fp32 --quick --out "$OUT/kernels_fp32.json"
+part check 90 python bench/kernel_speed.py --check --out "$OUT/check.json"
+part kernels_bf16 150 python bench/kernel_speed.py --dtype bf16 --out "$OUT/kernels_bf16.json"
+part kernels_fp32 90 python bench/kernel_speed.py --dtype fp32 --quick --out "$OUT/kernels_fp32.json"
 part step 120 python bench/gpu_step.py --out "$OUT/step.json"
 tail -n 40 "$OUT"/check.log "$OUT"/step.log

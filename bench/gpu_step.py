@@ -20,7 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _source_tree  # noqa: E402  (the GPU machine runs an uninstalled copy of the tree)
+
+_source_tree.bind()
 
 METHODS = {
     "prompt_tuning": {"num_virtual_tokens": 16, "init": "random"},

@@ -27,9 +27,6 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-import kernels  # noqa: E402,F401  (the repo's package, bound before bench/ joins the path: bench/kernels.py)
-sys.path.append(str(Path(__file__).resolve().parent))   # for _common, step_vs_hf
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402

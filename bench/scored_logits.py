@@ -25,9 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-# bench/kernels.py (the kernel benchmark) would shadow the top-level `kernels` package LoRA calls.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 

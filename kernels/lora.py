@@ -9,7 +9,7 @@ trick ([W; A] as one (d_out + r, d_in) GEMM, then y += s * h B^T):
     added in the epilogue, and y is written once. The price is recomputing the
     (BLOCK_M, r) tile x A^T once per N-tile: BLOCK_R / BLOCK_N extra MMA work
     (16 / 128 = 12.5% at r = 16), which we expect to be cheaper than the extra
-    memory passes but have not measured (no GPU in this task; see bench/kernels.py).
+    memory passes but have not measured (no GPU in this task; see bench/kernel_speed.py).
 The backward reuses the same kernel: d_x = g W + s (g B) A is the same form with
 (W, A, B) -> (W^T, B^T, A^T), and its by-product g B is exactly what d_A needs.
 """

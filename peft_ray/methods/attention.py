@@ -1,6 +1,6 @@
 """Prefix injection at the attention level: every wrapped self-attention computes
 
-    K = [P_k; x W_k + b_k],  V = [P_v; x W_v + b_v]      (kernels.prefix_concat_linear)
+    K = [P_k; x W_k + b_k],  V = [P_v; x W_v + b_v]      (peft_ray_kernels.ops)
 
 and attends over n_p extra key positions that every query may see. This works on
 encoders (BERT), where HF PEFT 0.21's cache-based prefix tuning is refused under
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+from peft_ray_kernels import ops
 from peft_ray.errors import SpecError
 
 
@@ -50,7 +50,7 @@ class PrefixAttention(nn.Module):
 
     def kv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], which: int, head_dim: int):
         """(B, n, d_in) -> (B, h_kv, n_p + n, head_dim): the prefix rows, then x's projection."""
-        out = kernels.prefix_concat_linear(self.prefix[which].to(x.dtype), x, weight, bias, backend=self.backend)
+        out = ops.prefix_concat_linear(self.prefix[which].to(x.dtype), x, weight, bias, backend=self.backend)
         return heads(out, head_dim)
 
     @property

@@ -27,7 +27,7 @@ def _load(name: str):
 
 @pytest.fixture(scope="module")
 def kbench():
-    return _load("kernels")
+    return _load("kernel_speed")
 
 
 def test_gpu_check_script_parses():

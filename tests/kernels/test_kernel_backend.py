@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-import kernels
+from peft_ray_kernels import ops as kernels
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def _inputs():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
 def test_triton_on_cpu_without_interpreter_raises_clear_error():
-    code = ("import torch, kernels\n"
+    code = ("import torch; from peft_ray_kernels import ops as kernels\n"
             "p, x, w = torch.randn(4, 24), torch.randn(2, 5, 24), torch.randn(16, 24)\n"
             "kernels.prompt_concat_linear(p, x, w, backend='triton')\n")
     proc = _run(code)
@@ -34,7 +34,7 @@ def test_triton_on_cpu_without_interpreter_raises_clear_error():
 
 def test_import_has_no_side_effects():
     code = ("import os, sys; before = dict(os.environ)\n"
-            "import torch; import kernels\n"
+            "import torch; from peft_ray_kernels import ops as kernels\n"
             "assert 'triton' not in sys.modules, 'kernels imported triton eagerly'\n"
             "assert dict(os.environ) == before, 'kernels changed the environment'\n")
     proc = _run(code)
@@ -43,7 +43,7 @@ def test_import_has_no_side_effects():
 
 def test_import_and_torch_backend_work_without_triton():
     code = ("import sys; sys.modules['triton'] = None  # simulate triton not installed\n"
-            "import torch, kernels\n"
+            "import torch; from peft_ray_kernels import ops as kernels\n"
             "p, x, w = torch.randn(4, 24), torch.randn(2, 5, 24), torch.randn(16, 24)\n"
             "assert kernels.prompt_concat_linear(p, x, w, backend='torch').shape == (2, 9, 16)\n"
             "assert kernels.prompt_concat_linear(p, x, w).shape == (2, 9, 16)\n"

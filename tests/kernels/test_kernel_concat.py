@@ -9,8 +9,8 @@ n = 128 with d = 384 (the slow corner).
 import pytest
 import torch
 
-import kernels
-from kernels import prefix_concat_linear, prefix_concat_linear_ref, prompt_concat_linear, prompt_concat_linear_ref
+from peft_ray_kernels import ops as kernels
+from peft_ray_kernels.ops import prefix_concat_linear, prefix_concat_linear_ref, prompt_concat_linear, prompt_concat_linear_ref
 
 # (B, n_p, n, d_in, d_out, shared, bias)
 CASES = [
@@ -69,8 +69,8 @@ def test_weight_and_bias_grads_only_when_required(kind, req_w, req_b, device, ch
 @pytest.mark.parametrize("kind", list(OPS))
 def test_backward_returns_none_for_frozen_weight_and_bias(kind, device):
     """The layer-2 backward must skip (not just discard) d_W and d_b."""
-    from kernels.prefix_concat import prefix_concat_backward
-    from kernels.prompt_concat import prompt_concat_backward
+    from peft_ray_kernels.prefix_concat import prefix_concat_backward
+    from peft_ray_kernels.prompt_concat import prompt_concat_backward
     backward = prompt_concat_backward if kind == "prompt" else prefix_concat_backward
     rows, x, w, b = make_inputs(kind, 3, 7, 13, 24, 96, False, True, device)
     g = torch.randn(3, 20, 96, device=device)
@@ -81,7 +81,7 @@ def test_backward_returns_none_for_frozen_weight_and_bias(kind, device):
 
 
 def test_prompt_weight_grad_kernel_not_launched_when_frozen(monkeypatch, device):
-    import kernels.prompt_concat as pc
+    import peft_ray_kernels.prompt_concat as pc
     calls = []
     monkeypatch.setattr(pc, "_weight_grad", lambda *a: calls.append(1))
     rows, x, w, b = make_inputs("prompt", 3, 7, 13, 24, 96, True, True, device)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import lora_linear, lora_linear_ref
+from peft_ray_kernels.ops import lora_linear, lora_linear_ref
 
 # (leading shape, d_in, d_out, r, bias, scaling)
 CASES = [
@@ -50,7 +50,7 @@ def test_any_grad_subset(req, device, check_op):
 
 
 def test_frozen_weight_returns_none(device):
-    from kernels.lora import lora_backward
+    from peft_ray_kernels.lora import lora_backward
     x, w, a, b, bias = make_inputs((13,), 24, 96, 4, True, device)
     h, g = x @ a.t(), torch.randn(13, 96, device=device)
     d_x, d_w, d_a, d_b, d_bias = lora_backward(g, x, w, a, b, h, 0.5, (True, False, True, True, False, False), True)

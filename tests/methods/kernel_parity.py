@@ -39,8 +39,8 @@ def main() -> int:
     for row in CASES:
         ref_logits, ref_grads = run(row, "torch")
         logits, grads = run(row, "triton")
-        used = {"prompt_tuning": "kernels.prompt_concat", "prefix_tuning": "kernels.prefix_concat",
-                "lora": "kernels.lora"}[row.method]
+        used = {"prompt_tuning": "peft_ray_kernels.prompt_concat", "prefix_tuning": "peft_ray_kernels.prefix_concat",
+                "lora": "peft_ray_kernels.lora"}[row.method]
         assert used in sys.modules, f"{row.id}: the Triton path ({used}) never ran"
         errs = [(logits - ref_logits).abs().max().item()]
         errs += [(grads[n] - g).abs().max().item() / max(g.abs().max().item(), 1e-12) for n, g in ref_grads.items()]

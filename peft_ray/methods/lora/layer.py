@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+from peft_ray_kernels import ops
 from peft_ray.methods.lora.init import initial_factors
 from peft_ray.methods.targets import in_out, is_conv1d
 
@@ -102,8 +102,8 @@ class LoraLinear(nn.Module):
         if self.training and self.dropout is not None:
             return self._forward_dropout(x, w, a, b)
         if m is None:
-            return kernels.lora_linear(x, w, a, b, self.scaling, self.bias, backend=self.backend)
-        y = (m / self.weight_norm(w, a, b)) * kernels.lora_linear(x, w, a, b, self.scaling, backend=self.backend)
+            return ops.lora_linear(x, w, a, b, self.scaling, self.bias, backend=self.backend)
+        y = (m / self.weight_norm(w, a, b)) * ops.lora_linear(x, w, a, b, self.scaling, backend=self.backend)
         return y if self.bias is None else y + self.bias
 
     def _forward_dropout(self, x, w, a, b) -> torch.Tensor:
@@ -139,5 +139,5 @@ class LoraLinear(nn.Module):
         return self.base_layer
 
     def uses_fused_op(self) -> bool:
-        """Whether training runs kernels.lora_linear (the forward of eval always does)."""
+        """Whether training runs ops.lora_linear (the forward of eval always does)."""
         return self.dropout is None

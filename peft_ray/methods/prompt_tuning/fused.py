@@ -1,4 +1,4 @@
-"""Prompt tuning's hot path through kernels.prompt_concat_linear.
+"""Prompt tuning's hot path through peft_ray_kernels.ops.prompt_concat_linear.
 
 The first layer's Q/K/V projections see ``h = [P'; X']`` where P' is the prompt after
 the per-token embedding steps (position embedding, LayerNorm/RMSNorm). Those steps act
@@ -36,8 +36,8 @@ FIRST_LAYER = [
 
 def _fused_forward(n_p: int, backend: str):
     def forward(self: nn.Linear, h: torch.Tensor) -> torch.Tensor:
-        from kernels import prompt_concat_linear
-        from kernels._backend import resolve_backend
+        from peft_ray_kernels.ops import prompt_concat_linear
+        from peft_ray_kernels._backend import resolve_backend
 
         if not self.adapter_enabled or h.dim() != 3 or h.shape[1] <= n_p or (
                 backend == "auto" and resolve_backend("auto", h.device) == "torch"):

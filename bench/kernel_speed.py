@@ -1,7 +1,7 @@
 """Benchmark the fused kernels against torch eager and torch.compile of the reference.
 
-    python bench/kernels.py                 # all shapes, bf16, writes results.json
-    python bench/kernels.py --quick --dtype fp16 --out /tmp/k.json
+    python bench/kernel_speed.py                 # all shapes, bf16, writes results.json
+    python bench/kernel_speed.py --quick --dtype fp16 --out /tmp/k.json
 
 Providers: torch (eager cat + linear), compile (torch.compile of the same), triton.
 Modes: forward, backward, full. Figures: median / p20 / p80 ms from
@@ -21,11 +21,11 @@ import pathlib
 import sys
 from dataclasses import asdict, dataclass
 
-# `python bench/kernels.py` puts bench/ first on sys.path, where this file would
-# shadow the `kernels` package; import the package from the repository root.
-_HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+# The GPU machine runs this from an uninstalled copy of the tree (bench/_source_tree.py).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _source_tree  # noqa: E402
+
+_source_tree.bind()
 
 import torch  # noqa: E402
 
@@ -100,7 +100,7 @@ def make_inputs(case: Case, dtype, device) -> dict:
 
 def op_fn(case: Case, provider: str):
     """fn(**inputs) -> output for one provider."""
-    import kernels
+    from peft_ray_kernels import ops as kernels
     if case.op == "prompt":
         ref, fused = kernels.prompt_concat_linear_ref, kernels.prompt_concat_linear
         args = lambda t: (t["prompt"], t["x"], t["W"], t["b"])  # noqa: E731
