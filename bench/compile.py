@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loaded by path (tests)
 
 import torch  # noqa: E402
 

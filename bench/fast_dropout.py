@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loaded by path (tests)
 
 import torch  # noqa: E402
 

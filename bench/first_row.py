@@ -22,6 +22,7 @@ import sys
 import types
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loaded by path (tests)
 
 import torch  # noqa: E402
 

@@ -118,6 +118,12 @@ def lm_kind(path: str, trust_remote_code: bool = False) -> str:
     return "causal"
 
 
+# Every model load passes this. transformers >= 5.25 otherwise "kernelizes" each loaded model
+# with kernels fetched from the Hugging Face hub (use_kernels defaults to on): compiled code
+# from the network, which a job file must never make peft-ray run, and on the meta device
+# (check_weights_match) a ValueError. peft-ray's own fused ops live in kernels/.
+NO_HUB_KERNELS = {"use_kernels": False}
+
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
                  "mpnet", "camembert", "modernbert"}
 
@@ -137,7 +143,7 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
     try:
         model, info = getattr(transformers, auto_class).from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
-            output_loading_info=True, **kwargs)
+            output_loading_info=True, **NO_HUB_KERNELS, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
     problem = weights_problem(model, info)
@@ -167,7 +173,8 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
     try:
         model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
                                                 trust_remote_code=trust_remote_code, use_safetensors=True,
-                                                ignore_mismatched_sizes=True)   # reported as mismatched_keys
+                                                ignore_mismatched_sizes=True,   # reported as mismatched_keys
+                                                **NO_HUB_KERNELS)
     except (ImportError, OSError):   # no accelerate, or a cached hub id without safetensors: the load checks
         return
     except (ValueError, RuntimeError, KeyError) as e:

@@ -92,7 +92,8 @@ def _save_converted(src: Path, tmp: Path) -> None:
     hf_logging.set_verbosity_error()
     try:
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-        gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+        gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32,
+                                                          use_kernels=False)   # models.NO_HUB_KERNELS says why
         cfg = gguf_model.config
         del cfg.quantization_config  # a GGUF-marked config refuses save_pretrained
         cfg._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -151,13 +151,17 @@ class Encoder:
     def _load(self, spec):
         from transformers import AutoModel
 
+        from peft_ray.models import NO_HUB_KERNELS
+
         kw = dict(trust_remote_code=spec.model.trust_remote_code,
-                  use_safetensors=None if spec.model.allow_pickle else True)
+                  use_safetensors=None if spec.model.allow_pickle else True, **NO_HUB_KERNELS)
         return AutoModel.from_pretrained(self.path, **kw)
 
     @staticmethod
     def has_trained_mlm_head(spec, path: str) -> bool:
         from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+        from peft_ray.models import NO_HUB_KERNELS
 
         trust = spec.model.trust_remote_code
         cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust)
@@ -166,7 +170,8 @@ class Encoder:
         if not AutoTokenizer.from_pretrained(path, trust_remote_code=trust).mask_token:
             return False
         _, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, trust_remote_code=trust,
-                                                       use_safetensors=None if spec.model.allow_pickle else True)
+                                                       use_safetensors=None if spec.model.allow_pickle else True,
+                                                       **NO_HUB_KERNELS)
         return not info["missing_keys"]  # a trained head, not a freshly initialised one
 
     def batch(self, texts: List[str]):

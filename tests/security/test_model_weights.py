@@ -88,3 +88,12 @@ def test_fresh_heads_and_a_missing_pooler_are_fine(tiny_bert, tmp_path):
     load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)   # fresh classifier
     for auto in ("AutoModelForMaskedLM", "AutoModelForTokenClassification"):        # a pooler they drop
         load_auto(str(tiny_bert), auto, seed=0, **({"num_labels": 3} if "Token" in auto else {}))
+
+
+def test_loads_never_fetch_hub_kernels(tiny_bert, monkeypatch):
+    """transformers >= 5.25 kernelizes every load with Hugging Face hub kernels by default (code
+    from the network); peft-ray's loads turn that off, and the meta-device check still works."""
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    check_weights_match(str(tiny_bert))
+    model = load_auto(str(tiny_bert), "AutoModelForSequenceClassification", seed=0, num_labels=2)
+    assert not getattr(model, "use_kernels", False)

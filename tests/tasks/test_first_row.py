@@ -38,7 +38,12 @@ def test_row0_readout_gives_the_full_layers_logits_and_gradients(method):
     assert first_row_readout(fast.base)
     batch, labels = make_inputs("bert-cls"), torch.tensor([0, 2])
     logits, grads = _logits_and_grads(full, batch, labels)
+    rows = []
+    last = fast.base.bert.encoder.layer[-1].attention.self
+    last.register_forward_hook(lambda m, args, out: rows.append(out[0].shape[1]))
     logits_fast, grads_fast = _logits_and_grads(fast, batch, labels)
+    # the last layer's attention ran for row 0's query alone (prefix tuning's wrapper: all rows)
+    assert rows == [batch["input_ids"].shape[1] if method == "prefix_tuning" else 1], rows
     torch.testing.assert_close(logits_fast, logits, atol=1e-5, rtol=1e-5)
     assert grads.keys() == grads_fast.keys() and grads
     for name in grads:

@@ -2,11 +2,13 @@
 
 BERT-family sequence classifiers read the last layer's hidden state at position 0 alone
 (BertPooler: `hidden[:, 0]`; RoBERTa's head: `features[:, 0, :]`). In that layer every other
-row's attention-output projection, residual LayerNorm and feed-forward (9 of the layer's 12 h^2
-multiply-adds per token) feed nothing the loss reads. The attention itself still needs every
-row's keys and values, so the layer runs whole up to the attention output and continues on
-row 0 only: (B, n, h) -> (B, 1, h). On MiniLM (6 layers) that is about 1/8 of the encoder's
-forward and backward work per step (bench/first_row.py measures it).
+row's query, attention-output projection, residual LayerNorm and feed-forward (10 of the layer's
+12 h^2 multiply-adds per token) and its row of attention scores feed nothing the loss reads. The
+attention still needs every row's keys and values, so the layer computes those for all rows,
+the query and the attention for row 0 alone, and continues on row 0: (B, n, h) -> (B, 1, h).
+On MiniLM (6 layers) that is about 1/7 of the encoder's forward and backward work per step
+(bench/first_row.py measures it). Where prefix tuning wraps that self-attention, the wrapper's
+own forward runs (all queries; still exact).
 
 Exact: the logits and every gradient are the full layer's (tests/tasks/test_first_row.py, every
 method). The last hidden state then has one row, so this is applied only to sequence
@@ -17,6 +19,7 @@ forward; parameter names, saved adapters and HF interop are unchanged.
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import Optional
 
@@ -42,10 +45,42 @@ def _row0_forward(self: nn.Module, hidden_states: torch.Tensor, input_tensor: to
     return type(self).forward(self, hidden_states[:, :1], input_tensor[:, :1])
 
 
+def _row0_self_attention(self: nn.Module, hidden_states: torch.Tensor, attention_mask=None, cache=None, **kwargs):
+    """BertSelfAttention.forward (transformers 5) with the query of row 0 alone: (B, n, h) -> (B, 1, h)."""
+    if cache is not None or kwargs.get("encoder_hidden_states") is not None:
+        return type(self).forward(self, hidden_states, attention_mask, cache=cache, **kwargs)
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    b, n, d = hidden_states.shape[0], hidden_states.shape[1], self.attention_head_size
+    query = self.query(hidden_states[:, :1]).view(b, 1, -1, d).transpose(1, 2)
+    key = self.key(hidden_states).view(b, n, -1, d).transpose(1, 2)
+    value = self.value(hidden_states).view(b, n, -1, d).transpose(1, 2)
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+        attention_mask = attention_mask[:, :, :1]                    # (B, 1, n, n) -> the query row kept
+    eager = sys.modules[type(self).__module__].eager_attention_forward
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager)
+    out, weights = attend(self, query, key, value, attention_mask,
+                          dropout=0.0 if not self.training else self.dropout.p, scaling=self.scaling, **kwargs)
+    return out.reshape(b, 1, -1).contiguous(), weights
+
+
 def first_row_readout(model: nn.Module) -> bool:
     """Make `model`'s last layer compute row 0 only after its attention; False where not exact."""
     block = last_attention_output(model)
     if block is None:
         return False
     block.forward = types.MethodType(_row0_forward, block)
+    attn = _last_self_attention(model)
+    if attn is not None:
+        attn.forward = types.MethodType(_row0_self_attention, attn)
     return True
+
+
+def _last_self_attention(model: nn.Module) -> Optional[nn.Module]:
+    """The last layer's own BERT/RoBERTa self-attention, whose forward _row0_self_attention restates."""
+    attr = POOLED_ROW0[model.config.model_type]
+    attn = getattr(getattr(getattr(model, attr).encoder.layer[-1], "attention", None), "self", None)
+    known = type(attn).__name__ in ("BertSelfAttention", "RobertaSelfAttention")
+    if not known or getattr(attn, "is_cross_attention", False) or getattr(attn, "is_decoder", False):
+        return None
+    return attn
