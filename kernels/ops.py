@@ -4,8 +4,9 @@ Public API (all take backend="auto" | "torch" | "triton"):
   prompt_concat_linear(prompt, x, weight, bias=None)  -> linear(cat([P; X]))
   prefix_concat_linear(prefix, x, weight, bias=None)  -> cat([prefix; linear(X)])
   lora_linear(x, weight, lora_A, lora_B, scaling, bias=None)
-"auto" runs Triton on CUDA tensors and the reference on CPU. Importing this
-package does not import triton; the Triton modules load on first use.
+"auto" runs Triton on CUDA tensors and PyTorch on CPU: the reference, except LoRA's
+eager form (eager.py: the update folded into the GEMMs). Importing this
+module does not import triton; the Triton modules load on first use.
 See kernels/README.md for where each op plugs into BERT, GPT-2, Llama and T5.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ._backend import BACKENDS, resolve_backend
+from .eager import lora_linear_eager
 from .reference import lora_linear_ref, prefix_concat_linear_ref, prompt_concat_linear_ref
 
 __all__ = ["BACKENDS", "lora_linear", "prefix_concat_linear", "prompt_concat_linear",
@@ -41,7 +43,9 @@ def lora_linear(x: torch.Tensor, weight: torch.Tensor, lora_A: torch.Tensor, lor
                 scaling: float, bias: torch.Tensor | None = None, *, backend: str = "auto") -> torch.Tensor:
     """(..., d_in) -> (..., d_out) = x W^T + b + scaling * (x A^T) B^T; A: (r, d_in), B: (d_out, r)."""
     if resolve_backend(backend, x.device) == "torch":
-        return lora_linear_ref(x, weight, lora_A, lora_B, scaling, bias)
+        if _autocast_dtype(x.device.type) is not None:   # autocast does not reach a custom Function
+            return lora_linear_ref(x, weight, lora_A, lora_B, scaling, bias)
+        return lora_linear_eager(x, weight, lora_A, lora_B, scaling, bias)
     from .lora import LoRALinearFunction
     x, weight, lora_A, lora_B, bias = _autocast_inputs(x.device, x, weight, lora_A, lora_B, bias)
     return LoRALinearFunction.apply(x, weight, lora_A, lora_B, float(scaling), bias)

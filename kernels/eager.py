@@ -1,0 +1,48 @@
+"""LoRA in eager PyTorch for the CPU: the reference's maths with the update folded into the GEMMs.
+
+`lora_linear_ref` computes x W^T + b, then s (x A^T) B^T as a separate (N, d_out) tensor, scales
+it and adds it: two extra passes over the output forward, and in backward a scaled copy of the
+output gradient and a second (N, d_in) input gradient that autograd then adds. Here the update
+accumulates into the base output inside one GEMM (`addmm_` with alpha = s), and the input
+gradient's low-rank term accumulates into g W the same way; only (N, r) tensors are scaled.
+Same result to rounding (tests/kernels/test_kernel_lora.py); saves x and x A^T as the reference's
+autograd does.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class LoRALinearEager(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, lora_A, lora_B, scaling: float, bias):
+        x2 = x.reshape(-1, x.shape[-1])                                   # (N, d_in)
+        u = x2 @ lora_A.t()                                               # (N, r)
+        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        y.addmm_(u, lora_B.t(), alpha=scaling)                            # + s (x A^T) B^T, in place
+        ctx.save_for_backward(x2, weight, lora_A, lora_B, u)
+        ctx.scaling, ctx.lead = scaling, x.shape[:-1]
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, weight, lora_A, lora_B, u = ctx.saved_tensors
+        s, need = ctx.scaling, ctx.needs_input_grad
+        g2 = g.reshape(-1, g.shape[-1])                                   # (N, d_out)
+        gu = (g2 @ lora_B).mul_(s)                                        # (N, r): d loss / d (x A^T)
+        d_x = d_w = d_a = d_b = d_bias = None
+        if need[0]:
+            d_x = (g2 @ weight).addmm_(gu, lora_A).view(*ctx.lead, x2.shape[-1])
+        if need[1]:
+            d_w = g2.t() @ x2
+        if need[2]:
+            d_a = gu.t() @ x2
+        if need[3]:
+            d_b = (g2.t() @ u).mul_(s)
+        if need[5]:
+            d_bias = g2.sum(0)
+        return d_x, d_w, d_a, d_b, None, d_bias
+
+
+def lora_linear_eager(x, weight, lora_A, lora_B, scaling: float, bias=None) -> torch.Tensor:
+    return LoRALinearEager.apply(x, weight, lora_A, lora_B, float(scaling), bias)
