@@ -6,7 +6,7 @@ HF PEFT's step and peft-ray's on the same batches, alternated in one process.
 The floor is the work no exact implementation can skip, done by the same kernels torch uses
 (MKL GEMMs, the CPU SDPA kernel) at the batch's shapes, and nothing else:
 - forward: every layer's Q/K/V, attention output, FFN up and down projections; the last layer's
-  projections after attention at row 0 only (a pooled head reads nothing else);
+  query and projections after attention at row 0 only (a pooled head reads nothing else);
 - backward: the input gradient of each of those products (frozen weights get no weight
   gradient), except where nothing trainable lies below: layer 0's Q/K/V input gradient at the
   soft-prompt rows only (prompt tuning), or not at all (LoRA);
@@ -58,13 +58,11 @@ def floor_step(method: str, max_rows: int = 32 * (64 + PROMPT)):
         for layer in range(LAYERS):
             last = layer == LAYERS - 1
             rows, rows_f = (x[:b], xf[:b]) if last else (x, xf)
-            for _ in range(3):
-                x @ w_hh.T                                                # Q, K, V
+            rows @ w_hh.T, x @ w_hh.T, x @ w_hh.T                         # Q (row 0 in the last layer), K, V
             rows @ w_hh.T, rows @ w_fh.T, rows_f @ w_fh                   # output, FFN up, FFN down
             rows @ w_fh.T, rows_f @ w_fh, rows @ w_hh                     # their input gradients
             below = x if layer else (x[: b * PROMPT] if method == "prompt_tuning" else x[:0])
-            for _ in range(3):
-                below @ w_hh                                              # Q, K, V input gradients
+            (rows if last else below) @ w_hh, below @ w_hh, below @ w_hh  # Q, K, V input gradients
             if method == "lora":
                 for _ in range(2):                                        # query, value
                     xa = x @ lora_a.T
