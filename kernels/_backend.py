@@ -1,6 +1,6 @@
 """Backend resolution for the fused ops: "auto" | "torch" | "triton".
 
-Nothing here imports triton at module load; `import kernels` must work on a
+Nothing here imports triton at module load; importing `peft_ray_kernels.ops` must work on a
 machine without triton, where backend="torch" (and "auto" on CPU) still run.
 """
 from __future__ import annotations
