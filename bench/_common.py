@@ -64,7 +64,7 @@ def run_cli(args: List[str], metrics_path: Path) -> dict:
 
 def length_grouped_batches(tok, data: str, n: int, size: int = 32, max_length: int = 64):
     """n tokenized batches of `size` real rows of similar length (what length grouping gives),
-    from spread-out parts of the length order of `data`/train.parquet (the builtin sentiment
+    centred on the n quantiles of the token-length order of `data`/train.parquet (the builtin sentiment
     set when it is absent)."""
     import pyarrow.parquet as pq
 
@@ -72,10 +72,32 @@ def length_grouped_batches(tok, data: str, n: int, size: int = 32, max_length: i
 
     texts = (pq.read_table(f"{data}/train.parquet", columns=["text"]).column("text").to_pylist()
              if data and Path(data, "train.parquet").exists() else make_rows(3000, seed=0)["text"])
-    texts = sorted(texts, key=len)
+    # sorted by token count, as the trainers group them (a character sort padded these batches
+    # about a quarter longer than a real epoch's, which overstated the long-batch ratios)
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    texts = [t for _, t in sorted(zip(lengths, texts), key=lambda p: p[0])]
     step = max(1, len(texts) // n)
-    return [tok(texts[i * step: i * step + size], truncation=True, max_length=max_length, padding=True,
-                return_tensors="pt") for i in range(n)]
+    starts = [i * step + max(0, (step - size) // 2) for i in range(n)]     # each centred on its n-quantile
+    return [tok(texts[i: i + size], truncation=True, max_length=max_length, padding=True,
+                return_tensors="pt") for i in starts]
+
+
+def epoch_batches(tok, data: str, size: int = 32, max_length: int = 64, seed: int = 0) -> List[dict]:
+    """Every batch of one epoch of `data`/train.parquet exactly as HF Trainer forms them with
+    `group_by_length` (its LengthGroupedSampler, then DataCollatorWithPadding): timing both
+    steps on these gives the training loop's own ratio."""
+    import pyarrow.parquet as pq
+    from transformers import DataCollatorWithPadding
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    t = pq.read_table(f"{data}/train.parquet", columns=["text", "label"]).to_pydict()
+    enc = tok(t["text"], truncation=True, max_length=max_length)
+    rows = [{"input_ids": i, "attention_mask": m, "labels": y}
+            for i, m, y in zip(enc["input_ids"], enc["attention_mask"], t["label"])]
+    order = list(LengthGroupedSampler(size, lengths=[len(r["input_ids"]) for r in rows],
+                                      generator=torch.Generator().manual_seed(seed)))
+    collate = DataCollatorWithPadding(tok)
+    return [collate([rows[i] for i in order[k:k + size]]) for k in range(0, len(order) - size + 1, size)]
 
 
 def paired_steps(steps: Dict[str, Callable[[dict], None]], batches: List[dict], warmup: int = 2) -> Dict[str, list]:
@@ -84,7 +106,7 @@ def paired_steps(steps: Dict[str, Callable[[dict], None]], batches: List[dict], 
     times: Dict[str, list] = {name: [] for name in steps}
     order = list(steps.items())
     for i, b in enumerate(batches):
-        batch = {**b, "labels": torch.arange(len(b["input_ids"])) % 2}
+        batch = b if "labels" in b else {**b, "labels": torch.arange(len(b["input_ids"])) % 2}
         for name, step in order if i % 2 else order[::-1]:
             t0 = time.perf_counter()
             step(batch)

@@ -1,6 +1,7 @@
 """One training step of peft-ray against HF PEFT on identical batches, alternated in one process.
 
     python bench/step_vs_hf.py --data ../shared/data/sst2 --out bench/results/step_vs_hf.json
+    python bench/step_vs_hf.py --batches epoch --steps 0     # every batch of HF Trainer's epoch
 
 What bench/vs_hf_peft.py's whole-run figures cannot separate: the compute of a step. Both sides
 get the same real SST-2 batches (32 rows of similar length, as length grouping gives both, from
@@ -28,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from _common import length_grouped_batches, paired_ratio, paired_steps  # noqa: E402
+from _common import epoch_batches, length_grouped_batches, paired_ratio, paired_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
@@ -80,12 +81,15 @@ def theirs(method: str):
     return step
 
 
-def run(method: str, data: str, steps: int, threads: int) -> dict:
+def run(method: str, data: str, steps: int, threads: int, order: str = "spread") -> dict:
     torch.set_num_threads(threads)
     tok, ours_step = ours(method, data)
     hf_step = theirs(method)
-    spread = length_grouped_batches(tok, data, steps)
-    batches = [spread[steps // 2]] * 2 + spread      # warm up on a mid-length batch, then time the whole order
+    if order == "epoch":                             # HF Trainer's own batches of the whole epoch, in its order
+        spread = epoch_batches(tok, data)[:steps or None]
+    else:
+        spread = length_grouped_batches(tok, data, steps)
+    batches = [spread[len(spread) // 2]] * 2 + spread   # warm up on a mid-length batch, then time them all
     times = paired_steps({"hf_peft": hf_step, "peft_ray": ours_step}, batches)
     hf, ours_t = times["hf_peft"], times["peft_ray"]
     return {"method": method, "hf_ms": 1000 * statistics.median(hf),
@@ -95,18 +99,21 @@ def run(method: str, data: str, steps: int, threads: int) -> dict:
             "speedup_sum": sum(hf) / sum(ours_t),
             "per_batch": [{"tokens": int(b["input_ids"].shape[1]), "hf_ms": 1000 * h, "peft_ray_ms": 1000 * o}
                           for b, h, o in zip(batches[2:], hf, ours_t)],
-            "steps": steps, "threads": threads, "load_after": os.getloadavg()[0]}
+            "batches": order, "steps": len(spread), "threads": threads, "load_after": os.getloadavg()[0]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sst2"))
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20, help="batches to time (--batches epoch: 0 = all)")
+    ap.add_argument("--batches", choices=("spread", "epoch"), default="spread",
+                    help="spread: --steps batches centred on the token-length quantiles; epoch: HF "
+                         "Trainer's group_by_length batches of the whole epoch (the loop's own ratio)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default="lora,prompt_tuning")
     ap.add_argument("--out", default="bench/results/step_vs_hf.json")
     a = ap.parse_args()
-    rows = [run(m, a.data, a.steps, a.threads) for m in a.methods.split(",")]
+    rows = [run(m, a.data, a.steps, a.threads, a.batches) for m in a.methods.split(",")]
     print(f"{'method':<15} {'HF PEFT ms':>11} {'peft-ray ms':>12} {'x (paired)':>11} {'x (sum)':>8} {'load':>6}")
     for r in rows:
         print(f"{r['method']:<15} {r['hf_ms']:>11.1f} {r['peft_ray_ms']:>12.1f} {r['speedup']:>11.2f} "
