@@ -62,38 +62,46 @@ def run_cli(args: List[str], metrics_path: Path) -> dict:
     return run_process(["peft-ray", *args], metrics_path)
 
 
-def length_grouped_batches(tok, data: str, n: int, size: int = 32, max_length: int = 64):
-    """n tokenized batches of `size` real rows of similar length (what length grouping gives),
-    centred on the n quantiles of the token-length order of `data`/train.parquet (the builtin sentiment
-    set when it is absent)."""
+def _encoded_rows(tok, data: str, max_length: int) -> List[dict]:
+    """`data`/train.parquet (the builtin sentiment set when it is absent), tokenized once: one
+    dict of token lists per row, with its label where the file has one."""
     import pyarrow.parquet as pq
 
     from peft_ray.data.builtin import make_rows
 
-    texts = (pq.read_table(f"{data}/train.parquet", columns=["text"]).column("text").to_pylist()
-             if data and Path(data, "train.parquet").exists() else make_rows(3000, seed=0)["text"])
+    if data and Path(data, "train.parquet").exists():
+        t = pq.read_table(f"{data}/train.parquet").to_pydict()
+    else:
+        t = make_rows(3000, seed=0)
+    enc = tok(t["text"], truncation=True, max_length=max_length)
+    rows = [dict(zip(enc.keys(), values)) for values in zip(*enc.values())]
+    if "label" in t:
+        for r, y in zip(rows, t["label"]):
+            r["labels"] = y
+    return rows
+
+
+def length_grouped_batches(tok, data: str, n: int, size: int = 32, max_length: int = 64):
+    """n tokenized batches of `size` real rows of similar length (what length grouping gives),
+    centred on the n quantiles of the token-length order of `data`/train.parquet (the builtin
+    sentiment set when it is absent)."""
     # sorted by token count, as the trainers group them (a character sort padded these batches
     # about a quarter longer than a real epoch's, which overstated the long-batch ratios)
-    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
-    texts = [t for _, t in sorted(zip(lengths, texts), key=lambda p: p[0])]
-    step = max(1, len(texts) // n)
+    rows = sorted(_encoded_rows(tok, data, max_length), key=lambda r: len(r["input_ids"]))
+    rows = [{k: v for k, v in r.items() if k != "labels"} for r in rows]   # paired_steps labels them
+    step = max(1, len(rows) // n)
     starts = [i * step + max(0, (step - size) // 2) for i in range(n)]     # each centred on its n-quantile
-    return [tok(texts[i: i + size], truncation=True, max_length=max_length, padding=True,
-                return_tensors="pt") for i in starts]
+    return [tok.pad(rows[i: i + size], return_tensors="pt") for i in starts]
 
 
 def epoch_batches(tok, data: str, size: int = 32, max_length: int = 64, seed: int = 0) -> List[dict]:
     """Every batch of one epoch of `data`/train.parquet exactly as HF Trainer forms them with
     `group_by_length` (its LengthGroupedSampler, then DataCollatorWithPadding): timing both
     steps on these gives the training loop's own ratio."""
-    import pyarrow.parquet as pq
     from transformers import DataCollatorWithPadding
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    t = pq.read_table(f"{data}/train.parquet", columns=["text", "label"]).to_pydict()
-    enc = tok(t["text"], truncation=True, max_length=max_length)
-    rows = [{"input_ids": i, "attention_mask": m, "labels": y}
-            for i, m, y in zip(enc["input_ids"], enc["attention_mask"], t["label"])]
+    rows = _encoded_rows(tok, data, max_length)
     order = list(LengthGroupedSampler(size, lengths=[len(r["input_ids"]) for r in rows],
                                       generator=torch.Generator().manual_seed(seed)))
     collate = DataCollatorWithPadding(tok)

@@ -88,12 +88,14 @@ def _save_converted(src: Path, tmp: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from peft_ray.models import NO_HUB_KERNELS
+
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
         gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32,
-                                                          use_kernels=False)   # models.NO_HUB_KERNELS says why
+                                                          **NO_HUB_KERNELS)
         cfg = gguf_model.config
         del cfg.quantization_config  # a GGUF-marked config refuses save_pretrained
         cfg._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"

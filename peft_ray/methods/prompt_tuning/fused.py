@@ -26,6 +26,9 @@ from typing import List
 import torch
 from torch import nn
 
+from peft_ray_kernels._backend import resolve_backend
+from peft_ray_kernels.ops import prompt_concat_linear
+
 # First-layer projections fed by the embedding output, per family (see kernels/README.md).
 FIRST_LAYER = [
     r"(^|\.)layer\.0\.attention\.self\.(query|key|value)$",            # BERT family
@@ -36,9 +39,6 @@ FIRST_LAYER = [
 
 def _fused_forward(n_p: int, backend: str):
     def forward(self: nn.Linear, h: torch.Tensor) -> torch.Tensor:
-        from peft_ray_kernels.ops import prompt_concat_linear
-        from peft_ray_kernels._backend import resolve_backend
-
         if not self.adapter_enabled or h.dim() != 3 or h.shape[1] <= n_p or (
                 backend == "auto" and resolve_backend("auto", h.device) == "torch"):
             return nn.Linear.forward(self, h)
