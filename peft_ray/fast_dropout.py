@@ -5,9 +5,12 @@ torch's mt19937 generator: 2.7 ms forward + backward for one (32, 25, 384) MiniL
 at 2 threads (1.4 ms here, 0.5 ms of it the mask), 13 such calls a step plus the attention
 probabilities; with MiniLM's 0.1 dropout on, a LoRA step took 303 ms against 233 ms with it
 off, and 278 ms with this module (bench/fast_dropout.py, BENCHMARKS.md). Here the mask
-comes from numpy's PCG64 `random_raw`, 64 bits at a time, compared as 32-bit integers: the
-same distribution (keep with probability 1 - p, realised to 2**-32, scaled by 1 / (1 - p)),
-drawn about 5x faster. The mask is seeded from
+comes from numpy's PCG64 `random_raw`, 64 bits at a time, compared as four 16-bit integers:
+keep with probability 1 - p', where p' is p rounded to a multiple of 2**-16 (0.1 -> 0.1000061),
+and scale the kept values by 1 / (1 - p'), so the expectation is still exactly the input. A
+64-bit draw per element pair (32-bit thresholds, p realised to 2**-32) took twice the generator
+time for a difference in p no training run can see (BENCHMARKS.md, thirteenth session); both
+are about 5x faster than torch's mt19937 mask. The mask is seeded from
 torch's default generator, so `torch.manual_seed` (and a checkpoint's saved RNG state) still
 makes a run reproducible; the random stream itself differs from torch's.
 
@@ -29,16 +32,28 @@ import torch
 
 ATTENTION = "peft_ray_cpu_dropout"   # the attention-function name registered with transformers
 
-_INT32_MIN = -(2 ** 31)
+_BITS = 16
+_LEVELS = 2 ** _BITS
+
+
+def _drop_level(p: float) -> int:
+    """How many of the 2**16 draws drop: round(p * 2**16), kept within 1 .. 2**16 - 1 for 0 < p < 1
+    (so a tiny p still drops sometimes and a p near 1 keeps sometimes)."""
+    return min(max(round(p * _LEVELS), 1), _LEVELS - 1)
+
+
+def realised_p(p: float) -> float:
+    """The drop probability the mask has for a requested 0 < p < 1: p to the nearest 2**-16."""
+    return _drop_level(p) / _LEVELS
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """A bool tensor, True with probability 1 - p (to 2**-32), from one PCG64 stream seeded by torch."""
+    """A bool tensor, True with probability 1 - realised_p(p), from one PCG64 stream seeded by torch."""
     n = int(np.prod(shape)) if len(shape) else 1
     seed = int(torch.randint(0, 2 ** 62, (1,)).item())
-    raw = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.int32)[:n]
-    # uniform over [-2**31, 2**31): below the threshold with probability round(p * 2**32) / 2**32
-    return torch.from_numpy(raw).view(shape) >= _INT32_MIN + round(p * 2 ** 32)
+    raw = np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
+    # uniform over [-2**15, 2**15): below the threshold with probability realised_p(p)
+    return torch.from_numpy(raw).view(shape) >= -(_LEVELS // 2) + _drop_level(p)
 
 
 class _Dropout(torch.autograd.Function):
@@ -46,7 +61,7 @@ class _Dropout(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         mask = keep_mask(x.shape, p)
         ctx.save_for_backward(mask)
-        ctx.scale = 1.0 / (1.0 - p)
+        ctx.scale = 1.0 / (1.0 - realised_p(p))
         return x.mul(mask).mul_(ctx.scale)
 
     @staticmethod

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from peft_ray.fast_dropout import FastDropout, dropout, keep_mask, use_fast_dropout
+from peft_ray.fast_dropout import FastDropout, dropout, keep_mask, realised_p, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -12,6 +12,19 @@ def test_keep_fraction_is_one_minus_p(p):
     keep = keep_mask(torch.Size([n]), p).double().mean().item()
     sigma = ((1 - p) * p / n) ** 0.5
     assert abs(keep - (1 - p)) < 5 * sigma
+
+
+def test_p_is_realised_to_two_to_the_minus_16_and_never_0_or_1():
+    assert realised_p(0.25) == 0.25
+    assert realised_p(0.1) == 6554 / 2 ** 16 and abs(realised_p(0.1) - 0.1) < 2 ** -17
+    assert realised_p(1e-9) == 2 ** -16 and realised_p(1 - 1e-9) == 1 - 2 ** -16
+
+
+def test_kept_values_are_scaled_by_the_realised_keep_probability():
+    x = torch.randn(64, 33, dtype=torch.float64)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / (1 - realised_p(0.1)), rtol=0, atol=1e-12)
 
 
 def test_masks_are_independent_draws_and_seeded_by_torch():
