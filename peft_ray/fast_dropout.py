@@ -10,9 +10,11 @@ keep with probability 1 - p', where p' is p rounded to a multiple of 2**-16 (0.1
 and scale the kept values by 1 / (1 - p'), so the expectation is still exactly the input. A
 64-bit draw per element pair (32-bit thresholds, p realised to 2**-32) took twice the generator
 time for a difference in p no training run can see (BENCHMARKS.md, thirteenth session); both
-are about 5x faster than torch's mt19937 mask. The mask is seeded from
-torch's default generator, so `torch.manual_seed` (and a checkpoint's saved RNG state) still
-makes a run reproducible; the random stream itself differs from torch's.
+are about 5x faster than torch's mt19937 mask. For float32 activations the mask is a float
+tensor holding exactly 0 or the scale (`scaled_keep_mask`), so neither multiply goes through
+torch's float copy of a bool tensor; outputs and gradients are bitwise those of the bool mask.
+The mask is seeded from torch's default generator, so `torch.manual_seed` (and a checkpoint's
+saved RNG state) still makes a run reproducible; the random stream itself differs from torch's.
 
 `FastDropout` subclasses nn.Dropout (same `p`, no state), so code that reads `.p` and state
 dicts see no difference. BERT-family self-attention reads `.p` and hands it to SDPA, which on
@@ -47,26 +49,54 @@ def realised_p(p: float) -> float:
     return _drop_level(p) / _LEVELS
 
 
-def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """A bool tensor, True with probability 1 - realised_p(p), from one PCG64 stream seeded by torch."""
+def _draws(shape: torch.Size) -> torch.Tensor:
+    """int16 draws of `shape`, uniform over [-2**15, 2**15), from one PCG64 stream seeded by torch."""
     n = int(np.prod(shape)) if len(shape) else 1
     seed = int(torch.randint(0, 2 ** 62, (1,)).item())
-    raw = np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
-    # uniform over [-2**15, 2**15): below the threshold with probability realised_p(p)
-    return torch.from_numpy(raw).view(shape) >= -(_LEVELS // 2) + _drop_level(p)
+    return torch.from_numpy(np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]).view(shape)
+
+
+def _threshold(p: float) -> int:
+    return -(_LEVELS // 2) + _drop_level(p)   # a draw below it drops: probability realised_p(p)
+
+
+def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    """A bool tensor, True with probability 1 - realised_p(p)."""
+    return _draws(shape) >= _threshold(p)
+
+
+def scaled_keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    """The same draw as a float32 tensor of exactly 0.0 (dropped) and float32(1 / (1 - realised_p(p)))
+    (kept), made by float arithmetic: torch multiplies by a bool tensor through a float copy of it
+    (0.2 ms at (32, 26, 384) against 0.03 for a float multiply), and this mask costs about what
+    that copy did while the backward then needs no copy at all."""
+    scale = 1.0 / (1.0 - realised_p(p))
+    # draw - threshold + 0.5 is >= 0.5 where kept and <= -0.5 where dropped (exact in float32 for
+    # int16 draws): clamped to [0, 0.5] and times 2 * scale, exactly {0, scale} (a power-of-2 product).
+    return _draws(shape).float().sub_(_threshold(p) - 0.5).clamp_(0.0, 0.5).mul_(2.0 * scale)
 
 
 class _Dropout(torch.autograd.Function):
+    """x * mask forward, grad * mask backward, the mask already scaled. Float32 inputs take the float
+    mask (4 bytes an element kept for backward, against 1 for a bool); other dtypes the bool mask and
+    a multiply by the scale in their own precision, as nn.Dropout computes."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        ctx.scale = None if x.dtype == torch.float32 else 1.0 / (1.0 - realised_p(p))
+        if ctx.scale is None:
+            mask = scaled_keep_mask(x.shape, p)
+            ctx.save_for_backward(mask)
+            return x.mul(mask)
         mask = keep_mask(x.shape, p)
         ctx.save_for_backward(mask)
-        ctx.scale = 1.0 / (1.0 - realised_p(p))
         return x.mul(mask).mul_(ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
+        if ctx.scale is None:
+            return grad.mul(mask), None
         return grad.mul(mask).mul_(ctx.scale), None
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from peft_ray.fast_dropout import FastDropout, dropout, keep_mask, realised_p, use_fast_dropout
+from peft_ray.fast_dropout import FastDropout, dropout, keep_mask, realised_p, scaled_keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -25,6 +25,29 @@ def test_kept_values_are_scaled_by_the_realised_keep_probability():
     y = dropout(x, 0.1)
     kept = y != 0
     assert torch.allclose(y[kept], x[kept] / (1 - realised_p(0.1)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [1e-9, 0.1, 0.25, 0.5, 0.9])
+def test_the_float_mask_is_the_bool_draw_times_the_scale_exactly(p):
+    torch.manual_seed(5)
+    scaled = scaled_keep_mask(torch.Size([3, 1001]), p)
+    torch.manual_seed(5)
+    keep = keep_mask(torch.Size([3, 1001]), p)
+    scale = torch.tensor(1 / (1 - realised_p(p)), dtype=torch.float32)
+    assert scaled.dtype == torch.float32
+    assert torch.equal(scaled, torch.where(keep, scale, torch.zeros(())))
+    x = torch.randn(3, 1001)
+    assert torch.equal(x.mul(scaled), x.mul(keep).mul_(1 / (1 - realised_p(p))))   # what the float32 path returns
+
+
+def test_other_dtypes_keep_their_precision_and_gradient():
+    x = torch.randn(4, 9, dtype=torch.bfloat16, requires_grad=True)
+    y = dropout(x, 0.5)
+    assert y.dtype == torch.bfloat16
+    kept = y != 0
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, torch.where(kept, torch.tensor(2.0, dtype=torch.bfloat16),
+                                           torch.zeros((), dtype=torch.bfloat16)))
 
 
 def test_masks_are_independent_draws_and_seeded_by_torch():
