@@ -1,4 +1,12 @@
-"""LoRA in eager PyTorch for the CPU: the reference's maths with the update folded into the GEMMs.
+"""Eager PyTorch forms for the CPU: the references' maths with less work.
+
+Prompt concat (`prompt_concat_linear_eager`): with one prompt shared by the batch ((n_p, d_in)),
+the reference concatenates it to every sequence and projects B copies of the same rows; here the
+prompt is projected once and broadcast into the output, and its gradient is the batch sum of the
+output gradient at those rows times W (n_p rows, not B x n_p). A per-sample prompt takes the
+reference. Same result to rounding (tests/kernels/test_kernel_prompt_eager.py).
+
+LoRA (`lora_linear_eager`): the reference's maths with the update folded into the GEMMs.
 
 `lora_linear_ref` computes x W^T + b, then s (x A^T) B^T as a separate (N, d_out) tensor, scales
 it and adds it: two extra passes over the output forward, and in backward a scaled copy of the
@@ -11,6 +19,17 @@ autograd does.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from .reference import prompt_concat_linear_ref
+
+
+def prompt_concat_linear_eager(prompt, x, weight, bias=None) -> torch.Tensor:
+    """linear(cat([P; X])) with a shared (n_p, d_in) prompt projected once; (B, n_p, d_in): the reference."""
+    if prompt.dim() == 3:
+        return prompt_concat_linear_ref(prompt, x, weight, bias)
+    projected = F.linear(prompt, weight, bias)                       # (n_p, d_out), once for the batch
+    return torch.cat([projected.expand(x.shape[0], -1, -1), F.linear(x, weight, bias)], dim=1)
 
 
 class LoRALinearEager(torch.autograd.Function):

@@ -4,8 +4,9 @@ Public API (all take backend="auto" | "torch" | "triton"):
   prompt_concat_linear(prompt, x, weight, bias=None)  -> linear(cat([P; X]))
   prefix_concat_linear(prefix, x, weight, bias=None)  -> cat([prefix; linear(X)])
   lora_linear(x, weight, lora_A, lora_B, scaling, bias=None)
-"auto" runs Triton on CUDA tensors and PyTorch on CPU: the reference, except LoRA's
-eager form (eager.py: the update folded into the GEMMs). Importing this
+"auto" runs Triton on CUDA tensors and PyTorch on CPU: the reference, except the eager
+forms of prompt concat (a shared prompt projected once) and LoRA (the update folded into the
+GEMMs), eager.py. Importing this
 module does not import triton; the Triton modules load on first use.
 See kernels/README.md for where each op plugs into BERT, GPT-2, Llama and T5.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ._backend import BACKENDS, resolve_backend
-from .eager import lora_linear_eager
+from .eager import lora_linear_eager, prompt_concat_linear_eager
 from .reference import lora_linear_ref, prefix_concat_linear_ref, prompt_concat_linear_ref
 
 __all__ = ["BACKENDS", "lora_linear", "prefix_concat_linear", "prompt_concat_linear",
@@ -25,7 +26,7 @@ def prompt_concat_linear(prompt: torch.Tensor, x: torch.Tensor, weight: torch.Te
                          bias: torch.Tensor | None = None, *, backend: str = "auto") -> torch.Tensor:
     """(n_p | B×n_p, d_in) prompt and (B, n, d_in) x -> (B, n_p + n, d_out) = cat([P; X]) @ W^T + b."""
     if resolve_backend(backend, x.device) == "torch":
-        return prompt_concat_linear_ref(prompt, x, weight, bias)
+        return prompt_concat_linear_eager(prompt, x, weight, bias)
     from .prompt_concat import PromptConcatLinearFunction
     return PromptConcatLinearFunction.apply(*_autocast_inputs(x.device, prompt, x, weight, bias))
 

@@ -117,7 +117,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
         # the input pass has no prompt rows (in eval the fused op would broadcast sequence 0's first
         # n_p tokens as "the prompt"), and the cache already projects the prompt once per batch at
         # every layer, which subsumes what the fusion saves at layer 0.
-        fuse_first_layer(base, cfg.num_virtual_tokens, ctx.kernels)
+        fuse_first_layer(base, cfg.num_virtual_tokens, ctx.kernels, model.prompt)
     return model
 
 
