@@ -77,27 +77,28 @@ def scaled_keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
 
 
 class _Dropout(torch.autograd.Function):
-    """x * mask forward, grad * mask backward, the mask already scaled. Float32 inputs take the float
-    mask (4 bytes an element kept for backward, against 1 for a bool); other dtypes the bool mask and
-    a multiply by the scale in their own precision, as nn.Dropout computes."""
+    """x * mask forward, grad * mask backward. Float32 inputs take the float mask, which carries the
+    scale (4 bytes an element kept for backward, against 1 for a bool); other dtypes the bool mask
+    and a multiply by the scale in their own precision, as nn.Dropout computes."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.scale = None if x.dtype == torch.float32 else 1.0 / (1.0 - realised_p(p))
-        if ctx.scale is None:
-            mask = scaled_keep_mask(x.shape, p)
-            ctx.save_for_backward(mask)
-            return x.mul(mask)
-        mask = keep_mask(x.shape, p)
+        if x.dtype == torch.float32:
+            mask, ctx.scale = scaled_keep_mask(x.shape, p), None
+        else:
+            mask, ctx.scale = keep_mask(x.shape, p), 1.0 / (1.0 - realised_p(p))
         ctx.save_for_backward(mask)
-        return x.mul(mask).mul_(ctx.scale)
+        return _masked(x, mask, ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
-        if ctx.scale is None:
-            return grad.mul(mask), None
-        return grad.mul(mask).mul_(ctx.scale), None
+        return _masked(grad, mask, ctx.scale), None
+
+
+def _masked(t: torch.Tensor, mask: torch.Tensor, scale) -> torch.Tensor:
+    out = t.mul(mask)
+    return out if scale is None else out.mul_(scale)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 import types
-import weakref
 from typing import List, Optional
 
 import torch
@@ -82,9 +81,10 @@ def _fused_forward(n_p: int, backend: str, prompt: Optional[nn.Parameter], last:
             return nn.Linear.forward(self, h)
         cpu = resolve_backend(backend, h.device) == "torch"
         # Q, K and V read the same input: split it once, so the prompt rows' gradient from all three
-        # reaches `h` through one slice (one scatter into h's shape, not three).
-        if last.get("input") is None or last["input"]() is not h:
-            last["input"], last["rows"] = weakref.ref(h), _split_rows(h, n_p, prompt, cpu)
+        # reaches `h` through one slice (one scatter into h's shape, not three). The split's views keep
+        # `h` alive until the next batch replaces it, so the identity test cannot see a reused id.
+        if last.get("input") is not h:
+            last["input"], last["rows"] = h, _split_rows(h, n_p, prompt, cpu)
         rows = last["rows"]
         if rows is None:
             return nn.Linear.forward(self, h)
