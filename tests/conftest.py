@@ -99,7 +99,10 @@ def ray_runtime():
     """One real Ray head for every test that trains (3 logical CPUs: 2 workers + data)."""
     import ray
 
+    from peft_ray.train.driver import ray_train_env_defaults
+
     if not ray.is_initialized():
+        os.environ.update(ray_train_env_defaults(os.environ))   # as peft-ray's own in-process Ray
         ray.init(num_cpus=3, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
@@ -68,9 +68,28 @@ def init_ray(spec: JobSpec) -> bool:
         raise JobError(f"scaling.num_workers={spec.scaling.num_workers} x cpus_per_worker="
                        f"{spec.scaling.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}; "
                        "lower scaling.num_workers or scaling.cpus_per_worker")
+    os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
     ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
     return True
+
+
+# Ray Train settings for the Ray that peft-ray starts in-process on this machine (a cluster keeps its
+# operator's). BENCHMARKS.md, "Ray Train's own waits".
+IN_PROCESS_RAY_TRAIN_ENV = {
+    # The controller polls its workers every 2 s and takes one report per poll, and a worker counts
+    # as running while a report is queued: a run's end (final report, then "finished") is noticed
+    # 2-4 s after train_func returns. At 0.5 s: 0.5-1 s, for about 1% of a core while training.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # The preemption watcher follows node drains (spot instances going away); the machine the job
+    # runs on is not drained under it, and the watcher is one more process starting beside the workers.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
+def ray_train_env_defaults(environ: Mapping[str, str]) -> Dict[str, str]:
+    """IN_PROCESS_RAY_TRAIN_ENV less what the user already set (theirs wins)."""
+    return {k: v for k, v in IN_PROCESS_RAY_TRAIN_ENV.items() if k not in environ}
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
