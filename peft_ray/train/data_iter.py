@@ -2,10 +2,13 @@
 ``eval_tables()``, iterables of preprocessed Arrow tables; Ray mode and
 --local mode differ only here.
 
-Semantics: the train shard is this worker's disjoint part (Ray Data
-streaming_split, equal sizes); the eval iterable is the whole validation set on
-every worker, and the evaluator shards it by micro-batch index so that every
-validation row is scored exactly once.
+Semantics: the train shard is this worker's disjoint part, of equal size on
+every worker: Ray Data's streaming_split for a large split, and for a small one
+(tokenized in the driver, handed to Ray Data as in-memory blocks) the worker's own
+contiguous share of the whole split, which every worker reads in the same seeded
+order (no split coordinator to start: see rank_share). The eval iterable is the
+whole validation set on every worker, and the evaluator shards it by micro-batch
+index so that every validation row is scored exactly once.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ READ_BATCH = 256
 
 
 class RayDataIterators:
-    def __init__(self):
+    def __init__(self, split_here: bool = False):
+        """`split_here`: the train dataset reaches every worker whole (driver.make_trainer) and
+        each worker takes rank_share of it."""
         import ray.data
         import ray.train
 
@@ -30,12 +35,19 @@ class RayDataIterators:
             self._val = None
         self._train_cache: Optional[List[pa.Table]] = None
         self._val_cache: Optional[List[pa.Table]] = None
+        self._split_here = split_here
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
         # Later epochs replay the first one's tokenized tables instead of running the Ray Data
         # pipeline again: the shard is the same rows in the same order every epoch (a seeded
         # block order, preserve_order), and micro_batches reshuffles them per epoch itself.
         if self._train_cache is not None:
+            return self._train_cache
+        if self._split_here:
+            from peft_ray import dist as D
+
+            whole = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
+            self._train_cache = rank_share(list(whole), D.rank(), D.world())
             return self._train_cache
         return _CachingIterable(self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow",
                                                          prefetch_batches=2), self._keep_train)
@@ -53,6 +65,22 @@ class RayDataIterators:
 
     def _keep_val(self, tables: List[pa.Table]) -> None:
         self._val_cache = tables
+
+
+def rank_share(tables: List[pa.Table], rank: int, world: int) -> List[pa.Table]:
+    """Rank `rank`'s part of a split that every rank read whole, in the same order: the
+    contiguous `rank`-th of `world` equal parts, the last len % world rows dropped, as
+    streaming_split(equal=True) drops them (the driver's step count assumes so).
+
+    Why not streaming_split for small splits: its coordinator is one more actor process,
+    started (Ray Data imported) while the workers wait for their first batch, about 2 s of a
+    2-core job; a split this small costs each worker nothing to read whole."""
+    rows = pa.concat_tables(tables) if tables else None
+    if rows is None or world <= 1:
+        return tables
+    per = rows.num_rows // world
+    mine = rows.slice(rank * per, per)
+    return [mine.slice(i, READ_BATCH) for i in range(0, per, READ_BATCH)] or [mine]
 
 
 class _CachingIterable:

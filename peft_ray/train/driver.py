@@ -189,7 +189,8 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
                    storage_dir=join(storage, name),
                    faults=faults_from_env(),
                    # a tune trial (run_config given) keeps to Tune's own logging
-                   log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"))
+                   log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"),
+                   split_train_here=pre.train.rows <= IN_DRIVER_ROWS)
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": run.as_config()},
@@ -198,7 +199,8 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
             resources_per_worker={"CPU": spec.scaling.cpus_per_worker},
             placement_strategy=spec.scaling.placement_strategy),
         datasets=build_datasets(spec, pre),
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=opts),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[] if run.split_train_here else ["train"],
+                                            execution_options=opts),
         run_config=run_config or ray.train.RunConfig(
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),

@@ -47,6 +47,7 @@ class RunFacts:
     faults: Optional[Dict[str, int]] = None  # fault injection (peft_ray/train/faults.py)
     log_dir: Optional[str] = None         # absolute output.dir for metrics.jsonl + tensorboard/ (None: off)
     bar: str = "none"                     # progress bar: "tqdm" | "ray" (tqdm_ray, drawn by the driver) | "none"
+    split_train_here: bool = False        # ray mode: the train split reaches every worker whole (data_iter.rank_share)
 
     def as_config(self) -> Dict[str, Any]:
         """The train_loop_config entry."""
@@ -65,7 +66,7 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     model, tokenizer, base_path = build_model(spec)
     engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=use_bf16(spec))
     engine.train()  # from_pretrained returns eval mode; dropout is on from step 1, as in HF Trainer
-    data = data or RayDataIterators()
+    data = data or RayDataIterators(split_here=run.split_train_here)
     reporter = reporter or RayReporter(run.resume_from, run.storage_dir)
     state = restore(engine, reporter)
     state.world_size = D.world()
