@@ -13,19 +13,13 @@ def test_the_settings_are_ray_trains_own_propagated_variables():
     assert set(IN_PROCESS_RAY_TRAIN_ENV) <= ENV_VARS_TO_PROPAGATE
 
 
-def test_the_values_parse_as_ray_reads_them():
+def test_the_values_parse_as_ray_reads_them(monkeypatch):
     from ray._common.utils import env_bool
 
     assert float(IN_PROCESS_RAY_TRAIN_ENV["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]) < 2.0   # Ray's default
     watcher = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-    import os
-
-    old = os.environ.get(watcher)
-    os.environ[watcher] = IN_PROCESS_RAY_TRAIN_ENV[watcher]
-    try:
-        assert env_bool(watcher, True) is False
-    finally:
-        os.environ.pop(watcher) if old is None else os.environ.__setitem__(watcher, old)
+    monkeypatch.setenv(watcher, IN_PROCESS_RAY_TRAIN_ENV[watcher])
+    assert env_bool(watcher, True) is False
 
 
 def test_a_value_the_user_set_wins():
@@ -34,15 +28,3 @@ def test_a_value_the_user_set_wins():
     assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in defaults
     assert defaults == {k: v for k, v in IN_PROCESS_RAY_TRAIN_ENV.items() if k not in user}
 
-
-def test_rank_share_is_equal_disjoint_and_drops_the_remainder_as_ray_does():
-    import pyarrow as pa
-
-    from peft_ray.train.data_iter import READ_BATCH, rank_share
-
-    tables = [pa.table({"i": list(range(k, k + n))}) for k, n in ((0, 300), (300, 7), (307, 400))]  # 707 rows
-    parts = [[v for t in rank_share(tables, r, 3) for v in t.column("i").to_pylist()] for r in range(3)]
-    assert [len(p) for p in parts] == [235, 235, 235]          # 707 // 3; the last 2 rows dropped
-    assert parts[0] + parts[1] + parts[2] == list(range(705))
-    assert all(len(t) <= READ_BATCH for r in range(3) for t in rank_share(tables, r, 3))
-    assert rank_share(tables, 0, 1) == tables

@@ -126,12 +126,11 @@ def test_every_epoch_reads_the_same_shard(ray_runtime, tiny_bert, tiny_data, tmp
 
     import peft_ray.train.driver as driver
     from peft_ray.preflight import run_preflight
+    from peft_ray.train.data_iter import rank_share
 
     if not in_driver:
         monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
     spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "o"))
-    from peft_ray.train.data_iter import rank_share
-
     ds = driver.build_datasets(spec, run_preflight(spec))["train"]
     monkeypatch.setattr(ray.data.DataContext.get_current().execution_options, "preserve_order", True)  # as make_trainer
     # Small splits reach every worker whole and each takes its rank_share; large ones are split by Ray
