@@ -17,6 +17,8 @@ from typing import Iterable, List, Optional
 
 import pyarrow as pa
 
+from peft_ray import dist as D
+
 READ_BATCH = 256
 
 
@@ -43,14 +45,11 @@ class RayDataIterators:
         # block order, preserve_order), and micro_batches reshuffles them per epoch itself.
         if self._train_cache is not None:
             return self._train_cache
+        batches = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
         if self._split_here:
-            from peft_ray import dist as D
-
-            whole = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
-            self._train_cache = rank_share(list(whole), D.rank(), D.world())
+            self._train_cache = rank_share(list(batches), D.rank(), D.world())
             return self._train_cache
-        return _CachingIterable(self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow",
-                                                         prefetch_batches=2), self._keep_train)
+        return _CachingIterable(batches, self._keep_train)
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         if self._val is None:
@@ -75,9 +74,9 @@ def rank_share(tables: List[pa.Table], rank: int, world: int) -> List[pa.Table]:
     Why not streaming_split for small splits: its coordinator is one more actor process,
     started (Ray Data imported) while the workers wait for their first batch, about 2 s of a
     2-core job; a split this small costs each worker nothing to read whole."""
-    rows = pa.concat_tables(tables) if tables else None
-    if rows is None or world <= 1:
+    if not tables or world <= 1:
         return tables
+    rows = pa.concat_tables(tables)
     per = rows.num_rows // world
     mine = rows.slice(rank * per, per)
     return [mine.slice(i, READ_BATCH) for i in range(0, per, READ_BATCH)] or [mine]

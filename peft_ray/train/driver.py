@@ -142,8 +142,13 @@ def build_datasets(spec: JobSpec, pre: Preflight) -> Dict[str, Any]:
     return out
 
 
+def tokenized_here(facts: SplitFacts) -> bool:
+    """Whether the driver tokenizes this split (IN_DRIVER_ROWS) instead of a Ray Data pipeline."""
+    return facts.rows <= IN_DRIVER_ROWS
+
+
 def split_dataset(spec: JobSpec, pre: Preflight, facts: SplitFacts, split: str):
-    if facts.rows > IN_DRIVER_ROWS:
+    if not tokenized_here(facts):
         return token_pipeline(spec, pre.model_path, facts.files, split)
     import pyarrow as pa
     import ray.data
@@ -192,7 +197,7 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
                    faults=faults_from_env(),
                    # a tune trial (run_config given) keeps to Tune's own logging
                    log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"),
-                   split_train_here=pre.train.rows <= IN_DRIVER_ROWS)
+                   split_train_here=tokenized_here(pre.train))
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": run.as_config()},
