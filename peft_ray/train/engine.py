@@ -86,6 +86,10 @@ def setup_engine(model: torch.nn.Module, spec, total_steps: int, use_bf16: bool)
     """Wrap the model in a DeepSpeed ZeRO engine that trains only the trainable parameters."""
     import deepspeed
 
+    from peft_ray.train.deepspeed_compile import defer_deepspeed_compile
+
+    defer_deepspeed_compile()  # before deepspeed.initialize imports its Muon module
+
     t = spec.train
     groups = param_groups(model, t.lr, t.head_lr or t.lr, t.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
