@@ -42,9 +42,6 @@ def lazy_compile() -> Callable[..., Any]:
     return decorator
 
 
-setattr(lazy_compile, _MARK, True)
-
-
 def defer_deepspeed_compile() -> None:
     """Install lazy_compile before DeepSpeed imports its Muon module (idempotent). A DeepSpeed
     without ``runtime.compiler.compile``, or one whose Muon module is already imported, is left
@@ -53,7 +50,7 @@ def defer_deepspeed_compile() -> None:
         from deepspeed.runtime import compiler
     except ImportError:
         return
-    if callable(getattr(compiler, "compile", None)) and not getattr(compiler.compile, _MARK, False):
+    if callable(getattr(compiler, "compile", None)):
         compiler.compile = lazy_compile
 
 

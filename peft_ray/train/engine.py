@@ -12,6 +12,7 @@ from peft_ray.methods import get_method
 from peft_ray.methods.common import BuildContext
 from peft_ray.models import head_modules, load_tokenizer, resolve_model_path, set_dropout
 from peft_ray.tasks import get_task
+from peft_ray.train.deepspeed_compile import defer_deepspeed_compile
 
 
 def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
@@ -85,8 +86,6 @@ def deepspeed_config(spec, use_bf16: bool) -> Dict[str, Any]:
 def setup_engine(model: torch.nn.Module, spec, total_steps: int, use_bf16: bool):
     """Wrap the model in a DeepSpeed ZeRO engine that trains only the trainable parameters."""
     import deepspeed
-
-    from peft_ray.train.deepspeed_compile import defer_deepspeed_compile
 
     defer_deepspeed_compile()  # before deepspeed.initialize imports its Muon module
 
