@@ -72,7 +72,7 @@ def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: boo
     from peft_ray.train import terminal
 
     log = None if is_uri(spec.output.dir) else Path(spec.output.dir) / "train.log"
-    bar = "none" if level == "quiet" else ("tqdm" if local else "ray")
+    bar = "none" if level == "quiet" else ("tqdm" if local else "ray") if _is_terminal() else "lines"
     with terminal.routed(log, level, pass_bars=not local) as term:
         if local:
             from peft_ray.train.local import run_local
@@ -84,6 +84,11 @@ def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: boo
         task_rows = get_task(spec.task.type).summary_rows
         term.show("\n" + render_summary(metrics, f"peft-ray: {spec.name} ({spec.method.name})", task_rows)
                   + (f"\nlog: {log}" if log else ""))
+
+
+def _is_terminal() -> bool:
+    """Whether the progress bar draws on a terminal (a redrawing bar anywhere else is noise)."""
+    return sys.stderr.isatty()
 
 
 train.help += "\n\n" + OVERRIDES_HELP

@@ -55,7 +55,8 @@ def test_tune_keeps_its_heartbeat_and_blocks_show_at_their_level():
     assert len(log.getvalue().splitlines()) == 4
 
 
-def _cli_train(tmp_path, tiny_bert, tiny_data, *flags):
+def _cli_train(tmp_path, tiny_bert, tiny_data, *flags, tty: bool = False):
+    """The CLI in a subprocess; `tty`: its stderr is a pseudo-terminal (returned as r.stderr)."""
     import os
     import subprocess
     import sys
@@ -64,24 +65,71 @@ def _cli_train(tmp_path, tiny_bert, tiny_data, *flags):
 
     from tests.conftest import job_dict
 
-    job = tmp_path / f"job{len(flags)}.yaml"
-    out = tmp_path / f"run{len(flags)}"
+    job = tmp_path / f"job{len(flags)}{tty}.yaml"
+    out = tmp_path / f"run{len(flags)}{tty}"
     job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
-    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job), "--local", *flags],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
+    cmd = [sys.executable, "-m", "peft_ray.cli", "train", str(job), "--local", *flags]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    if tty:
+        r = _run_with_tty_stderr(cmd, env)
+    else:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     return r, out
 
 
+def _run_with_tty_stderr(cmd, env):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a 0-column terminal draws no bar
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:   # EIO once the child's side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, text=True, env=env, timeout=300)
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    r.stderr = b"".join(chunks).decode(errors="replace")
+    return r
+
+
 def test_cli_levels(tmp_path, tiny_bert, tiny_data):
+    """Output to pipes (a CI log, `ray job submit`, a file): the bar's content as a few plain lines."""
     r, out = _cli_train(tmp_path, tiny_bert, tiny_data)
     lines = r.stdout.rstrip().splitlines()
     assert lines[-1].startswith("log: ") and any(line.startswith("best ") for line in lines)  # summary last
     assert sum("eval @ step" in line for line in lines) == 2 and "DeepSpeed" not in r.stdout + r.stderr
-    assert "training:" in r.stderr  # the bar
+    progress = [line for line in lines if line.startswith("[peft-ray] step ")]
+    assert 1 <= len(progress) <= 11 and progress[-1].startswith("[peft-ray] step 4/4 | loss "), progress
+    assert "training:" not in r.stderr and "\r" not in r.stdout + r.stderr   # no redrawing bar
     assert "DeepSpeed" in (out / "train.log").read_text()  # internals kept in the log file
     q, _ = _cli_train(tmp_path, tiny_bert, tiny_data, "-q")
-    assert "eval @ step" not in q.stdout and "training:" not in q.stderr and "peft-ray: tiny" in q.stdout
+    assert "eval @ step" not in q.stdout and "[peft-ray] step " not in q.stdout and "peft-ray: tiny" in q.stdout
+
+
+def test_cli_draws_the_bar_on_a_terminal(tmp_path, tiny_bert, tiny_data):
+    r, _ = _cli_train(tmp_path, tiny_bert, tiny_data, tty=True)
+    assert "training:" in r.stderr and "[peft-ray] step " not in r.stdout   # the bar, not the lines
 
 
 @pytest.mark.ray
