@@ -164,10 +164,12 @@ def start_ray(spec, address: Optional[str]) -> None:
 
 
 def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -> Iterator[pa.Table]:
-    """A tqdm bar over rows on stderr while the tables stream through."""
+    """A tqdm bar over rows on stderr while the tables stream through (a terminal only: elsewhere
+    its redraws are noise in a log)."""
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, mininterval=0.5, dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
+              disable=None) as bar:
         for t in tables:
             bar.update(t.num_rows)
             yield t

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -128,24 +129,36 @@ ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta"
                  "mpnet", "camembert", "modernbert"}
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' warnings and its "Loading weights" bar off while a model loads: the bar
+    reads 0.0 s on these models, and in a Ray worker or actor every redraw is a forwarded line."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool = False,
               allow_pickle: bool = False, **kwargs) -> Any:
     """Any AutoModelFor* class by name, offline, safetensors only unless allowed; new heads seeded."""
     import torch
     import transformers
-    from transformers.utils import logging as hf_logging
 
     check_weights_safe(path, allow_pickle)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized" heads are expected: the task trains them
-    try:
+    with quiet_transformers():   # "newly initialized" heads are expected: the task trains them
         model, info = getattr(transformers, auto_class).from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
             output_loading_info=True, **NO_HUB_KERNELS, **kwargs)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))
@@ -161,20 +174,17 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
     randomly initialised model with a warning in a log. Pickle-only folders are left to the
     real load (never unpickled here)."""
     from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
     p = Path(path)
     if p.is_dir() and not any(p.glob("*.safetensors")):
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()   # a check that reads no tensor prints no "Loading weights" bar
     try:
-        model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
-                                                trust_remote_code=trust_remote_code, use_safetensors=True,
-                                                ignore_mismatched_sizes=True,   # reported as mismatched_keys
-                                                **NO_HUB_KERNELS)
+        with quiet_transformers():
+            model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
+                                                    trust_remote_code=trust_remote_code, use_safetensors=True,
+                                                    ignore_mismatched_sizes=True,   # reported as mismatched_keys
+                                                    **NO_HUB_KERNELS)
     except (ImportError, OSError):   # a cached hub id without safetensors: the load checks
         return
     except (ValueError, RuntimeError, KeyError) as e:
@@ -184,10 +194,6 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
             return
         raise SpecError(f"model.name_or_path: the weights in '{path}' cannot be matched to its config.json "
                         f"({str(e).splitlines()[0][:200]}); restore the config.json that came with the weights") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))

@@ -73,6 +73,7 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     from peft_ray.preflight import scan_split
     from peft_ray.tasks import get_task
     from peft_ray.tasks.pipeline import needed_columns
+    from peft_ray.train.terminal import ray_routed
 
     t0 = time.time()
     adapter_dir = find_adapter_dir(adapter_or_run)
@@ -86,19 +87,20 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     scan_split(files, spec, "--data", "validation" if holdout else "")
     if batch_size:
         spec.train.eval_batch_size = batch_size
-    if local:
-        tables = stream_local(spec, loaded.base_path, files, split)
-    else:
-        start_ray(spec, address)
-        tables = stream(spec, loaded.base_path, files, split)
-    total = None if holdout else count_rows(files)
-    task = get_task(spec.task.type)
-    metrics = task.evaluate(loaded.engine, with_progress(tables, total, "eval"), task.runtime(spec, loaded.base_path),
-                            loaded.pad_id)
-    result = {**metrics, "task": spec.task.type, "split": split, "data": files,
-              "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
     out = Path(output) if output else loaded.adapter_dir.parent / f"eval_{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    total = None if holdout else count_rows(files)
+    task = get_task(spec.task.type)
+    with ray_routed(None if local else out.with_suffix(".log")):   # Ray's own lines: next to the metrics
+        if local:
+            tables = stream_local(spec, loaded.base_path, files, split)
+        else:
+            start_ray(spec, address)
+            tables = stream(spec, loaded.base_path, files, split)
+        metrics = task.evaluate(loaded.engine, with_progress(tables, total, "eval"),
+                                task.runtime(spec, loaded.base_path), loaded.pad_id)
+    result = {**metrics, "task": spec.task.type, "split": split, "data": files,
+              "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
     out.write_text(json.dumps(result, indent=2))
     return result, out
 

@@ -82,6 +82,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     from peft_ray.data.sources import resolve_files
     from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, with_progress
     from peft_ray.tasks.pipeline import input_columns
+    from peft_ray.train.terminal import ray_routed
 
     adapter_dir = find_adapter_dir(adapter_or_run)
     spec = check_adapter(adapter_dir, trust).spec
@@ -89,13 +90,15 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     check_output(output, files)
     check_columns(files, input_columns(spec), "--input", spec)
     bs = batch_size or spec.train.eval_batch_size
-    tables = (local_predictions(files, adapter_dir, bs, trust) if local
-              else ray_predictions(files, adapter_dir, bs, num_actors, spec, address, trust))
     rows = null = 0
-    with open_sink(output) as write:
-        for table in with_progress(tables, count_rows(files), "predict"):
-            write(table)
-            rows, null = rows + table.num_rows, null + table["prediction"].null_count
+    # Ray's own lines: in OUTPUT.log, next to the predictions
+    with ray_routed(None if local else output.with_name(output.name + ".log")):
+        tables = (local_predictions(files, adapter_dir, bs, trust) if local
+                  else ray_predictions(files, adapter_dir, bs, num_actors, spec, address, trust))
+        with open_sink(output) as write:
+            for table in with_progress(tables, count_rows(files), "predict"):
+                write(table)
+                rows, null = rows + table.num_rows, null + table["prediction"].null_count
     return {"rows": rows, "null": null, "output": output}
 
 

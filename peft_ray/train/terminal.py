@@ -115,6 +115,13 @@ def block(level: str = "quiet"):
         _blocks.pop()
 
 
+def ray_routed(log_file: Optional[Path]):
+    """`eval` and `predict` through Ray: Ray's and Ray Data's driver lines (the auth notice,
+    execution plans, actor-pool warnings) go to `log_file`, the terminal keeps peft-ray's lines,
+    problems and the row bar. None (the in-process path, no Ray): nothing is routed."""
+    return contextlib.nullcontext() if log_file is None else routed(log_file, "default")
+
+
 def close_ray_bars() -> None:
     """Close the driver-side tqdm_ray bars still open, so nothing redraws after the summary.
     A worker's last bar state can reach the driver twice (Ray Train V2 tees worker prints

@@ -93,6 +93,26 @@ def _read(path: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_ray_internals_go_to_a_log_next_to_the_output(cls_run, tmp_path):
+    """Through Ray (a fresh process, as a user runs it): Ray's auth notice, Ray Data's execution
+    plan and transformers' load bars stay off the terminal, in OUTPUT.log; the result line stays."""
+    import os
+    import subprocess
+    import sys
+
+    src, _ = _predict_input(tmp_path, ".parquet")
+    out = tmp_path / "preds.parquet"
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "predict", str(cls_run), "--input", str(src),
+                        "--output", str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert r.returncode == 0, r.stderr[-3000:]
+    shown = r.stdout + r.stderr
+    assert "wrote 300 rows" in r.stdout
+    for noise in ("Execution plan", "streaming_executor", "Loading weights", "Token authentication"):
+        assert noise not in shown, noise
+    assert "Execution plan" in (tmp_path / "preds.parquet.log").read_text()
+
+
 @pytest.mark.parametrize("ext,actors", [(".parquet", 2), (".jsonl", 1)])
 def test_predict_keeps_rows_and_order(ray_runtime, cls_run, tmp_path, ext, actors):
     src, texts = _predict_input(tmp_path, ext)
