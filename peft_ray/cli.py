@@ -86,12 +86,20 @@ def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: boo
                   + (f"\nlog: {log}" if log else ""))
 
 
+def with_overrides_help(doc: str) -> str:
+    """The docstring dedented first: click dedents the whole text at display time, and an appended
+    unindented paragraph would leave the docstring's indent inside its re-wrapped lines."""
+    import inspect
+
+    return inspect.cleandoc(doc) + "\n\n" + OVERRIDES_HELP
+
+
 def _is_terminal() -> bool:
     """Whether the progress bar draws on a terminal (a redrawing bar anywhere else is noise)."""
     return sys.stderr.isatty()
 
 
-train.help += "\n\n" + OVERRIDES_HELP
+train.help = with_overrides_help(train.help)
 
 
 @main.command()
@@ -116,7 +124,7 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
                f"on {spec.scaling.num_workers} worker(s), ZeRO-{spec.deepspeed.zero_stage}")
 
 
-validate.help += "\n\n" + OVERRIDES_HELP
+validate.help = with_overrides_help(validate.help)
 
 
 @main.group()

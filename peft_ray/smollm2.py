@@ -86,13 +86,10 @@ def _convert(src: Path, out: Path) -> None:
 def _save_converted(src: Path, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    from peft_ray.models import NO_HUB_KERNELS
+    from peft_ray.models import NO_HUB_KERNELS, quiet_transformers
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers():   # its three bars (de-quantizing, loading, writing) would follow our one line
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
         gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32,
                                                           **NO_HUB_KERNELS)
@@ -104,5 +101,3 @@ def _save_converted(src: Path, tmp: Path) -> None:
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    finally:
-        hf_logging.set_verbosity(verbosity)

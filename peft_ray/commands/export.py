@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
+from peft_ray.adapter import CARD, CONFIG, EXTRA, WEIGHTS
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.security import Trust, trust_flags
 
@@ -50,15 +50,17 @@ def find_adapter(path: Path) -> Path:
 
 
 def copy_adapter(src: Path, out: Path) -> Path:
-    """The files PEFT reads, with inference_mode on (how PEFT itself saves), plus peft_ray.json."""
+    """The files PEFT reads, with inference_mode on (how PEFT itself saves), plus peft_ray.json and
+    the README.md model card."""
     cfg = json.loads((src / CONFIG).read_text())
     if "peft_type" not in cfg:
         raise CheckpointError(f"{src / CONFIG} has no peft_type; it is not an HF PEFT adapter config")
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG).write_text(json.dumps({**cfg, "inference_mode": True}, indent=2))
     shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
-    if (src / EXTRA).is_file():
-        shutil.copyfile(src / EXTRA, out / EXTRA)
+    for name in (EXTRA, CARD):   # the job record and the model card travel with the adapter
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
     return out
 
 

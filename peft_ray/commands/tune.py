@@ -30,7 +30,6 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
     from peft_ray.spec import load_spec
     from peft_ray.storage import check_output_dir, is_uri
     from peft_ray.train import terminal
-    from peft_ray.tune.runner import run_tune
 
     if verbose and quiet:
         raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
@@ -42,6 +41,9 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
         # and Tune's status heartbeat (default), or less (-q), or all of it (-v).
         log = None if is_uri(spec.output.dir) else Path(spec.output.dir).expanduser() / "tune.log"
         with terminal.routed(log, level, keep=terminal.TUNE_PROGRESS):
+            # imported here: Ray's loggers bind the stderr they find at import, which must be the router
+            from peft_ray.tune.runner import run_tune
+
             run_tune(spec, resume=resume, overwrite=overwrite, job_path=job,
                      verbosity=terminal.LEVELS.index(level))
     except JobError as e:

@@ -56,8 +56,9 @@ class ResourcePlan:
     max_concurrent: int
 
     def describe(self) -> str:
-        return (f"{self.max_concurrent} trial(s) at once: cluster {self.cluster_cpus:g} CPU, "
-                f"{self.data_cpus:g} kept for Ray Data, {self.per_trial_cpus:g} CPU per trial")
+        # Ray's logical CPUs: an in-process Ray has the machine's cores + one slot for Ray Data's light tasks
+        return (f"{self.max_concurrent} trial(s) at once: {self.cluster_cpus:g} Ray CPU slots, "
+                f"{self.data_cpus:g} kept for Ray Data, {self.per_trial_cpus:g} per trial")
 
 
 def trial_cpus(spec: JobSpec, t: TuneSpec) -> float:

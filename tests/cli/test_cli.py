@@ -28,6 +28,17 @@ def test_help(args):
         assert "train.max_steps=20" in r.output and "--resume" in r.output
 
 
+def test_help_prose_is_wrapped_cleanly():
+    """Every command's description re-wraps without a docstring's indent left inside a line."""
+    import re
+
+    for name in ["", *main.commands]:
+        r = CliRunner().invoke(main, [*([name] if name else []), "--help"], terminal_width=80)
+        assert r.exit_code == 0, name
+        prose = r.output.split("Options:")[0]
+        assert not re.search(r"[\w,.)]   +\w", prose), (name, prose)
+
+
 def test_validate_ok_with_overrides(tmp_path, tiny_bert, tiny_data):
     r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "train.max_steps=3",
                                   "deepspeed.zero_stage=3"])

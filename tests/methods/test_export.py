@@ -61,6 +61,8 @@ def test_export_adapter_loads_in_peft(tiny_bert, tiny_data, tmp_path):
     res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "P_TUNING"
+    for name in ("README.md", "peft_ray.json"):   # the model card and the job record come along
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "run" / "adapter" / name).read_bytes()
     loaded = peft.PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2),
                                             str(tmp_path / "out")).eval()
     with torch.no_grad():
