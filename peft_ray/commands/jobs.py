@@ -72,7 +72,7 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
       peft-ray submit jobs/default.yaml --address http://127.0.0.1:8265 --follow
       peft-ray submit jobs/sst2_prompt_tuning.yaml train.max_steps=200 scaling.num_workers=4 scaling.use_gpu=true
     """
-    from peft_ray.submit.client import call, cluster_cpus
+    from peft_ray.submit.client import call, cluster_cpus, quiet_upload
     from peft_ray.submit.job import build_submission, check_cluster_cpus, parse_env
     from peft_ray.submit.upload import plan_upload
 
@@ -92,7 +92,8 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
             note = check_cluster_cpus(sub, cluster_cpus(address, timeout))
             if note:
                 click.echo(f"note: {note}", err=True)
-        job_id = call(client.submit_job, **sub.kwargs())
+        with quiet_upload():
+            job_id = call(client.submit_job, **sub.kwargs())
     except JobError as e:
         _fail(e)
     click.echo(f"submitted {job_id}\n  logs:   peft-ray jobs logs {job_id} --follow\n"

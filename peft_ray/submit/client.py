@@ -9,6 +9,8 @@ into a message that says what to do; only then is the Ray client built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 from typing import Callable, Optional
@@ -122,6 +124,25 @@ def cluster_cpus(address: Optional[str], timeout_s: float = 10.0, wait_s: float 
 AGENT_WAIT_S = 60.0
 AGENT_POLL_S = 2.0
 NO_AGENT = "No available agent"
+
+
+@contextlib.contextmanager
+def quiet_upload():
+    """Ray's client logs every ignore rule it applies and each packaging step at INFO, and warns
+    that it now skips `.git`: peft-ray has printed its own upload plan (files, size, excludes,
+    `.git` among them) just before, so during the upload only Ray's errors (and its packaging
+    warnings) stay on the terminal."""
+    levels = {"ray._private.runtime_env.packaging": logging.WARNING,
+              "ray.dashboard.modules.dashboard_sdk": logging.WARNING,
+              "ray._private.runtime_env.working_dir": logging.ERROR}
+    old = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in old.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def call(fn: Callable, *args, warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),

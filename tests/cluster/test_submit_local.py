@@ -157,3 +157,21 @@ def test_job_file_must_travel_with_the_working_dir(tmp_path, tiny_bert, tiny_dat
     outside.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "out")))
     r = CliRunner().invoke(main, ["submit", str(outside), "--working-dir", str(wd), "--dry-run"])
     assert r.exit_code == 2 and "outside the working dir" in r.output
+
+
+def test_the_upload_keeps_rays_packaging_chatter_off_the_terminal():
+    """peft-ray prints its own upload plan; while Ray's client uploads, its per-file INFO lines and
+    its ".git is now ignored" warning stay off, and the levels come back afterwards."""
+    import logging
+
+    from peft_ray.submit.client import quiet_upload
+
+    names = ("ray._private.runtime_env.packaging", "ray.dashboard.modules.dashboard_sdk",
+             "ray._private.runtime_env.working_dir")
+    before = [logging.getLogger(n).level for n in names]
+    with quiet_upload():
+        assert not logging.getLogger(names[0]).isEnabledFor(logging.INFO)
+        assert not logging.getLogger(names[1]).isEnabledFor(logging.INFO)
+        assert not logging.getLogger(names[2]).isEnabledFor(logging.WARNING)
+        assert logging.getLogger(names[0]).isEnabledFor(logging.WARNING)
+    assert [logging.getLogger(n).level for n in names] == before
