@@ -89,7 +89,7 @@ def _save_converted(src: Path, tmp: Path) -> None:
 
     from peft_ray.models import NO_HUB_KERNELS, quiet_transformers
 
-    with quiet_transformers():   # its three bars (de-quantizing, loading, writing) would follow our one line
+    with quiet_transformers():   # its loading and writing bars (the de-quantizing bar is plain tqdm: it stays)
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
         gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32,
                                                           **NO_HUB_KERNELS)
