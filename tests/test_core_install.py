@@ -8,6 +8,7 @@ and the first README command failed on a fresh machine with a misleading config.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -38,7 +39,7 @@ def run_hidden(args: list[str], tmp_path: pathlib.Path, hidden: list[str]) -> su
             f"sys.argv = ['peft-ray', *{args!r}]\n"
             "main()\n")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PEFT_RAY_CACHE": str(tmp_path / "cache")})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_RAY_CACHE": str(tmp_path / "cache")})
 
 
 def test_the_extras_only_packages_are_known():
