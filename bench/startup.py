@@ -32,7 +32,8 @@ def timeline(job: str, overrides: list) -> dict:
     mark("imports")
     spec = load_spec(ROOT / job, overrides)
     pre = driver.run_preflight(spec)
-    out = driver.prepare_output_dir(spec, False, True)
+    with driver.prepared_output_dir(spec, False, True) as out:   # the old output goes when this block ends
+        pass
     mark("pre-flight")
     driver.init_ray(spec)
     mark("ray.init")

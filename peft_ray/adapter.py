@@ -128,25 +128,79 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+MAX_JSON_BYTES = 16 * 2 ** 20   # adapter_config.json and peft_ray.json are a few KB; a cap keeps a crafted one small
+
+
+def adapter_file(folder: Path, name: str, own_files_only: bool = False) -> Optional[Path]:
+    """`folder/name` if it is there and a regular file (None if absent). An adapter is a folder
+    someone else may have written: a device or FIFO there could be read forever, and with
+    `own_files_only` (what `export` passes on) a link may not point outside the folder, or a
+    crafted folder could make the user pass on a file of theirs (README.md -> ~/.ssh/id_rsa).
+    Links into the Hugging Face cache are its own layout (snapshots -> blobs) and stay allowed."""
+    import stat
+
+    from peft_ray.errors import SpecError
+
+    path = Path(folder) / name
+    if not path.exists() and not path.is_symlink():
+        return None
+    if not path.exists() or not stat.S_ISREG(path.stat().st_mode):
+        raise SpecError(f"adapter {folder}: {name} is not a regular file (a dangling link, a device, a FIFO "
+                        "or a folder); copy the adapter folder again")
+    if own_files_only and path.is_symlink() and not _inside(path.resolve(), Path(folder).resolve(), _hf_cache()):
+        raise SpecError(f"adapter {folder}: {name} is a link to {path.resolve()}, outside the adapter folder; "
+                        "export passes on the adapter's own files only. Replace the link with the file it "
+                        "should hold, or copy the adapter folder from a source you trust")
+    return path
+
+
+def _inside(path: Path, *roots: Path) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _hf_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).expanduser().resolve()
+
+
+def read_json_object(path: Path, what: str) -> Dict[str, Any]:
+    """A JSON object from a file of at most MAX_JSON_BYTES, or a SpecError that says which file."""
+    from peft_ray.errors import SpecError
+
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise SpecError(f"{what} {path}: {size} bytes, more than the {MAX_JSON_BYTES} this JSON file can "
+                        "hold; copy the adapter folder again")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SpecError(f"{what} {path} is not valid JSON ({str(e)[:200]}); copy the adapter folder again") from None
+    if not isinstance(obj, dict):
+        raise SpecError(f"{what} {path} holds a JSON {type(obj).__name__}, not an object; copy the adapter "
+                        "folder again")
+    return obj
+
+
 def read_adapter(path: str | Path):
-    """(state, adapter_config, peft_ray extra) from an adapter folder."""
+    """(state, adapter_config, peft_ray extra) from an adapter folder, every file checked as data."""
     from safetensors.torch import load_file
 
     from peft_ray.errors import SpecError
 
     p = Path(path)
+    found = {name: adapter_file(p, name) for name in (CONFIG, WEIGHTS, EXTRA)}
     for name in (CONFIG, WEIGHTS):
-        if not (p / name).is_file():
+        if found[name] is None:
             raise SpecError(f"adapter {p}: {name} is missing; point at a folder written by `peft-ray train` "
                             "or HF PEFT's save_pretrained")
+    cfg = read_json_object(found[CONFIG], "adapter config")
+    extra = read_json_object(found[EXTRA], "adapter record") if found[EXTRA] else {}
+    if not isinstance(extra.get("spec", {}), dict):
+        raise SpecError(f"adapter {p}: {EXTRA}'s 'spec' is a {type(extra['spec']).__name__}, not the job "
+                        "object `peft-ray train` writes; copy the adapter folder again")
     try:
-        cfg = json.loads((p / CONFIG).read_text())
-        extra = json.loads((p / EXTRA).read_text()) if (p / EXTRA).exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"adapter {p}: {CONFIG} or {EXTRA} is not valid JSON ({str(e)[:200]}); "
-                        "copy the adapter folder again") from None
-    try:
-        state = load_file(str(p / WEIGHTS))
+        state = load_file(str(found[WEIGHTS]))
     except Exception as e:     # SafetensorError (truncated, not safetensors), OSError
         raise SpecError(f"adapter {p}: {WEIGHTS} is not a readable safetensors file ({str(e)[:200]}); "
                         "copy the adapter folder again") from None

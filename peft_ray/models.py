@@ -49,7 +49,11 @@ def resolve_model_path(name_or_path: str) -> str:
                 f"'{ALIASES[name_or_path].replace('_', '-')}': pip install it") from None
         return str(pkg.get_model_path())
     p = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
+    try:
+        looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
+    except OSError as e:             # e.g. a name longer than the filesystem allows
+        raise SpecError(f"model.name_or_path: '{name_or_path[:80]}...' is not a usable path ({e.strerror}); "
+                        "name a model folder, a hub id or an alias") from None
     if looks_local:
         if not p.is_dir():
             raise SpecError(f"model.name_or_path: '{name_or_path}' does not exist (expected a model folder "
@@ -185,8 +189,13 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
                                                     trust_remote_code=trust_remote_code, use_safetensors=True,
                                                     ignore_mismatched_sizes=True,   # reported as mismatched_keys
                                                     **NO_HUB_KERNELS)
-    except (ImportError, OSError):   # a cached hub id without safetensors: the load checks
-        return
+    except (ImportError, OSError) as e:
+        if p.is_dir() and "no file named" in str(e):   # *.safetensors, but none that transformers loads
+            found = ", ".join(sorted(f.name for f in p.glob("*.safetensors"))[:3])
+            raise SpecError(f"model.name_or_path: '{path}' holds {found} but no model.safetensors (or "
+                            "model.safetensors.index.json), the names transformers loads; restore the "
+                            "folder's weight files as they came") from None
+        return                       # a cached hub id without safetensors: the load checks
     except (ValueError, RuntimeError, KeyError) as e:
         # no base class to build, or no accelerate (a core dependency; transformers 5 raises a
         # ValueError for it, not an ImportError): the task's own load checks the weights

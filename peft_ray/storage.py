@@ -11,10 +11,23 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Optional
+
+from pydantic import AfterValidator
 
 SCHEMES = ("file", "s3", "gs", "gcs")  # what pyarrow.fs.FileSystem.from_uri resolves without extras
 WHAT_TO_USE = "use a local path, s3://bucket/prefix, gs://bucket/prefix or file:///absolute/path"
+
+
+def fits_filesystem(value: Optional[str]) -> Optional[str]:
+    """A path-valued job field whose names the filesystem can hold (255 bytes a name, 4096 in all),
+    checked when the job is read: a longer one is an OSError deep in whatever touches it first."""
+    if value is not None and (len(value.encode()) > 4096 or any(len(part.encode()) > 255 for part in value.split("/"))):
+        raise ValueError("longer than a filesystem allows (255 bytes a name, 4096 in all)")
+    return value
+
+
+PathStr = Annotated[str, AfterValidator(fits_filesystem)]   # the type of path-valued job fields
 
 
 def is_uri(location: str) -> bool:
@@ -258,6 +271,32 @@ def atomic_writer(path: Path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_file(path: Path, data) -> None:
+    """`path` replaced by `data` (str as UTF-8, or bytes) in one rename, never through a link
+    planted at or next to it: for every file peft-ray writes into a run folder, which may have
+    come from someone else (a shared run, an unpacked archive)."""
+    atomic_write(Path(path), data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def open_append(path: Path):
+    """`path` opened to append text, line-buffered, created if missing. A link at `path` is
+    refused (O_NOFOLLOW), so a planted link cannot point a log at another file."""
+    import errno
+    import os
+
+    from peft_ray.errors import JobError
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise JobError(f"{path} is a symbolic link; peft-ray appends its logs to plain files only. Remove the "
+                       "link, or use another folder") from None
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
 
 def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:

@@ -18,6 +18,7 @@ import click
 from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
+from peft_ray.storage import write_file
 
 EXAMPLES = """
 \b
@@ -101,7 +102,7 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
     result = {**metrics, "task": spec.task.type, "split": split, "data": files,
               "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
-    out.write_text(json.dumps(result, indent=2))
+    write_file(out, json.dumps(result, indent=2))   # never through a link planted in the run folder
     return result, out
 
 

@@ -7,6 +7,7 @@ RUN_DIR may be a run's output.dir (uses its adapter/), a checkpoint folder
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import shutil
@@ -51,17 +52,46 @@ def find_adapter(path: Path) -> Path:
 
 def copy_adapter(src: Path, out: Path) -> Path:
     """The files PEFT reads, with inference_mode on (how PEFT itself saves), plus peft_ray.json and
-    the README.md model card."""
-    cfg = json.loads((src / CONFIG).read_text())
+    the README.md model card: only the adapter's own regular files, built aside and swapped in."""
+    from peft_ray.adapter import adapter_file, read_json_object
+
+    check_out_dir(src, out)
+    files = {name: adapter_file(src, name, own_files_only=True) for name in (CONFIG, WEIGHTS, EXTRA, CARD)}
+    cfg = read_json_object(files[CONFIG], "adapter config")
     if "peft_type" not in cfg:
         raise CheckpointError(f"{src / CONFIG} has no peft_type; it is not an HF PEFT adapter config")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps({**cfg, "inference_mode": True}, indent=2))
-    shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
-    for name in (EXTRA, CARD):   # the job record and the model card travel with the adapter
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
+    with built_in_place_of(out) as stage:
+        (stage / CONFIG).write_text(json.dumps({**cfg, "inference_mode": True}, indent=2))
+        for name in (WEIGHTS, EXTRA, CARD):   # the job record and the model card travel with the adapter
+            if files[name] is not None:
+                shutil.copyfile(files[name], stage / name)
     return out
+
+
+def check_out_dir(src: Path, out: Path) -> None:
+    """OUT_DIR is a folder of its own: new, empty, or an earlier export (replaced whole, so two
+    adapters never mix); never the adapter itself nor a folder holding anything else."""
+    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
+        raise JobError(f"OUT_DIR '{out}' is the adapter folder {src} or holds it; export to a new folder")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise JobError(f"OUT_DIR '{out}' is a link or a file; export to a new folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in (CONFIG, "config.json")):
+        raise JobError(f"OUT_DIR '{out}' already holds other files; export writes a folder of its own (an "
+                       "earlier export there is replaced whole): pass a new or empty folder")
+
+
+@contextlib.contextmanager
+def built_in_place_of(out: Path):
+    """A fresh folder to build the export in, swapped onto `out` when the block succeeds: a
+    failed export leaves `out` as it was, and a planted link in `out` redirects nothing."""
+    from peft_ray.adapter import replace_dir
+    from peft_ray.storage import staging_dir
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as stage:
+        stage.mkdir()
+        yield stage
+        replace_dir(stage, out)
 
 
 def name_labels(model, maps) -> None:
@@ -89,11 +119,12 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     if merge_fn is None:
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
                               "can hold; only lora and ia3 merge. Export without --merge")
+    check_out_dir(src, out)
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)
     name_labels(plain, label_maps(get_task(spec.task.type).label_names(spec.task)))
-    out.mkdir(parents=True, exist_ok=True)
-    plain.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with built_in_place_of(out) as stage:
+        plain.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
     return out

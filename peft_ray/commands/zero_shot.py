@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import click
 
 from peft_ray.errors import JobError
+from peft_ray.storage import write_file
 
 EXAMPLES = """
 \b
@@ -49,7 +50,7 @@ def register(main: click.Group) -> None:
         metrics["wall_seconds"] = time.time() - t0
         out = Path(output) if output else Path(spec.output.dir) / "zero_shot.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(metrics, indent=2))
+        write_file(out, json.dumps(metrics, indent=2))
         click.echo("\n" + render_metrics(metrics, f"peft-ray zero-shot: {spec.task.type}, template "
                                          f"{spec.template.text!r}"))
         click.echo(f"wrote {out}")

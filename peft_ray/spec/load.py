@@ -150,7 +150,7 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
     errors = err.errors()
     for e in errors[:MAX_ERRORS]:
         loc = [str(x) for x in e["loc"]]
-        path = prefix + ".".join(loc)
+        path = prefix + ".".join(loc) if loc else prefix.rstrip(".")   # a model-level check: the section
         if e["type"] == "extra_forbidden":
             allowed = _fields_at(model, e["loc"][:-1])
             lines.append(f"{path}: unknown key{suggest(loc[-1], allowed)}. "
@@ -158,7 +158,8 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
         else:
             got = e.get("input")
             quoted = "" if isinstance(got, dict) else f" (got {shown(got)})"
-            lines.append(f"{path}: {shown(e['msg']) if len(e['msg']) > 200 else e['msg']}{quoted}")
+            msg = e["msg"].removeprefix("Value error, ")   # our validators' own words, without pydantic's label
+            lines.append(f"{path}: {shown(msg) if len(msg) > 200 else msg}{quoted}")
     if len(errors) > MAX_ERRORS:
         lines.append(f"... and {len(errors) - MAX_ERRORS} more")
     return "\n".join(lines)
@@ -239,9 +240,16 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
 
     spec.data.root = fix(spec.data.root)
     spec.output.dir = fix(spec.output.dir)
-    if Path(spec.model.name_or_path).expanduser().exists():
+    if _exists(Path(spec.model.name_or_path).expanduser()):
         spec.model.name_or_path = fix(spec.model.name_or_path)
     return spec
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:   # a name longer than the filesystem allows: not a path; the model check says so
+        return False
 
 
 def dump_spec(spec: JobSpec) -> Dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
+from peft_ray.storage import PathStr
 from peft_ray.spec.tune import TuneSpec  # the `tune:` section (peft-ray tune)
 
 
@@ -18,7 +19,7 @@ class Section(pydantic.BaseModel):
 
 
 class ModelSpec(Section):
-    name_or_path: str = Field("minilm", description="HF id, local path, the alias 'minilm', or "
+    name_or_path: PathStr = Field("minilm", description="HF id, local path, the alias 'minilm', or "
                               "scratch:gpt2|llama|t5 (a small random generator with MiniLM's tokenizer)")
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example, before soft tokens")
     trust_remote_code: bool = Field(False, description="run model code from the checkpoint (off: unsafe)")
@@ -37,16 +38,16 @@ class TemplateSpec(Section):
 
 
 class DataSpec(Section):
-    root: Optional[str] = Field(None, description="folder the file names below are relative to; "
+    root: Optional[PathStr] = Field(None, description="folder the file names below are relative to; "
                                 "'builtin:sentiment' for the data the project makes")
-    train: str = Field("train.parquet", description="training file or glob (.parquet/.arrow/.feather/.csv/.jsonl)")
-    validation: Optional[str] = Field("validation.parquet", description="validation file, or null")
+    train: PathStr = Field("train.parquet", description="training file or glob (.parquet/.arrow/.feather/.csv/.jsonl)")
+    validation: Optional[PathStr] = Field("validation.parquet", description="validation file, or null")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0,
                                        description="hold out this fraction of train when validation is null")
     train_shots: Optional[int] = Field(None, gt=0, le=100_000,
                                        description="few-shot: train on K rows per class (classification), "
                                        "picked by content hash and data.shots_seed, the same on every worker")
-    shots_seed: Optional[int] = Field(None, description="which K rows data.train_shots picks (default: train.seed)")
+    shots_seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="which K rows data.train_shots picks (default: train.seed)")
 
 
 class TrainSpec(Section):
@@ -60,7 +61,7 @@ class TrainSpec(Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0, le=1e6, description="gradient clipping (0 turns it off)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds torch, numpy and the row order (numpy's range)")
     eval_every: Optional[int] = Field(None, gt=0, le=10**9, description="evaluate every N steps and at the end "
                                       "(default: 4 times per epoch)")
     checkpoint_every: Optional[int] = Field(None, gt=0, le=10**9, description="checkpoint every N steps and at "
@@ -103,7 +104,7 @@ class DeepSpeedSpec(Section):
 
 
 class OutputSpec(Section):
-    dir: str = Field("runs/{name}", description="run directory; {name} is the job name")
+    dir: PathStr = Field("runs/{name}", description="run directory; {name} is the job name")
 
 
 class JobSpec(Section):

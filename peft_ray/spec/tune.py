@@ -120,7 +120,7 @@ class TuneSpec(_Section):
     scheduler: SchedulerSpec = SchedulerSpec()
     search: Literal["grid", "random", "optuna"] = Field(
         "grid", description="grid: enumerate templates/verbalizers/choices; random: sample them; optuna: TPE")
-    seed: int = Field(0, description="seed of the search algorithm's sampling")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the search algorithm's sampling")
     max_concurrent_trials: Optional[int] = Field(
         None, ge=1, description="default: as many trials as the cluster's CPUs (GPUs) hold at once")
     trial_cpus: float = Field(0.0, ge=0, description="CPUs reserved for each trial's driver function "

@@ -63,6 +63,16 @@ def check_overrides(overrides: Sequence[str]) -> None:
                            f"is shown in the Ray dashboard. {HOW_TO_PASS_SECRETS}")
 
 
+def check_pip(requirements: Sequence[str]) -> None:
+    """--pip entries go into the runtime env, which the dashboard shows: no tokens in index URLs
+    or git remotes."""
+    for req in requirements:
+        if looks_secret("", req):
+            raise JobError(f"--pip '{redact_text(req)}': holds a credential (a token, or user:password@ in "
+                           "a URL), and a job's runtime env is shown in the Ray dashboard. Put the index "
+                           "credentials in the nodes' pip configuration (pip.conf, netrc) instead")
+
+
 def parse_env(pairs: Sequence[str]) -> Dict[str, str]:
     out = {}
     for pair in pairs:
@@ -90,6 +100,7 @@ def build_submission(job: str, overrides: Sequence[str], plan: UploadPlan, *, en
                        "with the job; move it under the working dir (e.g. jobs/) or pass --working-dir")
     plan.check_travels(job_path, "job file")
     check_overrides(overrides)
+    check_pip(pip)
     spec, notes = validate_locally(job_path, overrides, plan)
     rel = plan.relative(job_path)
     args = ["peft-ray", "train", rel, *overrides] + (["--resume"] if resume else []) + \

@@ -23,15 +23,20 @@ from peft_ray.errors import JobError
 # checkpoints (can be GBs); the rest are caches and VCS data no worker needs.
 DEFAULT_EXCLUDES: Tuple[str, ...] = (".git", "runs/", "__pycache__/", ".pytest_cache/", "*.egg-info/",
                                      "build/", ".venv/", "venv/", "bench/results/")
-# Files that hold credentials: never uploaded unless named with --include. Matched against
-# every path component (a folder name matches everything below it) with fnmatch.
+# Files that hold credentials: never uploaded unless named with --include. Matched with fnmatch
+# against every run of path components ("a/b/c": a, b, c, a/b, b/c, a/b/c), so a folder name
+# matches everything below it and ".cache/huggingface/token" matches at any depth. A link that
+# leaves the working dir is also matched by the absolute path it points at (Ray uploads the
+# target's content under the link's name).
 SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc", ".npmrc", ".pypirc", ".pgpass",
                                     ".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
                                     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12",
                                     "*.pfx", "*-key.json", "*_key.json", "credentials", "credentials.json",
                                     "service-account*.json", "*.tfstate", "*.tfstate.*", "*.tfvars",
                                     ".git-credentials", ".htpasswd", "secrets.y*ml", ".secrets*", "*.keytab",
-                                    ".huggingface", ".cache/huggingface/token")
+                                    ".huggingface", ".cache/huggingface/token", ".ray/auth_token", "auth_token",
+                                    ".kaggle", ".config/gh", ".config/hub", ".boto", ".s3cfg", ".databrickscfg",
+                                    ".terraformrc", ".terraform.d", ".dockercfg", ".vault-token")
 # Ray warns about single files above 10 MiB; big models and data belong on shared storage.
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 
@@ -41,20 +46,30 @@ class UploadPlan:
     root: Path
     excludes: List[str]                                   # goes into runtime_env["excludes"]
     files: Set[Path] = field(default_factory=set)         # resolved paths that travel
+    names: Dict[Path, str] = field(default_factory=dict)  # resolved path -> the name it travels under
     total_bytes: int = 0
     dropped_large: List[Tuple[str, int]] = field(default_factory=list)
 
     def listing(self) -> str:
         """Every file that travels, with its size, and the total (what --dry-run prints)."""
-        rows = sorted((self.relative(f), f.stat().st_size) for f in self.files)
+        rows = sorted((self.shown(f), f.stat().st_size) for f in self.files)
         lines = [f"  {size:>12,d}  {rel}" for rel, size in rows]
         return "\n".join(["files to upload:", *lines, f"  {self.total_bytes:>12,d}  total ({len(rows)} files)"])
+
+    def shown(self, path: Path) -> str:
+        """The name a file travels under, with the target where a link leaves the working dir."""
+        name = self.relative(path)
+        return name if self.inside(path) else f"{name} -> {path}"
 
     def runtime_env(self) -> Dict[str, object]:
         return {"working_dir": str(self.root), "excludes": list(self.excludes)}
 
     def relative(self, path: Path) -> str:
-        return Path(os.path.relpath(path.resolve(), self.root)).as_posix()
+        """The name `path` travels under (a link's own name, not its target's)."""
+        resolved = path.resolve()
+        if resolved in self.names:
+            return self.names[resolved]
+        return Path(os.path.relpath(resolved, self.root)).as_posix()
 
     def inside(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.root)
@@ -74,17 +89,20 @@ class UploadPlan:
 
 
 def is_secret(rel: str) -> bool:
-    """Whether a path (relative to the working dir) looks like a credentials file."""
-    parts = rel.split("/")
-    paths = parts + ["/".join(parts[i:i + 2]) for i in range(len(parts) - 1)]
-    return any(fnmatch.fnmatch(p, pat) for p in paths for pat in SECRET_PATTERNS)
+    """Whether a path (relative to the working dir, or a link's absolute target) looks like a
+    credentials file."""
+    parts = [p for p in rel.split("/") if p]
+    runs = ["/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)]
+    return any(fnmatch.fnmatch(r, pat) for r in runs for pat in SECRET_PATTERNS)
 
 
 def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
-    """Every secret-looking file that would travel is refused unless --include names it."""
+    """Every secret-looking file that would travel is refused unless --include names it: by the
+    name it travels under, or by where a link out of the working dir points."""
     allowed = list(include)
-    found = sorted(rel for rel in map(plan.relative, plan.files)
-                   if is_secret(rel) and not any(fnmatch.fnmatch(rel, pat) for pat in allowed))
+    found = sorted(plan.shown(f) for f in plan.files
+                   if (is_secret(plan.relative(f)) or (not plan.inside(f) and is_secret(f.as_posix())))
+                   and not any(fnmatch.fnmatch(plan.relative(f), pat) for pat in allowed))
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise JobError(f"refusing to upload what looks like credentials: {shown}. Keep them out (.gitignore, "
@@ -102,9 +120,10 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
     for f in _files_ray_would_upload(root_path, excludes):
         size = f.stat().st_size
         if size > large_file_bytes:
-            plan.dropped_large.append((plan.relative(f), size))
+            plan.dropped_large.append((Path(os.path.relpath(f, root_path)).as_posix(), size))
             continue
         plan.files.add(f.resolve())
+        plan.names[f.resolve()] = Path(os.path.relpath(f, root_path)).as_posix()
         plan.total_bytes += size
     # Anchored patterns ("/path") match exactly these files, nothing else of the same name.
     plan.excludes += ["/" + rel for rel, _ in plan.dropped_large]

@@ -50,6 +50,27 @@ class TrainerState:
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
+def parse_state(raw) -> TrainerState:
+    """trainer_state.json's content as a TrainerState, or ValueError saying what is wrong: a
+    checkpoint folder may have been edited, and a bad one must be skipped, not crash a resume."""
+    from dataclasses import fields
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"it holds a JSON {type(raw).__name__}, not an object")
+    known = {f.name: f for f in fields(TrainerState)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"unknown field '{unknown[0]}'")
+    for name in ("global_step", "epoch", "micro_in_epoch", "world_size"):
+        value = raw.get(name, 0 if name != "world_size" else 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "world_size" else 0):
+            raise ValueError(f"{name} is {value!r}, not a {'positive' if name == 'world_size' else 'non-negative'} "
+                             "integer")
+    if not isinstance(raw.get("history", []), list):
+        raise ValueError("history is not a list")
+    return TrainerState(**raw)
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -102,13 +123,13 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
     if not state_file.is_file():
         return False, "trainer_state.json is missing"
     try:
-        state = json.loads(state_file.read_text())
-    except ValueError:
-        return False, "trainer_state.json is corrupt"
+        state = parse_state(json.loads(state_file.read_text()))
+    except (ValueError, RecursionError) as e:
+        return False, f"trainer_state.json is corrupt ({str(e)[:120]})"
     manifests = sorted(path.glob("MANIFEST.rank*.json"))
     listed: set = set()
-    if len(manifests) != state.get("world_size", 1):
-        return False, f"{len(manifests)} of {state.get('world_size')} rank manifests present"
+    if len(manifests) != state.world_size:
+        return False, f"{len(manifests)} of {state.world_size} rank manifests present"
     for m in manifests:
         try:
             entries = json.loads(m.read_text())
@@ -136,12 +157,10 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
 
 def load_checkpoint(engine, path: Path) -> TrainerState:
     """Restore params, optimizer shard, scheduler, RNG and position on this rank."""
-    from safetensors.torch import load_file
-
-    raw = json.loads((path / "trainer_state.json").read_text())
-    if raw["world_size"] != world():
-        raise RuntimeError(f"checkpoint {path} was written by {raw['world_size']} workers; resume with "
-                           f"scaling.num_workers={raw['world_size']} (ZeRO shards are per rank)")
+    state = parse_state(json.loads((path / "trainer_state.json").read_text()))   # validated already
+    if state.world_size != world():
+        raise RuntimeError(f"checkpoint {path} was written by {state.world_size} workers; resume with "
+                           f"scaling.num_workers={state.world_size} (ZeRO shards are per rank)")
     original = engine.checkpoint_engine
     engine.checkpoint_engine = TensorsOnlyLoader(original)
     try:
@@ -151,8 +170,27 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
         engine.checkpoint_engine = original
     rng = path / f"rng_rank{rank()}.safetensors"
     if rng.exists():
-        torch.set_rng_state(load_file(str(rng))["cpu"])
-    return TrainerState(**raw)
+        torch.set_rng_state(read_rng_state(rng))
+    return state
+
+
+def read_rng_state(path: Path) -> torch.Tensor:
+    """A rank's saved CPU RNG state: one uint8 tensor the size of torch's own, or a CheckpointError."""
+    from safetensors.torch import load_file
+
+    from peft_ray.errors import CheckpointError
+
+    expected = torch.get_rng_state()
+    try:
+        value = load_file(str(path)).get("cpu")
+    except Exception as e:                    # SafetensorError: truncated, not safetensors
+        value, why = None, str(e)[:120]
+    else:
+        why = "no uint8 'cpu' tensor of torch's RNG-state size"
+    if value is None or value.dtype != expected.dtype or value.shape != expected.shape:
+        raise CheckpointError(f"refusing to resume from {path.parent}: {path.name} is not an RNG state "
+                              f"({why}). Delete that checkpoint folder to resume from an earlier one")
+    return value
 
 
 def _safe_globals() -> list:
@@ -198,8 +236,8 @@ def checkpoint_step(path: Union[Path, str, Location]) -> int:
     if isinstance(path, str) and is_uri(path):
         path = Location.at(path)
     try:
-        return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError):
+        return parse_state(json.loads((path / "trainer_state.json").read_text())).global_step
+    except (OSError, ValueError, RecursionError):
         return -1
 
 

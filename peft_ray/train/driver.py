@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, SplitFacts, run_preflight
+from peft_ray.replaced import check_no_leftover, replacing
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
 from peft_ray.train.best import check_metric_for_best
@@ -21,12 +23,19 @@ from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS
 from peft_ray.train.recipe import RunFacts, train_func
 
 
-def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location:
-    """Refuse to mix two different jobs in one folder; never delete without --overwrite.
-    output.dir is a local path or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
+@contextlib.contextmanager
+def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Location]:
+    """output.dir for the block's run. Refuses to mix two different jobs in one folder and never
+    deletes without --overwrite; with it, the previous run is set aside and deleted only once the
+    block has finished, or put back if it fails (peft_ray/replaced.py). output.dir is a local path
+    or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
     check_output_dir(spec.output.dir)
     out = Location.at(spec.output.dir)
     job_file = out / "job.yaml"
+    if resume and overwrite:
+        raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")
+    if not overwrite:
+        check_no_leftover(out)
     if job_file.exists() and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
@@ -35,12 +44,10 @@ def prepare_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Location
         if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
             raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                                   f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
-    if overwrite:  # the old run's checkpoints (Ray's and --local's) must not outlive it
-        (out / "ray").remove()
-        (out / "checkpoints").remove()
     out.mkdir()
-    job_file.write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
-    return out
+    with replacing(out) if overwrite else contextlib.nullcontext():
+        job_file.write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
+        yield out
 
 
 def find_resume_checkpoint(out: Location) -> str:
@@ -261,22 +268,22 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     t0 = time.time()
     pre = run_preflight(spec)
     check_metric_for_best(spec)
-    out = prepare_output_dir(spec, resume, overwrite)
-    resume_from = find_resume_checkpoint(out) if resume else None
-    started = init_ray(spec)
-    check_cluster_fits(spec)
-    try:
-        result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
-    finally:
-        if started:  # flush the workers' last lines now, not after the summary
-            import ray
+    with prepared_output_dir(spec, resume, overwrite) as out:
+        resume_from = find_resume_checkpoint(out) if resume else None
+        started = init_ray(spec)
+        check_cluster_fits(spec)
+        try:
+            result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
+        finally:
+            if started:  # flush the workers' last lines now, not after the summary
+                import ray
 
-            ray.shutdown()
-    if result.error:
-        raise result.error
-    ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
-    metrics = dict(result.metrics or {})
-    return write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best_checkpoint(result, metrics, out))
+                ray.shutdown()
+        if result.error:
+            raise result.error
+        ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
+        metrics = dict(result.metrics or {})
+        return write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best_checkpoint(result, metrics, out))
 
 
 def best_checkpoint(result, metrics: Dict[str, Any], out: Location) -> Optional[Location]:

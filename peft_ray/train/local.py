@@ -79,7 +79,7 @@ def local_threads(scaling) -> Optional[int]:
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
-    from peft_ray.train.driver import prepare_output_dir, write_outputs
+    from peft_ray.train.driver import prepared_output_dir, write_outputs
 
     t0 = time.time()
     if is_uri(spec.output.dir):
@@ -91,15 +91,20 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     spec.scaling.num_workers = 1  # one process; the global batch stays the same
     pre = run_preflight(spec)
     check_metric_for_best(spec)
-    out = prepare_output_dir(spec, resume, overwrite)
-    resume_from = None
-    if resume:
-        resume_from = latest_good_checkpoint(Path(out.path) / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
-        if resume_from is None:
-            raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}")
-    reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints, str(resume_from) if resume_from else None)
-    reporter = run_in_process(spec, pre, reporter, resume_from=resume_from, log_dir=str(Path(out.path).resolve()),
-                              bar=bar)
-    best = Location.at(reporter.best_checkpoint) if reporter.best_checkpoint else None
-    return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics, time.time() - t0, pre,
-                         best=best)
+    with prepared_output_dir(spec, resume, overwrite) as out:
+        resume_from = resume_checkpoint(out) if resume else None
+        reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
+                                 str(resume_from) if resume_from else None)
+        reporter = run_in_process(spec, pre, reporter, resume_from=resume_from,
+                                  log_dir=str(Path(out.path).resolve()), bar=bar)
+        best = Location.at(reporter.best_checkpoint) if reporter.best_checkpoint else None
+        return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics,
+                             time.time() - t0, pre, best=best)
+
+
+def resume_checkpoint(out: Location) -> Path:
+    """The latest good --local checkpoint in `out` (checkpoints/), or a clear refusal."""
+    found = latest_good_checkpoint(Path(out.path) / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
+    if found is None:
+        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}")
+    return found

@@ -11,6 +11,7 @@ since the last log step, not one micro-batch of rank 0.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from peft_ray import dist as D
+from peft_ray.storage import open_append, write_file
 
 LOG_POINTS = 50  # log steps per run (at least every step of a short one)
 
@@ -107,7 +109,7 @@ class RunLog:
     def _write(self, kind: str, step: int, row: Dict[str, float]) -> None:
         if self.dir is None:
             return
-        with open(self.dir / "metrics.jsonl", "a") as f:
+        with open_append(self.dir / "metrics.jsonl") as f:
             f.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **row}) + "\n")
         for key, value in row.items():
             self.tb.add_scalar(f"{kind}/{key}", value, step)
@@ -180,7 +182,7 @@ def trim_log(out_dir: Path, start_step: int) -> None:
         shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     elif log.exists():
         keep = [json.dumps(r) for r in read_log(log) if r.get("step", 0) <= start_step]
-        log.write_text("".join(line + "\n" for line in keep))
+        write_file(log, "".join(line + "\n" for line in keep))
 
 
 def read_log(path: Path):
@@ -232,7 +234,8 @@ def plot_curves(out_dir: str, warn=print) -> Optional[Path]:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path = Path(out_dir) / "curves.png"
-    fig.savefig(path, dpi=100)
+    path, png = Path(out_dir) / "curves.png", io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    write_file(path, png.getvalue())
     return path

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Optional, TextIO
 
+from peft_ray.storage import open_append
+
 LEVELS = ("quiet", "default", "verbose")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RAY_PREFIX = re.compile(r"^\([^)]*\) ")                 # "(RayTrainWorker pid=6852) " after ANSI removal
@@ -162,7 +164,7 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True, keep: O
         log = open(os.devnull, "a")
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_file, "a", buffering=1)  # never truncated: a refused run must not clobber a log
+        log = open_append(log_file)  # never truncated (a refused run must not clobber a log), never a link
         log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
     old = sys.stdout, sys.stderr
     sys.stdout = Router(old[0], log, level, pass_bars, keep)

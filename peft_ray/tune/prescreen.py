@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from peft_ray.storage import write_file
 from peft_ray.templates import Template, normalize_verbalizer
 from peft_ray.train import terminal
 
@@ -228,7 +229,7 @@ def prescreen_templates(spec, space, out: Path) -> Tuple[List[int], Dict[int, in
     report = {"scorer": f"verbalizer ({scoring})" if scoring else "cosine", "samples": len(rows), "kept": kept,
               "best_verbalizer": best_verb,
               "scores": [{**asdict(s), "template": space.templates[s.template_id]} for s in scores]}
-    (out / "prescreen.json").write_text(json.dumps(report, indent=1))
+    write_file(out / "prescreen.json", json.dumps(report, indent=1))
     print_ranking(report, space)
     return kept, best_verb
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from peft_ray.errors import JobError
-from peft_ray.spec import dump_spec
+from peft_ray.spec import saved_spec
 from peft_ray.storage import atomic_write, staging_dir
 from peft_ray.train import terminal
 from peft_ray.tune.space import SearchSpace
@@ -164,10 +164,11 @@ def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Optional[Path]:
     ax.set_title(f"peft-ray tune: {metric} per trial")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    path = out / "curves.png"
+    path, png = out / "curves.png", io.BytesIO()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(path, png.getvalue())
     return path
 
 
@@ -180,7 +181,7 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     raw = space.trial_raw(assignment)
     raw["name"] = f"{spec.name}-best"
     raw["output"]["dir"] = str(Path(spec.output.dir) / "best")
-    best_spec = dump_spec(validate_spec(raw))
+    best_spec = saved_spec(validate_spec(raw))   # secrets redacted, as every job.yaml peft-ray writes
     best_spec.pop("tune", None)
     yaml_path = out / "best_job.yaml"
     shown = Path(spec.output.dir) / "best_job.yaml"

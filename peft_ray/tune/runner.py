@@ -13,34 +13,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError, SpecError
 from peft_ray.security import check_own_pickles
-from peft_ray.spec import JobSpec, dump_spec
-from peft_ray.storage import is_uri
+from peft_ray.replaced import check_no_leftover, replacing
+from peft_ray.spec import JobSpec, saved_spec
+from peft_ray.storage import Location, is_uri, write_file
 from peft_ray.tune import space as S
 from peft_ray.spec.tune import TuneSpec
-from peft_ray.tune.trial import TRIALS_DIR, PlacementGroupJanitor, TrialResources, plan_resources, run_trial
+from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
 EXPERIMENT = "tune"
-OUTPUTS = ("tune", TRIALS_DIR, "adapter", "search.json", "prescreen.json", "leaderboard.csv",
-           "leaderboard.json", "curves.png", "best_job.yaml")
 
 
-def prepare_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
-    """Never mix two searches in one folder; never delete without --overwrite."""
+@contextlib.contextmanager
+def prepared_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """output.dir for the block's search. Never mixes two searches in one folder and never deletes
+    without --overwrite; with it, the previous search is set aside and deleted only once the block
+    has finished, or put back if it fails (peft_ray/replaced.py)."""
     if is_uri(spec.output.dir):
         raise JobError(f"output.dir '{spec.output.dir}': peft-ray tune writes its search (trials, leaderboard) "
                        "through local paths; set output.dir to a local or shared (NFS) folder. "
                        "`peft-ray train` accepts s3:// and gs://")
+    if resume and overwrite:
+        raise JobError("--resume continues the search in output.dir and --overwrite replaces it; pass one of them")
     out = Path(spec.output.dir).expanduser().resolve()
+    if not overwrite:
+        check_no_leftover(Location.at(out))
     started = (out / "search.json").exists()
     if started and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
@@ -49,19 +55,17 @@ def prepare_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
         raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
     if resume:
         check_own_pickles(out / EXPERIMENT, "--resume")
+    saved = saved_spec(spec)   # secrets redacted, as `train` writes its job.yaml
     if resume and (out / "job.yaml").exists():
-        old, new = yaml.safe_load((out / "job.yaml").read_text()) or {}, dump_spec(spec)
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        old = yaml.safe_load((out / "job.yaml").read_text()) or {}
+        changed = sorted(k for k in set(old) | set(saved) if old.get(k) != saved.get(k))
         if changed:
             raise CheckpointError(f"--resume: the job differs from the search in '{out}' (sections: "
                                   f"{', '.join(changed)}); resume with the same job and overrides")
-    if overwrite and not resume:
-        for name in OUTPUTS:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "job.yaml").write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
-    return out
+    with replacing(Location.at(out)) if overwrite else contextlib.nullcontext():
+        write_file(out / "job.yaml", yaml.safe_dump(saved, sort_keys=False))
+        yield out
 
 
 def check_search(spec: JobSpec) -> S.SearchSpace:
@@ -143,7 +147,7 @@ def plan_search(spec: JobSpec, space: S.SearchSpace, out: Path, resume: bool) ->
                                                      "verbalizer[0] (set tune.prescreen: true to pick per template)"))
     trials = S.draw_trials(space, spec.tune) if spec.tune.search != "optuna" else None
     state = {"template_ids": space.template_ids, "verbalizer_for": space.verbalizer_for, "trials": trials}
-    state_file.write_text(json.dumps(state, indent=1))
+    write_file(state_file, json.dumps(state, indent=1))
     return state
 
 
@@ -170,18 +174,18 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
     # loads a model and scores every template (minutes).
     every = S.discrete_combinations(space)
     check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
-    out = prepare_dir(spec, resume, overwrite)
-    state = plan_search(spec, space, out, resume)
-    specs = candidate_specs(space, state["trials"])
-    totals = [total_of(a) for a in (state["trials"] or S.discrete_combinations(space))]
-    check_schedule(specs, totals, spec.tune)
-    init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))
-    plan = plan_resources(specs, spec.tune, DATA_CPU_SLOTS)
-    n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
-    print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
-          f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
-    make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
-    return write_results(out / EXPERIMENT, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
+    with prepared_dir(spec, resume, overwrite) as out:
+        state = plan_search(spec, space, out, resume)
+        specs = candidate_specs(space, state["trials"])
+        totals = [total_of(a) for a in (state["trials"] or S.discrete_combinations(space))]
+        check_schedule(specs, totals, spec.tune)
+        init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))
+        plan = plan_resources(specs, spec.tune, DATA_CPU_SLOTS)
+        n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
+        print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
+              f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
+        make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
+        return write_results(out / EXPERIMENT, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
 
 
 def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concurrent: int, max_t: int,

@@ -38,7 +38,8 @@ import yaml
 from ray.tune import Callback
 
 from peft_ray.errors import JobError
-from peft_ray.spec import JobSpec, dump_spec, validate_spec
+from peft_ray.spec import JobSpec, saved_spec, validate_spec
+from peft_ray.storage import write_file
 from peft_ray.tune.report import TRIAL_FILE
 from peft_ray.tune.space import SearchSpace
 from peft_ray.spec.tune import TuneSpec
@@ -130,10 +131,10 @@ def run_trial(config: Dict[str, Any], space: SearchSpace, trials: Optional[List[
     assignment = assignment_of(config, trials)
     spec = trial_spec(space, assignment, trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / TRIAL_FILE).write_text(json.dumps(
+    write_file(trial_dir / TRIAL_FILE, json.dumps(
         {"trial_id": trial_id, "assignment": assignment, "metric": metric, "mode": mode, "started": time.time()},
         indent=1))
-    (trial_dir / "job.yaml").write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
+    write_file(trial_dir / "job.yaml", yaml.safe_dump(saved_spec(spec), sort_keys=False))
     pre = run_preflight(spec)
     if spec.scaling.num_workers == 1:
         run_in_process(spec, pre, trial_dir)
@@ -184,7 +185,7 @@ def train_func_noting_placement_group(config: Dict[str, Any]):
 
     pg = get_current_placement_group()
     if pg is not None and ray.train.get_context().get_world_rank() == 0:
-        (Path(config["spec"]["output"]["dir"]) / PG_FILE).write_text(pg.id.hex())
+        write_file(Path(config["spec"]["output"]["dir"]) / PG_FILE, pg.id.hex())
     return train_func(config)
 
 

@@ -23,7 +23,7 @@ from peft_ray.spec import validate_spec
 from peft_ray.spec.load import absolute_paths
 from peft_ray.storage import Location, join, location_of
 from peft_ray.train.checkpoint import _checkpoint_names, checkpoint_step, latest_good_checkpoint
-from peft_ray.train.driver import prepare_output_dir
+from peft_ray.train.driver import prepared_output_dir
 from tests.conftest import job_dict
 
 RESUME = dict(train={"max_steps": 6, "checkpoint_every": 3, "eval_every": 6, "max_failures": 0})
@@ -86,16 +86,25 @@ def test_replace_folder_and_write_file_through_pyarrow(tmp_path, monkeypatch, re
 def test_output_dir_rules_hold_on_a_uri(tiny_bert, tiny_data, tmp_path):
     uri = f"file://{tmp_path}/run"
     spec = _spec(tiny_bert, tiny_data, uri)
-    out = prepare_output_dir(spec, resume=False, overwrite=False)
-    assert out.uri == uri and yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())["name"] == "tiny"
+    with prepared_output_dir(spec, resume=False, overwrite=False) as out:
+        assert out.uri == uri and yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())["name"] == "tiny"
     with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
-        prepare_output_dir(spec, resume=False, overwrite=False)
+        with prepared_output_dir(spec, resume=False, overwrite=False):
+            pass
     other = _spec(tiny_bert, tiny_data, uri, name="other")
     with pytest.raises(CheckpointError, match="holds job 'tiny'"):
-        prepare_output_dir(other, resume=True, overwrite=False)
+        with prepared_output_dir(other, resume=True, overwrite=False):
+            pass
     (tmp_path / "run" / "ray" / "x").mkdir(parents=True)
-    prepare_output_dir(other, resume=False, overwrite=True)
-    assert not (tmp_path / "run" / "ray").exists()
+    with pytest.raises(RuntimeError, match="the new run failed"):      # a failed overwrite keeps the old run
+        with prepared_output_dir(other, resume=False, overwrite=True):
+            assert not (tmp_path / "run" / "ray").exists()
+            raise RuntimeError("the new run failed")
+    assert (tmp_path / "run" / "ray" / "x").is_dir()
+    assert yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())["name"] == "tiny"
+    with prepared_output_dir(other, resume=False, overwrite=True):
+        pass
+    assert not (tmp_path / "run" / "ray").exists() and not (tmp_path / "run" / ".replaced").exists()
 
 
 def _fake_checkpoint(path: Path, step: int, world: int = 1) -> None:

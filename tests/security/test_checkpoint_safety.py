@@ -98,3 +98,38 @@ def test_file_planted_in_ds_is_refused(trained, tmp_path):
     ok, why = validate_checkpoint(copy)
     assert not ok and "in no manifest" in why
     assert latest_good_checkpoint(tmp_path / "root", warn=lambda *_: None) is None
+
+
+@pytest.mark.parametrize("state, why", [
+    ([1], "not an object"),
+    ({"global_step": 2, "planted": 1}, "unknown field 'planted'"),
+    ({"global_step": "2"}, "global_step is '2'"),
+    ({"global_step": 2, "world_size": 0}, "world_size is 0"),
+])
+def test_a_crafted_trainer_state_is_skipped_for_an_earlier_checkpoint(trained, tmp_path, state, why):
+    _, ckpt = trained
+    root = tmp_path / "root"
+    older, newer = root / "checkpoint_00000001", root / "checkpoint_00000003"
+    shutil.copytree(ckpt, older)
+    shutil.copytree(ckpt, newer)
+    (older / "trainer_state.json").write_text(
+        json.dumps({**json.loads((older / "trainer_state.json").read_text()), "global_step": 1}))
+    (newer / "trainer_state.json").write_text(json.dumps(state))
+    _rehash(older)
+    _rehash(newer)
+    ok, reason = validate_checkpoint(newer)
+    assert not ok and why in reason
+    assert latest_good_checkpoint(root, warn=lambda *_: None) == older
+
+
+def test_a_crafted_rng_state_is_a_clear_refusal(trained, tmp_path):
+    spec, ckpt = trained
+    bad = tmp_path / "run"
+    shutil.copytree(ckpt.parent.parent, bad)
+    target = bad / "checkpoints" / ckpt.name
+    (target / "rng_rank0.safetensors").write_bytes(b"12345")
+    _rehash(target)
+    spec = spec.model_copy(deep=True)
+    spec.output.dir = str(bad)
+    with pytest.raises(CheckpointError, match="rng_rank0.safetensors is not an RNG state"):
+        run_local(spec, resume=True)

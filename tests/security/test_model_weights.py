@@ -97,3 +97,14 @@ def test_loads_never_fetch_hub_kernels(tiny_bert, monkeypatch):
     check_weights_match(str(tiny_bert))
     model = load_auto(str(tiny_bert), "AutoModelForSequenceClassification", seed=0, num_labels=2)
     assert not getattr(model, "use_kernels", False)
+
+
+def test_safetensors_under_another_name_fail_in_validate(tiny_bert, tmp_path):
+    """transformers loads model.safetensors (or its index); a folder with other names would pass the
+    check and fail in the load after Ray has started."""
+    model = tmp_path / "renamed"
+    shutil.copytree(tiny_bert, model)
+    (model / "model.safetensors").rename(model / "junk.safetensors")
+    (model / "pytorch_model.bin").write_bytes(b"never unpickled")
+    with pytest.raises(SpecError, match="holds junk.safetensors but no model.safetensors"):
+        check_weights_match(str(model))

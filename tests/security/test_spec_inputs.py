@@ -16,6 +16,9 @@ BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     ("train.epochs=1e12", "train.epochs"), ("train.epochs=.inf", "train.epochs"),
     ("train.lr=.nan", "train.lr"), ("scaling.cpus_per_worker=.inf", "scaling.cpus_per_worker"),
     ("train.max_steps=100000000000", "train.max_steps"), ("scaling.num_workers=1000000", "scaling.num_workers"),
+    ("train.seed=-5", "train.seed"), ("train.seed=" + "1" * 42, "train.seed"), ("data.shots_seed=-1", "data.shots_seed"),
+    ("method={name: lora, lora_alpha: 1.0e+300}", "method.lora_alpha"),
+    ("method={name: p_tuning, encoder_hidden_size: 1000000000000}", "method.encoder_hidden_size"),
 ])
 def test_numeric_fields_are_bounded_and_finite(override, field):
     with pytest.raises(SpecError, match=field):
@@ -59,3 +62,10 @@ def test_override_read_as_a_mapping_says_so():
 def test_label_slot_twice_is_refused():
     with pytest.raises(SpecError, match=r"template.text: \{label\} .* use it once"):
         load_spec(None, ['template.text="{text} {label} or {label}"', 'task.labels=[neg, pos]'])
+
+
+@pytest.mark.parametrize("field", ["model.name_or_path", "data.root", "data.train", "output.dir"])
+def test_a_path_longer_than_the_filesystem_allows_is_a_field_error(field):
+    with pytest.raises(SpecError, match=f"{field}: longer than a filesystem allows") as e:
+        load_spec(None, [f"{field}=/{'a' * 5000}"])
+    assert len(str(e.value)) < 300

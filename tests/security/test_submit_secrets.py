@@ -16,7 +16,8 @@ from peft_ray.submit.upload import is_secret, plan_upload
 from tests.conftest import job_dict
 
 SECRETS = [".env", ".aws/credentials", ".ssh/id_rsa", ".netrc", "gcp-key.json", "infra/terraform.tfstate",
-           "deploy/server.pem", "conf/.env.production"]
+           "deploy/server.pem", "conf/.env.production", ".cache/huggingface/token", "home/.cache/huggingface/token",
+           ".ray/auth_token", ".kaggle/kaggle.json", ".config/gh/hosts.yml"]
 
 
 def _working_dir(tmp_path, tiny_bert, tiny_data):
@@ -43,6 +44,28 @@ def test_include_lets_a_named_file_through_and_gitignore_is_honoured(tmp_path):
     (tmp_path / "private" / "notes.txt").write_text("x")
     plan = plan_upload(tmp_path, include=[".env"])
     assert sorted(map(plan.relative, plan.files)) == [".env", ".gitignore"]
+
+
+def test_links_out_of_the_working_dir_are_judged_by_their_target(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("token")
+    (home / ".cache" / "huggingface").mkdir(parents=True)
+    (home / ".cache" / "huggingface" / "token").write_text("hf_token")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "train.py").write_text("ok")
+    (wd / "cluster.txt").symlink_to(home / ".ray" / "auth_token")
+    with pytest.raises(JobError, match=r"cluster.txt -> .*\.ray/auth_token"):
+        plan_upload(wd)
+    (wd / "cluster.txt").unlink()
+    (wd / "hf").symlink_to(home / ".cache" / "huggingface")
+    with pytest.raises(JobError, match=r"hf/token -> "):
+        plan_upload(wd)
+    (wd / "hf").unlink()
+    (wd / "data").mkdir()
+    (wd / "data" / "notes.txt").symlink_to(wd / "train.py")   # a link inside the working dir is just a file
+    assert "train.py" in plan_upload(wd).listing()
 
 
 def test_ordinary_files_are_not_secrets():
@@ -92,3 +115,14 @@ def test_no_available_agent_is_retried_then_explained():
     assert call(flaky, warn=warned.append, wait_s=10) == "job-1" and warned
     with pytest.raises(JobError, match="did not come up within 0s"):
         call(lambda: (_ for _ in ()).throw(RuntimeError("No available agent")), warn=warned.append, wait_s=0)
+
+
+@pytest.mark.parametrize("req", ["mypkg @ git+https://ghp_abcdefghijklmnopqrstuvwxyz0123@github.com/o/p.git",
+                                 "--extra-index-url https://alice:S3cretPass@pypi.corp.example/simple"])
+def test_pip_entries_with_credentials_are_refused(req):
+    from peft_ray.submit.job import check_pip
+
+    with pytest.raises(JobError, match="--pip .*holds a credential") as e:
+        check_pip([req])
+    assert "S3cretPass" not in str(e.value) and "ghp_abc" not in str(e.value)
+    check_pip(["peft==0.21.0", "git+https://github.com/o/p.git"])   # plain requirements pass

@@ -21,3 +21,21 @@ def test_state_writable_by_others_is_refused(tmp_path):
     f.chmod(0o666)
     with pytest.raises(CheckpointError, match="refusing to resume .*writable by others.*pickled"):
         check_own_pickles(tmp_path, "--resume")
+
+
+def test_tune_saves_its_job_without_url_credentials_and_keeps_a_search_on_a_failed_overwrite(tmp_path):
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.runner import prepared_dir
+
+    out = tmp_path / "search"
+    spec = load_spec("jobs/sst2_template_search.yaml",
+                     ["scaling.address=http://admin:hunter2@head:8265", f"output.dir={out}"])
+    with prepared_dir(spec, resume=False, overwrite=False):
+        (out / "search.json").write_text("{}")
+    saved = (out / "job.yaml").read_text()
+    assert "hunter2" not in saved and "head:8265" in saved
+    with pytest.raises(RuntimeError):
+        with prepared_dir(spec, resume=False, overwrite=True):
+            assert not (out / "search.json").exists()
+            raise RuntimeError("the new search failed")
+    assert (out / "search.json").read_text() == "{}"

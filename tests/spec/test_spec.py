@@ -35,7 +35,7 @@ def test_defaults_and_overrides(tmp_path):
     ("method: {name: prompt_tunning}\ntask: {labels: [a, b]}\n", "did you mean 'prompt_tuning'"),
     ("method: {num_virtual_tokens: 0}\ntask: {labels: [a, b]}\n", "method.num_virtual_tokens"),
     ("method: {num_virtual_tokns: 3}\ntask: {labels: [a, b]}\n", "did you mean 'num_virtual_tokens'"),
-    ("deepspeed: {zero_stage: 4}\ntask: {labels: [a, b]}\n", "deepspeed.zero_stage: Value error, must be 1, 2 or 3"),
+    ("deepspeed: {zero_stage: 4}\ntask: {labels: [a, b]}\n", "deepspeed.zero_stage: must be 1, 2 or 3"),
     ("task: {labels: [a, b]}\ntemplate: {text: '{soft} {text}', verbalizer: {a: x}}\n",
      "label(s) ['b'] from task.labels have no words"),
     ("task: {labels: [a, b]}\ntemplate: {text: '{soft} {text.__class__}'}\n", "is not allowed"),

@@ -23,7 +23,7 @@ def _spec(tiny_bert, tiny_data, tmp_path, tune, **sections):
 @pytest.mark.parametrize("tune, expected", [
     ({"sceduler": {}}, "unknown key 'sceduler' (did you mean 'scheduler'?)"),
     ({"space": {"lr": [1]}}, "must be 'section.field'"),
-    ({"space": {"train.lr": {"loguniform": [0, 1]}}}, "tune.space.train.lr: Value error, loguniform needs low > 0"),
+    ({"space": {"train.lr": {"loguniform": [0, 1]}}}, "tune.space.train.lr: loguniform needs low > 0"),
     ({"space": {"train.lr": {"uniform": [1], "choice": [2]}}}, "give exactly one of"),
     ({"space": {"template.text": ["{text}"]}}, "search templates and verbalizers under tune.template"),
     ({"scheduler": {"name": "hyperband"}}, "tune.scheduler.name"),

@@ -7,6 +7,7 @@ from typing import List, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from peft_ray.methods.base import MethodConfig
+from peft_ray.storage import PathStr
 from peft_ray.methods.targets import check_targets
 
 
@@ -20,7 +21,7 @@ class IA3Config(MethodConfig):
         "or a regex; null: the family default")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save in full (the head is added for classification)")
-    init_from: Optional[str] = Field(None, description="an HF PEFT IA3 adapter folder to start from")
+    init_from: Optional[PathStr] = Field(None, description="an HF PEFT IA3 adapter folder to start from")
 
     @field_validator("target_modules")
     @classmethod

@@ -10,6 +10,7 @@ from typing import List, Literal, Optional, Union
 from pydantic import Field, field_validator
 
 from peft_ray.methods.base import MethodConfig
+from peft_ray.storage import PathStr
 from peft_ray.methods.targets import check_targets
 
 INITS = "true, false, 'gaussian', 'pissa', 'pissa_niter_<K>' or 'olora'"
@@ -19,7 +20,7 @@ _PISSA_NITER = re.compile(r"pissa_niter_(\d+)")
 class LoraConfig(MethodConfig):
     name: Literal["lora"] = "lora"
     r: int = Field(8, ge=1, le=4096, description="rank of the update B A")
-    lora_alpha: float = Field(8, gt=0, description="scale: the update is multiplied by lora_alpha / r")
+    lora_alpha: float = Field(8, gt=0, le=1e6, description="scale: the update is multiplied by lora_alpha / r")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input (0: fused kernel)")
     use_rslora: bool = Field(False, description="scale by lora_alpha / sqrt(r) (rank-stabilized LoRA)")
     use_dora: bool = Field(False, description="DoRA: a trained per-output-row magnitude times the direction "
@@ -36,7 +37,7 @@ class LoraConfig(MethodConfig):
         "(BERT query/value, GPT-2 c_attn, Llama q_proj/v_proj, T5 q/v)")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save in full (the head is added for classification)")
-    init_from: Optional[str] = Field(None, description="an HF PEFT LoRA adapter folder to start from")
+    init_from: Optional[PathStr] = Field(None, description="an HF PEFT LoRA adapter folder to start from")
 
     @field_validator("target_modules")
     @classmethod

@@ -7,6 +7,7 @@ from typing import List, Literal, Optional
 from pydantic import Field
 
 from peft_ray.methods.base import MethodConfig
+from peft_ray.storage import PathStr
 
 
 class PTuningConfig(MethodConfig):
@@ -14,11 +15,11 @@ class PTuningConfig(MethodConfig):
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="soft tokens prepended to every input")
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = Field(
         "MLP", description="the prompt encoder: a 3-layer MLP, or a bidirectional LSTM + 2-layer MLP")
-    encoder_hidden_size: Optional[int] = Field(None, ge=1, description="its hidden width (null: token_dim)")
+    encoder_hidden_size: Optional[int] = Field(None, ge=1, le=65_536, description="its hidden width (null: token_dim)")
     encoder_num_layers: int = Field(2, ge=1, le=8, description="LSTM layers (the MLP always has 3, as in PEFT)")
     encoder_dropout: float = Field(0.0, ge=0, lt=1, description="dropout between LSTM layers")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save in full (the head is added for classification)")
-    init_from: Optional[str] = Field(
+    init_from: Optional[PathStr] = Field(
         None, description="an HF PEFT p-tuning adapter folder to start from (its saved prompt is trained "
         "directly: PEFT saves the encoder's output, not the encoder)")

@@ -7,6 +7,7 @@ from typing import List, Literal, Optional
 from pydantic import Field, model_validator
 
 from peft_ray.methods.base import MethodConfig
+from peft_ray.storage import PathStr
 
 
 class PrefixTuningConfig(MethodConfig):
@@ -15,14 +16,14 @@ class PrefixTuningConfig(MethodConfig):
     prefix_projection: bool = Field(
         False, description="train the prefix through a 2-layer MLP (reparameterization) instead of directly")
     encoder_hidden_size: Optional[int] = Field(
-        None, ge=1, description="hidden width of that MLP (null: the model's token_dim)")
+        None, ge=1, le=65_536, description="hidden width of that MLP (null: the model's token_dim)")
     init: Literal["random", "text"] = Field(
         "random", description="random: PEFT's N(0, 1) rows; text: the keys and values the frozen model computes "
         "for init_text (Li & Liang's real-word init; causal LMs), so training starts from the model reading it")
     init_text: Optional[str] = Field(None, description="the text whose keys and values seed the prefix (init: text)")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save in full (the head is added for classification)")
-    init_from: Optional[str] = Field(
+    init_from: Optional[PathStr] = Field(
         None, description="an HF PEFT prefix-tuning adapter folder to start from (its saved prefix is trained "
         "directly: PEFT saves the MLP's output, not the MLP)")
 

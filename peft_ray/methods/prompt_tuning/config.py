@@ -7,6 +7,7 @@ from typing import List, Literal, Optional
 from pydantic import Field, model_validator
 
 from peft_ray.methods.base import MethodConfig
+from peft_ray.storage import PathStr
 
 # init -> HF PEFT's PromptTuningInit value, written to adapter_config.json.
 PEFT_INIT = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
@@ -18,7 +19,7 @@ class PromptTuningConfig(MethodConfig):
     init: Literal["random", "vocab", "text"] = Field(
         "vocab", description="random normal (scaled to the embeddings), sampled vocabulary rows, or init_text")
     init_text: Optional[str] = Field(None, description="text whose token embeddings seed the prompt (init: text)")
-    init_from: Optional[str] = Field(None, description="an HF PEFT prompt-tuning adapter folder to start from")
+    init_from: Optional[PathStr] = Field(None, description="an HF PEFT prompt-tuning adapter folder to start from")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save (the head is added for classification)")
     prompt_cache: Literal["auto", "on", "off"] = Field(

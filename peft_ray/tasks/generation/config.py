@@ -16,7 +16,7 @@ class DecodingSpec(Fields):
     temperature: float = Field(1.0, gt=0, le=100, description="sample: softmax temperature")
     top_k: int = Field(0, ge=0, le=1_000_000, description="sample: keep the k most likely tokens (0: all)")
     top_p: float = Field(1.0, gt=0, le=1, description="sample: nucleus probability mass")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="sample: the sampling seed")
 
 
 class GenerationConfig(TaskConfig):

@@ -1,0 +1,73 @@
+"""`--overwrite` that loses nothing when the new run fails.
+
+Before the new run writes anything, everything in output.dir moves into OUTPUT_DIR/.replaced/;
+it is deleted once the new run has written its outputs, and moved back when the run fails in any
+way (an error, Ctrl-C, a NaN stop, a failed save), so a failed overwrite leaves the folder as it
+was. Deleting first, as before, lost a finished run to a typo in an override.
+
+The appended logs (train.log, tune.log) stay where they are: they are the folder's history across
+runs, and the CLI has them open before the run starts. A run killed outright (SIGKILL, power
+loss) leaves .replaced/ behind: the next --overwrite keeps it as the run to restore (what sits
+beside it is the killed attempt), and every other start refuses until the user moves it back or
+deletes it, so nothing is decided for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Collection, Iterator, List
+
+from peft_ray.errors import CheckpointError
+from peft_ray.storage import Location, renames_folders
+
+ASIDE = ".replaced"
+LOGS = ("train.log", "tune.log")
+
+
+def check_no_leftover(out: Location) -> None:
+    """Refuse to start on a folder where an interrupted --overwrite left the previous run aside."""
+    if (out / ASIDE).exists():
+        raise CheckpointError(
+            f"output.dir '{out}': an interrupted --overwrite left the run it replaced in '{out / ASIDE}', and "
+            f"the folder's other files are the interrupted run's. Move the files in {ASIDE}/ back to restore "
+            "the previous run, or pass --overwrite again to replace it (it is deleted when that run finishes)")
+
+
+@contextlib.contextmanager
+def replacing(out: Location, keep: Collection[str] = LOGS) -> Iterator[None]:
+    """The block runs on an emptied `out` (except `keep`); its old content comes back if it fails."""
+    aside = out / ASIDE
+    if aside.exists():          # an earlier --overwrite was killed: aside holds the run to keep
+        for name in _entries(out, keep):
+            (out / name).remove()
+    else:
+        aside.mkdir()
+        for name in _entries(out, keep):
+            _move(out / name, aside / name)
+    try:
+        yield
+    except BaseException:
+        for name in _entries(out, keep):
+            (out / name).remove()
+        for name in _entries(aside, ()):
+            _move(aside / name, out / name)
+        aside.remove()
+        raise
+    aside.remove()
+
+
+def _entries(folder: Location, keep: Collection[str]) -> List[str]:
+    import pyarrow.fs as pafs
+
+    infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=False, allow_not_found=True))
+    names = (i.path.rstrip("/").rsplit("/", 1)[-1] for i in infos)
+    return sorted(n for n in names if n != ASIDE and n not in keep)
+
+
+def _move(src: Location, dst: Location) -> None:
+    """One rename where folders rename (local disks, NFS; a link moves as the link); object stores copy."""
+    if renames_folders(src.fs):
+        src.fs.move(src.path, dst.path)
+        return
+    dst.copy_from(src)
+    src.remove()

@@ -1,0 +1,117 @@
+"""Run and adapter folders may come from someone else: a link planted in one redirects no write
+and passes on no outside file, and a crafted JSON file gets an error that names it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from peft_ray.adapter import read_adapter
+from peft_ray.cli import main
+from peft_ray.errors import JobError, SpecError
+from peft_ray.spec import validate_spec
+from peft_ray.storage import open_append, write_file
+from peft_ray.train.local import run_local
+from tests.conftest import job_dict
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_bert, tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_local(validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                                     train={"max_steps": 1, "eval_every": 1})), bar="none")
+    return out / "adapter"
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's own file\n")
+    return victim
+
+
+def test_writes_replace_a_planted_link_instead_of_writing_through_it(tmp_path):
+    victim = _victim(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "eval_validation.json").symlink_to(victim)
+    write_file(tmp_path / "run" / "eval_validation.json", "{}")
+    assert victim.read_text() == "the user's own file\n"
+    assert not (tmp_path / "run" / "eval_validation.json").is_symlink()
+
+
+def test_logs_refuse_a_planted_link(tmp_path):
+    victim = _victim(tmp_path)
+    (tmp_path / "train.log").symlink_to(victim)
+    with pytest.raises(JobError, match="train.log is a symbolic link"):
+        open_append(tmp_path / "train.log")
+    assert victim.read_text() == "the user's own file\n"
+
+
+def test_train_refuses_a_log_link_planted_in_output_dir(tiny_bert, tiny_data, tmp_path):
+    victim, out = _victim(tmp_path), tmp_path / "run"
+    out.mkdir()
+    (out / "train.log").symlink_to(victim)
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
+    r = CliRunner().invoke(main, ["train", str(job), "--local", "-q"])
+    assert r.exit_code == 2 and "train.log is a symbolic link" in r.output
+    assert victim.read_text() == "the user's own file\n"
+
+
+def test_export_passes_on_no_file_from_outside_the_adapter(adapter, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(adapter, src)
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    (src / "README.md").unlink()
+    (src / "README.md").symlink_to(secret)
+    r = CliRunner().invoke(main, ["export", str(src), str(tmp_path / "out")])
+    assert r.exit_code == 2 and "outside the adapter folder" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_replaces_an_earlier_export_whole_and_refuses_other_folders(adapter, tmp_path):
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["export", str(adapter), str(out)]).exit_code == 0
+    assert (out / "peft_ray.json").is_file()
+    foreign = tmp_path / "foreign"                 # an HF PEFT adapter without peft-ray's record
+    shutil.copytree(adapter, foreign)
+    (foreign / "peft_ray.json").unlink()
+    assert CliRunner().invoke(main, ["export", str(foreign), str(out)]).exit_code == 0
+    assert not (out / "peft_ray.json").exists()    # nothing of the first adapter is left to mix in
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("keep me")
+    r = CliRunner().invoke(main, ["export", str(adapter), str(home)])
+    assert r.exit_code == 2 and "already holds other files" in r.output
+    assert (home / "notes.txt").read_text() == "keep me"
+    r = CliRunner().invoke(main, ["export", str(adapter), str(adapter)])
+    assert r.exit_code == 2 and "is the adapter folder" in r.output
+    assert (adapter / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("record, message", [
+    ('"spec"', "holds a JSON str, not an object"),
+    ('{"spec": [1, 2]}', "'spec' is a list"),
+    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+])
+def test_crafted_adapter_records_get_a_clear_error(adapter, tmp_path, record, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(adapter, bad)
+    (bad / "peft_ray.json").write_text(record)
+    with pytest.raises(SpecError, match=message):
+        read_adapter(bad)
+
+
+def test_an_adapter_file_that_is_a_device_is_refused(adapter, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(adapter, bad)
+    (bad / "peft_ray.json").unlink()
+    os.symlink("/dev/zero", bad / "peft_ray.json")
+    with pytest.raises(SpecError, match="peft_ray.json is not a regular file"):
+        read_adapter(bad)

@@ -1,0 +1,53 @@
+"""--overwrite loses nothing when the new run fails (peft_ray/replaced.py), on a real --local run."""
+
+from __future__ import annotations
+
+import pytest
+
+from peft_ray.errors import CheckpointError
+from peft_ray.replaced import ASIDE
+from peft_ray.spec import validate_spec
+from peft_ray.train.local import run_local
+from peft_ray.train.recipe import NonFiniteLoss
+from tests.conftest import job_dict
+
+
+def _tree(root):
+    """Every file under `root` but the appended log, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "train.log"}
+
+
+def test_a_failed_overwrite_puts_the_previous_run_back(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}))
+    run_local(spec, bar="none")
+    (out / "train.log").write_text("the first run's log\n")
+    before = _tree(out)
+    assert "adapter/adapter_config.json" in before and any(k.startswith("checkpoints/") for k in before)
+
+    other = validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                                   train={"seed": 7, "nan_policy": "stop"}))
+    monkeypatch.setenv("PEFT_RAY_NAN_AT_STEP", "3")           # the new run fails after it has written checkpoints
+    with pytest.raises(NonFiniteLoss):
+        run_local(other, overwrite=True, bar="none")
+    assert _tree(out) == before                              # every file as it was, byte for byte
+    assert not (out / ASIDE).exists()
+
+    monkeypatch.delenv("PEFT_RAY_NAN_AT_STEP")
+    run_local(other, overwrite=True, bar="none")             # a run that finishes replaces it
+    assert not (out / ASIDE).exists() and "seed: 7" in (out / "job.yaml").read_text()
+    assert (out / "train.log").read_text().startswith("the first run's log")   # the log is history, kept
+
+
+def test_an_interrupted_overwrite_is_refused_until_the_user_decides(tiny_bert, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    (out / ASIDE).mkdir(parents=True)                        # what a killed --overwrite leaves
+    (out / ASIDE / "job.yaml").write_text("name: tiny\n")
+    (out / "job.yaml").write_text("name: tiny\n")
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}))
+    for flags in ({}, {"resume": True}):
+        with pytest.raises(CheckpointError, match="interrupted --overwrite"):
+            run_local(spec, bar="none", **flags)
+    run_local(spec, overwrite=True, bar="none")              # --overwrite again: the new run replaces both
+    assert not (out / ASIDE).exists() and (out / "adapter" / "adapter_config.json").exists()
