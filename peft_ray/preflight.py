@@ -96,8 +96,10 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
                 valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
             ok = pc.and_(ok, pc.fill_null(valid, False))
         kept = batch.filter(ok).column(cols[-1]).to_pylist()
+        row_numbers = [facts.rows - len(batch) + i for i, good in enumerate(ok.to_pylist()) if good]
         facts.skipped += len(batch) - len(kept)
         try:
+            task.check_supervision(spec.task, kept, row_numbers)
             ids = label_ids(kept, labels, label_column) if labels else []
         except DataError as e:
             raise DataError(f"{field_name} ({files[0]}): {e}") from None

@@ -17,12 +17,19 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
     import torch
 
     from peft_ray.inference import InferenceEngine
-    from peft_ray.models import load_tokenizer
+    from peft_ray.models import lm_kind, load_tokenizer
     from peft_ray.preflight import run_preflight
     from peft_ray.tasks import get_task
     from peft_ray.train.local import local_data
 
     pre = run_preflight(spec)
+    task = get_task(spec.task.type)
+    if task.trains_new_head(spec.task, lm_kind(pre.model_path, spec.model.trust_remote_code)):
+        raise SpecError(f"task: zero-shot evaluation scores what the frozen model answers by itself, and this "
+                        f"{spec.task.type} job scores through a new head that only training gives weights "
+                        "(random until then). For classification set task.head: verbalizer with a template "
+                        "holding {label} (a masked or causal LM scores the label words); otherwise train first "
+                        "and use `peft-ray eval`")
     if pre.validation is None:
         raise SpecError("data.validation: zero-shot evaluation scores the validation split; set "
                         "data.validation or data.validation_fraction")
@@ -30,7 +37,6 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
         spec.train.eval_batch_size = batch_size
     data = local_data(spec, pre, train=False)
     tok = load_tokenizer(pre.model_path, spec.model.trust_remote_code)
-    task = get_task(spec.task.type)
     torch.manual_seed(spec.train.seed)
     engine = InferenceEngine(task.load_base(spec, pre.model_path),
                              torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))

@@ -76,6 +76,16 @@ class Task:
         """Whether training reads template.verbalizer (tune skips trials that differ only in it otherwise)."""
         return False
 
+    def check_supervision(self, cfg, values: list, row_numbers: List[int]) -> None:
+        """Preflight: each usable row's supervision value (the last needed column: tags, a target)
+        is one training can read; raise DataError naming the row. Classification's labels are
+        counted (and checked) by the scan itself."""
+
+    def trains_new_head(self, cfg, lm_kind: str) -> bool:
+        """Whether the model scores through a head that training creates (random before it): then the
+        frozen base alone answers nothing, and zero-shot evaluation has nothing to measure."""
+        return False
+
     def label_column(self, cfg) -> Optional[str]:
         return None
 

@@ -69,3 +69,11 @@ def test_a_path_longer_than_the_filesystem_allows_is_a_field_error(field):
     with pytest.raises(SpecError, match=f"{field}: longer than a filesystem allows") as e:
         load_spec(None, [f"{field}=/{'a' * 5000}"])
     assert len(str(e.value)) < 300
+
+
+def test_zero_shot_refuses_a_head_that_only_training_gives_weights():
+    """MiniLM with task.head: head would score a random classifier (its accuracy moved with train.seed)."""
+    from peft_ray.zero_shot import zero_shot_eval
+
+    with pytest.raises(SpecError, match="new head that only training gives weights"):
+        zero_shot_eval(load_spec("jobs/default.yaml"))

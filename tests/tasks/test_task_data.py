@@ -70,6 +70,23 @@ def test_ner_bad_tag_and_misaligned_rows_name_the_problem(tiny_models):
         _rows(spec, m, {"tokens": [["alice", "bob"]], "ner_tags": [["B-PER"]]})
 
 
+def test_ner_tags_of_an_unlisted_type_fail_in_validate_naming_file_and_row(tiny_models, tmp_path):
+    """As classification's labels: a tag outside task.labels is found by the pre-flight scan,
+    before any model loads or Ray starts, not by the row builder on the workers."""
+    from peft_ray.preflight import run_preflight
+    from tests.tasks.conftest import make_data
+
+    m = tiny_models("bert")
+    root = make_data(tmp_path / "ner", S.ner_rows, n_train=64, n_val=16)
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC"]}, {"text": "{tokens}"},
+                 root=str(root), train="train.parquet", validation="validation.parquet")
+    with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): column 'ner_tags', row \d+: tag "
+                                        r"'[BI]-ORG' is not one of"):
+        run_preflight(spec)
+    with pytest.raises(SpecError, match="{label} has no place in a token_classification template"):
+        _spec(m, {"type": "token_classification", "labels": ["PER"]}, {"text": "{tokens} {label}"})
+
+
 def test_mlm_verbalizer_keeps_the_mask_when_truncating(tiny_models):
     m = tiny_models("bert")
     spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"},

@@ -47,6 +47,9 @@ class Classification(Task):
     def reads_verbalizer(self, cfg) -> bool:
         return cfg.head == "verbalizer"
 
+    def trains_new_head(self, cfg, lm_kind: str) -> bool:
+        return scoring_for(cfg.head, lm_kind) == "head"
+
     def label_column(self, cfg) -> Optional[str]:
         return cfg.label_column
 

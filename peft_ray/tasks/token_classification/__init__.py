@@ -16,7 +16,7 @@ import pyarrow as pa
 from peft_ray.errors import SpecError
 from peft_ray.tasks.base import Task, register
 from peft_ray.tasks.token_classification.config import TokenClassificationConfig
-from peft_ray.tasks.token_classification.rows import TokenClassificationRows, build_rows, tag_names
+from peft_ray.tasks.token_classification.rows import TokenClassificationRows, build_rows, tag_ids, tag_names
 from peft_ray.templates import check_verbalizer
 
 
@@ -40,7 +40,10 @@ class TokenClassification(Task):
         if bad:
             raise SpecError(f"task.labels: give entity types, not IOB2 tags ({bad}); e.g. [PER, ORG] for "
                             "B-PER/I-PER/...")
-        if template.columns != [t.tokens_column] or template.has_label_slot:
+        if template.has_label_slot:
+            raise SpecError("template.text: {label} has no place in a token_classification template: every "
+                            f"word of '{{{t.tokens_column}}}' gets its tag; remove {{label}}")
+        if template.columns != [t.tokens_column]:
             raise SpecError(f"template.text: token_classification templates hold exactly one column, the word list "
                             f"task.tokens_column ('{{{t.tokens_column}}}'), plus optional soft tokens and hard "
                             f"text; got columns {template.columns}")
@@ -53,6 +56,14 @@ class TokenClassification(Task):
 
     def reads_template_columns(self) -> bool:
         return False   # its one template column is task.tokens_column
+
+    def trains_new_head(self, cfg, lm_kind: str) -> bool:
+        return True    # a tag classifier over the encoder's states
+
+    def check_supervision(self, cfg, values: list, row_numbers: List[int]) -> None:
+        names = tag_names(cfg.labels or [])
+        for tags, row_no in zip(values, row_numbers):
+            tag_ids(tags if isinstance(tags, list) else [tags], names, row_no, cfg.tags_column)
 
     def label_names(self, cfg) -> Optional[List[str]]:
         return tag_names(cfg.labels or [])

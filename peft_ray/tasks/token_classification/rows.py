@@ -18,7 +18,7 @@ def tag_names(entity_types) -> List[str]:
     return ["O"] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
 
 
-def _tag_ids(tags: list, names: List[str], row_no: int, column: str) -> List[int]:
+def tag_ids(tags: list, names: List[str], row_no: int, column: str) -> List[int]:
     index = {t: i for i, t in enumerate(names)}
     out = []
     for t in tags:
@@ -63,7 +63,7 @@ def build_rows(batch: pa.Table, cfg: TokenClassificationRows) -> pa.Table:
         if len(tokens) != len(tags):
             raise DataError(f"row {n} of a batch: '{cfg.tokens_column}' has {len(tokens)} words but "
                             f"'{cfg.tags_column}' has {len(tags)} tags; they must align one to one")
-        rows.append(_encode(tok, template, tokens, _tag_ids(tags, names, n, cfg.tags_column), cfg.max_length))
+        rows.append(_encode(tok, template, tokens, tag_ids(tags, names, n, cfg.tags_column), cfg.max_length))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
