@@ -99,10 +99,9 @@ def ray_runtime():
     """One real Ray head for every test that trains (3 logical CPUs: 2 workers + data)."""
     import ray
 
-    from peft_ray.train.driver import ray_train_env_defaults
+    from peft_ray.train.driver import start_local_ray
 
     if not ray.is_initialized():
-        os.environ.update(ray_train_env_defaults(os.environ))   # as peft-ray's own in-process Ray
-        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        start_local_ray(3)   # as peft-ray's own in-process Ray (its dashboard: see start_local_ray)
     yield ray
     ray.shutdown()

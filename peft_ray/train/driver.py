@@ -75,10 +75,45 @@ def init_ray(spec: JobSpec) -> bool:
         raise JobError(f"scaling.num_workers={spec.scaling.num_workers} x cpus_per_worker="
                        f"{spec.scaling.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}; "
                        "lower scaling.num_workers or scaling.cpus_per_worker")
-    os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
-    ray.init(num_cpus=cpus + DATA_CPU_SLOTS, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-             configure_logging=True, logging_level="WARNING")
+    start_local_ray(cpus + DATA_CPU_SLOTS)
     return True
+
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+_our_api_server: Dict[str, str] = {}      # the address start_local_ray last set (a user's own value wins)
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """ray.init of an in-process Ray with its dashboard, whose processes ask their own dashboard.
+
+    Ray's state API finds "the" local cluster by auto-detection (RAY_ADDRESS, else the newest
+    cluster on the machine). Ray Train's placement-group cleaner asks it every second whether its
+    controller is alive; with a second Ray on the machine (a second job, a test run) it asks the
+    newer cluster, does not find the controller there, and removes the running job's placement
+    group: the older job dies with "A worker health check failed". So the dashboard gets a port
+    chosen here and RAY_API_SERVER_ADDRESS names it before ray.init: Ray's processes inherit it."""
+    import ray
+
+    port = free_port(8265)
+    if os.environ.get(API_SERVER_ENV) in (None, _our_api_server.get("url")):
+        _our_api_server["url"] = os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+    os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             log_to_driver=True, configure_logging=True, logging_level="WARNING")
+
+
+def free_port(preferred: int) -> int:
+    """`preferred` if nothing listens there (the dashboard's usual 8265), else a free one."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise JobError("no free local port for the Ray dashboard")
 
 
 # Ray Train settings for the Ray that peft-ray starts in-process on this machine (a cluster keeps its

@@ -155,3 +155,35 @@ def test_every_epoch_reads_the_same_shard(ray_runtime, tiny_bert, tiny_data, tmp
         whole = [tuple(ids) for t in ds.iter_batches(batch_size=64, batch_format="pyarrow")
                  for ids in t.column("input_ids").to_pylist()]
         assert seen[0][0] + seen[1][0] == whole[:256]
+
+
+
+def test_rays_own_processes_ask_their_own_cluster_with_a_second_ray_on_the_machine(ray_runtime):
+    """Ray Train's placement-group cleaner asks the state API every second whether its controller
+    lives. Auto-detected, that API finds the other Ray on the machine (or refuses: "multiple active
+    Ray instances"); a CI run here lost a running job's placement group that way ("A worker
+    health check failed"). start_local_ray points Ray's processes at their own dashboard."""
+    import os
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import ray, time; ray.init(num_cpus=1, include_dashboard=True, "
+         "dashboard_host='127.0.0.1', dashboard_port=0, logging_level='ERROR'); print('up', flush=True); "
+         "time.sleep(300)"], stdout=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
+    try:
+        assert other.stdout.readline().strip() == "up"
+
+        @ray_runtime.remote(num_cpus=0)
+        class Probe:
+            def state_of(self, actor_id: str) -> str:
+                from ray.util.state import get_actor
+
+                return get_actor(actor_id, timeout=10).state      # what the cleaner calls
+
+        probe = Probe.remote()
+        assert ray_runtime.get(probe.state_of.remote(probe._actor_id.hex())) == "ALIVE"
+    finally:
+        other.terminate()
+        other.wait(timeout=60)
