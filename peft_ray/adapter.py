@@ -118,9 +118,12 @@ def label_maps(labels: Optional[List[str]]) -> Dict[str, Any]:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Swap `src` into `dst`; the old `dst` is removed only after the new one is in place."""
-    from peft_ray.storage import temp_name
+    """Swap `src` into `dst`; the old `dst` is removed only after the new one is in place. Its
+    files get the modes the user's umask gives new files (safetensors writes 0600, and a copy
+    keeps it), so an adapter or merged model is as readable as anything else the user writes."""
+    from peft_ray.storage import temp_name, umask_modes
 
+    umask_modes(src)
     old = dst.with_name(temp_name(dst.name, ".old"))
     if dst.exists():
         dst.rename(old)

@@ -334,6 +334,20 @@ def staging_dir(path: Path):
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def umask_modes(folder: Path) -> None:
+    """Every file below `folder` 0o666 and every folder 0o777, less the process's umask."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
+
+
 def renames_folders(fs) -> bool:
     """Only the local filesystem (disks, NFS mounts) renames a folder in one step."""
     return fs.type_name == "local"

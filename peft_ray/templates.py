@@ -156,3 +156,8 @@ def check_verbalizer(verbalizer, labels: List[str], head: str) -> None:
     empty = [k for k, words in verb.items() if not words or not all(w.strip() for w in words)]
     if empty:
         raise SpecError(f"template.verbalizer: label(s) {empty} have an empty word list")
+
+
+def one_line(text: str) -> str:
+    """A template as one terminal line: its line breaks and tabs shown as \\n, \\r, \\t."""
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")

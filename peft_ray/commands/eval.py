@@ -18,7 +18,7 @@ import click
 from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
-from peft_ray.storage import write_file
+from peft_ray.storage import check_output_dir, write_file
 
 EXAMPLES = """
 \b
@@ -79,16 +79,17 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     t0 = time.time()
     adapter_dir = find_adapter_dir(adapter_or_run)
     files, holdout = eval_files(read_run_spec(adapter_dir, trust)[1], data, split)   # errors before the model loads
+    out = Path(output) if output else adapter_dir.parent / f"eval_{split}.json"
+    check_output_dir(str(out.parent), "--output's folder")
     loaded = load_adapter(adapter_dir, trust=trust)
     spec = loaded.spec
     check_columns(files, needed_columns(spec), "--data", spec)
     if not holdout:
         spec.data.validation_fraction = 0.0          # score every row of a file given directly
     # Unknown labels, empty files: named now, before Ray starts (it buried them in a UserCodeException).
-    scan_split(files, spec, "--data", "validation" if holdout else "")
+    facts = scan_split(files, spec, "--data", "validation" if holdout else "")
     if batch_size:
         spec.train.eval_batch_size = batch_size
-    out = Path(output) if output else loaded.adapter_dir.parent / f"eval_{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     total = None if holdout else count_rows(files)
     task = get_task(spec.task.type)
@@ -100,7 +101,7 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
             tables = stream(spec, loaded.base_path, files, split)
         metrics = task.evaluate(loaded.engine, with_progress(tables, total, "eval"),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
-    result = {**metrics, "task": spec.task.type, "split": split, "data": files,
+    result = {**metrics, "task": spec.task.type, "split": split, "data": files, "skipped_rows": facts.skipped,
               "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
     write_file(out, json.dumps(result, indent=2))   # never through a link planted in the run folder
     return result, out

@@ -71,6 +71,9 @@ def copy_adapter(src: Path, out: Path) -> Path:
 def check_out_dir(src: Path, out: Path) -> None:
     """OUT_DIR is a folder of its own: new, empty, or an earlier export (replaced whole, so two
     adapters never mix); never the adapter itself nor a folder holding anything else."""
+    from peft_ray.storage import check_output_dir
+
+    check_output_dir(str(out), "OUT_DIR")        # a file, a file on the way, /proc, read-only
     if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
         raise JobError(f"OUT_DIR '{out}' is the adapter folder {src} or holds it; export to a new folder")
     if out.is_symlink() or (out.exists() and not out.is_dir()):

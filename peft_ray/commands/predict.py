@@ -22,6 +22,7 @@ import click
 from peft_ray.commands.options import local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
+from peft_ray.storage import check_output_dir
 
 if TYPE_CHECKING:  # pyarrow/torch load in the command bodies: `--help` must not pay for them
     import pyarrow as pa
@@ -135,6 +136,9 @@ def check_output(output: Path, inputs: List[str]) -> None:
                         ".jsonl or .json (JSON Lines)")
     if output.resolve() in {Path(f).resolve() for f in inputs}:
         raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
+    if output.is_dir():
+        raise DataError(f"--output '{output}' is a folder; name the file to write, e.g. {output / 'preds.jsonl'}")
+    check_output_dir(str(output.parent), "--output's folder")   # before the model loads
 
 
 def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int, trust: Trust = Trust()):

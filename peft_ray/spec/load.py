@@ -226,7 +226,22 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
 
 def load_spec(path: Optional[str | Path], overrides: Sequence[str] = ()) -> JobSpec:
     raw = read_yaml(path) if path else {}
-    return absolute_paths(validate_spec(apply_overrides(raw, overrides)))
+    try:
+        return absolute_paths(validate_spec(apply_overrides(raw, overrides)))
+    except SpecError as e:
+        raise quoting_hint(e, overrides) from None
+
+
+def quoting_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:
+    """A text field given as `key=Review: {text}`: YAML reads the value as a mapping, and the bare
+    "should be a valid string" says nothing of why. Name the override and how to quote it."""
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if f"{key.strip()}: Input should be a valid string" in str(error) and text[:1] not in "\"'":
+            return SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as a mapping or list (a ': ' "
+                             f"or braces), not text; quote it for YAML inside shell quotes: "
+                             f"'{key.strip()}=\"{shown(text)}\"'")
+    return error
 
 
 def absolute_paths(spec: JobSpec) -> JobSpec:

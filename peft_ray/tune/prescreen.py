@@ -34,7 +34,7 @@ import pyarrow as pa
 import torch
 
 from peft_ray.storage import write_file
-from peft_ray.templates import Template, normalize_verbalizer
+from peft_ray.templates import Template, normalize_verbalizer, one_line
 from peft_ray.train import terminal
 
 BATCH = 32
@@ -265,4 +265,4 @@ def _print_ranking(report: dict, space) -> None:
     for s in sorted(report["scores"], key=lambda s: (-s["accuracy"], -s["margin"])):
         keep = "kept" if s["template_id"] in report["kept"] else "    "
         print(f"  {keep}  {s['accuracy']:.3f}  template[{s['template_id']}] verbalizer[{s['verbalizer_id']}]  "
-              f"{space.templates[s['template_id']]}")
+              f"{one_line(space.templates[s['template_id']])}")

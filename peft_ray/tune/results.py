@@ -23,6 +23,7 @@ from peft_ray.errors import JobError
 from peft_ray.spec import saved_spec
 from peft_ray.storage import atomic_write, staging_dir
 from peft_ray.train import terminal
+from peft_ray.templates import one_line
 from peft_ray.tune.space import SearchSpace
 from peft_ray.tune.trial import assignment_of
 
@@ -119,6 +120,8 @@ def render_table(rows: List[TrialRow], metric: str, width: int = 38) -> str:
 
 
 def _cut(s: str, n: int) -> str:
+    """One table cell: line breaks shown as \\n (chat templates have them), cut to n characters."""
+    s = one_line(s)
     return s if len(s) <= n else s[: n - 1] + "…"
 
 

@@ -115,3 +115,41 @@ def test_an_adapter_file_that_is_a_device_is_refused(adapter, tmp_path):
     os.symlink("/dev/zero", bad / "peft_ray.json")
     with pytest.raises(SpecError, match="peft_ray.json is not a regular file"):
         read_adapter(bad)
+
+
+def test_output_paths_that_cannot_be_made_are_named_before_any_model_loads(adapter, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "good", "label": "positive"}\n{"text": "", "label": "negative"}\n')
+    cases = {("export", str(adapter), str(afile / "sub")): "OUT_DIR '.*afile/sub': '.*afile' is a file",
+             ("export", str(adapter), "/proc/peft-ray-x"): "OUT_DIR '/proc/peft-ray-x' is on proc",
+             ("predict", str(adapter), "--input", str(data), "--output", str(afile / "p.jsonl"), "--local"):
+                 "--output's folder '.*afile' is an existing file",
+             ("eval", str(adapter), "--data", str(data), "--output", str(afile / "m.json"), "--local"):
+                 "--output's folder '.*afile' is an existing file"}
+    for args, message in cases.items():
+        r = CliRunner().invoke(main, list(args))
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert __import__("re").search(message, r.output), r.output
+
+
+def test_swapped_in_folders_get_the_umask_modes_not_safetensors_0600(tmp_path):
+    """safetensors' save_file makes 0600 files, and a copy keeps the mode: tune's best adapter and
+    `export --merge` were unreadable to the rest of a team whose umask says otherwise."""
+    import torch
+    from safetensors.torch import save_file
+
+    from peft_ray.adapter import replace_dir
+
+    src = tmp_path / "stage"
+    src.mkdir()
+    save_file({"w": torch.zeros(2)}, str(src / "model.safetensors"))
+    assert (src / "model.safetensors").stat().st_mode & 0o777 == 0o600
+    mask = os.umask(0o022)
+    try:
+        replace_dir(src, tmp_path / "out")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

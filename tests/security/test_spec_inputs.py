@@ -77,3 +77,10 @@ def test_zero_shot_refuses_a_head_that_only_training_gives_weights():
 
     with pytest.raises(SpecError, match="new head that only training gives weights"):
         zero_shot_eval(load_spec("jobs/default.yaml"))
+
+
+def test_a_text_override_read_as_a_mapping_names_the_quoting():
+    with pytest.raises(SpecError, match="override 'template.text=Review: {text}': YAML reads .* quote it") as e:
+        load_spec("jobs/default.yaml", ["template.text=Review: {text}"])
+    assert "template.text=\"Review: {text}\"" in str(e.value)
+    assert load_spec("jobs/default.yaml", ['template.text="{soft} Review: {text}"']).template.text.endswith("{text}")
