@@ -101,7 +101,7 @@ class AdapterModel(nn.Module):
 def check_keys(have: set, want: set, source: str) -> None:
     missing, extra = sorted(want - have), sorted(have - want)
     if missing or extra:
-        raise SpecError(f"method.init_from: {source} does not fit this method's config: missing keys {missing[:3]}"
+        raise SpecError(f"{source} does not fit this method's config: missing keys {missing[:3]}"
                         f"{'...' if len(missing) > 3 else ''}, unexpected keys {extra[:3]}"
                         f"{'...' if len(extra) > 3 else ''}. Set the method fields (target_modules, r, "
                         "num_virtual_tokens, ...) to the values in its adapter_config.json")

@@ -182,3 +182,20 @@ def test_builtin_facts_answers_are_fixed_per_thing():
     assert len({t for t, _ in pairs}) == len(pairs)                    # one answer per thing
     with pytest.raises(DataError, match="builtin:facts"):
         resolve_root("builtin:nope")
+
+
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_a_tied_lm_head_in_modules_to_save_loads_back_for_eval_and_predict(tiny_models, tmp_path, family):
+    """T5's and GPT-2's lm_head share the embedding's tensor: training saves it as lm_head.weight
+    (PEFT's key), and LoRA's loader looked for it under the embedding's name, so eval, predict and
+    export --merge refused every such run."""
+    from peft_ray.inference import load_adapter
+    from tests.tasks.conftest import GPT2_LORA, T5_LORA, make_data, task_job, train_local
+
+    data = make_data(tmp_path / "data", S.transduction_rows, n_train=32, n_val=8)
+    job = task_job(tiny_models(family), data, tmp_path / "out", {"type": "translation", "target_column": "target"},
+                   {"text": "key {key} value : {label}" if family == "gpt2" else "key {key} value :"},
+                   {"t5": T5_LORA, "gpt2": GPT2_LORA}[family], steps=1, lr=0.005)
+    train_local(job)
+    loaded = load_adapter(tmp_path / "out" / "adapter", device="cpu")
+    assert "base_model.model.lm_head.weight" in loaded.engine.module.adapter_state()

@@ -51,7 +51,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> IA3Model:
     model = IA3Model(base, heads, paths, [p for p in paths if is_feedforward(p, ff)])
     if cfg.init_from:
         state, _ = read_init_from(cfg.init_from, "IA3")
-        model.load_adapter_state(state, cfg.init_from)
+        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
     return model
 
 

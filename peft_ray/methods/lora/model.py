@@ -71,7 +71,7 @@ class LoraModel(AdapterModel):
                     layer.lora_A0.copy_(a[layer.r:].to(layer.lora_A0.dtype))
                     layer.lora_B0.copy_(-b[:, layer.r:].to(layer.lora_B0.dtype))
                     state[ka], state[kb] = a[:layer.r], b[:, :layer.r]
-            params = {self.peft_key(n): p for n, p in self.named_parameters() if p.requires_grad}
+            params = {self.peft_key(n): p for n, p in self._saved_names()}   # a tied head by its saved name
             check_keys(set(state), set(params), source)
             for key, value in state.items():
                 copy_checked(params[key], value, key, source)
@@ -79,7 +79,7 @@ class LoraModel(AdapterModel):
     def adapter_param_groups(self, lr: float, weight_decay: float) -> List[Dict]:
         """Optimizer groups of the adapter (engine.param_groups adds the head's). LoRA+ (PEFT's
         create_loraplus_optimizer rule): lora_B and 1-D parameters (DoRA's m) at lr * ratio."""
-        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad and self.is_adapter_param(n)]
+        named = [(n, p) for n, p in self._saved_names() if self.is_adapter_param(n)]
         if self.loraplus_lr_ratio is None:
             return [{"params": [p for _, p in named], "lr": lr, "weight_decay": weight_decay}]
         fast = [p for n, p in named if n.endswith(".lora_B") or p.ndim == 1]
@@ -108,7 +108,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> LoraModel:
     log_kernel_path(cfg, ctx.kernels, len(paths))
     if cfg.init_from:
         state, _ = read_init_from(cfg.init_from, "LORA")
-        model.load_adapter_state(state, cfg.init_from)
+        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
     return model
 
 

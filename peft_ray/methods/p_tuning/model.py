@@ -101,7 +101,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PTuningModel:
                          reparameterize=not cfg.init_from, seed=ctx.seed)
     if cfg.init_from:
         state, _ = read_init_from(cfg.init_from, "P_TUNING")
-        model.load_adapter_state(state, cfg.init_from)
+        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
     return model
 
 

@@ -155,7 +155,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PrefixTuningModel:
             model.prefix.copy_(seed_kv.to(model.prefix.dtype))
     if cfg.init_from:
         state, _ = read_init_from(cfg.init_from, "PREFIX_TUNING")
-        model.load_adapter_state(state, cfg.init_from)
+        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
     return model
 
 

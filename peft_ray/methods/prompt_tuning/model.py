@@ -106,7 +106,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
     model = PromptTuningModel(base, prompt, modules, cfg.prompt_cache)
     if cfg.init_from:
         state, _ = read_init_from(cfg.init_from, "PROMPT_TUNING")
-        model.load_adapter_state(state, cfg.init_from)
+        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
     cached = cfg.prompt_cache != "off" and causal_cache.supports_cache(base)
     if cfg.prompt_cache == "on" and not cached:
         raise SpecError(f"method.prompt_cache: on needs a causal decoder of the families "
