@@ -31,12 +31,12 @@ def canonical_model_id(name_or_path: str) -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """An alias -> its packaged folder; a local path must exist; anything else is a hub id."""
     if name_or_path.startswith("scratch:"):
-        from peft_ray.data.sources import cache_dir
+        from peft_ray.storage import cache_dir
         from peft_ray.scratch import scratch_model
 
         return scratch_model(name_or_path, cache_dir() / "models", resolve_model_path("minilm"))
     if name_or_path == "smollm2":
-        from peft_ray.data.sources import cache_dir
+        from peft_ray.storage import cache_dir
         from peft_ray.smollm2 import smollm2_path
 
         return smollm2_path(cache_dir() / "models")

@@ -30,6 +30,13 @@ def fits_filesystem(value: Optional[str]) -> Optional[str]:
 PathStr = Annotated[str, AfterValidator(fits_filesystem)]   # the type of path-valued job fields
 
 
+def cache_dir() -> Path:
+    """Where peft-ray keeps what it makes once (built-in data sets, converted and scratch models)."""
+    import os
+
+    return Path(os.environ.get("PEFT_RAY_CACHE", Path.home() / ".cache" / "peft_ray"))
+
+
 def is_uri(location: str) -> bool:
     return "://" in str(location)
 

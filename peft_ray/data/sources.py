@@ -11,14 +11,11 @@ from typing import Iterator, List, Optional
 import pyarrow as pa
 
 from peft_ray.errors import DataError
+from peft_ray.storage import cache_dir
 
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow",
            ".csv": "csv", ".jsonl": "json", ".json": "json"}
 BUILTIN_PREFIX = "builtin:"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PEFT_RAY_CACHE", Path.home() / ".cache" / "peft_ray"))
 
 
 def resolve_root(root: Optional[str]) -> Optional[Path]:
@@ -50,7 +47,8 @@ def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
     else:
         files = sorted(glob.glob(pattern))
     if not files:
-        hint = f" under data.root '{root}'" if root else " (set data.root to the data folder)"
+        hint = (f" under data.root '{root}'" if root else
+                " (set data.root to the data folder)" if field.startswith("data.") else "")
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
         check_link(f, field)

@@ -1,0 +1,45 @@
+"""Imports go down docs/architecture.md's list of layers only: every import of the package, at
+module level or inside a function, read from the source (nothing is imported here)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "peft_ray"
+CORE = {"errors", "registry", "templates", "models", "scratch", "smollm2", "dist", "metrics", "summary", "storage",
+        "replaced", "security", "fast_dropout"}
+LAYERS = {"spec": 2, "rows": 3, "data": 4, "tasks": 5, "methods": 5, "adapter": 5, "card": 5, "preflight": 6,
+          "train": 7, "zero_shot": 8, "inference": 8, "tune": 9, "submit": 10, "commands": 11, "cli": 11}
+# spec/load.validate_spec types `method:` and `task:` through their registries, as PEFT's config loading does.
+EXCEPTIONS = {("peft_ray.spec.load", "peft_ray.methods"), ("peft_ray.spec.load", "peft_ray.tasks")}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[0] == "peft_ray_kernels":
+        return 0
+    if parts[0] != "peft_ray":
+        return -1                                # third-party and the standard library
+    if len(parts) == 1 or parts[1] in CORE:
+        return 1
+    assert parts[1] in LAYERS, f"peft_ray.{parts[1]} is in no layer: add it to docs/architecture.md and here"
+    return LAYERS[parts[1]]
+
+
+def imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, node.lineno
+        elif isinstance(node, ast.Import):
+            yield from ((a.name, node.lineno) for a in node.names)
+
+
+def test_imports_go_down_the_layers_only():
+    upward = []
+    for path in sorted(ROOT.rglob("*.py")):
+        module = ".".join(["peft_ray", *path.relative_to(ROOT).with_suffix("").parts]).removesuffix(".__init__")
+        for target, line in imports(path):
+            if layer(target) > layer(module) and (module, target) not in EXCEPTIONS:
+                upward.append(f"{path.relative_to(ROOT.parent)}:{line} imports {target}")
+    assert not upward, "imports up the layers (docs/architecture.md):\n" + "\n".join(upward)
