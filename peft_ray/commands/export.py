@@ -111,6 +111,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     from peft_ray.adapter import label_maps, read_adapter
     from peft_ray.inference import read_run_spec
     from peft_ray.methods import get_method
+    from peft_ray.models import quiet_transformers
     from peft_ray.tasks import get_task
     from peft_ray.train.engine import build_model
 
@@ -127,7 +128,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)
     name_labels(plain, label_maps(get_task(spec.task.type).label_names(spec.task)))
-    with built_in_place_of(out) as stage:
+    with built_in_place_of(out) as stage, quiet_transformers():   # no "Writing model shards" bar
         plain.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
     return out

@@ -179,12 +179,18 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
         specs = candidate_specs(space, state["trials"])
         totals = [total_of(a) for a in (state["trials"] or S.discrete_combinations(space))]
         check_schedule(specs, totals, spec.tune)
-        init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))
+        started = init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))
         plan = plan_resources(specs, spec.tune, DATA_CPU_SLOTS)
         n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
         print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
               f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
-        make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
+        try:
+            make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
+        finally:   # a Ray started here stops now: the trials' last forwarded lines land before the leaderboard
+            if started:
+                import ray
+
+                ray.shutdown()
         return write_results(out / EXPERIMENT, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
 
 
