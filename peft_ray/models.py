@@ -49,11 +49,7 @@ def resolve_model_path(name_or_path: str) -> str:
                 f"'{ALIASES[name_or_path].replace('_', '-')}': pip install it") from None
         return str(pkg.get_model_path())
     p = Path(name_or_path).expanduser()
-    try:
-        looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
-    except OSError as e:             # e.g. a name longer than the filesystem allows
-        raise SpecError(f"model.name_or_path: '{name_or_path[:80]}...' is not a usable path ({e.strerror}); "
-                        "name a model folder, a hub id or an alias") from None
+    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
     if looks_local:
         if not p.is_dir():
             raise SpecError(f"model.name_or_path: '{name_or_path}' does not exist (expected a model folder "

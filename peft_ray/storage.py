@@ -345,14 +345,29 @@ def umask_modes(folder: Path) -> None:
     """Every file below `folder` 0o666 and every folder 0o777, less the process's umask."""
     import os
 
-    mask = os.umask(0)
-    os.umask(mask)
+    mask = current_umask()
     for root, dirs, files in os.walk(folder):
         os.chmod(root, 0o777 & ~mask)
         for name in files:
             path = os.path.join(root, name)
             if not os.path.islink(path):
                 os.chmod(path, 0o666 & ~mask)
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc where it can be: os.umask can only be read by setting
+    it, and for that instant any other thread (a Ray worker's) would create files with umask 0."""
+    import os
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def renames_folders(fs) -> bool:

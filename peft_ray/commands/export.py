@@ -76,8 +76,8 @@ def check_out_dir(src: Path, out: Path) -> None:
     check_output_dir(str(out), "OUT_DIR")        # a file, a file on the way, /proc, read-only
     if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
         raise JobError(f"OUT_DIR '{out}' is the adapter folder {src} or holds it; export to a new folder")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise JobError(f"OUT_DIR '{out}' is a link or a file; export to a new folder")
+    if out.is_symlink():
+        raise JobError(f"OUT_DIR '{out}' is a link; export to a new folder")
     if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in (CONFIG, "config.json")):
         raise JobError(f"OUT_DIR '{out}' already holds other files; export writes a folder of its own (an "
                        "earlier export there is replaced whole): pass a new or empty folder")

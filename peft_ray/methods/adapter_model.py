@@ -114,8 +114,8 @@ def copy_checked(param: torch.Tensor, value: torch.Tensor, key: str, source: str
     param.copy_(value.to(param.dtype))
 
 
-def read_init_from(path: str, peft_type: str):
-    """(state, adapter_config) of an HF PEFT adapter folder, checked to be of `peft_type`."""
+def load_init_from(model: "AdapterModel", path: str, peft_type: str) -> None:
+    """method.init_from: an HF PEFT adapter folder of `peft_type`, loaded into `model` as its start."""
     from pathlib import Path
 
     from peft_ray.adapter import CONFIG, WEIGHTS, read_adapter
@@ -126,7 +126,7 @@ def read_init_from(path: str, peft_type: str):
     state, cfg, _ = read_adapter(p)
     if cfg.get("peft_type") != peft_type:
         raise SpecError(f"method.init_from: '{path}' holds a {cfg.get('peft_type')} adapter, not {peft_type}")
-    return state, cfg
+    model.load_adapter_state(state, f"method.init_from: {path}")
 
 
 def trainable_modules(ctx, modules_to_save) -> List[str]:

@@ -255,16 +255,9 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
 
     spec.data.root = fix(spec.data.root)
     spec.output.dir = fix(spec.output.dir)
-    if _exists(Path(spec.model.name_or_path).expanduser()):
+    if Path(spec.model.name_or_path).expanduser().exists():
         spec.model.name_or_path = fix(spec.model.name_or_path)
     return spec
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:   # a name longer than the filesystem allows: not a path; the model check says so
-        return False
 
 
 def dump_spec(spec: JobSpec) -> Dict[str, Any]:

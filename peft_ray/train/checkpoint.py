@@ -57,8 +57,7 @@ def parse_state(raw) -> TrainerState:
 
     if not isinstance(raw, dict):
         raise ValueError(f"it holds a JSON {type(raw).__name__}, not an object")
-    known = {f.name: f for f in fields(TrainerState)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - {f.name for f in fields(TrainerState)})
     if unknown:
         raise ValueError(f"unknown field '{unknown[0]}'")
     for name in ("global_step", "epoch", "micro_in_epoch", "world_size"):

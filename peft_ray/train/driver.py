@@ -86,12 +86,13 @@ _our_api_server: Dict[str, str] = {}      # the address start_local_ray last set
 def start_local_ray(num_cpus: int) -> None:
     """ray.init of an in-process Ray with its dashboard, whose processes ask their own dashboard.
 
-    Ray's state API finds "the" local cluster by auto-detection (RAY_ADDRESS, else the newest
-    cluster on the machine). Ray Train's placement-group cleaner asks it every second whether its
-    controller is alive; with a second Ray on the machine (a second job, a test run) it asks the
-    newer cluster, does not find the controller there, and removes the running job's placement
-    group: the older job dies with "A worker health check failed". So the dashboard gets a port
-    chosen here and RAY_API_SERVER_ADDRESS names it before ray.init: Ray's processes inherit it."""
+    Ray's state API finds "the" local cluster by auto-detection (RAY_ADDRESS, a `ray start`
+    cluster's address file, else the GCS processes it sees). Ray Train's placement-group cleaner
+    asks it every second whether its controller is alive; with a second Ray on the machine (a
+    second job, a test run) it refuses ("multiple active Ray instances") or answers from the other
+    cluster, and a CI run here lost a running job's placement group that way ("A worker health
+    check failed"). So the dashboard gets a port chosen here and RAY_API_SERVER_ADDRESS names it
+    before ray.init: Ray's processes inherit it."""
     import ray
 
     port = free_port(8265)

@@ -7,7 +7,7 @@ from typing import List, Tuple
 
 from torch import nn
 
-from peft_ray.methods.adapter_model import AdapterModel, read_init_from, trainable_modules
+from peft_ray.methods.adapter_model import AdapterModel, load_init_from, trainable_modules
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods.ia3.layer import IA3Linear
 from peft_ray.methods.targets import (IA3_DEFAULTS, default_targets, find_targets, is_conv1d, matches,
@@ -50,8 +50,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> IA3Model:
     paths = find_targets(base, targets, "method.target_modules", skip=heads)
     model = IA3Model(base, heads, paths, [p for p in paths if is_feedforward(p, ff)])
     if cfg.init_from:
-        state, _ = read_init_from(cfg.init_from, "IA3")
-        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
+        load_init_from(model, cfg.init_from, "IA3")
     return model
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from peft_ray.errors import SpecError
-from peft_ray.methods.adapter_model import (AdapterModel, check_keys, copy_checked, read_init_from, seeded,
+from peft_ray.methods.adapter_model import (AdapterModel, check_keys, copy_checked, load_init_from, seeded,
                                             trainable_modules)
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods.lora.layer import LoraLinear
@@ -107,8 +107,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> LoraModel:
                       cfg.init_lora_weights, cfg.use_dora, cfg.loraplus_lr_ratio)
     log_kernel_path(cfg, ctx.kernels, len(paths))
     if cfg.init_from:
-        state, _ = read_init_from(cfg.init_from, "LORA")
-        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
+        load_init_from(model, cfg.init_from, "LORA")
     return model
 
 

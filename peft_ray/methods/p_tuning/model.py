@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
-                                            copy_checked, randn, read_init_from, seeded, trainable_modules)
+                                            copy_checked, randn, load_init_from, seeded, trainable_modules)
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods import prompt_decoding
 from peft_ray.methods.virtual_tokens import PromptDims, dims_config, prepend_prompt, prompt_dims
@@ -100,8 +100,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PTuningModel:
     model = PTuningModel(base, trainable_modules(ctx, cfg.modules_to_save), cfg.num_virtual_tokens, dims, cfg,
                          reparameterize=not cfg.init_from, seed=ctx.seed)
     if cfg.init_from:
-        state, _ = read_init_from(cfg.init_from, "P_TUNING")
-        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
+        load_init_from(model, cfg.init_from, "P_TUNING")
     return model
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from peft_ray.errors import SpecError
 from peft_ray.methods.adapter_model import (PROMPT_PREFIX, AdapterModel, build_device, check_keys,
-                                            copy_checked, randn, read_init_from, seeded, trainable_modules)
+                                            copy_checked, randn, load_init_from, seeded, trainable_modules)
 from peft_ray.methods.attention import wrap_self_attention
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods.virtual_tokens import PromptDims, check_positions, dims_config, prompt_dims, text_ids
@@ -154,8 +154,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PrefixTuningModel:
         with torch.no_grad():
             model.prefix.copy_(seed_kv.to(model.prefix.dtype))
     if cfg.init_from:
-        state, _ = read_init_from(cfg.init_from, "PREFIX_TUNING")
-        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
+        load_init_from(model, cfg.init_from, "PREFIX_TUNING")
     return model
 
 

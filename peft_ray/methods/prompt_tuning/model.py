@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from peft_ray.errors import SpecError
-from peft_ray.methods.adapter_model import PROMPT_PREFIX, AdapterModel, check_keys, copy_checked, read_init_from
+from peft_ray.methods.adapter_model import PROMPT_PREFIX, AdapterModel, check_keys, copy_checked, load_init_from
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods import prompt_decoding
 from peft_ray.methods.prompt_tuning import causal_cache
@@ -105,8 +105,7 @@ def build(base: nn.Module, cfg, ctx: BuildContext) -> PromptTuningModel:
     modules = list(dict.fromkeys(ctx.head_modules + list(cfg.modules_to_save or [])))
     model = PromptTuningModel(base, prompt, modules, cfg.prompt_cache)
     if cfg.init_from:
-        state, _ = read_init_from(cfg.init_from, "PROMPT_TUNING")
-        model.load_adapter_state(state, f"method.init_from: {cfg.init_from}")
+        load_init_from(model, cfg.init_from, "PROMPT_TUNING")
     cached = cfg.prompt_cache != "off" and causal_cache.supports_cache(base)
     if cfg.prompt_cache == "on" and not cached:
         raise SpecError(f"method.prompt_cache: on needs a causal decoder of the families "
