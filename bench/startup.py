@@ -62,13 +62,14 @@ def floor(workers: int) -> dict:
     from peft_ray.train.fit import DATA_CPU_SLOTS
 
     cpus = workers + DATA_CPU_SLOTS
-    probe = (f"import time, ray; t = time.perf_counter(); ray.init(num_cpus={cpus}, include_dashboard=False, "
-             "logging_level='WARNING'); print(time.perf_counter() - t); ray.shutdown()")   # one ray.init a process
+    probe = (f"import time, ray; t = time.perf_counter(); ray.init(address='local', num_cpus={cpus}, "
+             "include_dashboard=False, logging_level='WARNING'); print(time.perf_counter() - t); "
+             "ray.shutdown()")   # one ray.init a process
     out = {"ray.init (dashboard off)": float(subprocess.run([sys.executable, "-c", probe], capture_output=True,
                                                                text=True, check=True).stdout.split()[-1])}
     t = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING",
-             configure_logging=True)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level="WARNING", configure_logging=True)
     out["ray.init (dashboard on, as peft-ray)"] = time.perf_counter() - t
     t = time.perf_counter()
     TorchTrainer(_empty, scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),

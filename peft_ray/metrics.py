@@ -8,10 +8,21 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 
-def confusion(preds: Sequence[int], labels: Sequence[int], k: int) -> np.ndarray:
-    m = np.zeros((k, k), dtype=np.int64)  # rows: gold, cols: predicted
+def lower_is_better(metric: str) -> bool:
+    """A loss is minimised, everything else maximised. Per-class metrics are `kind/label`, and only
+    the kind counts: a class named "loss" gives `f1/loss`, which is an F1."""
+    kind = metric.split("/", 1)[0]
+    return kind == "loss" or kind.endswith("_loss")
+
+
+def add_confusion(m: np.ndarray, labels: Sequence[int], preds: Sequence[int]) -> np.ndarray:
+    """Count each (gold, predicted) pair into `m` (rows: gold, cols: predicted), in place."""
     np.add.at(m, (np.asarray(labels, int), np.asarray(preds, int)), 1)
     return m
+
+
+def confusion(preds: Sequence[int], labels: Sequence[int], k: int) -> np.ndarray:
+    return add_confusion(np.zeros((k, k), dtype=np.int64), labels, preds)
 
 
 def classification_metrics(cm: np.ndarray, label_names: List[str]) -> Dict[str, float]:

@@ -154,8 +154,10 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
 
     check_weights_safe(path, allow_pickle)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(seed)
-    with quiet_transformers():   # "newly initialized" heads are expected: the task trains them
+    # New heads from `seed` on every rank, and the caller's generator left as it was: the trainer
+    # seeded it per rank before this (dropout masks must differ between data-parallel ranks).
+    with torch.random.fork_rng(devices=[]), quiet_transformers():
+        torch.manual_seed(seed)
         model, info = getattr(transformers, auto_class).from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
             output_loading_info=True, **NO_HUB_KERNELS, **kwargs)

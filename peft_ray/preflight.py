@@ -18,6 +18,8 @@ from peft_ray.data.fewshot import keep_shots
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
 from peft_ray.data.holdout import apply_holdout
 from peft_ray.errors import DataError, SpecError, suggest
+from peft_ray.methods import get_method
+from peft_ray.methods.adapter_model import check_init_from
 from peft_ray.methods.targets import check_named_targets
 from peft_ray.models import check_weights_match, check_weights_safe, lm_kind, load_tokenizer, resolve_model_path
 from peft_ray.rows.labels import label_ids
@@ -190,6 +192,8 @@ def run_preflight(spec: JobSpec) -> Preflight:
     check_weights_match(model_path, spec.model.trust_remote_code)  # on the meta device: no weights read
     check_named_targets(model_path, getattr(spec.method, "target_modules", None), spec.model.trust_remote_code)
     check_model_fits_task(spec, model_path)
+    if getattr(spec.method, "init_from", None):
+        check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
     holdout = spec.data.validation is None and spec.data.validation_fraction > 0
     train = scan_split(train_files, spec, "data.train", "train" if holdout else "")

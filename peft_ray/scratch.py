@@ -52,10 +52,12 @@ def scratch_model(name: str, cache: Path, tokenizer_path: str) -> str:
         return str(out)
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     cfg, cls = _config(family, tok)
-    torch.manual_seed(0)
     out.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out) as tmp:                     # random name, made exclusively: no planted link
-        cls(cfg).save_pretrained(tmp)
+        with torch.random.fork_rng(devices=[]):      # the same weights everywhere; the caller's RNG untouched
+            torch.manual_seed(0)
+            model = cls(cfg)
+        model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:
             tmp.rename(out)

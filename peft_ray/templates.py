@@ -21,7 +21,6 @@ from peft_ray.errors import SpecError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SOFT = re.compile(r"soft(?::(\d+))?\Z")
-RESERVED = ("soft", "label")
 
 
 @dataclass(frozen=True)

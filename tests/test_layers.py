@@ -27,19 +27,48 @@ def layer(module: str) -> int:
     return LAYERS[parts[1]]
 
 
-def imports(path: Path):
+def imports(path: Path, module: str):
+    """(imported module, line): `from peft_ray import x` as peft_ray.x, relative imports resolved."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module, node.lineno
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([base] if base else []))
+            if base in ("peft_ray", "peft_ray_kernels"):   # a submodule by name, else an attribute
+                yield from ((f"{base}.{a.name}" if is_submodule(base, a.name) else base, node.lineno)
+                            for a in node.names)
+            else:
+                yield base, node.lineno
         elif isinstance(node, ast.Import):
             yield from ((a.name, node.lineno) for a in node.names)
+
+
+def is_submodule(package: str, name: str) -> bool:
+    root = ROOT if package == "peft_ray" else ROOT.parent / "kernels"
+    return (root / name).is_dir() or (root / f"{name}.py").is_file()
+
+
+def module_name(path: Path, root: Path, top: str) -> str:
+    return ".".join([top, *path.relative_to(root).with_suffix("").parts]).removesuffix(".__init__")
 
 
 def test_imports_go_down_the_layers_only():
     upward = []
     for path in sorted(ROOT.rglob("*.py")):
-        module = ".".join(["peft_ray", *path.relative_to(ROOT).with_suffix("").parts]).removesuffix(".__init__")
-        for target, line in imports(path):
+        module = module_name(path, ROOT, "peft_ray")
+        for target, line in imports(path, module):
             if layer(target) > layer(module) and (module, target) not in EXCEPTIONS:
                 upward.append(f"{path.relative_to(ROOT.parent)}:{line} imports {target}")
     assert not upward, "imports up the layers (docs/architecture.md):\n" + "\n".join(upward)
+
+
+def test_kernels_import_nothing_of_peft_ray():
+    """kernels/ (installed as peft_ray_kernels) is the bottom layer: torch and triton only."""
+    kernels = ROOT.parent / "kernels"
+    found = [f"{path.relative_to(ROOT.parent)}:{line} imports {target}"
+             for path in sorted(kernels.rglob("*.py"))
+             for target, line in imports(path, module_name(path, kernels, "peft_ray_kernels"))
+             if target.split(".")[0] == "peft_ray"]
+    assert not found, "\n".join(found)

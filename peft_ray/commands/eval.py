@@ -86,6 +86,8 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     check_columns(files, needed_columns(spec), "--data", spec)
     if not holdout:
         spec.data.validation_fraction = 0.0          # score every row of a file given directly
+    spec.data.train_shots = None                     # the job's K rows a class picked what it trained on,
+                                                     # not a split: `--split train` scores every train row
     # Unknown labels, empty files: named now, before Ray starts (it buried them in a UserCodeException).
     facts = scan_split(files, spec, "--data", "validation" if holdout else "")
     if batch_size:

@@ -1,23 +1,29 @@
-"""Worker-side batching: length grouping and dynamic padding.
+"""Worker-side batching: shuffling, length grouping and dynamic padding.
 
 Padding to the longest row of a micro-batch (not to max_length) is most of
 peft-ray's speed edge on short-text classification: SST-2 rows average ~25
 tokens against a 64-token cap. Grouping rows of similar length inside a
 shuffle window cuts the remaining padding further.
+
+Order: a shard held in memory is permuted whole every epoch (`permuted`, as a
+RandomSampler or DistributedSampler with set_epoch does); every shard is then
+shuffled in windows of WINDOW_BATCHES batches, which is all a streamed one gets
+(with Ray Data's seeded block order, like its local shuffle buffer).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from peft_ray.rows.tokens import IGNORE
+
 WINDOW_BATCHES = 32  # micro-batches per shuffle window (and per length group on large sets)
+Seed = Union[int, Sequence[int]]   # what np.random.default_rng takes: (seed, epoch, rank) never collide
 
-
-from peft_ray.rows.tokens import IGNORE  # noqa: F401  (label of positions the loss skips)
 TENSOR_KEYS = ("input_ids", "label", "target_ids", "score_pos", "length", "truncated")
 
 
@@ -60,13 +66,21 @@ def group_batches(rows: int, batch_size: int) -> int:
     return max(1, min(WINDOW_BATCHES, rows // (4 * batch_size)))
 
 
-def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, seed: int,
+def permuted(tables: List[pa.Table], seed: Seed) -> List[pa.Table]:
+    """Every row of an in-memory shard, in a fresh seeded order (one epoch's)."""
+    rows = pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else None
+    if rows is None or rows.num_rows < 2:
+        return tables
+    return [rows.take(np.random.default_rng(seed).permutation(rows.num_rows))]
+
+
+def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, seed: Seed,
                   group_by_length: bool, drop_last: bool,
                   group: int = WINDOW_BATCHES,
-                  order_seed: Optional[int] = None) -> Iterator[Dict[str, torch.Tensor]]:
+                  order_seed: Optional[Seed] = None) -> Iterator[Dict[str, torch.Tensor]]:
     """Yield padded micro-batches; deterministic for a deterministic input order and seed. Rows
-    are shuffled in windows of WINDOW_BATCHES batches and, with group_by_length, sorted by length
-    in groups of `group` batches of each window.
+    are shuffled in windows of WINDOW_BATCHES batches (with or without grouping) and, with
+    group_by_length, sorted by length in groups of `group` batches of each window.
 
     `order_seed` (data-parallel ranks pass one shared value) seeds the order of each window's
     batches apart from the row shuffle. Ranks step in lockstep, so a step costs the slowest
@@ -77,7 +91,7 @@ def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, s
     rng = np.random.default_rng(seed)
     order_rng = rng if order_seed is None else np.random.default_rng(order_seed)
     window: List[dict] = []
-    size = batch_size * (WINDOW_BATCHES if group_by_length else 1)
+    size = batch_size * WINDOW_BATCHES
     span = batch_size * min(group, WINDOW_BATCHES) if group_by_length else 0
     for row in _rows(tables):
         window.append(row)

@@ -52,7 +52,11 @@ def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
         check_link(f, field)
-        file_format(f, field)
+    formats = {file_format(f, field): f for f in files}
+    if len(formats) > 1:   # Ray Data reads a split with one reader
+        raise DataError(f"{field}: '{name}' matches files of {len(formats)} formats ("
+                        + ", ".join(f"{fmt}: {Path(f).name}" for fmt, f in sorted(formats.items()))
+                        + "); a split must be one format: narrow the glob or convert the files")
     return files
 
 

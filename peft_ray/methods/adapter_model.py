@@ -12,6 +12,7 @@ injected parameters at the same module paths, so a key is our parameter name wit
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
@@ -114,18 +115,25 @@ def copy_checked(param: torch.Tensor, value: torch.Tensor, key: str, source: str
     param.copy_(value.to(param.dtype))
 
 
-def load_init_from(model: "AdapterModel", path: str, peft_type: str) -> None:
-    """method.init_from: an HF PEFT adapter folder of `peft_type`, loaded into `model` as its start."""
-    from pathlib import Path
-
-    from peft_ray.adapter import CONFIG, WEIGHTS, read_adapter
+def check_init_from(path: str, peft_type: str) -> None:
+    """method.init_from names an HF PEFT adapter folder of `peft_type` (files and config only: the
+    pre-flight calls this before any model loads)."""
+    from peft_ray.adapter import CONFIG, WEIGHTS, read_json_object
 
     p = Path(path).expanduser()
     if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
         raise SpecError(f"method.init_from: '{path}' is not an HF PEFT adapter folder (needs {CONFIG} and {WEIGHTS})")
-    state, cfg, _ = read_adapter(p)
-    if cfg.get("peft_type") != peft_type:
-        raise SpecError(f"method.init_from: '{path}' holds a {cfg.get('peft_type')} adapter, not {peft_type}")
+    found = read_json_object(p / CONFIG, "method.init_from:").get("peft_type")
+    if found != peft_type:
+        raise SpecError(f"method.init_from: '{path}' holds a {found} adapter, not {peft_type}")
+
+
+def load_init_from(model: "AdapterModel", path: str, peft_type: str) -> None:
+    """method.init_from: an HF PEFT adapter folder of `peft_type`, loaded into `model` as its start."""
+    from peft_ray.adapter import read_adapter
+
+    check_init_from(path, peft_type)
+    state, _, _ = read_adapter(Path(path).expanduser())
     model.load_adapter_state(state, f"method.init_from: {path}")
 
 

@@ -11,6 +11,7 @@ import pydantic
 import yaml
 
 from peft_ray.errors import SpecError, suggest
+from peft_ray.metrics import lower_is_better
 from peft_ray.spec.schema import JobSpec
 from peft_ray.storage import check_location
 
@@ -107,6 +108,9 @@ def read_yaml(path: str | Path) -> Dict[str, Any]:
     return raw
 
 
+SHORTHANDS = {"method": "name"}   # a section a job may give as its name alone
+
+
 def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
     """Apply `a.b.c=value` overrides; values are parsed as YAML (so 3e-2, true, [a, b] work)."""
     out = copy.deepcopy(raw)
@@ -126,6 +130,8 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
                             f"it for YAML inside shell quotes: '{key}=\"{shown(text)}\"'")
         node = out
         parts = key.strip().split(".")
+        if len(parts) > 1 and isinstance(out.get(parts[0]), str) and parts[0] in SHORTHANDS:
+            out[parts[0]] = {SHORTHANDS[parts[0]]: out[parts[0]]}   # `method: lora`, then method.r=16
         for part in parts[:-1]:
             if not isinstance(node.get(part, {}), dict):
                 raise SpecError(f"override '{key}': '{part}' is not a section")
@@ -212,7 +218,7 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
     spec.method, spec.task = method, task_cfg
     if spec.tune is not None and spec.tune.metric is None:   # the task's primary metric (any task can be tuned)
         spec.tune.metric = task.primary_metric
-        spec.tune.mode = spec.tune.mode or ("min" if "loss" in task.primary_metric else "max")
+        spec.tune.mode = spec.tune.mode or ("min" if lower_is_better(task.primary_metric) else "max")
     spec.output.dir = spec.output.dir.replace("{name}", spec.name)
     try:
         check_location(spec.output.dir)
@@ -224,10 +230,13 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
     return spec
 
 
-def load_spec(path: Optional[str | Path], overrides: Sequence[str] = ()) -> JobSpec:
+def load_spec(path: Optional[str | Path], overrides: Sequence[str] = (), resolve_paths: bool = True) -> JobSpec:
+    """The validated job; relative paths made absolute unless `resolve_paths` is False (submit
+    checks what the user wrote, then resolves)."""
     raw = read_yaml(path) if path else {}
     try:
-        return absolute_paths(validate_spec(apply_overrides(raw, overrides)))
+        spec = validate_spec(apply_overrides(raw, overrides))
+        return absolute_paths(spec) if resolve_paths else spec
     except SpecError as e:
         raise quoting_hint(e, overrides) from None
 
@@ -253,10 +262,15 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
         p = Path(value).expanduser()
         return str(p.resolve()) if not p.is_absolute() else value
 
+    if spec.data.root is None:    # the split names are the paths themselves
+        spec.data.train = fix(spec.data.train)
+        spec.data.validation = fix(spec.data.validation)
     spec.data.root = fix(spec.data.root)
     spec.output.dir = fix(spec.output.dir)
     if Path(spec.model.name_or_path).expanduser().exists():
         spec.model.name_or_path = fix(spec.model.name_or_path)
+    if getattr(spec.method, "init_from", None):
+        spec.method.init_from = fix(spec.method.init_from)
     return spec
 
 

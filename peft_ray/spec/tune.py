@@ -25,6 +25,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from peft_ray.errors import suggest
+from peft_ray.metrics import lower_is_better
 
 Verbalizer = Dict[str, Union[str, List[str]]]
 Scalar = Union[bool, int, float, str]
@@ -143,7 +144,7 @@ class TuneSpec(_Section):
     @model_validator(mode="after")
     def _infer_mode(self):
         if self.mode is None and self.metric is not None:
-            object.__setattr__(self, "mode", "min" if "loss" in self.metric else "max")
+            object.__setattr__(self, "mode", "min" if lower_is_better(self.metric) else "max")
         if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             bad = [k for k, d in self.space.items() if d.kind == "grid"]
             raise ValueError(f"search: optuna cannot enumerate grid dimensions {bad}; use choice instead")

@@ -139,10 +139,16 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
     """load_spec + (when the files are here) run_preflight, from inside the working dir."""
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import load_spec
+    from peft_ray.spec.load import absolute_paths
 
     notes: List[str] = []
     with contextlib.chdir(plan.root):
-        spec = load_spec(job_path, overrides)
+        spec = load_spec(job_path, overrides, resolve_paths=False)
+        if "://" not in spec.output.dir and not Path(spec.output.dir).expanduser().is_absolute():
+            notes.append(f"output.dir '{spec.output.dir}' is relative: on the cluster it lands in the job's "
+                         "temporary copy of the working dir on the head node; set it to a folder every node "
+                         "shares (see docs/cluster.md)")
+        spec = absolute_paths(spec)
         remote = not_on_this_machine(spec)
         if remote:
             notes.append(f"{', '.join(remote)} not on this machine: skipped the file checks here; "
@@ -152,10 +158,8 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
             for f in pre.train.files + (pre.validation.files if pre.validation else []):
                 plan.check_travels(Path(f), "data")
             plan.check_travels(Path(pre.model_path), "model.name_or_path")
-    if "://" not in spec.output.dir and not Path(spec.output.dir).is_absolute():
-        notes.append(f"output.dir '{spec.output.dir}' is relative: on the cluster it lands in the job's "
-                     "temporary copy of the working dir on the head node; set it to a folder every node "
-                     "shares (see docs/cluster.md)")
+            if getattr(spec.method, "init_from", None):
+                plan.check_travels(Path(spec.method.init_from), "method.init_from")
     return spec, notes
 
 
@@ -169,6 +173,9 @@ def not_on_this_machine(spec) -> List[str]:
     model = spec.model.name_or_path
     if model.startswith(("/", "~")) and _elsewhere(model):
         out.append(f"model.name_or_path '{model}'")
+    init_from = getattr(spec.method, "init_from", None)
+    if init_from and _elsewhere(init_from):
+        out.append(f"method.init_from '{init_from}'")
     return out
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peft_ray.data.batching import IGNORE, collate, micro_batches
-from peft_ray.metrics import classification_metrics
+from peft_ray.data.batching import collate, micro_batches
+from peft_ray.rows.tokens import IGNORE
+from peft_ray.metrics import add_confusion, classification_metrics
 from peft_ray.dist import all_sum, all_sum_tensor, rank, world
 
 
@@ -82,7 +83,7 @@ def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batc
             y = batch["labels"].to(logits.device)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             pred = logits.argmax(-1).cpu().numpy()
-            np.add.at(cm.numpy(), (batch["labels"].numpy(), pred), 1)
+            add_confusion(cm.numpy(), batch["labels"].numpy(), pred)
     cm = all_sum_tensor(cm)
     n = cm.sum().item()
     loss = all_sum([loss_sum])[0] / max(n, 1)

@@ -33,8 +33,19 @@ def _forward_takes(cls: type, name: str) -> bool:
 def keeps_logits(engine) -> bool:
     """Whether the HF model computes logits only at asked-for positions (`logits_to_keep`, the
     causal LMs of transformers 5): then a loss that reads a few positions need not project every
-    row through the LM head (on SmolLM2 the head is 28M of 135M parameters, B x n x 49,152 floats)."""
-    return _forward_takes(type(hf_model(engine)), "logits_to_keep")
+    row through the LM head (on SmolLM2 the head is 28M of 135M parameters, B x n x 49,152 floats).
+    The losses pass (B, k) per-row positions, which only transformers' `slice_logits_to_keep`
+    understands (earlier releases index `hidden[:, positions]`, a shape error): so the model's own
+    module must use it."""
+    cls = type(hf_model(engine))
+    return _forward_takes(cls, "logits_to_keep") and _uses_slice_helper(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _uses_slice_helper(cls: type) -> bool:
+    import sys
+
+    return hasattr(sys.modules.get(cls.__module__), "slice_logits_to_keep")
 
 
 def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:

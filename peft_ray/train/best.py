@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from peft_ray.errors import SpecError
+from peft_ray.metrics import lower_is_better
 from peft_ray.tasks import get_task
 
 EVALS_PER_EPOCH = 4   # default eval_every: a few evaluations per epoch, as a long job needs
@@ -39,7 +40,7 @@ def best_policy(train_spec, task) -> BestPolicy:
     metric = train_spec.metric_for_best or task.primary_metric
     greater = train_spec.greater_is_better
     if greater is None:
-        greater = not metric.endswith("loss")
+        greater = not lower_is_better(metric)
     return BestPolicy(metric, greater, train_spec.early_stopping_patience)
 
 

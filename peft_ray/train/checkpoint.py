@@ -95,7 +95,7 @@ def save_checkpoint(engine, state: TrainerState, local_dir: Path, write_adapter_
 
         raise OSError(errno.ENOSPC, "No space left on device (injected while writing a checkpoint)")
     r = rank()
-    save_file({"cpu": torch.get_rng_state()}, str(local_dir / f"rng_rank{r}.safetensors"))
+    save_file(rng_states(), str(local_dir / f"rng_rank{r}.safetensors"))
     if r == 0:
         (local_dir / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1))
     files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.startswith("MANIFEST"))
@@ -170,7 +170,33 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
     rng = path / f"rng_rank{rank()}.safetensors"
     if rng.exists():
         torch.set_rng_state(read_rng_state(rng))
+        cuda = read_cuda_rng_state(rng)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
     return state
+
+
+def rng_states() -> dict:
+    """This rank's generators: the CPU one, and the current GPU's when CUDA is in use (GPU dropout
+    draws from it, so an exact resume needs it too)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def read_cuda_rng_state(path: Path):
+    """The saved GPU generator state, when the checkpoint has one and this process uses CUDA
+    (a checkpoint from a GPU run resumed on the CPU has no GPU generator to restore)."""
+    from safetensors import safe_open
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        if "cuda" not in f.keys():
+            return None
+        value = f.get_tensor("cuda")
+    return value if value.dtype == torch.uint8 and value.dim() == 1 else None
 
 
 def read_rng_state(path: Path) -> torch.Tensor:
@@ -256,6 +282,24 @@ def latest_good_checkpoint(root: Union[Path, str], warn=print) -> Optional[Union
         if ok:
             return path
         warn(f"warning: skipping checkpoint {path}: {why}")
+    return None
+
+
+def checkpoint_at_step(root: Union[Path, str], step: int) -> Optional[str]:
+    """A checkpoint under `root` (a path or a URI) that validates and holds global step `step`."""
+    if is_uri(str(root)):
+        loc = Location.at(str(root))
+        for cand in sorted(_checkpoint_names(loc.files())):
+            if checkpoint_step(loc / cand) == step:
+                with tempfile.TemporaryDirectory(prefix="peft-ray-check-") as tmp:
+                    if validate_checkpoint((loc / cand).download(Path(tmp) / "c"))[0]:
+                        return (loc / cand).uri
+        return None
+    if not Path(root).is_dir():
+        return None
+    for path in reversed(checkpoint_dirs(Path(root))):
+        if checkpoint_step(path) == step and validate_checkpoint(path)[0]:
+            return str(path)
     return None
 
 

@@ -13,13 +13,21 @@ index so that every validation row is scored exactly once.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+import itertools
+from typing import Iterable, Iterator, List, Optional, Union
 
 import pyarrow as pa
 
 from peft_ray import dist as D
 
 READ_BATCH = 256
+IN_MEMORY_ROWS = 200_000   # a train shard up to this many rows is held whole (a few hundred MB of ids at most)
+
+
+class InMemoryShard(list):
+    """A worker's whole train shard as tables, held in memory on every epoch by construction (not
+    by a cache that a resumed run would lack), so the recipe may permute it whole each epoch and a
+    resumed run permutes it the same way."""
 
 
 class RayDataIterators:
@@ -47,7 +55,7 @@ class RayDataIterators:
             return self._train_cache
         batches = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
         if self._split_here:
-            self._train_cache = rank_share(list(batches), D.rank(), D.world())
+            self._train_cache = InMemoryShard(rank_share(list(batches), D.rank(), D.world()))
             return self._train_cache
         return _CachingIterable(batches, self._keep_train)
 
@@ -87,7 +95,7 @@ class _CachingIterable:
     (a few hundred MB of token ids at most), hands its tables to `keep`: later passes
     (evaluations, epochs) cost no Ray Data execution. A pass stopped early keeps nothing."""
 
-    MAX_ROWS = 200_000
+    MAX_ROWS = IN_MEMORY_ROWS
 
     def __init__(self, it, keep):
         self.it, self.keep = it, keep
@@ -113,6 +121,7 @@ class LocalDataIterators:
         self.train_files, self.val_files = train_files, val_files
         self.preprocess, self.val_cfg = preprocess, val_cfg or pp_cfg
         self.pp_cfg, self.columns, self.rank, self.world = pp_cfg, columns, rank, world
+        self._train_cache: Optional[InMemoryShard] = None
 
     def _tables(self, files, shard: bool, cfg) -> Iterable[pa.Table]:
         from peft_ray.data.sources import iter_arrow
@@ -127,7 +136,28 @@ class LocalDataIterators:
             yield self.preprocess(table, cfg)
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
-        return self._tables(self.train_files, shard=True, cfg=self.pp_cfg)
+        """The shard whole (InMemoryShard, tokenized once for every epoch) when it has at most
+        IN_MEMORY_ROWS rows; else streamed from the files each epoch. One process reads and trains
+        in turn, so reading a small shard whole first costs no time, only the first step's wait."""
+        if self._train_cache is None:
+            tables = whole_or_stream(self._tables(self.train_files, shard=True, cfg=self.pp_cfg), IN_MEMORY_ROWS)
+            if not isinstance(tables, InMemoryShard):
+                return tables
+            self._train_cache = tables
+        return self._train_cache
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         return self._tables(self.val_files, shard=False, cfg=self.val_cfg) if self.val_files else None
+
+
+def whole_or_stream(tables: Iterable[pa.Table], max_rows: int) -> Union[InMemoryShard, Iterator[pa.Table]]:
+    """All of `tables` as an InMemoryShard if they hold at most `max_rows` rows; else an iterator
+    over them (the tables read so far first), so a large split still streams."""
+    it = iter(tables)
+    held, rows = [], 0
+    for t in it:
+        held.append(t)
+        rows += len(t)
+        if rows > max_rows:
+            return itertools.chain(held, it)
+    return InMemoryShard(held)

@@ -17,7 +17,7 @@ from peft_ray.replaced import check_no_leftover, replacing
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
 from peft_ray.train.best import check_metric_for_best
-from peft_ray.train.checkpoint import latest_good_checkpoint
+from peft_ray.train.checkpoint import checkpoint_at_step, latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
@@ -75,8 +75,23 @@ def init_ray(spec: JobSpec) -> bool:
         raise JobError(f"scaling.num_workers={spec.scaling.num_workers} x cpus_per_worker="
                        f"{spec.scaling.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}; "
                        "lower scaling.num_workers or scaling.cpus_per_worker")
+    note_started_cluster()
     start_local_ray(cpus + DATA_CPU_SLOTS)
     return True
+
+
+def note_started_cluster() -> None:
+    """Say so when a `ray start` cluster runs on this machine: the job does not join it unless
+    told to (scaling.address or RAY_ADDRESS), as Ray's own ray.init() would have tried."""
+    try:
+        from ray._private.utils import read_ray_address   # the file `ray start` writes; private, so guarded
+
+        found = read_ray_address()
+    except Exception:   # noqa: BLE001 - only a note
+        return
+    if found:
+        print(f"[peft-ray] note: a Ray cluster started with `ray start` runs here ({found}); this job starts "
+              "its own in-process Ray. To run on that cluster: scaling.address=auto (or RAY_ADDRESS=auto)")
 
 
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
@@ -99,7 +114,10 @@ def start_local_ray(num_cpus: int) -> None:
     if os.environ.get(API_SERVER_ENV) in (None, _our_api_server.get("url")):
         _our_api_server["url"] = os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
     os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+    # address "local": a new Ray even where `ray start` left a cluster's address file (plain
+    # ray.init() would join that cluster, and refuses num_cpus there)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=port,
              log_to_driver=True, configure_logging=True, logging_level="WARNING")
 
 
@@ -323,8 +341,12 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
 
 
 def best_checkpoint(result, metrics: Dict[str, Any], out: Location) -> Optional[Location]:
-    """The retained checkpoint at metrics["best_step"] (the retention score keeps it)."""
+    """The retained checkpoint at metrics["best_step"] (the retention score keeps it): this Ray
+    run's, or after --resume one an earlier run of this output dir kept under ray/."""
+    if "best_step" not in metrics:
+        return None
     for ckpt, m in result.best_checkpoints or []:
-        if "best_step" in metrics and m.get("step") == metrics["best_step"]:
+        if m.get("step") == metrics["best_step"]:
             return location_of(ckpt.filesystem, ckpt.path, like=out.uri)
-    return None
+    found = checkpoint_at_step((out / "ray").uri, int(metrics["best_step"]))
+    return Location.at(found) if found else None

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from peft_ray.adapter import gather_adapter_state, write_adapter
-from peft_ray.data.batching import group_batches, micro_batches
+from peft_ray.data.batching import group_batches, micro_batches, permuted
 from peft_ray.methods import get_method
 from peft_ray import dist as D
 from peft_ray.spec import saved_spec, validate_spec
@@ -26,7 +26,7 @@ from peft_ray.tasks.evaluate import eval_scope
 from peft_ray.train import telemetry
 from peft_ray.train.best import best_fields, best_policy, intervals, retention_score, should_stop, update_best
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
-from peft_ray.train.data_iter import RayDataIterators
+from peft_ray.train.data_iter import InMemoryShard, RayDataIterators
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
 from peft_ray.train.report import RayReporter
 from peft_ray.train.runlog import RunLog
@@ -160,11 +160,14 @@ def epoch_batches(ctx: StepContext, epoch: int, skip: int):
     """This worker's micro-batches of `epoch`, the first `skip` dropped (exact resumption)."""
     t, micro = ctx.spec.train, ctx.spec.micro_batch_size
     rows = ctx.run.steps_per_epoch * t.grad_accum * micro            # this worker's rows per epoch
-    seed = t.seed * 1000 + epoch * 10
-    it = micro_batches(ctx.data.train_tables(epoch), micro, pad_id=ctx.pad_id,
-                       seed=seed + D.rank(), group_by_length=t.group_by_length,
+    mine = (t.seed, epoch, D.rank())                                 # never the same stream twice
+    tables = ctx.data.train_tables(epoch)
+    if isinstance(tables, InMemoryShard):                            # a fresh order of the whole shard
+        tables = permuted(tables, (*mine, 1))
+    it = micro_batches(tables, micro, pad_id=ctx.pad_id,
+                       seed=mine, group_by_length=t.group_by_length,
                        drop_last=True, group=group_batches(rows, micro),
-                       order_seed=seed if D.world() > 1 else None)  # ranks' lengths match
+                       order_seed=mine[:2] if D.world() > 1 else None)  # ranks' lengths match
     for i, batch in enumerate(it):
         if i >= skip:
             yield batch

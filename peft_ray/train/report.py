@@ -35,7 +35,7 @@ class RayReporter:
             ok, why = validate_checkpoint(path)
             if ok:
                 found.append(path)
-            else:
+            elif D.rank() == 0:   # every rank checks it; one says so
                 print(f"[peft-ray] warning: skipping checkpoint {path}: {why}")
         if self.storage_dir and (is_uri(self.storage_dir) or Path(self.storage_dir).is_dir()):
             found.append(latest_good_checkpoint(self.storage_dir, warn=lambda m: None))
@@ -92,8 +92,9 @@ class LocalReporter:
         shutil.rmtree(final, ignore_errors=True)
         Path(local_dir).rename(final)  # atomic within one file system
         self.last_metrics, self.last_checkpoint = dict(metrics), final
-        if metrics.get("best_step") == metrics["step"]:
-            self.best_checkpoint = final
+        if "best_step" in metrics:   # after --resume the best may be a checkpoint of the earlier run
+            best = self.root / f"checkpoint_{int(metrics['best_step']):08d}"
+            self.best_checkpoint = best if best.is_dir() else self.best_checkpoint
         self._prune()
 
     def _prune(self) -> None:

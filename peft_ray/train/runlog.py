@@ -196,11 +196,6 @@ def read_log(path: Path):
     return rows
 
 
-def mean_train_loss(path: Path) -> Optional[float]:
-    losses = [r["loss"] for r in read_log(path) if r.get("kind") == "train"] if Path(path).exists() else []
-    return sum(losses) / len(losses) if losses else None
-
-
 def plot_curves(out_dir: str, warn=print) -> Optional[Path]:
     """curves.png: train loss, lr and every eval metric against the step."""
     log = Path(out_dir) / "metrics.jsonl"

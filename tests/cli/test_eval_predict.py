@@ -190,3 +190,19 @@ def test_help_has_examples(cmd):
     r = _cli(cmd, "--help")
     assert r.exit_code == 0
     assert f"peft-ray {cmd} runs/" in r.output and "Examples" in r.output
+
+
+def test_eval_of_the_train_split_scores_every_row_of_a_few_shot_job(cls_run, tmp_path):
+    """The job's K rows a class are what it trained on, not a split: `--split train` dropped every
+    other row, silently (skipped_rows 0), and needed the job's own data folder to compute them."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cls_run / "adapter", run / "adapter")
+    card = json.loads((run / "adapter" / "peft_ray.json").read_text())
+    card["spec"]["data"]["train_shots"] = 4
+    (run / "adapter" / "peft_ray.json").write_text(json.dumps(card))
+    r = _cli("eval", run / "adapter", "--data", cls_run.parent / "data", "--split", "train", "--local",
+             "--output", tmp_path / "m.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["n_eval"] == 256

@@ -135,6 +135,19 @@ def test_latest_good_checkpoint_on_a_uri_skips_corrupt(tmp_path):
     assert latest_good_checkpoint(f"file://{tmp_path}/nothing-here", warn=warnings.append) is None
 
 
+def test_the_best_checkpoint_of_an_earlier_run_is_found_by_its_step(tmp_path):
+    """After --resume, Ray's result knows only the new run's checkpoints; the best may be the
+    earlier run's, which adapter/ must still be."""
+    from peft_ray.train.checkpoint import checkpoint_at_step
+
+    _fake_checkpoint(tmp_path / "ray" / "tiny-1" / "checkpoint_a", 3)
+    _fake_checkpoint(tmp_path / "ray" / "tiny-2" / "checkpoint_b", 6)
+    assert checkpoint_at_step(str(tmp_path / "ray"), 3) == str(tmp_path / "ray" / "tiny-1" / "checkpoint_a")
+    assert checkpoint_at_step(f"file://{tmp_path}/ray", 6) == f"file://{tmp_path}/ray/tiny-2/checkpoint_b"
+    assert checkpoint_at_step(str(tmp_path / "ray"), 9) is None
+    assert checkpoint_at_step(str(tmp_path / "nothing"), 3) is None
+
+
 def test_local_mode_refuses_a_uri(tiny_bert, tiny_data, tmp_path):
     from peft_ray.train.local import run_local
 
@@ -178,3 +191,14 @@ def test_train_and_resume_into_a_uri(ray_runtime, tiny_bert, tiny_data, tmp_path
     assert load_file(str(out / "adapter" / "adapter_model.safetensors"))["prompt_embeddings"].shape == (4, 32)
     assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 6
     assert not Path("file:").exists()  # the URI never became a local folder
+
+
+def test_submit_notes_a_relative_output_dir(tmp_path, tiny_bert, tiny_data):
+    """The note was checked after the paths were made absolute, so it never showed."""
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "tiny.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "out")))
+    r = CliRunner().invoke(main, ["submit", str(job), "output.dir=runs/x", "--working-dir", str(tmp_path),
+                                  "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "output.dir 'runs/x' is relative" in r.output

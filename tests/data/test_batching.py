@@ -78,3 +78,38 @@ def test_ranks_with_one_order_seed_step_with_matching_lengths():
     again = [b["input_ids"].tolist() for b in micro_batches([shards[0]], 16, pad_id=0, seed=3,
                                                              group_by_length=True, drop_last=True)]
     assert single == again
+
+
+def test_without_length_grouping_batches_are_still_shuffled():
+    """group_by_length: false once shuffled inside each batch only, so every epoch and every seed
+    gave the same consecutive rows in file order."""
+    n, batch = 256, 8
+
+    def sets(seed):
+        return [frozenset(int(r[0]) for r in b["input_ids"]) for b in micro_batches(
+            [table(n)], batch, pad_id=-1, seed=seed, group_by_length=False, drop_last=True)]
+
+    a, b = sets(1), sets(2)
+    assert set().union(*a) == set(range(n))
+    assert set(a) != set(b)
+    assert frozenset(range(batch)) not in a            # not file order cut into batches
+
+
+def test_an_in_memory_shard_is_permuted_whole_each_epoch():
+    from peft_ray.data.batching import permuted
+
+    tables = [table(300).slice(0, 100), table(300).slice(100, 200)]
+    ids = lambda ts: [r[0] for t in ts for r in t.column("input_ids").to_pylist()]  # noqa: E731
+    one, two = ids(permuted(tables, (0, 0, 0))), ids(permuted(tables, (0, 1, 0)))
+    assert sorted(one) == sorted(two) == list(range(300))
+    assert one != two and one == ids(permuted(tables, (0, 0, 0)))
+    assert max(one[:100]) >= 200                       # rows cross the tables' bounds
+
+
+def test_a_small_shard_is_held_whole_and_a_large_one_streams():
+    from peft_ray.train.data_iter import InMemoryShard, whole_or_stream
+
+    parts = [table(10) for _ in range(3)]
+    assert isinstance(whole_or_stream(iter(parts), 30), InMemoryShard)
+    streamed = whole_or_stream(iter(parts), 25)
+    assert not isinstance(streamed, list) and [len(t) for t in streamed] == [10, 10, 10]

@@ -107,3 +107,17 @@ def test_unreachable_cluster_is_a_quick_message():
 
     with pytest.raises(JobError, match="cannot reach the Ray cluster"):
         check_reachable("127.0.0.1:1", timeout=2)
+
+
+def test_a_split_of_mixed_formats_is_refused_with_its_files(tmp_path):
+    """Ray Data reads a split with the reader of its first file; the pre-flight read each file with its own."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from peft_ray.data.sources import resolve_files
+    from peft_ray.errors import DataError
+
+    pq.write_table(pa.table({"text": ["a"], "label": [0]}), tmp_path / "part1.parquet")
+    (tmp_path / "part2.jsonl").write_text('{"text": "b", "label": 1}\n')
+    with pytest.raises(DataError, match=r"data.train: 'part\*' matches files of 2 formats .*part2.jsonl"):
+        resolve_files(str(tmp_path), "part*", "data.train")

@@ -77,3 +77,12 @@ def test_every_shipped_job_validates_as_a_spec():
         assert first.startswith("# peft-ray "), f"{job.name} must start with the command that runs it"
         load_spec(job)
         yaml.safe_load(job.read_text())
+
+
+def test_method_shorthand_takes_field_overrides():
+    from peft_ray.spec.load import apply_overrides, validate_spec
+
+    raw = apply_overrides({"method": "lora"}, ["method.r=16"])
+    assert raw["method"] == {"name": "lora", "r": 16}
+    job = {"task": {"type": "classification", "labels": ["a", "b"]}}
+    assert validate_spec(apply_overrides(job, ["method=lora", "method.r=16"])).method.r == 16

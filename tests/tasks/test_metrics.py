@@ -60,3 +60,12 @@ def test_matches_seqeval(gold, pred):
     assert m["entity_f1"] == pytest.approx(seqeval.f1_score(gold, pred))
     assert m["entity_precision"] == pytest.approx(seqeval.precision_score(gold, pred))
     assert m["entity_recall"] == pytest.approx(seqeval.recall_score(gold, pred))
+
+
+def test_only_a_loss_is_minimised_not_a_class_named_loss():
+    from peft_ray.metrics import lower_is_better
+    from peft_ray.spec.tune import TuneSpec
+
+    assert lower_is_better("loss") and lower_is_better("eval_loss")
+    assert not lower_is_better("f1/loss") and not lower_is_better("recall/loss") and not lower_is_better("accuracy")
+    assert TuneSpec(metric="recall/loss", space={"train.lr": {"choice": [1e-3]}}).mode == "max"

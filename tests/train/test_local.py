@@ -74,3 +74,19 @@ def test_local_gives_one_process_the_worker_groups_cpus(monkeypatch):
     assert local_threads(ScalingSpec(num_workers=8, cpus_per_worker=4)) == 4
     assert local_threads(ScalingSpec(num_workers=2, torch_threads=1)) == 1
     assert local_threads(ScalingSpec(num_workers=2, use_gpu=True)) is None
+
+
+def test_a_resumed_run_keeps_and_exports_the_earlier_runs_best(tmp_path):
+    """After --resume the reporter starts empty; the best may be a checkpoint of the run before.
+    It was pruned as an old one, and adapter/ became the last step's."""
+    from peft_ray.train.report import LocalReporter
+
+    rep = LocalReporter(str(tmp_path), keep=1, resume_from=None)
+    earlier = tmp_path / "checkpoints" / "checkpoint_00000002"
+    earlier.mkdir(parents=True)
+    for step in (4, 6):
+        staged = tmp_path / f"staged{step}"
+        staged.mkdir()
+        rep.report({"step": step, "best_step": 2}, str(staged))
+    assert earlier.is_dir() and rep.best_checkpoint == earlier
+    assert not (tmp_path / "checkpoints" / "checkpoint_00000004").exists()

@@ -168,7 +168,7 @@ def test_rays_own_processes_ask_their_own_cluster_with_a_second_ray_on_the_machi
     import sys
 
     other = subprocess.Popen(
-        [sys.executable, "-c", "import ray, time; ray.init(num_cpus=1, include_dashboard=True, "
+        [sys.executable, "-c", "import ray, time; ray.init(address='local', num_cpus=1, include_dashboard=True, "
          "dashboard_host='127.0.0.1', dashboard_port=0, logging_level='ERROR'); print('up', flush=True); "
          "time.sleep(300)"], stdout=subprocess.PIPE, text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
@@ -187,3 +187,33 @@ def test_rays_own_processes_ask_their_own_cluster_with_a_second_ray_on_the_machi
     finally:
         other.terminate()
         other.wait(timeout=60)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_ray_start_cluster_on_the_machine_is_named_not_joined(tmp_path):
+    """`ray start` leaves its address in Ray's temp dir, and a plain ray.init() joins that cluster
+    (and refuses num_cpus there): `peft-ray train` after the docs' local-head steps failed with
+    Ray's error. The in-process Ray now starts whatever that file says, with a note."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")        # short: Ray's socket paths live under it
+    try:
+        os.makedirs(os.path.join(tmp, "ray"))
+        with open(os.path.join(tmp, "ray", "ray_current_cluster"), "w") as f:
+            f.write("127.0.0.1:1\n")                        # a `ray start` cluster's address file
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env["RAY_TMPDIR"] = tmp
+        code = ("from peft_ray.train.driver import note_started_cluster, start_local_ray; import ray; "
+                "note_started_cluster(); start_local_ray(1); print('cpus', ray.cluster_resources()['CPU']); "
+                "ray.shutdown()")
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "cpus 1.0" in r.stdout
+        assert "started with `ray start` runs here (127.0.0.1:1)" in r.stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

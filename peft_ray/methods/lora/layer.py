@@ -137,7 +137,3 @@ class LoraLinear(nn.Module):
         with torch.no_grad():
             self.weight.copy_(self.merged_weight())
         return self.base_layer
-
-    def uses_fused_op(self) -> bool:
-        """Whether training runs ops.lora_linear (the forward of eval always does)."""
-        return self.dropout is None

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from peft_ray.dist import rank
 from peft_ray.errors import SpecError
 from peft_ray.methods.adapter_model import (AdapterModel, check_keys, copy_checked, load_init_from, seeded,
                                             trainable_modules)
@@ -118,7 +119,8 @@ def log_kernel_path(cfg, backend: str, n_layers: int) -> None:
         parts.append("DoRA row norm and magnitude in torch around it")
     if cfg.lora_dropout > 0:
         parts.append(f"lora_dropout {cfg.lora_dropout} > 0: plain torch while training (set 0 to fuse)")
-    (log.warning if backend == "triton" and cfg.lora_dropout > 0 else log.info)("lora: " + "; ".join(parts))
+    if rank() == 0:   # the same on every rank
+        (log.warning if backend == "triton" and cfg.lora_dropout > 0 else log.info)("lora: " + "; ".join(parts))
 
 
 def merge(model: LoraModel) -> nn.Module:
