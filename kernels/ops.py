@@ -18,7 +18,7 @@ from ._backend import BACKENDS, resolve_backend
 from .eager import lora_linear_eager, prompt_concat_linear_eager
 from .reference import lora_linear_ref, prefix_concat_linear_ref, prompt_concat_linear_ref
 
-__all__ = ["BACKENDS", "lora_linear", "prefix_concat_linear", "prompt_concat_linear",
+__all__ = ["BACKENDS", "resolve_backend", "lora_linear", "prefix_concat_linear", "prompt_concat_linear",
            "lora_linear_ref", "prefix_concat_linear_ref", "prompt_concat_linear_ref"]
 
 

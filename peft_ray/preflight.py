@@ -26,7 +26,7 @@ from peft_ray.rows.labels import label_ids
 from peft_ray.spec.load import shown
 from peft_ray.spec.schema import JobSpec
 from peft_ray.tasks import get_task
-from peft_ray.tasks.pipeline import column_fields, few_shot_thresholds, needed_columns, shots_seed
+from peft_ray.tasks.pipeline import column_fields, few_shot_thresholds, holdout_seed, needed_columns, shots_seed
 
 
 @dataclass
@@ -84,7 +84,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     for batch in iter_arrow(files, cols):
         if holdout:
             batch = apply_holdout(pa.Table.from_batches([batch]), cols, spec.data.validation_fraction,
-                                  spec.train.seed, holdout)
+                                  holdout_seed(spec), holdout)
         if shots:
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             batch = keep_shots(table, tuple(cols), label_column, labels, shots,

@@ -8,7 +8,6 @@ RUN_DIR may be a run's output.dir (uses its adapter/), a checkpoint folder
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import shutil
 import sys
@@ -32,22 +31,16 @@ def register(main: click.Group) -> None:
     def export(run_dir: str, out_dir: str, merge: bool, trust_remote_code: bool, allow_pickle: bool) -> None:
         """Write the adapter of RUN_DIR into OUT_DIR in HF PEFT's layout (peft.PeftModel.from_pretrained
         loads it), or with --merge a merged full model (AutoModel*.from_pretrained loads it)."""
+        from peft_ray.inference import find_adapter_dir
+
         try:
-            src = find_adapter(Path(run_dir))
+            src = find_adapter_dir(run_dir, "RUN_DIR")
             trust = Trust(trust_remote_code, allow_pickle)
             out = merge_adapter(src, Path(out_dir), trust) if merge else copy_adapter(src, Path(out_dir))
         except JobError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
         click.echo(f"wrote {out}")
-
-
-def find_adapter(path: Path) -> Path:
-    for candidate in (path, path / "adapter"):
-        if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
-            return candidate
-    raise CheckpointError(f"RUN_DIR '{path}': no adapter ({CONFIG} + {WEIGHTS}) in it or in its adapter/; pass "
-                          "a run's output.dir, a checkpoint folder (ray/.../checkpoint_*) or an adapter folder")
 
 
 def copy_adapter(src: Path, out: Path) -> Path:
@@ -119,7 +112,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
         raise CheckpointError(f"--merge needs the job recorded in {src / EXTRA} (written by peft-ray train); "
                               "for a foreign adapter use peft's merge_and_unload()")
     state, spec = read_run_spec(src, trust)   # the base from peft_ray.json's base_model_path where it exists
-    merge_fn = getattr(importlib.import_module(get_method(spec.method.name).build.__module__), "merge", None)
+    merge_fn = get_method(spec.method.name).merge
     if merge_fn is None:
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
                               "can hold; only lora and ia3 merge. Export without --merge")

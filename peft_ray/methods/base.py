@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Type
+from typing import Any, Callable, Dict, Optional, Type
 
 import pydantic
 
@@ -26,6 +26,7 @@ class MethodSpec:
     build: Callable[..., Any]          # (base_model, cfg, ctx) -> torch.nn.Module
     peft_type: str                     # HF PEFT's PeftType value, e.g. "PROMPT_TUNING"
     peft_config: Callable[..., Dict[str, Any]]  # (model, cfg, base_path, task_type) -> adapter_config
+    merge: Optional[Callable[[Any], Any]] = None  # model -> the base with the update folded in (None: can't)
 
 
 METHODS: Registry[MethodSpec] = Registry("PEFT method", "method.name")

@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from peft_ray.methods.prompt_tuning.causal_cache import EXACT_ATTENTION, LM_HEADS
-from peft_ray.methods.prompt_tuning.causal_cache import expand_cache, prompt_pass, supports_cache
+from peft_ray.methods.causal_cache import EXACT_ATTENTION, LM_HEADS
+from peft_ray.methods.causal_cache import expand_cache, prompt_pass, supports_cache
 
 
 def decodes_with_cache(base: nn.Module) -> bool:

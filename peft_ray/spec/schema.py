@@ -48,6 +48,9 @@ class DataSpec(Section):
                                        description="few-shot: train on K rows per class (classification), "
                                        "picked by content hash and data.shots_seed, the same on every worker")
     shots_seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="which K rows data.train_shots picks (default: train.seed)")
+    holdout_seed: Optional[int] = Field(None, ge=0, le=2**32 - 1,
+                                        description="which rows data.validation_fraction holds out (default: "
+                                        "train.seed; tune pins it to the job's, so trials share one hold-out)")
 
 
 class TrainSpec(Section):

@@ -39,6 +39,10 @@ def shots_seed(spec) -> int:
     return spec.train.seed if spec.data.shots_seed is None else spec.data.shots_seed
 
 
+def holdout_seed(spec) -> int:
+    return spec.train.seed if spec.data.holdout_seed is None else spec.data.holdout_seed
+
+
 def few_shot_thresholds(spec) -> Tuple[int, ...]:
     """data.train_shots: each class's hash threshold (one pass over train, cached); () when unset."""
     if not spec.data.train_shots:
@@ -48,7 +52,7 @@ def few_shot_thresholds(spec) -> Tuple[int, ...]:
     files = tuple(resolve_files(spec.data.root, spec.data.train, "data.train"))
     return shot_thresholds(files, tuple(needed_columns(spec)), task.label_column(spec.task),
                            task.classes(spec.task), spec.data.train_shots, shots_seed(spec),
-                           (spec.data.validation_fraction if holdout else 0.0, spec.train.seed))
+                           (spec.data.validation_fraction if holdout else 0.0, holdout_seed(spec)))
 
 
 def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> PreprocessConfig:
@@ -58,7 +62,7 @@ def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> P
     holdout = spec.data.validation is None and spec.data.validation_fraction > 0
     return PreprocessConfig(
         rows=rows, task=rows_cfg, columns=tuple(needed_columns(spec)),
-        holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=spec.train.seed,
+        holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=holdout_seed(spec),
         holdout_side=split if holdout else "", label_column=task.label_column(spec.task),
         labels=task.classes(spec.task),
         shots_thresholds=few_shot_thresholds(spec) if split == "train" else (), shots_seed=shots_seed(spec))

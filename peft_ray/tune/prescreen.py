@@ -55,7 +55,7 @@ def sample_rows(spec, n: int) -> List[dict]:
     split = spec.data.validation or spec.data.train
     files = resolve_files(spec.data.root, split, "data.validation" if spec.data.validation else "data.train")
     from peft_ray.data.holdout import apply_holdout
-    from peft_ray.tasks.pipeline import needed_columns
+    from peft_ray.tasks.pipeline import holdout_seed, needed_columns
 
     # With validation: null the screen reads the data.validation_fraction hold-out of train, never the
     # training rows themselves.
@@ -63,7 +63,7 @@ def sample_rows(spec, n: int) -> List[dict]:
     rows: List[dict] = []
     for batch in iter_arrow(files):
         table = apply_holdout(pa.Table.from_batches([batch]), needed_columns(spec), spec.data.validation_fraction,
-                              spec.train.seed, side)
+                              holdout_seed(spec), side)
         rows.extend(r for r in table.to_pylist() if r.get(spec.task.label_column) is not None)
         if len(rows) >= 20 * n:  # enough to draw a fair sample from, without reading everything
             break

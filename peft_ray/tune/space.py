@@ -50,6 +50,9 @@ class SearchSpace:
         t: TuneSpec = spec.tune or TuneSpec()
         base = dump_spec(spec)
         base.pop("tune", None)
+        for key in ("holdout_seed", "shots_seed"):   # a searched train.seed must not change the rows
+            if base["data"].get(key) is None:        # trials train on and are ranked by
+                base["data"][key] = spec.train.seed
         bases = {name: {"name": name, **fields} for name, fields in t.methods.items()}
         bases[spec.method.name] = base["method"]
         templates = list(t.template.text or [spec.template.text])

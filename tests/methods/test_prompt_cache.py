@@ -1,4 +1,4 @@
-"""The causal-decoder prompt cache (peft_ray/methods/prompt_tuning/causal_cache.py) gives the
+"""The causal-decoder prompt cache (peft_ray/methods/causal_cache.py) gives the
 input-level prepend's logits, loss and gradients: tiny Llama (GQA) and GPT-2 from config,
 LM and classification heads, odd shapes, right- and left-padded rows, with and without labels."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from peft_ray.errors import SpecError
-from peft_ray.methods.prompt_tuning import causal_cache
+from peft_ray.methods import causal_cache
 from tests.methods.families import VOCAB, make_base
 from tests.methods.helpers import build_ours, perturb
 from tests.methods.matrix import Row

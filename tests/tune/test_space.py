@@ -164,3 +164,19 @@ def test_optuna_search_without_optuna_says_how_to_install(tiny_bert, tiny_data, 
         check_search(spec)
     assert "tune.search: optuna is not installed" in str(e.value)
     assert "peft-ray[optuna]" in str(e.value) and "grid or random" in str(e.value)
+
+
+def test_a_searched_seed_keeps_one_hold_out_and_one_shot_pick(tiny_bert, tiny_data, tmp_path):
+    """The hold-out and the few-shot pick follow train.seed by default; trials over train.seed
+    were ranked on different validation rows. Tune pins both to the job's seed."""
+    from peft_ray.tasks.pipeline import holdout_seed, shots_seed
+
+    raw = tune_job(tiny_bert, tiny_data, tmp_path / "out", {"space": {"train.seed": {"choice": [1, 2]}}},
+                   train={"seed": 7})
+    raw["data"].update(validation=None, validation_fraction=0.2)
+    spec = validate_spec(raw)
+    space = S.SearchSpace.from_spec(spec)
+    for seed in (1, 2):
+        trial = validate_spec(space.trial_raw({"train.seed": seed}))
+        assert trial.train.seed == seed and holdout_seed(trial) == shots_seed(trial) == 7
+    assert holdout_seed(validate_spec(tune_job(tiny_bert, tiny_data, tmp_path / "o", {}, train={"seed": 3}))) == 3

@@ -33,7 +33,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from peft_ray_kernels._backend import resolve_backend
+from peft_ray_kernels.ops import resolve_backend
 from peft_ray_kernels.ops import prompt_concat_linear
 
 # First-layer projections fed by the embedding output, per family (see kernels/README.md).

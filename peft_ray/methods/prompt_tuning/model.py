@@ -18,7 +18,7 @@ from peft_ray.errors import SpecError
 from peft_ray.methods.adapter_model import PROMPT_PREFIX, AdapterModel, check_keys, copy_checked, load_init_from
 from peft_ray.methods.common import BuildContext
 from peft_ray.methods import prompt_decoding
-from peft_ray.methods.prompt_tuning import causal_cache
+from peft_ray.methods import causal_cache
 from peft_ray.methods.prompt_tuning.config import PEFT_INIT
 from peft_ray.methods.prompt_tuning.fused import fuse_first_layer
 from peft_ray.methods.virtual_tokens import prepend_prompt, text_ids
