@@ -9,15 +9,11 @@ from typing import Tuple
 import click
 
 from peft_ray.commands import register_all
+from peft_ray.commands.options import fail
 from peft_ray.errors import JobError
 
 OVERRIDES_HELP = ("Overrides come after the job file as section.key=value, e.g. "
                   "train.max_steps=20 data.root=../shared/data/sst2 deepspeed.zero_stage=3")
-
-
-def _fail(e: JobError) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(e.exit_code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,7 +57,7 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
         check_output_dir(spec.output.dir)            # before train.log is opened there
         _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
-        _fail(e)
+        fail(e)
 
 
 def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: bool) -> None:
@@ -117,7 +113,7 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
         check_output_dir(spec.output.dir)
         pre = run_preflight(spec)
     except JobError as e:
-        _fail(e)
+        fail(e)
     val = f", validation {pre.validation.usable} rows" if pre.validation else ""
     click.echo(f"ok: {spec.name}: {spec.method.name} on {spec.model.name_or_path}; train "
                f"{pre.train.usable} rows ({pre.train.skipped} skipped){val}; {pre.total_steps} steps "

@@ -8,14 +8,13 @@ metrics, in the same way, as the evaluation at the end of `peft-ray train`.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from peft_ray.commands.options import local_option, ray_address_option
+from peft_ray.commands.options import fail, local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
 from peft_ray.storage import check_output_dir, write_file
@@ -60,8 +59,7 @@ def register(main: click.Group) -> None:
             metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, ray_address or old_address,
                                     local=local, trust=Trust(trust_remote_code, allow_pickle))
         except JobError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+            fail(e)
         click.echo("\n" + render_metrics(metrics, f"peft-ray eval: {metrics['task']} on {split}"))
         click.echo(f"wrote {out}")
 

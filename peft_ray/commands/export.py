@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import click
 
+from peft_ray.commands.options import fail
 from peft_ray.adapter import CARD, CONFIG, EXTRA, WEIGHTS
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.security import Trust, trust_flags
@@ -38,8 +38,7 @@ def register(main: click.Group) -> None:
             trust = Trust(trust_remote_code, allow_pickle)
             out = merge_adapter(src, Path(out_dir), trust) if merge else copy_adapter(src, Path(out_dir))
         except JobError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+            fail(e)
         click.echo(f"wrote {out}")
 
 

@@ -15,16 +15,12 @@ from typing import Optional, Tuple
 
 import click
 
+from peft_ray.commands.options import fail
 from peft_ray.errors import JobError
 
 ADDRESS_HELP = ("Ray dashboard address, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
                 "$RAY_ADDRESS, else http://127.0.0.1:8265 as forwarded by `ray dashboard cluster.yaml`).")
 TIMEOUT_HELP = "Seconds to wait for the dashboard to answer before giving up."
-
-
-def _fail(e: JobError) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(e.exit_code)
 
 
 def _connect(address: Optional[str], timeout: float):
@@ -95,7 +91,7 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
         with quiet_upload():
             job_id = call(client.submit_job, **sub.kwargs())
     except JobError as e:
-        _fail(e)
+        fail(e)
     click.echo(f"submitted {job_id}\n  logs:   peft-ray jobs logs {job_id} --follow\n"
                f"  status: peft-ray jobs status {job_id}\n  stop:   peft-ray jobs stop {job_id}")
     if follow:
@@ -109,7 +105,7 @@ def _follow(client, job_id: str) -> None:
     try:
         status = follow_logs(client, job_id)
     except JobError as e:
-        _fail(e)
+        fail(e)
     click.echo(f"\njob {job_id}: {status}")
     sys.exit(0 if status == "SUCCEEDED" else 1)
 
@@ -135,7 +131,7 @@ def jobs_list(address: Optional[str], timeout: float) -> None:
     try:
         rows = call(_connect(address, timeout).list_jobs)
     except JobError as e:
-        _fail(e)
+        fail(e)
     rows = sorted(rows, key=lambda j: j.start_time or 0, reverse=True)
     click.echo(f"{'SUBMISSION ID':<46} {'STATUS':<10} {'STARTED':<19} {'TIME':>7}  JOB")
     for j in rows:
@@ -154,7 +150,7 @@ def jobs_status(job_id: str, address: Optional[str], timeout: float) -> None:
     try:
         info = call(_connect(address, timeout).get_job_info, job_id)
     except JobError as e:
-        _fail(e)
+        fail(e)
     status = _status(info.status)
     click.echo(f"{job_id}: {status}\n  started:    {_when(info.start_time)}\n"
                f"  duration:   {_took(info.start_time, info.end_time)}\n  entrypoint: {info.entrypoint}")
@@ -179,7 +175,7 @@ def jobs_logs(job_id: str, follow: bool, address: Optional[str], timeout: float)
             click.echo(call(client.get_job_logs, job_id), nl=False)
             return
     except JobError as e:
-        _fail(e)
+        fail(e)
     _follow(client, job_id)
 
 
@@ -200,7 +196,7 @@ def jobs_stop(job_id: str, wait: bool, address: Optional[str], timeout: float) -
             time.sleep(1)
             status = status_name(call(client.get_job_status, job_id))
     except JobError as e:
-        _fail(e)
+        fail(e)
     click.echo(f"{job_id}: {status}" + ("" if stopped else " (it had already ended)"))
 
 

@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 import click
+
+from peft_ray.errors import JobError
 
 RAY_ADDRESS_HELP = "Ray cluster to join, e.g. auto or HEAD:6379 (default: $RAY_ADDRESS, else Ray in-process)."
 
@@ -28,3 +33,9 @@ def ray_address_option(f):
 def local_option(what: str):
     return click.option("--local", "local", is_flag=True,
                         help=f"{what} in this process without Ray (for small inputs and quick checks).")
+
+
+def fail(e: JobError) -> NoReturn:
+    """Every command's way out on a JobError: its message on stderr, its exit code."""
+    click.echo(f"error: {e}", err=True)
+    sys.exit(e.exit_code)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from peft_ray.commands.options import local_option, ray_address_option
+from peft_ray.commands.options import fail, local_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
 from peft_ray.storage import check_output_dir
@@ -71,8 +70,7 @@ def register(main: click.Group) -> None:
                                ray_address or old_address, local=local,
                                trust=Trust(trust_remote_code, allow_pickle))
         except JobError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+            fail(e)
         click.echo(f"wrote {done['rows']} rows to {done['output']} ({done['null']} without a prediction)")
 
 

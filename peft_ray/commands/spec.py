@@ -9,17 +9,12 @@ language server: `# yaml-language-server: $schema=peft-ray-job.schema.json`).
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional, Tuple
 
 import click
 
+from peft_ray.commands.options import fail
 from peft_ray.errors import JobError
-
-
-def _fail(e: JobError) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(e.exit_code)
 
 
 @click.command("config")
@@ -39,7 +34,7 @@ def config_cmd(job: str, overrides: Tuple[str, ...]) -> None:
     try:
         resolved = saved_spec(load_spec(job, overrides))
     except JobError as e:
-        _fail(e)
+        fail(e)
     click.echo(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), nl=False)
 
 

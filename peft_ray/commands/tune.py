@@ -3,12 +3,12 @@ and hyper-parameters (the job's `tune:` section; see docs/tune.md)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Tuple
 
 import click
 
+from peft_ray.commands.options import fail
 from peft_ray.errors import JobError
 
 
@@ -47,8 +47,7 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
             run_tune(spec, resume=resume, overwrite=overwrite, job_path=job,
                      verbosity=terminal.LEVELS.index(level))
     except JobError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+        fail(e)
 
 
 tune.help = """Search the job's `tune:` section on Ray Tune; every trial is a `peft-ray train` run.

@@ -7,13 +7,13 @@ model (peft_ray/zero_shot.py): the baseline every prompt-tuning or LoRA run is c
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Tuple
 
 import click
 
+from peft_ray.commands.options import fail
 from peft_ray.errors import JobError
 from peft_ray.storage import write_file
 
@@ -45,8 +45,7 @@ def register(main: click.Group) -> None:
             spec = load_spec(job, overrides)
             metrics = zero_shot_eval(spec, batch_size)
         except JobError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+            fail(e)
         metrics["wall_seconds"] = time.time() - t0
         out = Path(output) if output else Path(spec.output.dir) / "zero_shot.json"
         out.parent.mkdir(parents=True, exist_ok=True)

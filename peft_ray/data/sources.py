@@ -94,7 +94,8 @@ def file_format(path: str, field: str = "data") -> str:
 
 def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
                batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
-    """Stream record batches with pyarrow (memory stays flat whatever the file size)."""
+    """Record batches with pyarrow: Parquet, Arrow and CSV stream (memory stays flat whatever the
+    file size); a JSON Lines file is read whole first (pyarrow's JSON reader has no streaming form)."""
     import pyarrow.dataset as pds
 
     for f in files:

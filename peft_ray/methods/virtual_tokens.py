@@ -1,5 +1,6 @@
-"""Shared by the prompt-learning methods (p-tuning, prefix tuning): the sizes HF PEFT
-derives from a model config, and input-level virtual tokens."""
+"""Shared by the prompt-learning methods: the sizes HF PEFT derives from a model config (prompt
+tuning, P-tuning, prefix tuning), and the virtual tokens prepended to the input embeddings
+(prompt tuning and P-tuning; prefix tuning injects its prefixes at the attention instead)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class MetricDef:
 
 
 METRICS: Tuple[MetricDef, ...] = (
-    MetricDef("peft_ray_train_loss", "gauge", "training loss of the latest optimizer step"),
+    MetricDef("peft_ray_train_loss", "gauge", "training loss of rank 0's latest micro-batch"),
     MetricDef("peft_ray_eval_metric", "gauge", "latest evaluation result, one series per metric name",
               ("metric",)),
     MetricDef("peft_ray_samples_per_second", "gauge", "training samples per second, all workers"),
