@@ -47,14 +47,14 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     metrics.json, metrics.jsonl, tensorboard/, curves.png, train.log and job.yaml.
     """
     from peft_ray.spec import load_spec
-    from peft_ray.storage import check_output_dir
+    from peft_ray.train.driver import check_can_start
     from peft_ray.train.terminal import level_of
 
     if verbose and quiet:
         raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
     try:
         spec = load_spec(job, overrides)
-        check_output_dir(spec.output.dir)            # before train.log is opened there
+        check_can_start(spec, resume, overwrite, note=False)   # refused before train.log opens there
         _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
         fail(e)

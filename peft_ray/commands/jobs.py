@@ -111,7 +111,13 @@ def _follow(client, job_id: str) -> None:
 
 
 def _print_plan(sub, plan) -> None:
+    click.echo(f"submission id: {sub.submission_id}")
     click.echo(f"entrypoint: {sub.entrypoint}")
+    env = sub.runtime_env.get("env_vars", {})
+    click.echo(f"env: {' '.join(f'{k}={v}' for k, v in env.items())}")   # values were checked for secrets
+    if sub.runtime_env.get("pip"):
+        click.echo(f"pip: {' '.join(sub.runtime_env['pip'])}")
+    click.echo(f"metadata: {', '.join(f'{k}={v!r}' for k, v in sub.metadata.items())}")
     click.echo(f"working dir: {plan.root} ({len(plan.files)} files, {plan.total_bytes / 2**20:.1f} MiB to upload)")
     for rel, size in plan.dropped_large:
         click.echo(f"  left out (large): {rel} ({size / 2**20:.0f} MiB)", err=True)
@@ -135,9 +141,17 @@ def jobs_list(address: Optional[str], timeout: float) -> None:
     rows = sorted(rows, key=lambda j: j.start_time or 0, reverse=True)
     click.echo(f"{'SUBMISSION ID':<46} {'STATUS':<10} {'STARTED':<19} {'TIME':>7}  JOB")
     for j in rows:
-        name = (j.metadata or {}).get("peft_ray_job") or (j.entrypoint or "")[:40]
         click.echo(f"{j.submission_id or j.job_id or '?':<46} {_status(j.status):<10} {_when(j.start_time):<19} "
-                   f"{_took(j.start_time, j.end_time):>7}  {name}")
+                   f"{_took(j.start_time, j.end_time):>7}  {_what(j)}")
+
+
+def _what(job) -> str:
+    """The job file and its overrides (what tells two runs of one job apart), else the entrypoint."""
+    meta = job.metadata or {}
+    if "job_file" not in meta:
+        return (job.entrypoint or "")[:60]
+    text = " ".join(x for x in (meta["job_file"], meta.get("overrides", "")) if x)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @jobs.command("status")

@@ -165,7 +165,8 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
             got = e.get("input")
             quoted = "" if isinstance(got, dict) else f" (got {shown(got)})"
             msg = e["msg"].removeprefix("Value error, ")   # our validators' own words, without pydantic's label
-            lines.append(f"{path}: {shown(msg) if len(msg) > 200 else msg}{quoted}")
+            text = f"{shown(msg) if len(msg) > 200 else msg}{quoted}"
+            lines.append(f"{path}: {text}" if path else text)   # a job-level check names its fields itself
     if len(errors) > MAX_ERRORS:
         lines.append(f"... and {len(errors) - MAX_ERRORS} more")
     return "\n".join(lines)

@@ -171,6 +171,12 @@ def call(fn: Callable, *args, warn: Callable[[str], None] = lambda m: print(m, f
 
 def follow_logs(client, job_id: str, out=sys.stdout) -> str:
     """Stream the job's driver output until it ends; returns the final status name."""
+    import logging
+
+    # Ray's SDK logs "WebSocket closed for job ... with close code 1000" at INFO when a job ends,
+    # after its last line: the status line below says that
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
             out.write(chunk)

@@ -10,12 +10,13 @@ job runs inside the uploaded copy of it.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from peft_ray.errors import JobError
 from peft_ray.security import looks_secret, redact_text
@@ -92,6 +93,8 @@ def parse_env(pairs: Sequence[str]) -> Dict[str, str]:
 def build_submission(job: str, overrides: Sequence[str], plan: UploadPlan, *, env: Dict[str, str],
                      pip: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
                      entrypoint_num_cpus: float = 0.0, entrypoint_num_gpus: float = 0.0) -> Submission:
+    if resume and overwrite:   # as `train` refuses it, but before an upload and a job
+        raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")
     job_path = Path(job).expanduser().resolve()
     if not job_path.is_file():
         raise JobError(f"job file '{job}' does not exist")
@@ -148,8 +151,9 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
             notes.append(f"output.dir '{spec.output.dir}' is relative: on the cluster it lands in the job's "
                          "temporary copy of the working dir on the head node; set it to a folder every node "
                          "shares (see docs/cluster.md)")
-        spec = absolute_paths(spec)
+        check_relative_paths_stay_inside(spec, plan)
         remote = not_on_this_machine(spec)
+        spec = absolute_paths(spec)
         if remote:
             notes.append(f"{', '.join(remote)} not on this machine: skipped the file checks here; "
                          "`peft-ray train` runs them on the cluster before training")
@@ -161,6 +165,29 @@ def validate_locally(job_path: Path, overrides: Sequence[str], plan: UploadPlan)
             if getattr(spec.method, "init_from", None):
                 plan.check_travels(Path(spec.method.init_from), "method.init_from")
     return spec, notes
+
+
+def relative_paths(spec) -> List[Tuple[str, str]]:
+    """(field, value) of the job's relative local paths: on the cluster they resolve against the
+    job's copy of the working dir."""
+    d = spec.data
+    fields = [("data.root", d.root)] if d.root else [("data.train", d.train), ("data.validation", d.validation)]
+    fields += [("method.init_from", getattr(spec.method, "init_from", None))]
+    if Path(spec.model.name_or_path).expanduser().exists():
+        fields.append(("model.name_or_path", spec.model.name_or_path))
+    return [(f, v) for f, v in fields if v and "://" not in v and not v.startswith("builtin:")
+            and not Path(v).expanduser().is_absolute()]
+
+
+def check_relative_paths_stay_inside(spec, plan: UploadPlan) -> None:
+    """A relative path that leaves the working dir (`../data`) passes the checks here, but is not
+    uploaded and names nothing on the cluster: refuse it now, not after the upload."""
+    for field, value in relative_paths(spec):
+        if not Path(os.path.normpath(plan.root / value)).is_relative_to(plan.root):
+            raise JobError(f"{field} '{value}' is relative and leads out of the working dir {plan.root}: it is not "
+                           "uploaded, and on the cluster it resolves against the job's copy of the working dir. "
+                           "Move it inside the working dir, or give a path every node can read (absolute, or a "
+                           "URI such as s3://...)")
 
 
 def not_on_this_machine(spec) -> List[str]:

@@ -29,25 +29,54 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterato
     deletes without --overwrite; with it, the previous run is set aside and deleted only once the
     block has finished, or put back if it fails (peft_ray/replaced.py). output.dir is a local path
     or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
+    out = Location.at(spec.output.dir)
+    replace = check_can_start(spec, resume, overwrite)
+    out.mkdir()
+    with replacing(out) if replace else contextlib.nullcontext():
+        (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
+        yield out
+
+
+def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = True) -> bool:
+    """Whether output.dir can take this run, checked before anything is written there (the CLI calls
+    it before train.log opens); True when the folder's earlier content is to be replaced: with
+    --overwrite, or an earlier run that stopped before it saved anything (no checkpoint, adapter or
+    metrics.json), which neither --resume nor a plain start could otherwise get past."""
     check_output_dir(spec.output.dir)
+    check_cluster_address(spec.scaling.address or os.environ.get("RAY_ADDRESS"),
+                          "scaling.address" if spec.scaling.address else "$RAY_ADDRESS")
     out = Location.at(spec.output.dir)
     job_file = out / "job.yaml"
     if resume and overwrite:
         raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")
     if not overwrite:
         check_no_leftover(out)
-    if job_file.exists() and not (resume or overwrite):
+    if not job_file.exists() or overwrite:
+        return overwrite
+    if not saved_anything(out):
+        if resume:
+            raise CheckpointError(f"--resume: the run in output.dir '{out}' stopped before its first checkpoint; "
+                                  "start it again without --resume (its folder is reused)")
+        if note:
+            print(f"[peft-ray] note: output.dir '{out}' holds a run that stopped before it saved anything; "
+                  "starting afresh there")
+        return True
+    if not resume:
         raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
-    if job_file.exists() and resume:
-        old = yaml.safe_load(job_file.read_text()) or {}
-        if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
-            raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
-                                  f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
-    out.mkdir()
-    with replacing(out) if overwrite else contextlib.nullcontext():
-        job_file.write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
-        yield out
+    old = yaml.safe_load(job_file.read_text()) or {}
+    if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
+        raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
+                              f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
+    return False
+
+
+def saved_anything(out: Location) -> bool:
+    """A checkpoint (Ray's under ray/, --local's under checkpoints/), an adapter or final metrics."""
+    if (out / "metrics.json").exists() or (out / "adapter").exists():
+        return True
+    return any("checkpoint_" in rel for sub in ("ray", "checkpoints") if (out / sub).exists()
+               for rel in (out / sub).files())
 
 
 def find_resume_checkpoint(out: Location) -> str:
@@ -66,8 +95,7 @@ def init_ray(spec: JobSpec) -> bool:
         return False
     address = spec.scaling.address or os.environ.get("RAY_ADDRESS")
     if address:
-        check_reachable(address)
-        ray.init(address=address, log_to_driver=True)
+        join_cluster(address, "scaling.address" if spec.scaling.address else "$RAY_ADDRESS")
         return True
     cpus = os.cpu_count() or 1
     need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
@@ -92,6 +120,32 @@ def note_started_cluster() -> None:
     if found:
         print(f"[peft-ray] note: a Ray cluster started with `ray start` runs here ({found}); this job starts "
               "its own in-process Ray. To run on that cluster: scaling.address=auto (or RAY_ADDRESS=auto)")
+
+
+def check_cluster_address(address: Optional[str], source: str) -> None:
+    """A dashboard URL where a cluster address belongs (docs/cluster.md exports one for submit)."""
+    if address and address.startswith(("http://", "https://")):
+        raise JobError(f"{source} '{address}' is a Ray dashboard URL, which `peft-ray submit` and `peft-ray jobs` "
+                       "take (--address); `train` joins a cluster by its address, e.g. HEAD:6379 or auto. To run "
+                       f"this job on that cluster: peft-ray submit JOB.yaml --address {address}")
+
+
+def join_cluster(address: str, source: str) -> None:
+    """ray.init(address), with the two ways it goes wrong named: a dashboard URL where a cluster
+    address belongs, and a token-authenticated cluster joined without RAY_AUTH_MODE=token (Ray
+    retries for about 30 s and ends in a traceback)."""
+    import ray
+
+    check_cluster_address(address, source)
+    check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                "; if the cluster uses token authentication (cluster.yaml's does), set RAY_AUTH_MODE=token "
+                "and the token (~/.ray/auth_token, $RAY_AUTH_TOKEN or $RAY_AUTH_TOKEN_PATH)")
+        raise JobError(f"{source}: could not join the Ray cluster at '{address}' ({first}){hint}") from None
 
 
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
@@ -284,9 +338,10 @@ PHASES = (("model + engine", "setup_seconds"), ("data", "data_seconds"), ("train
 
 
 def time_phases(final: Dict[str, Any]) -> str:
-    """Where the wall time went: the workers' own clocks per phase; the rest (Ray and the worker
-    group starting, preflight, the last save, outputs) is what remains of the wall time."""
-    parts = [(label, float(final.get(key, 0.0))) for label, key in PHASES]
+    """Where this process's wall time went: the workers' own clocks per phase, less what earlier
+    attempts of a resumed run spent (`carried_*`); the rest (Ray and the worker group starting,
+    preflight, the last save, outputs) is what remains of the wall time."""
+    parts = [(label, float(final.get(key, 0.0)) - float(final.get(f"carried_{key}", 0.0))) for label, key in PHASES]
     rest = max(0.0, float(final.get("wall_seconds", 0.0)) - sum(v for _, v in parts))
     return " | ".join(f"{label} {v:.1f}" for label, v in [*parts, ("start-up + other", rest)])
 

@@ -72,7 +72,8 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     state.world_size = D.world()
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
                       resumed=state.global_step > 0, log=make_run_log(run, state),
-                      setup_seconds=time.perf_counter() - t_setup)
+                      setup_seconds=time.perf_counter() - t_setup,
+                      carried={f"carried_{k}": getattr(state, k) for k in CARRIED})
     ctx.log.echo(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
                  f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
     train_loop(ctx, state)
@@ -95,6 +96,11 @@ def setup_torch(spec) -> None:
 
 def make_run_log(run: RunFacts, state: TrainerState) -> RunLog:
     return RunLog(run.log_dir, run.total_steps, state.global_step, rank0=D.rank() == 0, bar=run.bar)
+
+
+# Phase clocks a checkpoint carries across a resume: the run's totals; this attempt's wall time
+# holds only what the attempt itself spent (driver.time_phases subtracts the carried part).
+CARRIED = ("train_seconds", "data_seconds", "eval_seconds", "checkpoint_seconds")
 
 
 def restore(engine, reporter) -> TrainerState:
@@ -120,6 +126,7 @@ class StepContext:
     resumed: bool = False
     log: Optional[RunLog] = None
     setup_seconds: float = 0.0               # model load + DeepSpeed engine + restore, this attempt
+    carried: Dict[str, float] = field(default_factory=dict)   # CARRIED phases of earlier attempts (resume)
     fired: set = field(default_factory=set)  # fault injections already done
     stop: bool = False                       # early stopping fired
 
@@ -308,7 +315,7 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "samples": state.samples, "tokens": state.tokens, "truncated_rows": state.truncated,
             "data_seconds": state.data_seconds, "eval_seconds": state.eval_seconds,
             "checkpoint_seconds": state.checkpoint_seconds, "setup_seconds": ctx.setup_seconds,
-            "trainable_params": count_trainable(ctx.model), **best_fields(ctx.best, state),
+            "trainable_params": count_trainable(ctx.model), **best_fields(ctx.best, state), **ctx.carried,
             "keep_score": retention_score(ctx.best, metrics, state.global_step)}
     if metrics:
         log_eval(ctx, state, metrics, full, new_best)

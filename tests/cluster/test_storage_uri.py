@@ -88,6 +88,12 @@ def test_output_dir_rules_hold_on_a_uri(tiny_bert, tiny_data, tmp_path):
     spec = _spec(tiny_bert, tiny_data, uri)
     with prepared_output_dir(spec, resume=False, overwrite=False) as out:
         assert out.uri == uri and yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())["name"] == "tiny"
+    # a run that stopped before it saved anything: --resume has nothing, a plain start reuses the folder
+    with pytest.raises(CheckpointError, match="stopped before its first checkpoint; start it again without"):
+        with prepared_output_dir(spec, resume=True, overwrite=False):
+            pass
+    with prepared_output_dir(spec, resume=False, overwrite=False) as out:
+        (tmp_path / "run" / "metrics.json").write_text("{}")
     with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
         with prepared_output_dir(spec, resume=False, overwrite=False):
             pass

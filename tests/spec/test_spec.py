@@ -86,3 +86,12 @@ def test_method_shorthand_takes_field_overrides():
     assert raw["method"] == {"name": "lora", "r": 16}
     job = {"task": {"type": "classification", "labels": ["a", "b"]}}
     assert validate_spec(apply_overrides(job, ["method=lora", "method.r=16"])).method.r == 16
+
+
+def test_a_job_level_check_has_no_empty_field_name():
+    from peft_ray.spec.load import apply_overrides, validate_spec
+
+    job = {"task": {"type": "classification", "labels": ["a", "b"]}, "train": {"batch_size": 32}}
+    with pytest.raises(SpecError) as e:
+        validate_spec(apply_overrides(job, ["scaling.num_workers=3"]))
+    assert str(e.value).startswith("train.batch_size (32) must be divisible"), str(e.value)

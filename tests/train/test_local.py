@@ -28,6 +28,10 @@ def test_local_resume_matches_uninterrupted(tiny_bert, tiny_data, tmp_path):
     shutil.rmtree(ckpts[-1])
     resumed = run_local(cut, resume=True)
     assert resumed["step"] == 6
+    # the phase clocks are the run's totals; the breakdown is this attempt's, within its wall time
+    assert 0 < resumed["carried_train_seconds"] < resumed["train_seconds"]
+    training = float(resumed["time_phases"].split("training ")[1].split(" ")[0])
+    assert training <= resumed["train_seconds"] - resumed["carried_train_seconds"] + 0.05
     assert resumed["accuracy"] == pytest.approx(full["accuracy"], abs=1e-9)
     assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
 

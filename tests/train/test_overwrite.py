@@ -51,3 +51,41 @@ def test_an_interrupted_overwrite_is_refused_until_the_user_decides(tiny_bert, t
             run_local(spec, bar="none", **flags)
     run_local(spec, overwrite=True, bar="none")              # --overwrite again: the new run replaces both
     assert not (out / ASIDE).exists() and (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_refused_start_leaves_the_runs_log_alone(tiny_bert, tiny_data, tmp_path):
+    """`train` without --resume/--overwrite on a finished run is refused; it appended a header to
+    that run's train.log first (the log opened before the check)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "job.yaml").write_text("name: tiny\n")
+    (out / "metrics.json").write_text("{}")
+    (out / "train.log").write_text("the run's own log\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
+    r = CliRunner().invoke(main, ["train", str(job), "--local"])
+    assert r.exit_code != 0 and "already holds a run" in r.output
+    assert (out / "train.log").read_text() == "the run's own log\n"
+
+
+def test_a_dashboard_url_in_ray_address_is_named_before_anything_is_written(tiny_bert, tiny_data, tmp_path,
+                                                                             monkeypatch):
+    """docs/cluster.md exports RAY_ADDRESS=http://...:8265 for submit; `train` then died in Ray's
+    ValueError traceback after writing job.yaml."""
+    import yaml
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "run")))
+    r = CliRunner().invoke(main, ["train", str(job)])
+    assert r.exit_code != 0 and "$RAY_ADDRESS 'http://127.0.0.1:8265' is a Ray dashboard URL" in r.output
+    assert "peft-ray submit JOB.yaml --address http://127.0.0.1:8265" in r.output
+    assert not (tmp_path / "run").exists()
