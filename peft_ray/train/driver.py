@@ -53,7 +53,7 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = T
         check_no_leftover(out)
     if not job_file.exists() or overwrite:
         return overwrite
-    if not saved_anything(out):
+    if never_saved(out):
         if resume:
             raise CheckpointError(f"--resume: the run in output.dir '{out}' stopped before its first checkpoint; "
                                   "start it again without --resume (its folder is reused)")
@@ -71,12 +71,16 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = T
     return False
 
 
-def saved_anything(out: Location) -> bool:
-    """A checkpoint (Ray's under ray/, --local's under checkpoints/), an adapter or final metrics."""
-    if (out / "metrics.json").exists() or (out / "adapter").exists():
-        return True
-    return any("checkpoint_" in rel for sub in ("ray", "checkpoints") if (out / sub).exists()
-               for rel in (out / sub).files())
+# What a run writes before its first checkpoint; a folder holding anything else is not restarted in place.
+EARLY_RUN_FILES = {"job.yaml", "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
+
+
+def never_saved(out: Location) -> bool:
+    """The folder holds only what a run writes before its first checkpoint: no checkpoint (Ray's
+    under ray/, --local's under checkpoints/), adapter or metrics.json, and no file of anyone else's."""
+    files = out.files()
+    return (all(rel.split("/", 1)[0] in EARLY_RUN_FILES for rel in files)
+            and not any("checkpoint_" in rel for rel in files if rel.startswith(("ray/", "checkpoints/"))))
 
 
 def find_resume_checkpoint(out: Location) -> str:

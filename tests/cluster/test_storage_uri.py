@@ -92,6 +92,11 @@ def test_output_dir_rules_hold_on_a_uri(tiny_bert, tiny_data, tmp_path):
     with pytest.raises(CheckpointError, match="stopped before its first checkpoint; start it again without"):
         with prepared_output_dir(spec, resume=True, overwrite=False):
             pass
+    (tmp_path / "run" / "notes.txt").write_text("someone else's")   # not a run's file: never replaced
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        with prepared_output_dir(spec, resume=False, overwrite=False):
+            pass
+    (tmp_path / "run" / "notes.txt").unlink()
     with prepared_output_dir(spec, resume=False, overwrite=False) as out:
         (tmp_path / "run" / "metrics.json").write_text("{}")
     with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
