@@ -109,7 +109,7 @@ class LMScorer:
         variant.template.text, variant.template.verbalizer = template, verbalizer
         variant.data.train_shots = None
         cfg = replace(make_preprocess_config(variant, self.path, "validation"), holdout_fraction=0.0, holdout_side="")
-        cands, scoring = verb.spec_candidates(variant)
+        cands, scoring = verb.spec_candidates(variant, self.path)
         pad = self.engine.module.config.pad_token_id or 0
         out, gold = [], []
         built = preprocess(pa.Table.from_pylist(list(rows)), cfg).to_pylist()   # in row order
@@ -192,8 +192,8 @@ class Encoder:
         return torch.cat(out)
 
 
-def label_scores(enc: Encoder, template: Template, verbalizer: Dict[str, List[str]], labels: List[str],
-                 rows: Sequence[dict], sentence_emb: Optional[torch.Tensor]) -> torch.Tensor:
+def cosine_label_scores(enc: Encoder, template: Template, verbalizer: Dict[str, List[str]], labels: List[str],
+                        rows: Sequence[dict], sentence_emb: Optional[torch.Tensor]) -> torch.Tensor:
     """(N, K) cosine-proxy score of each label for each row (higher: more likely)."""
     cols = []
     for lab in labels:
@@ -244,8 +244,8 @@ def _cosine_scorer(spec, space, rows):
     gold = gold_ids(spec, rows)
     text_cols = {c for i in space.template_ids for c in Template.parse(space.templates[i]).columns}
     sentence_emb = enc.embed([" ".join(str(r[c]) for c in sorted(text_cols) if r.get(c)) for r in rows])
-    return lambda text, verb, rows: (label_scores(enc, Template.parse(text), verb, spec.task.labels, rows,
-                                                  sentence_emb), gold)
+    return lambda text, verb, rows: (cosine_label_scores(enc, Template.parse(text), verb, spec.task.labels, rows,
+                                                         sentence_emb), gold)
 
 
 def rank_templates(scores: List[Score], k: int) -> List[int]:

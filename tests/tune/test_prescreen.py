@@ -17,7 +17,7 @@ from peft_ray.tasks.classification import verbalizer
 
 from peft_ray.spec import validate_spec
 from peft_ray.templates import Template
-from peft_ray.tune.prescreen import Encoder, LMScorer, label_scores, lm_scoring, prescreen_templates, sample_rows
+from peft_ray.tune.prescreen import Encoder, LMScorer, cosine_label_scores, lm_scoring, prescreen_templates, sample_rows
 from peft_ray.tune.runner import check_search
 from tests.tune.conftest import TEMPLATES, tune_job
 
@@ -61,7 +61,7 @@ def test_cosine_proxy_without_an_lm_head(tiny_bert, tiny_data, tmp_path):
     rows = sample_rows(spec, 3)
     template = Template.parse(THREE[2])
     sent = enc.embed([r["text"] for r in rows])
-    scores = label_scores(enc, template, VERBS[1], ["negative", "positive"], rows, sent)
+    scores = cosine_label_scores(enc, template, VERBS[1], ["negative", "positive"], rows, sent)
 
     def emb(text):
         batch = enc.tok([text], return_tensors="pt")

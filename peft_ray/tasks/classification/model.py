@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from peft_ray.models import lm_kind, load_auto, load_classifier
 from peft_ray.tasks.classification import verbalizer
-from peft_ray.tasks.classification.config import scoring_for, verbalizer_words
+from peft_ray.tasks.classification.config import scoring_for
 from peft_ray.tasks.classification.readout import first_row_readout
 from peft_ray.tasks.evaluate import evaluate as evaluate_logits
 from peft_ray.tasks.evaluate import forward_logits
@@ -47,9 +47,9 @@ def load_base(spec, path: str):
 
 
 def runtime(spec, path: str) -> Runtime:
-    scoring = scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code))
-    cands = None if scoring == "head" else verbalizer.candidates(
-        path, spec.model.trust_remote_code, verbalizer_words(spec.task.labels, spec.template.verbalizer), scoring, spec.template.chat and scoring == "causal")
+    if scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code)) == "head":
+        return Runtime(tuple(spec.task.labels), "head", None, spec.train.eval_batch_size)
+    cands, scoring = verbalizer.spec_candidates(spec, path)
     return Runtime(tuple(spec.task.labels), scoring, cands, spec.train.eval_batch_size)
 
 

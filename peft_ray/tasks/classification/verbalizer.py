@@ -15,7 +15,7 @@ unless it is listed in method.modules_to_save).
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -44,9 +44,10 @@ def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ..
     return tuple(out)
 
 
-def spec_candidates(spec) -> Tuple[Candidates, str]:
-    """The job's candidate token ids and scoring kind (the tune pre-screen asks per template)."""
-    path = resolve_model_path(spec.model.name_or_path)
+def spec_candidates(spec, path: Optional[str] = None) -> Tuple[Candidates, str]:
+    """The job's candidate token ids and scoring kind, for a verbalizer-scored job (the task's
+    runtime, and the tune pre-screen per template). `path`: the resolved model folder."""
+    path = path or resolve_model_path(spec.model.name_or_path)
     scoring = scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code))
     words = verbalizer_words(spec.task.labels, spec.template.verbalizer)
     chat = spec.template.chat and scoring == "causal"
