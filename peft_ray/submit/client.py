@@ -38,23 +38,35 @@ def resolve_address(address: Optional[str]) -> str:
     return address
 
 
-def probe(address: str, token: Optional[Token], timeout_s: float) -> str:
-    """GET /api/version within `timeout_s` to connect; returns the cluster's Ray version."""
+def address_source(address: Optional[str]) -> str:
+    """Where resolve_address took the address from, for messages: an exported variable is easy to
+    forget (docs/cluster.md exports RAY_ADDRESS, and `train` reads the same variable)."""
+    if address:
+        return ""
+    name = next((n for n in ADDRESS_ENVS if os.environ.get(n, "") not in ("", "auto")
+                 and not os.environ[n].startswith("ray://")), None)
+    return f" (from ${name})" if name else " (the default: no --address, $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS)"
+
+
+def probe(address: str, token: Optional[Token], timeout_s: float, source: str = "") -> str:
+    """GET /api/version within `timeout_s` to connect; returns the cluster's Ray version. `source`
+    (address_source's words) follows the address in messages."""
     import requests
 
+    address_shown = address + source
     headers = token.headers() if token else {}
     try:
         r = requests.get(f"{address}/api/version", headers=headers, timeout=(timeout_s, timeout_s))
     except requests.exceptions.Timeout:
-        raise JobError(f"no answer from the Ray dashboard at {address} within {timeout_s:g} s. Is the "
+        raise JobError(f"no answer from the Ray dashboard at {address_shown} within {timeout_s:g} s. Is the "
                        "cluster up (`ray up cluster.yaml`) and its dashboard forwarded (`ray dashboard "
                        "cluster.yaml`, then --address http://127.0.0.1:8265)?") from None
     except requests.exceptions.RequestException as e:
-        raise JobError(f"cannot reach the Ray dashboard at {address} ({type(e).__name__}). Is the cluster "
+        raise JobError(f"cannot reach the Ray dashboard at {address_shown} ({type(e).__name__}). Is the cluster "
                        "up and is this the dashboard's address (port 8265)?") from None
     _raise_for_auth(r.status_code, token)
     if r.status_code != 200:
-        raise JobError(f"{address}/api/version answered HTTP {r.status_code}: is this a Ray dashboard?")
+        raise JobError(f"{address}/api/version{source} answered HTTP {r.status_code}: is this a Ray dashboard?")
     return str(r.json().get("ray_version", "?"))
 
 
@@ -76,7 +88,7 @@ def connect(address: Optional[str], timeout_s: float = 10.0, warn: Callable[[str
     url = resolve_address(address)
     token = find_token()
     require_token_if_token_mode(token)
-    version = probe(url, token, timeout_s)
+    version = probe(url, token, timeout_s, address_source(address))
     if version.split(".")[:2] != ray.__version__.split(".")[:2]:
         warn(f"warning: the cluster runs Ray {version}, this machine Ray {ray.__version__}; "
              "keep them equal (cluster.yaml pins the version)")

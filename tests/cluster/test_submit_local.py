@@ -175,3 +175,16 @@ def test_the_upload_keeps_rays_packaging_chatter_off_the_terminal():
         assert not logging.getLogger(names[2]).isEnabledFor(logging.WARNING)
         assert logging.getLogger(names[0]).isEnabledFor(logging.WARNING)
     assert [logging.getLogger(n).level for n in names] == before
+
+
+def test_an_unreachable_address_says_which_variable_it_came_from(monkeypatch):
+    """RAY_ADDRESS is exported for `train` (a cluster address) and read by `jobs` too."""
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    r = CliRunner().invoke(main, ["jobs", "list", "--timeout", "2"])
+    assert r.exit_code == 2 and "http://127.0.0.1:9 (from $RAY_ADDRESS)" in r.output
