@@ -40,8 +40,8 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterato
 def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = True) -> bool:
     """Whether output.dir can take this run, checked before anything is written there (the CLI calls
     it before train.log opens); True when the folder's earlier content is to be replaced: with
-    --overwrite, or an earlier run that stopped before it saved anything (no checkpoint, adapter or
-    metrics.json), which neither --resume nor a plain start could otherwise get past."""
+    --overwrite, or an earlier run of this job that stopped before it saved anything (no checkpoint,
+    adapter or metrics.json), which neither --resume nor a plain start could otherwise get past."""
     check_output_dir(spec.output.dir)
     check_cluster_address(spec.scaling.address or os.environ.get("RAY_ADDRESS"),
                           "scaling.address" if spec.scaling.address else "$RAY_ADDRESS")
@@ -53,7 +53,9 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = T
         check_no_leftover(out)
     if not job_file.exists() or overwrite:
         return overwrite
-    if never_saved(out):
+    old = recorded_job(job_file)
+    same_job = old.get("name") == spec.name and old.get("method", {}).get("name") == spec.method.name
+    if same_job and never_saved(out):
         if resume:
             raise CheckpointError(f"--resume: the run in output.dir '{out}' stopped before its first checkpoint; "
                                   "start it again without --resume (its folder is reused)")
@@ -64,11 +66,22 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = T
     if not resume:
         raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
-    old = yaml.safe_load(job_file.read_text()) or {}
-    if old.get("name") != spec.name or old.get("method", {}).get("name") != spec.method.name:
+    if not same_job:
         raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                               f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
     return False
+
+
+def recorded_job(job_file: Location) -> Dict[str, Any]:
+    """The job.yaml a run wrote, as far as check_can_start reads it ({} where it is not a job)."""
+    try:
+        old = yaml.safe_load(job_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    if not isinstance(old, dict):
+        return {}
+    method = old.get("method")
+    return {"name": old.get("name"), "method": method if isinstance(method, dict) else {"name": method}}
 
 
 # What a run writes before its first checkpoint; a folder holding anything else is not restarted in place.
