@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Tuple
@@ -47,14 +48,17 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     metrics.json, metrics.jsonl, tensorboard/, curves.png, train.log and job.yaml.
     """
     from peft_ray.spec import load_spec
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.driver import check_can_start, check_cluster_address
     from peft_ray.train.terminal import level_of
 
     if verbose and quiet:
         raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
     try:
         spec = load_spec(job, overrides)
-        check_can_start(spec, resume, overwrite, note=False)   # refused before train.log opens there
+        check_can_start(spec, resume, overwrite)   # refused before train.log opens there
+        if not local:
+            check_cluster_address(spec.scaling.address, "scaling.address")
+            check_cluster_address(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")
         _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
         fail(e)

@@ -49,7 +49,7 @@ class LoadedAdapter:
 
 
 def find_adapter_dir(path: str, arg: str = "ADAPTER_OR_RUN") -> Path:
-    """A run's output.dir (uses its adapter/) or an adapter folder."""
+    """A run's output.dir (uses its adapter/), an adapter folder, or a checkpoint folder (its adapter/)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(f"{arg} '{path}' does not exist; pass a run's output.dir (e.g. runs/default) "
@@ -58,7 +58,8 @@ def find_adapter_dir(path: str, arg: str = "ADAPTER_OR_RUN") -> Path:
         if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
             return candidate
     raise CheckpointError(f"{arg} '{path}': no adapter ({CONFIG} + {WEIGHTS}) in it or in its adapter/; pass "
-                          "a run's output.dir or an adapter folder written by `peft-ray train`")
+                          "a run's output.dir, a checkpoint folder (ray/.../checkpoint_*) or an adapter folder "
+                          "written by `peft-ray train`")
 
 
 def apply_trust(spec, trust: Trust, where: Path):
@@ -160,7 +161,7 @@ def start_ray(spec, address: Optional[str]) -> None:
 
     local = spec.model_copy(deep=True)
     local.scaling.num_workers, local.scaling.cpus_per_worker, local.scaling.address = 1, 1, address
-    init_ray(local)
+    init_ray(local, source="--ray-address" if address else None)
 
 
 def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -> Iterator[pa.Table]:

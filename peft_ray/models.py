@@ -146,6 +146,18 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def cpu_seeded(seed: int):
+    """The CPU generator seeded with `seed` in the block and put back after. Only the CPU one (where
+    models are built): torch.manual_seed would also (re)seed every GPU's, or queue that seed for when
+    CUDA starts, overriding the trainer's per-rank seeds on GPU ranks."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool = False,
               allow_pickle: bool = False, **kwargs) -> Any:
     """Any AutoModelFor* class by name, offline, safetensors only unless allowed; new heads seeded."""
@@ -154,10 +166,9 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
 
     check_weights_safe(path, allow_pickle)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # New heads from `seed` on every rank, and the caller's generator left as it was: the trainer
-    # seeded it per rank before this (dropout masks must differ between data-parallel ranks).
-    with torch.random.fork_rng(devices=[]), quiet_transformers():
-        torch.manual_seed(seed)
+    # New heads from `seed` on every rank, and the caller's generators left as they were: the
+    # trainer seeded them per rank before this (dropout masks must differ between data-parallel ranks).
+    with cpu_seeded(seed), quiet_transformers():
         model, info = getattr(transformers, auto_class).from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
             output_loading_info=True, **NO_HUB_KERNELS, **kwargs)

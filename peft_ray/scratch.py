@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peft_ray.errors import SpecError
+from peft_ray.models import cpu_seeded
 from peft_ray.storage import staging_dir
 
 PREFIX = "scratch:"
@@ -43,7 +44,6 @@ def _config(family: str, tok):
 
 def scratch_model(name: str, cache: Path, tokenizer_path: str) -> str:
     """The cached folder of `scratch:<family>`, built once (atomically: workers may race)."""
-    import torch
     from transformers import AutoTokenizer
 
     family = name[len(PREFIX):]
@@ -54,8 +54,7 @@ def scratch_model(name: str, cache: Path, tokenizer_path: str) -> str:
     cfg, cls = _config(family, tok)
     out.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out) as tmp:                     # random name, made exclusively: no planted link
-        with torch.random.fork_rng(devices=[]):      # the same weights everywhere; the caller's RNG untouched
-            torch.manual_seed(0)
+        with cpu_seeded(0):                           # the same weights everywhere; the caller's RNG untouched
             model = cls(cfg)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -168,6 +168,10 @@ def jobs_status(job_id: str, address: Optional[str], timeout: float) -> None:
     status = _status(info.status)
     click.echo(f"{job_id}: {status}\n  started:    {_when(info.start_time)}\n"
                f"  duration:   {_took(info.start_time, info.end_time)}\n  entrypoint: {info.entrypoint}")
+    meta = info.metadata or {}
+    if meta.get("peft_ray_job"):
+        click.echo(f"  job:        {meta['peft_ray_job']} ({meta.get('job_file', '?')}"
+                   f"{' ' + meta['overrides'] if meta.get('overrides') else ''})")
     if info.message:
         click.echo(f"  message:    {info.message}")
     if info.driver_node_id:

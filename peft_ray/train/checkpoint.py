@@ -256,14 +256,20 @@ class TensorsOnlyLoader:
                                   "from an earlier one, or start without --resume") from None
 
 
-def checkpoint_step(path: Union[Path, str, Location]) -> int:
-    """The checkpoint's global step (-1 when unreadable); local paths, URIs or Locations."""
-    if isinstance(path, str) and is_uri(path):
-        path = Location.at(path)
+def read_state(path: Union[Path, str, Location]) -> Optional[TrainerState]:
+    """The checkpoint's TrainerState (None when unreadable); local paths, URIs or Locations."""
+    if isinstance(path, str):
+        path = Location.at(path) if is_uri(path) else Path(path)
     try:
-        return parse_state(json.loads((path / "trainer_state.json").read_text())).global_step
+        return parse_state(json.loads((path / "trainer_state.json").read_text()))
     except (OSError, ValueError, RecursionError):
-        return -1
+        return None
+
+
+def checkpoint_step(path: Union[Path, str, Location]) -> int:
+    """The checkpoint's global step (-1 when unreadable)."""
+    state = read_state(path)
+    return -1 if state is None else state.global_step
 
 
 def checkpoint_dirs(root: Path) -> List[Path]:

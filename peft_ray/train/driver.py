@@ -30,21 +30,19 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterato
     block has finished, or put back if it fails (peft_ray/replaced.py). output.dir is a local path
     or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
     out = Location.at(spec.output.dir)
-    replace = check_can_start(spec, resume, overwrite)
+    check_can_start(spec, resume, overwrite)
     out.mkdir()
-    with replacing(out) if replace else contextlib.nullcontext():
+    with replacing(out) if overwrite else contextlib.nullcontext():
         (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
         yield out
 
 
-def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = True) -> bool:
+def check_can_start(spec: JobSpec, resume: bool, overwrite: bool) -> None:
     """Whether output.dir can take this run, checked before anything is written there (the CLI calls
-    it before train.log opens); True when the folder's earlier content is to be replaced: with
-    --overwrite, or an earlier run of this job that stopped before it saved anything (no checkpoint,
-    adapter or metrics.json), which neither --resume nor a plain start could otherwise get past."""
+    it before train.log opens). A folder holding a run is never taken without --resume or
+    --overwrite; one whose run stopped before its first checkpoint says to pass --overwrite (the
+    answer to both a plain start and --resume there)."""
     check_output_dir(spec.output.dir)
-    check_cluster_address(spec.scaling.address or os.environ.get("RAY_ADDRESS"),
-                          "scaling.address" if spec.scaling.address else "$RAY_ADDRESS")
     out = Location.at(spec.output.dir)
     job_file = out / "job.yaml"
     if resume and overwrite:
@@ -52,24 +50,19 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, note: bool = T
     if not overwrite:
         check_no_leftover(out)
     if not job_file.exists() or overwrite:
-        return overwrite
+        return
     old = recorded_job(job_file)
     same_job = old.get("name") == spec.name and old.get("method", {}).get("name") == spec.method.name
     if same_job and never_saved(out):
-        if resume:
-            raise CheckpointError(f"--resume: the run in output.dir '{out}' stopped before its first checkpoint; "
-                                  "start it again without --resume (its folder is reused)")
-        if note:
-            print(f"[peft-ray] note: output.dir '{out}' holds a run that stopped before it saved anything; "
-                  "starting afresh there")
-        return True
+        raise CheckpointError(f"output.dir '{out}' holds a run of this job that stopped before its first checkpoint, "
+                              f"so there is nothing to {'resume' if resume else 'keep'}: pass --overwrite to start "
+                              "it again there, or set output.dir to a new folder")
     if not resume:
         raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
     if not same_job:
         raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                               f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
-    return False
 
 
 def recorded_job(job_file: Location) -> Dict[str, Any]:
@@ -84,7 +77,7 @@ def recorded_job(job_file: Location) -> Dict[str, Any]:
     return {"name": old.get("name"), "method": method if isinstance(method, dict) else {"name": method}}
 
 
-# What a run writes before its first checkpoint; a folder holding anything else is not restarted in place.
+# What a run writes before its first checkpoint.
 EARLY_RUN_FILES = {"job.yaml", "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
 
 
@@ -99,11 +92,12 @@ def never_saved(out: Location) -> bool:
 def find_resume_checkpoint(out: Location) -> str:
     ckpt = latest_good_checkpoint((out / "ray").uri, warn=lambda m: print(f"[peft-ray] {m}"))
     if ckpt is None:
-        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'ray'}; run without --resume")
+        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'ray'}; pass --overwrite instead to "
+                              "start the run again there, or set output.dir to a new folder")
     return str(ckpt)
 
 
-def init_ray(spec: JobSpec) -> bool:
+def init_ray(spec: JobSpec, source: Optional[str] = None) -> bool:
     """Join the given cluster, or start Ray in-process on this machine. True if this call
     started (or joined) Ray, so the caller shuts it down."""
     import ray
@@ -112,7 +106,7 @@ def init_ray(spec: JobSpec) -> bool:
         return False
     address = spec.scaling.address or os.environ.get("RAY_ADDRESS")
     if address:
-        join_cluster(address, "scaling.address" if spec.scaling.address else "$RAY_ADDRESS")
+        join_cluster(address, source or ("scaling.address" if spec.scaling.address else "$RAY_ADDRESS"))
         return True
     cpus = os.cpu_count() or 1
     need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
@@ -143,8 +137,8 @@ def check_cluster_address(address: Optional[str], source: str) -> None:
     """A dashboard URL where a cluster address belongs (docs/cluster.md exports one for submit)."""
     if address and address.startswith(("http://", "https://")):
         raise JobError(f"{source} '{address}' is a Ray dashboard URL, which `peft-ray submit` and `peft-ray jobs` "
-                       "take (--address); `train` joins a cluster by its address, e.g. HEAD:6379 or auto. To run "
-                       f"this job on that cluster: peft-ray submit JOB.yaml --address {address}")
+                       "take (--address); joining a cluster takes its address, e.g. HEAD:6379 or auto. A job runs "
+                       f"on that cluster with: peft-ray submit JOB.yaml --address {address}")
 
 
 def join_cluster(address: str, source: str) -> None:

@@ -106,5 +106,6 @@ def resume_checkpoint(out: Location) -> Path:
     """The latest good --local checkpoint in `out` (checkpoints/), or a clear refusal."""
     found = latest_good_checkpoint(Path(out.path) / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
     if found is None:
-        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}")
+        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}; pass --overwrite "
+                              "instead to start the run again there, or set output.dir to a new folder")
     return found

@@ -25,7 +25,7 @@ from peft_ray.tasks import get_task
 from peft_ray.tasks.evaluate import eval_scope
 from peft_ray.train import telemetry
 from peft_ray.train.best import best_fields, best_policy, intervals, retention_score, should_stop, update_best
-from peft_ray.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from peft_ray.train.checkpoint import TrainerState, load_checkpoint, read_state, save_checkpoint
 from peft_ray.train.data_iter import InMemoryShard, RayDataIterators
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
 from peft_ray.train.report import RayReporter
@@ -73,7 +73,7 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
                       resumed=state.global_step > 0, log=make_run_log(run, state),
                       setup_seconds=time.perf_counter() - t_setup,
-                      carried={f"carried_{k}": getattr(state, k) for k in CARRIED})
+                      carried=carried_clocks(run.resume_from))
     ctx.log.echo(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
                  f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
     train_loop(ctx, state)
@@ -101,6 +101,13 @@ def make_run_log(run: RunFacts, state: TrainerState) -> RunLog:
 # Phase clocks a checkpoint carries across a resume: the run's totals; this attempt's wall time
 # holds only what the attempt itself spent (driver.time_phases subtracts the carried part).
 CARRIED = ("train_seconds", "data_seconds", "eval_seconds", "checkpoint_seconds")
+
+
+def carried_clocks(resume_from: Optional[str]) -> Dict[str, float]:
+    """The CARRIED clocks of the --resume starting point: what earlier processes spent. (A restart
+    inside this run, after a worker failure, restores a checkpoint of this process's own time.)"""
+    state = read_state(resume_from) if resume_from else None
+    return {f"carried_{k}": float(getattr(state, k)) for k in CARRIED} if state else {}
 
 
 def restore(engine, reporter) -> TrainerState:
@@ -163,18 +170,24 @@ class StepContext:
         return self.tokenizer.pad_token_id or 0
 
 
+ROWS, ORDER, SHARD = 1, 2, 3   # the uses of an epoch's random streams (epoch_batches)
+
+
 def epoch_batches(ctx: StepContext, epoch: int, skip: int):
     """This worker's micro-batches of `epoch`, the first `skip` dropped (exact resumption)."""
     t, micro = ctx.spec.train, ctx.spec.micro_batch_size
     rows = ctx.run.steps_per_epoch * t.grad_accum * micro            # this worker's rows per epoch
-    mine = (t.seed, epoch, D.rank())                                 # never the same stream twice
+    # One stream per use, epoch and rank; the use first (numpy pads a shorter key with zeros, so a
+    # rank-0 key without it would equal the ranks' shared one).
+    rows_seed, shard_seed = (ROWS, t.seed, epoch, D.rank()), (SHARD, t.seed, epoch, D.rank())
+    order_seed = (ORDER, t.seed, epoch)                              # shared by the ranks
     tables = ctx.data.train_tables(epoch)
     if isinstance(tables, InMemoryShard):                            # a fresh order of the whole shard
-        tables = permuted(tables, (*mine, 1))
+        tables = permuted(tables, shard_seed)
     it = micro_batches(tables, micro, pad_id=ctx.pad_id,
-                       seed=mine, group_by_length=t.group_by_length,
+                       seed=rows_seed, group_by_length=t.group_by_length,
                        drop_last=True, group=group_batches(rows, micro),
-                       order_seed=mine[:2] if D.world() > 1 else None)  # ranks' lengths match
+                       order_seed=order_seed if D.world() > 1 else None)  # ranks' lengths match
     for i, batch in enumerate(it):
         if i >= skip:
             yield batch

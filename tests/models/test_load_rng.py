@@ -24,3 +24,12 @@ def test_new_heads_are_the_same_for_every_caller_seed(tiny_bert):
         m = load_auto(str(tiny_bert), "AutoModelForSequenceClassification", seed=0, num_labels=2)
         heads.append(m.classifier.weight.detach().clone())
     assert torch.equal(*heads)
+
+
+def test_load_auto_leaves_the_gpu_generators_alone(tiny_bert, monkeypatch):
+    """torch.manual_seed also (re)seeds every GPU's generator, or queues that for when CUDA starts:
+    on GPU ranks the trainer's per-rank seed was replaced by the head's seed."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    load_auto(str(tiny_bert), "AutoModelForSequenceClassification", seed=0, num_labels=2)
+    assert calls == []

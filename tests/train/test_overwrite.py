@@ -89,3 +89,5 @@ def test_a_dashboard_url_in_ray_address_is_named_before_anything_is_written(tiny
     assert r.exit_code != 0 and "$RAY_ADDRESS 'http://127.0.0.1:8265' is a Ray dashboard URL" in r.output
     assert "peft-ray submit JOB.yaml --address http://127.0.0.1:8265" in r.output
     assert not (tmp_path / "run").exists()
+    r = CliRunner().invoke(main, ["train", str(job), "--local", "-q", "train.max_steps=1"])   # no Ray: no matter
+    assert r.exit_code == 0, r.output

@@ -18,6 +18,8 @@ import math
 from typing import Tuple, Union
 
 import torch
+
+from peft_ray.models import cpu_seeded
 from torch import nn
 
 from peft_ray.errors import SpecError
@@ -52,9 +54,9 @@ def _pissa(w32: torch.Tensor, r: int, scaling: float, init: str, g: torch.Genera
         v, s, uh = v[:, :r], s[:r], uh[:r]
     else:  # pissa_niter_K: svd_lowrank draws from the global RNG, so fork it and seed from `g`
         seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            v, s, u = torch.svd_lowrank(w32, r, niter=int(init.rsplit("_", 1)[1]))
+        with cpu_seeded(seed):    # on the CPU, so only its generator is drawn from (and seeded)
+            found = torch.svd_lowrank(w32.cpu(), r, niter=int(init.rsplit("_", 1)[1]))
+        v, s, u = (t.to(w32.device) for t in found)
         uh = u.t()
     root = torch.sqrt(s / scaling)                                   # (r,)
     return (root[:, None] * uh).contiguous(), (v * root[None, :]).contiguous()
