@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List
 import torch
 from torch import nn
 
+from peft_ray.adapter import CONFIG, WEIGHTS, read_adapter, read_json_object
 from peft_ray.errors import SpecError
 from peft_ray.methods.common import freeze_except
 
@@ -118,8 +119,6 @@ def copy_checked(param: torch.Tensor, value: torch.Tensor, key: str, source: str
 def check_init_from(path: str, peft_type: str) -> None:
     """method.init_from names an HF PEFT adapter folder of `peft_type` (files and config only: the
     pre-flight calls this before any model loads)."""
-    from peft_ray.adapter import CONFIG, WEIGHTS, read_json_object
-
     p = Path(path).expanduser()
     if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
         raise SpecError(f"method.init_from: '{path}' is not an HF PEFT adapter folder (needs {CONFIG} and {WEIGHTS})")
@@ -130,8 +129,6 @@ def check_init_from(path: str, peft_type: str) -> None:
 
 def load_init_from(model: "AdapterModel", path: str, peft_type: str) -> None:
     """method.init_from: an HF PEFT adapter folder of `peft_type`, loaded into `model` as its start."""
-    from peft_ray.adapter import read_adapter
-
     check_init_from(path, peft_type)
     state, _, _ = read_adapter(Path(path).expanduser())
     model.load_adapter_state(state, f"method.init_from: {path}")

@@ -25,6 +25,7 @@ from torch import nn
 
 from peft_ray_kernels import ops
 from peft_ray.errors import SpecError
+from peft_ray.methods.targets import replace_module
 
 
 class PrefixAttention(nn.Module):
@@ -185,8 +186,6 @@ def self_attention_paths(model: nn.Module) -> List[str]:
 
 
 def wrap_self_attention(model: nn.Module, backend: str) -> List[PrefixAttention]:
-    from peft_ray.methods.targets import replace_module
-
     wrapped = []
     for path in self_attention_paths(model):
         w = PrefixAttention(model.get_submodule(path), model.config.model_type, backend)

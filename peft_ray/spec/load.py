@@ -12,6 +12,7 @@ import yaml
 
 from peft_ray.errors import SpecError, suggest
 from peft_ray.metrics import lower_is_better
+from peft_ray.spec.checks import check_cross_fields
 from peft_ray.spec.schema import JobSpec
 from peft_ray.storage import check_location
 
@@ -225,8 +226,6 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
         check_location(spec.output.dir)
     except ValueError as e:
         raise SpecError(f"output.dir: {e} (got {spec.output.dir!r})") from None
-    from peft_ray.spec.checks import check_cross_fields
-
     check_cross_fields(spec, task)
     return spec
 
