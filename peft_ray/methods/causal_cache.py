@@ -34,6 +34,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from peft_ray.rows.tokens import IGNORE
+
 CACHED_FAMILIES = ("llama", "gpt2")                       # model_type values tested for exactness
 LM_HEADS = ("ForCausalLM", "LMHeadModel")                 # class-name suffixes: token logits + lm_head
 CLS_HEADS = ("ForSequenceClassification",)                # pooled logits: the prompt rows never reach them
@@ -142,8 +144,8 @@ def lm_loss(base: nn.Module, p_last: torch.Tensor, logits: torch.Tensor, labels:
     log-softmax over B n_p ignored rows. p_last: (1, V) last prompt row; logits: (B, n, V)."""
     B, V = labels.shape[0], base.config.vocab_size
     if num_items is None:                       # HF's mean: over the labels that are not -100
-        num_items = (labels != -100).sum()
-    shift = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)                      # (B, n)
+        num_items = (labels != IGNORE).sum()
+    shift = nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)                      # (B, n)
     loss_x = base.loss_function(logits=logits, labels=None, shift_labels=shift, vocab_size=V,
                                 num_items_in_batch=num_items)
     loss_p = base.loss_function(logits=p_last.expand(B, V), labels=None, shift_labels=labels[:, 0],

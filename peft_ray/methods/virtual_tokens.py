@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from peft_ray.errors import SpecError
+from peft_ray.rows.tokens import IGNORE
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def prepend_prompt(base: nn.Module, prompt: torch.Tensor, input_ids: torch.Tenso
     labels = kw.get("labels")
     is_enc_dec = getattr(base.config, "is_encoder_decoder", False)
     if labels is not None and labels.dim() == 2 and not is_enc_dec:
-        kw["labels"] = torch.cat([labels.new_full((B, n_p), -100), labels], dim=1)
+        kw["labels"] = torch.cat([labels.new_full((B, n_p), IGNORE), labels], dim=1)
     return base(inputs_embeds=embeds, attention_mask=attention_mask, **kw)
 
 

@@ -7,6 +7,8 @@ import inspect
 
 import torch
 
+from peft_ray.rows.tokens import IGNORE
+
 
 def seq_logits(logits: torch.Tensor, n: int) -> torch.Tensor:
     """The logits of the n input positions: prompt tuning and p-tuning prepend virtual tokens,
@@ -53,4 +55,4 @@ def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tenso
     dec = labels.new_full(labels.shape, pad_id)
     dec[:, 1:] = labels[:, :-1]
     dec[:, 0] = start_id
-    return dec.masked_fill(dec == -100, pad_id)
+    return dec.masked_fill(dec == IGNORE, pad_id)
