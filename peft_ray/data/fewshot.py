@@ -12,22 +12,20 @@ its K-th row.
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 from typing import List, Tuple
 
 import numpy as np
 import pyarrow as pa
 
-from peft_ray.data.holdout import apply_holdout
+from peft_ray.data.holdout import apply_holdout, row_hash
 from peft_ray.data.sources import iter_arrow
 from peft_ray.errors import DataError
 from peft_ray.rows.labels import label_ids
 
 
 def _key(values: tuple, seed: int) -> int:
-    h = hashlib.blake2b(repr(values).encode(), digest_size=8, key=f"shots-{seed}".encode())
-    return int.from_bytes(h.digest(), "little")
+    return row_hash(values, f"shots-{seed}")
 
 
 def _usable(values: tuple) -> bool:

@@ -16,9 +16,15 @@ import pyarrow as pa
 BUCKETS = 10_000
 
 
+def row_hash(values: tuple, key: str) -> int:
+    """A row's 64-bit keyed content hash: the same on every worker and run, whatever the file order
+    (the hold-out keys it with the seed, the few-shot pick with "shots-" + seed)."""
+    h = hashlib.blake2b(repr(values).encode(), digest_size=8, key=key.encode())
+    return int.from_bytes(h.digest(), "little")
+
+
 def _bucket(values: tuple, seed: int) -> int:
-    h = hashlib.blake2b(repr(values).encode(), digest_size=8, key=str(seed).encode())
-    return int.from_bytes(h.digest(), "little") % BUCKETS
+    return row_hash(values, str(seed)) % BUCKETS
 
 
 def holdout_mask(table: pa.Table, columns: List[str], fraction: float, seed: int) -> np.ndarray:
