@@ -188,3 +188,25 @@ def test_an_unreachable_address_says_which_variable_it_came_from(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     r = CliRunner().invoke(main, ["jobs", "list", "--timeout", "2"])
     assert r.exit_code == 2 and "http://127.0.0.1:9 (from $RAY_ADDRESS)" in r.output
+
+
+def test_submit_refuses_a_relative_path_out_of_the_working_dir_and_resume_with_overwrite(tmp_path, tiny_bert,
+                                                                                           tiny_data):
+    """`data.root=../data` passed the checks here (resolved against this machine) and failed on the
+    cluster, where it resolves against the job's copy of the working dir; `--resume --overwrite`
+    cost an upload and a job before `train` refused it."""
+    work = tmp_path / "work"
+    (work / "jobs").mkdir(parents=True)
+    job = work / "jobs" / "tiny.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "out")))
+    r = CliRunner().invoke(main, ["submit", str(job), f"data.root=../{tiny_data.name}", "--working-dir", str(work),
+                                  "--dry-run"])
+    assert r.exit_code == 2
+    assert f"data.root '../{tiny_data.name}' is relative and leads out of the working dir" in r.output
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(work), "--dry-run", "--resume",
+                                  "--overwrite"])
+    assert r.exit_code == 2 and "pass one of them" in r.output
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(work), "--dry-run", "--env", "A=1"])
+    assert r.exit_code == 0, r.output
+    assert "submission id: peft-ray-tiny-" in r.output and "A=1" in r.output
+    assert "job_file='jobs/tiny.yaml'" in r.output
