@@ -27,8 +27,8 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 def resolve_address(address: Optional[str]) -> str:
     """--address, else $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS (if http), else the forwarded local port."""
     if not address:
-        envs = (os.environ.get(n, "") for n in ADDRESS_ENVS)
-        address = next((a for a in envs if a and not a.startswith("ray://") and a != "auto"), DEFAULT_ADDRESS)
+        name = _address_env()
+        address = os.environ[name] if name else DEFAULT_ADDRESS
     address = address.strip().rstrip("/")
     if address.startswith("ray://"):
         raise JobError(f"--address {address}: jobs are submitted to the dashboard's HTTP address "
@@ -43,9 +43,14 @@ def address_source(address: Optional[str]) -> str:
     forget (docs/cluster.md exports RAY_ADDRESS, and `train` reads the same variable)."""
     if address:
         return ""
-    name = next((n for n in ADDRESS_ENVS if os.environ.get(n, "") not in ("", "auto")
-                 and not os.environ[n].startswith("ray://")), None)
+    name = _address_env()
     return f" (from ${name})" if name else " (the default: no --address, $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS)"
+
+
+def _address_env() -> Optional[str]:
+    """The first of ADDRESS_ENVS that holds a dashboard address (not empty, `auto` or `ray://`)."""
+    return next((n for n in ADDRESS_ENVS if os.environ.get(n, "") not in ("", "auto")
+                 and not os.environ[n].startswith("ray://")), None)
 
 
 def probe(address: str, token: Optional[Token], timeout_s: float, source: str = "") -> str:
