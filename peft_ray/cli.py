@@ -139,7 +139,13 @@ def data_make(name: str, out_dir: str) -> None:
     """Write the built-in data set NAME as Parquet files into OUT_DIR."""
     from peft_ray.data import builtin
 
-    click.echo(f"wrote {builtin.materialize(out_dir, name=name)}")
+    from peft_ray.commands.options import fail
+    from peft_ray.errors import JobError
+
+    try:
+        click.echo(f"wrote {builtin.materialize(out_dir, name=name)}")
+    except JobError as e:
+        fail(e)
 
 
 register_all(main)

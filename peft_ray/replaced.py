@@ -15,6 +15,7 @@ deletes it, so nothing is decided for them.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 from typing import Collection, Iterator, List
 
 from peft_ray.errors import CheckpointError
@@ -31,6 +32,31 @@ def check_no_leftover(out: Location) -> None:
             f"output.dir '{out}': an interrupted --overwrite left the run it replaced in '{out / ASIDE}', and "
             f"the folder's other files are the interrupted run's. Move the files in {ASIDE}/ back to restore "
             "the previous run, or pass --overwrite again to replace it (it is deleted when that run finishes)")
+
+
+def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, what: str) -> None:
+    """output.dir holds only what a `what` ("run", "search") writes, where that matters. With
+    --overwrite anything else in it would be moved aside and then deleted, so a folder of other files
+    is refused, naming them. Without it, run outputs with no job.yaml beside them (the file that
+    says whose they are) are refused too: the new run would write over them. `own`: top-level
+    names, with shell patterns ("eval_*.json")."""
+    names = _entries(out, ())
+    mine = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in own)]
+    foreign = [n for n in names if n not in mine]
+    if overwrite and foreign:
+        raise CheckpointError(
+            f"output.dir '{out}' also holds {_listed(foreign)}, which no peft-ray {what} writes; --overwrite "
+            f"replaces only a {what}'s own files. Move those out of the folder, or set output.dir to a new folder")
+    outputs = [n for n in mine if n not in LOGS and n != "job.yaml"]
+    if not overwrite and outputs and "job.yaml" not in names:
+        raise CheckpointError(
+            f"output.dir '{out}' holds {what} outputs ({_listed(outputs)}) but no job.yaml saying which job wrote "
+            f"them; pass --overwrite to replace them, or set output.dir to a new folder")
+
+
+def _listed(names: List[str], most: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 @contextlib.contextmanager

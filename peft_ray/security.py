@@ -13,7 +13,8 @@ _SECRET_KEY = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|ac
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|"
                            r"gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})\b")
 # user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+# Up to the last @ before the host: a password may itself hold an @ ("p@ss" unescaped).
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
 
 
 def redact(obj: Any, key: str = "") -> Any:
@@ -32,6 +33,17 @@ def redact(obj: Any, key: str = "") -> Any:
 def redact_text(text: str) -> str:
     """`text` with token-shaped strings and URL credentials masked (for logs, entrypoints)."""
     return _URL_CREDENTIALS.sub(rf"\g<scheme>{REDACTED}@", _SECRET_VALUE.sub(REDACTED, text))
+
+
+def redact_command(args) -> str:
+    """A command line for a log: KEY=VALUE overrides with a secret-looking key masked, and
+    token-shaped strings and URL credentials in any argument."""
+    def one(a: str) -> str:
+        key, eq, _ = a.partition("=")
+        if eq and _SECRET_KEY.search(key.rsplit(".", 1)[-1].lstrip("-")):
+            return f"{key}={REDACTED}"
+        return redact_text(a)
+    return " ".join(one(str(a)) for a in args)
 
 
 def looks_secret(name: str, value: str) -> bool:

@@ -191,6 +191,19 @@ class Location:
         with self.fs.open_input_stream(self.path) as f:
             return f.read().decode("utf-8")
 
+    def read_small_text(self, limit: int) -> Optional[str]:
+        """The text of a regular file of at most `limit` bytes, else None: for files peft-ray reads
+        back from a folder others may have written (a FIFO would block, /dev/zero never end)."""
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(self.path)
+        if info.type != pafs.FileType.File or (info.size or 0) > limit:
+            return None
+        try:
+            return self.read_text()
+        except UnicodeDecodeError:
+            return None
+
     def write_text(self, text: str) -> None:
         """Write under a temporary name, then move over: readers never see half a file."""
         self.fs.create_dir(self.parent_path, recursive=True)

@@ -8,6 +8,7 @@ metrics, in the same way, as the evaluation at the end of `peft-ray train`.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -40,7 +41,7 @@ def register(main: click.Group) -> None:
     @click.argument("adapter_or_run")
     @click.option("--data", "data", required=True,
                   help="Labelled rows: a file or glob (.parquet, .arrow, .csv, .jsonl), or a data folder.")
-    @click.option("--split", default="validation", show_default=True,
+    @click.option("--split", default="validation", show_default=True, callback=_split_name,
                   help="With a data folder: which of the job's files to score (validation or train). "
                        "With a file: only names the output.")
     @click.option("--output", type=click.Path(dir_okay=False), default=None,
@@ -62,6 +63,14 @@ def register(main: click.Group) -> None:
             fail(e)
         click.echo("\n" + render_metrics(metrics, f"peft-ray eval: {metrics['task']} on {split}"))
         click.echo(f"wrote {out}")
+
+
+def _split_name(ctx, param, value: str) -> str:
+    """--split becomes part of a file name (eval_<split>.json): a plain name, never a path."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value) or ".." in value:
+        raise click.BadParameter(f"'{value}' is not a split name: use letters, digits, '_', '-' or '.' "
+                                 "(e.g. validation, train, test); --output names the metrics file")
+    return value
 
 
 def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],

@@ -20,6 +20,11 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.security import Trust, trust_flags
 
 
+# Marks a folder export wrote, so a later export may replace it whole. Recognising an export by
+# its file names instead would take any folder with a config.json (a project, a base model).
+STAMP = ".peft_ray_export"
+
+
 def register(main: click.Group) -> None:
     @main.command()
     @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
@@ -70,9 +75,9 @@ def check_out_dir(src: Path, out: Path) -> None:
         raise JobError(f"OUT_DIR '{out}' is the adapter folder {src} or holds it; export to a new folder")
     if out.is_symlink():
         raise JobError(f"OUT_DIR '{out}' is a link; export to a new folder")
-    if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in (CONFIG, "config.json")):
-        raise JobError(f"OUT_DIR '{out}' already holds other files; export writes a folder of its own (an "
-                       "earlier export there is replaced whole): pass a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():
+        raise JobError(f"OUT_DIR '{out}' already holds files that no `peft-ray export` wrote; export writes a "
+                       "folder of its own (an earlier export there is replaced whole): pass a new or empty folder")
 
 
 @contextlib.contextmanager
@@ -86,6 +91,7 @@ def built_in_place_of(out: Path):
     with staging_dir(out) as stage:
         stage.mkdir()
         yield stage
+        (stage / STAMP).write_text("written by `peft-ray export`; a later export to this folder replaces it\n")
         replace_dir(stage, out)
 
 

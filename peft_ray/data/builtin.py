@@ -80,12 +80,21 @@ def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name
     data = datasets()[name]
     n_val = getattr(data, "N_VALIDATION", n_val)
     out = Path(out_dir)
-    done = out / f".complete-v{data.VERSION}"
+    done = out / f".complete-{name}-v{data.VERSION}"   # names the set: another set's folder is not this one
     if done.exists():
         return out
+    ours = [m.name for m in out.glob(".complete-*")]      # any set, any version (".complete-v1": before names)
+    theirs = [f"{split}.parquet" for split in ("train", "validation") if (out / f"{split}.parquet").exists()]
+    if theirs and not ours:
+        from peft_ray.errors import DataError
+
+        raise DataError(f"'{out}' already holds {' and '.join(theirs)}, which `peft-ray data make` did not write; "
+                        "pass a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train, 1234), ("validation", n_val, 5678)):
         with atomic_writer(out / f"{split}.parquet") as f:
             pq.write_table(pa.table(data.make_rows(n, seed)), f)
+    for marker in ours:        # only now: a make cut short is still one peft-ray may redo here
+        (out / marker).unlink(missing_ok=True)
     done.touch()
     return out

@@ -79,6 +79,18 @@ def safe_yaml(text: str) -> Any:
         loader.dispose()
 
 
+def recorded_mapping(job_file) -> Dict[str, Any]:
+    """The mapping a run or search folder's job.yaml holds ({} where it holds none). The folder may be
+    shared, so the file is data: a regular file of job-file size (a FIFO would block, /dev/zero never
+    end), parsed within the loader's budget. `job_file`: a storage.Location."""
+    text = job_file.read_small_text(MAX_YAML_BYTES)
+    try:
+        old = safe_yaml(text) if text is not None else None
+    except yaml.YAMLError:
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
 def shown(value: Any) -> str:
     """A short repr of a value for an error message, however big or deep the value is."""
     import reprlib

@@ -23,8 +23,9 @@ from peft_ray.errors import JobError
 # checkpoints (can be GBs); the rest are caches and VCS data no worker needs.
 DEFAULT_EXCLUDES: Tuple[str, ...] = (".git", "runs/", "__pycache__/", ".pytest_cache/", "*.egg-info/",
                                      "build/", ".venv/", "venv/", "bench/results/")
-# Files that hold credentials: never uploaded unless named with --include. Matched with fnmatch
-# against every run of path components ("a/b/c": a, b, c, a/b, b/c, a/b/c), so a folder name
+# Files that hold credentials: never uploaded unless named with --include. Matched with fnmatch,
+# ignoring case (".ENV" is a .env to every tool on macOS and Windows), against every run of path
+# components ("a/b/c": a, b, c, a/b, b/c, a/b/c), so a folder name
 # matches everything below it and ".cache/huggingface/token" matches at any depth. A link that
 # leaves the working dir is also matched by the absolute path it points at (Ray uploads the
 # target's content under the link's name).
@@ -36,7 +37,9 @@ SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc
                                     ".git-credentials", ".htpasswd", "secrets.y*ml", ".secrets*", "*.keytab",
                                     ".huggingface", ".cache/huggingface/token", ".ray/auth_token", "auth_token",
                                     ".kaggle", ".config/gh", ".config/hub", ".boto", ".s3cfg", ".databrickscfg",
-                                    ".terraformrc", ".terraform.d", ".dockercfg", ".vault-token")
+                                    ".terraformrc", ".terraform.d", ".dockercfg", ".vault-token",
+                                    ".cache/huggingface/stored_tokens", ".envrc", "secrets.toml", "secrets.json",
+                                    "client_secret*.json", "rclone.conf", ".my.cnf", ".*history")
 # Ray warns about single files above 10 MiB; big models and data belong on shared storage.
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 
@@ -93,7 +96,41 @@ def is_secret(rel: str) -> bool:
     credentials file."""
     parts = [p for p in rel.split("/") if p]
     runs = ["/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)]
-    return any(fnmatch.fnmatch(r, pat) for r in runs for pat in SECRET_PATTERNS)
+    return any(fnmatch.fnmatchcase(r.lower(), pat.lower()) for r in runs for pat in SECRET_PATTERNS)
+
+
+# A file this small may be a token file under another name; bigger ones are not read.
+TOKEN_FILE_BYTES = 4096
+
+
+def refuse_ray_token(plan: "UploadPlan") -> None:
+    """The Ray cluster token never travels, not even with --include: whoever holds it controls the
+    cluster, and a job's working dir is readable by every job there. Refused: the token file this
+    machine uses (RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) and any small file holding the token."""
+    from peft_ray.submit.auth import TOKEN_PATH_ENV, default_token_path, find_token
+
+    paths = {default_token_path().resolve()}
+    if os.environ.get(TOKEN_PATH_ENV):
+        paths.add(Path(os.environ[TOKEN_PATH_ENV]).expanduser().resolve())
+    try:
+        token = find_token()
+    except JobError:           # an unreadable token file: the submission says so when it connects
+        token = None
+    found = sorted(plan.shown(f) for f in plan.files
+                   if f in paths or (token is not None and _holds(f, token.value)))
+    if found:
+        raise JobError(f"refusing to upload the Ray cluster token: {', '.join(found[:5])}. Whoever reads it "
+                       "controls the cluster, and every job there can read a job's working dir; move it out of "
+                       "the working dir, or keep it out with --exclude")
+
+
+def _holds(path: Path, token: str) -> bool:
+    try:
+        if path.stat().st_size > TOKEN_FILE_BYTES:
+            return False
+        return token in path.read_bytes().decode("utf-8", errors="ignore")
+    except OSError:
+        return False
 
 
 def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
@@ -127,6 +164,7 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
         plan.total_bytes += size
     # Anchored patterns ("/path") match exactly these files, nothing else of the same name.
     plan.excludes += ["/" + rel for rel, _ in plan.dropped_large]
+    refuse_ray_token(plan)
     refuse_secrets(plan, include)
     return plan
 

@@ -13,8 +13,9 @@ import yaml
 
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.preflight import Preflight, SplitFacts, run_preflight
-from peft_ray.replaced import check_no_leftover, replacing
+from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
+from peft_ray.spec.load import recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
 from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import checkpoint_at_step, latest_good_checkpoint
@@ -49,6 +50,7 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool) -> None:
         raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")
     if not overwrite:
         check_no_leftover(out)
+    check_only_run_files(out, RUN_FILES, overwrite, "run")
     if not job_file.exists() or overwrite:
         return
     old = recorded_job(job_file)
@@ -67,11 +69,8 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool) -> None:
 
 def recorded_job(job_file: Location) -> Dict[str, Any]:
     """The job.yaml a run wrote, as far as check_can_start reads it ({} where it is not a job)."""
-    try:
-        old = yaml.safe_load(job_file.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    if not isinstance(old, dict):
+    old = recorded_mapping(job_file)
+    if not old:
         return {}
     method = old.get("method")
     return {"name": old.get("name"), "method": method if isinstance(method, dict) else {"name": method}}
@@ -79,6 +78,8 @@ def recorded_job(job_file: Location) -> Dict[str, Any]:
 
 # What a run writes before its first checkpoint.
 EARLY_RUN_FILES = {"job.yaml", "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
+# Everything a run folder holds: the run's own outputs and what `eval` and `zero-shot` write beside them.
+RUN_FILES = EARLY_RUN_FILES | {"adapter", "adapter_last", "metrics.json", "zero_shot.json", "eval_*.json"}
 
 
 def never_saved(out: Location) -> bool:

@@ -188,11 +188,14 @@ def trim_log(out_dir: Path, start_step: int) -> None:
 def read_log(path: Path):
     """The rows of a metrics.jsonl (skipping a line a killed run left half-written)."""
     rows = []
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
-        except ValueError:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        # a hand-edited line that is not a train or eval row of a step is skipped, not a crash at the end
+        if isinstance(row, dict) and row.get("kind") in ("train", "eval") and type(row.get("step")) is int:
+            rows.append(row)
     return rows
 
 
@@ -210,7 +213,15 @@ def plot_curves(out_dir: str, warn=print) -> Optional[Path]:
         warn("warning: matplotlib is not installed, so curves.png was not drawn (pip install matplotlib); "
              "metrics.jsonl and tensorboard/ hold the curves")
         return None
-    rows = read_log(log)
+    try:
+        return _draw(Path(out_dir), read_log(log), plt)
+    except Exception as e:   # noqa: BLE001 - a picture must not cost the run its metrics.json
+        warn(f"warning: curves.png was not drawn ({type(e).__name__}: {str(e)[:200]}); metrics.jsonl and "
+             "tensorboard/ hold the curves")
+        return None
+
+
+def _draw(out_dir: Path, rows, plt) -> Path:
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     # summary metrics only: per-class ones (f1/negative) and counts stay in TensorBoard
@@ -229,7 +240,7 @@ def plot_curves(out_dir: str, warn=print) -> Optional[Path]:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path, png = Path(out_dir) / "curves.png", io.BytesIO()
+    path, png = out_dir / "curves.png", io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
     write_file(path, png.getvalue())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from peft_ray.storage import open_append
+from peft_ray.security import redact_command, redact_text
 
 LEVELS = ("quiet", "default", "verbose")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -86,8 +87,8 @@ class Router(io.TextIOBase):
             return len(s)
         self.partial += s
         *lines, self.partial = self.partial.split("\n")
-        for line in lines:
-            self.log.write(ANSI.sub("", line).split("\r")[-1] + "\n")
+        for line in lines:   # the log sits in output.dir, which others may read: no credentials in it
+            self.log.write(redact_text(ANSI.sub("", line).split("\r")[-1]) + "\n")
             out = shown(line, self.level, self.keep)
             if out is not None:
                 self.terminal.write(out + "\n")
@@ -165,7 +166,7 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True, keep: O
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open_append(log_file)  # never truncated (a refused run must not clobber a log), never a link
-        log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {redact_command(sys.argv)}\n")
     old = sys.stdout, sys.stderr
     sys.stdout = Router(old[0], log, level, pass_bars, keep)
     sys.stderr = Router(old[1], log, level, pass_bars, keep)

@@ -23,14 +23,18 @@ import yaml
 
 from peft_ray.errors import CheckpointError, JobError, SpecError
 from peft_ray.security import check_own_pickles
-from peft_ray.replaced import check_no_leftover, replacing
+from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, saved_spec
+from peft_ray.spec.load import recorded_mapping
 from peft_ray.storage import Location, is_uri, write_file
 from peft_ray.tune import space as S
 from peft_ray.spec.tune import TuneSpec
-from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
+from peft_ray.tune.trial import TRIALS_DIR, PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
 EXPERIMENT = "tune"
+# What a search folder holds: its state, results, the best adapter, and best_job.yaml's run (best/).
+SEARCH_FILES = {"job.yaml", "tune.log", "search.json", EXPERIMENT, "leaderboard.json", "leaderboard.csv",
+                "curves.png", "best_job.yaml", "adapter", "prescreen.json", "best", TRIALS_DIR}
 
 
 @contextlib.contextmanager
@@ -47,7 +51,9 @@ def prepared_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Path]
     out = Path(spec.output.dir).expanduser().resolve()
     if not overwrite:
         check_no_leftover(Location.at(out))
-    started = (out / "search.json").exists()
+    # tune/ alone counts: Tune's state there is pickled, so a fresh search never reads one it did not write
+    started = (out / "search.json").exists() or (out / EXPERIMENT).exists()
+    check_only_run_files(Location.at(out), SEARCH_FILES, overwrite, "search")
     if started and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
@@ -57,7 +63,7 @@ def prepared_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Path]
         check_own_pickles(out / EXPERIMENT, "--resume")
     saved = saved_spec(spec)   # secrets redacted, as `train` writes its job.yaml
     if resume and (out / "job.yaml").exists():
-        old = yaml.safe_load((out / "job.yaml").read_text()) or {}
+        old = recorded_mapping(Location.at(out / "job.yaml"))
         changed = sorted(k for k in set(old) | set(saved) if old.get(k) != saved.get(k))
         if changed:
             raise CheckpointError(f"--resume: the job differs from the search in '{out}' (sections: "

@@ -183,6 +183,9 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
         assert "error:" in r.output and all(e in r.output for e in expected), (args, r.output)
         assert "Traceback" not in r.output
     assert ray.is_initialized() == ray_before  # every one of these is refused before Ray starts
+    r = _cli("eval", cls_run, "--data", data, "--split", "x/../../victim", "--local")   # names eval_<split>.json
+    assert r.exit_code == 2 and "'x/../../victim' is not a split name" in r.output
+    assert not list(tmp_path.rglob("victim*")) and not list(tmp_path.rglob("eval_x"))
 
 
 @pytest.mark.parametrize("cmd", ["eval", "predict"])

@@ -130,3 +130,23 @@ def test_adapter_writes_ignore_links_at_the_old_pid_names(tmp_path):
     assert list(elsewhere.iterdir()) == []
     assert load_file(str(out / "adapter_model.safetensors"))["w"].sum() == 0
     assert [p.name for p in out.parent.iterdir() if not p.is_symlink()] == ["adapter"]  # no stage left
+
+
+def test_data_make_never_writes_over_other_data_and_names_its_set(tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+
+    out = tmp_path / "dm"
+    out.mkdir()
+    (out / "train.parquet").write_text("the user's own rows")
+    r = CliRunner().invoke(main, ["data", "make", "sentiment", str(out)])
+    assert r.exit_code == 2 and "already holds train.parquet, which `peft-ray data make` did not write" in r.output
+    assert (out / "train.parquet").read_text() == "the user's own rows"
+
+    out = tmp_path / "made"
+    assert CliRunner().invoke(main, ["data", "make", "sentiment", str(out)]).exit_code == 0
+    assert CliRunner().invoke(main, ["data", "make", "facts", str(out)]).exit_code == 0
+    assert pq.read_table(out / "train.parquet").column_names == ["question", "answer"]   # was kept as sentiment
+    assert sorted(p.name for p in out.glob(".complete-*")) == [".complete-facts-v1"]

@@ -57,3 +57,58 @@ def test_good_and_remote_output_dirs_pass(tmp_path):
     check_output_dir(str(tmp_path))
     check_output_dir("s3://bucket/runs/x")
     assert not (tmp_path / "new").exists()
+
+
+def _spec(tiny_bert, tiny_data, out):
+    from peft_ray.spec import validate_spec
+
+    return validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}))
+
+
+def test_overwrite_replaces_only_a_runs_own_files(tmp_path, tiny_bert, tiny_data):
+    """--overwrite sets everything in output.dir aside and deletes it once the run is done: a folder
+    holding anything no run writes (a home folder, a project) is refused, naming what is there."""
+    from peft_ray.train.driver import check_can_start
+
+    out = tmp_path / "home"
+    (out / "src").mkdir(parents=True)
+    (out / "thesis.tex").write_text("keep me")
+    with pytest.raises(CheckpointError, match="also holds 'src', 'thesis.tex', which no peft-ray run writes"):
+        check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)
+    check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=False)  # a plain start touches neither
+    (out / "job.yaml").write_text("name: tiny\n")
+    (out / "eval_test.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="also holds 'src', 'thesis.tex'"):   # a run folder with extra files too
+        check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)
+
+
+def test_run_outputs_without_their_job_yaml_are_not_written_over(tmp_path, tiny_bert, tiny_data):
+    from peft_ray.train.driver import check_can_start
+
+    out = tmp_path / "run"
+    (out / "adapter").mkdir(parents=True)
+    (out / "metrics.json").write_text("{}")
+    (out / "train.log").write_text("log\n")
+    with pytest.raises(CheckpointError, match=r"holds run outputs \('adapter', 'metrics.json'\) but no job.yaml"):
+        check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=False)
+    check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)
+    (out / "adapter").rmdir()
+    (out / "metrics.json").unlink()
+    check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=False)  # only the CLI's own log
+
+
+@pytest.mark.parametrize("planted", ["fifo", "deep"])
+def test_a_planted_job_yaml_is_read_as_data(tmp_path, tiny_bert, tiny_data, planted):
+    """A FIFO blocked the start forever; a deeply nested job.yaml crashed it with a RecursionError."""
+    import os
+
+    from peft_ray.train.driver import check_can_start
+
+    out = tmp_path / "run"
+    out.mkdir()
+    if planted == "fifo":
+        os.mkfifo(out / "job.yaml")
+    else:
+        (out / "job.yaml").write_text("name: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=False)

@@ -88,8 +88,12 @@ def test_export_replaces_an_earlier_export_whole_and_refuses_other_folders(adapt
     home.mkdir()
     (home / "notes.txt").write_text("keep me")
     r = CliRunner().invoke(main, ["export", str(adapter), str(home)])
-    assert r.exit_code == 2 and "already holds other files" in r.output
+    assert r.exit_code == 2 and "no `peft-ray export` wrote" in r.output
     assert (home / "notes.txt").read_text() == "keep me"
+    (home / "config.json").write_text("{}")        # a project or base-model folder is not an export either
+    r = CliRunner().invoke(main, ["export", str(adapter), str(home)])
+    assert r.exit_code == 2 and "no `peft-ray export` wrote" in r.output
+    assert sorted(p.name for p in home.iterdir()) == ["config.json", "notes.txt"]
     r = CliRunner().invoke(main, ["export", str(adapter), str(adapter)])
     assert r.exit_code == 2 and "is the adapter folder" in r.output
     assert (adapter / "adapter_config.json").is_file()

@@ -17,7 +17,9 @@ from tests.conftest import job_dict
 
 SECRETS = [".env", ".aws/credentials", ".ssh/id_rsa", ".netrc", "gcp-key.json", "infra/terraform.tfstate",
            "deploy/server.pem", "conf/.env.production", ".cache/huggingface/token", "home/.cache/huggingface/token",
-           ".ray/auth_token", ".kaggle/kaggle.json", ".config/gh/hosts.yml"]
+           ".ray/auth_token", ".kaggle/kaggle.json", ".config/gh/hosts.yml", ".ENV", ".Env.local",
+           ".cache/huggingface/stored_tokens", ".envrc", ".streamlit/secrets.toml", ".bash_history",
+           "client_secret_1234.apps.googleusercontent.com.json", ".config/rclone/rclone.conf", ".my.cnf"]
 
 
 def _working_dir(tmp_path, tiny_bert, tiny_data):
@@ -69,7 +71,28 @@ def test_links_out_of_the_working_dir_are_judged_by_their_target(tmp_path):
 
 
 def test_ordinary_files_are_not_secrets():
-    assert not any(map(is_secret, ["peft_ray/security.py", "jobs/default.yaml", "docs/keys.md", "tokenizer.json"]))
+    assert not any(map(is_secret, ["peft_ray/security.py", "jobs/default.yaml", "docs/keys.md", "tokenizer.json",
+                                   "data/chat_history/train.parquet", ".cache/huggingface/hub/x/config.json"]))
+
+
+def test_the_ray_token_never_travels_even_under_another_name(tmp_path, monkeypatch):
+    wd = tmp_path / "wd"
+    (wd / "cluster").mkdir(parents=True)
+    (wd / "train.py").write_text("ok")
+    token = wd / "cluster" / "ray_token.txt"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    with pytest.raises(JobError, match="refusing to upload the Ray cluster token: cluster/ray_token.txt"):
+        plan_upload(wd, include=["cluster/*"])                     # not even with --include
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    token.unlink()
+    (wd / "notes.md").write_text("token: 0123456789abcdef0123456789abcdef")   # a copy of it, from the env
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0123456789abcdef0123456789abcdef")
+    with pytest.raises(JobError, match="Ray cluster token: notes.md"):
+        plan_upload(wd)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "another-token-0000000000000000000")
+    assert "notes.md" in plan_upload(wd).listing()
 
 
 def test_dry_run_lists_files_and_total(tmp_path, tiny_bert, tiny_data):
@@ -101,6 +124,16 @@ def test_url_credentials_are_redacted():
     assert redact_text("http://user:pass@host/x") == f"http://{REDACTED}@host/x"
     assert redact({"output": {"dir": "https://tok@h/p"}}) == {"output": {"dir": f"https://{REDACTED}@h/p"}}
     assert redact_text("s3://bucket/a@b") == "s3://bucket/a@b"          # an @ after the host is not a credential
+    assert redact_text("http://alice:p@ss-word@10.0.0.5:8265") == f"http://{REDACTED}@10.0.0.5:8265"
+
+
+def test_the_command_line_in_train_log_is_redacted():
+    from peft_ray.security import redact_command
+
+    line = redact_command(["peft-ray", "train", "j.yaml", "scaling.address=http://alice:hunter2@h:6379",
+                           "model.hf_token=abc123", "data.root=/data/x"])
+    assert line == (f"peft-ray train j.yaml scaling.address=http://{REDACTED}@h:6379 model.hf_token={REDACTED} "
+                    "data.root=/data/x")
 
 
 def test_no_available_agent_is_retried_then_explained():

@@ -39,3 +39,38 @@ def test_tune_saves_its_job_without_url_credentials_and_keeps_a_search_on_a_fail
             assert not (out / "search.json").exists()
             raise RuntimeError("the new search failed")
     assert (out / "search.json").read_text() == "{}"
+
+
+def test_a_fresh_search_never_reads_tune_state_it_did_not_write(tmp_path):
+    """Ray Tune's experiment state is cloudpickled: a planted tune/ in a fresh output.dir would be
+    unpickled when the leaderboard is read. A fresh search refuses it; --overwrite sets it aside."""
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.runner import prepared_dir
+
+    out = tmp_path / "search"
+    (out / "tune").mkdir(parents=True)
+    (out / "tune" / "experiment_state-9999-12-31_23-59-59.json").write_text('{"planted": true}')
+    spec = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"])
+    with pytest.raises(CheckpointError, match=r"holds search outputs \('tune'\) but no job.yaml"):
+        with prepared_dir(spec, resume=False, overwrite=False):
+            pass
+    (out / "job.yaml").write_text("name: planted\n")                  # with a job.yaml beside it too
+    with pytest.raises(CheckpointError, match="already holds a search; pass --resume"):
+        with prepared_dir(spec, resume=False, overwrite=False):
+            pass
+    with prepared_dir(spec, resume=False, overwrite=True):
+        assert not (out / "tune").exists()
+
+
+def test_overwrite_refuses_a_folder_of_other_files(tmp_path):
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.runner import prepared_dir
+
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    spec = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"])
+    with pytest.raises(CheckpointError, match="also holds 'thesis.tex', which no peft-ray search writes"):
+        with prepared_dir(spec, resume=False, overwrite=True):
+            pass
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]

@@ -109,3 +109,19 @@ def test_unknown_metric_for_best_is_refused_before_training(tiny_bert, tiny_data
 
     with pytest.raises(SpecError, match=r"train.metric_for_best: 'acuracy'.*accuracy"):
         _run(tiny_bert, tiny_data, tmp_path / "run", metric_for_best="acuracy")
+
+
+def test_a_hand_edited_metrics_log_costs_no_outputs(tmp_path, capsys):
+    """--resume reads the run's metrics.jsonl back: lines that are not train/eval rows are skipped,
+    and a curve that cannot be drawn is a warning, so metrics.json is still written after it."""
+    from peft_ray.train.runlog import plot_curves, read_log, trim_log
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"kind": "train", "step": 1, "loss": 0.7, "lr": 0.1}\n{"step": 1, "note": "hand-edited"}\n'
+                   '[1]\n"text"\n{"kind": "train", "step": 2, "loss": 0.6, "lr": 0.1}\n')
+    assert [r["step"] for r in read_log(log)] == [1, 2]
+    trim_log(tmp_path, 1)
+    assert [r["step"] for r in read_log(log)] == [1]
+    log.write_text('{"kind": "train", "step": 1, "loss": "n/a", "lr": {"a": 1}}\n')
+    assert plot_curves(str(tmp_path)) is None
+    assert "curves.png was not drawn" in capsys.readouterr().out
