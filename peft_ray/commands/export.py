@@ -41,10 +41,23 @@ def register(main: click.Group) -> None:
         try:
             src = find_adapter_dir(run_dir, "RUN_DIR")
             trust = Trust(trust_remote_code, allow_pickle)
+            if merge:
+                quiet_deepspeed_guess()
             out = merge_adapter(src, Path(out_dir), trust) if merge else copy_adapter(src, Path(out_dir))
         except JobError as e:
             fail(e)
         click.echo(f"wrote {out}")
+
+
+def quiet_deepspeed_guess() -> None:
+    """transformers' save_pretrained imports DeepSpeed (through accelerate) where it is installed, and
+    DeepSpeed then warns that it guessed the CPU. Say it for this process, where no GPU is visible."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def copy_adapter(src: Path, out: Path) -> Path:

@@ -104,6 +104,20 @@ def test_merge_config_names_the_labels(run, tmp_path):
     assert cfg.id2label == {0: "negative", 1: "positive"} and cfg.label2id == {"negative": 0, "positive": 1}
 
 
+def test_merge_prints_one_line(run, tmp_path):
+    """A fresh process, as the user runs it: save_pretrained imported DeepSpeed, which warned
+    "Setting accelerator to CPU" on every CPU export."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    r = subprocess.run([sys.executable, "-m", "peft_ray.cli", "export", str(run), str(tmp_path / "m"), "--merge"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"wrote {tmp_path / 'm'}" and "accelerator" not in r.stderr, r.stderr
+
+
 def test_eval_local_reproduces_the_run_without_ray(run, tiny_data, tmp_path):
     import ray
 
