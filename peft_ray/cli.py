@@ -143,7 +143,7 @@ def data_make(name: str, out_dir: str) -> None:
     from peft_ray.errors import JobError
 
     try:
-        click.echo(f"wrote {builtin.materialize(out_dir, name=name)}")
+        click.echo(f"wrote {builtin.materialize(out_dir, name=name, keep_others=True)}")
     except JobError as e:
         fail(e)
 

@@ -161,7 +161,6 @@ def cpu_seeded(seed: int):
 def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool = False,
               allow_pickle: bool = False, **kwargs) -> Any:
     """Any AutoModelFor* class by name, offline, safetensors only unless allowed; new heads seeded."""
-    import torch
     import transformers
 
     check_weights_safe(path, allow_pickle)

@@ -186,6 +186,8 @@ def _check_safetensors(path: Path, field: str) -> None:
 
 
 def run_preflight(spec: JobSpec) -> Preflight:
+    if spec.train.metric_for_best is not None:   # a name evaluation never reports: adapter/ would be the last step's
+        get_task(spec.task.type).check_metric(spec.task, spec.train.metric_for_best, "train.metric_for_best")
     model_path = resolve_model_path(spec.model.name_or_path)
     check_weights_safe(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)

@@ -34,24 +34,35 @@ def check_no_leftover(out: Location) -> None:
             "the previous run, or pass --overwrite again to replace it (it is deleted when that run finishes)")
 
 
-def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, what: str) -> None:
+# What a killed writer leaves (storage.temp_name: ".<name>.<hex>.tmp" / ".old") and OS litter: a
+# folder's own, never a reason to refuse it.
+LEFTOVERS = (".*.tmp", ".*.old", ".*.partial", ".DS_Store")
+
+
+def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, what: str,
+                         beside: Collection[str] = ()) -> None:
     """output.dir holds only what a `what` ("run", "search") writes, where that matters. With
     --overwrite anything else in it would be moved aside and then deleted, so a folder of other files
-    is refused, naming them. Without it, run outputs with no job.yaml beside them (the file that
-    says whose they are) are refused too: the new run would write over them. `own`: top-level
-    names, with shell patterns ("eval_*.json")."""
+    is refused, naming them. Without it, outputs with no job.yaml beside them (the file that says
+    whose they are) are refused too: the new run would write over them. `own`: top-level names,
+    with shell patterns ("eval_*.json"); `beside`: those of them other commands write next to a run
+    (zero-shot, eval), which need no job.yaml."""
     names = _entries(out, ())
-    mine = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in own)]
+    mine = [n for n in names if _matches(n, (*own, *LEFTOVERS))]
     foreign = [n for n in names if n not in mine]
     if overwrite and foreign:
         raise CheckpointError(
             f"output.dir '{out}' also holds {_listed(foreign)}, which no peft-ray {what} writes; --overwrite "
             f"replaces only a {what}'s own files. Move those out of the folder, or set output.dir to a new folder")
-    outputs = [n for n in mine if n not in LOGS and n != "job.yaml"]
+    outputs = [n for n in mine if not _matches(n, (*beside, *LEFTOVERS, *LOGS, "job.yaml"))]
     if not overwrite and outputs and "job.yaml" not in names:
         raise CheckpointError(
             f"output.dir '{out}' holds {what} outputs ({_listed(outputs)}) but no job.yaml saying which job wrote "
             f"them; pass --overwrite to replace them, or set output.dir to a new folder")
+
+
+def _matches(name: str, patterns: Collection[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
 
 
 def _listed(names: List[str], most: int = 5) -> str:

@@ -14,7 +14,9 @@ _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z
                            r"gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})\b")
 # user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
 # Up to the last @ before the host: a password may itself hold an @ ("p@ss" unescaped).
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
+# The lookbehind anchors the scheme at its first letter: without it a long line without "://" cost
+# quadratic time (the scheme retried from every position), and every routed log line is redacted.
+_URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
 
 
 def redact(obj: Any, key: str = "") -> Any:

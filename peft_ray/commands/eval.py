@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from peft_ray.commands.options import fail, local_option, ray_address_option
+from peft_ray.commands.options import fail, local_option, overwrite_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
 from peft_ray.storage import check_output_dir, write_file
@@ -41,40 +41,56 @@ def register(main: click.Group) -> None:
     @click.argument("adapter_or_run")
     @click.option("--data", "data", required=True,
                   help="Labelled rows: a file or glob (.parquet, .arrow, .csv, .jsonl), or a data folder.")
-    @click.option("--split", default="validation", show_default=True, callback=_split_name,
-                  help="With a data folder: which of the job's files to score (validation or train). "
-                       "With a file: only names the output.")
+    @click.option("--split", default=None, callback=_split_name,
+                  help="With a data folder: which of the job's files to score (validation or train; default "
+                       "validation). With a file: only names the output (default: the file's name).")
     @click.option("--output", type=click.Path(dir_okay=False), default=None,
                   help="Metrics JSON to write (default: eval_<split>.json next to the adapter).")
+    @overwrite_option("--output")
     @click.option("--batch-size", type=click.IntRange(min=1), default=None,
                   help="Rows per forward pass (default: the run's train.eval_batch_size).")
     @ray_address_option
     @local_option("Read and score")
     @trust_flags
-    def eval_cmd(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
-                 ray_address: Optional[str], old_address: Optional[str], local: bool, trust_remote_code: bool,
-                 allow_pickle: bool) -> None:
+    def eval_cmd(adapter_or_run: str, data: str, split: Optional[str], output: Optional[str], overwrite: bool,
+                 batch_size: Optional[int], ray_address: Optional[str], old_address: Optional[str], local: bool,
+                 trust_remote_code: bool, allow_pickle: bool) -> None:
         """Evaluate a trained adapter (a run's output.dir or its adapter/ folder) on labelled data:
         print the task's metrics and write them as JSON."""
         try:
             metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, ray_address or old_address,
-                                    local=local, trust=Trust(trust_remote_code, allow_pickle))
+                                    local=local, trust=Trust(trust_remote_code, allow_pickle), overwrite=overwrite)
         except JobError as e:
             fail(e)
-        click.echo("\n" + render_metrics(metrics, f"peft-ray eval: {metrics['task']} on {split}"))
+        click.echo("\n" + render_metrics(metrics, f"peft-ray eval: {metrics['task']} on {metrics['split']}"))
         click.echo(f"wrote {out}")
 
 
-def _split_name(ctx, param, value: str) -> str:
+def _split_name(ctx, param, value: Optional[str]) -> Optional[str]:
     """--split becomes part of a file name (eval_<split>.json): a plain name, never a path."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value) or ".." in value:
+    if value is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value) or ".." in value):
         raise click.BadParameter(f"'{value}' is not a split name: use letters, digits, '_', '-' or '.' "
                                  "(e.g. validation, train, test); --output names the metrics file")
     return value
 
 
-def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], batch_size: Optional[int],
-             address: Optional[str], local: bool = False, trust: Trust = Trust()) -> Tuple[Dict[str, Any], Path]:
+def split_of(data: str, split: Optional[str]) -> str:
+    """The split a data folder (or builtin:NAME) is scored on, validation by default; for a file, the
+    name its metrics go under: the file's own unless given, so scoring test.parquet never replaces
+    the run's eval_validation.json."""
+    from peft_ray.data.sources import BUILTIN_PREFIX
+
+    if split is not None:
+        return split
+    if data.startswith(BUILTIN_PREFIX) or Path(data).is_dir():
+        return "validation"
+    name = Path(data).name.split(".", 1)[0]          # test.parquet, test-*.jsonl.gz -> test, test-_
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name).strip("_-")[:64] or "data"
+
+
+def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optional[str], batch_size: Optional[int],
+             address: Optional[str], local: bool = False, trust: Trust = Trust(),
+             overwrite: bool = False) -> Tuple[Dict[str, Any], Path]:
     """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
                                     start_ray, with_progress)
@@ -84,9 +100,12 @@ def run_eval(adapter_or_run: str, data: str, split: str, output: Optional[str], 
     from peft_ray.train.terminal import ray_routed
 
     t0 = time.time()
+    split = split_of(data, split)
     adapter_dir = find_adapter_dir(adapter_or_run)
     files, holdout = eval_files(read_run_spec(adapter_dir, trust)[1], data, split)   # errors before the model loads
-    out = Path(output) if output else adapter_dir.parent / f"eval_{split}.json"
+    out = Path(output) if output else adapter_dir.parent / f"eval_{split}.json"   # the default: eval's own file
+    if output and out.exists() and not overwrite:
+        raise JobError(f"--output '{out}' already exists; pass --overwrite to replace it, or name a new file")
     check_output_dir(str(out.parent), "--output's folder")
     loaded = load_adapter(adapter_dir, trust=trust)
     spec = loaded.spec

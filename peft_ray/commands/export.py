@@ -89,6 +89,10 @@ def check_out_dir(src: Path, out: Path) -> None:
     if out.is_symlink():
         raise JobError(f"OUT_DIR '{out}' is a link; export to a new folder")
     if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():
+        if {p.name for p in out.iterdir()} <= {CONFIG, WEIGHTS, EXTRA, CARD}:
+            raise JobError(f"OUT_DIR '{out}' holds an adapter without the {STAMP} mark that exports now carry "
+                           "(an export by an older peft-ray, or an adapter folder of a run): export replaces only "
+                           "folders it marked. Delete it if it is an old export, or pass a new folder")
         raise JobError(f"OUT_DIR '{out}' already holds files that no `peft-ray export` wrote; export writes a "
                        "folder of its own (an earlier export there is replaced whole): pass a new or empty folder")
 

@@ -35,6 +35,10 @@ def local_option(what: str):
                         help=f"{what} in this process without Ray (for small inputs and quick checks).")
 
 
+def overwrite_option(what: str):
+    return click.option("--overwrite", is_flag=True, help=f"Replace {what} if it exists (refused otherwise).")
+
+
 def fail(e: JobError) -> NoReturn:
     """Every command's way out on a JobError: its message on stderr, its exit code."""
     click.echo(f"error: {e}", err=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from peft_ray.commands.options import fail, local_option, ray_address_option
+from peft_ray.commands.options import fail, local_option, overwrite_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
 from peft_ray.storage import check_output_dir
@@ -58,24 +58,26 @@ def register(main: click.Group) -> None:
                   help="Model replicas (Ray actors, 1 CPU each) predicting in parallel.")
     @ray_address_option
     @local_option("Predict")
+    @overwrite_option("--output")
     @trust_flags
     def predict(adapter_or_run: str, input_path: str, output_path: str, batch_size: Optional[int],
                 num_actors: int, ray_address: Optional[str], old_address: Optional[str], local: bool,
-                trust_remote_code: bool, allow_pickle: bool) -> None:
+                overwrite: bool, trust_remote_code: bool, allow_pickle: bool) -> None:
         """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
         of --input, through a Ray Data actor pool (or in-process with --local); write the rows plus
         the predictions to --output."""
         try:
             done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors,
                                ray_address or old_address, local=local,
-                               trust=Trust(trust_remote_code, allow_pickle))
+                               trust=Trust(trust_remote_code, allow_pickle), overwrite=overwrite)
         except JobError as e:
             fail(e)
         click.echo(f"wrote {done['rows']} rows to {done['output']} ({done['null']} without a prediction)")
 
 
 def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: Optional[int],
-                num_actors: int, address: Optional[str], local: bool = False, trust: Trust = Trust()) -> Dict:
+                num_actors: int, address: Optional[str], local: bool = False, trust: Trust = Trust(),
+                overwrite: bool = False) -> Dict:
     """Check everything on the driver (no weights loaded), then stream the input through the actors
     (or, `local`, through one Predictor in this process)."""
     from peft_ray.data.sources import resolve_files
@@ -86,8 +88,10 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     adapter_dir = find_adapter_dir(adapter_or_run)
     spec = check_adapter(adapter_dir, trust).spec
     files = resolve_files(None, input_path, "--input")
-    check_output(output, files)
+    check_output(output, files, overwrite)
     check_columns(files, input_columns(spec), "--input", spec)
+    if not local:
+        check_actors_fit_here(num_actors, address)
     bs = batch_size or spec.train.eval_batch_size
     rows = null = 0
     # Ray's own lines: in OUTPUT.log, next to the predictions
@@ -108,10 +112,7 @@ def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_ac
     from peft_ray.inference import start_ray
 
     start_ray(spec, address)
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if num_actors > cpus:
-        raise JobError(f"--num-actors {num_actors} needs {num_actors} CPUs (one per actor) but the Ray cluster "
-                       f"has {cpus:g}; lower --num-actors")
+    check_actors(num_actors, ray.cluster_resources().get("CPU", 0), "the Ray cluster")
     ds = predictions(files, str(adapter_dir), batch_size, num_actors, trust)
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
@@ -128,7 +129,28 @@ def local_predictions(files: List[str], adapter_dir: Path, batch_size: int,
         yield predictor(pa.Table.from_batches([batch]))
 
 
-def check_output(output: Path, inputs: List[str]) -> None:
+def check_actors(num_actors: int, cpus: float, where: str) -> None:
+    if num_actors > cpus:
+        raise JobError(f"--num-actors {num_actors} needs {num_actors} CPUs (one per actor) but {where} has "
+                       f"{cpus:g}; lower --num-actors")
+
+
+def check_actors_fit_here(num_actors: int, address: Optional[str]) -> None:
+    """Before Ray starts: the in-process Ray this command would start has this machine's CPUs plus
+    the data slots `train` adds (driver.init_ray); a cluster to join is checked once joined."""
+    import os
+
+    from peft_ray.train.fit import DATA_CPU_SLOTS
+
+    import sys
+
+    ray = sys.modules.get("ray")
+    if address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+        return
+    check_actors(num_actors, (os.cpu_count() or 1) + DATA_CPU_SLOTS, "the in-process Ray on this machine")
+
+
+def check_output(output: Path, inputs: List[str], overwrite: bool = False) -> None:
     if output.suffix.lower() not in FORMATS:
         raise DataError(f"--output '{output}': extension '{output.suffix}' is not supported; use .parquet, "
                         ".jsonl or .json (JSON Lines)")
@@ -136,6 +158,8 @@ def check_output(output: Path, inputs: List[str]) -> None:
         raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
     if output.is_dir():
         raise DataError(f"--output '{output}' is a folder; name the file to write, e.g. {output / 'preds.jsonl'}")
+    if output.exists() and not overwrite:
+        raise DataError(f"--output '{output}' already exists; pass --overwrite to replace it, or name a new file")
     check_output_dir(str(output.parent), "--output's folder")   # before the model loads
 
 

@@ -37,6 +37,9 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
     try:
         spec = load_spec(job, overrides)
         check_output_dir(spec.output.dir)
+        from peft_ray.tune.folder import check_can_start_search   # before tune.log opens in output.dir
+
+        check_can_start_search(spec, resume, overwrite)
         # As `train`: everything goes to OUTPUT_DIR/tune.log, the terminal gets peft-ray's lines
         # and Tune's status heartbeat (default), or less (-q), or all of it (-v).
         log = None if is_uri(spec.output.dir) else Path(spec.output.dir).expanduser() / "tune.log"

@@ -72,8 +72,12 @@ def datasets() -> dict:
             builtin_instructions.NAME: builtin_instructions}
 
 
-def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name: str = NAME) -> Path:
-    """Write train/validation Parquet files (idempotent; the content depends only on VERSION)."""
+def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name: str = NAME,
+                keep_others: bool = False) -> Path:
+    """Write train/validation Parquet files (idempotent; the content depends only on VERSION).
+    `keep_others` (`peft-ray data make` into a folder the user names): refuse a folder holding
+    train/validation files of its own. The cache folder is peft-ray's, so a make cut short there
+    is simply made again."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -85,7 +89,7 @@ def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name
         return out
     ours = [m.name for m in out.glob(".complete-*")]      # any set, any version (".complete-v1": before names)
     theirs = [f"{split}.parquet" for split in ("train", "validation") if (out / f"{split}.parquet").exists()]
-    if theirs and not ours:
+    if keep_others and theirs and not ours:
         from peft_ray.errors import DataError
 
         raise DataError(f"'{out}' already holds {' and '.join(theirs)}, which `peft-ray data make` did not write; "

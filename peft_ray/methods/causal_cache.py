@@ -127,7 +127,7 @@ def lm_output(base: nn.Module, prompt_hidden: torch.Tensor, logits: torch.Tensor
     """PEFT's (B, n_p + n, V) logits, and its loss with -100 labels on the virtual tokens."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
-    B, n_p = logits.shape[0], prompt_hidden.shape[1]
+    B = logits.shape[0]
     p_logits = base.get_output_embeddings()(prompt_hidden).to(logits.dtype)          # (1, n_p, V)
     loss = None if labels is None else lm_loss(base, p_logits[:, -1], logits, labels, num_items)
     logits = torch.cat([p_logits.expand(B, -1, -1), logits], dim=1)                   # (B, n_p + n, V)

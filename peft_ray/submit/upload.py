@@ -99,8 +99,10 @@ def is_secret(rel: str) -> bool:
     return any(fnmatch.fnmatchcase(r.lower(), pat.lower()) for r in runs for pat in SECRET_PATTERNS)
 
 
-# A file this small may be a token file under another name; bigger ones are not read.
-TOKEN_FILE_BYTES = 4096
+# A file this small may be a token file under another name; bigger ones are not read. A token
+# shorter than TOKEN_MIN_CHARS (Ray generates 64 hex digits; a hand-set one can be "dev") is
+# matched by its files' names only: its text would turn up in ordinary files.
+TOKEN_FILE_BYTES, TOKEN_MIN_CHARS = 4096, 16
 
 
 def refuse_ray_token(plan: "UploadPlan") -> None:
@@ -115,6 +117,8 @@ def refuse_ray_token(plan: "UploadPlan") -> None:
     try:
         token = find_token()
     except JobError:           # an unreadable token file: the submission says so when it connects
+        token = None
+    if token is not None and len(token.value) < TOKEN_MIN_CHARS:
         token = None
     found = sorted(plan.shown(f) for f in plan.files
                    if f in paths or (token is not None and _holds(f, token.value)))

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 import pydantic
 
 from peft_ray.registry import Registry
+from peft_ray.errors import SpecError, suggest
 
 # (label, metrics key, format) rows of the end-of-run summary a task adds (summary.py).
 SummaryRow = Tuple[str, str, str]
@@ -48,6 +49,7 @@ class Task:
     model_module: str = ""               # the folder's torch side, imported on the first model call
     few_shot: bool = False               # rows have classes, so data.train_shots (K rows per class) applies
     prescreens: bool = False             # tune.prescreen can rank its templates zero-shot (label-word scores)
+    per_class: Tuple[str, ...] = ()      # metrics also reported per label as "<metric>/<label>" (f1/negative)
 
     # --- spec ---------------------------------------------------------------------------------
     def check(self, spec, template) -> None:
@@ -95,7 +97,25 @@ class Task:
 
     def metrics(self, cfg) -> List[str]:
         """Every metric name `evaluate` reports (for train.metric_for_best and tune.metric)."""
-        return [*self.headline, self.primary_metric, "loss"]
+        return list(dict.fromkeys([*self.headline, self.primary_metric, "loss"]))
+
+    def check_metric(self, cfg, name: str, field: str) -> None:
+        """`name` (train.metric_for_best, tune.metric) is one evaluation reports: a name it never
+        reports would leave adapter/ the last step's, or rank every trial alike, without a word.
+        A per-class name is checked against task.labels where the job lists them (otherwise the
+        labels come from the data, and only the metric's kind is checked here)."""
+        known = self.metrics(cfg)
+        kind, _, label = name.partition("/")
+        if name in known or (label and kind in self.per_class and not getattr(cfg, "labels", None)):
+            return
+        plain = [m for m in known if "/" not in m]
+        per = ""
+        if self.per_class:
+            labels = getattr(cfg, "labels", None)
+            per = (f", or {' / '.join(f'{k}/<label>' for k in self.per_class)} for a label of "
+                   f"{'task.labels (' + ', '.join(labels) + ')' if labels else 'task.labels'}")
+        raise SpecError(f"{field}: '{name}' is not a {self.name} evaluation metric{suggest(name, known)}; "
+                        f"choose one of {', '.join(plain)}{per}")
 
     def check_train_facts(self, facts) -> None:
         """Preflight, after the training split is scanned (SplitFacts)."""

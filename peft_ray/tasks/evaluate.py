@@ -10,7 +10,6 @@ import contextlib
 import itertools
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -11,9 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from peft_ray.errors import SpecError
 from peft_ray.metrics import lower_is_better
-from peft_ray.tasks import get_task
 
 EVALS_PER_EPOCH = 4   # default eval_every: a few evaluations per epoch, as a long job needs
 LOW_SCORE = -1e30     # Ray's retention score of a checkpoint without an evaluation (kept only while latest)
@@ -42,17 +40,6 @@ def best_policy(train_spec, task) -> BestPolicy:
     if greater is None:
         greater = not lower_is_better(metric)
     return BestPolicy(metric, greater, train_spec.early_stopping_patience)
-
-
-def check_metric_for_best(spec) -> None:
-    """Before any Ray or model work: a metric the task never reports would silently make
-    adapter/ the last step's."""
-    task = get_task(spec.task.type)
-    name = spec.train.metric_for_best
-    known = set(task.metrics(spec.task))
-    if name is not None and name not in known and "/" not in name:  # "f1/negative": per-class metrics
-        raise SpecError(f"train.metric_for_best: '{name}' is not a {spec.task.type} evaluation metric; "
-                        f"use one of {', '.join(sorted(known))} (or a per-class one such as f1/<label>)")
 
 
 def intervals(train_spec, steps_per_epoch: int) -> Tuple[int, int]:

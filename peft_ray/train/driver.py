@@ -17,7 +17,6 @@ from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.spec.load import recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
-from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import checkpoint_at_step, latest_good_checkpoint
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
@@ -50,7 +49,7 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool) -> None:
         raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")
     if not overwrite:
         check_no_leftover(out)
-    check_only_run_files(out, RUN_FILES, overwrite, "run")
+    check_only_run_files(out, RUN_FILES, overwrite, "run", beside=BESIDE_RUN)
     if not job_file.exists() or overwrite:
         return
     old = recorded_job(job_file)
@@ -78,8 +77,10 @@ def recorded_job(job_file: Location) -> Dict[str, Any]:
 
 # What a run writes before its first checkpoint.
 EARLY_RUN_FILES = {"job.yaml", "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
-# Everything a run folder holds: the run's own outputs and what `eval` and `zero-shot` write beside them.
-RUN_FILES = EARLY_RUN_FILES | {"adapter", "adapter_last", "metrics.json", "zero_shot.json", "eval_*.json"}
+# What `eval` and `zero-shot` write into a run folder (or into output.dir before any run).
+BESIDE_RUN = {"zero_shot.json", "eval_*.json", "eval_*.log"}
+# Everything a run folder holds: the run's own outputs and what those commands write beside them.
+RUN_FILES = EARLY_RUN_FILES | BESIDE_RUN | {"adapter", "adapter_last", "metrics.json"}
 
 
 def never_saved(out: Location) -> bool:
@@ -388,7 +389,6 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
-    check_metric_for_best(spec)
     with prepared_output_dir(spec, resume, overwrite) as out:
         resume_from = find_resume_checkpoint(out) if resume else None
         started = init_ray(spec)

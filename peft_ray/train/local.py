@@ -23,7 +23,6 @@ from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri
 from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
-from peft_ray.train.best import check_metric_for_best
 from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
@@ -90,7 +89,6 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     spec.scaling.torch_threads = local_threads(spec.scaling)
     spec.scaling.num_workers = 1  # one process; the global batch stays the same
     pre = run_preflight(spec)
-    check_metric_for_best(spec)
     with prepared_output_dir(spec, resume, overwrite) as out:
         resume_from = resume_checkpoint(out) if resume else None
         reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints,

@@ -265,7 +265,7 @@ def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -
 
 def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     state.global_step += 1
-    t, step = ctx.spec.train, state.global_step
+    step = state.global_step
     if ctx.faults.kill_at_step == step and not ctx.resumed:
         os._exit(17)  # fault injection: the worker process dies hard
     log_progress(ctx, state)

@@ -167,10 +167,7 @@ def check_metric(spec: JobSpec) -> None:
     if spec.tune.prescreen and not task.prescreens:
         raise SpecError(f"tune.prescreen: the pre-screen ranks templates by zero-shot label-word scores, which a "
                         f"{spec.task.type} task has none of; set tune.prescreen: false")
-    known = task.metrics(spec.task)
-    if spec.tune.metric not in known:
-        raise SpecError(f"tune.metric: '{spec.tune.metric}' is not a validation metric"
-                        f"{suggest(spec.tune.metric, known)}; choose one of {', '.join(known)}")
+    task.check_metric(spec.task, spec.tune.metric, "tune.metric")
 
 
 def _validated(space: SearchSpace, assignment: Dict[str, Any], where: str) -> JobSpec:

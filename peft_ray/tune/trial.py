@@ -41,10 +41,10 @@ from peft_ray.errors import JobError
 from peft_ray.spec import JobSpec, saved_spec, validate_spec
 from peft_ray.storage import write_file
 from peft_ray.tune.report import TRIAL_FILE
+from peft_ray.tune.folder import TRIALS_DIR
 from peft_ray.tune.space import SearchSpace
 from peft_ray.spec.tune import TuneSpec
 
-TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
 PG_FILE = "placement_group"    # multi-worker trials: the Train workers' placement group id
 
 

@@ -72,6 +72,16 @@ def test_eval_adapter_folder_on_a_file(ray_runtime, cls_run, tmp_path):
     got = json.loads(out.read_text())
     assert got["accuracy"] == _trained(cls_run)["accuracy"] and got["n_eval"] == 70
     assert got["loss"] == pytest.approx(_trained(cls_run)["loss"], rel=1e-5)   # other batches, same loss
+    r = _cli("eval", cls_run / "adapter", "--data", cls_run.parent / "data" / "validation.parquet",
+             "--output", out, "--local")
+    assert r.exit_code == 2 and "already exists; pass --overwrite" in r.output
+    r = _cli("eval", cls_run / "adapter", "--data", cls_run.parent / "data" / "validation.parquet", "--local",
+             "--output", out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    # a file without --split: its metrics go under its own name, not over the run's eval_validation.json
+    test_file = shutil.copy(cls_run.parent / "data" / "validation.parquet", tmp_path / "test.parquet")
+    r = _cli("eval", cls_run, "--data", test_file, "--local")
+    assert r.exit_code == 0 and "on test" in r.output and (cls_run / "eval_test.json").is_file(), r.output
 
 
 def _predict_input(tmp_path: Path, ext: str) -> tuple[Path, list]:
@@ -164,6 +174,7 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
     import ray
 
     ray_before = ray.is_initialized()  # another test's shared runtime may be up already
+    run_metrics = (cls_run / "metrics.json").read_bytes()
     cases = [
         (["eval", cls_run, "--data", unknown], "--data", "label 'meh' is not in task.labels"),  # before Ray
         (["predict", broken, "--input", unknown, "--output", tmp_path / "o.parquet"], "adapter_model.safetensors",
@@ -176,6 +187,11 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
          "sentence"),
         (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.csv"], "--output", ".jsonl"),
         (["predict", cls_run, "--input", no_text, "--output", no_text], "also an input file", ""),
+        (["predict", cls_run, "--input", data / "validation.parquet", "--output", cls_run / "metrics.json"],
+         "already exists", "--overwrite"),                                   # a run's own file, or any other
+        (["eval", cls_run, "--data", data, "--output", cls_run / "metrics.json"], "already exists", "--overwrite"),
+        (["predict", cls_run, "--input", data / "validation.parquet", "--output", tmp_path / "o.jsonl",
+          "--num-actors", "512"], "--num-actors 512 needs 512 CPUs", "lower --num-actors"),
     ]
     for args, *expected in cases:
         r = _cli(*args)
@@ -183,6 +199,7 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
         assert "error:" in r.output and all(e in r.output for e in expected), (args, r.output)
         assert "Traceback" not in r.output
     assert ray.is_initialized() == ray_before  # every one of these is refused before Ray starts
+    assert (cls_run / "metrics.json").read_bytes() == run_metrics
     r = _cli("eval", cls_run, "--data", data, "--split", "x/../../victim", "--local")   # names eval_<split>.json
     assert r.exit_code == 2 and "'x/../../victim' is not a split name" in r.output
     assert not list(tmp_path.rglob("victim*")) and not list(tmp_path.rglob("eval_x"))
@@ -209,3 +226,18 @@ def test_eval_of_the_train_split_scores_every_row_of_a_few_shot_job(cls_run, tmp
              "--output", tmp_path / "m.json")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.json").read_text())["n_eval"] == 256
+
+
+def test_too_many_actors_are_refused_before_ray_starts(monkeypatch):
+    """It took Ray's start (14 s on 2 cores) to learn that the in-process Ray has too few CPUs."""
+    import sys
+
+    from peft_ray.commands.predict import check_actors_fit_here
+    from peft_ray.errors import JobError
+
+    monkeypatch.setitem(sys.modules, "ray", None)        # as in a fresh `peft-ray predict`: Ray not started
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(JobError, match="--num-actors 512 needs 512 CPUs .* the in-process Ray on this machine"):
+        check_actors_fit_here(512, None)
+    check_actors_fit_here(1, None)
+    check_actors_fit_here(512, "auto")                   # a cluster's CPUs are counted once joined

@@ -150,3 +150,15 @@ def test_data_make_never_writes_over_other_data_and_names_its_set(tmp_path):
     assert CliRunner().invoke(main, ["data", "make", "facts", str(out)]).exit_code == 0
     assert pq.read_table(out / "train.parquet").column_names == ["question", "answer"]   # was kept as sentiment
     assert sorted(p.name for p in out.glob(".complete-*")) == [".complete-facts-v1"]
+
+
+def test_a_built_in_data_make_cut_short_in_the_cache_is_made_again(tmp_path):
+    import pyarrow.parquet as pq
+
+    from peft_ray.data import builtin
+
+    out = tmp_path / "cache" / "sentiment-v1"
+    out.mkdir(parents=True)
+    (out / "train.parquet").write_text("half written")          # a killed make: no marker yet
+    builtin.materialize(out, name="sentiment")
+    assert pq.read_table(out / "train.parquet").num_rows == 3000

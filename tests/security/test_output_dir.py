@@ -112,3 +112,18 @@ def test_a_planted_job_yaml_is_read_as_data(tmp_path, tiny_bert, tiny_data, plan
         (out / "job.yaml").write_text("name: " + "[" * 3000 + "]" * 3000 + "\n")
     with pytest.raises(CheckpointError, match="already holds a run"):
         check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=False)
+
+
+def test_what_other_commands_and_killed_writers_leave_is_the_folders_own(tmp_path, tiny_bert, tiny_data):
+    """zero-shot before the first run, eval's log beside a run, a killed writer's temp file, Finder's
+    .DS_Store: none of them is a reason to refuse a start or an --overwrite."""
+    from peft_ray.train.driver import check_can_start
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "zero_shot.json").write_text("{}")
+    check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=False)
+    for name in ("job.yaml", "eval_validation.json", "eval_validation.log", ".adapter.0123456789abcdef.tmp",
+                 ".metrics.json.0123456789abcdef.tmp", ".adapter.0123456789abcdef.old", ".DS_Store"):
+        (out / name).write_text("x")
+    check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)

@@ -94,6 +94,10 @@ def test_export_replaces_an_earlier_export_whole_and_refuses_other_folders(adapt
     r = CliRunner().invoke(main, ["export", str(adapter), str(home)])
     assert r.exit_code == 2 and "no `peft-ray export` wrote" in r.output
     assert sorted(p.name for p in home.iterdir()) == ["config.json", "notes.txt"]
+    old = tmp_path / "old_export"                      # an adapter folder without the mark (older export, a run's)
+    shutil.copytree(adapter, old)
+    r = CliRunner().invoke(main, ["export", str(adapter), str(old)])
+    assert r.exit_code == 2 and "without the .peft_ray_export mark" in r.output
     r = CliRunner().invoke(main, ["export", str(adapter), str(adapter)])
     assert r.exit_code == 2 and "is the adapter folder" in r.output
     assert (adapter / "adapter_config.json").is_file()

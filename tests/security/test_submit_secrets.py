@@ -93,6 +93,9 @@ def test_the_ray_token_never_travels_even_under_another_name(tmp_path, monkeypat
         plan_upload(wd)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "another-token-0000000000000000000")
     assert "notes.md" in plan_upload(wd).listing()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "dev")                # too short to look for in files' text
+    (wd / "README.md").write_text("# developer notes")
+    assert "README.md" in plan_upload(wd).listing()
 
 
 def test_dry_run_lists_files_and_total(tmp_path, tiny_bert, tiny_data):

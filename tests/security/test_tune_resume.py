@@ -25,7 +25,7 @@ def test_state_writable_by_others_is_refused(tmp_path):
 
 def test_tune_saves_its_job_without_url_credentials_and_keeps_a_search_on_a_failed_overwrite(tmp_path):
     from peft_ray.spec import load_spec
-    from peft_ray.tune.runner import prepared_dir
+    from peft_ray.tune.folder import prepared_dir
 
     out = tmp_path / "search"
     spec = load_spec("jobs/sst2_template_search.yaml",
@@ -45,7 +45,7 @@ def test_a_fresh_search_never_reads_tune_state_it_did_not_write(tmp_path):
     """Ray Tune's experiment state is cloudpickled: a planted tune/ in a fresh output.dir would be
     unpickled when the leaderboard is read. A fresh search refuses it; --overwrite sets it aside."""
     from peft_ray.spec import load_spec
-    from peft_ray.tune.runner import prepared_dir
+    from peft_ray.tune.folder import prepared_dir
 
     out = tmp_path / "search"
     (out / "tune").mkdir(parents=True)
@@ -54,7 +54,7 @@ def test_a_fresh_search_never_reads_tune_state_it_did_not_write(tmp_path):
     with pytest.raises(CheckpointError, match=r"holds search outputs \('tune'\) but no job.yaml"):
         with prepared_dir(spec, resume=False, overwrite=False):
             pass
-    (out / "job.yaml").write_text("name: planted\n")                  # with a job.yaml beside it too
+    (out / "job.yaml").write_text("name: planted\ntune: {}\n")       # with a job.yaml beside it too
     with pytest.raises(CheckpointError, match="already holds a search; pass --resume"):
         with prepared_dir(spec, resume=False, overwrite=False):
             pass
@@ -64,7 +64,7 @@ def test_a_fresh_search_never_reads_tune_state_it_did_not_write(tmp_path):
 
 def test_overwrite_refuses_a_folder_of_other_files(tmp_path):
     from peft_ray.spec import load_spec
-    from peft_ray.tune.runner import prepared_dir
+    from peft_ray.tune.folder import prepared_dir
 
     out = tmp_path / "home"
     out.mkdir()
@@ -74,3 +74,32 @@ def test_overwrite_refuses_a_folder_of_other_files(tmp_path):
         with prepared_dir(spec, resume=False, overwrite=True):
             pass
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_a_search_never_starts_over_a_train_run_and_checks_before_its_log(tmp_path):
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.folder import check_can_start_search
+
+    run = tmp_path / "run"                                   # a finished `peft-ray train` run
+    (run / "adapter").mkdir(parents=True)
+    (run / "job.yaml").write_text("name: default\nmethod: {name: lora}\n")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="holds a `peft-ray train` run"):
+        check_can_start_search(load_spec("jobs/sst2_template_search.yaml", [f"output.dir={run}"]), False, False)
+
+    search = tmp_path / "search"                             # a search whose best adapter was evaluated
+    search.mkdir()
+    (search / "job.yaml").write_text("name: s\ntune: {}\n")
+    for name in ("search.json", "leaderboard.json", "eval_validation.json", "eval_validation.log"):
+        (search / name).write_text("{}")
+    check_can_start_search(load_spec("jobs/sst2_template_search.yaml", [f"output.dir={search}"]), False, True)
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("keep me")
+    r = CliRunner().invoke(main, ["tune", "jobs/sst2_template_search.yaml", f"output.dir={home}", "--overwrite"])
+    assert r.exit_code == 2 and "also holds 'thesis.tex'" in r.output
+    assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]        # no tune.log left behind

@@ -4,6 +4,7 @@ the best adapter next to the last one, and early stopping. --local on the tiny f
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -109,6 +110,25 @@ def test_unknown_metric_for_best_is_refused_before_training(tiny_bert, tiny_data
 
     with pytest.raises(SpecError, match=r"train.metric_for_best: 'acuracy'.*accuracy"):
         _run(tiny_bert, tiny_data, tmp_path / "run", metric_for_best="acuracy")
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("f1/neutral", "'f1/neutral' is not a classification evaluation metric.*for a label of task.labels"),
+    ("bleu", "'bleu' is not a classification evaluation metric"),
+])
+def test_validate_refuses_a_metric_for_best_evaluation_never_reports(tiny_bert, tiny_data, tmp_path, metric, message):
+    """validate said ok to both; train then refused 'bleu' and ran f1/<unknown label> with no best at all."""
+    import yaml
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "run")))
+    r = CliRunner().invoke(main, ["validate", str(job), f"train.metric_for_best={metric}"])
+    assert r.exit_code == 2 and re.search(f"train.metric_for_best: {message}", r.output), r.output
+    ok = CliRunner().invoke(main, ["validate", str(job), "train.metric_for_best=f1/positive"])
+    assert ok.exit_code == 0, ok.output
 
 
 def test_a_hand_edited_metrics_log_costs_no_outputs(tmp_path, capsys):

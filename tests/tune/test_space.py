@@ -53,7 +53,7 @@ def test_mode_follows_metric(tiny_bert, tiny_data, tmp_path):
     ({"space": {"data.root": ["/x"]}}, "section 'data' cannot be searched"),
     ({"space": {"method.name": ["prompt_tunning"]}}, "did you mean 'prompt_tuning'"),
     ({"space": {"train.schedule": {"uniform": [1, 2]}}}, "needs a numeric field"),
-    ({"metric": "acuracy"}, "tune.metric: 'acuracy' is not a validation metric (did you mean 'accuracy'?)"),
+    ({"metric": "acuracy"}, "tune.metric: 'acuracy' is not a classification evaluation metric (did you mean 'accuracy'?)"),
     # cross-field: a template fixing {soft:3} disagrees with the method's num_virtual_tokens
     ({"template": {"text": ["{soft:3} {text}"]}}, "tune.template.text[0]: template.text says {soft:3}"),
 ])
@@ -138,7 +138,7 @@ def test_unknown_method_base_is_refused(tiny_bert, tiny_data, tmp_path):
 
 def test_tune_metric_must_be_one_the_task_reports(tiny_bert, tiny_data, tmp_path):
     job = tune_job(tiny_bert, tiny_data, tmp_path / "t", {"metric": "bleu", "space": {"train.lr": {"grid": [0.1]}}})
-    with pytest.raises(SpecError, match="tune.metric: 'bleu' is not a validation metric"):
+    with pytest.raises(SpecError, match="tune.metric: 'bleu' is not a classification evaluation metric"):
         check_search(validate_spec(job))
 
 

@@ -21,6 +21,7 @@ class Classification(Task):
     peft_task_type = "SEQ_CLS"
     primary_metric = "accuracy"
     headline = ("accuracy", "macro_f1")
+    per_class = ("precision", "recall", "f1")
     summary_rows = (("val accuracy", "accuracy", "{:.4f}"), ("val macro-F1", "macro_f1", "{:.4f}"))
     model_module = "peft_ray.tasks.classification.model"
     few_shot = True

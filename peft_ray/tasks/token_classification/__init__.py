@@ -26,6 +26,7 @@ class TokenClassification(Task):
     peft_task_type = "TOKEN_CLS"
     primary_metric = "entity_f1"
     headline = ("entity_f1", "entity_precision", "entity_recall")
+    per_class = ("f1",)
     summary_rows = (("val entity F1", "entity_f1", "{:.4f}"), ("val entity precision", "entity_precision", "{:.4f}"),
                     ("val entity recall", "entity_recall", "{:.4f}"))
     model_module = "peft_ray.tasks.token_classification.model"
@@ -69,7 +70,8 @@ class TokenClassification(Task):
         return tag_names(cfg.labels or [])
 
     def metrics(self, cfg) -> List[str]:
-        return ["entity_f1", "entity_precision", "entity_recall", "token_accuracy", "loss"]
+        return ["entity_f1", "entity_precision", "entity_recall", "token_accuracy", "loss",
+                *(f"f1/{t}" for t in cfg.labels or [])]
 
     def row_builder(self, spec, tokenizer_path: str, lm_kind: str):
         t = spec.task

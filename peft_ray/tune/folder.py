@@ -1,0 +1,75 @@
+"""A search's output.dir: what it holds, whether a search may start there, and the folder itself.
+
+Kept apart from the runner, which imports Ray: the CLI checks the folder before `tune.log` opens
+there, and Ray's loggers must first be imported under the terminal router (commands/tune.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from peft_ray.errors import CheckpointError, JobError
+from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
+from peft_ray.security import check_own_pickles
+from peft_ray.spec import JobSpec, saved_spec
+from peft_ray.spec.load import recorded_mapping
+from peft_ray.storage import Location, is_uri, write_file
+from peft_ray.train.driver import BESIDE_RUN
+
+EXPERIMENT = "tune"            # <output.dir>/tune/: Ray Tune's experiment (pickled state)
+TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
+# What a search folder holds: its state, results, the best adapter, and best_job.yaml's run (best/),
+# and what eval (of the best adapter) and zero-shot write beside them.
+SEARCH_FILES = {"job.yaml", "tune.log", "search.json", EXPERIMENT, "leaderboard.json", "leaderboard.csv",
+                "curves.png", "best_job.yaml", "adapter", "prescreen.json", "best", TRIALS_DIR, *BESIDE_RUN}
+
+
+@contextlib.contextmanager
+def prepared_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """output.dir for the block's search. Never mixes two searches in one folder and never deletes
+    without --overwrite; with it, the previous search is set aside and deleted only once the block
+    has finished, or put back if it fails (peft_ray/replaced.py)."""
+    out = check_can_start_search(spec, resume, overwrite)
+    saved = saved_spec(spec)   # secrets redacted, as `train` writes its job.yaml
+    if resume and (out / "job.yaml").exists():
+        old = recorded_mapping(Location.at(out / "job.yaml"))
+        changed = sorted(k for k in set(old) | set(saved) if old.get(k) != saved.get(k))
+        if changed:
+            raise CheckpointError(f"--resume: the job differs from the search in '{out}' (sections: "
+                                  f"{', '.join(changed)}); resume with the same job and overrides")
+    out.mkdir(parents=True, exist_ok=True)
+    with replacing(Location.at(out)) if overwrite else contextlib.nullcontext():
+        write_file(out / "job.yaml", yaml.safe_dump(saved, sort_keys=False))
+        yield out
+
+
+def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path:
+    """Whether output.dir can take this search, checked before anything is written there (the CLI
+    calls it before tune.log opens): the folder, resolved."""
+    if is_uri(spec.output.dir):
+        raise JobError(f"output.dir '{spec.output.dir}': peft-ray tune writes its search (trials, leaderboard) "
+                       "through local paths; set output.dir to a local or shared (NFS) folder. "
+                       "`peft-ray train` accepts s3:// and gs://")
+    if resume and overwrite:
+        raise JobError("--resume continues the search in output.dir and --overwrite replaces it; pass one of them")
+    out = Path(spec.output.dir).expanduser().resolve()
+    if not overwrite:
+        check_no_leftover(Location.at(out))
+    check_only_run_files(Location.at(out), SEARCH_FILES, overwrite, "search", beside=BESIDE_RUN)
+    if (out / "job.yaml").exists() and "tune" not in recorded_mapping(Location.at(out / "job.yaml")):
+        raise CheckpointError(f"output.dir '{out}' holds a `peft-ray train` run (its job.yaml has no tune: "
+                              "section), which a search would write over; set output.dir to a new folder")
+    # tune/ alone counts: Tune's state there is pickled, so a fresh search never reads one it did not write
+    started = (out / "search.json").exists() or (out / EXPERIMENT).exists()
+    if started and not (resume or overwrite):
+        raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
+                              "--overwrite to replace it, or set output.dir to a new folder")
+    if resume and not (out / EXPERIMENT).is_dir():
+        raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
+    if resume:
+        check_own_pickles(out / EXPERIMENT, "--resume")
+    return out
