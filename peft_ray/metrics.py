@@ -97,8 +97,12 @@ def rouge_l(pred: str, ref: str) -> float:
 
 
 def generation_metrics(preds: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
+    """SQuAD's normalised exact match and token F1, ROUGE-L, and `exact_match_cased`: the reply as
+    written (only outer whitespace stripped), for answers whose case or punctuation is the point
+    ("Write this word in capital letters": "rocket" is no answer to it, but SQuAD's match takes it)."""
     n = max(len(refs), 1)
     return {"exact_match": sum(map(exact_match, preds, refs)) / n,
+            "exact_match_cased": sum(p.strip() == r.strip() for p, r in zip(preds, refs)) / n,
             "token_f1": sum(map(token_f1, preds, refs)) / n,
             "rouge_l": sum(map(rouge_l, preds, refs)) / n}
 

@@ -93,7 +93,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
              overwrite: bool = False) -> Tuple[Dict[str, Any], Path]:
     """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
-                                    start_ray, with_progress)
+                                    start_ray, truncation_note, with_progress)
     from peft_ray.preflight import scan_split
     from peft_ray.tasks import get_task
     from peft_ray.tasks.pipeline import needed_columns
@@ -127,12 +127,23 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
         else:
             start_ray(spec, address)
             tables = stream(spec, loaded.base_path, files, split)
-        metrics = task.evaluate(loaded.engine, with_progress(tables, total, "eval"),
+        cut = [0]
+        metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), cut),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
+    if cut[0]:
+        click.echo(truncation_note(cut[0], spec.model.max_length), err=True)
     result = {**metrics, "task": spec.task.type, "split": split, "data": files, "skipped_rows": facts.skipped,
-              "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
+              "truncated_rows": cut[0], "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
     write_file(out, json.dumps(result, indent=2))   # never through a link planted in the run folder
     return result, out
+
+
+def counted_cuts(tables, cut: List[int]):
+    """The preprocessed tables, passed on, with their rows cut to model.max_length added to cut[0]."""
+    for t in tables:
+        if "truncated" in t.column_names:
+            cut[0] += t["truncated"].to_pylist().count(True)
+        yield t
 
 
 def eval_files(spec, data: str, split: str) -> Tuple[List[str], bool]:

@@ -39,9 +39,9 @@ Examples:
 
 \b
 Output: every input row, in input order, plus `prediction` (a label; a list of IOB2 tags per
-word for token_classification; the generated text for generation/translation) and, for
-classification, `scores` (label -> probability). Rows the task cannot use (empty text) get
-null there. .parquet is written with pyarrow; .jsonl/.json as JSON Lines.
+word for token_classification; the generated text for generation/translation), for
+classification `scores` (label -> probability), and `truncated` (the row was cut to the job's
+model.max_length). Rows the task cannot use (empty text) get null there. .parquet is written with pyarrow; .jsonl/.json as JSON Lines.
 """
 
 
@@ -72,6 +72,10 @@ def register(main: click.Group) -> None:
                                trust=Trust(trust_remote_code, allow_pickle), overwrite=overwrite)
         except JobError as e:
             fail(e)
+        if done["truncated"]:
+            from peft_ray.inference import truncation_note
+
+            click.echo(truncation_note(done["truncated"], done["max_length"]) + " (column `truncated`)", err=True)
         click.echo(f"wrote {done['rows']} rows to {done['output']} ({done['null']} without a prediction)")
 
 
@@ -93,7 +97,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     if not local:
         check_actors_fit_here(num_actors, address)
     bs = batch_size or spec.train.eval_batch_size
-    rows = null = 0
+    rows = null = cut = 0
     # Ray's own lines: in OUTPUT.log, next to the predictions
     with ray_routed(None if local else output.with_name(output.name + ".log")):
         tables = (local_predictions(files, adapter_dir, bs, trust) if local
@@ -102,7 +106,8 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
             for table in with_progress(tables, count_rows(files), "predict"):
                 write(table)
                 rows, null = rows + table.num_rows, null + table["prediction"].null_count
-    return {"rows": rows, "null": null, "output": output}
+                cut += table["truncated"].to_pylist().count(True)
+    return {"rows": rows, "null": null, "output": output, "truncated": cut, "max_length": spec.model.max_length}
 
 
 def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int, spec,
@@ -185,6 +190,8 @@ class Predictor:
     plus the prediction columns out."""
 
     def __init__(self, adapter_dir: str, batch_size: int, trust: Trust = Trust()):
+        import pyarrow as pa
+
         from peft_ray.inference import load_adapter, predict_config
         from peft_ray.tasks import get_task
         from peft_ray.tasks.pipeline import input_columns
@@ -196,6 +203,8 @@ class Predictor:
         self.columns = input_columns(self.loaded.spec)
         self.fields = self.task.predict_fields(self.cfg.task)   # fixed types: an all-null batch keeps the schema
         self.batch_size = batch_size
+        # whether the row was cut to model.max_length (its prediction may be empty or wrong); null where dropped
+        self.cut = pa.field("truncated", pa.bool_())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -206,6 +215,7 @@ class Predictor:
         rows = batch.select(self.columns).to_pylist()
         encoded = [encode_row(row, self.cfg, self.task.placeholders) for row in rows]
         out: Dict[str, list] = {f.name: [None] * batch.num_rows for f in self.fields}
+        out[self.cut.name] = [None if e is None else bool(e.get("truncated")) for e in encoded]
         for idx in length_chunks(encoded, self.batch_size):
             micro = collate([encoded[i] for i in idx], self.loaded.pad_id)
             with torch.no_grad():
@@ -213,8 +223,9 @@ class Predictor:
             for name, values in result.items():
                 for i, v in zip(idx, values):
                     out[name][i] = v
-        batch = batch.drop_columns([f.name for f in self.fields if f.name in batch.column_names])
-        for f in self.fields:
+        fields = [*self.fields, self.cut]
+        batch = batch.drop_columns([f.name for f in fields if f.name in batch.column_names])
+        for f in fields:
             batch = batch.append_column(f, pa.array(out[f.name], type=f.type))
         return batch
 

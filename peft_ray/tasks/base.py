@@ -45,6 +45,7 @@ class Task:
     peft_task_type: str = ""             # HF PEFT's TaskType: SEQ_CLS, CAUSAL_LM, TOKEN_CLS, SEQ_2_SEQ_LM
     primary_metric: str = "loss"         # default train.metric_for_best and tune.metric
     headline: Tuple[str, ...] = ()       # metrics the progress log and summaries show first
+    also_reported: Tuple[str, ...] = ()  # further metrics evaluation reports (train.metric_for_best may name them)
     summary_rows: Tuple[SummaryRow, ...] = ()
     model_module: str = ""               # the folder's torch side, imported on the first model call
     few_shot: bool = False               # rows have classes, so data.train_shots (K rows per class) applies
@@ -97,7 +98,7 @@ class Task:
 
     def metrics(self, cfg) -> List[str]:
         """Every metric name `evaluate` reports (for train.metric_for_best and tune.metric)."""
-        return list(dict.fromkeys([*self.headline, self.primary_metric, "loss"]))
+        return list(dict.fromkeys([*self.headline, self.primary_metric, *self.also_reported, "loss"]))
 
     def check_metric(self, cfg, name: str, field: str) -> None:
         """`name` (train.metric_for_best, tune.metric) is one evaluation reports: a name it never

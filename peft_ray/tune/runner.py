@@ -140,9 +140,12 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
         check_schedule(specs, totals, spec.tune)
         started = init_ray(max(specs, key=lambda s: s.scaling.num_workers * s.scaling.cpus_per_worker))
         plan = plan_resources(specs, spec.tune, DATA_CPU_SLOTS)
-        n = len(state["trials"]) if state["trials"] is not None else spec.tune.num_samples
-        print(f"[peft-ray] tune: {n} trial(s) over {len(space.template_ids)} template(s) x "
-              f"{len(space.verbalizers)} verbalizer(s); {plan.describe()}")
+        trials = state["trials"]
+        n = len(trials) if trials is not None else spec.tune.num_samples
+        # what the trials use (after the pre-screen kept its top templates), not what the space lists
+        n_t = len({a.get("template") for a in trials}) if trials else len(space.template_ids)
+        n_v = len({a.get("verbalizer") for a in trials}) if trials else len(space.verbalizers)
+        print(f"[peft-ray] tune: {n} trial(s) over {n_t} template(s) x {n_v} verbalizer(s); {plan.describe()}")
         try:
             make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
         finally:   # a Ray started here stops now: the trials' last forwarded lines land before the leaderboard

@@ -241,3 +241,20 @@ def test_too_many_actors_are_refused_before_ray_starts(monkeypatch):
         check_actors_fit_here(512, None)
     check_actors_fit_here(1, None)
     check_actors_fit_here(512, "auto")                   # a cluster's CPUs are counted once joined
+
+
+def test_rows_cut_to_max_length_are_reported(cls_run, tmp_path):
+    """A row longer than model.max_length was cut without a word (a generation prompt even lost its
+    chat markup and came back empty): predict marks it and both commands count it."""
+    long_text = "a good film " * 40                                  # far past the job's 32 tokens
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "a good film"}) + "\n" + json.dumps({"text": long_text}) + "\n")
+    r = _cli("predict", cls_run, "--input", src, "--output", tmp_path / "out.jsonl", "--local")
+    assert r.exit_code == 0, r.output
+    assert "1 row(s) were longer than model.max_length=32 tokens" in r.output
+    assert [row["truncated"] for row in _read(tmp_path / "out.jsonl")] == [False, True]
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(json.dumps({"text": long_text, "label": "positive"}) + "\n")
+    r = _cli("eval", cls_run, "--data", labelled, "--local", "--output", tmp_path / "m.json")
+    assert r.exit_code == 0 and "1 row(s) were longer" in r.output, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["truncated_rows"] == 1

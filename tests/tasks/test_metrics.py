@@ -23,6 +23,12 @@ def test_rouge_l_is_lcs_f1():
     assert m["exact_match"] == 0.5 and m["rouge_l"] == 0.5
 
 
+def test_exact_match_as_written_keeps_case_and_punctuation():
+    """SQuAD's normalised match takes "rocket" for "ROCKET" (the capitalise skill of builtin:instructions)."""
+    m = generation_metrics(["Rocket", " HOUSE ", "42."], ["ROCKET", "HOUSE", "42"])
+    assert m["exact_match"] == 1.0 and m["exact_match_cased"] == pytest.approx(1 / 3)
+
+
 def test_translation_metrics_are_sacrebleu():
     m = translation_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert m["bleu"] == pytest.approx(100.0) and m["chrf"] == pytest.approx(100.0) and m["exact_match"] == 1.0

@@ -29,8 +29,10 @@ class Generation(Task):
     peft_task_type = "CAUSAL_LM"
     primary_metric = "exact_match"
     headline = ("exact_match", "token_f1", "rouge_l")
-    summary_rows = (("val exact match", "exact_match", "{:.4f}"), ("val token F1", "token_f1", "{:.4f}"),
-                    ("val ROUGE-L", "rouge_l", "{:.4f}"))
+    also_reported = ("exact_match_cased",)
+    summary_rows = (("val exact match", "exact_match", "{:.4f}"),
+                    ("val exact match (as written)", "exact_match_cased", "{:.4f}"),
+                    ("val token F1", "token_f1", "{:.4f}"), ("val ROUGE-L", "rouge_l", "{:.4f}"))
     model_module = "peft_ray.tasks.generation.model"
     scores = staticmethod(generation_metrics)   # (predictions, references) -> metrics
 
@@ -75,6 +77,7 @@ class Translation(Generation):
     headline = ("bleu", "chrf", "exact_match")
     summary_rows = (("val BLEU", "bleu", "{:.2f}"), ("val chrF", "chrf", "{:.2f}"),
                     ("val exact match", "exact_match", "{:.4f}"))
+    also_reported = ()
     scores = staticmethod(translation_metrics)
 
 
