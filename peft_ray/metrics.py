@@ -169,8 +169,10 @@ def entity_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     return counts
 
 
-def entity_metrics(counts: Dict[str, Dict[str, int]]) -> Dict[str, float]:
-    """Micro precision/recall/F1 over all entities (seqeval's f1_score default) plus per type."""
+def entity_metrics(counts: Dict[str, Dict[str, int]], types: Sequence[str] = ()) -> Dict[str, float]:
+    """Micro precision/recall/F1 over all entities (seqeval's f1_score default) plus per type: every
+    type of `types` (the job's labels) too, 0.0 where no entity of it was gold or predicted, so a
+    per-type train.metric_for_best is reported at every evaluation."""
     def prf(tp, p, g):
         prec = tp / p if p else 0.0
         rec = tp / g if g else 0.0
@@ -179,6 +181,8 @@ def entity_metrics(counts: Dict[str, Dict[str, int]]) -> Dict[str, float]:
     tot = {k: sum(c[k] for c in counts.values()) for k in ("tp", "pred", "gold")}
     prec, rec, f1 = prf(tot["tp"], tot["pred"], tot["gold"])
     out = {"entity_precision": prec, "entity_recall": rec, "entity_f1": f1}
-    for t in sorted(counts):
-        out[f"f1/{t}"] = prf(counts[t]["tp"], counts[t]["pred"], counts[t]["gold"])[2]
+    none = {"tp": 0, "pred": 0, "gold": 0}
+    for t in sorted(set(counts) | set(types)):
+        c = counts.get(t, none)
+        out[f"f1/{t}"] = prf(c["tp"], c["pred"], c["gold"])[2]
     return out

@@ -16,7 +16,7 @@ _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z
 # Up to the last @ before the host: a password may itself hold an @ ("p@ss" unescaped).
 # The lookbehind anchors the scheme at its first letter: without it a long line without "://" cost
 # quadratic time (the scheme retried from every position), and every routed log line is redacted.
-_URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
+_URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[0-9+.-]*[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
 
 
 def redact(obj: Any, key: str = "") -> Any:

@@ -40,8 +40,8 @@ Examples:
 \b
 Output: every input row, in input order, plus `prediction` (a label; a list of IOB2 tags per
 word for token_classification; the generated text for generation/translation), for
-classification `scores` (label -> probability), and `truncated` (the row was cut to the job's
-model.max_length). Rows the task cannot use (empty text) get null there. .parquet is written with pyarrow; .jsonl/.json as JSON Lines.
+classification `scores` (label -> probability), and `input_truncated` (the row was cut to the
+job's model.max_length). Rows the task cannot use (empty text) get null there. .parquet is written with pyarrow; .jsonl/.json as JSON Lines.
 """
 
 
@@ -75,7 +75,8 @@ def register(main: click.Group) -> None:
         if done["truncated"]:
             from peft_ray.inference import truncation_note
 
-            click.echo(truncation_note(done["truncated"], done["max_length"]) + " (column `truncated`)", err=True)
+            click.echo(truncation_note(done["truncated"], done["max_length"], done["task"])
+                       + " (column `input_truncated`)", err=True)
         click.echo(f"wrote {done['rows']} rows to {done['output']} ({done['null']} without a prediction)")
 
 
@@ -106,8 +107,9 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
             for table in with_progress(tables, count_rows(files), "predict"):
                 write(table)
                 rows, null = rows + table.num_rows, null + table["prediction"].null_count
-                cut += table["truncated"].to_pylist().count(True)
-    return {"rows": rows, "null": null, "output": output, "truncated": cut, "max_length": spec.model.max_length}
+                cut += table["input_truncated"].to_pylist().count(True)
+    return {"rows": rows, "null": null, "output": output, "truncated": cut, "max_length": spec.model.max_length,
+            "task": spec.task.type}
 
 
 def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int, spec,
@@ -204,7 +206,7 @@ class Predictor:
         self.fields = self.task.predict_fields(self.cfg.task)   # fixed types: an all-null batch keeps the schema
         self.batch_size = batch_size
         # whether the row was cut to model.max_length (its prediction may be empty or wrong); null where dropped
-        self.cut = pa.field("truncated", pa.bool_())
+        self.cut = pa.field("input_truncated", pa.bool_())   # not "truncated": a common column name of inputs
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa

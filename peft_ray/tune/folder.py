@@ -60,7 +60,7 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
     if not overwrite:
         check_no_leftover(Location.at(out))
     check_only_run_files(Location.at(out), SEARCH_FILES, overwrite, "search", beside=BESIDE_RUN)
-    if (out / "job.yaml").exists() and "tune" not in recorded_mapping(Location.at(out / "job.yaml")):
+    if (out / "job.yaml").exists() and not recorded_mapping(Location.at(out / "job.yaml")).get("tune"):
         raise CheckpointError(f"output.dir '{out}' holds a `peft-ray train` run (its job.yaml has no tune: "
                               "section), which a search would write over; set output.dir to a new folder")
     # tune/ alone counts: Tune's state there is pickled, so a fresh search never reads one it did not write

@@ -252,7 +252,7 @@ def test_rows_cut_to_max_length_are_reported(cls_run, tmp_path):
     r = _cli("predict", cls_run, "--input", src, "--output", tmp_path / "out.jsonl", "--local")
     assert r.exit_code == 0, r.output
     assert "1 row(s) were longer than model.max_length=32 tokens" in r.output
-    assert [row["truncated"] for row in _read(tmp_path / "out.jsonl")] == [False, True]
+    assert [row["input_truncated"] for row in _read(tmp_path / "out.jsonl")] == [False, True]
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text(json.dumps({"text": long_text, "label": "positive"}) + "\n")
     r = _cli("eval", cls_run, "--data", labelled, "--local", "--output", tmp_path / "m.json")

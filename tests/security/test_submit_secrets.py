@@ -128,6 +128,7 @@ def test_url_credentials_are_redacted():
     assert redact({"output": {"dir": "https://tok@h/p"}}) == {"output": {"dir": f"https://{REDACTED}@h/p"}}
     assert redact_text("s3://bucket/a@b") == "s3://bucket/a@b"          # an @ after the host is not a credential
     assert redact_text("http://alice:p@ss-word@10.0.0.5:8265") == f"http://{REDACTED}@10.0.0.5:8265"
+    assert redact_text("\x1b[4mhttps://u:p@h/") == f"\x1b[4mhttps://{REDACTED}@h/"   # after an ANSI code's digit
 
 
 def test_the_command_line_in_train_log_is_redacted():

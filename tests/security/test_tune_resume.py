@@ -54,7 +54,7 @@ def test_a_fresh_search_never_reads_tune_state_it_did_not_write(tmp_path):
     with pytest.raises(CheckpointError, match=r"holds search outputs \('tune'\) but no job.yaml"):
         with prepared_dir(spec, resume=False, overwrite=False):
             pass
-    (out / "job.yaml").write_text("name: planted\ntune: {}\n")       # with a job.yaml beside it too
+    (out / "job.yaml").write_text("name: planted\ntune: {metric: accuracy}\n")   # with a job.yaml beside it
     with pytest.raises(CheckpointError, match="already holds a search; pass --resume"):
         with prepared_dir(spec, resume=False, overwrite=False):
             pass
@@ -85,14 +85,14 @@ def test_a_search_never_starts_over_a_train_run_and_checks_before_its_log(tmp_pa
 
     run = tmp_path / "run"                                   # a finished `peft-ray train` run
     (run / "adapter").mkdir(parents=True)
-    (run / "job.yaml").write_text("name: default\nmethod: {name: lora}\n")
+    (run / "job.yaml").write_text("name: default\nmethod: {name: lora}\ntune: null\n")   # as train saves it
     (run / "metrics.json").write_text("{}")
     with pytest.raises(CheckpointError, match="holds a `peft-ray train` run"):
         check_can_start_search(load_spec("jobs/sst2_template_search.yaml", [f"output.dir={run}"]), False, False)
 
     search = tmp_path / "search"                             # a search whose best adapter was evaluated
     search.mkdir()
-    (search / "job.yaml").write_text("name: s\ntune: {}\n")
+    (search / "job.yaml").write_text("name: s\ntune: {metric: accuracy}\n")
     for name in ("search.json", "leaderboard.json", "eval_validation.json", "eval_validation.log"):
         (search / name).write_text("{}")
     check_can_start_search(load_spec("jobs/sst2_template_search.yaml", [f"output.dir={search}"]), False, True)

@@ -75,3 +75,10 @@ def test_only_a_loss_is_minimised_not_a_class_named_loss():
     assert lower_is_better("loss") and lower_is_better("eval_loss")
     assert not lower_is_better("f1/loss") and not lower_is_better("recall/loss") and not lower_is_better("accuracy")
     assert TuneSpec(metric="recall/loss", space={"train.lr": {"choice": [1e-3]}}).mode == "max"
+
+
+def test_every_labelled_entity_type_is_reported():
+    """A per-type metric_for_best (f1/MISC) passes the pre-flight check against task.labels, so the
+    evaluation must report it even where no MISC entity is gold or predicted."""
+    m = entity_metrics(entity_counts([["B-PER", "O"]], [["B-PER", "O"]]), ["PER", "MISC"])
+    assert m["f1/PER"] == 1.0 and m["f1/MISC"] == 0.0

@@ -72,7 +72,8 @@ def evaluate(engine, tables, rt: Runtime, pad_id: int) -> Dict[str, float]:
     gold, pred = [g for g, _ in pairs], [p for _, p in pairs]
     words = sum(len(g) for g in gold)
     acc = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p)) / max(words, 1)
-    return {**entity_metrics(entity_counts(gold, pred)), "token_accuracy": acc, "loss": loss, "n_eval": len(gold)}
+    types = sorted({n[2:] for n in names if n[1:2] == "-"})           # B-PER, I-PER -> PER
+    return {**entity_metrics(entity_counts(gold, pred), types), "token_accuracy": acc, "loss": loss, "n_eval": len(gold)}
 
 
 def predict(engine, batch: dict, rt: Runtime) -> Dict[str, list]:
