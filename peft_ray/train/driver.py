@@ -325,7 +325,8 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
                    faults=faults_from_env(),
                    # a tune trial (run_config given) keeps to Tune's own logging
                    log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"),
-                   split_train_here=tokenized_here(pre.train))
+                   split_train_here=tokenized_here(pre.train),
+                   log_tag=f"trial {run_config.name}" if run_config else "")   # concurrent trials' lines told apart
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": run.as_config()},

@@ -55,12 +55,12 @@ def local_data(spec: JobSpec, pre, train: bool = True) -> LocalDataIterators:
 
 
 def run_in_process(spec: JobSpec, pre, reporter, *, resume_from: Optional[str] = None,
-                   log_dir: Optional[str] = None, bar: str = "none"):
+                   log_dir: Optional[str] = None, bar: str = "none", log_tag: str = ""):
     """The recipe in this process as a single rank, reporting to `reporter`; returns it."""
     init_single_rank(spec.scaling.use_gpu)
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
                    resume_from=str(resume_from) if resume_from else None, faults=faults_from_env(),
-                   log_dir=log_dir, bar=bar)
+                   log_dir=log_dir, bar=bar, log_tag=log_tag)
     return train_func({"spec": dump_spec(spec), "run": run.as_config()}, reporter=reporter,
                       data=local_data(spec, pre))
 

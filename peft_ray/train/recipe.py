@@ -48,6 +48,7 @@ class RunFacts:
     log_dir: Optional[str] = None         # absolute output.dir for metrics.jsonl + tensorboard/ (None: off)
     bar: str = "none"                     # progress bar: "tqdm" | "ray" (tqdm_ray, drawn by the driver) | "none"
     split_train_here: bool = False        # ray mode: the train split reaches every worker whole (data_iter.rank_share)
+    log_tag: str = ""                     # before every line this run prints ("trial 1a2b_00003": whose line it is)
 
     def as_config(self) -> Dict[str, Any]:
         """The train_loop_config entry."""
@@ -95,7 +96,8 @@ def setup_torch(spec) -> None:
 
 
 def make_run_log(run: RunFacts, state: TrainerState) -> RunLog:
-    return RunLog(run.log_dir, run.total_steps, state.global_step, rank0=D.rank() == 0, bar=run.bar)
+    return RunLog(run.log_dir, run.total_steps, state.global_step, rank0=D.rank() == 0, bar=run.bar,
+                  tag=run.log_tag)
 
 
 # Phase clocks a checkpoint carries across a resume: the run's totals; this attempt's wall time

@@ -53,8 +53,9 @@ class RunLog:
     """metrics.jsonl + TensorBoard + the tqdm bar. On ranks other than 0 every call is a no-op."""
 
     def __init__(self, log_dir: Optional[str], total_steps: int, start_step: int, rank0: bool,
-                 bar: str = "tqdm"):
+                 bar: str = "tqdm", tag: str = ""):
         self.on = rank0
+        self.tag = f"{tag}: " if tag else ""
         self.total = total_steps
         self.every = max(1, total_steps // LOG_POINTS)
         self.window = Window()
@@ -101,6 +102,7 @@ class RunLog:
         """One line above the bar (tqdm.write keeps the bar intact)."""
         if not self.on:
             return
+        line = self.tag + line
         if self.bar is not None and hasattr(self.bar, "write"):
             self.bar.write(f"[peft-ray] {line}")
         else:

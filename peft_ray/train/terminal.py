@@ -38,7 +38,8 @@ FAILURE = re.compile(r"^(Error in training function|\[FailurePolicy\]|[\w.]+(Err
 BAR_CONTROL = ("\r", "\x1b[A")  # tqdm's redraws start so; a forwarded worker line never does
 # Ray Tune's own progress on the driver (its heartbeat and a trial's error notice), which
 # `peft-ray tune` keeps on the terminal at the default level.
-TUNE_PROGRESS = re.compile(r"^(Trial status:|Current time:|Logical resource usage:|Current best trial:|"
+# Not Tune's "Current best trial:" line: it ranks trials by their last result, not their best (tune.log keeps it).
+TUNE_PROGRESS = re.compile(r"^(Trial status:|Current time:|Logical resource usage:|"
                            r"Trial \S+ errored after|Error file:)")
 _blocks: list = []  # levels of the open `block`s, innermost last
 

@@ -150,7 +150,8 @@ def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
 
     resume_from = latest_good_checkpoint(trial_dir / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
     resume = str(resume_from) if resume_from else None
-    run_recipe_here(spec, pre, TuneReporter(spec.output.dir, spec.train.keep_checkpoints, resume), resume_from=resume)
+    run_recipe_here(spec, pre, TuneReporter(spec.output.dir, spec.train.keep_checkpoints, resume), resume_from=resume,
+                    log_tag=f"trial {trial_dir.name}")
 
 
 def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: str) -> None:

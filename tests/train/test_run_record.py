@@ -145,3 +145,13 @@ def test_a_hand_edited_metrics_log_costs_no_outputs(tmp_path, capsys):
     log.write_text('{"kind": "train", "step": 1, "loss": "n/a", "lr": {"a": 1}}\n')
     assert plot_curves(str(tmp_path)) is None
     assert "curves.png was not drawn" in capsys.readouterr().out
+
+
+def test_a_tune_trials_lines_say_which_trial(capsys):
+    """Concurrent trials printed the same "eval @ step 2: ..." lines with nothing to tell them apart."""
+    from peft_ray.train.runlog import RunLog
+
+    RunLog(None, 10, 0, rank0=True, bar="none", tag="trial 1a2b_00003").echo("eval @ step 2: accuracy 0.5")
+    RunLog(None, 10, 0, rank0=True, bar="none").echo("eval @ step 2: accuracy 0.5")
+    assert capsys.readouterr().out.splitlines() == ["[peft-ray] trial 1a2b_00003: eval @ step 2: accuracy 0.5",
+                                                    "[peft-ray] eval @ step 2: accuracy 0.5"]
