@@ -179,10 +179,9 @@ def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -
             bar.refresh()
 
 
-def truncation_note(n: int, max_length: int, task: str) -> str:
+def truncation_note(n: int, max_length: int) -> str:
     """What eval and predict say when rows were longer than the job's model.max_length."""
-    kept = " (a prompt keeps its end, the part nearest the answer)" if task in ("generation", "translation") else ""
-    return (f"warning: {n} row(s) were longer than model.max_length={max_length} tokens and were cut{kept}; "
+    return (f"warning: {n} row(s) were longer than model.max_length={max_length} tokens and were cut; "
             "their results may be empty or wrong. Retrain with a larger model.max_length if such rows matter")
 
 

@@ -34,9 +34,11 @@ def check_no_leftover(out: Location) -> None:
             "the previous run, or pass --overwrite again to replace it (it is deleted when that run finishes)")
 
 
-# What a killed writer leaves (storage.temp_name: ".<name>.<16 hex>.tmp" / ".old" / ".partial") and
-# OS litter: a folder's own, never a reason to refuse it. Only that shape: ".env.old" is a user's.
-LEFTOVERS = tuple(f".*.{'[0-9a-f]' * 16}.{suffix}" for suffix in ("tmp", "old", "partial")) + (".DS_Store",)
+# What a killed writer leaves (storage.temp_name: ".<name>.<16 hex>.tmp" / ".old" / ".partial";
+# storage.staging_dir, through tempfile.mkdtemp: ".<name>.<8 of [a-z0-9_]>.tmp") and OS litter: a
+# folder's own, never a reason to refuse it. Only those shapes: ".env.old" is a user's.
+LEFTOVERS = (*(f".*.{'[0-9a-f]' * 16}.{suffix}" for suffix in ("tmp", "old", "partial")),
+             f".*.{'[a-z0-9_]' * 8}.tmp", ".DS_Store")
 
 
 def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, what: str,

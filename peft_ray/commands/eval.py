@@ -131,7 +131,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
         metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), cut),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
     if cut[0]:
-        click.echo(truncation_note(cut[0], spec.model.max_length, spec.task.type), err=True)
+        click.echo(truncation_note(cut[0], spec.model.max_length), err=True)
     result = {**metrics, "task": spec.task.type, "split": split, "data": files, "skipped_rows": facts.skipped,
               "truncated_rows": cut[0], "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
     write_file(out, json.dumps(result, indent=2))   # never through a link planted in the run folder

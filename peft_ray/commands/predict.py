@@ -41,7 +41,8 @@ Examples:
 Output: every input row, in input order, plus `prediction` (a label; a list of IOB2 tags per
 word for token_classification; the generated text for generation/translation), for
 classification `scores` (label -> probability), and `input_truncated` (the row was cut to the
-job's model.max_length). Rows the task cannot use (empty text) get null there. .parquet is written with pyarrow; .jsonl/.json as JSON Lines.
+job's model.max_length). Rows the task cannot use (empty text) get null there. .parquet is
+written with pyarrow; .jsonl/.json as JSON Lines.
 """
 
 
@@ -75,8 +76,8 @@ def register(main: click.Group) -> None:
         if done["truncated"]:
             from peft_ray.inference import truncation_note
 
-            click.echo(truncation_note(done["truncated"], done["max_length"], done["task"])
-                       + " (column `input_truncated`)", err=True)
+            click.echo(truncation_note(done["truncated"], done["max_length"]) + " (column `input_truncated`)",
+                       err=True)
         click.echo(f"wrote {done['rows']} rows to {done['output']} ({done['null']} without a prediction)")
 
 
@@ -108,8 +109,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
                 write(table)
                 rows, null = rows + table.num_rows, null + table["prediction"].null_count
                 cut += table["input_truncated"].to_pylist().count(True)
-    return {"rows": rows, "null": null, "output": output, "truncated": cut, "max_length": spec.model.max_length,
-            "task": spec.task.type}
+    return {"rows": rows, "null": null, "output": output, "truncated": cut, "max_length": spec.model.max_length}
 
 
 def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int, spec,

@@ -29,7 +29,7 @@ from peft_ray.train.checkpoint import TrainerState, load_checkpoint, read_state,
 from peft_ray.train.data_iter import InMemoryShard, RayDataIterators
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
 from peft_ray.train.report import RayReporter
-from peft_ray.train.runlog import RunLog
+from peft_ray.train.runlog import RunLog, tagged
 
 
 class NonFiniteLoss(RuntimeError):
@@ -69,7 +69,7 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     engine.train()  # from_pretrained returns eval mode; dropout is on from step 1, as in HF Trainer
     data = data or RayDataIterators(split_here=run.split_train_here)
     reporter = reporter or RayReporter(run.resume_from, run.storage_dir)
-    state = restore(engine, reporter)
+    state = restore(engine, reporter, run.log_tag)
     state.world_size = D.world()
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,
                       resumed=state.global_step > 0, log=make_run_log(run, state),
@@ -112,13 +112,13 @@ def carried_clocks(resume_from: Optional[str]) -> Dict[str, float]:
     return {f"carried_{k}": float(getattr(state, k)) for k in CARRIED} if state else {}
 
 
-def restore(engine, reporter) -> TrainerState:
+def restore(engine, reporter, tag: str = "") -> TrainerState:
     path = reporter.checkpoint_to_resume()
     if path is None:
         return TrainerState()
     state = load_checkpoint(engine, path)
-    D.log_rank0(f"resumed from {path} at step {state.global_step} (epoch {state.epoch}, "
-                f"micro-batch {state.micro_in_epoch})")
+    D.log_rank0(tagged(tag, f"resumed from {path} at step {state.global_step} (epoch {state.epoch}, "
+                            f"micro-batch {state.micro_in_epoch})"))
     return state
 
 

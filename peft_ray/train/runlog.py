@@ -55,7 +55,7 @@ class RunLog:
     def __init__(self, log_dir: Optional[str], total_steps: int, start_step: int, rank0: bool,
                  bar: str = "tqdm", tag: str = ""):
         self.on = rank0
-        self.tag = f"{tag}: " if tag else ""
+        self.tag = tag
         self.total = total_steps
         self.every = max(1, total_steps // LOG_POINTS)
         self.window = Window()
@@ -102,7 +102,7 @@ class RunLog:
         """One line above the bar (tqdm.write keeps the bar intact)."""
         if not self.on:
             return
-        line = self.tag + line
+        line = tagged(self.tag, line)
         if self.bar is not None and hasattr(self.bar, "write"):
             self.bar.write(f"[peft-ray] {line}")
         else:
@@ -121,6 +121,11 @@ class RunLog:
             self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def tagged(tag: str, line: str) -> str:
+    """A line of the run tagged `tag` (a tune trial's "trial <id>"), as every line it prints is."""
+    return f"{tag}: {line}" if tag else line
 
 
 def make_bar(kind: str, total: int, start: int):

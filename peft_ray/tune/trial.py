@@ -142,13 +142,18 @@ def run_trial(config: Dict[str, Any], space: SearchSpace, trials: Optional[List[
         run_torch_trainer(spec, pre, trial_dir, metric, mode)
 
 
+def trial_warning(trial_dir: Path):
+    """Where a trial's checkpoint warnings go: a line tagged like the trial's others (RunFacts.log_tag)."""
+    return lambda m: print(f"[peft-ray] trial {trial_dir.name}: {m}")
+
+
 def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
     """The recipe in this actor: one rank, pyarrow data, TuneReporter (resumes its own checkpoints)."""
     from peft_ray.train.checkpoint import latest_good_checkpoint
     from peft_ray.train.local import run_in_process as run_recipe_here
     from peft_ray.tune.report import TuneReporter
 
-    resume_from = latest_good_checkpoint(trial_dir / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
+    resume_from = latest_good_checkpoint(trial_dir / "checkpoints", warn=trial_warning(trial_dir))
     resume = str(resume_from) if resume_from else None
     run_recipe_here(spec, pre, TuneReporter(spec.output.dir, spec.train.keep_checkpoints, resume), resume_from=resume,
                     log_tag=f"trial {trial_dir.name}")
@@ -170,7 +175,7 @@ def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: st
         # adapter); Ray always keeps the latest too, which a restarted trial continues from.
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
                                                      checkpoint_score_attribute=metric, checkpoint_score_order=mode))
-    resume_from = latest_good_checkpoint(trial_dir, warn=lambda m: print(f"[peft-ray] {m}"))
+    resume_from = latest_good_checkpoint(trial_dir, warn=trial_warning(trial_dir))
     result = make_trainer(spec, pre, trial_dir.parent, resume_from, run_config=run_config,
                           train_fn=train_func_noting_placement_group).fit()
     if result.error:

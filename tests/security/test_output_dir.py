@@ -127,6 +127,11 @@ def test_what_other_commands_and_killed_writers_leave_is_the_folders_own(tmp_pat
                  ".metrics.json.0123456789abcdef.tmp", ".adapter.0123456789abcdef.old", ".DS_Store"):
         (out / name).write_text("x")
     check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)
+    from peft_ray.storage import staging_dir
+
+    staging = staging_dir(out / "adapter")                           # a save killed inside it leaves its folder
+    staging.__enter__().mkdir()
+    check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)
     for name in (".env.old", ".thesis-draft.tmp"):                   # a user's dotfiles are not temp files
         (out / name).write_text("keep")
         with pytest.raises(CheckpointError, match=f"also holds '{name}'"):

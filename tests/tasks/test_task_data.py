@@ -50,6 +50,20 @@ def test_seq2seq_rows_separate_source_and_target(tiny_models):
     assert row["prompt_len"] == len(row["input_ids"])
 
 
+def test_a_seq2seq_source_of_exactly_max_length_is_not_counted_as_cut(tiny_models):
+    """The flag was len >= max_length: a source of exactly 12 ids counted as truncated in eval and predict."""
+    m = tiny_models("t5")
+    spec = _spec(m, {"type": "translation"}, {"text": "{source}"})
+    for words, cut in ((2, False), (40, True)):
+        (row,) = _rows(spec, m, {"source": [" ".join(["v1"] * words)], "target": ["v2"]})
+        assert row["truncated"] is cut and len(row["input_ids"]) <= 12
+    lengths = [len(_rows(spec, m, {"source": [" ".join(["v1"] * w)], "target": ["v2"]})[0]["input_ids"])
+               for w in range(1, 20)]
+    w = lengths.index(12) + 1                                   # the source that fills max_length exactly
+    (row,) = _rows(spec, m, {"source": [" ".join(["v1"] * w)], "target": ["v2"]})
+    assert len(row["input_ids"]) == 12 and row["truncated"] is False
+
+
 def test_ner_labels_first_subtoken_only(tiny_models):
     m = tiny_models("bert")
     spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC"]}, {"text": "names : {tokens}"})

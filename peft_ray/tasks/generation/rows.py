@@ -52,7 +52,10 @@ def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
 
 
 def _seq2seq_row(tok, prompt: str, resp: str, cfg) -> dict:
-    p = tok(prompt, truncation=True, max_length=cfg.max_length)["input_ids"]
+    p = tok(prompt)["input_ids"]
+    truncated = len(p) > cfg.max_length          # a prompt of exactly max_length tokens is whole
+    if truncated:                                 # the tokenizer's own cut: it keeps the closing special token
+        p = tok(prompt, truncation=True, max_length=cfg.max_length)["input_ids"]
     r = tok(resp, add_special_tokens=False)["input_ids"][:cfg.max_target_length - 1] + [eos_id(tok)]
     return {"input_ids": p, "target_ids": r, "prompt_len": len(p), "reference": resp,
-            "length": len(p) + len(r), "truncated": len(p) >= cfg.max_length}
+            "length": len(p) + len(r), "truncated": truncated}
