@@ -68,7 +68,7 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
     engine, scheduler = setup_engine(model, spec, run.total_steps, use_bf16=use_bf16(spec))
     engine.train()  # from_pretrained returns eval mode; dropout is on from step 1, as in HF Trainer
     data = data or RayDataIterators(split_here=run.split_train_here)
-    reporter = reporter or RayReporter(run.resume_from, run.storage_dir)
+    reporter = reporter or RayReporter(run.resume_from, run.storage_dir, run.log_tag)
     state = restore(engine, reporter, run.log_tag)
     state.world_size = D.world()
     ctx = StepContext(spec, run, engine, model, tokenizer, base_path, data, reporter,

@@ -11,12 +11,14 @@ from typing import Dict, Optional
 
 from peft_ray.storage import Location, is_uri
 from peft_ray import dist as D
+from peft_ray.train.runlog import tagged
 from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_good_checkpoint,
                                         validate_checkpoint)
 
 
 class RayReporter:
-    def __init__(self, resume_from: Optional[str] = None, storage_dir: Optional[str] = None):
+    def __init__(self, resume_from: Optional[str] = None, storage_dir: Optional[str] = None, tag: str = ""):
+        self.tag = tag                  # RunFacts.log_tag: a tune trial's lines say whose they are
         self.resume_from = resume_from  # driver-level --resume (Train V2 has no resume_from_checkpoint)
         self.storage_dir = storage_dir  # this run's folder (a path or a URI): every checkpoint it persisted
         self._downloads: Optional[tempfile.TemporaryDirectory] = None  # a URI checkpoint, fetched to resume
@@ -36,7 +38,7 @@ class RayReporter:
             if ok:
                 found.append(path)
             elif D.rank() == 0:   # every rank checks it; one says so
-                print(f"[peft-ray] warning: skipping checkpoint {path}: {why}")
+                print(f"[peft-ray] {tagged(self.tag, f'warning: skipping checkpoint {path}: {why}')}")
         if self.storage_dir and (is_uri(self.storage_dir) or Path(self.storage_dir).is_dir()):
             found.append(latest_good_checkpoint(self.storage_dir, warn=lambda m: None))
         if self.resume_from:

@@ -87,6 +87,7 @@ def test_submit_follows_tiny_job_then_logs_status_list(cluster_env, workdir, tin
     status = cli("jobs", "status", sid)
     assert status.exit_code == 0 and f"{sid}: SUCCEEDED" in status.output
     assert "peft-ray train jobs/tiny-follow.yaml" in status.output
+    assert re.search(r"^  job:\s+tiny-follow \(\S*tiny-follow\.yaml", status.output, re.M), status.output  # metadata
     listed = cli("jobs", "list")
     assert sid in listed.output and "tiny-follow" in listed.output
     assert (out / "metrics.json").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
