@@ -146,10 +146,9 @@ def check_actors_fit_here(num_actors: int, address: Optional[str]) -> None:
     """Before Ray starts: the in-process Ray this command would start has this machine's CPUs plus
     the data slots `train` adds (driver.init_ray); a cluster to join is checked once joined."""
     import os
+    import sys
 
     from peft_ray.train.fit import DATA_CPU_SLOTS
-
-    import sys
 
     ray = sys.modules.get("ray")
     if address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):

@@ -309,9 +309,9 @@ def log_dir(out: str | Path) -> Optional[str]:
 
 
 def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Optional[str | Path],
-                 run_config=None, train_fn=None, bar: Optional[str] = None):
+                 run_config=None, train_fn=None, bar: Optional[str] = None, log_tag: str = ""):
     """`run_config`/`train_fn` replace the defaults (peft-ray tune: per-trial name and storage +
-    TuneReportCallback; a train_func wrapper)."""
+    TuneReportCallback; a train_func wrapper); `log_tag` goes before the run's lines (a trial's id)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -326,7 +326,7 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
                    # a tune trial (run_config given) keeps to Tune's own logging
                    log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"),
                    split_train_here=tokenized_here(pre.train),
-                   log_tag=f"trial {run_config.name}" if run_config else "")   # concurrent trials' lines told apart
+                   log_tag=log_tag)
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": run.as_config()},

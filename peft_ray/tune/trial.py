@@ -41,6 +41,7 @@ from peft_ray.errors import JobError
 from peft_ray.spec import JobSpec, saved_spec, validate_spec
 from peft_ray.storage import write_file
 from peft_ray.tune.report import TRIAL_FILE
+from peft_ray.train.runlog import tagged
 from peft_ray.tune.folder import TRIALS_DIR
 from peft_ray.tune.space import SearchSpace
 from peft_ray.spec.tune import TuneSpec
@@ -142,9 +143,14 @@ def run_trial(config: Dict[str, Any], space: SearchSpace, trials: Optional[List[
         run_torch_trainer(spec, pre, trial_dir, metric, mode)
 
 
+def trial_tag(trial_dir: Path) -> str:
+    """RunFacts.log_tag of the trial in `trial_dir`: every line it prints says whose it is."""
+    return f"trial {trial_dir.name}"
+
+
 def trial_warning(trial_dir: Path):
-    """Where a trial's checkpoint warnings go: a line tagged like the trial's others (RunFacts.log_tag)."""
-    return lambda m: print(f"[peft-ray] trial {trial_dir.name}: {m}")
+    """Where a trial's checkpoint warnings go: a line tagged like the trial's others."""
+    return lambda m: print(f"[peft-ray] {tagged(trial_tag(trial_dir), m)}")
 
 
 def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
@@ -156,7 +162,7 @@ def run_in_process(spec: JobSpec, pre, trial_dir: Path) -> None:
     resume_from = latest_good_checkpoint(trial_dir / "checkpoints", warn=trial_warning(trial_dir))
     resume = str(resume_from) if resume_from else None
     run_recipe_here(spec, pre, TuneReporter(spec.output.dir, spec.train.keep_checkpoints, resume), resume_from=resume,
-                    log_tag=f"trial {trial_dir.name}")
+                    log_tag=trial_tag(trial_dir))
 
 
 def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: str) -> None:
@@ -177,7 +183,7 @@ def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: st
                                                      checkpoint_score_attribute=metric, checkpoint_score_order=mode))
     resume_from = latest_good_checkpoint(trial_dir, warn=trial_warning(trial_dir))
     result = make_trainer(spec, pre, trial_dir.parent, resume_from, run_config=run_config,
-                          train_fn=train_func_noting_placement_group).fit()
+                          train_fn=train_func_noting_placement_group, log_tag=trial_tag(trial_dir)).fit()
     if result.error:
         raise result.error
 
