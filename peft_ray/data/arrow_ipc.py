@@ -7,6 +7,8 @@ from typing import Iterator
 import pyarrow as pa
 from ray.data.datasource import FileBasedDatasource
 
+from peft_ray.data.sources import check_plain_columns
+
 
 class ArrowIPCDatasource(FileBasedDatasource):
     _FILE_EXTENSIONS = ["arrow", "feather", "ipc"]
@@ -14,5 +16,6 @@ class ArrowIPCDatasource(FileBasedDatasource):
     def _read_stream(self, f: "pa.NativeFile", path: str) -> Iterator[pa.Table]:
         data = f.read()  # Ray hands us a stream; IPC's file format needs random access
         reader = pa.ipc.open_file(pa.BufferReader(data))
+        check_plain_columns(reader.schema, path)   # before any value is read: see check_plain_columns
         for i in range(reader.num_record_batches):
             yield pa.Table.from_batches([reader.get_batch(i)])

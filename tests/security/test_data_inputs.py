@@ -92,3 +92,68 @@ def test_dangling_symlink_is_named(tmp_path, tiny_bert):
     (d / "train.parquet").symlink_to(tmp_path / "gone.parquet")
     out = _validate(tmp_path, tiny_bert, d, "train.parquet")
     assert "is a symbolic link to something that does not exist" in out and "gone.parquet" in out
+
+
+class _Marked(object):
+    """Unpickling one of these writes its marker: the proof that reading the file ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(path):
+    open(path, "w").write("ran")
+
+
+def _pickled_column_files(tmp_path, marker):
+    """train.parquet / train.feather whose `label` column is Ray Data's pickled-object type."""
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.feather as pf
+    import pyarrow.parquet as pq
+    from ray.data._internal.object_extensions.arrow import ArrowPythonObjectType
+
+    rows = _rows()
+    label = ArrowPythonObjectType().wrap_array(pa.array([pickle.dumps(_Marked(marker))] * len(rows),
+                                                        type=pa.large_binary()))
+    table = pa.table({"text": [r["text"] for r in rows], "label": label})
+    pq.write_table(table, tmp_path / "train.parquet")
+    pf.write_feather(table, tmp_path / "train.feather")
+
+
+@pytest.mark.parametrize("train", ["train.parquet", "train.feather"])
+def test_extension_typed_column_is_refused_unread(tmp_path, tiny_bert, train):
+    """A data file is data: Ray Data's pickled-object column would run code when its values are read."""
+    marker = tmp_path / "ran"
+    _pickled_column_files(tmp_path, marker)
+    out = _validate(tmp_path, tiny_bert, tmp_path, train)
+    assert "column 'label'" in out and "ray.data.arrow_pickled_object" in out and "Re-save" in out
+    assert not marker.exists()
+
+
+def test_readers_refuse_extension_types_even_when_registered(tmp_path):
+    """Once ray.data is imported the type is registered and pyarrow would hand back live objects:
+    both readers (pyarrow's for --local and pre-flight, the Ray Data datasource) refuse first."""
+    import pyarrow as pa
+    import ray.data  # noqa: F401  (registers the type)
+
+    from peft_ray.data.arrow_ipc import ArrowIPCDatasource
+    from peft_ray.data.sources import check_plain_columns, iter_arrow
+    from peft_ray.errors import DataError
+
+    marker = tmp_path / "ran"
+    _pickled_column_files(tmp_path, marker)
+    for name in ("train.parquet", "train.feather"):
+        with pytest.raises(DataError, match="extension type"):
+            list(iter_arrow([str(tmp_path / name)]))
+    with open(tmp_path / "train.feather", "rb") as f, pytest.raises(DataError, match="extension type"):
+        list(ArrowIPCDatasource(str(tmp_path / "train.feather"))._read_stream(pa.PythonFile(f), "train.feather"))
+    nested = pa.schema([pa.field("x", pa.list_(pa.field("item", pa.int8(), metadata={
+        b"ARROW:extension:name": b"some.ext"})))])
+    with pytest.raises(DataError, match="some.ext"):
+        check_plain_columns(nested, "f.arrow")
+    assert not marker.exists()
