@@ -85,8 +85,8 @@ def check_weights_safe(path: str, allow_pickle: bool) -> None:
     has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt")) or any(p.glob("*.pth"))
     if has_pickle and not has_safe and not allow_pickle:
         raise SpecError(f"model.name_or_path: '{path}' holds only pickle weights (.bin/.pt), which can run "
-                        "code when loaded. Convert them to safetensors, or set model.allow_pickle: true "
-                        "if you trust the source")
+                        "code when loaded. Convert them to safetensors, or add model.allow_pickle=true to the "
+                        "command line if you trust the source")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:

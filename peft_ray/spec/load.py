@@ -248,9 +248,27 @@ def load_spec(path: Optional[str | Path], overrides: Sequence[str] = (), resolve
     raw = read_yaml(path) if path else {}
     try:
         spec = validate_spec(apply_overrides(raw, overrides))
-        return absolute_paths(spec) if resolve_paths else spec
     except SpecError as e:
         raise quoting_hint(e, overrides) from None
+    check_file_trust(spec, overrides, path)
+    return absolute_paths(spec) if resolve_paths else spec
+
+
+# Model fields that let a model folder run code: its own Python files, or pickled weights.
+CODE_RUNNING = {"trust_remote_code": "run the Python files in its folder",
+                "allow_pickle": "load pickled weights (unpickling can run any code)"}
+
+
+def check_file_trust(spec: JobSpec, overrides: Sequence[str], path) -> None:
+    """A job file is data that people share, so it cannot turn on a field that runs code; only the
+    command line can (`model.trust_remote_code=true`), as only a flag can for a shared adapter
+    (inference.apply_trust). Overrides are what the user typed for this command."""
+    typed = apply_overrides({}, overrides).get("model")
+    for field, what in CODE_RUNNING.items():
+        if getattr(spec.model, field) and not (isinstance(typed, dict) and typed.get(field) not in (None, False)):
+            raise SpecError(f"{path}: model.{field}: true would let '{spec.model.name_or_path}' {what}, and a "
+                            f"job file never turns that on (job files are shared like data). If you trust that "
+                            f"model, turn it on for this command: add model.{field}=true to the command line")
 
 
 def quoting_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:

@@ -23,6 +23,7 @@ import numpy as np
 
 from peft_ray.errors import JobError, SpecError, suggest
 from peft_ray.spec import JobSpec, dump_spec, validate_spec
+from peft_ray.spec.load import CODE_RUNNING
 from peft_ray.spec.tune import Domain, TuneSpec
 from peft_ray.tasks import get_task
 
@@ -151,6 +152,9 @@ def check_keys(space: SearchSpace) -> None:
         if section not in SEARCHABLE:
             raise SpecError(f"tune.space.{key}: section '{section}' cannot be searched (trials share one "
                             f"data set, task and output); searchable: {', '.join(SEARCHABLE)}")
+        if section == "model" and fld in CODE_RUNNING:
+            raise SpecError(f"tune.space.{key}: cannot be searched: it lets the model run code, which only the "
+                            f"command line turns on (model.{fld}=true), for every trial alike")
         ann = _field_annotation(key, methods)
         if ann is None and key != "method.name":
             known = (set().union(*(_method_fields(m) for m in methods)) if section == "method"

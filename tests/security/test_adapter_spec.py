@@ -7,13 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from peft_ray.cli import main
-from peft_ray.errors import CheckpointError
+from peft_ray.errors import CheckpointError, SpecError
 from peft_ray.inference import check_adapter
 from peft_ray.security import Trust
-from peft_ray.spec import validate_spec
+from peft_ray.spec import load_spec, validate_spec
 from peft_ray.train.local import run_local
 from tests.conftest import job_dict
 
@@ -79,3 +80,44 @@ def test_recorded_hub_id_is_never_downloaded(adapter, tmp_path):
     (shared / "peft_ray.json").write_text(json.dumps(extra))
     with pytest.raises(CheckpointError, match="not in the local Hugging Face cache.*never downloads"):
         check_adapter(shared)
+
+
+def _job_file(tmp_path, tiny_bert, tiny_data, model) -> Path:
+    job = tmp_path / "shared-job.yaml"
+    spec = job_dict(tiny_bert, tiny_data, tmp_path / "out")
+    spec["model"].update(model)
+    job.write_text(yaml.safe_dump(spec))
+    return job
+
+
+@pytest.mark.parametrize("command", ["validate", "train", "tune", "zero-shot", "config"])
+def test_a_job_file_never_turns_on_remote_code(tiny_bert, tiny_data, tmp_path, command):
+    """Job files are shared like adapters: `trust_remote_code: true` in one is refused before the
+    model folder is read (its code would run in `validate` already)."""
+    marker = tmp_path / "pwned"
+    job = _job_file(tmp_path, tiny_bert, tiny_data, {"name_or_path": str(_evil_model(tiny_bert, tmp_path, marker)),
+                                                    "trust_remote_code": True})
+    result = CliRunner().invoke(main, [command, str(job), "--local"] if command == "train" else [command, str(job)])
+    assert result.exit_code != 0
+    assert "model.trust_remote_code: true" in result.output and "model.trust_remote_code=true" in result.output
+    assert not marker.exists()
+
+
+def test_the_command_line_turns_it_on_for_a_job(tiny_bert, tiny_data, tmp_path):
+    marker = tmp_path / "pwned"
+    job = _job_file(tmp_path, tiny_bert, tiny_data, {"name_or_path": str(_evil_model(tiny_bert, tmp_path, marker)),
+                                                    "trust_remote_code": True})
+    assert load_spec(job, ["model.trust_remote_code=true"]).model.trust_remote_code
+    assert load_spec(job, ["model={name_or_path: " + str(tiny_bert) + ", trust_remote_code: true}"])
+    with pytest.raises(SpecError, match="model.allow_pickle: true.*model.allow_pickle=true"):
+        load_spec(_job_file(tmp_path, tiny_bert, tiny_data, {"allow_pickle": True}))
+    assert load_spec(job, ["model.trust_remote_code=true", "model.allow_pickle=yes"]).model.allow_pickle
+
+
+def test_a_search_cannot_turn_on_remote_code(tiny_bert, tiny_data, tmp_path):
+    from peft_ray.tune.space import SearchSpace, check_keys
+
+    spec = job_dict(tiny_bert, tiny_data, tmp_path / "out",
+                    tune={"space": {"model.trust_remote_code": {"choice": [True, False]}}})
+    with pytest.raises(SpecError, match="tune.space.model.trust_remote_code: cannot be searched"):
+        check_keys(SearchSpace.from_spec(validate_spec(spec)))
