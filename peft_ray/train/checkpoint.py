@@ -50,6 +50,20 @@ class TrainerState:
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
+MAX_JSON_BYTES = 8 << 20   # trainer_state.json and a rank's manifest are a few KiB
+
+
+def read_json(path: Union[Path, Location]):
+    """A checkpoint's JSON file, read as data: checkpoint folders are shared (NFS, S3, a copied
+    run), and a FIFO there would block and /dev/zero never end. ValueError unless it is a regular
+    file of at most MAX_JSON_BYTES."""
+    loc = path if isinstance(path, Location) else Location.at(path)
+    text = loc.read_small_text(MAX_JSON_BYTES)
+    if text is None:
+        raise ValueError(f"not a regular file of at most {MAX_JSON_BYTES} bytes of UTF-8 text")
+    return json.loads(text)
+
+
 def parse_state(raw) -> TrainerState:
     """trainer_state.json's content as a TrainerState, or ValueError saying what is wrong: a
     checkpoint folder may have been edited, and a bad one must be skipped, not crash a resume."""
@@ -120,9 +134,9 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
     names only files inside the checkpoint, and every file in it is listed (nothing planted)."""
     state_file = path / "trainer_state.json"
     if not state_file.is_file():
-        return False, "trainer_state.json is missing"
+        return False, "trainer_state.json is missing (or not a regular file)"
     try:
-        state = parse_state(json.loads(state_file.read_text()))
+        state = parse_state(read_json(state_file))
     except (ValueError, RecursionError) as e:
         return False, f"trainer_state.json is corrupt ({str(e)[:120]})"
     manifests = sorted(path.glob("MANIFEST.rank*.json"))
@@ -131,8 +145,8 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
         return False, f"{len(manifests)} of {state.world_size} rank manifests present"
     for m in manifests:
         try:
-            entries = json.loads(m.read_text())
-        except ValueError:
+            entries = read_json(m)
+        except (ValueError, RecursionError):
             return False, f"{m.name} is corrupt"
         if not isinstance(entries, dict):
             return False, f"{m.name} is corrupt"
@@ -156,7 +170,7 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
 
 def load_checkpoint(engine, path: Path) -> TrainerState:
     """Restore params, optimizer shard, scheduler, RNG and position on this rank."""
-    state = parse_state(json.loads((path / "trainer_state.json").read_text()))   # validated already
+    state = parse_state(read_json(path / "trainer_state.json"))   # validated already
     if state.world_size != world():
         raise RuntimeError(f"checkpoint {path} was written by {state.world_size} workers; resume with "
                            f"scaling.num_workers={state.world_size} (ZeRO shards are per rank)")
@@ -261,7 +275,7 @@ def read_state(path: Union[Path, str, Location]) -> Optional[TrainerState]:
     if isinstance(path, str):
         path = Location.at(path) if is_uri(path) else Path(path)
     try:
-        return parse_state(json.loads((path / "trainer_state.json").read_text()))
+        return parse_state(read_json(path / "trainer_state.json"))
     except (OSError, ValueError, RecursionError):
         return None
 

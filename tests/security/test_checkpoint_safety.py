@@ -133,3 +133,26 @@ def test_a_crafted_rng_state_is_a_clear_refusal(trained, tmp_path):
     spec.output.dir = str(bad)
     with pytest.raises(CheckpointError, match="rng_rank0.safetensors is not an RNG state"):
         run_local(spec, resume=True)
+
+
+@pytest.mark.parametrize("planted", ["trainer_state.json", "MANIFEST.rank0.json"])
+def test_a_fifo_in_a_checkpoint_is_skipped_not_read(trained, tmp_path, planted):
+    """A FIFO planted in shared storage blocked --resume for ever (read_state on the step sort)."""
+    import signal
+
+    _, ckpt = trained
+    root = tmp_path / "root"
+    older, newer = root / "checkpoint_00000001", root / "checkpoint_00000003"
+    shutil.copytree(ckpt, older)
+    shutil.copytree(ckpt, newer)
+    (newer / planted).unlink()
+    os.mkfifo(newer / planted)
+    warned = []
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a checkpoint's FIFO was opened for reading"))
+    signal.alarm(30)
+    try:
+        assert latest_good_checkpoint(root, warn=warned.append) == older
+    finally:
+        signal.alarm(0)
+    # an unreadable state sorts as step -1, before the good one, so only a bad manifest is warned of
+    assert any("checkpoint_00000003" in w for w in warned) == (planted != "trainer_state.json")
