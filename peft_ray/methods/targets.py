@@ -2,21 +2,25 @@
 
 - a list of names matches a module whose dotted path equals a name or ends with
   ``"." + name`` (``query`` matches ``bert.encoder.layer.0.attention.self.query``);
-- a string is a regular expression that must match the whole path (``re.fullmatch``).
+- a string is a regular expression that must match the whole path (``re.fullmatch``), run by
+  the `regex` package (transformers' own dependency), which takes a time limit: a job file is
+  shared data, and a pattern such as ``([\w.]|[\w.])*X`` backtracks for days under ``re``.
 Defaults per model family are PEFT 0.21's own tables, so a job that names no
 targets gets the adapter PEFT would build.
 """
 
 from __future__ import annotations
 
-import re
+import time
 from typing import Dict, List, Optional, Tuple, Union
 
+import regex
 from torch import nn
 
 from peft_ray.errors import SpecError
 
 Targets = Union[str, List[str]]
+MATCH_SECONDS = 2.0   # for all of a model's module paths; a sane pattern takes microseconds a path
 
 # PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING (the families peft-ray tests).
 LORA_DEFAULTS: Dict[str, List[str]] = {
@@ -38,8 +42,8 @@ def check_targets(v: Optional[Targets]) -> Optional[Targets]:
         raise ValueError("must name at least one module, e.g. [query, value], or be null for the model's default")
     if isinstance(v, str):
         try:
-            re.compile(v)
-        except re.error as e:
+            regex.compile(v)
+        except regex.error as e:
             raise ValueError(f"is not a valid regular expression ({e}); use a list of module names instead")
     return v
 
@@ -56,10 +60,21 @@ def default_targets(model: nn.Module, table: dict, field: str):
     return table[family]
 
 
-def matches(path: str, targets: Targets) -> bool:
+def matches(path: str, targets: Targets, seconds: float = MATCH_SECONDS) -> bool:
     if isinstance(targets, str):
-        return re.fullmatch(targets, path) is not None
+        try:
+            return regex.fullmatch(targets, path, timeout=seconds) is not None
+        except TimeoutError:
+            raise SpecError(f"method.target_modules: the regular expression {targets!r} took more than "
+                            f"{MATCH_SECONDS:g} s to match the model's module paths (it backtracks without "
+                            "end); list the module names instead, e.g. [q_proj, v_proj]") from None
     return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def matcher(targets: Targets):
+    """`matches` for every path of one model, within one MATCH_SECONDS budget in all."""
+    deadline = time.monotonic() + MATCH_SECONDS
+    return lambda path: matches(path, targets, max(deadline - time.monotonic(), 1e-3))
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -79,10 +94,10 @@ def in_out(module: nn.Module) -> Tuple[int, int]:
 
 def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[List[str]] = None) -> List[str]:
     """Dotted paths of the linear layers to wrap; errors name the field and show real module names."""
-    skip = skip or []
+    skip, match = skip or [], matcher(targets)
     found, not_linear = [], []
     for path, module in model.named_modules():
-        if not path or not matches(path, targets) or any(path == s or path.startswith(s + ".") for s in skip):
+        if not path or not match(path) or any(path == s or path.startswith(s + ".") for s in skip):
             continue
         (found if is_linear(module) else not_linear).append(path)
     if not found:
@@ -103,17 +118,23 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
 def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bool = False) -> None:
     """Before any run: listed target_modules must name linear layers of the base, built on the meta
     device from its config (no weights read). Regular expressions match full module paths, which
-    depend on the task's head class, so they are left to the real build."""
+    depend on the task's head class, so whether they match is left to the real build; here they are
+    only run over the base's paths, so a pattern that backtracks without end fails now."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    if not isinstance(targets, list):
+    if targets is None:
         return
     try:
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             base = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, ImportError):   # no base class for this config: the real build checks
+        return
+    if isinstance(targets, str):
+        match = matcher(targets)
+        for path, _ in base.named_modules():
+            match(path)
         return
     find_targets(base, targets, "method.target_modules")
 

@@ -81,3 +81,22 @@ def test_target_modules_matching_nothing_fail_before_anything_is_written(tiny_be
         run_preflight(lora(["q_proj", "v_proj"]))
     assert not (tmp_path / "out").exists()
     run_preflight(lora(["query"]))
+
+
+def test_a_backtracking_target_regex_fails_in_preflight_not_in_the_workers(tiny_bert, tiny_data, tmp_path):
+    """`([\\w.]|[\\w.])*q` takes days per module path under `re`; `regex` runs it with a time limit,
+    so a shared job file's pattern is a clear error before any cluster work."""
+    from peft_ray.methods.targets import find_targets, matches
+
+    job = job_dict(tiny_bert, tiny_data, tmp_path / "out")
+    job["method"] = {"name": "lora", "target_modules": r"([\w.]|[\w.])*q"}
+    with pytest.raises(SpecError, match="method.target_modules: the regular expression .* took more than"):
+        run_preflight(validate_spec(job))
+    assert matches("encoder.layer.0.attention.self.query", r".*\.(query|value)")     # re's syntax and semantics
+    assert not matches("encoder.layer.0.attention.self.query", r"query")              # fullmatch, as PEFT
+
+    class _Paths:                       # find_targets over many paths shares one budget
+        def named_modules(self):
+            return ((f"layer.{i}.attention.self.query.x", None) for i in range(200))
+    with pytest.raises(SpecError, match="took more than"):
+        find_targets(_Paths(), r"(?:[\w.]|[\w.])*?(?:[\w.]|[\w.])*e$x", "method.target_modules")
