@@ -48,6 +48,16 @@ def redact_command(args) -> str:
     return " ".join(one(str(a)) for a in args)
 
 
+# user:password@ in a URL's authority, with a password (a bare `git@` is a login name, not a secret).
+_URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s]+@")
+
+
+def holds_credentials(text: str) -> bool:
+    """Whether a config file's text holds a token-shaped string or a URL with a password
+    (a pip index, a proxy, a git remote)."""
+    return bool(_SECRET_VALUE.search(text) or _URL_PASSWORD.search(text))
+
+
 def looks_secret(name: str, value: str) -> bool:
     """Whether NAME=value would put a credential in plain sight (a dashboard, a log)."""
     return bool(value) and bool(_SECRET_KEY.search(name) or _SECRET_VALUE.search(value)

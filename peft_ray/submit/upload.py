@@ -28,7 +28,7 @@ DEFAULT_EXCLUDES: Tuple[str, ...] = (".git", "runs/", "__pycache__/", ".pytest_c
 # components ("a/b/c": a, b, c, a/b, b/c, a/b/c), so a folder name
 # matches everything below it and ".cache/huggingface/token" matches at any depth. A link that
 # leaves the working dir is also matched by the absolute path it points at (Ray uploads the
-# target's content under the link's name).
+# target's content under the link's name). Config files are also read (CONFIG_SUFFIXES, below).
 SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc", ".npmrc", ".pypirc", ".pgpass",
                                     ".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
                                     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12",
@@ -39,7 +39,10 @@ SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc
                                     ".kaggle", ".config/gh", ".config/hub", ".boto", ".s3cfg", ".databrickscfg",
                                     ".terraformrc", ".terraform.d", ".dockercfg", ".vault-token",
                                     ".cache/huggingface/stored_tokens", ".envrc", "secrets.toml", "secrets.json",
-                                    "client_secret*.json", "rclone.conf", ".my.cnf", ".*history")
+                                    "client_secret*.json", "rclone.conf", ".my.cnf", ".*history",
+                                    "pip.conf", "pip.ini", ".pip", ".config/pip", ".condarc", ".config/wandb",
+                                    "wandb/settings", ".yarnrc", ".yarnrc.yml", ".m2", ".gradle", ".config/rclone",
+                                    ".config/huggingface")
 # Ray warns about single files above 10 MiB; big models and data belong on shared storage.
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 
@@ -137,13 +140,44 @@ def _holds(path: Path, token: str) -> bool:
         return False
 
 
+# Files whose text is read for credentials (a pip index URL with a password, a token): small
+# config files by suffix, or without one. Source and docs are not read: tests and examples
+# quote fake credentials, and a credential in code is beyond a name check anyway.
+CONFIG_SUFFIXES = {"", ".conf", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".json", ".txt", ".properties",
+                   ".netrc", ".rc"}
+CONFIG_FILE_BYTES = 64 * 1024
+
+
+def holds_credentials_file(path: Path) -> bool:
+    from peft_ray.security import holds_credentials
+
+    if path.suffix.lower() not in CONFIG_SUFFIXES and not path.name.startswith("."):
+        return False
+    try:
+        if path.stat().st_size > CONFIG_FILE_BYTES:
+            return False
+        return holds_credentials(path.read_bytes().decode("utf-8", errors="ignore"))
+    except OSError:
+        return False
+
+
 def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
     """Every secret-looking file that would travel is refused unless --include names it: by the
-    name it travels under, or by where a link out of the working dir points."""
+    name it travels under, by where a link out of the working dir points, or by a credential in a
+    config file's text. Any link out of the working dir needs --include too: Ray uploads what it
+    points at, which the user may never have meant to share."""
     allowed = list(include)
-    found = sorted(plan.shown(f) for f in plan.files
-                   if (is_secret(plan.relative(f)) or (not plan.inside(f) and is_secret(f.as_posix())))
-                   and not any(fnmatch.fnmatch(plan.relative(f), pat) for pat in allowed))
+    named = [f for f in plan.files if not any(fnmatch.fnmatch(plan.relative(f), pat) for pat in allowed)]
+    outside = sorted(plan.shown(f) for f in named if not plan.inside(f))
+    found = sorted(plan.shown(f) for f in named
+                   if is_secret(plan.relative(f)) or (not plan.inside(f) and is_secret(f.as_posix()))
+                   or holds_credentials_file(f))
+    if outside and not found:
+        shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        raise JobError(f"refusing to upload files from outside the working dir through links: {shown}. Ray "
+                       "uploads what a link points at; to send them, name them with --include PATTERN (e.g. "
+                       f"--include '{plan.relative(sorted(f for f in named if not plan.inside(f))[0])}'), or "
+                       "put the data on shared storage (s3://, gs://, NFS)")
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise JobError(f"refusing to upload what looks like credentials: {shown}. Keep them out (.gitignore, "

@@ -3,6 +3,8 @@ overrides; --dry-run lists what travels; redaction covers URL credentials."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -163,3 +165,34 @@ def test_pip_entries_with_credentials_are_refused(req):
         check_pip([req])
     assert "S3cretPass" not in str(e.value) and "ghp_abc" not in str(e.value)
     check_pip(["peft==0.21.0", "git+https://github.com/o/p.git"])   # plain requirements pass
+
+
+def test_pip_and_tool_configs_and_credentials_in_config_text_are_refused(tmp_path):
+    """The --pip refusal sends index credentials to pip.conf: pip.conf must not travel either."""
+    (tmp_path / "train.py").write_text("ok")
+    for rel in ["pip.conf", ".config/pip/pip.conf", "wandb/settings", ".condarc"]:
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("[global]\n")
+        with pytest.raises(JobError, match="looks like credentials: " + re.escape(rel)):
+            plan_upload(tmp_path)
+        f.unlink()
+    (tmp_path / "indexes.txt").write_text("extra-index-url = https://deploy:glpat-SECRET123@gitlab.example/simple\n")
+    with pytest.raises(JobError, match="looks like credentials: indexes.txt"):
+        plan_upload(tmp_path)
+    assert "indexes.txt" in plan_upload(tmp_path, include=["indexes.txt"]).listing()
+    (tmp_path / "indexes.txt").unlink()
+    (tmp_path / "requirements.txt").write_text("git+ssh://git@github.com/org/repo.git\n")   # a login, no password
+    (tmp_path / "test_auth.py").write_text("URL = 'http://alice:hunter2@proxy'\n")           # code is not read
+    assert "requirements.txt" in plan_upload(tmp_path).listing()
+
+
+def test_a_link_out_of_the_working_dir_needs_include(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("private")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "notes.txt").symlink_to(tmp_path / "elsewhere" / "notes.txt")
+    with pytest.raises(JobError, match=r"outside the working dir through links: notes.txt -> .*--include 'notes.txt'"):
+        plan_upload(wd)
+    assert "notes.txt ->" in plan_upload(wd, include=["notes.txt"]).listing()
