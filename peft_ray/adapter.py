@@ -139,7 +139,8 @@ def adapter_file(folder: Path, name: str, own_files_only: bool = False) -> Optio
     someone else may have written: a device or FIFO there could be read forever, and with
     `own_files_only` (what `export` passes on) a link may not point outside the folder, or a
     crafted folder could make the user pass on a file of theirs (README.md -> ~/.ssh/id_rsa).
-    Links into the Hugging Face cache are its own layout (snapshots -> blobs) and stay allowed."""
+    An adapter in the Hugging Face cache links into its own repo's blobs (snapshots -> blobs), which
+    stays allowed; a link into another repo there (a private model's files) does not."""
     import stat
 
     from peft_ray.errors import SpecError
@@ -150,7 +151,7 @@ def adapter_file(folder: Path, name: str, own_files_only: bool = False) -> Optio
     if not path.exists() or not stat.S_ISREG(path.stat().st_mode):
         raise SpecError(f"adapter {folder}: {name} is not a regular file (a dangling link, a device, a FIFO "
                         "or a folder); copy the adapter folder again")
-    if own_files_only and path.is_symlink() and not _inside(path.resolve(), Path(folder).resolve(), _hf_cache()):
+    if own_files_only and path.is_symlink() and not _inside(path.resolve(), *_own_roots(Path(folder).resolve())):
         raise SpecError(f"adapter {folder}: {name} is a link to {path.resolve()}, outside the adapter folder; "
                         "export passes on the adapter's own files only. Replace the link with the file it "
                         "should hold, or copy the adapter folder from a source you trust")
@@ -161,10 +162,15 @@ def _inside(path: Path, *roots: Path) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
 
-def _hf_cache() -> Path:
+def _own_roots(folder: Path) -> List[Path]:
+    """Where an adapter folder's links may lead: inside it, and for a snapshot in the Hugging
+    Face cache (<cache>/models--org--name/snapshots/<rev>/...), inside that one repo."""
     from huggingface_hub import constants
 
-    return Path(constants.HF_HUB_CACHE).expanduser().resolve()
+    cache = Path(constants.HF_HUB_CACHE).expanduser().resolve()
+    if cache not in folder.parents:
+        return [folder]
+    return [folder, cache / folder.relative_to(cache).parts[0]]
 
 
 def read_json_object(path: Path, what: str) -> Dict[str, Any]:

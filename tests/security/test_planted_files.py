@@ -74,6 +74,35 @@ def test_export_passes_on_no_file_from_outside_the_adapter(adapter, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_follows_hf_cache_links_only_into_the_adapters_own_repo(adapter, tmp_path, monkeypatch):
+    """A snapshot's files link into its repo's blobs; a link into another cached repo (a private
+    model's files) would pass those on."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    private = cache / "models--acme--private" / "snapshots" / "0123" / "notes.txt"
+    private.parent.mkdir(parents=True)
+    private.write_text("PRIVATE")
+    shared = tmp_path / "shared"
+    shutil.copytree(adapter, shared)
+    (shared / "README.md").unlink()
+    (shared / "README.md").symlink_to(private)
+    r = CliRunner().invoke(main, ["export", str(shared), str(tmp_path / "out")])
+    assert r.exit_code == 2 and "outside the adapter folder" in r.output
+
+    repo = cache / "models--someone--adapter"          # a downloaded adapter: snapshots -> its own blobs
+    snap, blobs = repo / "snapshots" / "abcd", repo / "blobs"
+    blobs.mkdir(parents=True)
+    shutil.copytree(adapter, snap)
+    for f in sorted(snap.iterdir()):
+        blob = blobs / f.name
+        shutil.move(f, blob)
+        f.symlink_to(blob)
+    r = CliRunner().invoke(main, ["export", str(snap), str(tmp_path / "out2")])
+    assert r.exit_code == 0, r.output
+
+
 def test_export_replaces_an_earlier_export_whole_and_refuses_other_folders(adapter, tmp_path):
     out = tmp_path / "out"
     assert CliRunner().invoke(main, ["export", str(adapter), str(out)]).exit_code == 0
