@@ -118,7 +118,8 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
 def count_steps(spec: JobSpec, usable_rows: int) -> tuple[int, int]:
     per_worker = usable_rows // spec.scaling.num_workers   # Ray splits into equal shards
     micro = per_worker // spec.micro_batch_size
-    steps_per_epoch = micro // spec.train.grad_accum
+    # An epoch's last step takes the micro-batches left (recipe.step_windows), as HF Trainer's.
+    steps_per_epoch = math.ceil(micro / spec.train.grad_accum)
     if steps_per_epoch == 0:
         raise DataError(f"data.train: {usable_rows} usable rows are fewer than one batch "
                         f"(train.batch_size={spec.train.batch_size}); lower the batch size or add data")

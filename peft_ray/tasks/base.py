@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 import pydantic
 
 from peft_ray.registry import Registry
+from peft_ray.rows.tokens import IGNORE
 from peft_ray.errors import SpecError, suggest
 
 # (label, metrics key, format) rows of the end-of-run summary a task adds (summary.py).
@@ -51,6 +52,7 @@ class Task:
     few_shot: bool = False               # rows have classes, so data.train_shots (K rows per class) applies
     prescreens: bool = False             # tune.prescreen can rank its templates zero-shot (label-word scores)
     per_class: Tuple[str, ...] = ()      # metrics also reported per label as "<metric>/<label>" (f1/negative)
+    token_loss: bool = False             # the loss averages over labelled tokens (batch["labels"] != IGNORE)
 
     # --- spec ---------------------------------------------------------------------------------
     def check(self, spec, template) -> None:
@@ -148,7 +150,15 @@ class Task:
         return self.model.runtime(spec, path)
 
     def loss(self, model, batch: dict, runtime):
+        """The micro-batch's mean loss (over its rows, or its labelled tokens: `loss_items`)."""
         return self.model.loss(model, batch, runtime)
+
+    def loss_items(self, batch: dict) -> Optional[int]:
+        """What the micro-batch's loss averages over when a step's loss is the mean over all of the
+        step's items on every rank (HF Trainer's `num_items_in_batch`, which it uses for token-level
+        losses): its labelled tokens. None: the loss is a mean per micro-batch, and a step averages
+        its micro-batches (HF's rule for losses that take no item count)."""
+        return int((batch["labels"] != IGNORE).sum()) if self.token_loss else None
 
     def evaluate(self, model, tables, runtime, pad_id: int) -> Dict[str, float]:
         """Metrics over all of `tables`, identical on every rank."""

@@ -178,7 +178,7 @@ ROWS, ORDER, SHARD = 1, 2, 3   # the uses of an epoch's random streams (epoch_ba
 def epoch_batches(ctx: StepContext, epoch: int, skip: int):
     """This worker's micro-batches of `epoch`, the first `skip` dropped (exact resumption)."""
     t, micro = ctx.spec.train, ctx.spec.micro_batch_size
-    rows = ctx.run.steps_per_epoch * t.grad_accum * micro            # this worker's rows per epoch
+    rows = ctx.run.steps_per_epoch * t.grad_accum * micro            # this worker's rows per epoch (about)
     # One stream per use, epoch and rank; the use first (numpy pads a shorter key with zeros, so a
     # rank-0 key without it would equal the ranks' shared one).
     rows_seed, shard_seed = (ROWS, t.seed, epoch, D.rank()), (SHARD, t.seed, epoch, D.rank())
@@ -200,11 +200,9 @@ def train_loop(ctx: StepContext, state: TrainerState) -> None:
     while state.global_step < ctx.run.total_steps and state.epoch < max(n_epochs, 1) + 1:
         batches = epoch_batches(ctx, state.epoch, state.micro_in_epoch)
         waited = time.perf_counter()
-        for batch in _lockstep(batches):
+        for window in step_windows(_lockstep(batches), ctx.spec.train.grad_accum):
             state.data_seconds += time.perf_counter() - waited
-            stepped = train_micro_step(ctx, state, batch)
-            state.micro_in_epoch += 1
-            if stepped:
+            if train_step(ctx, state, window):
                 after_optimizer_step(ctx, state)
             if state.global_step >= ctx.run.total_steps or ctx.stop:
                 return
@@ -223,8 +221,53 @@ def _lockstep(batches):
         yield batch
 
 
-def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool:
-    """Forward + backward (+ optimizer step at the accumulation boundary). True if it stepped."""
+def step_windows(batches, grad_accum: int):
+    """The micro-batches of each optimizer step: `grad_accum` of them, and the epoch's rest as a
+    shorter last step. As in HF Trainer, an accumulation never reaches into the next epoch (and
+    preflight.count_steps counts that last step)."""
+    window = []
+    for batch in batches:
+        window.append(batch)
+        if len(window) == grad_accum:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def train_step(ctx: StepContext, state: TrainerState, window: list) -> bool:
+    """Forward + backward of the step's micro-batches, then the optimizer step. The recipe, not
+    DeepSpeed's micro-step counter, marks the accumulation boundary: a step may be shorter than
+    grad_accum. True if the optimizer stepped (False: every micro-batch was non-finite, skipped)."""
+    weights = loss_weights(ctx, window)
+    good = None
+    for i, (batch, weight) in enumerate(zip(window, weights)):
+        last = i == len(window) - 1
+        ctx.engine.set_gradient_accumulation_boundary(last)
+        if train_micro_step(ctx, state, batch, weight):
+            good = batch
+        elif last and good is not None:
+            null_backward(ctx, good)   # the skipped micro-batch carried the boundary: step on the rest
+        state.micro_in_epoch += 1
+    return good is not None
+
+
+def loss_weights(ctx: StepContext, window: list) -> list:
+    """What each micro-batch's mean loss is multiplied by, so that DeepSpeed's step (every backward
+    divided by grad_accum, gradients averaged over ranks) takes HF Trainer's loss: the mean of the
+    step's micro-batches (a shorter step too), or for token-level losses the mean over every
+    labelled token of the step on every rank (HF's num_items_in_batch; one all-reduce a step)."""
+    ga, k = ctx.spec.train.grad_accum, len(window)
+    items = [ctx.task.loss_items(b) for b in window]
+    if items[0] is None:
+        return [ga / k] * k
+    total = D.all_sum([float(sum(items))])[0]
+    return [n * D.world() * ga / max(total, 1.0) for n in items]
+
+
+def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict, weight: float = 1.0) -> bool:
+    """Forward + backward (+ the optimizer step at the boundary). False if the loss was non-finite
+    (skipped on every rank alike)."""
     t0 = time.perf_counter()
     engine = ctx.engine
     loss = ctx.task.loss(engine, batch, ctx.runtime)
@@ -239,8 +282,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     if bad > 0:
         handle_nonfinite(ctx, state, batch, loss)
         return False
-    engine.backward(loss)
-    boundary = engine.is_gradient_accumulation_boundary()
+    engine.backward(loss if weight == 1.0 else loss * weight)
     engine.step()
     state.last_loss = value
     state.samples += n
@@ -252,7 +294,14 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict) -> bool
     secs = time.perf_counter() - t0
     state.train_seconds += secs
     ctx.log.window.add(loss_sum, micro, n, tok, secs)
-    return boundary
+    return True
+
+
+def null_backward(ctx: StepContext, batch: dict) -> None:
+    """A backward that adds nothing (a finite batch's loss times 0), so that the step's gradient
+    reduction and update still run when its last micro-batch was skipped as non-finite."""
+    ctx.engine.backward(ctx.task.loss(ctx.engine, batch, ctx.runtime) * 0.0)
+    ctx.engine.step()
 
 
 def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -> None:

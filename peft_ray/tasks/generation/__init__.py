@@ -27,6 +27,7 @@ class Generation(Task):
     name = "generation"
     config_cls = GenerationConfig
     peft_task_type = "CAUSAL_LM"
+    token_loss = True
     primary_metric = "exact_match"
     headline = ("exact_match", "token_f1", "rouge_l")
     also_reported = ("exact_match_cased",)

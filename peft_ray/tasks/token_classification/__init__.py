@@ -24,6 +24,7 @@ class TokenClassification(Task):
     name = "token_classification"
     config_cls = TokenClassificationConfig
     peft_task_type = "TOKEN_CLS"
+    token_loss = True
     primary_metric = "entity_f1"
     headline = ("entity_f1", "entity_precision", "entity_recall")
     per_class = ("f1",)
