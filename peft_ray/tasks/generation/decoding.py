@@ -143,8 +143,10 @@ def _pick(lp: torch.Tensor, cfg, gen: torch.Generator) -> List[int]:
 
 
 def _beam(model: Callable, io: LMIO, sources: List[List[int]], cfg, device) -> List[List[int]]:
-    """Beam search, finished hypotheses scored by log-prob / length. A row stops once it holds
-    num_beams finished hypotheses and no live beam can still beat the worst of them (HF's rule)."""
+    """Beam search, hypotheses scored by log-prob / length, as HF's `generate(num_beams=K,
+    length_penalty=1.0, early_stopping=False)`. A row stops once it holds num_beams finished
+    hypotheses and no live beam can still beat the worst of them; at max_new_tokens the live beams
+    compete with the finished ones."""
     K = cfg.num_beams
     beams = [[([], 0.0)] for _ in sources]              # per row: (tokens, summed log-prob)
     done: List[List[tuple]] = [[] for _ in sources]     # per row: (tokens, normalised score)
@@ -166,9 +168,10 @@ def _beam(model: Callable, io: LMIO, sources: List[List[int]], cfg, device) -> L
         for r, cs in cands.items():
             cs.sort(key=lambda c: c[1], reverse=True)
             kept = []
-            for toks, score in cs:
+            for rank, (toks, score) in enumerate(cs):
                 if toks[-1] == io.eos_id:
-                    done[r] = sorted(done[r] + [(toks[:-1], score / len(toks))], key=lambda c: -c[1])[:K]
+                    if rank < K:        # HF: an ending counts only among the row's K best candidates
+                        done[r] = sorted(done[r] + [(toks[:-1], score / len(toks))], key=lambda c: -c[1])[:K]
                 elif len(kept) < K:
                     kept.append((toks, score))
                 if len(kept) == K:
@@ -176,7 +179,8 @@ def _beam(model: Callable, io: LMIO, sources: List[List[int]], cfg, device) -> L
             beams[r] = kept
     out = []
     for r in range(len(sources)):
-        pool = done[r] or [(t, s / max(len(t), 1)) for t, s in beams[r]]
+        # Beams still running at max_new_tokens compete with the finished ones (HF's finalize).
+        pool = done[r] + [(t, s / max(len(t), 1)) for t, s in beams[r]]
         out.append(max(pool, key=lambda c: c[1])[0])
     return out
 
