@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -44,7 +45,25 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr: float, weight_decay
         groups = own(lr, weight_decay)
     if head:
         groups.append({"params": head, "lr": head_lr, "weight_decay": weight_decay})
-    return groups
+    return split_decay(groups, model) if weight_decay else groups
+
+
+# HF Trainer's get_decay_parameter_names (transformers 5): biases and norm weights never decay.
+NO_DECAY = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
+
+
+def split_decay(groups: List[Dict], model: torch.nn.Module) -> List[Dict]:
+    """Each group as two: its decayed parameters, and its biases and norm weights at weight_decay 0
+    (names matching NO_DECAY, or parameters of a LayerNorm module), as HF Trainer groups them."""
+    plain = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    plain |= {id(p) for name, p in model.named_parameters() if NO_DECAY.search(name.lower())}
+    out = []
+    for g in groups:
+        for params, decay in (([p for p in g["params"] if id(p) not in plain], g["weight_decay"]),
+                              ([p for p in g["params"] if id(p) in plain], 0.0)):
+            if params:
+                out.append({**g, "params": params, "weight_decay": decay})
+    return out
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):

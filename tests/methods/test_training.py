@@ -46,6 +46,24 @@ def test_lora_param_groups_split_adapter_and_head(tiny_bert, tiny_data, tmp_path
     assert head["lr"] == 0.1
 
 
+@pytest.mark.parametrize("method", [LORA, {"name": "p_tuning", "num_virtual_tokens": 4},
+                                    {"name": "ia3", "target_modules": ["key", "value", "output.dense"],
+                                     "feedforward_modules": ["output.dense"]}])
+def test_weight_decay_skips_biases_and_norms_as_hf_trainer(tiny_bert, tiny_data, tmp_path, method):
+    """HF Trainer's own rule decides: its get_decay_parameter_names on the same model."""
+    from transformers import Trainer
+
+    model, _, _ = build_model(_job(tiny_bert, tiny_data, tmp_path, method, kernels="torch",
+                                   train={"weight_decay": 0.01}))
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, 1e-3, 0.1, 0.01)
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decayed == trainable & set(Trainer.get_decay_parameter_names(None, model))
+    assert any("bias" in n for n in trainable - decayed)
+    assert sum(len(g["params"]) for g in groups) == len(trainable)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_lora_zero3_two_workers_saves_full_adapter(ray_runtime, tiny_bert, tiny_data, tmp_path):
