@@ -35,8 +35,11 @@ def classification_metrics(cm: np.ndarray, label_names: List[str]) -> Dict[str, 
     prec = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
     rec = np.divide(tp, gold, out=np.zeros_like(tp), where=gold > 0)
     f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
+    # Macro F1 over the classes seen in gold or predictions, as sklearn's f1_score(average="macro")
+    # and HF evaluate: a listed class absent from a small split would otherwise count as F1 0.
+    seen = (gold + pred) > 0
     out = {"accuracy": float(tp.sum() / total) if total else 0.0,
-           "macro_f1": float(f1.mean()) if len(f1) else 0.0}
+           "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0}
     for i, name in enumerate(label_names):
         out[f"precision/{name}"] = float(prec[i])
         out[f"recall/{name}"] = float(rec[i])

@@ -82,3 +82,25 @@ def test_every_labelled_entity_type_is_reported():
     evaluation must report it even where no MISC entity is gold or predicted."""
     m = entity_metrics(entity_counts([["B-PER", "O"]], [["B-PER", "O"]]), ["PER", "MISC"])
     assert m["f1/PER"] == 1.0 and m["f1/MISC"] == 0.0
+
+
+def test_classification_metrics_match_sklearn():
+    """Macro F1 over the classes seen in gold or predictions (sklearn's default and HF evaluate's):
+    a listed class that a small split never holds does not count as F1 0."""
+    import numpy as np
+    sk = pytest.importorskip("sklearn.metrics")
+
+    from peft_ray.metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    for n_classes, rows in [(2, 40), (3, 9), (4, 7), (6, 5)]:
+        gold, pred = rng.integers(0, n_classes - 1, rows), rng.integers(0, n_classes, rows)  # the last class rare
+        cm = np.zeros((n_classes, n_classes))
+        np.add.at(cm, (gold, pred), 1)
+        m = classification_metrics(cm, [f"c{i}" for i in range(n_classes)])
+        assert m["macro_f1"] == pytest.approx(sk.f1_score(gold, pred, average="macro", zero_division=0))
+        assert m["accuracy"] == pytest.approx(sk.accuracy_score(gold, pred))
+        per = sk.f1_score(gold, pred, labels=range(n_classes), average=None, zero_division=0)
+        assert [m[f"f1/c{i}"] for i in range(n_classes)] == pytest.approx(list(per))
+    cm = np.array([[3.0, 0, 0], [1, 2, 0], [0, 0, 0]])           # class 2 in neither: two classes count
+    assert classification_metrics(cm, ["a", "b", "c"])["macro_f1"] == pytest.approx((6 / 7 + 0.8) / 2)
