@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Tuple
@@ -62,6 +63,11 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
         _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
         fail(e)
+    except KeyboardInterrupt:
+        again = ["peft-ray", "train", job, *overrides, *(["--local"] if local else []), "--resume"]
+        click.echo(f"\ninterrupted. The run's checkpoints are kept (every train.checkpoint_every steps); continue "
+                   f"from the last one with:\n  {shlex.join(again)}", err=True)
+        sys.exit(130)
 
 
 def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: bool) -> None:

@@ -88,7 +88,13 @@ def check_out_dir(src: Path, out: Path) -> None:
         raise JobError(f"OUT_DIR '{out}' is the adapter folder {src} or holds it; export to a new folder")
     if out.is_symlink():
         raise JobError(f"OUT_DIR '{out}' is a link; export to a new folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():
+    if (out / STAMP).is_file():
+        added = sorted(set(own_files(out)) - set(stamped_files(out)) - {STAMP}) if stamped_files(out) else []
+        if added:
+            raise JobError(f"OUT_DIR '{out}' is an earlier export, but holds files it did not write: "
+                           f"{', '.join(added[:5])}{' ...' if len(added) > 5 else ''}. A new export replaces the "
+                           "folder whole: move them out first, or export to a new folder")
+    elif out.is_dir() and any(out.iterdir()):
         if {p.name for p in out.iterdir()} <= {CONFIG, WEIGHTS, EXTRA, CARD}:
             raise JobError(f"OUT_DIR '{out}' holds an adapter without the {STAMP} mark that exports now carry "
                            "(an export by an older peft-ray, or an adapter folder of a run): export replaces only "
@@ -108,8 +114,24 @@ def built_in_place_of(out: Path):
     with staging_dir(out) as stage:
         stage.mkdir()
         yield stage
-        (stage / STAMP).write_text("written by `peft-ray export`; a later export to this folder replaces it\n")
+        written = own_files(stage)
+        (stage / STAMP).write_text("written by `peft-ray export`; a later export to this folder replaces it "
+                                   "(these files, and nothing else)\n" + "\n".join(written) + "\n")
         replace_dir(stage, out)
+
+
+def own_files(folder: Path) -> list:
+    """Every file below `folder`, as relative POSIX paths (links are not followed)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+
+
+def stamped_files(out: Path) -> list:
+    """The files an export recorded in its stamp ([] for a stamp without the list: older exports,
+    replaced as before). The stamp is read as data: a regular file of at most 1 MiB."""
+    from peft_ray.storage import Location
+
+    text = Location.at(out / STAMP).read_small_text(1 << 20) or ""
+    return [line for line in text.splitlines()[1:] if line]
 
 
 def name_labels(model, maps) -> None:

@@ -8,6 +8,7 @@ first, so a typo never costs an upload or a cluster slot.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from datetime import datetime
@@ -92,18 +93,24 @@ def submit(job: str, overrides: Tuple[str, ...], address: Optional[str], timeout
             job_id = call(client.submit_job, **sub.kwargs())
     except JobError as e:
         fail(e)
-    click.echo(f"submitted {job_id}\n  logs:   peft-ray jobs logs {job_id} --follow\n"
-               f"  status: peft-ray jobs status {job_id}\n  stop:   peft-ray jobs stop {job_id}")
+    at = _address_arg(address)
+    click.echo(f"submitted {job_id}\n  logs:   peft-ray jobs logs {job_id}{at} --follow\n"
+               f"  status: peft-ray jobs status {job_id}{at}\n  stop:   peft-ray jobs stop {job_id}{at}")
     if follow:
-        _follow(client, job_id)
+        _follow(client, job_id, at)
 
 
-def _follow(client, job_id: str) -> None:
+def _address_arg(address: Optional[str]) -> str:
+    """` --address X` when the command was given one: the commands it prints reach the same cluster."""
+    return f" --address {shlex.quote(address)}" if address else ""
+
+
+def _follow(client, job_id: str, at: str = "") -> None:
     """Stream the job's output, then exit 0 only if it succeeded."""
     from peft_ray.submit.client import follow_logs
 
     try:
-        status = follow_logs(client, job_id)
+        status = follow_logs(client, job_id, stop_hint=f"peft-ray jobs stop {job_id}{at}")
     except JobError as e:
         fail(e)
     click.echo(f"\njob {job_id}: {status}")
@@ -194,7 +201,7 @@ def jobs_logs(job_id: str, follow: bool, address: Optional[str], timeout: float)
             return
     except JobError as e:
         fail(e)
-    _follow(client, job_id)
+    _follow(client, job_id, _address_arg(address))
 
 
 @jobs.command("stop")

@@ -47,7 +47,8 @@ def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
     else:
         files = sorted(glob.glob(pattern))
     if not files:
-        hint = (f" under data.root '{root}'" if root else
+        hint = (f" under data.root '{root}' (point it at your copy on the command line: data.root=FOLDER)"
+                if root else
                 " (set data.root to the data folder)" if field.startswith("data.") else "")
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:

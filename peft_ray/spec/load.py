@@ -143,6 +143,8 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
                             f"it for YAML inside shell quotes: '{key}=\"{shown(text)}\"'")
         node = out
         parts = key.strip().split(".")
+        if parts[:2] == ["tune", "space"] and len(parts) >= 4:   # a space key is itself dotted: train.lr
+            parts = [*parts[:2], ".".join(parts[2:4]), *parts[4:]]
         if len(parts) > 1 and isinstance(out.get(parts[0]), str) and parts[0] in SHORTHANDS:
             out[parts[0]] = {SHORTHANDS[parts[0]]: out[parts[0]]}   # `method: lora`, then method.r=16
         for part in parts[:-1]:

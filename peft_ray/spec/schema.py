@@ -62,7 +62,9 @@ class TrainSpec(Section):
     head_lr: Optional[float] = Field(None, gt=0, le=100, description="learning rate of the head (default: lr)")
     weight_decay: float = Field(0.0, ge=0, le=100)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    schedule: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="HF Trainer's lr schedules: warmup_ratio of the steps from 0, then linear or cosine "
+        "decay to 0; constant (no warmup) or constant_with_warmup")
     max_grad_norm: float = Field(1.0, ge=0, le=1e6, description="gradient clipping (0 turns it off)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds torch, numpy and the row order (numpy's range)")
     eval_every: Optional[int] = Field(None, gt=0, le=10**9, description="evaluate every N steps and at the end "

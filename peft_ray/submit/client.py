@@ -186,7 +186,7 @@ def call(fn: Callable, *args, warn: Callable[[str], None] = lambda m: print(m, f
             time.sleep(AGENT_POLL_S)
 
 
-def follow_logs(client, job_id: str, out=sys.stdout) -> str:
+def follow_logs(client, job_id: str, out=sys.stdout, stop_hint: str = "") -> str:
     """Stream the job's driver output until it ends; returns the final status name."""
     import logging
 
@@ -202,7 +202,7 @@ def follow_logs(client, job_id: str, out=sys.stdout) -> str:
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job keeps running. Stop it with: peft-ray jobs stop {job_id}",
+        print(f"\nstopped following; the job keeps running. Stop it with: {stop_hint or f'peft-ray jobs stop {job_id}'}",
               file=sys.stderr)
         raise SystemExit(130)
     return status_name(call(client.get_job_status, job_id))

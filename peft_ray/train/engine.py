@@ -67,16 +67,20 @@ def split_decay(groups: List[Dict], model: torch.nn.Module) -> List[Dict]:
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
-    warmup = int(total_steps * warmup_ratio)
+    """The lr multiplier at optimizer step `step` (0-based), HF Trainer's schedules exactly
+    (transformers.get_scheduler; its formulas here, since importing transformers.optimization costs
+    seconds in every worker): ceil(total x warmup_ratio) warmup steps ramping from 0, then linear
+    or cosine decay to 0; "constant" ignores warmup, "constant_with_warmup" does not."""
+    warmup = 0 if schedule == "constant" else math.ceil(total_steps * warmup_ratio)
 
     def f(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if schedule == "constant":
+            return step / max(1, warmup)
+        if schedule in ("constant", "constant_with_warmup"):
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        progress = (step - warmup) / max(1, total_steps - warmup)
         if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
+            return max(0.0, 0.5 * (1 + math.cos(math.pi * progress)))
         return max(0.0, 1.0 - progress)
     return f
 

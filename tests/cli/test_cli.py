@@ -105,3 +105,10 @@ def test_uncached_hub_id_is_a_clear_error():
     assert r.returncode == 2
     assert "model.name_or_path: 'bert-base-uncased'" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.splitlines()) <= 2
+
+
+def test_the_commands_submit_prints_reach_the_same_cluster():
+    from peft_ray.commands.jobs import _address_arg
+
+    assert _address_arg("http://10.0.0.5:28265") == " --address http://10.0.0.5:28265"
+    assert _address_arg(None) == ""                  # the default or RAY_ADDRESS: the same next time

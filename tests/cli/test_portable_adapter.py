@@ -143,3 +143,13 @@ def test_predict_local_keeps_rows_and_order(run, tmp_path):
     assert [row["id"] for row in rows] == list(range(5)) and rows[1]["prediction"] is None
     assert all(row["prediction"] in ("negative", "positive") for i, row in enumerate(rows) if i != 1)
     assert ray.is_initialized() == before
+
+
+def test_the_card_says_where_hf_peft_cannot_run_the_adapter():
+    from peft_ray.card import model_card
+
+    cfg = {"peft_type": "PREFIX_TUNING", "task_type": "TOKEN_CLS", "base_model_name_or_path": "m"}
+    extra = {"method": {"name": "prefix_tuning"}, "spec": {"task": {"type": "token_classification"}}}
+    assert "cannot run prefix tuning with task_type `TOKEN_CLS`" in model_card(cfg, extra)
+    assert "cannot run" not in model_card({**cfg, "task_type": "CAUSAL_LM"}, extra)
+    assert "cannot run" not in model_card({**cfg, "peft_type": "LORA"}, {**extra, "method": {"name": "lora"}})

@@ -190,3 +190,14 @@ def test_swapped_in_folders_get_the_umask_modes_not_safetensors_0600(tmp_path):
         os.umask(mask)
     assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_export_refuses_to_replace_an_export_holding_the_users_own_files(adapter, tmp_path):
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["export", str(adapter), str(out)]).exit_code == 0
+    (out / "mine.txt").write_text("notes")
+    r = CliRunner().invoke(main, ["export", str(adapter), str(out)])
+    assert r.exit_code == 2 and "holds files it did not write: mine.txt" in r.output
+    assert (out / "mine.txt").read_text() == "notes"
+    (out / "mine.txt").unlink()
+    assert CliRunner().invoke(main, ["export", str(adapter), str(out)]).exit_code == 0   # its own files: replaced

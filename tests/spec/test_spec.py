@@ -95,3 +95,11 @@ def test_a_job_level_check_has_no_empty_field_name():
     with pytest.raises(SpecError) as e:
         validate_spec(apply_overrides(job, ["scaling.num_workers=3"]))
     assert str(e.value).startswith("train.batch_size (32) must be divisible"), str(e.value)
+
+
+def test_an_override_reaches_a_dotted_search_space_key():
+    from peft_ray.spec.load import apply_overrides
+
+    raw = apply_overrides({"tune": {"space": {"train.lr": {"grid": [0.1]}}}},
+                          ["tune.space.train.lr={grid: [0.03]}", "tune.space.method.r.grid=[4, 8]"])
+    assert raw["tune"]["space"] == {"train.lr": {"grid": [0.03]}, "method.r": {"grid": [4, 8]}}

@@ -53,3 +53,20 @@ def test_sigkill_driver_then_resume(tiny_bert, tiny_data, tmp_path):
     assert "resumed from" in log
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 60
+
+
+def test_ctrl_c_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
+    """Ctrl-C (SIGINT) of a `--local` run: the terminal says the checkpoints are kept and gives the
+    command that continues the run."""
+    out = tmp_path / "run"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}, train={
+        "max_steps": 400, "checkpoint_every": 2, "eval_every": 400})))
+    proc = _cli(job, "--local", "train.lr=0.01")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list((out / "checkpoints").glob("checkpoint_*")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, log[-3000:]
+    assert f"peft-ray train {job} train.lr=0.01 --local --resume" in log
