@@ -181,7 +181,10 @@ def call(fn: Callable, *args, warn: Callable[[str], None] = lambda m: print(m, f
                 raise JobError(str(e)) from None
             if time.monotonic() >= deadline:
                 raise JobError(f"the cluster's job agent did not come up within {wait_s:.0f}s ({NO_AGENT}); "
-                               "check the head node (`ray status`) and submit again") from None
+                               "its reason is in the head's /tmp/ray/session_latest/logs/dashboard_agent.log "
+                               "(often a port in use: another Ray on the machine holds the agent's port 52365; "
+                               "give this head its own, `ray start --head --dashboard-agent-listen-port ...`), "
+                               "then submit again") from None
             warn(f"waiting for the cluster's job agent ({NO_AGENT}); retrying for up to {wait_s:.0f}s")
             time.sleep(AGENT_POLL_S)
 
