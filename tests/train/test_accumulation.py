@@ -60,3 +60,26 @@ def test_loss_weights_give_hf_trainers_step_loss():
     # mean_a * w_a / 2 + mean_b * w_b / 2 = (8 mean_a + 24 mean_b) / 32: every token weighs the same
     assert [x / 2 for x in w] == pytest.approx([8 / 32, 24 / 32])
     assert get_task("token_classification").token_loss and not get_task("classification").token_loss
+
+
+@pytest.mark.parametrize("bad_call", [1, 2])      # the first / the last micro-batch of step 1
+def test_a_skipped_micro_batch_keeps_the_step(tiny_bert, tiny_data, tmp_path, monkeypatch, bad_call):
+    """nan_policy skip inside an accumulation: the step still runs on its finite micro-batches (a
+    skipped last one hands the boundary to a zero-valued backward), and every step count holds."""
+    task = get_task("classification")
+    real, calls = task.loss, []
+
+    def loss(model, batch, rt):
+        calls.append(1)
+        value = real(model, batch, rt)
+        return value * float("nan") if len(calls) == bad_call else value
+
+    monkeypatch.setattr(task, "loss", loss)
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "out", scaling={"num_workers": 1},
+                                  train={"max_steps": 3, "batch_size": 8, "grad_accum": 2, "eval_every": 3,
+                                         "nan_policy": "skip"}))
+    result = run_local(spec)
+    assert result["step"] == 3 and result["skipped_nonfinite"] == 1
+    assert result["samples"] == 8 * 3 - 4                 # every micro-batch trained but the skipped one
+    import math
+    assert math.isfinite(result["loss"])
