@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -116,7 +117,7 @@ def main() -> None:
     steps_per_epoch = len(train) // t.batch_size
     max_steps = t.max_steps or int(t.epochs * steps_per_epoch)
     args = TrainingArguments(output_dir=os.path.dirname(a.out) + "/hf-tmp", per_device_train_batch_size=t.batch_size,
-                             learning_rate=t.lr, max_steps=max_steps, warmup_steps=int(max_steps * t.warmup_ratio),
+                             learning_rate=t.lr, max_steps=max_steps, warmup_steps=math.ceil(max_steps * t.warmup_ratio),
                              lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=t.max_grad_norm,
                              logging_steps=10**6, save_strategy="no", report_to=[], seed=a.seed,
                              remove_unused_columns=False, dataloader_drop_last=True, use_cpu=True,

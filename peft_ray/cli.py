@@ -54,6 +54,7 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
 
     if verbose and quiet:
         raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
+    spec = None
     try:
         spec = load_spec(job, overrides)
         check_can_start(spec, resume, overwrite)   # refused before train.log opens there
@@ -64,10 +65,25 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     except JobError as e:
         fail(e)
     except KeyboardInterrupt:
-        again = ["peft-ray", "train", job, *overrides, *(["--local"] if local else []), "--resume"]
-        click.echo(f"\ninterrupted. The run's checkpoints are kept (every train.checkpoint_every steps); continue "
-                   f"from the last one with:\n  {shlex.join(again)}", err=True)
+        if spec is not None:
+            click.echo("\n" + _interrupted(job, overrides, spec, local=local, overwrite=overwrite), err=True)
         sys.exit(130)
+
+
+def _interrupted(job: str, overrides: Tuple[str, ...], spec, *, local: bool, overwrite: bool) -> str:
+    """What Ctrl-C of `train` leaves, and the command that goes on from there."""
+    from peft_ray.storage import is_uri
+    from peft_ray.train.checkpoint import latest_good_checkpoint
+
+    again = ["peft-ray", "train", job, *overrides, *(["--local"] if local else [])]
+    if overwrite:    # replaced.py: a run that does not finish puts the folder's earlier content back
+        return (f"interrupted: {spec.output.dir} holds what it held before this --overwrite run. Start again "
+                f"with:\n  {shlex.join(again + ['--overwrite'])}")
+    where = Path(spec.output.dir) / ("checkpoints" if local else "ray")
+    if not is_uri(spec.output.dir) and not (where.is_dir() and latest_good_checkpoint(where, warn=lambda _: None)):
+        return (f"interrupted before the first checkpoint (train.checkpoint_every). Start again with:\n  "
+                f"{shlex.join(again + ['--overwrite'])}")
+    return f"interrupted. Continue from the run's last checkpoint with:\n  {shlex.join(again + ['--resume'])}"
 
 
 def _train_routed(spec, level: str, *, resume: bool, overwrite: bool, local: bool) -> None:

@@ -110,11 +110,11 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
                 import pyarrow.json as pj
 
                 table = pj.read_json(f)
-                check_plain_columns(table.schema, f)
+                check_plain_columns(table.schema, f, columns)
                 yield from table.select(columns or table.column_names).to_batches(batch_size)
                 continue
             ds = pds.dataset(f, format={"arrow": "ipc"}.get(fmt, fmt))
-            check_plain_columns(ds.schema, f)
+            check_plain_columns(ds.schema, f, columns)
             yield from ds.to_batches(columns=columns, batch_size=batch_size)
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
             if fmt == "json":
@@ -211,12 +211,15 @@ def check_utf8(path: str) -> None:
 EXTENSION_KEY = b"ARROW:extension:name"
 
 
-def check_plain_columns(schema: pa.Schema, path: str) -> None:
-    """Refuse Arrow extension types, nested ones included. A file is data: an extension type's
-    reader can run code (Ray Data's `arrow_pickled_object` unpickles every value), and once its
-    type is registered (any process that imported ray.data) pyarrow hands back the extension, so
-    the file is judged by its stored schema, registered or not."""
+def check_plain_columns(schema: pa.Schema, path: str, columns: Optional[List[str]] = None) -> None:
+    """Refuse Arrow extension types among the columns read (all, or `columns`), nested ones
+    included. A file is data: an extension type's reader can run code (Ray Data's
+    `arrow_pickled_object` unpickles every value), and once its type is registered (any process
+    that imported ray.data) pyarrow hands back the extension, so the file is judged by its stored
+    schema, registered or not. Columns the job never reads (a `datasets` Array2D embedding) pass."""
     for field in schema:
+        if columns is not None and field.name not in columns:
+            continue
         name = _extension_name(field)
         if name:
             raise DataError(f"{path}: column {field.name!r} is stored as the Arrow extension type {name!r}; "
@@ -244,17 +247,20 @@ def read_schema(files: List[str]) -> pa.Schema:
     raise DataError(f"{files[0]}: the file is empty (no rows); point data.* at a file with data")
 
 
-def ray_dataset(files: List[str]):
-    """A lazy Ray Data dataset over the files; nothing is read until it is iterated."""
+def ray_dataset(files: List[str], columns: Optional[List[str]] = None):
+    """A lazy Ray Data dataset over the files (only `columns`, where given); nothing is read until
+    it is iterated."""
     import ray.data
 
     fmt = file_format(files[0])
     if fmt == "parquet":
-        return ray.data.read_parquet(files)
-    if fmt == "csv":
-        return ray.data.read_csv(files)
-    if fmt == "json":
-        return ray.data.read_json(files, lines=True)
-    from peft_ray.data.arrow_ipc import ArrowIPCDatasource
+        ds = ray.data.read_parquet(files, columns=columns)
+    elif fmt == "csv":
+        ds = ray.data.read_csv(files)
+    elif fmt == "json":
+        ds = ray.data.read_json(files, lines=True)
+    else:
+        from peft_ray.data.arrow_ipc import ArrowIPCDatasource
 
-    return ray.data.read_datasource(ArrowIPCDatasource(files))
+        return ray.data.read_datasource(ArrowIPCDatasource(files, columns=columns))
+    return ds.select_columns(columns) if columns is not None and fmt != "parquet" else ds

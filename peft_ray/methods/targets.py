@@ -11,6 +11,7 @@ targets gets the adapter PEFT would build.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -41,9 +42,12 @@ def check_targets(v: Optional[Targets]) -> Optional[Targets]:
     if isinstance(v, list) and not v:
         raise ValueError("must name at least one module, e.g. [query, value], or be null for the model's default")
     if isinstance(v, str):
+        if "[[:" in v:         # a POSIX class to `regex`, a set of characters to `re`: they would match apart
+            raise ValueError("uses a POSIX class ([[:alpha:]]); write the characters out, e.g. [A-Za-z]")
         try:
+            re.compile(v)      # PEFT's own syntax: what the exported adapter_config.json must hold
             regex.compile(v)
-        except regex.error as e:
+        except (re.error, regex.error) as e:
             raise ValueError(f"is not a valid regular expression ({e}); use a list of module names instead")
     return v
 
@@ -60,21 +64,21 @@ def default_targets(model: nn.Module, table: dict, field: str):
     return table[family]
 
 
-def matches(path: str, targets: Targets, seconds: float = MATCH_SECONDS) -> bool:
+def matches(path: str, targets: Targets, seconds: float = MATCH_SECONDS, field: str = "method.target_modules") -> bool:
     if isinstance(targets, str):
         try:
             return regex.fullmatch(targets, path, timeout=seconds) is not None
         except TimeoutError:
-            raise SpecError(f"method.target_modules: the regular expression {targets!r} took more than "
+            raise SpecError(f"{field}: the regular expression {targets!r} took more than "
                             f"{MATCH_SECONDS:g} s to match the model's module paths (it backtracks without "
                             "end); list the module names instead, e.g. [q_proj, v_proj]") from None
     return any(path == t or path.endswith("." + t) for t in targets)
 
 
-def matcher(targets: Targets):
+def matcher(targets: Targets, field: str = "method.target_modules"):
     """`matches` for every path of one model, within one MATCH_SECONDS budget in all."""
     deadline = time.monotonic() + MATCH_SECONDS
-    return lambda path: matches(path, targets, max(deadline - time.monotonic(), 1e-3))
+    return lambda path: matches(path, targets, max(deadline - time.monotonic(), 1e-3), field)
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -94,7 +98,7 @@ def in_out(module: nn.Module) -> Tuple[int, int]:
 
 def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[List[str]] = None) -> List[str]:
     """Dotted paths of the linear layers to wrap; errors name the field and show real module names."""
-    skip, match = skip or [], matcher(targets)
+    skip, match = skip or [], matcher(targets, field)
     found, not_linear = [], []
     for path, module in model.named_modules():
         if not path or not match(path) or any(path == s or path.startswith(s + ".") for s in skip):
@@ -115,7 +119,8 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bool = False) -> None:
+def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bool = False,
+                        field: str = "method.target_modules") -> None:
     """Before any run: listed target_modules must name linear layers of the base, built on the meta
     device from its config (no weights read). Regular expressions match full module paths, which
     depend on the task's head class, so whether they match is left to the real build; here they are
@@ -132,9 +137,9 @@ def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bo
     except (ValueError, OSError, ImportError):   # no base class for this config: the real build checks
         return
     if isinstance(targets, str):
-        match = matcher(targets)
+        match = matcher(targets, field)
         for path, _ in base.named_modules():
             match(path)
         return
-    find_targets(base, targets, "method.target_modules")
+    find_targets(base, targets, field)
 

@@ -81,7 +81,9 @@ class TrainSpec(Section):
     eval_batch_size: int = Field(64, gt=0, le=1 << 20)
     group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
     max_failures: int = Field(2, ge=0, le=1000, description="worker-group restarts Ray Train may do")
-    nan_policy: Literal["stop", "skip"] = "stop"
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="a non-finite loss stops the run (naming the step and batch), or its micro-batch is "
+        "skipped and counted: it adds nothing to its step, which still averages over grad_accum micro-batches")
 
 
 class ScalingSpec(Section):

@@ -174,10 +174,11 @@ def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
                    or holds_credentials_file(f))
     if outside and not found:
         shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        first = plan.relative(sorted(f for f in named if not plan.inside(f))[0])
+        example = first.split("/")[0] + "/*" if "/" in first else first    # a linked folder: all of it
         raise JobError(f"refusing to upload files from outside the working dir through links: {shown}. Ray "
-                       "uploads what a link points at; to send them, name them with --include PATTERN (e.g. "
-                       f"--include '{plan.relative(sorted(f for f in named if not plan.inside(f))[0])}'), or "
-                       "put the data on shared storage (s3://, gs://, NFS)")
+                       f"uploads what a link points at; to send them, name them with --include PATTERN (e.g. "
+                       f"--include '{example}'), or put the data on shared storage (s3://, gs://, NFS)")
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise JobError(f"refusing to upload what looks like credentials: {shown}. Keep them out (.gitignore, "

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
+from peft_ray.errors import CheckpointError
 from peft_ray.storage import Location, is_uri
 from peft_ray.dist import rank, world
 
@@ -179,6 +180,13 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
     try:
         engine.load_checkpoint(str(path / "ds"), tag=TAG, load_module_strict=False,
                                load_optimizer_states=True, load_lr_scheduler_states=True)
+    except (RuntimeError, ValueError, KeyError) as e:
+        # ZeRO's flat optimizer partitions follow the parameter groups: another grouping (weight
+        # decay now skips biases and norms, head_lr, LoRA+, other trainable parameters) cannot load.
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's parameter groups "
+                              f"({str(e).splitlines()[0][:200]}); it was written by another peft-ray version or "
+                              "job. Start again with --overwrite, or resume with the version and job that wrote "
+                              "it") from None
     finally:
         engine.checkpoint_engine = original
     rng = path / f"rng_rank{rank()}.safetensors"

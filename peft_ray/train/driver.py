@@ -299,7 +299,7 @@ def token_pipeline(spec: JobSpec, model_path: str, files, split: str):
     from peft_ray.data.sources import ray_dataset
 
     pp = make_preprocess_config(spec, model_path, split)
-    ds = ray_dataset(files).select_columns(needed_columns(spec))
+    ds = ray_dataset(files, needed_columns(spec))
     return ds.map_batches(preprocess, fn_kwargs={"cfg": pp}, batch_format="pyarrow", batch_size=256, num_cpus=0.5)
 
 

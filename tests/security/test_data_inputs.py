@@ -150,8 +150,14 @@ def test_readers_refuse_extension_types_even_when_registered(tmp_path):
     for name in ("train.parquet", "train.feather"):
         with pytest.raises(DataError, match="extension type"):
             list(iter_arrow([str(tmp_path / name)]))
+    reader = object.__new__(ArrowIPCDatasource)    # its __init__ would start Ray: only the read is tested
+    reader.columns = None
     with open(tmp_path / "train.feather", "rb") as f, pytest.raises(DataError, match="extension type"):
-        list(ArrowIPCDatasource(str(tmp_path / "train.feather"))._read_stream(pa.PythonFile(f), "train.feather"))
+        list(reader._read_stream(pa.PythonFile(f), "train.feather"))
+    reader.columns = ["text"]                       # a column the job never reads is not refused
+    with open(tmp_path / "train.feather", "rb") as f:
+        assert [t.column_names for t in reader._read_stream(pa.PythonFile(f), "train.feather")] == [["text"]]
+    assert sum(b.num_rows for b in iter_arrow([str(tmp_path / "train.parquet")], ["text"])) == len(_rows())
     nested = pa.schema([pa.field("x", pa.list_(pa.field("item", pa.int8(), metadata={
         b"ARROW:extension:name": b"some.ext"})))])
     with pytest.raises(DataError, match="some.ext"):

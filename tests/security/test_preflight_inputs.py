@@ -100,3 +100,14 @@ def test_a_backtracking_target_regex_fails_in_preflight_not_in_the_workers(tiny_
             return ((f"layer.{i}.attention.self.query.x", None) for i in range(200))
     with pytest.raises(SpecError, match="took more than"):
         find_targets(_Paths(), r"(?:[\w.]|[\w.])*?(?:[\w.]|[\w.])*e$x", "method.target_modules")
+
+
+@pytest.mark.parametrize("pattern", [r".*\.\K(query|value)", r".*\.\p{L}+\.query", r"(?|.*query|.*value)",
+                                     r".*[[:alpha:]]ery"])
+def test_target_patterns_are_python_re_as_peft_reads_them(pattern):
+    """`regex` accepts more than `re` (and reads [[:alpha:]] otherwise): the exported adapter_config.json
+    must mean the same to HF PEFT."""
+    from peft_ray.spec import load_spec
+
+    with pytest.raises(SpecError, match="method.target_modules"):
+        load_spec(None, [f"method={{name: lora, target_modules: '{pattern}'}}"])

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -70,3 +71,15 @@ def test_ctrl_c_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, log[-3000:]
     assert f"peft-ray train {job} train.lr=0.01 --local --resume" in log
+
+    again = _cli(job, "--local", "--overwrite", "train.checkpoint_every=100000")   # no checkpoint before Ctrl-C
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(again.stdout), daemon=True)
+    reader.start()
+    while time.time() < deadline and again.poll() is None and not any("training" in line for line in lines):
+        time.sleep(0.2)
+    os.killpg(again.pid, signal.SIGINT)
+    again.wait(timeout=120)
+    reader.join(timeout=30)
+    log = "".join(lines)
+    assert again.returncode == 130 and "holds what it held before this --overwrite run" in log, log[-3000:]

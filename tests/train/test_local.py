@@ -94,3 +94,16 @@ def test_a_resumed_run_keeps_and_exports_the_earlier_runs_best(tmp_path):
         rep.report({"step": step, "best_step": 2}, str(staged))
     assert earlier.is_dir() and rep.best_checkpoint == earlier
     assert not (tmp_path / "checkpoints" / "checkpoint_00000004").exists()
+
+
+def test_a_checkpoint_of_other_parameter_groups_is_a_clear_refusal(tiny_bert, tiny_data, tmp_path):
+    """Weight decay now keeps biases apart: a checkpoint from before (one group) cannot load into
+    two groups. ZeRO's own error was a traceback about alignment layouts."""
+    from peft_ray.errors import CheckpointError
+
+    train = {"max_steps": 4, "checkpoint_every": 2, "eval_every": 4}
+    run_local(_spec(tiny_bert, tiny_data, tmp_path / "run", train=train))
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "checkpoint_00000004")
+    other = _spec(tiny_bert, tiny_data, tmp_path / "run", train={**train, "weight_decay": 0.01})
+    with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
+        run_local(other, resume=True)

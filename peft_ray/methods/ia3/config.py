@@ -23,7 +23,7 @@ class IA3Config(MethodConfig):
         None, description="extra base modules to train and save in full (the head is added for classification)")
     init_from: Optional[PathStr] = Field(None, description="an HF PEFT IA3 adapter folder to start from")
 
-    @field_validator("target_modules")
+    @field_validator("target_modules", "feedforward_modules")
     @classmethod
     def _targets(cls, v):
         return check_targets(v)

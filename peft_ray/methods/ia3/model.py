@@ -40,7 +40,7 @@ def resolve(base: nn.Module, cfg) -> Tuple:
 def is_feedforward(path: str, feedforward) -> bool:
     """PEFT's rule: a regex must match the whole path; a name matches as a plain suffix."""
     if isinstance(feedforward, str):
-        return matches(path, feedforward)
+        return matches(path, feedforward, field="method.feedforward_modules")
     return any(path.endswith(f) for f in feedforward)
 
 
