@@ -79,8 +79,11 @@ def _interrupted(job: str, overrides: Tuple[str, ...], spec, *, local: bool, ove
     if overwrite:    # replaced.py: a run that does not finish puts the folder's earlier content back
         return (f"interrupted: {spec.output.dir} holds what it held before this --overwrite run. Start again "
                 f"with:\n  {shlex.join(again + ['--overwrite'])}")
-    where = Path(spec.output.dir) / ("checkpoints" if local else "ray")
-    if not is_uri(spec.output.dir) and not (where.is_dir() and latest_good_checkpoint(where, warn=lambda _: None)):
+    if not local or is_uri(spec.output.dir):   # (Ray Train handles Ctrl-C itself once training runs)
+        return (f"interrupted. If the run wrote a checkpoint, continue it with:\n  {shlex.join(again + ['--resume'])}"
+                f"\notherwise start again with:\n  {shlex.join(again + ['--overwrite'])}")
+    where = Path(spec.output.dir) / "checkpoints"
+    if not (where.is_dir() and latest_good_checkpoint(where, warn=lambda _: None)):
         return (f"interrupted before the first checkpoint (train.checkpoint_every). Start again with:\n  "
                 f"{shlex.join(again + ['--overwrite'])}")
     return f"interrupted. Continue from the run's last checkpoint with:\n  {shlex.join(again + ['--resume'])}"

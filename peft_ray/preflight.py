@@ -193,9 +193,10 @@ def run_preflight(spec: JobSpec) -> Preflight:
     check_weights_safe(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)
     check_weights_match(model_path, spec.model.trust_remote_code)  # on the meta device: no weights read
-    for field in ("target_modules", "feedforward_modules"):          # LoRA's and IA3's module choices
-        check_named_targets(model_path, getattr(spec.method, field, None), spec.model.trust_remote_code,
-                            f"method.{field}")
+    check_named_targets(model_path, getattr(spec.method, "target_modules", None), spec.model.trust_remote_code)
+    feedforward = getattr(spec.method, "feedforward_modules", None)   # IA3: a pattern is timed like the targets
+    if isinstance(feedforward, str):
+        check_named_targets(model_path, feedforward, spec.model.trust_remote_code, "method.feedforward_modules")
     check_model_fits_task(spec, model_path)
     if getattr(spec.method, "init_from", None):
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)

@@ -242,8 +242,24 @@ def _extension_name(field: pa.Field) -> str:
 
 
 def read_schema(files: List[str]) -> pa.Schema:
-    for batch in iter_arrow(files[:1], batch_size=16):
-        return batch.schema
+    """The first file's columns. Parquet and Arrow files are judged by their stored schema (no
+    value is read, and the extension check is left to the reads, which know the columns they
+    need); CSV and JSON Lines by a first batch."""
+    import pyarrow.dataset as pds
+
+    fmt = file_format(files[0])
+    if fmt in ("parquet", "arrow"):
+        try:
+            ds = pds.dataset(files[0], format={"arrow": "ipc"}.get(fmt, fmt))
+            empty = ds.count_rows() == 0
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"{files[0]}: cannot read as {fmt}: {str(e).splitlines()[0]}. Check the file is "
+                            "complete") from None
+        if not empty:
+            return ds.schema
+    else:
+        for batch in iter_arrow(files[:1], batch_size=16):
+            return batch.schema
     raise DataError(f"{files[0]}: the file is empty (no rows); point data.* at a file with data")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from typing import Dict, List, Optional, Tuple, Union
 
 import regex
@@ -42,10 +43,12 @@ def check_targets(v: Optional[Targets]) -> Optional[Targets]:
     if isinstance(v, list) and not v:
         raise ValueError("must name at least one module, e.g. [query, value], or be null for the model's default")
     if isinstance(v, str):
-        if "[[:" in v:         # a POSIX class to `regex`, a set of characters to `re`: they would match apart
+        if re.search(r"\[\[:\^?[a-z]+:\]", v):   # a POSIX class to `regex`, a set of characters to `re`
             raise ValueError("uses a POSIX class ([[:alpha:]]); write the characters out, e.g. [A-Za-z]")
         try:
-            re.compile(v)      # PEFT's own syntax: what the exported adapter_config.json must hold
+            with warnings.catch_warnings():      # re's FutureWarning on "[[": the pattern is the user's
+                warnings.simplefilter("ignore", FutureWarning)
+                re.compile(v)  # PEFT's own syntax: what the exported adapter_config.json must hold
             regex.compile(v)
         except (re.error, regex.error) as e:
             raise ValueError(f"is not a valid regular expression ({e}); use a list of module names instead")

@@ -83,7 +83,8 @@ class TrainSpec(Section):
     max_failures: int = Field(2, ge=0, le=1000, description="worker-group restarts Ray Train may do")
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="a non-finite loss stops the run (naming the step and batch), or its micro-batch is "
-        "skipped and counted: it adds nothing to its step, which still averages over grad_accum micro-batches")
+        "skipped and counted: it adds nothing to its step, whose mean still counts it (a step with every "
+        "micro-batch skipped is not taken)")
 
 
 class ScalingSpec(Section):

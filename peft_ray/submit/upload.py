@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Set, Tuple
@@ -161,6 +162,20 @@ def holds_credentials_file(path: Path) -> bool:
         return False
 
 
+def outside_first(plan: "UploadPlan", files: List[Path]) -> str:
+    return sorted(plan.relative(f) for f in files if not plan.inside(f))[0]
+
+
+def link_pattern(plan: "UploadPlan", rel: str) -> str:
+    """The --include pattern for a file reached through a link: the link itself, or everything below
+    a linked folder (data/sst2/*), never a wider folder whose other files might be secrets."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        if (plan.root / "/".join(parts[:i])).is_symlink():
+            return "/".join(parts[:i]) + "/*"
+    return rel
+
+
 def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
     """Every secret-looking file that would travel is refused unless --include names it: by the
     name it travels under, by where a link out of the working dir points, or by a credential in a
@@ -174,11 +189,10 @@ def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
                    or holds_credentials_file(f))
     if outside and not found:
         shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-        first = plan.relative(sorted(f for f in named if not plan.inside(f))[0])
-        example = first.split("/")[0] + "/*" if "/" in first else first    # a linked folder: all of it
         raise JobError(f"refusing to upload files from outside the working dir through links: {shown}. Ray "
                        f"uploads what a link points at; to send them, name them with --include PATTERN (e.g. "
-                       f"--include '{example}'), or put the data on shared storage (s3://, gs://, NFS)")
+                       f"--include {shlex.quote(link_pattern(plan, outside_first(plan, named)))}), or put the data "
+                       "on shared storage (s3://, gs://, NFS)")
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise JobError(f"refusing to upload what looks like credentials: {shown}. Keep them out (.gitignore, "

@@ -169,6 +169,12 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
     return True, "ok"
 
 
+# What DeepSpeed (ZeRO-1/2's alignment check) and torch's Optimizer.load_state_dict say when the
+# saved optimizer has other parameter groups than this run's.
+GROUP_MISMATCH = ("parameter-alignment layout does not match", "different number of parameter groups",
+                  "doesn't match the size of optimizer's group")
+
+
 def load_checkpoint(engine, path: Path) -> TrainerState:
     """Restore params, optimizer shard, scheduler, RNG and position on this rank."""
     state = parse_state(read_json(path / "trainer_state.json"))   # validated already
@@ -180,9 +186,12 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
     try:
         engine.load_checkpoint(str(path / "ds"), tag=TAG, load_module_strict=False,
                                load_optimizer_states=True, load_lr_scheduler_states=True)
-    except (RuntimeError, ValueError, KeyError) as e:
+    except (RuntimeError, ValueError) as e:
         # ZeRO's flat optimizer partitions follow the parameter groups: another grouping (weight
         # decay now skips biases and norms, head_lr, LoRA+, other trainable parameters) cannot load.
+        # Other failures (a corrupt file, memory) keep their own message.
+        if not any(m in str(e) for m in GROUP_MISMATCH):
+            raise
         raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's parameter groups "
                               f"({str(e).splitlines()[0][:200]}); it was written by another peft-ray version or "
                               "job. Start again with --overwrite, or resume with the version and job that wrote "

@@ -61,7 +61,7 @@ def sample_rows(spec, n: int) -> List[dict]:
     # training rows themselves.
     side = "validation" if spec.data.validation is None and spec.data.validation_fraction > 0 else ""
     rows: List[dict] = []
-    for batch in iter_arrow(files):
+    for batch in iter_arrow(files, needed_columns(spec)):
         table = apply_holdout(pa.Table.from_batches([batch]), needed_columns(spec), spec.data.validation_fraction,
                               holdout_seed(spec), side)
         rows.extend(r for r in table.to_pylist() if r.get(spec.task.label_column) is not None)

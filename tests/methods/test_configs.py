@@ -61,3 +61,12 @@ def test_init_from_must_be_a_peft_adapter_of_the_same_type(tmp_path):
     cfg = _spec({"name": "lora", "init_from": str(tmp_path)}).method
     with pytest.raises(SpecError, match="method.init_from: .* is not an HF PEFT adapter folder"):
         METHODS.get("lora").build(make_base("bert-cls"), cfg, BuildContext(tokenizer=None))
+
+
+def test_ia3_feedforward_modules_may_be_empty():
+    """PEFT's "none of the targets is a feedforward module"."""
+    from peft_ray.spec import load_spec
+
+    spec = load_spec(None, ["task.labels=[a, b]",
+                            "method={name: ia3, target_modules: [key, value], feedforward_modules: []}"])
+    assert spec.method.feedforward_modules == []

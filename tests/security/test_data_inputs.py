@@ -163,3 +163,25 @@ def test_readers_refuse_extension_types_even_when_registered(tmp_path):
     with pytest.raises(DataError, match="some.ext"):
         check_plain_columns(nested, "f.arrow")
     assert not marker.exists()
+
+
+def test_an_extension_typed_column_the_job_never_reads_passes(tmp_path, tiny_bert):
+    """A Hugging Face `datasets` Array2D (or a pickled) column beside the text: only read columns count."""
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ray.data._internal.object_extensions.arrow import ArrowPythonObjectType
+
+    marker = tmp_path / "ran"
+    rows = _rows(40)
+    emb = ArrowPythonObjectType().wrap_array(pa.array([pickle.dumps(_Marked(marker))] * len(rows),
+                                                      type=pa.large_binary()))
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows], "emb": emb}),
+                   tmp_path / "train.parquet")
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tmp_path, tmp_path / "out",
+                                           data={"train": "train.parquet", "validation": None})))
+    r = CliRunner().invoke(main, ["validate", str(job)])
+    assert r.exit_code == 0, r.output
+    assert not marker.exists()

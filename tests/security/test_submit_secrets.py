@@ -193,6 +193,14 @@ def test_a_link_out_of_the_working_dir_needs_include(tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()
     (wd / "notes.txt").symlink_to(tmp_path / "elsewhere" / "notes.txt")
-    with pytest.raises(JobError, match=r"outside the working dir through links: notes.txt -> .*--include 'notes.txt'"):
+    with pytest.raises(JobError, match=r"outside the working dir through links: notes.txt -> .*--include notes.txt\)"):
         plan_upload(wd)
     assert "notes.txt ->" in plan_upload(wd, include=["notes.txt"]).listing()
+    (wd / "notes.txt").unlink()
+    (wd / "data").mkdir()
+    (wd / "data" / "pip.conf").write_text("[global]\n")
+    (wd / "data" / "sst2").symlink_to(tmp_path / "elsewhere")          # a linked folder: only it is named
+    with pytest.raises(JobError, match=r"--include 'data/sst2/\*'"):
+        plan_upload(wd, include=["data/pip.conf"])
+    with pytest.raises(JobError, match="looks like credentials: data/pip.conf"):
+        plan_upload(wd, include=["data/sst2/*"])                       # the suggested pattern lets no secret by

@@ -23,10 +23,15 @@ class IA3Config(MethodConfig):
         None, description="extra base modules to train and save in full (the head is added for classification)")
     init_from: Optional[PathStr] = Field(None, description="an HF PEFT IA3 adapter folder to start from")
 
-    @field_validator("target_modules", "feedforward_modules")
+    @field_validator("target_modules")
     @classmethod
     def _targets(cls, v):
         return check_targets(v)
+
+    @field_validator("feedforward_modules")
+    @classmethod
+    def _feedforward(cls, v):
+        return check_targets(v) if isinstance(v, str) else v     # [] is PEFT's "none"
 
     @model_validator(mode="after")
     def _ff_within_targets(self):
