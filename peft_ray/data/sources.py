@@ -249,17 +249,13 @@ def read_schema(files: List[str]) -> pa.Schema:
 
     fmt = file_format(files[0])
     if fmt in ("parquet", "arrow"):
-        try:
-            ds = pds.dataset(files[0], format={"arrow": "ipc"}.get(fmt, fmt))
-            empty = ds.count_rows() == 0
+        try:                              # (a file without rows: the split's scan names it)
+            return pds.dataset(files[0], format={"arrow": "ipc"}.get(fmt, fmt)).schema
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"{files[0]}: cannot read as {fmt}: {str(e).splitlines()[0]}. Check the file is "
                             "complete") from None
-        if not empty:
-            return ds.schema
-    else:
-        for batch in iter_arrow(files[:1], batch_size=16):
-            return batch.schema
+    for batch in iter_arrow(files[:1], batch_size=16):
+        return batch.schema
     raise DataError(f"{files[0]}: the file is empty (no rows); point data.* at a file with data")
 
 
