@@ -89,7 +89,8 @@ def check_out_dir(src: Path, out: Path) -> None:
     if out.is_symlink():
         raise JobError(f"OUT_DIR '{out}' is a link; export to a new folder")
     if (out / STAMP).is_file():
-        added = sorted(set(own_files(out)) - set(stamped_files(out)) - {STAMP}) if stamped_files(out) else []
+        stamped = stamped_files(out)
+        added = sorted(set(own_files(out)) - set(stamped) - {STAMP}) if stamped else []
         if added:
             raise JobError(f"OUT_DIR '{out}' is an earlier export, but holds files it did not write: "
                            f"{', '.join(added[:5])}{' ...' if len(added) > 5 else ''}. A new export replaces the "

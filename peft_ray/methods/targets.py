@@ -67,7 +67,8 @@ def default_targets(model: nn.Module, table: dict, field: str):
     return table[family]
 
 
-def matches(path: str, targets: Targets, seconds: float = MATCH_SECONDS, field: str = "method.target_modules") -> bool:
+def matches(path: str, targets: Targets, seconds: float = MATCH_SECONDS,
+            field: str = "method.target_modules") -> bool:
     if isinstance(targets, str):
         try:
             return regex.fullmatch(targets, path, timeout=seconds) is not None

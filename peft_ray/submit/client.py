@@ -205,8 +205,8 @@ def follow_logs(client, job_id: str, out=sys.stdout, stop_hint: str = "") -> str
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job keeps running. Stop it with: {stop_hint or f'peft-ray jobs stop {job_id}'}",
-              file=sys.stderr)
+        stop = stop_hint or f"peft-ray jobs stop {job_id}"
+        print(f"\nstopped following; the job keeps running. Stop it with: {stop}", file=sys.stderr)
         raise SystemExit(130)
     return status_name(call(client.get_job_status, job_id))
 

@@ -133,12 +133,15 @@ def refuse_ray_token(plan: "UploadPlan") -> None:
 
 
 def _holds(path: Path, token: str) -> bool:
+    return token in _small_text(path, TOKEN_FILE_BYTES)
+
+
+def _small_text(path: Path, limit: int) -> str:
+    """A file's text if it is at most `limit` bytes ("" otherwise, or if unreadable)."""
     try:
-        if path.stat().st_size > TOKEN_FILE_BYTES:
-            return False
-        return token in path.read_bytes().decode("utf-8", errors="ignore")
+        return path.read_bytes().decode("utf-8", errors="ignore") if path.stat().st_size <= limit else ""
     except OSError:
-        return False
+        return ""
 
 
 # Files whose text is read for credentials (a pip index URL with a password, a token): small
@@ -154,16 +157,7 @@ def holds_credentials_file(path: Path) -> bool:
 
     if path.suffix.lower() not in CONFIG_SUFFIXES and not path.name.startswith("."):
         return False
-    try:
-        if path.stat().st_size > CONFIG_FILE_BYTES:
-            return False
-        return holds_credentials(path.read_bytes().decode("utf-8", errors="ignore"))
-    except OSError:
-        return False
-
-
-def outside_first(plan: "UploadPlan", files: List[Path]) -> str:
-    return sorted(plan.relative(f) for f in files if not plan.inside(f))[0]
+    return holds_credentials(_small_text(path, CONFIG_FILE_BYTES))
 
 
 def link_pattern(plan: "UploadPlan", rel: str) -> str:
@@ -176,6 +170,10 @@ def link_pattern(plan: "UploadPlan", rel: str) -> str:
     return rel
 
 
+def _some(items: List[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
 def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
     """Every secret-looking file that would travel is refused unless --include names it: by the
     name it travels under, by where a link out of the working dir points, or by a credential in a
@@ -183,19 +181,18 @@ def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
     points at, which the user may never have meant to share."""
     allowed = list(include)
     named = [f for f in plan.files if not any(fnmatch.fnmatch(plan.relative(f), pat) for pat in allowed)]
-    outside = sorted(plan.shown(f) for f in named if not plan.inside(f))
+    outside = sorted((f for f in named if not plan.inside(f)), key=plan.relative)
     found = sorted(plan.shown(f) for f in named
                    if is_secret(plan.relative(f)) or (not plan.inside(f) and is_secret(f.as_posix()))
                    or holds_credentials_file(f))
     if outside and not found:
-        shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-        raise JobError(f"refusing to upload files from outside the working dir through links: {shown}. Ray "
-                       f"uploads what a link points at; to send them, name them with --include PATTERN (e.g. "
-                       f"--include {shlex.quote(link_pattern(plan, outside_first(plan, named)))}), or put the data "
-                       "on shared storage (s3://, gs://, NFS)")
+        raise JobError(f"refusing to upload files from outside the working dir through links: "
+                       f"{_some(sorted(map(plan.shown, outside)))}. Ray uploads what a link points at; to send them, "
+                       f"name them with --include PATTERN (e.g. --include "
+                       f"{shlex.quote(link_pattern(plan, plan.relative(outside[0])))}), or put the data on shared "
+                       "storage (s3://, gs://, NFS)")
     if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise JobError(f"refusing to upload what looks like credentials: {shown}. Keep them out (.gitignore, "
+        raise JobError(f"refusing to upload what looks like credentials: {_some(found)}. Keep them out (.gitignore, "
                        "--exclude) and give the cluster its secrets through the node environment or a secret "
                        "manager; to send a file anyway, name it with --include PATTERN")
 
