@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -61,19 +60,21 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def cached_hub_id(repo_id: str) -> str:
-    """A hub id is loaded from the local HF cache only (peft-ray never downloads at run time)."""
-    from huggingface_hub import try_to_load_from_cache
+    """A hub id -> its snapshot folder in the local HF cache (peft-ray never downloads at run time).
+    Every later load reads that folder: huggingface_hub reads HF_HUB_OFFLINE once, at import, so
+    setting it in-process would not stop a hub id from reaching the network for a missing file."""
+    from huggingface_hub import snapshot_download
 
     try:
-        hit = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # not even a valid repo id
-        hit = None
-    if not isinstance(hit, str):
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached, or not even a valid repo id
+        folder = None
+    if not folder or not (Path(folder) / "config.json").is_file():
         raise SpecError(f"model.name_or_path: '{repo_id}' is neither a local model folder nor a hub id in the "
                         "local Hugging Face cache, and peft-ray does not download at run time. Download it "
                         f"first (huggingface-cli download {repo_id}) or point at a local folder, or use the "
                         "alias 'minilm' or 'smollm2'")
-    return repo_id
+    return folder
 
 
 def check_weights_safe(path: str, allow_pickle: bool) -> None:
@@ -92,7 +93,7 @@ def check_weights_safe(path: str, allow_pickle: bool) -> None:
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **OFFLINE)
     if tok.pad_token is None:  # GPT-2/Llama ship without one
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
@@ -110,8 +111,7 @@ def lm_kind(path: str, trust_remote_code: bool = False) -> str:
     """encoder (BERT family), causal (GPT-2, Llama) or seq2seq (T5), from config.json alone."""
     from transformers import AutoConfig
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **OFFLINE)
     if getattr(cfg, "is_encoder_decoder", False):
         return "seq2seq"
     if cfg.model_type in ENCODER_TYPES:
@@ -119,11 +119,14 @@ def lm_kind(path: str, trust_remote_code: bool = False) -> str:
     return "causal"
 
 
-# Every model load passes this. transformers >= 5.25 otherwise "kernelizes" each loaded model
-# with kernels fetched from the Hugging Face hub (use_kernels defaults to on): compiled code
-# from the network, which a job file must never make peft-ray run, and on the meta device
-# (check_weights_match) a ValueError. peft-ray's own fused ops live in kernels/.
-NO_HUB_KERNELS = {"use_kernels": False}
+# Every config and tokenizer load passes OFFLINE, every model load NO_HUB. local_files_only: the
+# hub stays untouched even where HF_HUB_OFFLINE was not set before huggingface_hub was imported
+# (it reads the variable once). use_kernels: transformers >= 5.25 otherwise "kernelizes" each
+# loaded model with kernels fetched from the Hugging Face hub (use_kernels defaults to on):
+# compiled code from the network, which a job file must never make peft-ray run, and on the
+# meta device (check_weights_match) a ValueError. peft-ray's own fused ops live in kernels/.
+OFFLINE = {"local_files_only": True}
+NO_HUB = {**OFFLINE, "use_kernels": False}
 
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
                  "mpnet", "camembert", "modernbert"}
@@ -164,13 +167,12 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
     import transformers
 
     check_weights_safe(path, allow_pickle)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # New heads from `seed` on every rank, and the caller's generators left as they were: the
     # trainer seeded them per rank before this (dropout masks must differ between data-parallel ranks).
     with cpu_seeded(seed), quiet_transformers():
         model, info = getattr(transformers, auto_class).from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
-            output_loading_info=True, **NO_HUB_KERNELS, **kwargs)
+            output_loading_info=True, **NO_HUB, **kwargs)
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))
@@ -190,13 +192,12 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
     p = Path(path)
     if p.is_dir() and not any(p.glob("*.safetensors")):
         return
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         with quiet_transformers():
             model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
                                                     trust_remote_code=trust_remote_code, use_safetensors=True,
                                                     ignore_mismatched_sizes=True,   # reported as mismatched_keys
-                                                    **NO_HUB_KERNELS)
+                                                    **NO_HUB)
     except (ImportError, OSError) as e:
         if p.is_dir() and "no file named" in str(e):   # *.safetensors, but none that transformers loads
             found = ", ".join(sorted(f.name for f in p.glob("*.safetensors"))[:3])

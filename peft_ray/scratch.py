@@ -50,7 +50,7 @@ def scratch_model(name: str, cache: Path, tokenizer_path: str) -> str:
     out = cache / f"scratch-{family}-v{VERSION}"
     if (out / "config.json").exists():
         return str(out)
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    tok = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
     cfg, cls = _config(family, tok)
     out.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out) as tmp:                     # random name, made exclusively: no planted link

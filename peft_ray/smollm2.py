@@ -87,12 +87,12 @@ def _save_converted(src: Path, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peft_ray.models import NO_HUB_KERNELS, quiet_transformers
+    from peft_ray.models import NO_HUB, OFFLINE, quiet_transformers
 
     with quiet_transformers():   # its loading and writing bars (the de-quantizing bar is plain tqdm: it stays)
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE, **OFFLINE)
         gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32,
-                                                          **NO_HUB_KERNELS)
+                                                          **NO_HUB)
         cfg = gguf_model.config
         del cfg.quantization_config  # a GGUF-marked config refuses save_pretrained
         cfg._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -135,7 +135,7 @@ def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bo
     if targets is None:
         return
     try:
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code, local_files_only=True)
         with torch.device("meta"):
             base = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, ImportError):   # no base class for this config: the real build checks

@@ -152,10 +152,10 @@ class Encoder:
     def _load(self, spec):
         from transformers import AutoModel
 
-        from peft_ray.models import NO_HUB_KERNELS, quiet_transformers
+        from peft_ray.models import NO_HUB, quiet_transformers
 
         kw = dict(trust_remote_code=spec.model.trust_remote_code,
-                  use_safetensors=None if spec.model.allow_pickle else True, **NO_HUB_KERNELS)
+                  use_safetensors=None if spec.model.allow_pickle else True, **NO_HUB)
         with quiet_transformers():
             return AutoModel.from_pretrained(self.path, **kw)
 
@@ -163,18 +163,18 @@ class Encoder:
     def has_trained_mlm_head(spec, path: str) -> bool:
         from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-        from peft_ray.models import NO_HUB_KERNELS, quiet_transformers
+        from peft_ray.models import NO_HUB, OFFLINE, quiet_transformers
 
         trust = spec.model.trust_remote_code
-        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust, **OFFLINE)
         if not any("MaskedLM" in a for a in (cfg.architectures or [])):
             return False
-        if not AutoTokenizer.from_pretrained(path, trust_remote_code=trust).mask_token:
+        if not AutoTokenizer.from_pretrained(path, trust_remote_code=trust, **OFFLINE).mask_token:
             return False
         with quiet_transformers():
             _, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, trust_remote_code=trust,
                                                            use_safetensors=None if spec.model.allow_pickle else True,
-                                                           **NO_HUB_KERNELS)
+                                                           **NO_HUB)
         return not info["missing_keys"]  # a trained head, not a freshly initialised one
 
     def batch(self, texts: List[str]):
