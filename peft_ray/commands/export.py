@@ -149,7 +149,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     from peft_ray.adapter import label_maps, read_adapter
     from peft_ray.inference import read_run_spec
     from peft_ray.methods import get_method
-    from peft_ray.models import quiet_transformers
+    from peft_ray.hf import quiet_transformers
     from peft_ray.tasks import get_task
     from peft_ray.train.engine import build_model
 

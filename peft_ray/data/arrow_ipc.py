@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional
 import pyarrow as pa
 from ray.data.datasource import FileBasedDatasource
 
-from peft_ray.data.sources import check_plain_columns
+from peft_ray.data.columns import check_plain_columns
 
 
 class ArrowIPCDatasource(FileBasedDatasource):

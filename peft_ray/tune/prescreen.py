@@ -152,7 +152,7 @@ class Encoder:
     def _load(self, spec):
         from transformers import AutoModel
 
-        from peft_ray.models import NO_HUB, quiet_transformers
+        from peft_ray.hf import NO_HUB, quiet_transformers
 
         kw = dict(trust_remote_code=spec.model.trust_remote_code,
                   use_safetensors=None if spec.model.allow_pickle else True, **NO_HUB)
@@ -163,7 +163,7 @@ class Encoder:
     def has_trained_mlm_head(spec, path: str) -> bool:
         from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-        from peft_ray.models import NO_HUB, OFFLINE, quiet_transformers
+        from peft_ray.hf import NO_HUB, OFFLINE, quiet_transformers
 
         trust = spec.model.trust_remote_code
         cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust, **OFFLINE)

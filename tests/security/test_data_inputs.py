@@ -142,7 +142,8 @@ def test_readers_refuse_extension_types_even_when_registered(tmp_path):
     import ray.data  # noqa: F401  (registers the type)
 
     from peft_ray.data.arrow_ipc import ArrowIPCDatasource
-    from peft_ray.data.sources import check_plain_columns, iter_arrow
+    from peft_ray.data.columns import check_plain_columns
+    from peft_ray.data.sources import iter_arrow
     from peft_ray.errors import DataError
 
     marker = tmp_path / "ran"

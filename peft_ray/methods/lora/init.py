@@ -19,7 +19,7 @@ from typing import Tuple, Union
 
 import torch
 
-from peft_ray.models import cpu_seeded
+from peft_ray.hf import cpu_seeded
 from torch import nn
 
 from peft_ray.errors import SpecError
