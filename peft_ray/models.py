@@ -74,17 +74,42 @@ def cached_hub_id(repo_id: str) -> str:
     return folder
 
 
-def check_weights_safe(path: str, allow_pickle: bool) -> None:
-    """Refuse pickle-only checkpoints unless the user opted in (pickle can run code)."""
+def check_model_folder(path: str, allow_pickle: bool) -> None:
+    """What a shared model folder may not make a load do: read a pipe or device as a file (a FIFO
+    `model.safetensors` blocked for ever), fetch attention kernels from the hub (config.json's
+    `attn_implementation: kernels-community/...`), or unpickle weights (pickle-only checkpoints
+    need the user's opt-in: pickle can run code)."""
     p = Path(path)
     if not p.is_dir():
         return
+    for f in sorted(p.iterdir()):
+        if not f.is_dir() and not f.is_file():
+            raise SpecError(f"model.name_or_path: {f} is not a regular file (a pipe, device or dangling link); "
+                            "restore the model folder's files as they came")
+    check_attention_setting(p / "config.json")
     has_safe = any(p.glob("*.safetensors"))
     has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt")) or any(p.glob("*.pth"))
     if has_pickle and not has_safe and not allow_pickle:
         raise SpecError(f"model.name_or_path: '{path}' holds only pickle weights (.bin/.pt), which can run "
                         "code when loaded. Convert them to safetensors, or add model.allow_pickle=true to the "
                         "command line if you trust the source")
+
+
+def check_attention_setting(config: Path) -> None:
+    """A config.json may name one of transformers' own attention implementations (eager, sdpa,
+    flash_attention_2, ...), not a hub repo: transformers would fetch and run its compiled kernel."""
+    import json
+    import re
+
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return                                     # missing or unreadable: the load says so
+    for key in ("attn_implementation", "_attn_implementation"):
+        value = cfg.get(key) if isinstance(cfg, dict) else None
+        if value is not None and not (isinstance(value, str) and re.fullmatch(r"[a-z0-9_]+", value)):
+            raise SpecError(f"model.name_or_path: {config} sets {key}: {value!r}, a kernel from the Hugging Face "
+                            "hub, which peft-ray never downloads or runs; remove the key (or set it to \"sdpa\")")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
@@ -126,7 +151,7 @@ def load_auto(path: str, auto_class: str, *, seed: int, trust_remote_code: bool 
     """Any AutoModelFor* class by name, offline, safetensors only unless allowed; new heads seeded."""
     import transformers
 
-    check_weights_safe(path, allow_pickle)
+    check_model_folder(path, allow_pickle)
     # New heads from `seed` on every rank, and the caller's generators left as they were: the
     # trainer seeded them per rank before this (dropout masks must differ between data-parallel ranks).
     with cpu_seeded(seed), quiet_transformers():

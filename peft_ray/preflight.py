@@ -21,7 +21,7 @@ from peft_ray.errors import DataError, SpecError, suggest
 from peft_ray.methods import get_method
 from peft_ray.methods.adapter_model import check_init_from
 from peft_ray.methods.targets import check_named_targets
-from peft_ray.models import check_weights_match, check_weights_safe, lm_kind, load_tokenizer, resolve_model_path
+from peft_ray.models import check_model_folder, check_weights_match, lm_kind, load_tokenizer, resolve_model_path
 from peft_ray.rows.labels import label_ids
 from peft_ray.spec.load import shown
 from peft_ray.spec.schema import JobSpec
@@ -190,7 +190,7 @@ def run_preflight(spec: JobSpec) -> Preflight:
     if spec.train.metric_for_best is not None:   # a name evaluation never reports: adapter/ would be the last step's
         get_task(spec.task.type).check_metric(spec.task, spec.train.metric_for_best, "train.metric_for_best")
     model_path = resolve_model_path(spec.model.name_or_path)
-    check_weights_safe(model_path, spec.model.allow_pickle)
+    check_model_folder(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)
     check_weights_match(model_path, spec.model.trust_remote_code)  # on the meta device: no weights read
     check_named_targets(model_path, getattr(spec.method, "target_modules", None), spec.model.trust_remote_code)

@@ -46,7 +46,7 @@ def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
     if os.path.isdir(pattern):
         files = sorted(str(p) for p in Path(pattern).iterdir() if p.suffix in FORMATS)
     else:
-        files = sorted(glob.glob(pattern))
+        files = sorted(bounded_glob(pattern, field))
     if not files:
         hint = (f" under data.root '{root}' (point it at your copy on the command line: data.root=FOLDER)"
                 if root else
@@ -54,12 +54,64 @@ def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
         check_link(f, field)
+        check_regular(f, field)
     formats = {file_format(f, field): f for f in files}
     if len(formats) > 1:   # Ray Data reads a split with one reader
         raise DataError(f"{field}: '{name}' matches files of {len(formats)} formats ("
                         + ", ".join(f"{fmt}: {Path(f).name}" for fmt, f in sorted(formats.items()))
                         + "); a split must be one format: narrow the glob or convert the files")
     return files
+
+
+GLOB_ENTRIES = 100_000   # directory entries one data glob may visit (a real split's glob sees a few)
+
+
+def bounded_glob(pattern: str, field: str) -> List[str]:
+    """glob.glob's matches (no `**`, hidden names only for a pattern part starting with '.'),
+    walked part by part with a budget: more than GLOB_ENTRIES entries visited is an error. glob.glob
+    has none, and links make its walk grow without end: '*/' * 12 from '/' (through /proc/*/root)
+    or a planted `a -> .` walked for hours."""
+    import fnmatch
+
+    anchor, *parts = Path(pattern).parts if Path(pattern).is_absolute() else ("", *Path(pattern).parts)
+    found, visited = [anchor], 0
+    for i, part in enumerate(parts):
+        last, nxt = i == len(parts) - 1, []
+        for folder in found:
+            if not glob.has_magic(part):
+                p = os.path.join(folder, part)
+                if os.path.lexists(p) and (last or os.path.isdir(p)):
+                    nxt.append(p)
+                continue
+            try:
+                entries = list(os.scandir(folder or "."))
+            except OSError:
+                continue
+            visited += len(entries)
+            if visited > GLOB_ENTRIES:
+                raise DataError(f"{field}: the pattern '{pattern}' visits more than {GLOB_ENTRIES:,} files and "
+                                "folders; name the data files or a narrower pattern")
+            nxt += [os.path.join(folder, e.name) for e in entries if fnmatch.fnmatchcase(e.name, part)
+                    and (part.startswith(".") or not e.name.startswith(".")) and (last or _is_dir(e))]
+        found = nxt
+    return found
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:             # /proc/1/cwd: permission denied
+        return False
+
+
+def check_regular(path: str, field: str) -> None:
+    """A data file is a regular file: a FIFO or a link to /dev/zero as `train.csv` blocked or filled
+    memory without end."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise DataError(f"{field}: '{path}' is not a regular file (a pipe, device or folder); point the job at "
+                        "the data file itself")
 
 
 def check_link(path: str, field: str) -> None:

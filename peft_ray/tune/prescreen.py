@@ -87,13 +87,13 @@ class LMScorer:
 
     def __init__(self, spec):
         from peft_ray.inference import InferenceEngine
-        from peft_ray.models import check_weights_safe, resolve_model_path
+        from peft_ray.models import check_model_folder, resolve_model_path
         from peft_ray.tasks import get_task
 
         spec = spec.model_copy(deep=True)
         spec.task.head = "verbalizer"  # the screen scores label words even when training adds a head
         self.spec, self.path = spec, resolve_model_path(spec.model.name_or_path)
-        check_weights_safe(self.path, spec.model.allow_pickle)
+        check_model_folder(self.path, spec.model.allow_pickle)
         self.engine = InferenceEngine(get_task(spec.task.type).load_base(spec, self.path), torch.device("cpu"))
 
     def scores(self, template: str, verbalizer: Dict[str, List[str]], rows: Sequence[dict]):
@@ -140,10 +140,10 @@ class Encoder:
     """The frozen base encoder, loaded once, for the cosine proxy."""
 
     def __init__(self, spec):
-        from peft_ray.models import check_weights_safe, load_tokenizer, resolve_model_path
+        from peft_ray.models import check_model_folder, load_tokenizer, resolve_model_path
 
         self.path = resolve_model_path(spec.model.name_or_path)
-        check_weights_safe(self.path, spec.model.allow_pickle)
+        check_model_folder(self.path, spec.model.allow_pickle)
         self.tok = load_tokenizer(self.path, spec.model.trust_remote_code)
         self.max_length = spec.model.max_length
         self.model = self._load(spec)

@@ -56,7 +56,7 @@ def check_schedule(specs: List[JobSpec], totals: List[int], t: TuneSpec) -> None
 def preflight_templates(space: S.SearchSpace) -> Dict[str, int]:
     """Pre-flight (files, columns, labels, model) once per template, before anything is written:
     usable train rows per template. Errors name the candidate (tune.template.text[i])."""
-    from peft_ray.models import check_weights_safe, resolve_model_path
+    from peft_ray.models import check_model_folder, resolve_model_path
     from peft_ray.preflight import run_preflight
     from peft_ray.spec import validate_spec
 
@@ -69,7 +69,7 @@ def preflight_templates(space: S.SearchSpace) -> Dict[str, int]:
     models = space.dims.get("model.name_or_path")
     for k, name in enumerate(models.values if models else []):
         try:
-            check_weights_safe(resolve_model_path(str(name)), space.base["model"]["allow_pickle"])
+            check_model_folder(resolve_model_path(str(name)), space.base["model"]["allow_pickle"])
         except JobError as e:
             raise type(e)(f"tune.space.model.name_or_path[{k}]: {e}") from None
     return usable

@@ -186,3 +186,37 @@ def test_an_extension_typed_column_the_job_never_reads_passes(tmp_path, tiny_ber
     r = CliRunner().invoke(main, ["validate", str(job)])
     assert r.exit_code == 0, r.output
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("make", ["fifo", "dev_zero"])
+def test_a_data_file_that_is_no_regular_file_is_refused(tmp_path, tiny_bert, make):
+    """A FIFO blocked `validate` for ever; a link to /dev/zero filled memory."""
+    import os
+
+    target = tmp_path / "train.csv"
+    os.mkfifo(target) if make == "fifo" else target.symlink_to("/dev/zero")
+    out = _validate(tmp_path, tiny_bert, tmp_path, "train.csv")
+    assert "data.train:" in out and "train.csv' is not a regular file" in out
+
+
+def test_a_glob_through_looping_links_stops_at_its_budget(tmp_path, tiny_bert):
+    """Three links back to their own folder: glob.glob's walk of '*/' * 30 grows as 3**30."""
+    for name in "abc":
+        (tmp_path / name).symlink_to(".")
+    out = _validate(tmp_path, tiny_bert, tmp_path, "*/" * 30 + "train.parquet")
+    assert "data.train: the pattern" in out and "visits more than 100,000 files and folders" in out
+
+
+def test_bounded_glob_matches_glob(tmp_path, monkeypatch):
+    import glob
+
+    from peft_ray.data.sources import bounded_glob
+
+    for f in ("d/a.parquet", "d/b.csv", "d/.hidden.parquet", "d/sub/c.parquet", "e/sub/c.parquet"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("")
+    (tmp_path / "d" / "link").symlink_to(tmp_path / "e")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("d/*.parquet", "d/*/*.parquet", "*/sub/c.parquet", "d/.*", "d/[ab].*", "d/a.parquet",
+                    str(tmp_path / "d" / "*"), "x/*", "d/../e/*/*"):
+        assert sorted(bounded_glob(pattern, "data.train")) == sorted(glob.glob(pattern)), pattern

@@ -108,3 +108,32 @@ def test_safetensors_under_another_name_fail_in_validate(tiny_bert, tmp_path):
     (model / "pytorch_model.bin").write_bytes(b"never unpickled")
     with pytest.raises(SpecError, match="holds junk.safetensors but no model.safetensors"):
         check_weights_match(str(model))
+
+
+def test_a_fifo_in_the_model_folder_is_refused_before_any_read(tiny_bert, tiny_data, tmp_path):
+    """A FIFO as model.safetensors blocked `validate` for ever."""
+    import os
+
+    m = tmp_path / "model"
+    shutil.copytree(tiny_bert, m)
+    (m / "model.safetensors").unlink()
+    os.mkfifo(m / "model.safetensors")
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(m, tiny_data, tmp_path / "out")))
+    r = CliRunner().invoke(main, ["validate", str(job)])
+    assert r.exit_code == 2 and "model.safetensors is not a regular file" in r.output, r.output
+    with pytest.raises(SpecError, match="is not a regular file"):
+        load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)
+
+
+@pytest.mark.parametrize("key", ["attn_implementation", "_attn_implementation"])
+def test_a_hub_kernel_named_in_config_json_is_refused(tiny_bert, tmp_path, key):
+    """transformers fetches and runs a kernel a config names by hub repo; a built-in name loads."""
+    m = tmp_path / "model"
+    shutil.copytree(tiny_bert, m)
+    cfg = json.loads((m / "config.json").read_text())
+    (m / "config.json").write_text(json.dumps({**cfg, key: "kernels-community/flash-attn"}))
+    with pytest.raises(SpecError, match=f"sets {key}: 'kernels-community/flash-attn', a kernel from the Hugging"):
+        load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)
+    (m / "config.json").write_text(json.dumps({**cfg, key: "eager"}))
+    load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)
