@@ -37,6 +37,9 @@ class TemplateError(SpecError):
 def _parse_field(body: str, pos: int, where: str) -> Part:
     m = _SOFT.match(body)
     if m:
+        if m.group(1) and len(m.group(1)) > 6:    # int() of thousands of digits raises, or takes long
+            raise TemplateError(f"{where}: {{soft:N}} at position {pos}: N has {len(m.group(1))} digits; "
+                                "N is a count of virtual tokens, at most method.num_virtual_tokens")
         n = int(m.group(1)) if m.group(1) else None
         if n == 0:
             raise TemplateError(f"{where}: {{soft:0}} at position {pos}: N must be >= 1")

@@ -75,6 +75,8 @@ def safe_yaml(text: str) -> Any:
     loader = _GuardedLoader(text)
     try:
         return loader.get_single_data()
+    except ValueError as e:   # an integer of over 4,300 digits: Python refuses to convert it
+        raise yaml.YAMLError(f"a number is too long ({str(e).split(';')[0]}); write a number a job can use") from None
     finally:
         loader.dispose()
 

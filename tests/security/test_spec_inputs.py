@@ -84,3 +84,12 @@ def test_a_text_override_read_as_a_mapping_names_the_quoting():
         load_spec("jobs/default.yaml", ["template.text=Review: {text}"])
     assert "template.text=\"Review: {text}\"" in str(e.value)
     assert load_spec("jobs/default.yaml", ['template.text="{soft} Review: {text}"']).template.text.endswith("{text}")
+
+
+def test_a_number_of_thousands_of_digits_is_an_error_not_a_traceback(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("train:\n  max_steps: " + "9" * 5000 + "\n")
+    with pytest.raises(SpecError, match=r"job.yaml: malformed YAML: a number is too long"):
+        load_spec(job)
+    with pytest.raises(SpecError, match=r"template.text: \{soft:N\} at position 0: N has 5000 digits"):
+        load_spec(None, ["template.text={soft:" + "9" * 5000 + "} {text}"])
