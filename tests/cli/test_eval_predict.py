@@ -258,3 +258,16 @@ def test_rows_cut_to_max_length_are_reported(cls_run, tmp_path):
     r = _cli("eval", cls_run, "--data", labelled, "--local", "--output", tmp_path / "m.json")
     assert r.exit_code == 0 and "1 row(s) were longer" in r.output, r.output
     assert json.loads((tmp_path / "m.json").read_text())["truncated_rows"] == 1
+
+
+@pytest.mark.parametrize("recorded", ["/elsewhere/private.parquet", "../victim/private.parquet"])
+def test_eval_of_a_folder_never_reads_outside_it(cls_run, tmp_path, recorded):
+    """A shared adapter's record named a file outside --data, and eval scored that file instead."""
+    run = tmp_path / "run"
+    shutil.copytree(cls_run / "adapter", run / "adapter")
+    card = json.loads((run / "adapter" / "peft_ray.json").read_text())
+    card["spec"]["data"]["validation"] = recorded
+    (run / "adapter" / "peft_ray.json").write_text(json.dumps(card))
+    r = _cli("eval", run / "adapter", "--data", cls_run.parent / "data", "--local", "--output", tmp_path / "m.json")
+    assert r.exit_code == 2 and f"names its validation data '{recorded}', which is not a name inside" in r.output
+    assert not (tmp_path / "m.json").exists()
