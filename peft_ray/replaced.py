@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
 from typing import Collection, Iterator, List
 
 from peft_ray.errors import CheckpointError
-from peft_ray.storage import Location, renames_folders
+from peft_ray.storage import Location, is_uri, renames_folders
 
 ASIDE = ".replaced"
 LOGS = ("train.log", "tune.log")
@@ -52,6 +53,11 @@ def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, w
     names = _entries(out, ())
     mine = [n for n in names if _matches(n, (*own, *LEFTOVERS))]
     foreign = [n for n in names if n not in mine]
+    linked = [n for n in mine if not is_uri(out.uri) and os.path.islink(os.path.join(out.path, n))]
+    if linked:   # a planted `tensorboard -> elsewhere` had --resume write events outside output.dir
+        raise CheckpointError(f"output.dir '{out}': {_listed(linked)} is a symbolic link; a {what} writes only inside "
+                              "its folder. Replace the link with the folder or file itself, or set output.dir to "
+                              "a new folder")
     if overwrite and foreign:
         raise CheckpointError(
             f"output.dir '{out}' also holds {_listed(foreign)}, which no peft-ray {what} writes; --overwrite "

@@ -137,3 +137,18 @@ def test_what_other_commands_and_killed_writers_leave_is_the_folders_own(tmp_pat
         with pytest.raises(CheckpointError, match=f"also holds '{name}'"):
             check_can_start(_spec(tiny_bert, tiny_data, out), resume=False, overwrite=True)
         (out / name).unlink()
+
+
+@pytest.mark.parametrize("resume, overwrite", [(True, False), (False, True)])
+def test_a_run_entry_planted_as_a_link_is_refused(tmp_path, tiny_bert, tiny_data, resume, overwrite):
+    """`tensorboard -> elsewhere` in a run folder had --resume write event files outside output.dir."""
+    from peft_ray.train.driver import check_can_start
+
+    out, elsewhere = tmp_path / "run", tmp_path / "victim"
+    (out / "ray").mkdir(parents=True)
+    elsewhere.mkdir()
+    (out / "job.yaml").write_text("name: tiny\nmethod: {name: prompt_tuning}\n")
+    (out / "tensorboard").symlink_to(elsewhere)
+    with pytest.raises(CheckpointError, match="'tensorboard' is a symbolic link; a run writes only inside its folder"):
+        check_can_start(_spec(tiny_bert, tiny_data, out), resume=resume, overwrite=overwrite)
+    assert not list(elsewhere.iterdir())
