@@ -95,6 +95,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
             col = batch.column(c)
             valid = pc.is_valid(col)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                check_text_length(col, c, spec, f"{field_name} ({files[0]})", facts.rows - len(batch))
                 valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
             ok = pc.and_(ok, pc.fill_null(valid, False))
         kept = batch.filter(ok).column(cols[-1]).to_pylist()
@@ -113,6 +114,23 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     if facts.usable == 0:
         raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label/target")
     return facts
+
+
+def max_text_chars(spec: JobSpec) -> int:
+    """The longest text value a row may hold: far more than model.max_length tokens can use (a
+    WordPiece token spans at most 100 characters), far less than a few KB of compressed Parquet can
+    hold: 200 MB of text in one zstd row of 18 KB took the tokenizer to 13 GB and an abort."""
+    return max(100_000, 128 * spec.model.max_length)
+
+
+def check_text_length(col, name: str, spec: JobSpec, where: str, first_row: int) -> None:
+    cap = max_text_chars(spec)
+    lengths = pc.utf8_length(col)
+    if (pc.max(lengths).as_py() or 0) > cap:
+        row = first_row + next(i for i, n in enumerate(lengths.to_pylist()) if n is not None and n > cap)
+        raise DataError(f"{where}: row {row} holds {lengths[row - first_row].as_py():,} characters in column "
+                        f"{name!r}, more than the {cap:,} a row may hold with model.max_length "
+                        f"{spec.model.max_length}; shorten or split such texts")
 
 
 def count_steps(spec: JobSpec, usable_rows: int) -> tuple[int, int]:

@@ -220,3 +220,17 @@ def test_bounded_glob_matches_glob(tmp_path, monkeypatch):
     for pattern in ("d/*.parquet", "d/*/*.parquet", "*/sub/c.parquet", "d/.*", "d/[ab].*", "d/a.parquet",
                     str(tmp_path / "d" / "*"), "x/*", "d/../e/*/*"):
         assert sorted(bounded_glob(pattern, "data.train")) == sorted(glob.glob(pattern)), pattern
+
+
+def test_a_row_of_more_text_than_any_model_reads_is_refused(tmp_path, tiny_bert):
+    """18 KB of zstd Parquet held 200 MB of text in one row, and the tokenizer aborted at 13 GB."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _rows()
+    texts = [r["text"] for r in rows]
+    texts[7] = "good " * 20_001                                    # 100,005 characters
+    pq.write_table(pa.table({"text": texts, "label": [r["label"] for r in rows]}), tmp_path / "train.parquet",
+                   compression="zstd")
+    out = _validate(tmp_path, tiny_bert, tmp_path, "train.parquet")
+    assert "data.train (" in out and "row 7 holds 100,005 characters in column 'text', more than the 100,000" in out
