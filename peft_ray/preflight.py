@@ -160,9 +160,51 @@ def check_chat(spec: JobSpec, model_path: str, kind: str) -> None:
     if kind != "causal":
         raise SpecError(f"template.chat: chat templates are for causal LMs; '{spec.model.name_or_path}' is "
                         f"{kind}. Set template.chat: false")
-    if not getattr(load_tokenizer(model_path, spec.model.trust_remote_code), "chat_template", None):
+    tok = load_tokenizer(model_path, spec.model.trust_remote_code)
+    if not getattr(tok, "chat_template", None):
         raise SpecError(f"template.chat: the tokenizer of '{spec.model.name_or_path}' has no chat template; "
                         "set template.chat: false, or use an instruct model such as smollm2")
+    check_chat_renders(tok, spec)
+
+
+CHAT_RENDER_SECONDS = 10
+
+
+def check_chat_renders(tok, spec: JobSpec) -> None:
+    """The model folder's chat template (Jinja, from a file users exchange) renders a long sample
+    turn within CHAT_RENDER_SECONDS, into at most max_text_chars characters, in a forked child that
+    is killed past the limit: transformers' sandbox bounds neither time nor size, and nested
+    `range(100000)` loops hung the first row's rendering for ever while `validate` said ok."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_render_sample, args=(writer, tok, spec.template.system), daemon=True)
+    child.start()
+    finished = reader.poll(CHAT_RENDER_SECONDS)
+    if not finished:
+        child.kill()
+    child.join()
+    where = f"template.chat: the chat template of '{spec.model.name_or_path}'"
+    if not finished:
+        raise SpecError(f"{where} did not render one sample turn in {CHAT_RENDER_SECONDS} s; restore the model "
+                        "folder's chat template (tokenizer_config.json or chat_template.jinja)")
+    status, value = reader.recv()
+    if status == "error":
+        raise SpecError(f"{where} fails to render a user turn{' with template.system' * bool(spec.template.system)}:"
+                        f" {shown(value)}")
+    if value > max_text_chars(spec):
+        raise SpecError(f"{where} renders one sample turn as {value:,} characters; restore the model folder's chat "
+                        "template")
+
+
+def _render_sample(conn, tok, system: Optional[str]) -> None:
+    from peft_ray.rows.tokens import chat_prompt
+
+    try:
+        conn.send(("ok", len(chat_prompt(tok, "a sample sentence of the data " * 64, system))))
+    except Exception as e:   # the template's own raise_exception, a Jinja error
+        conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")

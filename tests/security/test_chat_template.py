@@ -1,0 +1,45 @@
+"""A model folder's chat template is a file users exchange: `validate` renders a sample turn under a
+time and size limit before any row is built."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from peft_ray.errors import SpecError
+from peft_ray.spec import validate_spec
+from tests.conftest import job_dict
+
+HANGS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0].content }}"
+GROWS = "{% for i in range(5000) %}{{ messages[0].content }}{% endfor %}"
+FAILS = "{{ raise_exception('system messages are not supported') }}"
+WORKS = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+
+
+@pytest.fixture(scope="module")
+def causal(tmp_path_factory):
+    from peft_ray.models import resolve_model_path
+
+    return resolve_model_path("scratch:llama")
+
+
+@pytest.mark.parametrize("template, expected", [
+    (HANGS, "did not render one sample turn in 2 s"), (GROWS, "renders one sample turn as 9,600,000 characters"),
+    (FAILS, "fails to render a user turn: TemplateError: system messages are not supported"), (WORKS, None)])
+def test_the_chat_template_renders_within_limits(causal, tiny_data, tmp_path, monkeypatch, template, expected):
+    from peft_ray import preflight
+
+    model = tmp_path / "model"
+    shutil.copytree(causal, model)
+    cfg = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": template}))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    spec = validate_spec(job_dict(model, tiny_data, tmp_path / "out", template={"text": "{text}", "chat": True}))
+    monkeypatch.setattr(preflight, "CHAT_RENDER_SECONDS", 2)
+    if expected is None:
+        preflight.check_chat(spec, str(model), "causal")
+        return
+    with pytest.raises(SpecError, match=expected):
+        preflight.check_chat(spec, str(model), "causal")
