@@ -21,10 +21,6 @@ def add_confusion(m: np.ndarray, labels: Sequence[int], preds: Sequence[int]) ->
     return m
 
 
-def confusion(preds: Sequence[int], labels: Sequence[int], k: int) -> np.ndarray:
-    return add_confusion(np.zeros((k, k), dtype=np.int64), labels, preds)
-
-
 def classification_metrics(cm: np.ndarray, label_names: List[str]) -> Dict[str, float]:
     """accuracy, macro_f1 and per-class precision/recall/F1 from a confusion matrix."""
     cm = np.asarray(cm, dtype=np.float64)

@@ -261,7 +261,7 @@ def run_preflight(spec: JobSpec) -> Preflight:
     if getattr(spec.method, "init_from", None):
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
-    holdout = spec.data.validation is None and spec.data.validation_fraction > 0
+    holdout = spec.data.holds_out
     train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
     get_task(spec.task.type).check_train_facts(train)
     val = None

@@ -153,7 +153,7 @@ def eval_files(spec, data: str, split: str) -> Tuple[List[str], bool]:
     if not (data.startswith(BUILTIN_PREFIX) or Path(data).is_dir()):
         return resolve_files(None, data, "--data"), False
     d = spec.data
-    holdout = d.validation is None and d.validation_fraction > 0
+    holdout = d.holds_out
     if split == "train":
         name = d.train
     elif split == "validation" and (d.validation or holdout):

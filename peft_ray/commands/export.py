@@ -148,7 +148,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     """Rebuild the run's model from its recorded job, load the adapter, fold it in, save_pretrained."""
     from peft_ray.adapter import label_maps, read_adapter
     from peft_ray.inference import read_run_spec
-    from peft_ray.methods import get_method
+    from peft_ray.methods import METHODS, get_method
     from peft_ray.hf import quiet_transformers
     from peft_ray.tasks import get_task
     from peft_ray.train.engine import build_model
@@ -159,8 +159,9 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
     state, spec = read_run_spec(src, trust)   # the base from peft_ray.json's base_model_path where it exists
     merge_fn = get_method(spec.method.name).merge
     if merge_fn is None:
+        merging = " and ".join(n for n in METHODS.names() if METHODS.get(n).merge)
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
-                              "can hold; only lora and ia3 merge. Export without --merge")
+                              f"can hold; only {merging} merge. Export without --merge")
     check_out_dir(src, out)
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))

@@ -1,9 +1,10 @@
 """PEFT methods. Each lives in its own folder and registers itself in METHODS.
 
-A method provides:
-- ``Config``: a pydantic model of its job-spec fields (PEFT-compatible names);
-- ``build(model, cfg, ctx) -> PeftModule``: wraps a frozen base model;
-- adapter (de)serialisation in HF PEFT's layout.
+A method registers a ``MethodSpec`` (methods/base.py):
+- ``config_cls``: a pydantic model of its job-spec fields (PEFT-compatible names);
+- ``build(model, cfg, ctx)``: wraps a frozen base model, and saves/loads the adapter in HF PEFT's layout;
+- ``peft_type`` and ``peft_config``: its HF PEFT type and ``adapter_config.json``;
+- ``merge``: the base with the update folded in, where a plain model can hold it (LoRA, IA3).
 """
 
 from __future__ import annotations

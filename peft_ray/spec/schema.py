@@ -52,6 +52,11 @@ class DataSpec(Section):
                                         description="which rows data.validation_fraction holds out (default: "
                                         "train.seed; tune pins it to the job's, so trials share one hold-out)")
 
+    @property
+    def holds_out(self) -> bool:
+        """Validation is a data.validation_fraction hold-out of the training files."""
+        return self.validation is None and self.validation_fraction > 0
+
 
 class TrainSpec(Section):
     epochs: float = Field(1, gt=0, le=10_000, description="passes over the training data")

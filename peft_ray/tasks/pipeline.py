@@ -48,7 +48,7 @@ def few_shot_thresholds(spec) -> Tuple[int, ...]:
     if not spec.data.train_shots:
         return ()
     task = get_task(spec.task.type)
-    holdout = spec.data.validation is None and spec.data.validation_fraction > 0
+    holdout = spec.data.holds_out
     files = tuple(resolve_files(spec.data.root, spec.data.train, "data.train"))
     return shot_thresholds(files, tuple(needed_columns(spec)), task.label_column(spec.task),
                            task.classes(spec.task), spec.data.train_shots, shots_seed(spec),
@@ -59,7 +59,7 @@ def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> P
     """`split` picks the side of a `data.validation_fraction` hold-out ("train" or "validation")."""
     task = get_task(spec.task.type)
     rows, rows_cfg = task.row_builder(spec, tokenizer_path, lm_kind(tokenizer_path, spec.model.trust_remote_code))
-    holdout = spec.data.validation is None and spec.data.validation_fraction > 0
+    holdout = spec.data.holds_out
     return PreprocessConfig(
         rows=rows, task=rows_cfg, columns=tuple(needed_columns(spec)),
         holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=holdout_seed(spec),

@@ -59,7 +59,7 @@ def sample_rows(spec, n: int) -> List[dict]:
 
     # With validation: null the screen reads the data.validation_fraction hold-out of train, never the
     # training rows themselves.
-    side = "validation" if spec.data.validation is None and spec.data.validation_fraction > 0 else ""
+    side = "validation" if spec.data.holds_out else ""
     rows: List[dict] = []
     for batch in iter_arrow(files, needed_columns(spec)):
         table = apply_holdout(pa.Table.from_batches([batch]), needed_columns(spec), spec.data.validation_fraction,

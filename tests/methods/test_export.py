@@ -74,4 +74,4 @@ def test_export_errors_name_the_problem(tiny_bert, tiny_data, tmp_path):
     assert res.exit_code == 2 and "no adapter" in res.output
     _fake_run(tiny_bert, tiny_data, tmp_path / "run", {"name": "prefix_tuning", "num_virtual_tokens": 3})
     res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "m"), "--merge"])
-    assert res.exit_code == 2 and "only lora and ia3 merge" in res.output
+    assert res.exit_code == 2 and "only ia3 and lora merge" in res.output
