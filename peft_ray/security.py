@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Tuple
 
 REDACTED = "***REDACTED***"
 # Whole words of a key name: `hf_token`, `AWS_SECRET_ACCESS_KEY`, `password` (not `tokenizer`).
@@ -50,12 +51,81 @@ def redact_command(args) -> str:
 
 # user:password@ in a URL's authority, with a password (a bare `git@` is a login name, not a secret).
 _URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s]+@")
+# A PEM private key (RSA, EC, OpenSSH, PKCS#8, encrypted): literal, as JSON holds it ("...KEY-----\n"),
+# or base64-encoded as kubeconfig's client-key-data holds it ("LS0tLS1CRUdJTi..." is "-----BEGIN").
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_BASE64_PEM = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/]{20,}")
+# Google credential files (a service-account key, `gcloud auth application-default login`'s file)
+# under any name: their "type" says what they are.
+_GOOGLE_CREDENTIALS = re.compile(r'"type"\s*:\s*"(?:service_account|authorized_user)"')
+# `KEY: value` (YAML), `KEY = value` (INI, TOML, properties), `KEY=value` (.env, `export KEY=...`), a
+# YAML list item `- KEY: value`; and "key": "value" anywhere in JSON, one line or many.
+_ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+|-[ \t]+)?[\"']?([A-Za-z0-9_.-]{1,100})[\"']?[ \t]*[:=][ \t]*(.*)$",
+                         re.M)
+_JSON_PAIR = re.compile(r'"([A-Za-z0-9_.-]{1,100})"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
+# A key the names rule misses: "private_key" (a service-account key), `PrivateKey = ` (WireGuard).
+_PRIVATE_KEY_NAME = re.compile(r"private[_-]?key", re.I)
+# A tokenizer's special tokens (`pad_token: "[PAD]"`, `"eos_token": "</s>"`) are model config, not
+# credentials: every Hugging Face model folder holds them, and a model folder may travel with a job.
+# Nor are fields about a credential rather than holding it (`pad_token_id`, `token_dim`, `token_path`,
+# `secret_name`).
+_NOT_SECRET_KEY = re.compile(r"(?:^|[_.-])(?:bos|eos|unk|sep|pad|cls|mask|special|decoder_start|start|end)_tokens?"
+                             r"(?:$|[_.-])|[_.-](?:id|ids|dim|len|length|size|count|num|type|path|file|dir|name|"
+                             r"url|uri|env|var|expiry|expires|ttl)$", re.I)
+# Values that stand for a credential without being one: empty, a number or boolean, a reference to
+# another variable, template or file (${X}, $X, {{ x }}, %(x)s, <your-token>, ~/.ssh/key), masks (xxx,
+# ***, ...) and the usual fillers. An unquoted value with a space in it is prose ("password: see the
+# wiki"), not a secret.
+_PLACEHOLDER = re.compile(r"(?:[-+]?[0-9][0-9_.eE+-]*|true|false|yes|no|on|off|null|none|nil|~|~/.*|\.\.?/.*|"
+                          r"\$.*|\{\{.*|%\(.*|<.*>|\[.*\]|\{.*|x+|\*+.*|\.+|-+|.*redacted.*|changeme|change[_-]me|"
+                          r"placeholder|todo|tbd|secret|password|token|your[_-].*|my[_-](?:token|secret|password|key))",
+                          re.I)
+
+
+def holds_private_key(text: str) -> bool:
+    """Whether text holds a PEM private key block, literal or base64-encoded (kubeconfig)."""
+    if _PRIVATE_KEY.search(text):
+        return True
+    for blob in _BASE64_PEM.findall(text):
+        try:
+            decoded = base64.b64decode(blob[: len(blob) // 4 * 4]).decode("ascii", errors="ignore")
+        except ValueError:
+            continue
+        if _PRIVATE_KEY.search(decoded):
+            return True
+    return False
 
 
 def holds_credentials(text: str) -> bool:
-    """Whether a config file's text holds a token-shaped string or a URL with a password
-    (a pip index, a proxy, a git remote)."""
-    return bool(_SECRET_VALUE.search(text) or _URL_PASSWORD.search(text))
+    """Whether a config file's text holds a credential: a token-shaped string, a URL with a password
+    (a pip index, a proxy, a git remote), a private key, a Google credentials file, or a
+    secret-looking key (as for --env names) set to a real value."""
+    if _SECRET_VALUE.search(text) or _URL_PASSWORD.search(text) or _GOOGLE_CREDENTIALS.search(text):
+        return True
+    if holds_private_key(text):
+        return True
+    pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
+    pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]
+    return any(_secret_setting(key, value, quoted) for key, value, quoted in pairs)
+
+
+def _unquoted(raw: str) -> Tuple[str, bool]:
+    """An assignment's value without its quotes, trailing comma or comment, and whether it was quoted."""
+    raw = raw.strip().rstrip(",").strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        return raw[1:-1], True
+    return re.split(r"\s+[#;]", raw, maxsplit=1)[0].strip(), False
+
+
+def _secret_setting(key: str, value: str, quoted: bool) -> bool:
+    """Whether KEY=value sets a credential: a secret-looking key (not a tokenizer's or a reference's
+    field) with a real value (not empty, a number, a placeholder or prose)."""
+    if not (_SECRET_KEY.search(key) or _PRIVATE_KEY_NAME.fullmatch(key)) or _NOT_SECRET_KEY.search(key):
+        return False
+    value = value.strip()
+    if not value or _PLACEHOLDER.fullmatch(value) or not re.search(r"[A-Za-z0-9]", value):
+        return False
+    return quoted or not re.search(r"\s", value)
 
 
 def looks_secret(name: str, value: str) -> bool:

@@ -27,9 +27,10 @@ DEFAULT_EXCLUDES: Tuple[str, ...] = (".git", "runs/", "__pycache__/", ".pytest_c
 # Files that hold credentials: never uploaded unless named with --include. Matched with fnmatch,
 # ignoring case (".ENV" is a .env to every tool on macOS and Windows), against every run of path
 # components ("a/b/c": a, b, c, a/b, b/c, a/b/c), so a folder name
-# matches everything below it and ".cache/huggingface/token" matches at any depth. A link that
-# leaves the working dir is also matched by the absolute path it points at (Ray uploads the
-# target's content under the link's name). Config files are also read (CONFIG_SUFFIXES, below).
+# matches everything below it and ".cache/huggingface/token" matches at any depth. A link is also
+# matched by the name of what it points at (its path in the working dir, or the absolute path
+# outside it): Ray uploads the target's content under the link's name. Config files are also read
+# (CONFIG_SUFFIXES, below).
 SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc", ".npmrc", ".pypirc", ".pgpass",
                                     ".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
                                     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12",
@@ -52,31 +53,55 @@ LARGE_FILE_BYTES = 10 * 1024 * 1024
 class UploadPlan:
     root: Path
     excludes: List[str]                                   # goes into runtime_env["excludes"]
-    files: Set[Path] = field(default_factory=set)         # resolved paths that travel
-    names: Dict[Path, str] = field(default_factory=dict)  # resolved path -> the name it travels under
+    # Every name Ray zips -> the file whose content it zips (resolved). Keyed by name, not by file:
+    # Ray zips a link's target under the link's name AND the target under its own, so one file can
+    # travel under several names, and each of them is checked and listed.
+    names: Dict[str, Path] = field(default_factory=dict)
     total_bytes: int = 0
     dropped_large: List[Tuple[str, int]] = field(default_factory=list)
 
+    @property
+    def files(self) -> List[Path]:
+        """One path per name Ray zips (a link's own path, not its target's), sorted by name."""
+        return [self.root / name for name in sorted(self.names)]
+
+    def contents(self) -> Set[Path]:
+        """The resolved files whose content travels (under one name or more)."""
+        return set(self.names.values())
+
     def listing(self) -> str:
-        """Every file that travels, with its size, and the total (what --dry-run prints)."""
-        rows = sorted((self.shown(f), f.stat().st_size) for f in self.files)
+        """Every name Ray zips, with its size, and the total (what --dry-run prints)."""
+        rows = [(self.shown(f), f.stat().st_size) for f in self.files]
         lines = [f"  {size:>12,d}  {rel}" for rel, size in rows]
         return "\n".join(["files to upload:", *lines, f"  {self.total_bytes:>12,d}  total ({len(rows)} files)"])
 
     def shown(self, path: Path) -> str:
-        """The name a file travels under, with the target where a link leaves the working dir."""
+        """The name a file travels under, with what it points at where it is a link (or lies below a
+        linked folder): Ray zips the target's content under the link's name."""
         name = self.relative(path)
-        return name if self.inside(path) else f"{name} -> {path}"
+        target = self.names.get(name, path.resolve())
+        if target == self.root / name:
+            return name
+        return f"{name} -> {self.target_name(target)}"
+
+    def target_name(self, target: Path) -> str:
+        """A link target's own name: relative inside the working dir, absolute outside it."""
+        return Path(os.path.relpath(target, self.root)).as_posix() if self.inside(target) else target.as_posix()
 
     def runtime_env(self) -> Dict[str, object]:
         return {"working_dir": str(self.root), "excludes": list(self.excludes)}
 
     def relative(self, path: Path) -> str:
-        """The name `path` travels under (a link's own name, not its target's)."""
+        """The name `path` travels under: its own when Ray zips that name (a link's own name, not its
+        target's), else a name under which Ray zips its content, else its path relative to the root."""
+        own = Path(os.path.relpath(Path(path).absolute(), self.root)).as_posix()
+        if own in self.names:
+            return own
         resolved = path.resolve()
-        if resolved in self.names:
-            return self.names[resolved]
-        return Path(os.path.relpath(resolved, self.root)).as_posix()
+        name = Path(os.path.relpath(resolved, self.root)).as_posix()
+        if name in self.names:
+            return name
+        return next((n for n in sorted(self.names) if self.names[n] == resolved), name)
 
     def inside(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.root)
@@ -86,8 +111,9 @@ class UploadPlan:
         p = path.resolve()
         if not self.inside(p):
             return
+        travels = self.contents()
         missing = [q for q in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))
-                   if q not in self.files]
+                   if q.resolve() not in travels]
         if missing:
             raise JobError(f"{what}: '{self.relative(missing[0])}' is inside the working dir {self.root} but "
                            "would not be uploaded (excluded by .gitignore/.rayignore, the default excludes "
@@ -125,7 +151,7 @@ def refuse_ray_token(plan: "UploadPlan") -> None:
     if token is not None and len(token.value) < TOKEN_MIN_CHARS:
         token = None
     found = sorted(plan.shown(f) for f in plan.files
-                   if f in paths or (token is not None and _holds(f, token.value)))
+                   if f.resolve() in paths or (token is not None and _holds(f, token.value)))
     if found:
         raise JobError(f"refusing to upload the Ray cluster token: {', '.join(found[:5])}. Whoever reads it "
                        "controls the cluster, and every job there can read a job's working dir; move it out of "
@@ -144,20 +170,30 @@ def _small_text(path: Path, limit: int) -> str:
         return ""
 
 
-# Files whose text is read for credentials (a pip index URL with a password, a token): small
-# config files by suffix, or without one. Source and docs are not read: tests and examples
-# quote fake credentials, and a credential in code is beyond a name check anyway.
+# Files whose text is read for credentials (a pip index URL with a password, a token, a
+# `password: ...` line): small config files by suffix, or without one. Source and docs are not
+# read for these: tests and examples quote fake credentials, and a credential in code is beyond a
+# name check anyway. A PEM private key is looked for in every small file, whatever its name: no
+# code or doc needs a real key block, and `deploy_key` or `key.txt` is as good a name as any.
 CONFIG_SUFFIXES = {"", ".conf", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".json", ".txt", ".properties",
                    ".netrc", ".rc"}
 CONFIG_FILE_BYTES = 64 * 1024
 
 
-def holds_credentials_file(path: Path) -> bool:
-    from peft_ray.security import holds_credentials
+def is_config(path: Path) -> bool:
+    """Whether a file's text is read for credential lines: by its suffix, or a dotfile."""
+    return path.suffix.lower() in CONFIG_SUFFIXES or path.name.startswith(".")
 
-    if path.suffix.lower() not in CONFIG_SUFFIXES and not path.name.startswith("."):
-        return False
-    return holds_credentials(_small_text(path, CONFIG_FILE_BYTES))
+
+def holds_credentials_file(path: Path) -> bool:
+    """Whether a small file holds a private key, or (a config file, by the name it travels under or
+    the name of the file it links to) a credential in its text."""
+    from peft_ray.security import holds_credentials, holds_private_key
+
+    text = _small_text(path, CONFIG_FILE_BYTES)
+    if is_config(path) or is_config(path.resolve()):
+        return holds_credentials(text)
+    return holds_private_key(text)
 
 
 def link_pattern(plan: "UploadPlan", rel: str) -> str:
@@ -175,26 +211,28 @@ def _some(items: List[str]) -> str:
 
 
 def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
-    """Every secret-looking file that would travel is refused unless --include names it: by the
-    name it travels under, by where a link out of the working dir points, or by a credential in a
-    config file's text. Any link out of the working dir needs --include too: Ray uploads what it
-    points at, which the user may never have meant to share."""
+    """Every secret-looking file that would travel is refused unless --include names it: by any name
+    it travels under, by the name of the file a link points at (in or out of the working dir: Ray
+    zips the target's content under the link's name, so `notes.txt -> .env` is the .env), or by a
+    credential in its text. Any link out of the working dir needs --include too: Ray uploads what
+    it points at, which the user may never have meant to share."""
     allowed = list(include)
     named = [f for f in plan.files if not any(fnmatch.fnmatch(plan.relative(f), pat) for pat in allowed)]
-    outside = sorted((f for f in named if not plan.inside(f)), key=plan.relative)
+    outside = [f for f in named if not plan.inside(f)]
     found = sorted(plan.shown(f) for f in named
-                   if is_secret(plan.relative(f)) or (not plan.inside(f) and is_secret(f.as_posix()))
+                   if is_secret(plan.relative(f)) or is_secret(plan.target_name(f.resolve()))
                    or holds_credentials_file(f))
     if outside and not found:
         raise JobError(f"refusing to upload files from outside the working dir through links: "
-                       f"{_some(sorted(map(plan.shown, outside)))}. Ray uploads what a link points at; to send them, "
-                       f"name them with --include PATTERN (e.g. --include "
+                       f"{_some([plan.shown(f) for f in outside])}. Ray uploads what a link points at; to send "
+                       f"them, name them with --include PATTERN (e.g. --include "
                        f"{shlex.quote(link_pattern(plan, plan.relative(outside[0])))}), or put the data on shared "
                        "storage (s3://, gs://, NFS)")
     if found:
         raise JobError(f"refusing to upload what looks like credentials: {_some(found)}. Keep them out (.gitignore, "
                        "--exclude) and give the cluster its secrets through the node environment or a secret "
-                       "manager; to send a file anyway, name it with --include PATTERN")
+                       "manager; to send a file anyway, name it (and a link to it, by the link's name) with "
+                       "--include PATTERN")
 
 
 def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
@@ -209,8 +247,8 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
         if size > large_file_bytes:
             plan.dropped_large.append((Path(os.path.relpath(f, root_path)).as_posix(), size))
             continue
-        plan.files.add(f.resolve())
-        plan.names[f.resolve()] = Path(os.path.relpath(f, root_path)).as_posix()
+        # The name Ray zips it under: its path below the root as traversed, links not followed.
+        plan.names[Path(os.path.relpath(f, root_path)).as_posix()] = f.resolve()
         plan.total_bytes += size
     # Anchored patterns ("/path") match exactly these files, nothing else of the same name.
     plan.excludes += ["/" + rel for rel, _ in plan.dropped_large]

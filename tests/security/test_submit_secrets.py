@@ -3,6 +3,7 @@ overrides; --dry-run lists what travels; redaction covers URL credentials."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -204,3 +205,101 @@ def test_a_link_out_of_the_working_dir_needs_include(tmp_path):
         plan_upload(wd, include=["data/pip.conf"])
     with pytest.raises(JobError, match="looks like credentials: data/pip.conf"):
         plan_upload(wd, include=["data/sst2/*"])                       # the suggested pattern lets no secret by
+
+
+def test_a_link_under_a_harmless_name_never_carries_a_secret(tmp_path, tiny_bert, tiny_data):
+    """Ray zips a link's target under the link's name and the target under its own: every name is
+    checked (with the name of what it points at) and listed, so `zsettings.txt -> .env` is the .env."""
+    wd, job = _working_dir(tmp_path, tiny_bert, tiny_data)
+    (wd / ".env").write_text("DB_PASSWORD=hunter2\nAPI_KEY=abc\n")      # no token shape: only names can tell
+    (wd / "zsettings.txt").symlink_to(".env")
+    (wd / "main.py").write_text("print(1)\n")
+    with pytest.raises(JobError, match=r"looks like credentials: \.env, zsettings\.txt -> \.env\."):
+        plan_upload(wd)
+    (wd / ".gitignore").write_text(".env\n")                            # the .env stays, its content travels
+    with pytest.raises(JobError, match=r"looks like credentials: zsettings\.txt -> \.env\."):
+        plan_upload(wd)
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run"])
+    assert r.exit_code != 0 and "zsettings.txt -> .env" in r.output
+    assert "zsettings.txt ->" in plan_upload(wd, include=["zsettings.txt"]).listing()   # named: it travels
+    (wd / "zsettings.txt").unlink()
+    (wd / "alias.py").symlink_to("main.py")                             # a harmless link: both names travel
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "alias.py -> main.py" in r.output and re.search(r"  main\.py\n", r.output)
+    assert "(4 files," in r.output and "total (4 files)" in r.output     # .gitignore, alias.py, job, main.py
+
+
+# Built from parts so that no file of this repository holds a key block itself (a PEM private key is
+# refused in any small file, this one included).
+PEM = ("-----BEGIN " + "OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+       "-----END OPENSSH PRIVATE KEY-----\n")
+BASE64_PEM = base64.b64encode(PEM.replace("OPENSSH ", "RSA ").encode()).decode()
+CREDENTIALS = {
+    "deploy_key": PEM,
+    "notes/key.py": PEM,                                                 # a key block, whatever the suffix
+    "gcp-sa.json": '{"type": "service_account", "project_id": "p", "private_key_id": "0a1b",\n'
+                   ' "private_key": "' + PEM.replace("\n", "\\n") + '",\n'
+                   ' "client_email": "x@p.iam.gserviceaccount.com"}\n',
+    "application_default_credentials.json": '{"client_id": "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.'
+                                            'googleusercontent.com", "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",'
+                                            ' "refresh_token": "1//0gLx3Nq7w", "type": "authorized_user"}',
+    "kubeconfig": "users:\n- name: admin\n  user:\n    token: eyJhbGciOiJSUzI1NiIsImtpZCI6IkRfc2VydmljZSJ9."
+                  "eyJzdWIiOiJ4In0\n",
+    "cluster/kube.yaml": f"users:\n- name: admin\n  user:\n    client-key-data: {BASE64_PEM}\n",
+    "config.yaml": "region: us-east-1\naws_secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+    "settings.ini": "[db]\nhost = db.internal\npassword = hunter2   ; prod\n",
+    "data/notes.txt": "export DB_PASSWORD='correct horse battery staple'\n",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(CREDENTIALS))
+def test_credentials_under_ordinary_names_are_found_in_their_text(tmp_path, rel):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text(CREDENTIALS[rel])
+    (tmp_path / "main.py").write_text("print(1)\n")
+    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)}\\..*--include"):
+        plan_upload(tmp_path)
+    assert rel in plan_upload(tmp_path, include=[rel]).listing()
+
+
+def test_ordinary_configs_model_folders_code_and_docs_are_not_credentials(tmp_path):
+    """Tokenizers' special tokens, placeholders, references to other variables, prose, and fake
+    credentials quoted in code and docs all travel: only real-looking values in config files stop."""
+    from tests.conftest import make_tiny_bert
+
+    make_tiny_bert(tmp_path / "models" / "tiny-bert")                    # tokenizer_config.json: pad_token, ...
+    files = {
+        "models/gpt/tokenizer_config.json": '{"eos_token": "<|endoftext|>", "pad_token": "[PAD]", "unk_token": "</s>",'
+                                            ' "pad_token_id": 0, "model_max_length": 1024}',
+        "models/gpt/adapter_config.json": '{"token_dim": 768, "num_virtual_tokens": 20, "auth_token": null}',
+        "jobs/j.yaml": "model:\n  name_or_path: gpt2\n  hf_token: null\n  token_path: ~/.cache/huggingface/token\n",
+        ".github/workflows/ci.yml": "env:\n  HF_TOKEN: ${{ secrets.HF_TOKEN }}\n  API_KEY: $API_KEY\n",
+        "settings.yaml": 'password: "<your-password>"\napi_key: ""\ntoken: changeme\nsecret: xxxxxx\nsecret_name: db\n',
+        "notes.txt": "Password: ask the on-call engineer\n",
+        "docs/setup.md": "Put `password: hunter2` in ~/.pgpass; a key starts with -----BEGIN ... PRIVATE KEY-----\n",
+        "tests/test_auth.py": "API_KEY = 'sk_live_0123456789abcdef'\naws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG'\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    listing = plan_upload(tmp_path).listing()
+    assert all(rel in listing for rel in files) and "models/tiny-bert/tokenizer_config.json" in listing
+
+
+def test_this_repositorys_own_files_are_not_credentials():
+    """`peft-ray submit` from a checkout of this repository must not refuse its own files: its tests
+    and docs quote fake credentials (built from parts where a rule reads every file)."""
+    import subprocess
+    from pathlib import Path
+
+    from peft_ray.submit.upload import holds_credentials_file
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    found = [rel for rel in tracked.splitlines()
+             if (root / rel).is_file() and (is_secret(rel) or holds_credentials_file(root / rel))]
+    assert found == []
