@@ -90,9 +90,9 @@ def portable(peft_cfg: Dict[str, Any], extra: Dict[str, Any]):
 
 def base_model_id(named: Optional[str], local: Optional[str]) -> Optional[str]:
     """What the job named (an alias -> its hub id); a scratch model only exists as its local folder."""
-    from peft_ray.models import canonical_model_id
+    from peft_ray.models import canonical_model_id, model_kind
 
-    if not named or named.startswith("scratch:"):
+    if not named or model_kind(named) == "scratch":
         return local
     return canonical_model_id(named)
 

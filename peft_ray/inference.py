@@ -79,10 +79,9 @@ def apply_trust(spec, trust: Trust, where: Path):
 
 def cached_model(name: str, where: Path) -> str:
     """A local folder, an alias, or a hub id's snapshot in the local HF cache (never fetched)."""
-    from peft_ray.models import ALIASES
+    from peft_ray.models import model_kind
 
-    looks_local = name.startswith((".", "/", "~", "scratch:")) or Path(name).expanduser().exists()
-    if looks_local or name in ALIASES or name.count("/") > 1:
+    if model_kind(name) != "hub":
         return name
     from huggingface_hub import snapshot_download
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from peft_ray.errors import SpecError
 from peft_ray.hf import NO_HUB, OFFLINE, cpu_seeded, quiet_transformers
-from peft_ray.scratch import scratch_model
+from peft_ray.scratch import PREFIX as SCRATCH_PREFIX, scratch_model
 from peft_ray.smollm2 import smollm2_path
 from peft_ray.storage import cache_dir
 
@@ -30,13 +30,26 @@ def canonical_model_id(name_or_path: str) -> str:
     return CANONICAL_IDS.get(name_or_path, name_or_path)
 
 
+def model_kind(name_or_path: str) -> str:
+    """How a model.name_or_path is found: "scratch" (built here), "alias" (a packaged model), "local"
+    (a folder) or "hub" (a hub id, read from the local HF cache only)."""
+    if name_or_path.startswith(SCRATCH_PREFIX):
+        return "scratch"
+    if name_or_path == "smollm2" or name_or_path in ALIASES:
+        return "alias"
+    looks_local = (name_or_path.startswith((".", "/", "~")) or Path(name_or_path).expanduser().exists()
+                   or name_or_path.count("/") > 1)
+    return "local" if looks_local else "hub"
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """An alias -> its packaged folder; a local path must exist; anything else is a hub id."""
-    if name_or_path.startswith("scratch:"):
+    """An alias -> its packaged folder; a local path must exist; a hub id -> its cached snapshot."""
+    kind = model_kind(name_or_path)
+    if kind == "scratch":
         return scratch_model(name_or_path, cache_dir() / "models", resolve_model_path("minilm"))
     if name_or_path == "smollm2":
         return smollm2_path(cache_dir() / "models")
-    if name_or_path in ALIASES:
+    if kind == "alias":
         try:
             pkg = __import__(ALIASES[name_or_path])
         except ImportError:
@@ -45,8 +58,7 @@ def resolve_model_path(name_or_path: str) -> str:
                 f"'{ALIASES[name_or_path].replace('_', '-')}': pip install it") from None
         return str(pkg.get_model_path())
     p = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
-    if looks_local:
+    if kind == "local":
         if not p.is_dir():
             raise SpecError(f"model.name_or_path: '{name_or_path}' does not exist (expected a model folder "
                             "with config.json, or the alias 'minilm' or 'smollm2')")

@@ -153,3 +153,14 @@ def test_the_card_says_where_hf_peft_cannot_run_the_adapter():
     assert "cannot run prefix tuning with task_type `TOKEN_CLS`" in model_card(cfg, extra)
     assert "cannot run" not in model_card({**cfg, "task_type": "CAUSAL_LM"}, extra)
     assert "cannot run" not in model_card({**cfg, "peft_type": "LORA"}, {**extra, "method": {"name": "lora"}})
+
+
+def test_a_recorded_alias_base_is_found_without_its_local_path(tmp_path):
+    """An adapter trained on `smollm2` elsewhere records that machine's folder, which is missing here:
+    the alias resolves locally instead of being looked up as a hub id."""
+    from peft_ray.inference import cached_model
+    from peft_ray.models import model_kind
+
+    assert cached_model("smollm2", tmp_path) == "smollm2" and cached_model("minilm", tmp_path) == "minilm"
+    assert [model_kind(n) for n in ("scratch:gpt2", "smollm2", "minilm", "./m", "/m", "a/b/c", "org/model")] == \
+        ["scratch", "alias", "alias", "local", "local", "local", "hub"]
