@@ -63,7 +63,11 @@ _GOOGLE_CREDENTIALS = re.compile(r'"type"\s*:\s*"(?:service_account|authorized_u
 _ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+|-[ \t]+)?[\"']?([A-Za-z0-9_.-]{1,100})[\"']?[ \t]*[:=][ \t]*(.*)$",
                          re.M)
 _JSON_PAIR = re.compile(r'"([A-Za-z0-9_.-]{1,100})"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
-# A key the names rule misses: "private_key" (a service-account key), `PrivateKey = ` (WireGuard).
+# In a file, a key that holds a credential ends in the secret word (`hf_token`, `client_secret`,
+# `AWS_SECRET_ACCESS_KEY`, "private_key"), where a key that only mentions one does not
+# (`token_classification` in peft-ray's own JSON Schema); `PrivateKey = ` is WireGuard's.
+_SECRET_KEY_END = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|access[_-]?key|credentials?|"
+                             r"private[_-]?key)$", re.I)
 _PRIVATE_KEY_NAME = re.compile(r"private[_-]?key", re.I)
 # A tokenizer's special tokens (`pad_token: "[PAD]"`, `"eos_token": "</s>"`) are model config, not
 # credentials: every Hugging Face model folder holds them, and a model folder may travel with a job.
@@ -120,7 +124,7 @@ def _unquoted(raw: str) -> Tuple[str, bool]:
 def _secret_setting(key: str, value: str, quoted: bool) -> bool:
     """Whether KEY=value sets a credential: a secret-looking key (not a tokenizer's or a reference's
     field) with a real value (not empty, a number, a placeholder or prose)."""
-    if not (_SECRET_KEY.search(key) or _PRIVATE_KEY_NAME.fullmatch(key)) or _NOT_SECRET_KEY.search(key):
+    if not (_SECRET_KEY_END.search(key) or _PRIVATE_KEY_NAME.fullmatch(key)) or _NOT_SECRET_KEY.search(key):
         return False
     value = value.strip()
     if not value or _PLACEHOLDER.fullmatch(value) or not re.search(r"[A-Za-z0-9]", value):

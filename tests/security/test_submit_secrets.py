@@ -283,8 +283,14 @@ def test_ordinary_configs_model_folders_code_and_docs_are_not_credentials(tmp_pa
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
+    # the editor schema the README suggests keeping next to job files ("token_classification": {...$ref})
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+    assert CliRunner().invoke(main, ["schema", "-o", str(tmp_path / "jobs" / "peft-ray-job.schema.json")]).exit_code == 0
     listing = plan_upload(tmp_path).listing()
     assert all(rel in listing for rel in files) and "models/tiny-bert/tokenizer_config.json" in listing
+    assert "jobs/peft-ray-job.schema.json" in listing
 
 
 def test_this_repositorys_own_files_are_not_credentials():
