@@ -234,3 +234,26 @@ def test_a_row_of_more_text_than_any_model_reads_is_refused(tmp_path, tiny_bert)
                    compression="zstd")
     out = _validate(tmp_path, tiny_bert, tmp_path, "train.parquet")
     assert "data.train (" in out and "row 7 holds 100,005 characters in column 'text', more than the 100,000" in out
+
+
+def test_ids_read_as_text_count_and_the_stray_value_is_named(tmp_path, tiny_bert):
+    """One stray word makes a CSV label column text: every "1" was named as not a label."""
+    rows = _rows()
+    lines = ["text,label"] + [f'"{r["text"]}",{r["label"]}' for r in rows]
+    lines[12] = "a fine film,pos"
+    (tmp_path / "stray.csv").write_text("\n".join(lines) + "\n")
+    out = _validate(tmp_path, tiny_bert, tmp_path, "stray.csv")
+    assert "label 'pos' is not in task.labels" in out
+    joined = lines[:8] + ["text,label"] + lines[8:]
+    (tmp_path / "joined.csv").write_text("\n".join(joined) + "\n")
+    out = _validate(tmp_path, tiny_bert, tmp_path, "joined.csv")
+    assert "label 'label' is not in task.labels" in out and "a repeated header line" in out
+
+
+def test_label_ids_written_as_text():
+    from peft_ray.rows.labels import label_ids
+
+    assert label_ids(["1", "0", "positive", 1], ("negative", "positive"), "label").tolist() == [1, 0, 1, 1]
+    assert label_ids(["1", "0"], ("0", "1"), "label").tolist() == [1, 0]       # names come first
+    with pytest.raises(Exception, match="label '2' is not in task.labels"):
+        label_ids(["2"], ("negative", "positive"), "label")
