@@ -88,6 +88,17 @@ def test_method_shorthand_takes_field_overrides():
     assert validate_spec(apply_overrides(job, ["method=lora", "method.r=16"])).method.r == 16
 
 
+def test_overriding_the_method_name_starts_the_section_anew():
+    """method.name=lora over a prompt-tuning section: its num_virtual_tokens were "unknown keys" of LoRA."""
+    from peft_ray.spec.load import apply_overrides
+
+    pt = {"method": {"name": "prompt_tuning", "num_virtual_tokens": 20, "init": "vocab"}}
+    assert apply_overrides(pt, ["method.name=lora", "method.r=4"])["method"] == {"name": "lora", "r": 4}
+    assert apply_overrides(pt, ["method.name=prompt_tuning"]) == pt        # the same name keeps its fields
+    task = {"task": {"type": "classification", "labels": ["a", "b"]}}
+    assert apply_overrides(task, ["task.type=generation"])["task"] == {"type": "generation"}
+
+
 def test_a_job_level_check_has_no_empty_field_name():
     from peft_ray.spec.load import apply_overrides, validate_spec
 
