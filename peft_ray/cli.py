@@ -141,8 +141,17 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
         spec = load_spec(job, overrides)
         check_output_dir(spec.output.dir)
         pre = run_preflight(spec)
+        if spec.tune is not None:   # every template and search value, as `peft-ray tune` checks them
+            from peft_ray.tune.runner import check_tune
+
+            check_tune(spec)
     except JobError as e:
         fail(e)
+    held = held_by(spec)
+    if held:
+        command = "tune" if spec.tune else "train"
+        click.echo(f"note: output.dir '{spec.output.dir}' already holds {held}: `peft-ray {command}` needs "
+                   "--resume to continue it or --overwrite to replace it", err=True)
     val = f", validation {pre.validation.usable} rows" if pre.validation else ""
     click.echo(f"ok: {spec.name}: {spec.method.name} on {spec.model.name_or_path}; train "
                f"{pre.train.usable} rows ({pre.train.skipped} skipped){val}; {pre.total_steps} steps "
@@ -150,6 +159,17 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
 
 
 validate.help = with_overrides_help(validate.help)
+
+
+def held_by(spec) -> str:
+    """"a run" or "a search" where output.dir already holds one (train or tune then needs --resume or
+    --overwrite, which validate cannot know the user means), else ""."""
+    from peft_ray.storage import Location
+
+    out = Location.at(spec.output.dir)
+    if not (out / "job.yaml").exists():
+        return ""
+    return "a search" if (out / "search.json").exists() else "a run"
 
 
 @main.group()

@@ -116,6 +116,17 @@ def candidate_specs(space: S.SearchSpace, trials: Optional[List[Dict[str, Any]]]
     return S.check_trials(space, S.discrete_combinations(space))
 
 
+def check_tune(spec: JobSpec):
+    """(the search space, steps of a trial) after every check that needs no Ray: the space, each
+    template's pre-flight, and the schedule over every candidate. The schedule comes before the
+    pre-screen, which loads a model and scores every template (minutes)."""
+    space = check_search(spec)
+    total_of = steps_counter(space, preflight_templates(space))
+    every = S.discrete_combinations(space)
+    check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
+    return space, total_of
+
+
 def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, job_path: str = "JOB.yaml",
              verbosity: int = 1):
     """The whole search; returns the leaderboard rows (best first). `verbosity` is Ray Tune's
@@ -126,13 +137,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
     t0 = time.time()
     if spec.tune is None:
         raise SpecError("tune: the job has no tune section; add one (see docs/tune.md) or use `peft-ray train`")
-    space = check_search(spec)
-    usable = preflight_templates(space)
-    total_of = steps_counter(space, usable)
-    # The schedule over every candidate first: a spec error must come before the pre-screen
-    # loads a model and scores every template (minutes).
-    every = S.discrete_combinations(space)
-    check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
+    space, total_of = check_tune(spec)
     with prepared_dir(spec, resume, overwrite) as out:
         state = plan_search(spec, space, out, resume)
         specs = candidate_specs(space, state["trials"])

@@ -112,3 +112,14 @@ def test_the_commands_submit_prints_reach_the_same_cluster():
 
     assert _address_arg("http://10.0.0.5:28265") == " --address http://10.0.0.5:28265"
     assert _address_arg(None) == ""                  # the default or RAY_ADDRESS: the same next time
+
+
+def test_validate_checks_a_tune_section_and_notes_a_held_output_dir(tmp_path):
+    """validate said ok for a search `tune` refuses at once, and for a folder `train` refuses."""
+    r = CliRunner().invoke(main, ["validate", "jobs/default.yaml", 'tune.template.text=["{soft} {txet}"]'])
+    assert r.exit_code == 2 and "tune.template.text[0]: template.text: column 'txet'" in r.output
+    r = CliRunner().invoke(main, ["validate", "jobs/default.yaml", "tune.space.train.lrr={grid: [0.01]}"])
+    assert r.exit_code == 2 and "tune.space.train.lrr: no field 'lrr' in train" in r.output
+    (tmp_path / "job.yaml").write_text("name: default\n")
+    r = CliRunner().invoke(main, ["validate", "jobs/default.yaml", f"output.dir={tmp_path}"])
+    assert r.exit_code == 0 and "already holds a run: `peft-ray train` needs --resume" in r.output
