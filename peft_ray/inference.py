@@ -57,9 +57,25 @@ def find_adapter_dir(path: str, arg: str = "ADAPTER_OR_RUN") -> Path:
     for candidate in (p, p / "adapter"):
         if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
             return candidate
-    raise CheckpointError(f"{arg} '{path}': no adapter ({CONFIG} + {WEIGHTS}) in it or in its adapter/; pass "
-                          "a run's output.dir, a checkpoint folder (ray/.../checkpoint_*) or an adapter folder "
-                          "written by `peft-ray train`")
+    raise CheckpointError(f"{arg} '{path}': no adapter ({CONFIG} + {WEIGHTS}) in it or in its adapter/; "
+                          + what_instead(p))
+
+
+def what_instead(p: Path) -> str:
+    """The hint for a folder without an adapter: its newest checkpoint (a run stopped before it wrote
+    adapter/), a merged model, or the kinds of folder that hold one."""
+    from peft_ray.train.checkpoint import latest_good_checkpoint
+
+    if p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+        return ("it is a full model (an `export --merge`?), which transformers loads itself "
+                "(AutoModel*.from_pretrained); pass the adapter it was merged from")
+    for root in (p / "checkpoints", p / "ray"):     # --local's and Ray's checkpoints of a run
+        newest = latest_good_checkpoint(root, warn=lambda _: None) if root.is_dir() else None
+        if newest is not None:
+            return (f"the run stopped before it wrote adapter/; its newest checkpoint is {newest}: pass that "
+                    "folder, or continue the run with `peft-ray train JOB --resume`")
+    return ("pass a run's output.dir, a checkpoint folder (checkpoints/checkpoint_* or ray/.../checkpoint_*) or "
+            "an adapter folder written by `peft-ray train`")
 
 
 def apply_trust(spec, trust: Trust, where: Path):

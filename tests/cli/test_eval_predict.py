@@ -271,3 +271,19 @@ def test_eval_of_a_folder_never_reads_outside_it(cls_run, tmp_path, recorded):
     r = _cli("eval", run / "adapter", "--data", cls_run.parent / "data", "--local", "--output", tmp_path / "m.json")
     assert r.exit_code == 2 and f"names its validation data '{recorded}', which is not a name inside" in r.output
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_folder_without_an_adapter_is_told_what_to_pass(cls_run, tmp_path):
+    """A run stopped before adapter/ names its newest checkpoint; a merged model says what it is."""
+    killed = tmp_path / "killed"
+    shutil.copytree(cls_run, killed)
+    for name in ("adapter", "adapter_last"):
+        shutil.rmtree(killed / name, ignore_errors=True)
+    newest = sorted((killed / "checkpoints").glob("checkpoint_*"))[-1]
+    r = _cli("eval", killed, "--data", cls_run.parent / "data", "--local")
+    assert r.exit_code == 2 and f"its newest checkpoint is {newest}: pass that folder" in r.output, r.output
+    merged = tmp_path / "merged"
+    assert _cli("export", cls_run, merged, "--merge").exit_code == 0
+    r = _cli("predict", merged, "--input", cls_run.parent / "data" / "validation.parquet", "--output",
+             tmp_path / "p.jsonl", "--local")
+    assert r.exit_code == 2 and "it is a full model (an `export --merge`?)" in r.output, r.output
