@@ -165,7 +165,7 @@ def eval_files(spec, data: str, split: str) -> Tuple[List[str], bool]:
     if Path(name).is_absolute() or ".." in Path(name).parts:   # the record would lead out of --data
         raise DataError(f"--data {data}: the run's job names its {split} data '{name}', which is not a name inside "
                         "a folder; pass the file to score itself as --data")
-    return resolve_files(data, name, "--data"), holdout
+    return resolve_files(data, name, "--data", root_field="--data"), holdout
 
 
 def stream(spec, base_path: str, files: List[str], split: str):

@@ -19,7 +19,7 @@ FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc"
 BUILTIN_PREFIX = "builtin:"
 
 
-def resolve_root(root: Optional[str]) -> Optional[Path]:
+def resolve_root(root: Optional[str], field: str = "data.root") -> Optional[Path]:
     """`builtin:NAME` materializes the project's own data set in the cache."""
     if root is None:
         return None
@@ -28,18 +28,18 @@ def resolve_root(root: Optional[str]) -> Optional[Path]:
 
         name = root[len(BUILTIN_PREFIX):]
         if name not in builtin.datasets():
-            raise DataError(f"data.root: unknown built-in data set '{name}'; available: "
+            raise DataError(f"{field}: unknown built-in data set '{name}'; available: "
                             f"{', '.join('builtin:' + n for n in builtin.datasets())}")
         version = builtin.datasets()[name].VERSION
         return builtin.materialize(cache_dir() / "datasets" / f"{name}-v{version}", name=name)
     return Path(root).expanduser()
 
 
-def resolve_files(root: Optional[str], name: str, field: str) -> List[str]:
+def resolve_files(root: Optional[str], name: str, field: str, root_field: str = "data.root") -> List[str]:
     """The files one split names (a file, a folder or a glob), checked to exist and be readable."""
-    base = resolve_root(root)
+    base = resolve_root(root, root_field)
     if base is not None:
-        check_link(str(base), "data.root")
+        check_link(str(base), root_field)
     pattern = str(base / name) if base is not None else name
     if not glob.has_magic(pattern):
         check_link(pattern, field)
