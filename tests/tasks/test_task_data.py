@@ -42,6 +42,18 @@ def test_long_prompt_is_cut_from_the_left_and_response_kept(tiny_models):
     assert row["input_ids"][-3:-1] == row["target_ids"][-3:-1] and row["input_ids"][0] == 2  # [CLS] kept
 
 
+def test_what_decoding_reads_does_not_depend_on_the_reference(tiny_models):
+    """The decode source was the teacher-forcing prompt, cut by the reference's length: eval scored
+    inputs predict never gives (its reference is a placeholder), and the cut leaked the answer's length."""
+    m = tiny_models("gpt2")
+    spec = _spec(m, {"type": "generation"}, {"text": "key {key} : {label}"})
+    key = " ".join(["k1"] * 8)
+    rows = _rows(spec, m, {"key": [key] * 3, "target": ["v1", "v1 v2 v3 v4 v5 v6", "x"]})
+    assert rows[0]["source_ids"] == rows[1]["source_ids"] == rows[2]["source_ids"]
+    assert len(rows[0]["source_ids"]) <= 12 and rows[0]["source_ids"][0] == 2             # [CLS] kept
+    assert rows[1]["prompt_len"] < rows[0]["prompt_len"]                    # teacher forcing still fits both
+
+
 def test_seq2seq_rows_separate_source_and_target(tiny_models):
     m = tiny_models("t5")
     spec = _spec(m, {"type": "translation"}, {"text": "copy : {source}"})

@@ -95,8 +95,9 @@ def lm_io(model, tok) -> LMIO:
 
 
 def sources(batch: dict) -> List[List[int]]:
-    ids, n = batch["input_ids"].tolist(), batch["meta"]["prompt_len"]
-    return [row[:k] for row, k in zip(ids, n)]
+    """What decoding continues: each row's prompt, cut to model.max_length without regard to its
+    reference (rows.py's source_ids)."""
+    return [list(s) for s in batch["meta"]["source_ids"]]
 
 
 def decode_batch(model, batch: dict, rt: Runtime) -> List[str]:

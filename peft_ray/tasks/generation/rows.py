@@ -32,10 +32,10 @@ def build_rows(batch: pa.Table, cfg: GenerationRows) -> pa.Table:
 
 
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
-                    ("prompt_len", pa.int32()), ("reference", pa.string()), ("length", pa.int32()),
-                    ("truncated", pa.bool_())])
-DUMMY = {"input_ids": [0, 0], "target_ids": [IGNORE, IGNORE], "prompt_len": 1, "reference": "", "length": 2,
-         "truncated": False}  # a worker with no validation rows left still steps (collective forwards)
+                    ("prompt_len", pa.int32()), ("source_ids", pa.list_(pa.int32())), ("reference", pa.string()),
+                    ("length", pa.int32()), ("truncated", pa.bool_())])
+DUMMY = {"input_ids": [0, 0], "target_ids": [IGNORE, IGNORE], "prompt_len": 1, "source_ids": [0], "reference": "",
+         "length": 2, "truncated": False}  # a worker with no validation rows left still steps (collective forwards)
 
 
 def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
@@ -44,10 +44,13 @@ def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
     p, r = split_ids(tok, prompt, resp, response_sep(cfg.chat))
     r = r[:cfg.max_target_length - 1] + [eos_id(tok)]
     lead = [] if cfg.chat else list(lead_tokens(tok))   # a chat template writes its own
-    room = max(cfg.max_length - len(r) - len(lead), 1)
+    # What decoding reads: the prompt alone cut to max_length, whatever the reference, so eval scores
+    # the input predict gives (its reference is a placeholder) and no reference length leaks into it.
+    source = lead + p[-max(cfg.max_length - len(lead), 1):]
+    room = max(cfg.max_length - len(r) - len(lead), 1)  # teacher forcing: the prompt and the response fit
     truncated = len(p) > room
     p = lead + p[-room:]                                 # keep the end of a long prompt (nearest the answer)
-    return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p),
+    return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p), "source_ids": source,
             "reference": resp, "length": len(p) + len(r), "truncated": truncated}
 
 
@@ -57,5 +60,5 @@ def _seq2seq_row(tok, prompt: str, resp: str, cfg) -> dict:
     if truncated:                                 # the tokenizer's own cut: it keeps the closing special token
         p = tok(prompt, truncation=True, max_length=cfg.max_length)["input_ids"]
     r = tok(resp, add_special_tokens=False)["input_ids"][:cfg.max_target_length - 1] + [eos_id(tok)]
-    return {"input_ids": p, "target_ids": r, "prompt_len": len(p), "reference": resp,
+    return {"input_ids": p, "target_ids": r, "prompt_len": len(p), "source_ids": p, "reference": resp,
             "length": len(p) + len(r), "truncated": truncated}
