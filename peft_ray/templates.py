@@ -113,6 +113,20 @@ class Template:
     def has_label_slot(self) -> bool:
         return any(p.kind == "label" for p in self.parts)
 
+    @property
+    def label_sep(self) -> str:
+        """What the template writes between its prompt and {label}: the whitespace ending the text
+        before the slot ("\n" in "Sentiment:\n{label}", "" in "Sentiment:{label}"); a space where
+        the label is appended (no slot). Rendering strips the prompt's end, so the label's tokens carry
+        it: a model is scored on the text as written."""
+        cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), None)
+        if cut is None:
+            return " "
+        before = self.parts[cut - 1] if cut else None
+        if before is None or before.kind != "text":
+            return ""
+        return before.value[len(before.value.rstrip()):]
+
     def prompt_part(self) -> "Template":
         """The template up to its {label} slot (all of it when it has none): a generation prompt."""
         cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), len(self.parts))

@@ -27,3 +27,10 @@ def test_rejected_templates(text):
 
 def test_verbalizer_normalized():
     assert normalize_verbalizer({"a": "x", "b": ["y", "z"]}) == {"a": ["x"], "b": ["y", "z"]}
+
+
+@pytest.mark.parametrize("text, sep", [("Review: {text}\nSentiment: {label}", " "), ("{text} Sentiment:\n{label}", "\n"),
+                                       ("{text} Sentiment:{label}", ""), ("{text}{label}", ""), ("{soft} {text}", " "),
+                                       ("{text}\n\n{label}", "\n\n")])
+def test_label_sep_is_what_the_template_writes_before_the_label(text, sep):
+    assert Template.parse(text).label_sep == sep

@@ -116,10 +116,11 @@ def chat_prompt(tok, text: str, system: Optional[str] = None) -> str:
     return rendered.replace(holes["user"], text).replace(holes["system"], system or "")
 
 
-def response_sep(chat: bool) -> str:
-    """What joins a prompt and its response: a space in plain text, nothing after a chat
-    template's assistant header (which ends in a newline)."""
-    return "" if chat else " "
+def response_sep(chat: bool, written: str = " ") -> str:
+    """What joins a prompt and its response: what the template writes before {label} in plain text
+    (Template.label_sep; a space by default), nothing after a chat template's assistant header
+    (which ends in a newline)."""
+    return "" if chat else written
 
 
 def split_ids(tok, prompt: str, response: str, sep: str = " ") -> Tuple[List[int], List[int]]:

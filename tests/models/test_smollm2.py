@@ -243,3 +243,23 @@ def test_prompt_tuning_loss_and_gradient_equal_hf_peft_on_smollm2(sentiment):
     assert float(loss) == pytest.approx(float(ref), rel=1e-5)
     # fp32 sums in another order (the cache runs the prompt once per batch): relative error ~2e-6
     assert float((ours.prompt.grad - table.grad).norm() / table.grad.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("template, written", [("Sentiment:\n{label}", "Sentiment:\npositive"),
+                                               ("Sentiment:{label}", "Sentiment:positive"),
+                                               ("Sentiment: {label}", "Sentiment: positive")])
+def test_label_words_are_scored_as_the_template_writes_them(smol_path, sentiment, tmp_path, template, written):
+    """A newline (or nothing) before {label} was scored as a space: three templates were one."""
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.models import load_tokenizer
+    from peft_ray.tasks.classification.verbalizer import spec_candidates
+    from peft_ray.tasks.pipeline import make_preprocess_config
+    import pyarrow as pa
+
+    spec = job(sentiment, tmp_path / "out", {"name": "lora"}, template="{text} " + template)
+    cands, scoring = spec_candidates(spec, smol_path)
+    (row,) = preprocess(pa.table({"text": ["A fine film."], "label": ["positive"]}),
+                        make_preprocess_config(spec, smol_path, "validation")).to_pylist()
+    tok = load_tokenizer(smol_path)
+    assert scoring == "causal"
+    assert row["input_ids"] + list(cands[1][0]) == tok(f"A fine film. {written}")["input_ids"]

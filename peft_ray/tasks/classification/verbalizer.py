@@ -24,19 +24,20 @@ from peft_ray.models import lm_kind, resolve_model_path
 from peft_ray.rows.tokens import chat_prompt, response_sep, split_ids, tokenizer
 from peft_ray.tasks.classification.config import scoring_for, verbalizer_words
 from peft_ray.tasks.lm_common import keeps_logits, seq_logits
+from peft_ray.templates import Template
 
 Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: token ids
 
 
 def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ...], scoring: str,
-               chat: bool = False) -> Candidates:
+               chat: bool = False, sep: str = " ") -> Candidates:
     tok = tokenizer(tok_path, trust)
     before = chat_prompt(tok, "x") if chat else "x"   # what precedes a label word in a row
     out = []
     for words in verbalizer:
         ids = []
         for w in words:
-            t = tuple(split_ids(tok, before, w, response_sep(chat))[1])   # as it tokenizes after the prompt
+            t = tuple(split_ids(tok, before, w, response_sep(chat, sep))[1])   # as it tokenizes after the prompt
             if not t:
                 raise ValueError(f"template.verbalizer: word {w!r} tokenizes to nothing")
             ids.append(t[:1] if scoring == "mlm" else t)
@@ -51,7 +52,8 @@ def spec_candidates(spec, path: Optional[str] = None) -> Tuple[Candidates, str]:
     scoring = scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code))
     words = verbalizer_words(spec.task.labels, spec.template.verbalizer)
     chat = spec.template.chat and scoring == "causal"
-    return candidates(path, spec.model.trust_remote_code, words, scoring, chat), scoring
+    sep = Template.parse(spec.template.text).label_sep
+    return candidates(path, spec.model.trust_remote_code, words, scoring, chat, sep), scoring
 
 
 # --- scoring ---------------------------------------------------------------------------------

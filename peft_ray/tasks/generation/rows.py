@@ -20,14 +20,15 @@ class GenerationRows(RowConfig):
 
 def build_rows(batch: pa.Table, cfg: GenerationRows) -> pa.Table:
     tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
-    prompt_t = Template.parse(cfg.template).prompt_part()
+    template = Template.parse(cfg.template)
+    prompt_t, sep = template.prompt_part(), template.label_sep
     rows = []
     for row in batch.to_pylist():
         prompt, resp = prompt_t.render(row), row.get(cfg.target_column)
         if prompt is None or resp is None or not str(resp).strip():
             continue
         build = _causal_row if cfg.lm_kind == "causal" else _seq2seq_row
-        rows.append(build(tok, prompt, str(resp), cfg))
+        rows.append(build(tok, prompt, str(resp), cfg, sep))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
@@ -38,10 +39,10 @@ DUMMY = {"input_ids": [0, 0], "target_ids": [IGNORE, IGNORE], "prompt_len": 1, "
          "length": 2, "truncated": False}  # a worker with no validation rows left still steps (collective forwards)
 
 
-def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
+def _causal_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
     if cfg.chat:
         prompt = chat_prompt(tok, prompt, cfg.system)
-    p, r = split_ids(tok, prompt, resp, response_sep(cfg.chat))
+    p, r = split_ids(tok, prompt, resp, response_sep(cfg.chat, sep))   # as the template writes them
     r = r[:cfg.max_target_length - 1] + [eos_id(tok)]
     lead = [] if cfg.chat else list(lead_tokens(tok))   # a chat template writes its own
     # What decoding reads: the prompt alone cut to max_length, whatever the reference, so eval scores
@@ -54,7 +55,7 @@ def _causal_row(tok, prompt: str, resp: str, cfg) -> dict:
             "reference": resp, "length": len(p) + len(r), "truncated": truncated}
 
 
-def _seq2seq_row(tok, prompt: str, resp: str, cfg) -> dict:
+def _seq2seq_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
     p = tok(prompt)["input_ids"]
     truncated = len(p) > cfg.max_length          # a prompt of exactly max_length tokens is whole
     if truncated:                                 # the tokenizer's own cut: it keeps the closing special token
