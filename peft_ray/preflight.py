@@ -21,7 +21,7 @@ from peft_ray.errors import DataError, SpecError, suggest
 from peft_ray.methods import get_method
 from peft_ray.methods.adapter_model import check_init_from
 from peft_ray.methods.targets import check_named_targets
-from peft_ray.models import check_model_folder, check_weights_match, lm_kind, load_tokenizer, resolve_model_path
+from peft_ray.models import check_model_folder, check_weights_match, lm_kind, resolve_model_path
 from peft_ray.rows.labels import label_ids
 from peft_ray.spec.load import shown
 from peft_ray.spec.schema import JobSpec
@@ -160,7 +160,9 @@ def check_chat(spec: JobSpec, model_path: str, kind: str) -> None:
     if kind != "causal":
         raise SpecError(f"template.chat: chat templates are for causal LMs; '{spec.model.name_or_path}' is "
                         f"{kind}. Set template.chat: false")
-    tok = load_tokenizer(model_path, spec.model.trust_remote_code)
+    from peft_ray.rows.tokens import tokenizer
+
+    tok = tokenizer(model_path, spec.model.trust_remote_code)   # the row builders' own: the same rendering
     if not getattr(tok, "chat_template", None):
         raise SpecError(f"template.chat: the tokenizer of '{spec.model.name_or_path}' has no chat template; "
                         "set template.chat: false, or use an instruct model such as smollm2")
@@ -171,10 +173,11 @@ CHAT_RENDER_SECONDS = 10
 
 
 def check_chat_renders(tok, spec: JobSpec) -> None:
-    """The model folder's chat template (Jinja, from a file users exchange) renders a long sample
-    turn within CHAT_RENDER_SECONDS, into at most max_text_chars characters, in a forked child that
-    is killed past the limit: transformers' sandbox bounds neither time nor size, and nested
-    `range(100000)` loops hung the first row's rendering for ever while `validate` said ok."""
+    """The model folder's chat template (Jinja, from a file users exchange) renders within
+    CHAT_RENDER_SECONDS, into at most max_text_chars characters, in a forked child that is killed
+    past the limit: transformers' sandbox bounds neither time nor size, and nested `range(100000)`
+    loops hung the first row's rendering for ever while `validate` said ok. A run renders the
+    template once, around fixed holes (rows.tokens.chat_prompt), so this rendering is the one it does."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")

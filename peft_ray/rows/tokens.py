@@ -35,6 +35,13 @@ class PlainTextTokenizer:
     def __getattr__(self, name):
         return getattr(self._tok, name)
 
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (with and without a system turn, per tokenizer)
+    def chat_skeleton(self, with_system: bool) -> str:
+        """The chat template rendered around CHAT_HOLES, its special-token strings marked."""
+        msgs = ([{"role": "system", "content": CHAT_HOLES["system"]}] if with_system else []) + \
+            [{"role": "user", "content": CHAT_HOLES["user"]}]
+        return self.mark_specials(self._tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
     def mark_specials(self, text: str) -> str:
         """`text` (trusted markup, e.g. a rendered chat template) with its special-token strings
         marked, so that __call__ encodes them as the special ids rather than as characters."""
@@ -108,12 +115,14 @@ def chat_prompt(tok, text: str, system: Optional[str] = None) -> str:
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     # The template's markup (<|im_start|> ...) must reach the model as its special ids, the row's
-    # text as characters: render around random holes, mark the markup's specials, then fill the holes.
-    holes = {k: f"\ue002{secrets.token_hex(8)}\ue002" for k in ("system", "user")}
-    msgs = ([{"role": "system", "content": holes["system"]}] if system else []) + \
-        [{"role": "user", "content": holes["user"]}]
-    rendered = tok.mark_specials(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-    return rendered.replace(holes["user"], text).replace(holes["system"], system or "")
+    # text as characters: the template is rendered once around fixed holes, its specials marked,
+    # then each row fills the holes (the system's first: a row's text is never searched again).
+    # Once, and the same everywhere: the one rendering the pre-flight timed is the only one a run does.
+    return tok.chat_skeleton(bool(system)).replace(CHAT_HOLES["system"], system or "").replace(
+        CHAT_HOLES["user"], text)
+
+
+CHAT_HOLES = {"system": "\ue002system\ue002", "user": "\ue002user\ue002"}
 
 
 def response_sep(chat: bool, written: str = " ") -> str:

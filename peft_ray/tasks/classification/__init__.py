@@ -37,7 +37,10 @@ class Classification(Task):
                             f"(got '{spec.template.text}')")
 
     def check_model(self, spec, lm_kind: str) -> None:
-        scoring_for(spec.task.head, lm_kind)
+        if scoring_for(spec.task.head, lm_kind) != "head":
+            from peft_ray.tasks.classification.verbalizer import check_labels_differ
+
+            check_labels_differ(spec)
 
     def supervision_columns(self, cfg) -> Dict[str, str]:
         return {cfg.label_column: "task.label_column"}

@@ -15,11 +15,12 @@ unless it is listed in method.modules_to_save).
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from peft_ray.data.batching import pad_lists
+from peft_ray.errors import SpecError
 from peft_ray.models import lm_kind, resolve_model_path
 from peft_ray.rows.tokens import chat_prompt, response_sep, split_ids, tokenizer
 from peft_ray.tasks.classification.config import scoring_for, verbalizer_words
@@ -54,6 +55,23 @@ def spec_candidates(spec, path: Optional[str] = None) -> Tuple[Candidates, str]:
     chat = spec.template.chat and scoring == "causal"
     sep = Template.parse(spec.template.text).label_sep
     return candidates(path, spec.model.trust_remote_code, words, scoring, chat, sep), scoring
+
+
+def check_labels_differ(spec) -> None:
+    """Every label is scored by tokens of its own: two labels whose words give the same tokens
+    (with masked-LM scoring only a word's first token counts: 'unwatchable' and 'unwise' are both
+    'un') score alike on every row, and the first of them always wins."""
+    try:
+        cands, scoring = spec_candidates(spec)
+    except ValueError as e:           # a word that tokenizes to nothing
+        raise SpecError(str(e)) from None
+    seen: Dict[frozenset, str] = {}
+    for label, words in zip(spec.task.labels, cands):
+        same = seen.setdefault(frozenset(words), label)
+        if same != label:
+            first = " (masked-LM scoring reads a word's first token only)" if scoring == "mlm" else ""
+            raise SpecError(f"template.verbalizer: labels '{same}' and '{label}' are scored by the same tokens "
+                            f"{sorted(words)}{first}, so they tie on every row; pick words that tokenize apart")
 
 
 # --- scoring ---------------------------------------------------------------------------------
