@@ -91,5 +91,10 @@ def test_a_number_of_thousands_of_digits_is_an_error_not_a_traceback(tmp_path):
     job.write_text("train:\n  max_steps: " + "9" * 5000 + "\n")
     with pytest.raises(SpecError, match=r"job.yaml: malformed YAML: a number is too long"):
         load_spec(job)
+    job.write_text("train:\n  max_steps: 0x" + "f" * 5000 + "\n")           # hex has no digit limit: its bits do
+    with pytest.raises(SpecError, match=r"job.yaml: malformed YAML: an integer of 20,000 bits at line 2"):
+        load_spec(job)
+    with pytest.raises(SpecError, match=r"train.max_steps: .*valid integer"):
+        load_spec(None, ["train.max_steps=0x" + "f" * 5000])
     with pytest.raises(SpecError, match=r"template.text: \{soft:N\} at position 0: N has 5000 digits"):
         load_spec(None, ["template.text={soft:" + "9" * 5000 + "} {text}"])
