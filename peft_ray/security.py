@@ -54,6 +54,10 @@ _URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s]+@")
 # A PEM private key (RSA, EC, OpenSSH, PKCS#8, encrypted): literal, as JSON holds it ("...KEY-----\n"),
 # or base64-encoded as kubeconfig's client-key-data holds it ("LS0tLS1CRUdJTi..." is "-----BEGIN").
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# ...with a key body after it (optional `Proc-Type:` header lines; JSON writes newlines as \n): a
+# README that quotes the header alone holds no key.
+_PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\s|\\n)*(?:[A-Za-z-]+:[^\n\\]*(?:\s|\\n)+)*"
+                                r"[A-Za-z0-9+/=]{40,}")
 _BASE64_PEM = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/]{20,}")
 # Google credential files (a service-account key, `gcloud auth application-default login`'s file)
 # under any name: their "type" says what they are.
@@ -80,7 +84,10 @@ _NOT_SECRET_KEY = re.compile(r"(?:^|[_.-])(?:bos|eos|unk|sep|pad|cls|mask|specia
 # another variable, template or file (${X}, $X, {{ x }}, %(x)s, <your-token>, ~/.ssh/key), masks (xxx,
 # ***, ...) and the usual fillers. An unquoted value with a space in it is prose ("password: see the
 # wiki"), not a secret.
-_PLACEHOLDER = re.compile(r"(?:[-+]?[0-9][0-9_.eE+-]*|true|false|yes|no|on|off|null|none|nil|~|~/.*|\.\.?/.*|"
+_PLACEHOLDER = re.compile(r"(?:[-+]?[0-9][0-9_.eE+-]*|true|false|yes|no|on|off|null|none|nil|~|~/.*|\.\.?/.*|/.*|"
+                          r"[A-Za-z]:\\.*|.*\.(?:pem|key|json|p12|pfx|crt|txt)|"   # paths: ssh_private_key: /home/a/k.pem
+                          r"anon|anonymous|default|google_default|cloud|browser|"   # gcsfs's token modes
+
                           r"\$.*|\{\{.*|%\(.*|<.*>|\[.*\]|\{.*|x+|\*+.*|\.+|-+|.*redacted.*|changeme|change[_-]me|"
                           r"placeholder|todo|tbd|secret|password|token|your[_-].*|my[_-](?:token|secret|password|key))",
                           re.I)
@@ -88,29 +95,35 @@ _PLACEHOLDER = re.compile(r"(?:[-+]?[0-9][0-9_.eE+-]*|true|false|yes|no|on|off|n
 
 def holds_private_key(text: str) -> bool:
     """Whether text holds a PEM private key block, literal or base64-encoded (kubeconfig)."""
-    if _PRIVATE_KEY.search(text):
+    if _PRIVATE_KEY_BLOCK.search(text):
         return True
     for blob in _BASE64_PEM.findall(text):
         try:
             decoded = base64.b64decode(blob[: len(blob) // 4 * 4]).decode("ascii", errors="ignore")
         except ValueError:
             continue
-        if _PRIVATE_KEY.search(decoded):
+        if _PRIVATE_KEY_BLOCK.search(decoded):
             return True
     return False
 
 
-def holds_credentials(text: str) -> bool:
-    """Whether a config file's text holds a credential: a token-shaped string, a URL with a password
-    (a pip index, a proxy, a git remote), a private key, a Google credentials file, or a
-    secret-looking key (as for --env names) set to a real value."""
-    if _SECRET_VALUE.search(text) or _URL_PASSWORD.search(text) or _GOOGLE_CREDENTIALS.search(text):
-        return True
+def holds_credentials(text: str) -> str:
+    """What in a config file's text is a credential ("" if nothing): a token-shaped string, a URL
+    with a password (a pip index, a proxy, a git remote), a private key, a Google credentials file,
+    or a secret-looking key (as for --env names) set to a real value (named, its value never)."""
+    if _SECRET_VALUE.search(text):
+        return "a token-shaped value"
+    if _URL_PASSWORD.search(text):
+        return "a URL with a password"
+    if _GOOGLE_CREDENTIALS.search(text):
+        return "a Google credentials file"
     if holds_private_key(text):
-        return True
+        return "a private key"
+    if re.match(r'\s*\[\s*[\[{"0-9-]', text):   # a JSON array is data (rows), not settings: "token": "EU"
+        return ""
     pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
     pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]
-    return any(_secret_setting(key, value, quoted) for key, value, quoted in pairs)
+    return next((f"key {key!r}" for key, value, quoted in pairs if _secret_setting(key, value, quoted)), "")
 
 
 def _unquoted(raw: str) -> Tuple[str, bool]:
@@ -129,7 +142,12 @@ def _secret_setting(key: str, value: str, quoted: bool) -> bool:
     value = value.strip()
     if not value or _PLACEHOLDER.fullmatch(value) or not re.search(r"[A-Za-z0-9]", value):
         return False
-    return quoted or not re.search(r"\s", value)
+    if not (quoted or not re.search(r"\s", value)):
+        return False
+    # A secret has a digit, mixed case, a symbol or length; a lower-case word is a setting's name
+    # (`label_token: positive`), not a password.
+    return bool(re.search(r"[0-9]|[^A-Za-z0-9\s]", value) or (value.lower() != value and value.upper() != value)
+                or len(value) >= 20)
 
 
 def looks_secret(name: str, value: str) -> bool:

@@ -185,15 +185,15 @@ def is_config(path: Path) -> bool:
     return path.suffix.lower() in CONFIG_SUFFIXES or path.name.startswith(".")
 
 
-def holds_credentials_file(path: Path) -> bool:
-    """Whether a small file holds a private key, or (a config file, by the name it travels under or
-    the name of the file it links to) a credential in its text."""
+def holds_credentials_file(path: Path) -> str:
+    """What makes a small file a credential ("" if nothing): a private key in any file, or (a config
+    file, by the name it travels under or the name of the file it links to) a credential in its text."""
     from peft_ray.security import holds_credentials, holds_private_key
 
     text = _small_text(path, CONFIG_FILE_BYTES)
     if is_config(path) or is_config(path.resolve()):
         return holds_credentials(text)
-    return holds_private_key(text)
+    return "a private key" if holds_private_key(text) else ""
 
 
 def link_pattern(plan: "UploadPlan", rel: str) -> str:
@@ -219,9 +219,13 @@ def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
     allowed = list(include)
     named = [f for f in plan.files if not any(fnmatch.fnmatch(plan.relative(f), pat) for pat in allowed)]
     outside = [f for f in named if not plan.inside(f)]
-    found = sorted(plan.shown(f) for f in named
-                   if is_secret(plan.relative(f)) or is_secret(plan.target_name(f.resolve()))
-                   or holds_credentials_file(f))
+    found = []
+    for f in named:
+        by_name = is_secret(plan.relative(f)) or is_secret(plan.target_name(f.resolve()))
+        why = "" if by_name else holds_credentials_file(f)      # what in it, never its value
+        if by_name or why:
+            found.append(plan.shown(f) + (f" ({why})" if why else ""))
+    found.sort()
     if outside and not found:
         raise JobError(f"refusing to upload files from outside the working dir through links: "
                        f"{_some([plan.shown(f) for f in outside])}. Ray uploads what a link points at; to send "

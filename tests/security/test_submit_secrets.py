@@ -258,7 +258,7 @@ def test_credentials_under_ordinary_names_are_found_in_their_text(tmp_path, rel)
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_text(CREDENTIALS[rel])
     (tmp_path / "main.py").write_text("print(1)\n")
-    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)}\\..*--include"):
+    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)} \\((a |key ).*\\)\\..*--include"):
         plan_upload(tmp_path)
     assert rel in plan_upload(tmp_path, include=[rel]).listing()
 
@@ -309,3 +309,15 @@ def test_this_repositorys_own_files_are_not_credentials():
     found = [rel for rel in tracked.splitlines()
              if (root / rel).is_file() and (is_secret(rel) or holds_credentials_file(root / rel))]
     assert found == []
+
+
+@pytest.mark.parametrize("text", [
+    "auth:\n  ssh_user: ubuntu\n  ssh_private_key: /home/alice/.ssh/ray-us-west-2.pem\n",   # Ray's cluster.yaml
+    '[{"token": "EU", "tag": "B-ORG"}, {"token": "rejects", "tag": "O"}]',                  # a JSON data file
+    "storage_options:\n  token: anon\n", "token: google_default\n", "label_token: positive\n",
+    '{"credentials": "default"}', "A key file starts with -----BEGIN OPENSSH PRIVATE KEY-----\n",
+    '{"secret": "blue"}'])
+def test_paths_modes_data_and_words_are_not_credentials(text):
+    from peft_ray.security import holds_credentials
+
+    assert holds_credentials(text) == ""
