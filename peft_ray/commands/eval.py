@@ -162,9 +162,10 @@ def eval_files(spec, data: str, split: str) -> Tuple[List[str], bool]:
         have = "train" if d.validation is None and not holdout else "train, validation"
         raise DataError(f"--split {split}: the run's job has no such split in a data folder (it has: {have}); "
                         "pass the file itself as --data to score it")
-    if Path(name).is_absolute() or ".." in Path(name).parts:   # the record would lead out of --data
-        raise DataError(f"--data {data}: the run's job names its {split} data '{name}', which is not a name inside "
-                        "a folder; pass the file to score itself as --data")
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        # A job that named its file by path (data.train: /data/x.parquet): its file of that name in
+        # --data. Never the recorded path itself, which would read outside the folder given.
+        name = Path(name).name
     return resolve_files(data, name, "--data", root_field="--data"), holdout
 
 
