@@ -57,7 +57,7 @@ def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, w
     if linked:   # a planted `tensorboard -> elsewhere` had --resume write events outside output.dir
         raise CheckpointError(f"output.dir '{out}': {_listed(linked)} is a symbolic link; a {what} writes only inside "
                               "its folder. Replace the link with the folder or file itself, or set output.dir to "
-                              "a new folder")
+                              "a new folder (output.dir may itself be a link, e.g. to a bigger disk)")
     if overwrite and foreign:
         raise CheckpointError(
             f"output.dir '{out}' also holds {_listed(foreign)}, which no peft-ray {what} writes; --overwrite "
