@@ -14,6 +14,7 @@ from typing import List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from peft_ray.data.columns import check_text_lengths, max_text_chars
 from peft_ray.data.fewshot import keep_shots
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
 from peft_ray.data.holdout import apply_holdout
@@ -81,7 +82,9 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     label_column, labels = task.label_column(spec.task), task.classes(spec.task)
     text_cols = [c for c in cols if c != label_column]
     shots = few_shot_thresholds(spec) if field_name == "data.train" else ()
-    for batch in iter_arrow(files, cols):
+    for path, first_row, batch in file_batches(files, cols):
+        # before the hold-out and few-shot filters, so the file and row named are the file's own
+        check_text_lengths(batch, text_cols, spec.model.max_length, f"{field_name} ({path})", first_row)
         if holdout:
             batch = apply_holdout(pa.Table.from_batches([batch]), cols, spec.data.validation_fraction,
                                   holdout_seed(spec), holdout)
@@ -95,7 +98,6 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
             col = batch.column(c)
             valid = pc.is_valid(col)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                check_text_length(col, c, spec, f"{field_name} ({files[0]})", facts.rows - len(batch))
                 valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
             ok = pc.and_(ok, pc.fill_null(valid, False))
         kept = batch.filter(ok).column(cols[-1]).to_pylist()
@@ -116,21 +118,13 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     return facts
 
 
-def max_text_chars(spec: JobSpec) -> int:
-    """The longest text value a row may hold: far more than model.max_length tokens can use (a
-    WordPiece token spans at most 100 characters), far less than a few KB of compressed Parquet can
-    hold: 200 MB of text in one zstd row of 18 KB took the tokenizer to 13 GB and an abort."""
-    return max(100_000, 128 * spec.model.max_length)
-
-
-def check_text_length(col, name: str, spec: JobSpec, where: str, first_row: int) -> None:
-    cap = max_text_chars(spec)
-    lengths = pc.utf8_length(col)
-    if (pc.max(lengths).as_py() or 0) > cap:
-        row = first_row + next(i for i, n in enumerate(lengths.to_pylist()) if n is not None and n > cap)
-        raise DataError(f"{where}: row {row} holds {lengths[row - first_row].as_py():,} characters in column "
-                        f"{name!r}, more than the {cap:,} a row may hold with model.max_length "
-                        f"{spec.model.max_length}; shorten or split such texts")
+def file_batches(files: List[str], cols: List[str]):
+    """(file, the number of its batch's first row, batch) for every batch of every file."""
+    for path in files:
+        first_row = 0
+        for batch in iter_arrow([path], cols):
+            yield path, first_row, batch
+            first_row += len(batch)
 
 
 def count_steps(spec: JobSpec, usable_rows: int) -> tuple[int, int]:
@@ -196,7 +190,7 @@ def check_chat_renders(tok, spec: JobSpec) -> None:
     if status == "error":
         raise SpecError(f"{where} fails to render a user turn{' with template.system' * bool(spec.template.system)}:"
                         f" {shown(value)}")
-    if value > max_text_chars(spec):
+    if value > max_text_chars(spec.model.max_length):
         raise SpecError(f"{where} renders one sample turn as {value:,} characters; restore the model folder's chat "
                         "template")
 

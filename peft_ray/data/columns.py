@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+import numpy as np
 import pyarrow as pa
 
 from peft_ray.errors import DataError
@@ -40,3 +41,44 @@ def _extension_name(field: pa.Field) -> str:
         return t.extension_name
     inner = [t.field(i) for i in range(t.num_fields)] if hasattr(t, "field") else []   # list, struct, map
     return next((n for n in map(_extension_name, inner) if n), "")
+
+
+def max_text_chars(max_length: int) -> int:
+    """The longest text a row may hold in one column: far more than max_length tokens can use (a
+    WordPiece token spans at most 100 characters), far less than a few KB of compressed Parquet can
+    hold: 200 MB of text in one zstd row of 18 KB took the tokenizer to 13 GB and an abort."""
+    return max(100_000, 128 * max_length)
+
+
+def text_lengths(col) -> Optional[np.ndarray]:
+    """Characters per row of a text column, or of a list-of-text column (summed: NER's tokens);
+    None for other columns."""
+    import pyarrow.compute as pc
+
+    def is_text(t) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if is_text(col.type):
+        return pc.fill_null(pc.utf8_length(col), 0).to_numpy(zero_copy_only=False)
+    if (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) and is_text(col.type.value_type):
+        flat = pc.fill_null(pc.utf8_length(pc.list_flatten(col)), 0).to_numpy(zero_copy_only=False)
+        return np.bincount(pc.list_parent_indices(col).to_numpy(zero_copy_only=False), weights=flat,
+                           minlength=len(col)).astype(np.int64)
+    return None
+
+
+def check_text_lengths(table, columns: List[str], max_length: int, where: str, first_row: Optional[int]) -> None:
+    """No row holds more than max_text_chars in a column read: named with its row where known."""
+    cap = max_text_chars(max_length)
+    for name in columns:
+        if name not in table.column_names:
+            continue
+        lengths = text_lengths(table.column(name))
+        if lengths is None or not len(lengths) or lengths.max() <= cap:
+            continue
+        i = int((lengths > cap).argmax())
+        row = f"row {first_row + i}" if first_row is not None else "a row"
+        raise DataError(f"{where}: {row} holds {int(lengths[i]):,} characters in column {name!r}, more than the "
+                        f"{cap:,} a row may hold with model.max_length {max_length}; shorten or split such texts")

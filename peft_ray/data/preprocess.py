@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import pyarrow as pa
 
+from peft_ray.data.columns import check_text_lengths
 from peft_ray.data.fewshot import keep_shots
 from peft_ray.data.holdout import apply_holdout
 
@@ -29,6 +30,7 @@ class PreprocessConfig:
     labels: Tuple[str, ...] = ()
     shots_thresholds: Tuple[int, ...] = ()   # data.train_shots (train split only): see data/fewshot.py
     shots_seed: int = 0
+    max_length: int = 0                 # model.max_length: no row may hold more text than it could use (0: unchecked)
 
 
 _LOCK = threading.Lock()
@@ -41,6 +43,8 @@ def preprocess(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
     imports transformers (and with it torch); two threads importing torch at once fail with
     "partially initialized module 'torch'". One Ray task runs one batch at a time anyway."""
     with _LOCK:
+        if cfg.max_length:   # predict and eval inputs too, which no pre-flight scan reads
+            check_text_lengths(batch, list(cfg.columns), cfg.max_length, "data", None)
         batch = apply_holdout(batch, list(cfg.columns), cfg.holdout_fraction, cfg.holdout_seed, cfg.holdout_side)
         if cfg.shots_thresholds:
             batch = keep_shots(batch, cfg.columns, cfg.label_column, cfg.labels, cfg.shots_thresholds,

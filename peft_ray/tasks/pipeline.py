@@ -65,4 +65,5 @@ def make_preprocess_config(spec, tokenizer_path: str, split: str = "train") -> P
         holdout_fraction=spec.data.validation_fraction if holdout else 0.0, holdout_seed=holdout_seed(spec),
         holdout_side=split if holdout else "", label_column=task.label_column(spec.task),
         labels=task.classes(spec.task),
-        shots_thresholds=few_shot_thresholds(spec) if split == "train" else (), shots_seed=shots_seed(spec))
+        shots_thresholds=few_shot_thresholds(spec) if split == "train" else (), shots_seed=shots_seed(spec),
+        max_length=spec.model.max_length)

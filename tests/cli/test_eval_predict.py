@@ -293,3 +293,13 @@ def test_a_folder_without_an_adapter_is_told_what_to_pass(cls_run, tmp_path):
     r = _cli("predict", merged, "--input", cls_run.parent / "data" / "validation.parquet", "--output",
              tmp_path / "p.jsonl", "--local")
     assert r.exit_code == 2 and "it is a full model (an `export --merge`?)" in r.output, r.output
+
+
+def test_predict_gives_no_prediction_for_a_row_of_more_text_than_the_model_reads(cls_run, tmp_path):
+    """predict reads no pre-flight scan: each row is checked as it is built, before the tokenizer
+    sees it (200 MB in one row took it to 13 GB), and such a row gets no prediction, as a malformed one."""
+    long = write_rows(tmp_path / "in.parquet", {"text": ["a good film", "good " * 25_000]})
+    r = _cli("predict", cls_run, "--input", long, "--output", tmp_path / "o.jsonl", "--local")
+    assert r.exit_code == 0 and "(1 without a prediction)" in r.output, r.output
+    rows = _read(tmp_path / "o.jsonl")
+    assert rows[0]["prediction"] is not None and rows[1]["prediction"] is None

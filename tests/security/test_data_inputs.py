@@ -232,8 +232,26 @@ def test_a_row_of_more_text_than_any_model_reads_is_refused(tmp_path, tiny_bert)
     texts[7] = "good " * 20_001                                    # 100,005 characters
     pq.write_table(pa.table({"text": texts, "label": [r["label"] for r in rows]}), tmp_path / "train.parquet",
                    compression="zstd")
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}),
+                   tmp_path / "part-0.parquet")
+    pq.write_table(pa.table({"text": texts, "label": [r["label"] for r in rows]}), tmp_path / "part-1.parquet")
     out = _validate(tmp_path, tiny_bert, tmp_path, "train.parquet")
     assert "data.train (" in out and "row 7 holds 100,005 characters in column 'text', more than the 100,000" in out
+    out = _validate(tmp_path, tiny_bert, tmp_path, "part-*.parquet")          # the file that holds it, its row
+    assert f"data.train ({tmp_path / 'part-1.parquet'}): row 7 holds 100,005 characters" in out
+
+
+def test_a_list_column_of_more_text_than_any_model_reads_is_refused():
+    """NER's tokens are a list of strings: 300,000 tokens in one row passed."""
+    import pyarrow as pa
+
+    from peft_ray.data.columns import check_text_lengths
+    from peft_ray.errors import DataError
+
+    table = pa.table({"tokens": [["EU", "rejects"], ["x"] * 100_001], "tags": [["B-ORG", "O"], ["O"] * 100_001]})
+    with pytest.raises(DataError, match="f.parquet: row 1 holds 100,001 characters in column 'tokens'"):
+        check_text_lengths(table, ["tokens"], 64, "f.parquet", 0)
+    check_text_lengths(table.slice(0, 1), ["tokens"], 64, "f.parquet", 0)
 
 
 def test_ids_read_as_text_count_and_the_stray_value_is_named(tmp_path, tiny_bert):
