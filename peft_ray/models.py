@@ -214,6 +214,21 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
         raise SpecError(mismatch_message(path, model, problem))
 
 
+def fresh_mlm_head(path: str, trust_remote_code: bool = False) -> Optional[str]:
+    """A masked-LM head tensor the weights lack (the head would start random), or None when the
+    head is in the weights (or no masked-LM head can be built). Built on the meta device: no
+    tensor is read. The packaged MiniLM is a sentence encoder saved without one."""
+    from transformers import AutoModelForMaskedLM
+
+    try:
+        with quiet_transformers():
+            _, info = AutoModelForMaskedLM.from_pretrained(path, device_map="meta", output_loading_info=True,
+                                                           trust_remote_code=trust_remote_code, **NO_HUB)
+    except (ValueError, OSError, KeyError, RuntimeError):
+        return None
+    return next(iter(sorted(info.get("missing_keys", ()))), None)
+
+
 def weights_problem(model: Any, info: dict) -> Optional[dict]:
     """Base-model tensors the checkpoint lacks, checkpoint tensors the base would not use, and shape
     mismatches, from from_pretrained's loading info; None when the base loaded whole. A fresh task

@@ -161,9 +161,10 @@ class Encoder:
 
     @staticmethod
     def has_trained_mlm_head(spec, path: str) -> bool:
-        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
-        from peft_ray.hf import NO_HUB, OFFLINE, quiet_transformers
+        from peft_ray.hf import OFFLINE
+        from peft_ray.models import fresh_mlm_head
 
         trust = spec.model.trust_remote_code
         cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust, **OFFLINE)
@@ -171,11 +172,7 @@ class Encoder:
             return False
         if not AutoTokenizer.from_pretrained(path, trust_remote_code=trust, **OFFLINE).mask_token:
             return False
-        with quiet_transformers():
-            _, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, trust_remote_code=trust,
-                                                           use_safetensors=None if spec.model.allow_pickle else True,
-                                                           **NO_HUB)
-        return not info["missing_keys"]  # a trained head, not a freshly initialised one
+        return fresh_mlm_head(path, trust) is None   # a trained head, not a freshly initialised one
 
     def batch(self, texts: List[str]):
         return self.tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")

@@ -225,3 +225,25 @@ def test_a_tied_lm_head_in_modules_to_save_loads_back_for_eval_and_predict(tiny_
     train_local(job)
     loaded = load_adapter(tmp_path / "out" / "adapter", device="cpu")
     assert "base_model.model.lm_head.weight" in loaded.engine.module.adapter_state()
+
+
+def test_verbalizer_scoring_through_a_missing_masked_lm_head_is_warned(tiny_models, tiny_bert, capsys):
+    """The packaged MiniLM (and tiny_bert) are saved without a masked-LM head: label-word scores come
+    from a random layer. A model saved with its head passes quietly."""
+    from peft_ray.tasks import get_task
+
+    task = {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"}
+    template = {"text": "{text} it was {label}", "verbalizer": {"negative": "bad", "positive": "good"}}
+    get_task("classification").check_model(_spec(tiny_bert, task, template), "encoder")
+    assert "which its weights do not hold (e.g. cls.predictions" in capsys.readouterr().err
+    get_task("classification").check_model(_spec(tiny_models("bert"), task, template), "encoder")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_labels_scored_by_the_same_tokens_are_refused(tiny_bert):
+    from peft_ray.tasks import get_task
+
+    task = {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"}
+    template = {"text": "{text} it was {label}", "verbalizer": {"negative": ["bad", "good"], "positive": ["good", "bad"]}}
+    with pytest.raises(SpecError, match="labels 'negative' and 'positive' are scored by the same tokens"):
+        get_task("classification").check_model(_spec(tiny_bert, task, template), "encoder")

@@ -15,6 +15,22 @@ from peft_ray.tasks.classification.rows import ClassificationRows, build_rows
 from peft_ray.templates import check_verbalizer
 
 
+def warn_fresh_mlm_head(spec) -> None:
+    """Verbalizer scoring through a masked-LM head the weights lack scores label words with a
+    random layer: zero-shot figures are noise, and training has to undo it. Said, not refused: a
+    test model or a run that trains the head (modules_to_save) may mean it."""
+    import sys
+
+    from peft_ray.models import fresh_mlm_head, resolve_model_path
+
+    missing = fresh_mlm_head(resolve_model_path(spec.model.name_or_path), spec.model.trust_remote_code)
+    if missing:
+        print(f"[peft-ray] warning: task.head: verbalizer scores label words with the masked-LM head of "
+              f"'{spec.model.name_or_path}', which its weights do not hold (e.g. {missing}): it starts random, "
+              "so zero-shot scores are noise. Use task.head: head, or a model saved with its masked-LM head",
+              file=sys.stderr)
+
+
 class Classification(Task):
     name = "classification"
     config_cls = ClassificationConfig
@@ -37,10 +53,13 @@ class Classification(Task):
                             f"(got '{spec.template.text}')")
 
     def check_model(self, spec, lm_kind: str) -> None:
-        if scoring_for(spec.task.head, lm_kind) != "head":
+        scoring = scoring_for(spec.task.head, lm_kind)
+        if scoring != "head":
             from peft_ray.tasks.classification.verbalizer import check_labels_differ
 
             check_labels_differ(spec)
+        if scoring == "mlm":
+            warn_fresh_mlm_head(spec)
 
     def supervision_columns(self, cfg) -> Dict[str, str]:
         return {cfg.label_column: "task.label_column"}
