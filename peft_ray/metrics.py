@@ -3,6 +3,7 @@ workers can sum their matrices and every rank computes the same numbers."""
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -47,7 +48,6 @@ def classification_metrics(cm: np.ndarray, label_names: List[str]) -> Dict[str, 
 
 def normalize_answer(s: str) -> str:
     """SQuAD v1.1 normalisation: lower case, no punctuation, no articles, single spaces."""
-    import re
     import string
 
     s = s.lower()
@@ -83,11 +83,18 @@ def _lcs(a: List[str], b: List[str]) -> int:
     return prev[-1]
 
 
+def rouge_tokens(text: str) -> List[str]:
+    """rouge_score's default tokenizer (what HF `evaluate`'s rouge uses, no stemmer): lower case,
+    every run of characters other than a-z and 0-9 a separator. Not SQuAD's normalisation: articles
+    and punctuation-joined words count, as in published ROUGE-L."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
 def rouge_l(pred: str, ref: str) -> float:
-    """ROUGE-L F1 (beta 1) over normalised tokens."""
-    p, r = normalize_answer(pred).split(), normalize_answer(ref).split()
+    """ROUGE-L F1 (beta 1) as rouge_score computes it: 0 where either side has no tokens."""
+    p, r = rouge_tokens(pred), rouge_tokens(ref)
     if not p or not r:
-        return float(p == r)
+        return 0.0
     lcs = _lcs(p, r)
     if lcs == 0:
         return 0.0

@@ -23,6 +23,14 @@ def test_rouge_l_is_lcs_f1():
     assert m["exact_match"] == 0.5 and m["rouge_l"] == 0.5
 
 
+def test_rouge_l_tokenizes_as_rouge_score():
+    """rouge_score's default tokenizer (HF evaluate's rouge): articles count, punctuation separates,
+    nothing matches nothing. SQuAD's normalisation had given 1.0 to the first pair."""
+    assert rouge_l("the cat sat on a mat", "a cat sat on the mat") == pytest.approx(2 / 3)
+    assert rouge_l("Don't panic!", "don t panic") == 1.0
+    assert rouge_l("", "") == 0.0 and rouge_l("x", "") == 0.0
+
+
 def test_exact_match_as_written_keeps_case_and_punctuation():
     """SQuAD's normalised match takes "rocket" for "ROCKET" (the capitalise skill of builtin:instructions)."""
     m = generation_metrics(["Rocket", " HOUSE ", "42."], ["ROCKET", "HOUSE", "42"])
