@@ -125,6 +125,25 @@ def chat_prompt(tok, text: str, system: Optional[str] = None) -> str:
 CHAT_HOLES = {"system": "\ue002system\ue002", "user": "\ue002user\ue002"}
 
 
+def cut_prompt(tok, ids: List[int], room: int, chat_text: Optional[str] = None,
+               system: Optional[str] = None) -> List[int]:
+    """A prompt's ids within `room`, its end kept (nearest the answer). A chat prompt (`chat_text`:
+    the user turn it was rendered from) keeps the template's markup, the system turn and the
+    assistant header whole and cuts the start of the user's text: cutting the rendered prompt's
+    start took `<|im_start|>system` off and left the model a half turn."""
+    if len(ids) <= room:
+        return ids
+    if chat_text is None or not isinstance(tok, PlainTextTokenizer):
+        return ids[-room:]
+    before, after = tok.chat_skeleton(bool(system)).replace(CHAT_HOLES["system"], system or "").split(
+        CHAT_HOLES["user"], 1)
+    head, tail = (tok(part, add_special_tokens=False)["input_ids"] for part in (before, after))
+    keep = room - len(head) - len(tail)
+    if keep <= 0:                    # no room for any text: the markup alone, its end
+        return (head + tail)[-room:]
+    return head + tok(chat_text, add_special_tokens=False)["input_ids"][-keep:] + tail
+
+
 def response_sep(chat: bool, written: str = " ") -> str:
     """What joins a prompt and its response: what the template writes before {label} in plain text
     (Template.label_sep; a space by default), nothing after a chat template's assistant header

@@ -263,3 +263,23 @@ def test_label_words_are_scored_as_the_template_writes_them(smol_path, sentiment
     tok = load_tokenizer(smol_path)
     assert scoring == "causal"
     assert row["input_ids"] + list(cands[1][0]) == tok(f"A fine film. {written}")["input_ids"]
+
+
+def test_a_long_chat_prompt_is_cut_in_the_users_text_not_the_markup(smol_path, sentiment, tmp_path):
+    """The rendered prompt's start was cut: `<|im_start|>system` went, the model got half a turn."""
+    import pyarrow as pa
+
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.rows.tokens import tokenizer
+    from peft_ray.tasks.pipeline import make_preprocess_config
+
+    spec = job(sentiment, tmp_path / "out", {"name": "lora"}, template="{text}\n{label}",
+               template_extra={"chat": True}, model={"max_length": 40})
+    long_text = " ".join(f"word{i}" for i in range(200)) + " the end"
+    (row,) = preprocess(pa.table({"text": [long_text], "label": ["positive"]}),
+                        make_preprocess_config(spec, smol_path, "validation")).to_pylist()
+    tok = tokenizer(smol_path)
+    shown = tok.decode(row["input_ids"])
+    assert len(row["input_ids"]) == 40 and row["truncated"]
+    assert shown.startswith("<|im_start|>system") and shown.endswith("<|im_start|>assistant\n")
+    assert "the end<|im_end|>" in shown and "word0 " not in shown

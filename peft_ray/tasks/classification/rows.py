@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from peft_ray.rows import RowConfig
 from peft_ray.rows.labels import label_ids
-from peft_ray.rows.tokens import chat_prompt, lead_tokens, tokenizer
+from peft_ray.rows.tokens import chat_prompt, cut_prompt, lead_tokens, tokenizer
 from peft_ray.templates import Template
 
 
@@ -103,6 +103,7 @@ def _causal_row(tok, template: Template, row: dict, cfg):
     prompt = template.prompt_part().render(row)
     if prompt is None:
         return None
+    user = prompt if cfg.chat else None
     if cfg.chat:  # the label words are the assistant's reply
         prompt, lead = chat_prompt(tok, prompt, cfg.system), []
     else:
@@ -110,5 +111,5 @@ def _causal_row(tok, template: Template, row: dict, cfg):
         lead = list(lead_tokens(tok))
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     room = cfg.max_length - len(lead)
-    ids = lead + p[-room:]
+    ids = lead + cut_prompt(tok, p, room, user, cfg.system)
     return {"input_ids": ids, "score_pos": len(ids) - 1, "length": len(ids), "truncated": len(p) > room}

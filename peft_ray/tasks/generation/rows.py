@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from peft_ray.rows import RowConfig
-from peft_ray.rows.tokens import IGNORE, chat_prompt, eos_id, lead_tokens, response_sep, split_ids, tokenizer
+from peft_ray.rows.tokens import IGNORE, chat_prompt, cut_prompt, eos_id, lead_tokens, response_sep, split_ids, tokenizer
 from peft_ray.templates import Template
 
 
@@ -40,6 +40,7 @@ DUMMY = {"input_ids": [0, 0], "target_ids": [IGNORE, IGNORE], "prompt_len": 1, "
 
 
 def _causal_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
+    user = prompt if cfg.chat else None
     if cfg.chat:
         prompt = chat_prompt(tok, prompt, cfg.system)
     p, r = split_ids(tok, prompt, resp, response_sep(cfg.chat, sep))   # as the template writes them
@@ -47,10 +48,10 @@ def _causal_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
     lead = [] if cfg.chat else list(lead_tokens(tok))   # a chat template writes its own
     # What decoding reads: the prompt alone cut to max_length, whatever the reference, so eval scores
     # the input predict gives (its reference is a placeholder) and no reference length leaks into it.
-    source = lead + p[-max(cfg.max_length - len(lead), 1):]
+    source = lead + cut_prompt(tok, p, max(cfg.max_length - len(lead), 1), user, cfg.system)
     room = max(cfg.max_length - len(r) - len(lead), 1)  # teacher forcing: the prompt and the response fit
     truncated = len(p) > room
-    p = lead + p[-room:]                                 # keep the end of a long prompt (nearest the answer)
+    p = lead + cut_prompt(tok, p, room, user, cfg.system)   # the end of a long prompt (nearest the answer)
     return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p), "source_ids": source,
             "reference": resp, "length": len(p) + len(r), "truncated": truncated}
 
