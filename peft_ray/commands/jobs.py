@@ -145,10 +145,12 @@ def jobs_list(address: Optional[str], timeout: float) -> None:
         rows = call(_connect(address, timeout).list_jobs)
     except JobError as e:
         fail(e)
-    rows = sorted(rows, key=lambda j: j.start_time or 0, reverse=True)
+    # Submitted jobs only: a script's own ray.init on the cluster is a driver "job" with no submission
+    # id, whose logs `jobs logs` cannot fetch (Ray: "Can only get logs of submission type jobs").
+    rows = sorted((j for j in rows if j.submission_id), key=lambda j: j.start_time or 0, reverse=True)
     click.echo(f"{'SUBMISSION ID':<46} {'STATUS':<10} {'STARTED':<19} {'TIME':>7}  JOB")
     for j in rows:
-        click.echo(f"{j.submission_id or j.job_id or '?':<46} {_status(j.status):<10} {_when(j.start_time):<19} "
+        click.echo(f"{j.submission_id:<46} {_status(j.status):<10} {_when(j.start_time):<19} "
                    f"{_took(j.start_time, j.end_time):>7}  {_what(j)}")
 
 

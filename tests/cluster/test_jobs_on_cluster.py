@@ -90,6 +90,8 @@ def test_submit_follows_tiny_job_then_logs_status_list(cluster_env, workdir, tin
     assert re.search(r"^  job:\s+tiny-follow \(\S*tiny-follow\.yaml", status.output, re.M), status.output  # metadata
     listed = cli("jobs", "list")
     assert sid in listed.output and "tiny-follow" in listed.output
+    ids = [line.split()[0] for line in listed.output.splitlines()[1:] if line.strip()]
+    assert all(i.startswith(("peft-ray-", "raysubmit_")) for i in ids), listed.output   # no driver "jobs"
     assert (out / "metrics.json").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
