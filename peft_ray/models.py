@@ -86,6 +86,9 @@ def cached_hub_id(repo_id: str) -> str:
     return folder
 
 
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt"}
+
+
 def check_model_folder(path: str, allow_pickle: bool) -> None:
     """What a shared model folder may not make a load do: read a pipe or device as a file (a FIFO
     `model.safetensors` blocked for ever), fetch attention kernels from the hub (config.json's
@@ -99,6 +102,10 @@ def check_model_folder(path: str, allow_pickle: bool) -> None:
             raise SpecError(f"model.name_or_path: {f} is not a regular file (a pipe, device or dangling link); "
                             "restore the model folder's files as they came")
     check_attention_setting(p / "config.json")
+    if (p / "config.json").is_file() and not any(f.suffix in WEIGHT_SUFFIXES for f in p.iterdir()):
+        raise SpecError(f"model.name_or_path: '{path}' holds a config.json but no weights (*.safetensors); "
+                        "download or copy the model's weight files into it (a cached hub model: "
+                        "huggingface-cli download <id>)")
     has_safe = any(p.glob("*.safetensors"))
     has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt")) or any(p.glob("*.pth"))
     if has_pickle and not has_safe and not allow_pickle:

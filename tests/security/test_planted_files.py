@@ -58,7 +58,7 @@ def test_train_refuses_a_log_link_planted_in_output_dir(tiny_bert, tiny_data, tm
     job = tmp_path / "job.yaml"
     job.write_text(json.dumps(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
     r = CliRunner().invoke(main, ["train", str(job), "--local", "-q"])
-    assert r.exit_code == 2 and "train.log is a symbolic link" in r.output
+    assert r.exit_code == 2 and "'train.log' is a symbolic link" in r.output
     assert victim.read_text() == "the user's own file\n"
 
 
