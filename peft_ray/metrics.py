@@ -85,9 +85,10 @@ def _lcs(a: List[str], b: List[str]) -> int:
 
 def rouge_tokens(text: str) -> List[str]:
     """rouge_score's default tokenizer (what HF `evaluate`'s rouge uses, no stemmer): lower case,
-    every run of characters other than a-z and 0-9 a separator. Not SQuAD's normalisation: articles
-    and punctuation-joined words count, as in published ROUGE-L."""
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+    every run of other characters a separator; letters and digits of any script count (rouge_score
+    keeps only a-z and 0-9, which scores a correct Russian or Japanese answer 0 and splits "Mädchen";
+    on ASCII text the tokens are the same). Not SQuAD's normalisation: articles count."""
+    return re.findall(r"[^\W_]+", text.lower())
 
 
 def rouge_l(pred: str, ref: str) -> float:

@@ -187,6 +187,8 @@ def check_chat_renders(tok, spec: JobSpec) -> None:
         raise SpecError(f"{where} did not render one sample turn in {CHAT_RENDER_SECONDS} s; restore the model "
                         "folder's chat template (tokenizer_config.json or chat_template.jinja)")
     status, value = reader.recv()
+    if status == "spec":
+        raise SpecError(value)
     if status == "error":
         raise SpecError(f"{where} fails to render a user turn{' with template.system' * bool(spec.template.system)}:"
                         f" {shown(value)}")
@@ -200,6 +202,8 @@ def _render_sample(conn, tok, system: Optional[str]) -> None:
 
     try:
         conn.send(("ok", len(chat_prompt(tok, "a sample sentence of the data " * 64, system))))
+    except SpecError as e:   # rows.tokens' own check of what the template does with the text
+        conn.send(("spec", str(e)))
     except Exception as e:   # the template's own raise_exception, a Jinja error
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -226,10 +230,15 @@ def check_model_files(spec: JobSpec, model_path: str) -> None:
         _check_safetensors(f, "model.name_or_path")
     limit = next((cfg[k] for k in POSITION_KEYS if isinstance(cfg.get(k), int)), None)
     soft = getattr(spec.method, "num_virtual_tokens", 0) if spec.method.name in PREPENDS_TOKENS else 0
-    if limit is not None and spec.model.max_length + soft > limit:
-        extra = f" + method.num_virtual_tokens ({soft})" if soft else ""
+    # A decoder-only model decodes after a prompt of up to max_length tokens (an encoder-decoder's
+    # decoder has positions of its own): a learned position table (GPT-2) has no row past its limit.
+    new = 0 if cfg.get("is_encoder_decoder") else get_task(spec.task.type).generated_tokens(spec.task)
+    if limit is not None and spec.model.max_length + soft + new > limit:
+        extra = (f" + method.num_virtual_tokens ({soft})" if soft else "") + \
+            (f" + task.decoding.max_new_tokens ({new})" if new else "")
         raise SpecError(f"model.max_length ({spec.model.max_length}){extra} exceeds the {limit} positions of "
-                        f"'{spec.model.name_or_path}' (config.json); lower model.max_length to at most {limit - soft}")
+                        f"'{spec.model.name_or_path}' (config.json); lower model.max_length to at most "
+                        f"{limit - soft - new}")
 
 
 def _check_safetensors(path: Path, field: str) -> None:

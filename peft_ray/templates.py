@@ -127,6 +127,14 @@ class Template:
             return ""
         return before.value[len(before.value.rstrip()):]
 
+    @property
+    def text_before_label(self) -> str:
+        """The template's own text just before {label}, without its outer whitespace ("" where a
+        column or nothing comes before the slot): what label words are tokenized after."""
+        cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), None)
+        before = self.parts[cut - 1] if cut else None
+        return before.value.strip() if before is not None and before.kind == "text" else ""
+
     def prompt_part(self) -> "Template":
         """The template up to its {label} slot (all of it when it has none): a generation prompt."""
         cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), len(self.parts))

@@ -7,6 +7,8 @@ import re
 import secrets
 from typing import List, Optional, Tuple
 
+from peft_ray.errors import SpecError
+
 IGNORE = -100  # label of positions the loss skips (HF convention)
 
 
@@ -40,7 +42,13 @@ class PlainTextTokenizer:
         """The chat template rendered around CHAT_HOLES, its special-token strings marked."""
         msgs = ([{"role": "system", "content": CHAT_HOLES["system"]}] if with_system else []) + \
             [{"role": "user", "content": CHAT_HOLES["user"]}]
-        return self.mark_specials(self._tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+        rendered = self._tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        for role in ("user", "system") if with_system else ("user",):
+            if rendered.count(CHAT_HOLES[role]) != 1:   # dropped, changed (| upper) or written twice
+                raise SpecError(f"template.chat: the model's chat template writes the {role} turn's text "
+                                f"{rendered.count(CHAT_HOLES[role])} times, not once as written (it drops, "
+                                "transforms or repeats it); use template.chat: false or another model")
+        return self.mark_specials(rendered)
 
     def mark_specials(self, text: str) -> str:
         """`text` (trusted markup, e.g. a rendered chat template) with its special-token strings

@@ -61,6 +61,10 @@ class Task:
     def check_model(self, spec, lm_kind: str) -> None:
         """Preflight: the base model (models.lm_kind: encoder, causal, seq2seq) suits the job."""
 
+    def generated_tokens(self, cfg) -> int:
+        """Positions decoding adds after a prompt of up to model.max_length tokens (0: none)."""
+        return 0
+
     def input_columns(self, cfg) -> Dict[str, str]:
         """Input columns the task reads besides the template's {column}s -> the field naming each."""
         return {}

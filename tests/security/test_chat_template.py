@@ -16,7 +16,9 @@ HANGS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% 
 # hangs only where a run renders: around the holes the row text goes into
 HANGS_IN_RUNS = ("{% for m in messages %}{% if '\ue002' in m['content'] %}{% for i in range(100000) %}{% for j in "
                  "range(100000) %}{% endfor %}{% endfor %}{% endif %}{% endfor %}")
-GROWS = "{% for i in range(5000) %}{{ messages[0].content }}{% endfor %}"
+GROWS = "{% for i in range(100) %}{% for j in range(2000) %}x{% endfor %}{% endfor %}{{ messages[0].content }}"
+TWICE = "{% for i in range(2) %}{{ messages[0].content }}{% endfor %}"
+UPPER = "{% for m in messages %}<{{ m.role }}>{{ m['content'] | upper }}{% endfor %}<a>"
 FAILS = "{{ raise_exception('system messages are not supported') }}"
 WORKS = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
 
@@ -29,8 +31,10 @@ def causal(tmp_path_factory):
 
 
 @pytest.mark.parametrize("template, expected", [
-    (HANGS, "did not render one sample turn in 2 s"), (HANGS_IN_RUNS, "did not render one sample turn in 2 s"), (GROWS, "renders one sample turn as 9,600,000 characters"),
-    (FAILS, "fails to render a user turn: TemplateError: system messages are not supported"), (WORKS, None)])
+    (HANGS, "did not render one sample turn in 2 s"), (HANGS_IN_RUNS, "did not render one sample turn in 2 s"), (GROWS, "renders one sample turn as 201,920 characters"),
+    (TWICE, "writes the user turn's text 2 times, not once as written"),
+    (FAILS, "fails to render a user turn: TemplateError: system messages are not supported"),
+    (UPPER, "template.chat: the model's chat template writes the user turn's text 0 times"), (WORKS, None)])
 def test_the_chat_template_renders_within_limits(causal, tiny_data, tmp_path, monkeypatch, template, expected):
     from peft_ray import preflight
 

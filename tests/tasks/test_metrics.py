@@ -29,6 +29,7 @@ def test_rouge_l_tokenizes_as_rouge_score():
     assert rouge_l("the cat sat on a mat", "a cat sat on the mat") == pytest.approx(2 / 3)
     assert rouge_l("Don't panic!", "don t panic") == 1.0
     assert rouge_l("", "") == 0.0 and rouge_l("x", "") == 0.0
+    assert rouge_l("Привет мир", "Привет мир") == 1.0 and rouge_l("Mädchen", "Männer") == 0.0   # any script
 
 
 def test_exact_match_as_written_keeps_case_and_punctuation():

@@ -247,3 +247,32 @@ def test_labels_scored_by_the_same_tokens_are_refused(tiny_bert):
     template = {"text": "{text} it was {label}", "verbalizer": {"negative": ["bad", "good"], "positive": ["good", "bad"]}}
     with pytest.raises(SpecError, match="labels 'negative' and 'positive' are scored by the same tokens"):
         get_task("classification").check_model(_spec(tiny_bert, task, template), "encoder")
+
+
+def test_a_generation_prompt_and_its_decoding_must_fit_a_learned_position_table(tiny_models):
+    """GPT-2 has no position past n_positions (128 here): decoding after a prompt of max_length
+    tokens went past it, and eval crashed with an IndexError in wpe."""
+    from peft_ray.preflight import check_model_files
+
+    m = tiny_models("gpt2")
+    task = {"type": "generation", "decoding": {"max_new_tokens": 8}}
+    spec = validate_spec({"name": "t", "model": {"name_or_path": str(m), "max_length": 124}, "task": task,
+                          "template": {"text": "key {key} : {label}"}, "method": {"name": "lora"},
+                          "data": {"root": "/nonexistent"}, "scaling": {"num_workers": 1}})
+    with pytest.raises(SpecError, match=r"model.max_length \(124\) \+ task.decoding.max_new_tokens \(8\) exceeds the "
+                                        r"128 positions .* at most 120"):
+        check_model_files(spec, str(m))
+    spec.model.max_length = 120
+    check_model_files(spec, str(m))
+
+
+def test_label_words_follow_the_templates_own_text_not_a_stand_in():
+    """"x" + "great" is one WordPiece word (x ##gre ##at); after "Sentiment:" it is "great"."""
+    from peft_ray.models import resolve_model_path
+    from peft_ray.rows.tokens import tokenizer
+    from peft_ray.tasks.classification.verbalizer import candidates
+
+    path = resolve_model_path("minilm")
+    great = tuple(tokenizer(path)("great", add_special_tokens=False)["input_ids"])
+    assert candidates(path, False, (("great",),), "causal", False, "", "Sentiment:") == ((great,),)
+    assert candidates(path, False, (("great",),), "mlm", False, "", "x") == ((great[:1],),)   # a mask is a whole token

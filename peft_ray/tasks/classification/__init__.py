@@ -4,6 +4,7 @@ head for encoders and the verbalizer for causal LMs."""
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
@@ -19,14 +20,22 @@ def warn_fresh_mlm_head(spec) -> None:
     """Verbalizer scoring through a masked-LM head the weights lack scores label words with a
     random layer: zero-shot figures are noise, and training has to undo it. Said, not refused: a
     test model or a run that trains the head (modules_to_save) may mean it."""
+    from peft_ray.models import resolve_model_path
+
+    _warn_fresh_mlm_head(resolve_model_path(spec.model.name_or_path), spec.model.name_or_path,
+                         spec.model.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=8)   # once a process: a search checks every template's job
+def _warn_fresh_mlm_head(path: str, name: str, trust: bool) -> None:
     import sys
 
-    from peft_ray.models import fresh_mlm_head, resolve_model_path
+    from peft_ray.models import fresh_mlm_head
 
-    missing = fresh_mlm_head(resolve_model_path(spec.model.name_or_path), spec.model.trust_remote_code)
+    missing = fresh_mlm_head(path, trust)
     if missing:
         print(f"[peft-ray] warning: task.head: verbalizer scores label words with the masked-LM head of "
-              f"'{spec.model.name_or_path}', which its weights do not hold (e.g. {missing}): it starts random, "
+              f"'{name}', which its weights do not hold (e.g. {missing}): it starts random, "
               "so zero-shot scores are noise. Use task.head: head, or a model saved with its masked-LM head",
               file=sys.stderr)
 

@@ -31,9 +31,14 @@ Candidates = Tuple[Tuple[Tuple[int, ...], ...], ...]   # per label, per word: to
 
 
 def candidates(tok_path: str, trust: bool, verbalizer: Tuple[Tuple[str, ...], ...], scoring: str,
-               chat: bool = False, sep: str = " ") -> Candidates:
+               chat: bool = False, sep: str = " ", before: str = "x") -> Candidates:
+    """Each label word's token ids as they follow the prompt in a row: after `before` (the
+    template's own text before {label}, or a stand-in for a row's text) and `sep`."""
     tok = tokenizer(tok_path, trust)
-    before = chat_prompt(tok, "x") if chat else "x"   # what precedes a label word in a row
+    if chat:
+        before = chat_prompt(tok, "x")               # the assistant header precedes the reply
+    elif scoring == "mlm":
+        before, sep = "x", " "                      # the mask is a whole token: the word's own first token
     out = []
     for words in verbalizer:
         ids = []
@@ -53,8 +58,10 @@ def spec_candidates(spec, path: Optional[str] = None) -> Tuple[Candidates, str]:
     scoring = scoring_for(spec.task.head, lm_kind(path, spec.model.trust_remote_code))
     words = verbalizer_words(spec.task.labels, spec.template.verbalizer)
     chat = spec.template.chat and scoring == "causal"
-    sep = Template.parse(spec.template.text).label_sep
-    return candidates(path, spec.model.trust_remote_code, words, scoring, chat, sep), scoring
+    template = Template.parse(spec.template.text)
+    # "Sentiment:" + "great", not "x" + "great": a WordPiece tokenizer reads "xgreat" as x ##gre ##at
+    return candidates(path, spec.model.trust_remote_code, words, scoring, chat, template.label_sep,
+                      template.text_before_label or "x"), scoring
 
 
 def check_labels_differ(spec) -> None:

@@ -37,6 +37,9 @@ class Generation(Task):
     model_module = "peft_ray.tasks.generation.model"
     scores = staticmethod(generation_metrics)   # (predictions, references) -> metrics
 
+    def generated_tokens(self, cfg) -> int:
+        return cfg.decoding.max_new_tokens
+
     def check(self, spec, template) -> None:
         """The response goes at {label} (or after the template when it has none)."""
         check_verbalizer(spec.template.verbalizer, [], "auto")
