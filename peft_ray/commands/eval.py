@@ -139,10 +139,12 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
 
 
 def counted_cuts(tables, cut: List[int]):
-    """The preprocessed tables, passed on, with their rows cut to model.max_length added to cut[0]."""
+    """The preprocessed tables, passed on, with their rows cut to model.max_length added to cut[0]:
+    for generation, the prompts decoding read (`source_truncated`), not the teacher-forcing rows."""
     for t in tables:
-        if "truncated" in t.column_names:
-            cut[0] += t["truncated"].to_pylist().count(True)
+        column = next((c for c in ("source_truncated", "truncated") if c in t.column_names), None)
+        if column:
+            cut[0] += t[column].to_pylist().count(True)
         yield t
 
 

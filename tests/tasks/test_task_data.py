@@ -52,6 +52,7 @@ def test_what_decoding_reads_does_not_depend_on_the_reference(tiny_models):
     assert rows[0]["source_ids"] == rows[1]["source_ids"] == rows[2]["source_ids"]
     assert len(rows[0]["source_ids"]) <= 12 and rows[0]["source_ids"][0] == 2             # [CLS] kept
     assert rows[1]["prompt_len"] < rows[0]["prompt_len"]                    # teacher forcing still fits both
+    assert not rows[0]["source_truncated"] and rows[1]["truncated"]          # eval counts what decoding read
 
 
 def test_seq2seq_rows_separate_source_and_target(tiny_models):

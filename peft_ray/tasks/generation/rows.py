@@ -34,9 +34,9 @@ def build_rows(batch: pa.Table, cfg: GenerationRows) -> pa.Table:
 
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("target_ids", pa.list_(pa.int32())),
                     ("prompt_len", pa.int32()), ("source_ids", pa.list_(pa.int32())), ("reference", pa.string()),
-                    ("length", pa.int32()), ("truncated", pa.bool_())])
+                    ("length", pa.int32()), ("truncated", pa.bool_()), ("source_truncated", pa.bool_())])
 DUMMY = {"input_ids": [0, 0], "target_ids": [IGNORE, IGNORE], "prompt_len": 1, "source_ids": [0], "reference": "",
-         "length": 2, "truncated": False}  # a worker with no validation rows left still steps (collective forwards)
+         "length": 2, "truncated": False, "source_truncated": False}   # a worker without rows still steps
 
 
 def _causal_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
@@ -48,12 +48,14 @@ def _causal_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
     lead = [] if cfg.chat else list(lead_tokens(tok))   # a chat template writes its own
     # What decoding reads: the prompt alone cut to max_length, whatever the reference, so eval scores
     # the input predict gives (its reference is a placeholder) and no reference length leaks into it.
-    source = lead + cut_prompt(tok, p, max(cfg.max_length - len(lead), 1), user, cfg.system)
+    source_room = max(cfg.max_length - len(lead), 1)
+    source = lead + cut_prompt(tok, p, source_room, user, cfg.system)
     room = max(cfg.max_length - len(r) - len(lead), 1)  # teacher forcing: the prompt and the response fit
-    truncated = len(p) > room
+    truncated, p_all = len(p) > room, p
     p = lead + cut_prompt(tok, p, room, user, cfg.system)   # the end of a long prompt (nearest the answer)
     return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p), "source_ids": source,
-            "reference": resp, "length": len(p) + len(r), "truncated": truncated}
+            "reference": resp, "length": len(p) + len(r), "truncated": truncated,
+            "source_truncated": len(p_all) > source_room}
 
 
 def _seq2seq_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
@@ -63,4 +65,4 @@ def _seq2seq_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
         p = tok(prompt, truncation=True, max_length=cfg.max_length)["input_ids"]
     r = tok(resp, add_special_tokens=False)["input_ids"][:cfg.max_target_length - 1] + [eos_id(tok)]
     return {"input_ids": p, "target_ids": r, "prompt_len": len(p), "source_ids": p, "reference": resp,
-            "length": len(p) + len(r), "truncated": truncated}
+            "length": len(p) + len(r), "truncated": truncated, "source_truncated": truncated}
