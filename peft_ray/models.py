@@ -97,17 +97,19 @@ def check_model_folder(path: str, allow_pickle: bool) -> None:
     p = Path(path)
     if not p.is_dir():
         return
-    for f in sorted(p.iterdir()):
+    entries = sorted(p.iterdir())
+    for f in entries:
         if not f.is_dir() and not f.is_file():
             raise SpecError(f"model.name_or_path: {f} is not a regular file (a pipe, device or dangling link); "
                             "restore the model folder's files as they came")
     check_attention_setting(p / "config.json")
-    if (p / "config.json").is_file() and not any(f.suffix in WEIGHT_SUFFIXES for f in p.iterdir()):
+    suffixes = {f.suffix for f in entries if f.is_file()}
+    if (p / "config.json").is_file() and not suffixes & WEIGHT_SUFFIXES:
         raise SpecError(f"model.name_or_path: '{path}' holds a config.json but no weights (*.safetensors); "
                         "download or copy the model's weight files into it (a cached hub model: "
                         "huggingface-cli download <id>)")
-    has_safe = any(p.glob("*.safetensors"))
-    has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt")) or any(p.glob("*.pth"))
+    has_safe = ".safetensors" in suffixes
+    has_pickle = bool(suffixes & {".bin", ".pt", ".pth"})
     if has_pickle and not has_safe and not allow_pickle:
         raise SpecError(f"model.name_or_path: '{path}' holds only pickle weights (.bin/.pt), which can run "
                         "code when loaded. Convert them to safetensors, or add model.allow_pickle=true to the "
@@ -158,7 +160,6 @@ def lm_kind(path: str, trust_remote_code: bool = False) -> str:
     if cfg.model_type in ENCODER_TYPES:
         return "encoder"
     return "causal"
-
 
 
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",

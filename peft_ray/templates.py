@@ -119,21 +119,22 @@ class Template:
         before the slot ("\n" in "Sentiment:\n{label}", "" in "Sentiment:{label}"); a space where
         the label is appended (no slot). Rendering strips the prompt's end, so the label's tokens carry
         it: a model is scored on the text as written."""
-        cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), None)
-        if cut is None:
+        if not self.has_label_slot:
             return " "
-        before = self.parts[cut - 1] if cut else None
-        if before is None or before.kind != "text":
-            return ""
-        return before.value[len(before.value.rstrip()):]
+        before = self._text_before_slot()
+        return before[len(before.rstrip()):]
 
     @property
     def text_before_label(self) -> str:
         """The template's own text just before {label}, without its outer whitespace ("" where a
         column or nothing comes before the slot): what label words are tokenized after."""
-        cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), None)
+        return self._text_before_slot().strip()
+
+    def _text_before_slot(self) -> str:
+        """The text part just before {label} ("" where a column, nothing or no slot is there)."""
+        cut = next((i for i, p in enumerate(self.parts) if p.kind == "label"), 0)
         before = self.parts[cut - 1] if cut else None
-        return before.value.strip() if before is not None and before.kind == "text" else ""
+        return before.value if before is not None and before.kind == "text" else ""
 
     def prompt_part(self) -> "Template":
         """The template up to its {label} slot (all of it when it has none): a generation prompt."""

@@ -124,10 +124,17 @@ def chat_prompt(tok, text: str, system: Optional[str] = None) -> str:
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     # The template's markup (<|im_start|> ...) must reach the model as its special ids, the row's
     # text as characters: the template is rendered once around fixed holes, its specials marked,
-    # then each row fills the holes (the system's first: a row's text is never searched again).
+    # then each row's text goes between the parts (it is never searched or replaced in).
     # Once, and the same everywhere: the one rendering the pre-flight timed is the only one a run does.
-    return tok.chat_skeleton(bool(system)).replace(CHAT_HOLES["system"], system or "").replace(
-        CHAT_HOLES["user"], text)
+    head, tail = chat_parts(tok, system)
+    return head + text + tail
+
+
+def chat_parts(tok: "PlainTextTokenizer", system: Optional[str]) -> Tuple[str, str]:
+    """The rendered chat template before and after the user's text (chat_skeleton has it once)."""
+    head, tail = tok.chat_skeleton(bool(system)).replace(CHAT_HOLES["system"], system or "").split(
+        CHAT_HOLES["user"], 1)
+    return head, tail
 
 
 CHAT_HOLES = {"system": "\ue002system\ue002", "user": "\ue002user\ue002"}
@@ -143,9 +150,7 @@ def cut_prompt(tok, ids: List[int], room: int, chat_text: Optional[str] = None,
         return ids
     if chat_text is None or not isinstance(tok, PlainTextTokenizer):
         return ids[-room:]
-    before, after = tok.chat_skeleton(bool(system)).replace(CHAT_HOLES["system"], system or "").split(
-        CHAT_HOLES["user"], 1)
-    head, tail = (tok(part, add_special_tokens=False)["input_ids"] for part in (before, after))
+    head, tail = (tok(part, add_special_tokens=False)["input_ids"] for part in chat_parts(tok, system))
     keep = room - len(head) - len(tail)
     if keep <= 0:                    # no room for any text: the markup alone, its end
         return (head + tail)[-room:]

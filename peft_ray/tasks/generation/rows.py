@@ -51,11 +51,11 @@ def _causal_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
     source_room = max(cfg.max_length - len(lead), 1)
     source = lead + cut_prompt(tok, p, source_room, user, cfg.system)
     room = max(cfg.max_length - len(r) - len(lead), 1)  # teacher forcing: the prompt and the response fit
-    truncated, p_all = len(p) > room, p
+    whole = len(p)
     p = lead + cut_prompt(tok, p, room, user, cfg.system)   # the end of a long prompt (nearest the answer)
     return {"input_ids": p + r, "target_ids": [IGNORE] * len(p) + r, "prompt_len": len(p), "source_ids": source,
-            "reference": resp, "length": len(p) + len(r), "truncated": truncated,
-            "source_truncated": len(p_all) > source_room}
+            "reference": resp, "length": len(p) + len(r), "truncated": whole > room,
+            "source_truncated": whole > source_room}
 
 
 def _seq2seq_row(tok, prompt: str, resp: str, cfg, sep: str = " ") -> dict:
