@@ -38,15 +38,17 @@ JOBS = {"prompt_tuning": "jobs/sst2_prompt_tuning.yaml", "lora": "jobs/sst2_lora
 
 
 def torch_dropout(model):
-    """Undo peft_ray.fast_dropout on a copy: nn.Dropout classes and the model's own attention config."""
-    from peft_ray.fast_dropout import ATTENTION, FastDropout
+    """Undo peft_ray.fast_dropout and peft_ray.cpu_attention on a copy: nn.Dropout classes and the
+    model's own attention config."""
+    from peft_ray.cpu_attention import NAME
+    from peft_ray.fast_dropout import FastDropout
 
     own = next(m.config for m in model.modules()
-               if getattr(getattr(m, "config", None), "_attn_implementation", ATTENTION) != ATTENTION)
+               if getattr(getattr(m, "config", None), "_attn_implementation", NAME) != NAME)
     for m in model.modules():
         if type(m) is FastDropout:
             m.__class__ = torch.nn.Dropout
-        if getattr(getattr(m, "config", None), "_attn_implementation", None) == ATTENTION:
+        if getattr(getattr(m, "config", None), "_attn_implementation", None) == NAME:
             m.config = own
     return model
 

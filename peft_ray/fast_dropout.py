@@ -17,22 +17,16 @@ The mask is seeded from torch's default generator, so `torch.manual_seed` (and a
 saved RNG state) still makes a run reproducible; the random stream itself differs from torch's.
 
 `FastDropout` subclasses nn.Dropout (same `p`, no state), so code that reads `.p` and state
-dicts see no difference. BERT-family self-attention reads `.p` and hands it to SDPA, which on
-the CPU then takes its math path with torch's mask (7x the time of SDPA without dropout at
-MiniLM's shapes): those modules get `attention`, the same math with this mask on the
-probabilities, through an attention-function name of their own (their config is a copy; the
-model's config, and so its masks and saved config, stay "sdpa"). GPU training keeps torch's
+dicts see no difference. Self-attention hands its `.p` to the attention function, so the
+attention probabilities get this mask through cpu_attention.py. GPU training keeps torch's
 dropout, whose Philox generator is already cheap there.
 """
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
-
-ATTENTION = "peft_ray_cpu_dropout"   # the attention-function name registered with transformers
 
 _BITS = 16
 _LEVELS = 2 ** _BITS
@@ -116,54 +110,13 @@ class FastDropout(torch.nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
-def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None,
-              **kwargs):
-    """transformers' attention-function signature. With dropout on the CPU: softmax(q k^T s + mask)
-    with the fast mask, times v; otherwise transformers' own SDPA function."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if dropout == 0.0 or query.device.type != "cpu" or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:   # grouped-query attention: each K/V head serves `groups` query heads
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-    q_len, kv_len = query.shape[2], key.shape[2]
-    scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
-    mask = attention_mask
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
-    if mask is None and causal and q_len > 1:
-        mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
-    if mask is not None:
-        mask = mask[..., :kv_len]
-        scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
-                  else scores + mask)
-    probs = _drop(torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype), dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
-
-
-def _drop(x: torch.Tensor, p: float) -> torch.Tensor:
-    return dropout(x, p)   # `attention`'s own `dropout` argument (transformers' name) hides the function
-
-
 def use_fast_dropout(model: torch.nn.Module) -> int:
-    """Every nn.Dropout of `model` (base, adapters, heads) becomes a FastDropout with the same p,
-    and BERT-family self-attention with dropout uses `attention`; returns how many dropout layers.
-    Classes are swapped in place, so module names, hooks and state dicts are unchanged."""
+    """Every nn.Dropout of `model` (base, adapters, heads) becomes a FastDropout with the same p; returns
+    how many. Classes are swapped in place, so module names, hooks and state dicts are unchanged. (The
+    attention probabilities' dropout is cpu_attention's.)"""
     n = 0
     for m in model.modules():
         if type(m) is torch.nn.Dropout:
             m.__class__ = FastDropout
             n += 1
-    attn = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")
-            and isinstance(getattr(m, "dropout", None), torch.nn.Dropout) and m.dropout.p > 0
-            and getattr(getattr(m, "config", None), "_attn_implementation", None) == "sdpa"]
-    if attn:
-        from transformers.modeling_utils import AttentionInterface
-
-        AttentionInterface.register(ATTENTION, attention)
-        config = copy.copy(attn[0].config)   # one shallow copy: only these modules read the new name
-        config._attn_implementation = ATTENTION
-        for m in attn:
-            m.config = config
     return n

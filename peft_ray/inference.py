@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 
 from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
+from peft_ray.cpu_attention import use_cpu_attention
 from peft_ray.errors import CheckpointError, DataError, JobError
 from peft_ray.security import Trust
 
@@ -29,6 +30,8 @@ class InferenceEngine(torch.nn.Module):
         self.module = model              # the name DeepSpeed uses; lm_common.base_config looks for it
         self.device = device
         self.module.to(device)
+        if device.type == "cpu":         # zero-shot and the tune pre-screen load a bare base model
+            use_cpu_attention(self.module)
         self.eval()
 
     def forward(self, **kw):

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from peft_ray.cpu_attention import use_cpu_attention
 from peft_ray.fast_dropout import use_fast_dropout
 from peft_ray.methods import get_method
 from peft_ray.methods.common import BuildContext
@@ -26,8 +27,9 @@ def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
     ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base),
                        kernels=spec.kernels)
     model = method.build(base, spec.method, ctx)
-    if device == "cpu":  # torch's CPU dropout masks are slow: 303 vs 278 ms a MiniLM LoRA step (fast_dropout.py)
+    if device == "cpu":  # torch's CPU dropout masks and its SDPA at short lengths are slow (fast_dropout.py, cpu_attention.py)
         use_fast_dropout(model)
+        use_cpu_attention(model)
     return model.to(device), tokenizer, path
 
 

@@ -38,6 +38,19 @@ class IA3Linear(nn.Module):
         y = F.linear(x, w, self.bias)
         return (y * scale).to(y.dtype)
 
+    def linear_map(self):
+        """(W', b') with forward(x) = x W'^T + b', carrying l's gradient: for callers that reorder the
+        products (tasks/classification/readout.py). None under ZeRO-3, where W is gathered only around
+        this module's own forward."""
+        if hasattr(self.weight, "ds_id"):
+            return None
+        w = self.weight.t() if self.fan_in_fan_out else self.weight              # (d_out, d_in)
+        if not self.adapter_enabled:
+            return w, self.bias
+        if self.is_feedforward:
+            return w * self.ia3_l, self.bias                                    # scales W's columns
+        return w * self.ia3_l, (None if self.bias is None else self.bias * self.ia3_l.flatten())
+
     def merged(self) -> nn.Module:
         """The original layer with the scale folded in: rows (output) or columns (input) of W."""
         with torch.no_grad():

@@ -116,6 +116,20 @@ class LoraLinear(nn.Module):
         scale = self.lora_magnitude_vector / self.weight_norm(w, a, b)         # (d_out,)
         return base + (scale - 1) * F.linear(xd, w) + scale * h                # PEFT's DoRA with dropout
 
+    def linear_map(self):
+        """(W', b) with forward(x) = x W'^T + b, W' = W + s B' A' carrying the factors' gradient, where
+        the layer is that affine map: not under DoRA, nor while its dropout trains. For callers that
+        reorder the products (tasks/classification/readout.py). None under ZeRO-3, where W is gathered
+        only around this module's own forward."""
+        dropping = self.training and self.dropout is not None
+        if self.lora_magnitude_vector is not None or dropping or hasattr(self.weight, "ds_id"):
+            return None
+        w = self.weight_out_in()
+        if not self.adapter_enabled:
+            return w, self.bias
+        a, b = self.factors()
+        return w + self.scaling * (b @ a), self.bias
+
     def delta_weight(self) -> torch.Tensor:
         """scaling * B' A' in the base layer's own layout ((d_in, d_out) for Conv1D)."""
         a, b = self.factors()
