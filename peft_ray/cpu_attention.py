@@ -28,7 +28,7 @@ from peft_ray.fast_dropout import dropout as fast_dropout
 NAME = "peft_ray_cpu"        # the attention-function name registered with transformers
 # Families whose attention calls the attention interface with (q, k, v, mask, dropout, scaling) and
 # nothing the math below would drop (T5's position bias, softcapping, sinks go to SDPA anyway).
-FAMILIES = ("bert", "roberta", "xlm-roberta", "llama", "mistral", "qwen2", "gpt2")
+FAMILIES = ("bert", "roberta", "llama", "mistral", "qwen2", "gpt2")
 _UNSUPPORTED = ("position_bias", "softcap", "s_aux", "sinks")
 
 

@@ -85,6 +85,15 @@ def _tiny(family):
         return T.BertForSequenceClassification(T.BertConfig(
             vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
             num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    if family == "roberta":
+        return T.RobertaForSequenceClassification(T.RobertaConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+            num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1))
+    if family in ("mistral", "qwen2"):
+        cls, cfg = ((T.MistralForCausalLM, T.MistralConfig) if family == "mistral" else
+                    (T.Qwen2ForCausalLM, T.Qwen2Config))
+        return cls(cfg(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=32))
     if family == "gpt2":
         return T.GPT2LMHeadModel(T.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0,
                                               embd_pdrop=0.0, attn_pdrop=0.0))
@@ -92,13 +101,15 @@ def _tiny(family):
                                             num_key_value_heads=2, intermediate_size=32))
 
 
-@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
-def test_models_use_it_and_their_answers_are_unchanged(family):
+@pytest.mark.parametrize("padded", [True, False])
+@pytest.mark.parametrize("family", ca.FAMILIES)
+def test_models_use_it_and_their_answers_are_unchanged(family, padded, monkeypatch):
     """Only the attention modules' configs change (the saved config and mask creation stay "sdpa");
-    logits in eval, and a training step's gradients, equal SDPA's."""
+    logits in eval, and a training step's gradients, equal SDPA's: with a padded row (a mask) and
+    without (causal models then get none, and the math makes the causal pattern itself)."""
     model = _tiny(family)
     ids = torch.randint(3, 50, (2, 7))
-    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]) if padded else torch.ones(2, 7, dtype=torch.long)
     before = model.eval()(input_ids=ids, attention_mask=mask).logits
     model.train()
     model(input_ids=ids, attention_mask=mask).logits.sum().backward()
@@ -109,10 +120,13 @@ def test_models_use_it_and_their_answers_are_unchanged(family):
     assert model.config._attn_implementation == "sdpa"
     assert {m.config._attn_implementation for m in model.modules() if type(m).__name__.endswith("Attention")
             and hasattr(m, "config")} == {ca.NAME}
+    real, chose = ca._use_math, []
+    monkeypatch.setattr(ca, "_use_math", lambda *a: chose.append(real(*a)) or chose[-1])
     assert torch.allclose(model.eval()(input_ids=ids, attention_mask=mask).logits, before, atol=1e-5)
     model.train()
     model(input_ids=ids, attention_mask=mask).logits.sum().backward()
     assert all(torch.allclose(p.grad, ref[n], atol=1e-5) for n, p in model.named_parameters())
+    assert chose and all(chose)                      # the math ran in every layer
 
 
 def test_bert_dropout_reaches_the_attention_probabilities():
