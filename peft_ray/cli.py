@@ -50,6 +50,7 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     """
     from peft_ray.spec import load_spec
     from peft_ray.train.driver import check_can_start, check_cluster_address
+    from peft_ray.train.local import local_spec
     from peft_ray.train.terminal import level_of
 
     if verbose and quiet:
@@ -57,7 +58,7 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     spec = None
     try:
         spec = load_spec(job, overrides)
-        check_can_start(spec, resume, overwrite)   # refused before train.log opens there
+        check_can_start(local_spec(spec) if local else spec, resume, overwrite, local)   # before train.log opens
         if not local:
             check_cluster_address(spec.scaling.address, "scaling.address")
             check_cluster_address(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")

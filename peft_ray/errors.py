@@ -29,7 +29,27 @@ class CheckpointError(JobError):
     """A checkpoint or output directory cannot be used as asked."""
 
 
+# The names HF Trainer, PEFT, LLaMA-Factory and axolotl give these settings: spelling alone would
+# point `per_device_train_batch_size` at eval_batch_size and `eval_steps` at max_steps.
+ALIASES = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size", "micro_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+    "eval_steps": "eval_every", "save_steps": "checkpoint_every", "save_total_limit": "keep_checkpoints",
+    "warmup_steps": "warmup_ratio", "lr_scheduler_type": "schedule", "metric_for_best_model": "metric_for_best",
+    "max_seq_length": "max_length", "sequence_len": "max_length", "cutoff_len": "max_length",
+    "lora_r": "r", "rank": "r", "lora_rank": "r", "lora_target_modules": "target_modules", "lora_target": "target_modules",
+    "model_name_or_path": "name_or_path", "base_model": "name_or_path", "output_dir": "dir",
+}
+NOTES = {"warmup_ratio": " (a fraction of the run's steps)", "batch_size": " (the global batch, over all workers)"}
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """Return ' (did you mean 'x'?)' for the field another tool calls `word`, else for the closest
+    spelling, or ''."""
+    choices = list(choices)
+    alias = ALIASES.get(word)
+    if alias in choices:
+        return f" (did you mean '{alias}'{NOTES.get(alias, '')}?)"
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

@@ -21,7 +21,7 @@ import torch
 
 from peft_ray.rows.tokens import IGNORE
 
-WINDOW_BATCHES = 32  # micro-batches per shuffle window (and per length group on large sets)
+WINDOW_BATCHES = 32  # optimizer steps per shuffle window (and per length group on large sets)
 Seed = Union[int, Sequence[int]]   # what np.random.default_rng takes: (seed, epoch, rank) never collide
 
 TENSOR_KEYS = ("input_ids", "label", "target_ids", "score_pos", "length", "truncated")
@@ -77,10 +77,15 @@ def permuted(tables: List[pa.Table], seed: Seed) -> List[pa.Table]:
 def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, seed: Seed,
                   group_by_length: bool, drop_last: bool,
                   group: int = WINDOW_BATCHES,
-                  order_seed: Optional[Seed] = None) -> Iterator[Dict[str, torch.Tensor]]:
+                  order_seed: Optional[Seed] = None, per_step: int = 1) -> Iterator[Dict[str, torch.Tensor]]:
     """Yield padded micro-batches; deterministic for a deterministic input order and seed. Rows
-    are shuffled in windows of WINDOW_BATCHES batches (with or without grouping) and, with
-    group_by_length, sorted by length in groups of `group` batches of each window.
+    are shuffled in windows of WINDOW_BATCHES steps (with or without grouping) and, with
+    group_by_length, sorted by length in groups of `group` steps of each window.
+
+    `per_step` (gradient accumulation) micro-batches make one step: the window, the length groups
+    and the order are those of steps, each cut into its micro-batches in order. So an optimizer
+    step sees the same rows at batch_size 32 x 1 and 16 x 2, as HF Trainer's (its length-grouped
+    sampler takes the step's batch size, and micro-batches are consecutive slices of its order).
 
     `order_seed` (data-parallel ranks pass one shared value) seeds the order of each window's
     batches apart from the row shuffle. Ranks step in lockstep, so a step costs the slowest
@@ -91,28 +96,30 @@ def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, s
     rng = np.random.default_rng(seed)
     order_rng = rng if order_seed is None else np.random.default_rng(order_seed)
     window: List[dict] = []
-    size = batch_size * WINDOW_BATCHES
-    span = batch_size * min(group, WINDOW_BATCHES) if group_by_length else 0
+    step = batch_size * per_step
+    size = step * WINDOW_BATCHES
+    span = step * min(group, WINDOW_BATCHES) if group_by_length else 0
     for row in _rows(tables):
         window.append(row)
         if len(window) == size:
-            yield from _emit(window, batch_size, pad_id, rng, span, order_rng)
+            yield from _emit(window, step, batch_size, pad_id, rng, span, order_rng)
             window = []
     if window:
         if drop_last:
             window = window[: len(window) - len(window) % batch_size]
         if window:
-            yield from _emit(window, batch_size, pad_id, rng, span, order_rng)
+            yield from _emit(window, step, batch_size, pad_id, rng, span, order_rng)
 
 
 def _length(row: dict) -> int:
     return row.get("length") or len(row["input_ids"])
 
 
-def _emit(window: List[dict], batch_size: int, pad_id: int, rng, span: int, order_rng):
+def _emit(window: List[dict], step: int, batch_size: int, pad_id: int, rng, span: int, order_rng):
     window = [window[i] for i in rng.permutation(len(window))]  # row-level shuffle
     if span:  # stable sort within each group: equal lengths stay shuffled
         window = [r for i in range(0, len(window), span) for r in sorted(window[i:i + span], key=_length)]
-    chunks = [window[i:i + batch_size] for i in range(0, len(window), batch_size)]
-    for j in order_rng.permutation(len(chunks)):
-        yield collate(chunks[j], pad_id)
+    steps = [window[i:i + step] for i in range(0, len(window), step)]
+    for j in order_rng.permutation(len(steps)):
+        for k in range(0, len(steps[j]), batch_size):
+            yield collate(steps[j][k:k + batch_size], pad_id)

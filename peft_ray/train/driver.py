@@ -17,27 +17,28 @@ from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, dump_spec, saved_spec
 from peft_ray.spec.load import recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri, join, location_of
-from peft_ray.train.checkpoint import checkpoint_at_step, latest_good_checkpoint
+from peft_ray.train.checkpoint import checkpoint_at_step
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
+from peft_ray.train.resume import check_same_run, find_checkpoint, finished
 
 
 @contextlib.contextmanager
-def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Location]:
+def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False) -> Iterator[Location]:
     """output.dir for the block's run. Refuses to mix two different jobs in one folder and never
     deletes without --overwrite; with it, the previous run is set aside and deleted only once the
     block has finished, or put back if it fails (peft_ray/replaced.py). output.dir is a local path
     or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
     out = Location.at(spec.output.dir)
-    check_can_start(spec, resume, overwrite)
+    check_can_start(spec, resume, overwrite, local)
     out.mkdir()
     with replacing(out) if overwrite else contextlib.nullcontext():
         (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
         yield out
 
 
-def check_can_start(spec: JobSpec, resume: bool, overwrite: bool) -> None:
+def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False) -> None:
     """Whether output.dir can take this run, checked before anything is written there (the CLI calls
     it before train.log opens). A folder holding a run is never taken without --resume or
     --overwrite; one whose run stopped before its first checkpoint says to pass --overwrite (the
@@ -64,6 +65,8 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool) -> None:
     if not same_job:
         raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                               f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
+    find_checkpoint(out, local)          # a run trained the other way says so first
+    check_same_run(recorded_mapping(job_file), saved_spec(spec), out)
 
 
 def recorded_job(job_file: Location) -> Dict[str, Any]:
@@ -89,14 +92,6 @@ def never_saved(out: Location) -> bool:
     files = out.files()
     return (all(rel.split("/", 1)[0] in EARLY_RUN_FILES for rel in files)
             and not any("checkpoint_" in rel for rel in files if rel.startswith(("ray/", "checkpoints/"))))
-
-
-def find_resume_checkpoint(out: Location) -> str:
-    ckpt = latest_good_checkpoint((out / "ray").uri, warn=lambda m: print(f"[peft-ray] {m}"))
-    if ckpt is None:
-        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'ray'}; pass --overwrite instead to "
-                              "start the run again there, or set output.dir to a new folder")
-    return str(ckpt)
 
 
 def init_ray(spec: JobSpec, source: Optional[str] = None) -> bool:
@@ -391,7 +386,10 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     t0 = time.time()
     pre = run_preflight(spec)
     with prepared_output_dir(spec, resume, overwrite) as out:
-        resume_from = find_resume_checkpoint(out) if resume else None
+        resume_from = find_checkpoint(out, local=False) if resume else None
+        done = finished(out, resume_from, pre.total_steps) if resume_from else None
+        if done is not None:
+            return done
         started = init_ray(spec)
         check_cluster_fits(spec)
         try:

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from peft_ray.data.preprocess import preprocess
-from peft_ray.errors import CheckpointError, JobError
+from peft_ray.errors import JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri
 from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
-from peft_ray.train.checkpoint import latest_good_checkpoint
 from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
 from peft_ray.train.report import LocalReporter
+from peft_ray.train.resume import find_checkpoint, finished
 
 
 def _free_port() -> int:
@@ -76,6 +76,15 @@ def local_threads(scaling) -> Optional[int]:
     return max(1, min(cores, int(scaling.num_workers * scaling.cpus_per_worker)))
 
 
+def local_spec(spec: JobSpec) -> JobSpec:
+    """The job as --local runs it (and records it in job.yaml): one process with the worker group's
+    threads; the global batch stays the same."""
+    spec = spec.model_copy(deep=True)
+    spec.scaling.torch_threads = local_threads(spec.scaling)
+    spec.scaling.num_workers = 1
+    return spec
+
+
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
     from peft_ray.train.driver import prepared_output_dir, write_outputs
@@ -85,12 +94,13 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
         raise JobError(f"output.dir '{spec.output.dir}': --local writes its checkpoints through local paths; "
                        "set output.dir to a local folder for --local, or run without --local (Ray Train "
                        "writes URIs such as s3:// and gs:// through pyarrow)")
-    spec = spec.model_copy(deep=True)
-    spec.scaling.torch_threads = local_threads(spec.scaling)
-    spec.scaling.num_workers = 1  # one process; the global batch stays the same
+    spec = local_spec(spec)
     pre = run_preflight(spec)
-    with prepared_output_dir(spec, resume, overwrite) as out:
-        resume_from = resume_checkpoint(out) if resume else None
+    with prepared_output_dir(spec, resume, overwrite, local=True) as out:
+        resume_from = Path(find_checkpoint(out, local=True)) if resume else None
+        done = finished(out, str(resume_from), pre.total_steps) if resume_from else None
+        if done is not None:
+            return done
         reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
                                  str(resume_from) if resume_from else None)
         reporter = run_in_process(spec, pre, reporter, resume_from=resume_from,
@@ -98,12 +108,3 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
         best = Location.at(reporter.best_checkpoint) if reporter.best_checkpoint else None
         return write_outputs(out, Location.at(reporter.last_checkpoint), reporter.last_metrics,
                              time.time() - t0, pre, best=best)
-
-
-def resume_checkpoint(out: Location) -> Path:
-    """The latest good --local checkpoint in `out` (checkpoints/), or a clear refusal."""
-    found = latest_good_checkpoint(Path(out.path) / "checkpoints", warn=lambda m: print(f"[peft-ray] {m}"))
-    if found is None:
-        raise CheckpointError(f"--resume: no usable checkpoint under {out / 'checkpoints'}; pass --overwrite "
-                              "instead to start the run again there, or set output.dir to a new folder")
-    return found

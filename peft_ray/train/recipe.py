@@ -188,8 +188,9 @@ def epoch_batches(ctx: StepContext, epoch: int, skip: int):
         tables = permuted(tables, shard_seed)
     it = micro_batches(tables, micro, pad_id=ctx.pad_id,
                        seed=rows_seed, group_by_length=t.group_by_length,
-                       drop_last=True, group=group_batches(rows, micro),
-                       order_seed=order_seed if D.world() > 1 else None)  # ranks' lengths match
+                       drop_last=True, group=group_batches(rows, micro * t.grad_accum),
+                       order_seed=order_seed if D.world() > 1 else None,  # ranks' lengths match
+                       per_step=t.grad_accum)                            # a step's rows whatever grad_accum
     for i, batch in enumerate(it):
         if i >= skip:
             yield batch
@@ -240,11 +241,14 @@ def train_step(ctx: StepContext, state: TrainerState, window: list) -> bool:
     DeepSpeed's micro-step counter, marks the accumulation boundary: a step may be shorter than
     grad_accum. True if the optimizer stepped (False: every micro-batch was non-finite, skipped)."""
     weights = loss_weights(ctx, window)
+    # the logged loss is the step's (token-weighted for token-level losses, as HF logs it): each
+    # micro-batch's mean counts by its weight relative to a step of equal micro-batches
+    share = len(window) / ctx.spec.train.grad_accum
     good = None
     for i, (batch, weight) in enumerate(zip(window, weights)):
         last = i == len(window) - 1
         ctx.engine.set_gradient_accumulation_boundary(last)
-        if train_micro_step(ctx, state, batch, weight):
+        if train_micro_step(ctx, state, batch, weight, weight * share):
             good = batch
         elif last and good is not None:
             null_backward(ctx, good)   # the skipped micro-batch carried the boundary: step on the rest
@@ -265,9 +269,10 @@ def loss_weights(ctx: StepContext, window: list) -> list:
     return [n * D.world() * ga / max(total, 1.0) for n in items]
 
 
-def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict, weight: float = 1.0) -> bool:
+def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict, weight: float = 1.0,
+                     logged: float = 1.0) -> bool:
     """Forward + backward (+ the optimizer step at the boundary). False if the loss was non-finite
-    (skipped on every rank alike)."""
+    (skipped on every rank alike). The loss counts `logged` times in the logged mean."""
     t0 = time.perf_counter()
     engine = ctx.engine
     loss = ctx.task.loss(engine, batch, ctx.runtime)
@@ -278,7 +283,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict, weight:
     finite = math.isfinite(value)
     # One collective a micro-step for the skip decision and the step's counts (ranks stay in step).
     bad, n, tok, cut, loss_sum, micro = D.all_sum([0.0 if finite else 1.0, len(batch["labels"]), batch["n_tokens"],
-                                                   batch["n_truncated"], value if finite else 0.0, 1.0])
+                                                   batch["n_truncated"], value * logged if finite else 0.0, 1.0])
     if bad > 0:
         handle_nonfinite(ctx, state, batch, loss)
         return False

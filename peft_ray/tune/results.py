@@ -184,6 +184,9 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     raw = space.trial_raw(assignment)
     raw["name"] = f"{spec.name}-best"
     raw["output"]["dir"] = str(Path(spec.output.dir) / "best")
+    train = raw.setdefault("train", {})
+    if train.get("metric_for_best") is None:    # the re-run keeps the checkpoint the search ranked by
+        train["metric_for_best"], train["greater_is_better"] = spec.tune.metric, spec.tune.mode == "max"
     best_spec = saved_spec(validate_spec(raw))   # secrets redacted, as every job.yaml peft-ray writes
     best_spec.pop("tune", None)
     yaml_path = out / "best_job.yaml"

@@ -75,3 +75,18 @@ def test_export_errors_name_the_problem(tiny_bert, tiny_data, tmp_path):
     _fake_run(tiny_bert, tiny_data, tmp_path / "run", {"name": "prefix_tuning", "num_virtual_tokens": 3})
     res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "m"), "--merge"])
     assert res.exit_code == 2 and "only ia3 and lora merge" in res.output
+
+
+@pytest.mark.parametrize("method", [{"name": "p_tuning", "num_virtual_tokens": 4},
+                                    {"name": "p_tuning", "num_virtual_tokens": 4,
+                                     "encoder_reparameterization_type": "LSTM"}])
+def test_eval_and_predict_load_a_p_tuning_run(tiny_bert, tiny_data, tmp_path, method):
+    """P-tuning saves the prompt encoder's output; loading the run's job (which builds the encoder)
+    takes that prompt and gives the trained model's logits (eval and predict load this way)."""
+    from peft_ray.inference import load_adapter
+
+    logits, batch, _ = _fake_run(tiny_bert, tiny_data, tmp_path / "run", method)
+    loaded = load_adapter(tmp_path / "run" / "adapter", device="cpu")
+    assert not hasattr(loaded.engine.module, "prompt_encoder")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.engine(**batch).logits, logits, atol=1e-5, rtol=1e-5)

@@ -104,6 +104,9 @@ def test_a_checkpoint_of_other_parameter_groups_is_a_clear_refusal(tiny_bert, ti
     train = {"max_steps": 4, "checkpoint_every": 2, "eval_every": 4}
     run_local(_spec(tiny_bert, tiny_data, tmp_path / "run", train=train))
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "checkpoint_00000004")
+    # the same job, as an older version recorded it, whose checkpoint holds one group
+    job = tmp_path / "run" / "job.yaml"
+    job.write_text(job.read_text().replace("weight_decay: 0.0", "weight_decay: 0.01"))
     other = _spec(tiny_bert, tiny_data, tmp_path / "run", train={**train, "weight_decay": 0.01})
     with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
         run_local(other, resume=True)

@@ -36,10 +36,10 @@ def test_dropout_is_on_in_every_training_step(tiny_bert, tiny_data, tmp_path, mo
     seen = []
     real_step = recipe.train_micro_step
 
-    def observed(ctx, state, batch, weight=1.0):  # a spy: records the mode, then runs the real step
+    def observed(ctx, state, batch, *args):  # a spy: records the mode, then runs the real step
         drops = [m for m in ctx.model.modules() if isinstance(m, torch.nn.Dropout)]
         seen.append((state.global_step, all(m.training for m in drops) and len(drops) > 0))
-        return real_step(ctx, state, batch, weight)
+        return real_step(ctx, state, batch, *args)
 
     monkeypatch.setattr(recipe, "train_micro_step", observed)
     run_local(_spec(tiny_bert, tiny_data, tmp_path / "run", eval_every=2))

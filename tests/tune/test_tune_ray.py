@@ -61,6 +61,8 @@ def _check_best_job(out: Path, best) -> None:
     job = yaml.safe_load(text)
     assert "tune" not in job and job["template"]["text"] == best.template
     assert job["train"]["lr"] == best.params["train.lr"]
+    # its re-run picks its best checkpoint by the metric the search ranked by (loss: lower is better)
+    assert (job["train"]["metric_for_best"], job["train"]["greater_is_better"]) == ("loss", False)
     validate_spec(job)
 
 

@@ -86,8 +86,12 @@ class PTuningModel(AdapterModel):
         return {"prompt_embeddings": p, **self.head_state()}
 
     def load_adapter_state(self, state, source: str = "adapter") -> None:
+        """A saved prompt is the encoder's output (PEFT saves it so too): a model built with the encoder
+        (eval and predict build the run's job) drops it and holds the prompt itself, as init_from does."""
         if hasattr(self, "prompt_encoder"):
-            raise ValueError("a saved p-tuning prompt is the encoder's output: build it without the encoder")
+            encoder = self.prompt_encoder
+            del self.prompt_encoder
+            self.prompt = nn.Parameter(torch.empty_like(encoder.embedding))
         check_keys(set(state), {"prompt_embeddings", *self.head_state()}, source)
         params = {"prompt_embeddings": self.prompt, **self.head_state()}
         with torch.no_grad():

@@ -1,0 +1,57 @@
+"""--resume continues the run it finds: a changed job is refused before anything is written, a run
+trained the other way (--local or Ray) is named, and a finished run is left as it is."""
+
+from __future__ import annotations
+
+import pytest
+
+from peft_ray.errors import CheckpointError
+from peft_ray.spec import validate_spec
+from peft_ray.train.local import run_local
+from peft_ray.train.resume import changed_fields
+from tests.conftest import job_dict
+
+
+def _spec(tiny_bert, tiny_data, out, **sections):
+    sections.setdefault("scaling", {"num_workers": 1})
+    return validate_spec(job_dict(tiny_bert, tiny_data, out, **sections))
+
+
+def test_fields_that_define_the_run_must_stay_and_run_length_may_change():
+    run = {"name": "a", "method": {"name": "lora", "r": 8}, "train": {"batch_size": 32, "seed": 0, "max_steps": 3,
+           "eval_every": 10, "lr": 1e-3}, "data": {"root": "/d", "train": "t.csv"}, "output": {"dir": "/o"}}
+    same = {**run, "train": {**run["train"], "max_steps": 9, "eval_every": 2}, "data": {"root": "/e", "train": "t.csv"},
+            "output": {"dir": "/p"}}
+    assert changed_fields(run, same) == {}
+    other = {**run, "method": {"name": "lora", "r": 16}, "train": {**run["train"], "seed": 4, "lr": 1e-4}}
+    assert changed_fields(run, other) == {"method.r": (8, 16), "train.lr": (1e-3, 1e-4), "train.seed": (0, 4)}
+
+
+def test_a_changed_job_is_refused_and_its_record_kept(tiny_bert, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    run_local(_spec(tiny_bert, tiny_data, out, train={"max_steps": 2, "eval_every": 2}))
+    recorded = (out / "job.yaml").read_text()
+    changed = _spec(tiny_bert, tiny_data, out, train={"max_steps": 4, "eval_every": 2, "batch_size": 4, "seed": 3})
+    with pytest.raises(CheckpointError, match=r"train.batch_size is 4 here but the run used .*train.seed is 3"):
+        run_local(changed, resume=True)
+    assert (out / "job.yaml").read_text() == recorded
+
+
+def test_a_finished_run_is_left_as_it_is(tiny_bert, tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    spec = _spec(tiny_bert, tiny_data, out, train={"max_steps": 2, "eval_every": 2})
+    first = run_local(spec)
+    before = (out / "metrics.json").read_text()
+    again = run_local(spec, resume=True)
+    assert "already reached step 2 of 2: nothing left to train" in capsys.readouterr().out
+    assert again == first and (out / "metrics.json").read_text() == before
+
+
+def test_a_local_run_resumed_through_ray_is_named(tiny_bert, tiny_data, tmp_path):
+    from peft_ray.train.driver import check_can_start
+
+    out = tmp_path / "run"
+    spec = _spec(tiny_bert, tiny_data, out, train={"max_steps": 2, "eval_every": 2})
+    run_local(spec)
+    with pytest.raises(CheckpointError, match="was trained with --local: its checkpoints are under"):
+        check_can_start(spec, resume=True, overwrite=False, local=False)
