@@ -59,7 +59,7 @@ def row(shape, rounds: int, scale: float) -> dict:
     ca._use_math = lambda *a: True                   # time the math at every shape, not only where it runs
     try:
         g = torch.randn_like(sides["sdpa"]())
-        reps = max(2, int(scale * 2e6 / (B * H * q_len * n)))
+        reps = max(5, int(scale * 2e7 / (B * H * q_len * n)))
         best = {}
         for r in range(rounds):
             for name in (sides if r % 2 else list(sides)[::-1]):

@@ -1,12 +1,12 @@
 """Attention on the CPU: the plain math where it beats torch's SDPA kernel, and the fast dropout mask.
 
 torch's CPU SDPA runs a flash kernel built for long sequences. At the short ones PEFT jobs
-train on, the plain math, softmax(q k^T s + mask) v through two batched matmuls, is faster:
-forward + backward at MiniLM's heads (12 x 32), batch 32, 2 threads, 1.7-2.3x at 30-46
-positions and even at 84; at SmolLM2's (9 x 64) 1.4-1.6x up to 128 positions; past that SDPA
-wins, 2.5x at 256 positions (BENCHMARKS.md, twenty-second session). So the math runs where the
-key length is at most `math_up_to(head_dim)`, SDPA elsewhere. The two agree to float rounding
-(tests/models/test_cpu_attention.py, values and gradients).
+train on, the plain math, softmax(q k^T s + mask) v through two batched matmuls, is faster
+(bench/cpu_attention.py, 2 threads, forward + backward): at MiniLM's heads (12 x 32), batch 32,
+1.3-1.65x from 30 to 84 positions, 0.88x at 128; at SmolLM2's (9 / 3 x 64, causal), batch 8,
+1.03-1.47x from 40 to 128 positions, 0.97x at 192; inference 1.2-2.1x over the same ranges. So
+the math runs where the key length is at most `math_up_to(head_dim)`, SDPA elsewhere. The two
+agree to float rounding (tests/models/test_cpu_attention.py, values and gradients).
 
 With attention dropout on, the math always runs: SDPA then takes its own math path with torch's
 slow mask (7x SDPA without dropout at MiniLM's shapes), where this one drops probabilities with
@@ -33,9 +33,10 @@ _UNSUPPORTED = ("position_bias", "softcap", "s_aux", "sinks")
 
 
 def math_up_to(head_dim: int) -> int:
-    """The longest key sequence where the math beats SDPA's CPU kernel (forward and backward), with
-    margin: 64 positions at head size 32 (measured even at 84), 128 at 64 (measured 1.4x at 128)."""
-    return max(64, 2 * head_dim)
+    """The longest key sequence where the math beats SDPA's CPU kernel (forward and backward): 96
+    positions at head size 32 (won at 84, lost at 128), 128 at 64 (won at 128, lost at 192); larger
+    heads (unmeasured) keep 128."""
+    return min(128, max(96, 2 * head_dim))
 
 
 def _use_math(query, key, attention_mask, p: float, causal: bool, kwargs) -> bool:
@@ -61,15 +62,19 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     if groups > 1:   # grouped-query attention: each K/V head serves `groups` query heads
         key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     q_len, kv_len = query.shape[2], key.shape[2]
-    scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))   # scaling q: n x d multiplies, not n x n
     mask = attention_mask
     if mask is None and causal and q_len > 1:
         mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril()
     if mask is not None:
         mask = mask[..., :kv_len]
-        scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
-                  else scores + mask)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        if mask.dtype == torch.bool:   # additive: one small (B, 1, q, k) tensor, then an add (faster than a fill)
+            mask = torch.zeros(mask.shape, dtype=scores.dtype, device=mask.device).masked_fill_(
+                ~mask, torch.finfo(scores.dtype).min)
+        scores = scores + mask
+    probs = (scores.softmax(-1) if scores.dtype == torch.float32
+             else torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype))
     probs = fast_dropout(probs, dropout) if dropout > 0.0 else probs
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
