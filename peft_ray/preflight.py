@@ -85,6 +85,14 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     for path, first_row, batch in file_batches(files, cols):
         # before the hold-out and few-shot filters, so the file and row named are the file's own
         check_text_lengths(batch, text_cols, spec.model.max_length, f"{field_name} ({path})", first_row)
+        if labels:   # on the file's own rows, before the filters: the row named is the file's
+            values = batch.column(label_column).to_pylist()
+            usable = usable_rows(batch, cols, text_cols).to_pylist()
+            try:
+                label_ids([v for v, good in zip(values, usable) if good], labels, label_column,
+                          rows=[first_row + i for i, good in enumerate(usable) if good])
+            except DataError as e:
+                raise DataError(f"{field_name} ({path}): {e}") from None
         if holdout:
             batch = apply_holdout(pa.Table.from_batches([batch]), cols, spec.data.validation_fraction,
                                   holdout_seed(spec), holdout)
@@ -93,13 +101,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
             batch = keep_shots(table, tuple(cols), label_column, labels, shots,
                                shots_seed(spec))
         facts.rows += len(batch)
-        ok = pc.is_valid(batch.column(cols[-1]))
-        for c in text_cols:
-            col = batch.column(c)
-            valid = pc.is_valid(col)
-            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
-            ok = pc.and_(ok, pc.fill_null(valid, False))
+        ok = usable_rows(batch, cols, text_cols)
         kept = batch.filter(ok).column(cols[-1]).to_pylist()
         row_numbers = [facts.rows - len(batch) + i for i, good in enumerate(ok.to_pylist()) if good]
         facts.skipped += len(batch) - len(kept)
@@ -107,7 +109,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
             task.check_supervision(spec.task, kept, row_numbers)
             ids = label_ids(kept, labels, label_column) if labels else []
         except DataError as e:
-            raise DataError(f"{field_name} ({files[0]}): {e}") from None
+            raise DataError(f"{field_name} ({path}): {e}") from None
         for i in ids:
             facts.label_counts[labels[i]] = facts.label_counts.get(labels[i], 0) + 1
     facts.usable = facts.rows - facts.skipped
@@ -116,6 +118,18 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     if facts.usable == 0:
         raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label/target")
     return facts
+
+
+def usable_rows(batch, cols: List[str], text_cols: List[str]):
+    """Rows training reads: the last column (label or target) present, every text column non-empty."""
+    ok = pc.is_valid(batch.column(cols[-1]))
+    for c in text_cols:
+        col = batch.column(c)
+        valid = pc.is_valid(col)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
+        ok = pc.and_(ok, pc.fill_null(valid, False))
+    return ok
 
 
 def file_batches(files: List[str], cols: List[str]):

@@ -88,6 +88,16 @@ def split_of(data: str, split: Optional[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name).strip("_-")[:64] or "data"
 
 
+def default_output(adapter_dir: Path, split: str) -> Path:
+    """eval's own file: a run's (adapter/ inside a run folder, or a checkpoint's) eval_<split>.json in
+    the run folder; an adapter folder of its own (an export) gets eval_<name>_<split>.json beside it,
+    so two exports side by side keep their own."""
+    owner = adapter_dir.parent
+    if adapter_dir.name == "adapter" and any((owner / f).is_file() for f in ("job.yaml", "trainer_state.json")):
+        return adapter_dir.parent / f"eval_{split}.json"
+    return adapter_dir.parent / f"eval_{adapter_dir.name}_{split}.json"
+
+
 def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optional[str], batch_size: Optional[int],
              address: Optional[str], local: bool = False, trust: Trust = Trust(),
              overwrite: bool = False) -> Tuple[Dict[str, Any], Path]:
@@ -103,7 +113,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     split = split_of(data, split)
     adapter_dir = find_adapter_dir(adapter_or_run)
     files, holdout = eval_files(read_run_spec(adapter_dir, trust)[1], data, split)   # errors before the model loads
-    out = Path(output) if output else adapter_dir.parent / f"eval_{split}.json"   # the default: eval's own file
+    out = Path(output) if output else default_output(adapter_dir, split)
     if output and out.exists() and not overwrite:
         raise JobError(f"--output '{out}' already exists; pass --overwrite to replace it, or name a new file")
     check_output_dir(str(out.parent), "--output's folder")

@@ -34,7 +34,9 @@ def register(main: click.Group) -> None:
                   help="Metrics JSON to write (default: <output.dir>/zero_shot.json).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=None,
                   help="Rows per forward pass (default: train.eval_batch_size).")
-    def zero_shot_cmd(job: str, overrides: Tuple[str, ...], output: Optional[str], batch_size: Optional[int]) -> None:
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+    def zero_shot_cmd(job: str, overrides: Tuple[str, ...], output: Optional[str], batch_size: Optional[int],
+                      overwrite: bool) -> None:
         """Evaluate JOB's template and verbalizer on the frozen base model, no training (in this process)."""
         from peft_ray.commands.eval import render_metrics
         from peft_ray.spec import load_spec
@@ -43,6 +45,9 @@ def register(main: click.Group) -> None:
         t0 = time.time()
         try:
             spec = load_spec(job, overrides)
+            if output and Path(output).exists() and not overwrite:   # before the model loads, as eval
+                raise JobError(f"--output '{output}' already exists; pass --overwrite to replace it, or name a "
+                               "new file")
             metrics = zero_shot_eval(spec, batch_size)
         except JobError as e:
             fail(e)

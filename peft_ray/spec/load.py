@@ -154,6 +154,11 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
             value = safe_yaml(text) if text != "" else ""
         except yaml.YAMLError:
             value = text
+        if key.strip().startswith("template.") and isinstance(value, str) and ("\\n" in value or "\\t" in value):
+            # plain YAML keeps a backslash: the job file's "...\n..." is a newline, this is not
+            raise SpecError(f"override '{shown(item)}': '\\n' and '\\t' stay two characters in an unquoted value; "
+                            f"for a newline or tab, quote it for YAML inside shell quotes: "
+                            f"'{key}=\"{shown(text)}\"'")
         if isinstance(value, dict) and value and all(v is None for v in value.values()):
             raise SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as a mapping, not text; quote "
                             f"it for YAML inside shell quotes: '{key}=\"{shown(text)}\"'")
@@ -246,12 +251,21 @@ def _validate_task(raw_task: Any):
 def validate_spec(raw: Dict[str, Any]) -> JobSpec:
     """Turn a raw dict into a JobSpec; every error names its field path."""
     raw = dict(raw)
-    method = _validate_method(raw.pop("method", None))
-    task, task_cfg = _validate_task(raw.pop("task", None))
+    errors = []                         # every section's errors at once, not one section per round
+    try:
+        method = _validate_method(raw.pop("method", None))
+    except SpecError as e:
+        errors.append(str(e))
+    try:
+        task, task_cfg = _validate_task(raw.pop("task", None))
+    except SpecError as e:
+        errors.append(str(e))
     try:
         spec = JobSpec.model_validate(raw)
     except pydantic.ValidationError as e:
-        raise SpecError(_format_errors(e, JobSpec)) from None
+        errors.append(_format_errors(e, JobSpec))
+    if errors:
+        raise SpecError("\n".join(errors))
     spec.method, spec.task = method, task_cfg
     if spec.tune is not None and spec.tune.metric is None:   # the task's primary metric (any task can be tuned)
         spec.tune.metric = task.primary_metric

@@ -303,3 +303,24 @@ def test_predict_gives_no_prediction_for_a_row_of_more_text_than_the_model_reads
     assert r.exit_code == 0 and "(1 without a prediction)" in r.output, r.output
     rows = _read(tmp_path / "o.jsonl")
     assert rows[0]["prediction"] is not None and rows[1]["prediction"] is None
+
+
+def test_exports_side_by_side_keep_their_own_eval_file(cls_run, tmp_path):
+    """An exported adapter is its own folder: its default metrics file is named after it, beside it,
+    so evaluating a second export there does not replace the first's."""
+    data = cls_run.parent / "data" / "validation.parquet"
+    for name in ("one", "two"):
+        assert _cli("export", cls_run, tmp_path / name).exit_code == 0
+        r = _cli("eval", tmp_path / name, "--data", data, "--local")
+        assert r.exit_code == 0 and (tmp_path / f"eval_{name}_validation.json").is_file(), r.output
+    assert not (tmp_path / "eval_validation.json").exists()
+
+
+def test_zero_shot_keeps_an_existing_output_without_overwrite(cls_run, tmp_path):
+    keep = tmp_path / "keep.json"
+    keep.write_text('{"precious": 1}')
+    job = tmp_path / "job.yaml"
+    shutil.copy(cls_run / "job.yaml", job)
+    r = _cli("zero-shot", job, "--output", keep)
+    assert r.exit_code == 2 and "already exists; pass --overwrite" in r.output, r.output
+    assert keep.read_text() == '{"precious": 1}'

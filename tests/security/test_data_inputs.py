@@ -259,9 +259,11 @@ def test_ids_read_as_text_count_and_the_stray_value_is_named(tmp_path, tiny_bert
     rows = _rows()
     lines = ["text,label"] + [f'"{r["text"]}",{r["label"]}' for r in rows]
     lines[12] = "a fine film,pos"
+    lines[20] = "another,neu"
     (tmp_path / "stray.csv").write_text("\n".join(lines) + "\n")
     out = _validate(tmp_path, tiny_bert, tmp_path, "stray.csv")
     assert "label 'pos' is not in task.labels" in out
+    assert "in row 11, and 1 more row like it in this batch" in out          # the file's row (header not counted)
     joined = lines[:8] + ["text,label"] + lines[8:]
     (tmp_path / "joined.csv").write_text("\n".join(joined) + "\n")
     out = _validate(tmp_path, tiny_bert, tmp_path, "joined.csv")

@@ -114,3 +114,35 @@ def test_an_override_reaches_a_dotted_search_space_key():
     raw = apply_overrides({"tune": {"space": {"train.lr": {"grid": [0.1]}}}},
                           ["tune.space.train.lr={grid: [0.03]}", "tune.space.method.r.grid=[4, 8]"])
     assert raw["tune"]["space"] == {"train.lr": {"grid": [0.03]}, "method.r": {"grid": [4, 8]}}
+
+
+def test_an_unquoted_backslash_n_in_a_template_override_is_refused(tmp_path):
+    """A shell's 'template.text=A\\nB' reaches YAML as plain text, where \\n stays two characters (the
+    job file's "A\\nB" is a newline): refused with the quoting that gives a newline, which works."""
+    job = _write(tmp_path, "task: {labels: [a, b]}\n")
+    with pytest.raises(SpecError, match=r"stay two characters.*template.text=\"Review: \{text\}\\nSentiment: \{label\}\""):
+        load_spec(job, ["template.text=Review: {text}\\nSentiment: {label}"])
+    spec = load_spec(job, ['template.text="Review: {text}\\nSentiment: {label}"'])
+    assert spec.template.text == "Review: {text}\nSentiment: {label}"
+
+
+def test_other_tools_names_suggest_the_field_they_mean(tmp_path):
+    job = _write(tmp_path, "task: {labels: [a, b]}\n")
+    for typed, meant in (("train.per_device_train_batch_size=8", "batch_size"), ("train.eval_steps=5", "eval_every"),
+                         ("train.learning_rate=1e-3", "'lr'"), ("method.lora_r=4", "'r'")):
+        with pytest.raises(SpecError, match=f"did you mean '?{meant}"):
+            load_spec(job, ["method=lora", typed] if typed.startswith("method.") else [typed])
+
+
+def test_integer_label_names_are_their_digits():
+    spec = validate_spec({"task": {"labels": [0, 1]}})
+    assert spec.task.labels == ["0", "1"]
+
+
+def test_errors_of_every_section_come_together(tmp_path):
+    job = _write(tmp_path, "task: {labels: [a, b]}\nmethod: {name: lora, rank: 8}\nmodel: {max_lenght: 64}\n"
+                           "train: {learning_rate: 0.001}\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(job)
+    for field in ("method.rank", "model.max_lenght", "train.learning_rate"):
+        assert field in str(e.value), str(e.value)

@@ -40,6 +40,14 @@ def _warn_fresh_mlm_head(path: str, name: str, trust: bool) -> None:
               file=sys.stderr)
 
 
+def _note_unread_verbalizer(head: str) -> None:
+    import sys
+
+    why = "task.head: auto resolves to a trained head on an encoder" if head == "auto" else "task.head is head"
+    print(f"[peft-ray] note: template.verbalizer is not read: {why}, so label words change nothing. "
+          "Set task.head: verbalizer to score label words, or leave the verbalizer out", file=sys.stderr)
+
+
 class Classification(Task):
     name = "classification"
     config_cls = ClassificationConfig
@@ -63,6 +71,8 @@ class Classification(Task):
 
     def check_model(self, spec, lm_kind: str) -> None:
         scoring = scoring_for(spec.task.head, lm_kind)
+        if scoring == "head" and spec.template.verbalizer:
+            _note_unread_verbalizer(spec.task.head)
         if scoring != "head":
             from peft_ray.tasks.classification.verbalizer import check_labels_differ
 

@@ -19,6 +19,14 @@ class ClassificationConfig(TaskConfig):
         "auto", description="classification by a trained head or by verbalizer scoring "
         "(auto: head for encoders, verbalizer for causal LMs)")
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _integer_names(cls, v):
+        """`labels: [0, 1]` (a 0/1 data set's names): the names "0", "1"; ids still map by position."""
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, v):
