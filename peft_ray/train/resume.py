@@ -11,7 +11,7 @@ resumes the same way: `max_steps` may grow, the model and batch may not).
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from peft_ray.errors import CheckpointError
@@ -40,11 +40,18 @@ def _may_change(field: str) -> bool:
     return any(field == m or (m.endswith(".") and field.startswith(m)) for m in MAY_CHANGE)
 
 
+def _moved(old: Any, new: Any) -> bool:
+    """The same file or folder found at another absolute path: a run resumed from another working
+    directory, or `submit --resume` (Ray unpacks the working dir under a new session folder)."""
+    return (isinstance(old, str) and isinstance(new, str) and old.startswith("/") and new.startswith("/")
+            and PurePosixPath(old).name == PurePosixPath(new).name)
+
+
 def changed_fields(recorded: Dict[str, Any], now: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
     """{field: (the run's value, this job's)} for the fields a continuation must keep."""
     old, new = dict(_flat(recorded)), dict(_flat(now))
     return {f: (old.get(f), new.get(f)) for f in sorted(old.keys() | new.keys())
-            if not _may_change(f) and old.get(f) != new.get(f)}
+            if not _may_change(f) and old.get(f) != new.get(f) and not _moved(old.get(f), new.get(f))}
 
 
 def check_same_run(recorded: Dict[str, Any], now: Dict[str, Any], out) -> None:

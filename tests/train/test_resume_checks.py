@@ -25,6 +25,10 @@ def test_fields_that_define_the_run_must_stay_and_run_length_may_change():
     assert changed_fields(run, same) == {}
     other = {**run, "method": {"name": "lora", "r": 16}, "train": {**run["train"], "seed": 4, "lr": 1e-4}}
     assert changed_fields(run, other) == {"method.r": (8, 16), "train.lr": (1e-3, 1e-4), "train.seed": (0, 4)}
+    # the same model folder found elsewhere (another working dir, `submit --resume`), not another model
+    moved = {"model": {"name_or_path": "/tmp/ray/session_2/pkg/models/tiny"}}
+    assert changed_fields({"model": {"name_or_path": "/tmp/ray/session_1/pkg/models/tiny"}}, moved) == {}
+    assert changed_fields({"model": {"name_or_path": "/models/small"}}, moved) != {}
 
 
 def test_a_changed_job_is_refused_and_its_record_kept(tiny_bert, tiny_data, tmp_path):
