@@ -42,6 +42,11 @@ ALIASES = {
     "model_name_or_path": "name_or_path", "base_model": "name_or_path", "output_dir": "dir",
 }
 NOTES = {"warmup_ratio": " (a fraction of the run's steps)", "batch_size": " (the global batch, over all workers)"}
+# axolotl's and LLaMA-Factory's files are flat: at the top level, the field's section too.
+SECTION = {"lr": "train", "epochs": "train", "batch_size": "train", "eval_batch_size": "train", "grad_accum": "train",
+           "eval_every": "train", "checkpoint_every": "train", "keep_checkpoints": "train", "warmup_ratio": "train",
+           "schedule": "train", "metric_for_best": "train", "max_length": "model", "name_or_path": "model",
+           "r": "method", "target_modules": "method", "dir": "output"}
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -51,5 +56,7 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     alias = ALIASES.get(word)
     if alias in choices:
         return f" (did you mean '{alias}'{NOTES.get(alias, '')}?)"
+    if alias and SECTION.get(alias) in choices:      # a flat file's key at the top level
+        return f" (did you mean '{SECTION[alias]}.{alias}'{NOTES.get(alias, '')}?)"
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

@@ -92,10 +92,11 @@ def default_output(adapter_dir: Path, split: str) -> Path:
     """eval's own file: a run's (adapter/ inside a run folder, or a checkpoint's) eval_<split>.json in
     the run folder; an adapter folder of its own (an export) gets eval_<name>_<split>.json beside it,
     so two exports side by side keep their own."""
+    adapter_dir = adapter_dir.resolve()            # `eval .` and `eval ../x` name the same folder alike
     owner = adapter_dir.parent
     if adapter_dir.name == "adapter" and any((owner / f).is_file() for f in ("job.yaml", "trainer_state.json")):
-        return adapter_dir.parent / f"eval_{split}.json"
-    return adapter_dir.parent / f"eval_{adapter_dir.name}_{split}.json"
+        return owner / f"eval_{split}.json"
+    return owner / f"eval_{adapter_dir.name}_{split}.json"
 
 
 def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optional[str], batch_size: Optional[int],

@@ -120,6 +120,7 @@ def _emit(window: List[dict], step: int, batch_size: int, pad_id: int, rng, span
     if span:  # stable sort within each group: equal lengths stay shuffled
         window = [r for i in range(0, len(window), span) for r in sorted(window[i:i + span], key=_length)]
     steps = [window[i:i + step] for i in range(0, len(window), step)]
-    for j in order_rng.permutation(len(steps)):
+    full = len(window) // step      # a short last step stays last: the trainer cuts steps consecutively
+    for j in [*order_rng.permutation(full), *range(full, len(steps))]:
         for k in range(0, len(steps[j]), batch_size):
             yield collate(steps[j][k:k + batch_size], pad_id)

@@ -36,6 +36,14 @@ class TemplateSpec(Section):
                        "tokenizer's chat template; the label words or response are the assistant's reply")
     system: Optional[str] = Field(None, description="with chat: the system message (default: the template's own)")
 
+    @field_validator("verbalizer", mode="before")
+    @classmethod
+    def _integer_label_keys(cls, v):
+        """`{0: bad, 1: good}` for `labels: [0, 1]`: keys are label names, so the integers' digits."""
+        if isinstance(v, dict):
+            return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: w for k, w in v.items()}
+        return v
+
 
 class DataSpec(Section):
     root: Optional[PathStr] = Field(None, description="folder the file names below are relative to; "

@@ -21,7 +21,7 @@ from peft_ray.train.checkpoint import checkpoint_at_step
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
-from peft_ray.train.resume import check_same_run, find_checkpoint, finished
+from peft_ray.train.resume import check_layout, check_same_run, find_checkpoint, finished, unread_fields
 
 
 @contextlib.contextmanager
@@ -65,8 +65,8 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = 
     if not same_job:
         raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
                               f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
-    find_checkpoint(out, local)          # a run trained the other way says so first
-    check_same_run(recorded_mapping(job_file), saved_spec(spec), out)
+    check_layout(out, local)             # a run trained the other way says so first
+    check_same_run(recorded_mapping(job_file), saved_spec(spec), out, unread_fields(spec))
 
 
 def recorded_job(job_file: Location) -> Dict[str, Any]:
@@ -381,15 +381,25 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
     return final
 
 
+def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool):
+    """(the checkpoint --resume continues, or None; the recorded metrics of a run with nothing left to
+    train, or None), decided before output.dir is written to."""
+    if not resume:
+        return None, None
+    check_can_start(spec, resume, overwrite, local)
+    out = Location.at(spec.output.dir)
+    checkpoint = find_checkpoint(out, local)
+    return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)
+
+
 def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
+    resume_from, done = resumed_from(spec, pre, resume, overwrite, local=False)
+    if done is not None:
+        return done                      # nothing left to train: the run's record stays as it is
     with prepared_output_dir(spec, resume, overwrite) as out:
-        resume_from = find_checkpoint(out, local=False) if resume else None
-        done = finished(out, resume_from, pre.total_steps) if resume_from else None
-        if done is not None:
-            return done
         started = init_ray(spec)
         check_cluster_fits(spec)
         try:

@@ -27,7 +27,6 @@ from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.recipe import RunFacts, train_func
 from peft_ray.train.report import LocalReporter
-from peft_ray.train.resume import find_checkpoint, finished
 
 
 def _free_port() -> int:
@@ -87,7 +86,7 @@ def local_spec(spec: JobSpec) -> JobSpec:
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
-    from peft_ray.train.driver import prepared_output_dir, write_outputs
+    from peft_ray.train.driver import prepared_output_dir, resumed_from, write_outputs
 
     t0 = time.time()
     if is_uri(spec.output.dir):
@@ -96,11 +95,11 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
                        "writes URIs such as s3:// and gs:// through pyarrow)")
     spec = local_spec(spec)
     pre = run_preflight(spec)
+    checkpoint, done = resumed_from(spec, pre, resume, overwrite, local=True)
+    if done is not None:
+        return done                      # nothing left to train: the run's record stays as it is
+    resume_from = Path(checkpoint) if checkpoint else None
     with prepared_output_dir(spec, resume, overwrite, local=True) as out:
-        resume_from = Path(find_checkpoint(out, local=True)) if resume else None
-        done = finished(out, str(resume_from), pre.total_steps) if resume_from else None
-        if done is not None:
-            return done
         reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
                                  str(resume_from) if resume_from else None)
         reporter = run_in_process(spec, pre, reporter, resume_from=resume_from,

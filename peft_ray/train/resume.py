@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from peft_ray.errors import CheckpointError
 from peft_ray.spec.load import shown
 from peft_ray.storage import Location
-from peft_ray.train.checkpoint import checkpoint_step, latest_good_checkpoint
+from peft_ray.train.checkpoint import latest_good_checkpoint, read_state
 
 # Fields a continuation may change: run length, evaluation and checkpoint cadence, failure handling,
 # where the data folder and the cluster are. Everything else must equal the run's job.yaml.
@@ -47,17 +47,31 @@ def _moved(old: Any, new: Any) -> bool:
             and PurePosixPath(old).name == PurePosixPath(new).name)
 
 
-def changed_fields(recorded: Dict[str, Any], now: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
-    """{field: (the run's value, this job's)} for the fields a continuation must keep."""
-    old, new = dict(_flat(recorded)), dict(_flat(now))
+def _data_files(flat: Dict[str, Any]) -> Dict[str, Any]:
+    """data.train/validation as the paths they name: a name under data.root joined to it, so that
+    `train.parquet` under /d and `/d/train.parquet` are one file, and a moved root moves its files."""
+    root = flat.get("data.root")
+    out = dict(flat)
+    for f in ("data.train", "data.validation"):
+        v = flat.get(f)
+        if isinstance(v, str) and isinstance(root, str) and root.startswith("/") and not v.startswith("/"):
+            out[f] = str(PurePosixPath(root) / v)
+    return out
+
+
+def changed_fields(recorded: Dict[str, Any], now: Dict[str, Any], ignore: Tuple[str, ...] = ()) -> Dict[str, Tuple[Any, Any]]:
+    """{field: (the run's value, this job's)} for the fields a continuation must keep; `ignore`:
+    prefixes of fields this job does not read (a verbalizer under a trained head)."""
+    old, new = _data_files(dict(_flat(recorded))), _data_files(dict(_flat(now)))
     return {f: (old.get(f), new.get(f)) for f in sorted(old.keys() | new.keys())
-            if not _may_change(f) and old.get(f) != new.get(f) and not _moved(old.get(f), new.get(f))}
+            if not _may_change(f) and not f.startswith(ignore) and old.get(f) != new.get(f)
+            and not _moved(old.get(f), new.get(f))}
 
 
-def check_same_run(recorded: Dict[str, Any], now: Dict[str, Any], out) -> None:
+def check_same_run(recorded: Dict[str, Any], now: Dict[str, Any], out, ignore: Tuple[str, ...] = ()) -> None:
     """Refuse --resume where this job changes what the run in `out` was trained with (both as job.yaml
     records them), naming every such field, before anything is written there."""
-    diff = changed_fields(recorded, now)
+    diff = changed_fields(recorded, now, ignore)
     if not diff:
         return
     lines = "; ".join(f"{f} is {shown(new)} here but the run used {shown(old)}" for f, (old, new) in diff.items())
@@ -68,34 +82,65 @@ def check_same_run(recorded: Dict[str, Any], now: Dict[str, Any], out) -> None:
                           "output.dir)")
 
 
-def find_checkpoint(out: Location, local: bool) -> str:
-    """The latest good checkpoint of the run in `out`: --local's under checkpoints/, Ray's under ray/.
-    A run trained the other way is named as such, not answered with --overwrite."""
+def _has_checkpoints(names, folder: str) -> bool:
+    return any(rel.startswith(f"{folder}/") and "checkpoint_" in rel for rel in names)
+
+
+def check_layout(out: Location, local: bool) -> None:
+    """A run trained the other way (--local or through Ray) is named as such, from the names alone:
+    its checkpoints sit in the other path's folder and layout."""
     mine, other = ("checkpoints", "ray") if local else ("ray", "checkpoints")
-    warn = lambda m: print(f"[peft-ray] {m}")   # noqa: E731
-    found = (latest_good_checkpoint(Path(out.path) / mine, warn=warn) if local
-             else latest_good_checkpoint((out / mine).uri, warn=warn))
-    if found is not None:
-        return str(found)
-    if any(rel.startswith(f"{other}/") and "checkpoint_" in rel for rel in out.files()):
+    names = out.files()
+    if not _has_checkpoints(names, mine) and _has_checkpoints(names, other):
         how = "without --local (through Ray)" if local else "with --local"
         raise CheckpointError(f"--resume: the run in '{out}' was trained {how}: its checkpoints are under "
                               f"{out / other}, in that path's layout. Resume it the way it was trained")
-    raise CheckpointError(f"--resume: no usable checkpoint under {out / mine}; pass --overwrite instead to start "
-                          "the run again there, or set output.dir to a new folder")
 
 
-def finished(out: Location, checkpoint: str, total_steps: int) -> Optional[Dict[str, Any]]:
-    """A --resume of a run whose latest checkpoint already reached this job's last step: its recorded
-    metrics.json, untouched, after a line saying how to train further. None where steps remain."""
-    step = checkpoint_step(checkpoint)
-    if step < total_steps:
+def find_checkpoint(out: Location, local: bool) -> str:
+    """The latest good checkpoint of the run in `out`: --local's under checkpoints/, Ray's under ray/."""
+    check_layout(out, local)
+    warn = lambda m: print(f"[peft-ray] {m}")   # noqa: E731
+    found = (latest_good_checkpoint(Path(out.path) / "checkpoints", warn=warn) if local
+             else latest_good_checkpoint((out / "ray").uri, warn=warn))
+    if found is None:
+        mine = "checkpoints" if local else "ray"
+        raise CheckpointError(f"--resume: no usable checkpoint under {out / mine}; pass --overwrite instead to "
+                              "start the run again there, or set output.dir to a new folder")
+    return str(found)
+
+
+def finished(out: Location, checkpoint: str, total_steps: int, patience=None) -> Optional[Dict[str, Any]]:
+    """A --resume of a run with nothing left to train: its latest checkpoint reached this job's last
+    step, or early stopping had stopped it (`patience` evaluations without a better one). Its recorded
+    metrics.json, untouched, after a line saying how to train further; None where steps remain."""
+    state = read_state(checkpoint)
+    step = state.global_step if state else 0
+    stopped = bool(state and patience is not None and state.evals_since_best >= patience)
+    if step < total_steps and not stopped:
         return None
     record = out / "metrics.json"
+    why = (f"stopped early at step {step} ({state.evals_since_best} evaluations without a better one)" if stopped
+           else f"already reached step {step} of {total_steps}")
+    more = ("raise train.early_stopping_patience (or drop it)" if stopped
+            else "raise train.max_steps or train.epochs")
     if not record.exists():
-        raise CheckpointError(f"--resume: the run in '{out}' reached step {step} of {total_steps} but wrote no "
-                              f"metrics.json. Raise train.max_steps or train.epochs to train further, or export "
-                              f"its checkpoint: peft-ray export {checkpoint} OUT")
-    print(f"[peft-ray] the run in {out} already reached step {step} of {total_steps}: nothing left to train. "
-          "Raise train.max_steps or train.epochs to train further")
+        raise CheckpointError(f"--resume: the run in '{out}' {why} but wrote no metrics.json. To train further, "
+                              f"{more}; or export its checkpoint: peft-ray export {checkpoint} OUT")
+    print(f"[peft-ray] the run in {out} {why}: nothing left to train. To train further, {more}")
     return json.loads(record.read_small_text(10 * 2 ** 20) or "{}")
+
+
+def unread_fields(spec) -> Tuple[str, ...]:
+    """Fields of `spec` that training does not read, so a resume may differ in them: the verbalizer
+    of a classifier that a trained head scores."""
+    from peft_ray.models import lm_kind, resolve_model_path
+    from peft_ray.tasks.classification.config import scoring_for
+
+    if spec.task.type != "classification":
+        return ()
+    try:
+        kind = lm_kind(resolve_model_path(spec.model.name_or_path), spec.model.trust_remote_code)
+    except Exception:   # noqa: BLE001 - an unreadable model is train's own error to report; compare everything
+        return ()
+    return ("template.verbalizer",) if scoring_for(spec.task.head, kind) == "head" else ()

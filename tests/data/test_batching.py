@@ -115,16 +115,21 @@ def test_a_small_shard_is_held_whole_and_a_large_one_streams():
     assert not isinstance(streamed, list) and [len(t) for t in streamed] == [10, 10, 10]
 
 
+def _steps(n: int, micro: int, ga: int, grouped: bool):
+    batches = [frozenset(int(r[0]) for r in b["input_ids"]) for b in micro_batches(
+        [table(n)], micro, pad_id=-1, seed=5, group_by_length=grouped, drop_last=True,
+        group=group_batches(n, 32), per_step=ga)]
+    assert all(len(b) == micro for b in batches)
+    return [frozenset().union(*batches[i:i + ga]) for i in range(0, len(batches), ga)]
+
+
 def test_a_step_sees_the_same_rows_whatever_the_gradient_accumulation():
     """HF Trainer: 32 x 1 and 16 x 2 (or 8 x 4) see the same rows in every optimizer step; each
-    micro-batch is a consecutive slice of the step's."""
-    n = 32 * WINDOW_BATCHES + 32 * 5                   # a full window of steps, then a partial one
+    micro-batch is a consecutive slice of the step's. A short last step stays last, where the
+    trainer's consecutive cut into steps puts it."""
     for grouped in (True, False):
-        steps = {}
-        for micro, ga in ((32, 1), (16, 2), (8, 4)):
-            batches = [frozenset(int(r[0]) for r in b["input_ids"]) for b in micro_batches(
-                [table(n)], micro, pad_id=-1, seed=5, group_by_length=grouped, drop_last=True,
-                group=group_batches(n, 32), per_step=ga)]
-            steps[ga] = [frozenset().union(*batches[i:i + ga]) for i in range(0, len(batches), ga)]
-            assert all(len(b) == micro for b in batches)
-        assert steps[1] == steps[2] == steps[4], grouped
+        n = 32 * WINDOW_BATCHES + 32 * 5                 # a full window of steps, then a partial one
+        assert _steps(n, 32, 1, grouped) == _steps(n, 16, 2, grouped) == _steps(n, 8, 4, grouped), grouped
+        n += 16                                          # and a short step of 16 rows (32 x 1 drops it)
+        two, four = _steps(n, 16, 2, grouped), _steps(n, 8, 4, grouped)
+        assert two == four and len(two[-1]) == 16 and all(len(s) == 32 for s in two[:-1]), grouped

@@ -55,6 +55,7 @@ def test_tampered_checkpoint_is_refused_not_loaded(trained, tmp_path):
     assert validate_checkpoint(target)[0]            # the manifest matches: integrity is not origin
     spec = spec.model_copy(deep=True)
     spec.output.dir = str(bad)
+    spec.train.max_steps = 3                         # a step left: the checkpoint is loaded
     with pytest.raises(CheckpointError, match="refusing to resume.*other than tensors"):
         run_local(spec, resume=True)
     assert not marker.exists()
@@ -131,6 +132,7 @@ def test_a_crafted_rng_state_is_a_clear_refusal(trained, tmp_path):
     _rehash(target)
     spec = spec.model_copy(deep=True)
     spec.output.dir = str(bad)
+    spec.train.max_steps = 3
     with pytest.raises(CheckpointError, match="rng_rank0.safetensors is not an RNG state"):
         run_local(spec, resume=True)
 

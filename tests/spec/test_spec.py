@@ -129,14 +129,21 @@ def test_an_unquoted_backslash_n_in_a_template_override_is_refused(tmp_path):
 def test_other_tools_names_suggest_the_field_they_mean(tmp_path):
     job = _write(tmp_path, "task: {labels: [a, b]}\n")
     for typed, meant in (("train.per_device_train_batch_size=8", "batch_size"), ("train.eval_steps=5", "eval_every"),
-                         ("train.learning_rate=1e-3", "'lr'"), ("method.lora_r=4", "'r'")):
+                         ("train.learning_rate=1e-3", "'lr'"), ("method.lora_r=4", "'r'"),
+                         ("learning_rate=1e-3", "train.lr"), ("base_model=x", "model.name_or_path")):
         with pytest.raises(SpecError, match=f"did you mean '?{meant}"):
             load_spec(job, ["method=lora", typed] if typed.startswith("method.") else [typed])
 
 
-def test_integer_label_names_are_their_digits():
-    spec = validate_spec({"task": {"labels": [0, 1]}})
-    assert spec.task.labels == ["0", "1"]
+def test_integer_label_names_are_their_digits_only_as_ids_in_order():
+    """[0, 1] are names and ids alike; [1, 0] or [1, 2] would read a data value 1 as an id or as a
+    name depending on the column's type, so they are refused. A verbalizer's integer keys are names."""
+    spec = validate_spec({"task": {"labels": [0, 1], "head": "verbalizer"},
+                          "template": {"text": "{text} {label}", "verbalizer": {0: "bad", 1: "good"}}})
+    assert spec.task.labels == ["0", "1"] and spec.template.verbalizer == {"0": "bad", "1": "good"}
+    for bad in ([1, 0], [1, 2]):
+        with pytest.raises(SpecError, match="integer labels must be the ids 0..1 in order"):
+            validate_spec({"task": {"labels": bad}})
 
 
 def test_errors_of_every_section_come_together(tmp_path):

@@ -45,10 +45,27 @@ def test_a_finished_run_is_left_as_it_is(tiny_bert, tiny_data, tmp_path, capsys)
     out = tmp_path / "run"
     spec = _spec(tiny_bert, tiny_data, out, train={"max_steps": 2, "eval_every": 2})
     first = run_local(spec)
-    before = (out / "metrics.json").read_text()
-    again = run_local(spec, resume=True)
-    assert "already reached step 2 of 2: nothing left to train" in capsys.readouterr().out
-    assert again == first and (out / "metrics.json").read_text() == before
+    before = {f: (out / f).read_text() for f in ("metrics.json", "job.yaml")}
+    shorter = _spec(tiny_bert, tiny_data, out, train={"max_steps": 1, "eval_every": 1})
+    again = run_local(shorter, resume=True)
+    assert "already reached step 2 of 1: nothing left to train" in capsys.readouterr().out
+    assert again == first and {f: (out / f).read_text() for f in before} == before   # its record too
+
+
+def test_an_early_stopped_run_is_finished(tiny_bert, tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    train = {"max_steps": 40, "eval_every": 1, "early_stopping_patience": 1, "lr": 1e-9}   # hardly a better eval
+    first = run_local(_spec(tiny_bert, tiny_data, out, train=train))
+    assert first["step"] < 40
+    again = run_local(_spec(tiny_bert, tiny_data, out, train=train), resume=True)
+    assert "stopped early at step" in capsys.readouterr().out and again == first
+
+
+def test_paths_and_an_unread_verbalizer_are_no_change():
+    run = {"data": {"root": "/d", "train": "t.parquet"}, "template": {"verbalizer": {"a": ["x"]}}}
+    same = {"data": {"root": "/d", "train": "/d/t.parquet"}, "template": {"verbalizer": None}}
+    assert changed_fields(run, same, ignore=("template.verbalizer",)) == {}
+    assert set(changed_fields(run, same)) == {"template.verbalizer.a"}
 
 
 def test_a_local_run_resumed_through_ray_is_named(tiny_bert, tiny_data, tmp_path):

@@ -22,9 +22,16 @@ class ClassificationConfig(TaskConfig):
     @field_validator("labels", mode="before")
     @classmethod
     def _integer_names(cls, v):
-        """`labels: [0, 1]` (a 0/1 data set's names): the names "0", "1"; ids still map by position."""
-        if isinstance(v, list):
-            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        """`labels: [0, 1, ...]` (a 0/1 data set's names) are the names "0", "1", ...: ids map by
+        position, so only 0..K-1 in order can be both. Other integers would give a value two meanings
+        (an id, or a name), so they are refused."""
+        if isinstance(v, list) and any(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            if v != list(range(len(v))):
+                raise ValueError(f"integer labels must be the ids 0..{len(v) - 1} in order (got {v}): a data "
+                                 "value is read as an id 0..K-1 or as a label name. Write label names (quote "
+                                 "numbers as text, e.g. ['1', '2'], and store them as text in the data) or the "
+                                 "ids in order")
+            return [str(x) for x in v]
         return v
 
     @field_validator("labels")
