@@ -51,14 +51,34 @@ def redact_command(args) -> str:
 
 # user:password@ in a URL's authority, with a password (a bare `git@` is a login name, not a secret).
 _URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s]+@")
-# A PEM private key (RSA, EC, OpenSSH, PKCS#8, encrypted): literal, as JSON holds it ("...KEY-----\n"),
-# or base64-encoded as kubeconfig's client-key-data holds it ("LS0tLS1CRUdJTi..." is "-----BEGIN").
-_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
-# ...with a key body after it (optional `Proc-Type:` header lines; JSON writes newlines as \n): a
-# README that quotes the header alone holds no key.
-_PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\s|\\n)*(?:[A-Za-z-]+:[^\n\\]*(?:\s|\\n)+)*"
-                                r"[A-Za-z0-9+/=]{40,}")
+# A PEM private key (RSA, EC, OpenSSH, PKCS#8, encrypted) or an ASCII-armoured PGP secret key
+# ("PGP PRIVATE KEY BLOCK"): literal, as JSON holds it ("...KEY-----\n"), or base64-encoded as
+# kubeconfig's client-key-data holds it ("LS0tLS1CRUdJTi..." is "-----BEGIN").
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----")
+# ...with a key body after it (optional `Proc-Type:`/`Version:` header lines; JSON writes newlines
+# as \n): a README that quotes the header alone holds no key.
+_PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----(?:\s|\\n)*"
+                                r"(?:[A-Za-z-]+:[^\n\\]*(?:\s|\\n)+)*[A-Za-z0-9+/=]{40,}")
 _BASE64_PEM = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/]{20,}")
+# A PuTTY private key (.ppk, any version) under any name: its header, then the key's lines.
+_PUTTY_KEY = re.compile(r"^PuTTY-User-Key-File-\d+:.{0,8000}?^Private-Lines: *\d+\s+[A-Za-z0-9+/=]{40,}",
+                        re.M | re.S)
+# Cheap literal markers: a file is run through the regexes above only where one of them occurs
+# (a bytes search runs at memory speed, so every file that travels can be read in full).
+KEY_MARKERS = (b"-----BEGIN ", b"LS0tLS1CRUdJT", b"PuTTY-User-Key-File-")
+# Binary secret containers by their first bytes, whatever their names: KeePass 1.x/2.x databases,
+# Java keystores (JKS, JCEKS), PKCS#12 (.p12/.pfx: DER version 3 then a pkcs7-data/signedData
+# ContentInfo), an exported OpenPGP secret key (`gpg --export-secret-keys`: a secret-key packet,
+# tag 5, version 4-6, then a creation time and a public-key algorithm id).
+_DER_LEN = rb"(?:[\x00-\x80]|\x81.|\x82..|\x83...|\x84....)"
+_CONTAINERS = (
+    (re.compile(rb"\A\x03\xd9\xa2\x9a[\x65-\x67]\xfb\x4b\xb5"), "a KeePass database"),
+    (re.compile(rb"\A(?:\xfe\xed\xfe\xed|\xce\xce\xce\xce)\x00\x00\x00[\x01\x02]"), "a Java keystore"),
+    (re.compile(rb"\A\x30" + _DER_LEN + rb"\x02\x01\x03\x30" + _DER_LEN +
+                rb"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07[\x01\x02]", re.S), "a PKCS#12 key store"),
+    (re.compile(rb"\A(?:\x94.|\x95..|\x96....|\xc5(?:[\x00-\xbf]|[\xc0-\xdf].|\xff....))[\x04-\x06]"
+                rb"....[\x01-\x03\x10-\x16\x19-\x1c]", re.S), "an OpenPGP secret key"),
+)
 # Google credential files (a service-account key, `gcloud auth application-default login`'s file)
 # under any name: their "type" says what they are.
 _GOOGLE_CREDENTIALS = re.compile(r'"type"\s*:\s*"(?:service_account|authorized_user)"')
@@ -66,6 +86,12 @@ _GOOGLE_CREDENTIALS = re.compile(r'"type"\s*:\s*"(?:service_account|authorized_u
 # YAML list item `- KEY: value`; and "key": "value" anywhere in JSON, one line or many.
 _ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+|-[ \t]+)?[\"']?([A-Za-z0-9_.-]{1,100})[\"']?[ \t]*[:=][ \t]*(.*)$",
                          re.M)
+# Shell scripts set variables as `X=v`, `export X=v`, `declare -x X=v`, `local x=v`, `set X=v` (cmd),
+# `$X = "v"` / `$env:X = "v"` (PowerShell), or with a space: `set -gx X v` (fish), `setenv X v` (csh).
+_SHELL_ASSIGNMENT = re.compile(r"^[ \t]*(?:(?:export|declare|typeset|local|readonly|set)(?:[ \t]+-[A-Za-z]+)*[ \t]+)?"
+                               r"(?:\$env:|\$)?([A-Za-z_][A-Za-z0-9_]{0,99})[ \t]*=[ \t]*(.*)$", re.M)
+_SHELL_SET = re.compile(r"^[ \t]*(?:set(?:[ \t]+-[A-Za-z]+)*|setenv)[ \t]+([A-Za-z_][A-Za-z0-9_]{0,99})[ \t]+(\S.*)$",
+                        re.M)
 _JSON_PAIR = re.compile(r'"([A-Za-z0-9_.-]{1,100})"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
 # In a file, a key that holds a credential ends in the secret word (`hf_token`, `client_secret`,
 # `AWS_SECRET_ACCESS_KEY`, "private_key"), where a key that only mentions one does not
@@ -93,9 +119,15 @@ _PLACEHOLDER = re.compile(r"(?:[-+]?[0-9][0-9_.eE+-]*|true|false|yes|no|on|off|n
                           re.I)
 
 
+def secret_container(head: bytes) -> str:
+    """What binary secret container a file's first bytes open ("" if none)."""
+    return next((what for magic, what in _CONTAINERS if magic.match(head)), "")
+
+
 def holds_private_key(text: str) -> bool:
-    """Whether text holds a PEM private key block, literal or base64-encoded (kubeconfig)."""
-    if _PRIVATE_KEY_BLOCK.search(text):
+    """Whether text holds a PEM/PGP private key block, literal or base64-encoded (kubeconfig), or a
+    PuTTY private key."""
+    if _PRIVATE_KEY_BLOCK.search(text) or _PUTTY_KEY.search(text):
         return True
     for blob in _BASE64_PEM.findall(text):
         try:
@@ -107,23 +139,39 @@ def holds_private_key(text: str) -> bool:
     return False
 
 
-def holds_credentials(text: str) -> str:
-    """What in a config file's text is a credential ("" if nothing): a token-shaped string, a URL
-    with a password (a pip index, a proxy, a git remote), a private key, a Google credentials file,
-    or a secret-looking key (as for --env names) set to a real value (named, its value never)."""
+def _credential_shape(text: str) -> str:
+    """A credential recognisable by its shape alone ("" if none): a token-shaped string, a URL with
+    a password (a pip index, a proxy, a git remote), a Google credentials file, a private key."""
     if _SECRET_VALUE.search(text):
         return "a token-shaped value"
     if _URL_PASSWORD.search(text):
         return "a URL with a password"
     if _GOOGLE_CREDENTIALS.search(text):
         return "a Google credentials file"
-    if holds_private_key(text):
-        return "a private key"
+    return "a private key" if holds_private_key(text) else ""
+
+
+def holds_credentials(text: str) -> str:
+    """What in a config file's text is a credential ("" if nothing): a credential by its shape, or a
+    secret-looking key (as for --env names) set to a real value (named, its value never)."""
+    shape = _credential_shape(text)
+    if shape:
+        return shape
     if re.match(r'\s*\[\s*[\[{"0-9-]', text):   # a JSON array is data (rows), not settings: "token": "EU"
         return ""
     pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
     pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]
     return next((f"key {key!r}" for key, value, quoted in pairs if _secret_setting(key, value, quoted)), "")
+
+
+def holds_shell_credentials(text: str) -> str:
+    """What in a shell script's text is a credential ("" if nothing): a credential by its shape, or
+    a secret-looking variable set to a real value (`export HF_TOKEN=...`; `TOKEN=$(cat f)` is not)."""
+    shape = _credential_shape(text)
+    if shape:
+        return shape
+    pairs = [(k, *_unquoted(v)) for rx in (_SHELL_ASSIGNMENT, _SHELL_SET) for k, v in rx.findall(text)]
+    return next((f"variable {key!r}" for key, value, quoted in pairs if _secret_setting(key, value, quoted)), "")
 
 
 def _unquoted(raw: str) -> Tuple[str, bool]:

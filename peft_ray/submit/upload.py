@@ -16,7 +16,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from peft_ray.errors import JobError
 
@@ -44,7 +44,11 @@ SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc
                                     "client_secret*.json", "rclone.conf", ".my.cnf", ".*history",
                                     "pip.conf", "pip.ini", ".pip", ".config/pip", ".condarc", ".config/wandb",
                                     "wandb/settings", ".yarnrc", ".yarnrc.yml", ".m2", ".gradle", ".config/rclone",
-                                    ".config/huggingface")
+                                    ".config/huggingface",
+                                    # key stores and password safes: PuTTY keys, KeePass, Java and PKCS#12
+                                    # key stores, GnuPG secret keyrings, `pass`'s store
+                                    "*.ppk", "*.kdbx", "*.kdb", "*.jks", "*.keystore", "*.jceks", "*.bks",
+                                    "*.pkcs12", "secring.*", "private-keys-v1.d", ".password-store")
 # Ray warns about single files above 10 MiB; big models and data belong on shared storage.
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 
@@ -171,13 +175,22 @@ def _small_text(path: Path, limit: int) -> str:
 
 
 # Files whose text is read for credentials (a pip index URL with a password, a token, a
-# `password: ...` line): small config files by suffix, or without one. Source and docs are not
-# read for these: tests and examples quote fake credentials, and a credential in code is beyond a
-# name check anyway. A PEM private key is looked for in every small file, whatever its name: no
-# code or doc needs a real key block, and `deploy_key` or `key.txt` is as good a name as any.
+# `password: ...` line): config files by suffix, or without one, and shell scripts (`export
+# HF_TOKEN=...`), up to CONFIG_FILE_BYTES (a kubeconfig with many clusters passes 64 KiB). Source and
+# docs are not read for these: tests and examples quote fake credentials, and a credential in code
+# is beyond a name check anyway. A private key (PEM, PGP, PuTTY) and a binary key store are looked
+# for in every file that travels, whatever its name and size: no code or doc needs a real key, and
+# `deploy_key` or `key.txt` is as good a name as any.
 CONFIG_SUFFIXES = {"", ".conf", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".json", ".txt", ".properties",
                    ".netrc", ".rc"}
-CONFIG_FILE_BYTES = 64 * 1024
+SHELL_SUFFIXES = {".sh", ".bash", ".zsh", ".ksh", ".csh", ".fish", ".ps1", ".psm1", ".bat", ".cmd"}
+SHELL_NAMES = {".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zprofile", ".zshenv", ".kshrc",
+               ".cshrc", ".envrc"}
+CONFIG_FILE_BYTES = 1024 * 1024
+# A file is searched for key markers in chunks, each with the last _KEY_OVERLAP bytes of the one
+# before: a key block (header to its first 40 body characters, well under 16 KiB) that straddles a
+# chunk boundary is seen whole in the next chunk.
+_KEY_CHUNK, _KEY_OVERLAP = 1024 * 1024, 16 * 1024
 
 
 def is_config(path: Path) -> bool:
@@ -185,15 +198,67 @@ def is_config(path: Path) -> bool:
     return path.suffix.lower() in CONFIG_SUFFIXES or path.name.startswith(".")
 
 
-def holds_credentials_file(path: Path) -> str:
-    """What makes a small file a credential ("" if nothing): a private key in any file, or (a config
-    file, by the name it travels under or the name of the file it links to) a credential in its text."""
-    from peft_ray.security import holds_credentials, holds_private_key
+def is_shell(path: Path) -> bool:
+    """Whether a file is a shell script (or a shell's startup file), read with the shell's forms."""
+    return path.suffix.lower() in SHELL_SUFFIXES or path.name in SHELL_NAMES
 
-    text = _small_text(path, CONFIG_FILE_BYTES)
-    if is_config(path) or is_config(path.resolve()):
-        return holds_credentials(text)
-    return "a private key" if holds_private_key(text) else ""
+
+def _text_rules(path: Path) -> Optional[Callable[[str], str]]:
+    """How a file's text is read for credential lines, by its name: shell, config, or not at all."""
+    from peft_ray.security import holds_credentials, holds_shell_credentials
+
+    if is_shell(path):
+        return holds_shell_credentials
+    return holds_credentials if is_config(path) else None
+
+
+def holds_credentials_file(path: Path) -> str:
+    """What makes a file a credential ("" if nothing): a key store's first bytes or a private key in
+    any file, or (a config file or shell script, by the name it travels under or the name of the file
+    it links to) a credential in its text."""
+    from peft_ray.security import secret_container
+
+    container = secret_container(_head(path))
+    if container:
+        return container
+    rules = _text_rules(path) or _text_rules(path.resolve())
+    if rules is not None and _size(path) <= CONFIG_FILE_BYTES:
+        return rules(_small_text(path, CONFIG_FILE_BYTES))     # these rules cover private keys too
+    return "a private key" if streams_private_key(path) else ""
+
+
+def streams_private_key(path: Path) -> bool:
+    """Whether a file of any size holds a private key, read in chunks. Every file that travels is read
+    (it is at most LARGE_FILE_BYTES, and Ray reads it twice anyway, to hash and to zip it); the
+    regexes run only on a chunk where a literal marker occurs."""
+    from peft_ray.security import KEY_MARKERS, holds_private_key
+
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_KEY_CHUNK):
+                window = tail + chunk
+                if any(m in window for m in KEY_MARKERS) and holds_private_key(window.decode("utf-8", "ignore")):
+                    return True
+                tail = window[-_KEY_OVERLAP:]
+    except OSError:
+        return False
+    return False
+
+
+def _head(path: Path, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def link_pattern(plan: "UploadPlan", rel: str) -> str:
@@ -225,6 +290,7 @@ def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
         why = "" if by_name else holds_credentials_file(f)      # what in it, never its value
         if by_name or why:
             found.append(plan.shown(f) + (f" ({why})" if why else ""))
+    found += _large_secrets(plan, allowed)
     found.sort()
     if outside and not found:
         raise JobError(f"refusing to upload files from outside the working dir through links: "
@@ -237,6 +303,46 @@ def refuse_secrets(plan: "UploadPlan", include: Iterable[str]) -> None:
                        "--exclude) and give the cluster its secrets through the node environment or a secret "
                        "manager; to send a file anyway, name it (and a link to it, by the link's name) with "
                        "--include PATTERN")
+
+
+def _large_secrets(plan: "UploadPlan", allowed: List[str]) -> List[str]:
+    """Files left out as large that look like credentials (by name, a link's target's name, or a key
+    store's first bytes): refused all the same, so that a secret's safety never rests on an exclude
+    pattern alone, and the user learns it sits in the working dir."""
+    from peft_ray.security import secret_container
+
+    found = []
+    for rel, _ in plan.dropped_large:
+        f = plan.root / rel
+        if any(fnmatch.fnmatch(rel, pat) for pat in allowed):
+            continue
+        if is_secret(rel) or is_secret(plan.target_name(f.resolve())) or secret_container(_head(f)):
+            found.append(f"{rel} (left out as large, but named or made like credentials)")
+    return found
+
+
+# gitwildmatch's special characters: Ray reads runtime_env excludes as gitwildmatch patterns
+# (ray._private.thirdparty.pathspec 0.8.1), where a backslash makes the next character literal.
+_GLOB_SPECIAL = frozenset("[]!*?#\\")
+
+
+def exclude_pattern(rel: str) -> str:
+    """An anchored gitwildmatch pattern for exactly the file `rel` (relative, '/'-separated), so that
+    `prod[1].tfstate` is not read as `prod1.tfstate`. pathspec strips a pattern's trailing whitespace
+    before it reads escapes, so trailing whitespace goes in bracket expressions ("[ ]"), which survive."""
+    body = "".join("\\" + c if c in _GLOB_SPECIAL else c for c in rel)
+    kept = body.rstrip()
+    return "/" + kept + "".join(f"[{c}]" for c in body[len(kept):])
+
+
+def _check_excluded(root: Path, rel: str, pattern: str) -> None:
+    """The pattern must keep the file out by Ray's own matcher: a name no pattern can express (or a
+    change in Ray's pattern syntax) fails here, not by uploading the file."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    if not _get_excludes(root, [pattern])(root / rel):
+        raise JobError(f"cannot keep the large file '{rel}' out of the upload (no exclude pattern matches its "
+                       "name); rename it, or move it out of the working dir")
 
 
 def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
@@ -254,8 +360,10 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
         # The name Ray zips it under: its path below the root as traversed, links not followed.
         plan.names[Path(os.path.relpath(f, root_path)).as_posix()] = f.resolve()
         plan.total_bytes += size
-    # Anchored patterns ("/path") match exactly these files, nothing else of the same name.
-    plan.excludes += ["/" + rel for rel, _ in plan.dropped_large]
+    # Anchored, escaped patterns ("/path") match exactly these files, nothing else of the same name.
+    for rel, _ in plan.dropped_large:
+        plan.excludes.append(exclude_pattern(rel))
+        _check_excluded(root_path, rel, plan.excludes[-1])
     refuse_ray_token(plan)
     refuse_secrets(plan, include)
     return plan

@@ -321,3 +321,130 @@ def test_paths_modes_data_and_words_are_not_credentials(text):
     from peft_ray.security import holds_credentials
 
     assert holds_credentials(text) == ""
+
+
+def _sparse(path, size=11 * 2**20):
+    """A file of `size` bytes that uses no disk (over LARGE_FILE_BYTES: left out of the upload)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def test_a_large_files_exclude_keeps_exactly_it_out_of_rays_zip(tmp_path):
+    """Ray reads excludes as gitwildmatch: `/data[1].bin` unescaped is `data1.bin`, so the large file
+    travelled and a small one stayed home. Ray's own _zip_files must zip exactly the plan's names."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import _zip_files
+
+    wd = tmp_path / "wd"
+    for rel in ["main.py", "data1.bin", "wx.bin", "!a.bin", "c\\d.bin"]:
+        (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wd / rel).write_text("small")
+    large = ["data[1].bin", "w*?.bin", "#notes.bin", "!a.bin2", "c\\d.bin2", "sub/trail.bin  ", "sub/[ab].bin"]
+    for rel in large:
+        _sparse(wd / rel)
+    plan = plan_upload(wd)
+    assert sorted(rel for rel, _ in plan.dropped_large) == sorted(large)
+    _zip_files(str(wd), plan.excludes, str(tmp_path / "pkg.zip"), include_gitignore=True)
+    with zipfile.ZipFile(tmp_path / "pkg.zip") as z:
+        zipped = {n for n in z.namelist() if not n.endswith("/")}
+    assert zipped == set(plan.names) == {"main.py", "data1.bin", "wx.bin", "!a.bin", "c\\d.bin"}
+
+
+def test_a_large_file_named_like_credentials_is_refused_not_just_left_out(tmp_path):
+    (tmp_path / "main.py").write_text("print(1)\n")
+    _sparse(tmp_path / "infra" / "prod[1].tfstate")
+    with pytest.raises(JobError, match=r"looks like credentials: infra/prod\[1\]\.tfstate \(left out as large"):
+        plan_upload(tmp_path)
+    plan = plan_upload(tmp_path, include=["infra/*"])               # named: acknowledged, and still left out
+    assert plan.dropped_large == [("infra/prod[1].tfstate", 11 * 2**20)] and "infra/prod\\[1\\].tfstate" in \
+        plan.excludes[-1]
+
+
+# Key formats beyond PEM, built from parts (every file this repository tracks is searched for keys).
+_PGP_ARMOR = ("-----BEGIN " + "PGP PRIVATE KEY BLOCK-----\n\nlFgEaxS2JRYJKwYBBAHaRw8BAQdA8Tq+5VTMFPVTsiuoCMw0C/v4Zd"
+              "HXX+gmucNl\n=abcd\n-----END PGP PRIVATE KEY BLOCK-----\n")
+_PUTTY = ("PuTTY-User-Key-File-" + "3: ssh-ed25519\nEncryption: none\nComment: k\nPublic-Lines: 2\n"
+          "AAAAC3NzaC1lZDI1NTE5AAAAIDxSb3d0ZXN0a2V5\nAAAA\nPrivate-Lines: 1\n"
+          "AAAAIGl0c2Fsb25nZW5vdWdocHJpdmF0ZWtleWJvZHk0MDBj\nPrivate-MAC: 00\n")
+KEY_STORES = {                                    # name -> content; the first bytes are those of real files
+    "keys/backup.txt": _PGP_ARMOR,                                    # gpg --export-secret-keys --armor
+    "deploy/notes.md": _PUTTY,                                        # a PuTTY key under another name
+    "exported.bin": b"\x94\x58\x04\x6b\x14\xb6\x25\x16\x09\x2b",      # gpg --export-secret-keys (ed25519)
+    "vault.dat": b"\x03\xd9\xa2\x9a\x67\xfb\x4b\xb5\x01\x00",         # KeePass 2 (.kdbx)
+    "store.bin": b"\xfe\xed\xfe\xed\x00\x00\x00\x02\x00\x00",         # keytool -storetype JKS
+    "cert.bin": b"\x30\x82\x03\xc6\x02\x01\x03\x30\x82\x03\x70\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01",  # .p12
+    "id.ppk": "x", "passwords.kdbx": "x", "server.jks": "x", "app.keystore": "x", ".gnupg/secring.gpg": "x",
+    "home/secring.gpg": "x", "home/.password-store/aws.gpg": "x",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(KEY_STORES))
+def test_pgp_putty_keepass_and_java_key_stores_are_refused(tmp_path, rel):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    content = KEY_STORES[rel]
+    (tmp_path / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+    (tmp_path / "main.py").write_text("print(1)\n")
+    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)}"):
+        plan_upload(tmp_path)
+
+
+def test_public_keys_and_ordinary_binaries_are_not_key_stores(tmp_path):
+    files = {"keys/pub.asc": "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEaxS2JRYJKwYBBAHaRw8BAQdA8Tq+5VTMFPVTs\n",
+             "pub.gpg": b"\x98\x33\x04\x6b\x14\xb6\x25\x16", "model.safetensors": b"\x95\x01\x00\x00\x00\x00\x00\x00{}",
+             "x.parquet": b"PAR1\x15\x04", "docs/putty.md": "Save it as PuTTY-User-Key-File-3 (a .ppk).\n"}
+    for rel, content in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert set(files) <= set(plan_upload(tmp_path).names)
+
+
+_HF = "hf_" + "Ab3" * 10
+SHELL_CREDENTIALS = {
+    "setup_env.sh": f"#!/bin/bash\nset -euo pipefail\nexport HF_TOKEN={_HF}\n",
+    "scripts/aws.sh": "export AWS_REGION=us-east-1\nexport AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCY\n",
+    "env.fish": "set -gx WANDB_API_KEY 0123456789abcdef0123456789abcdef01234567\n",
+    "profile.ps1": '$env:DB_PASSWORD = "Tr0ub4dor&3"\n',
+    "run.bat": "@echo off\nset DB_PASSWORD=Tr0ub4dor&3\npython train.py\n",
+    "tools/.bashrc": "alias ll='ls -l'\ndeclare -x GITHUB_TOKEN='s3cr3t-value-0f-a-token'\n",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(SHELL_CREDENTIALS))
+def test_shell_scripts_that_set_credentials_are_refused(tmp_path, rel):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text(SHELL_CREDENTIALS[rel])
+    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)} \\((a |variable ).*\\)"):
+        plan_upload(tmp_path)
+
+
+def test_ordinary_shell_scripts_travel(tmp_path):
+    (tmp_path / "run.sh").write_text(
+        "#!/bin/bash\nset -euo pipefail\nexport HF_TOKEN=\"${HF_TOKEN:?set it on the node}\"\n"
+        "TOKEN=$(cat ~/.token)\nexport TOKENIZERS_PARALLELISM=false\nMAX_TOKENS=512\nlocal secret_name=db\n"
+        "read -rs PASSWORD\nPASSWORD=\"$1\"\nAPI_KEY=`vault read -field=key secret/x`\n"
+        "python train.py --lr 3e-4 --password-file ~/.pw\n")
+    (tmp_path / "env.fish").write_text("set -gx PATH $HOME/bin $PATH\nset -x HF_TOKEN $argv[1]\n")
+    (tmp_path / "go.ps1").write_text("$password = Read-Host -AsSecureString\n$token = $env:HF_TOKEN\n")
+    assert {"run.sh", "env.fish", "go.ps1"} <= set(plan_upload(tmp_path).names)
+
+
+def test_a_private_key_is_found_in_a_file_of_any_size_that_travels(tmp_path):
+    """The key search once stopped at 64 KiB: an 80 KB kubeconfig with client-key-data travelled."""
+    (tmp_path / "main.py").write_text("print(1)\n")
+    kube = tmp_path / "cluster" / "kubeconfig.yaml"
+    kube.parent.mkdir()
+    kube.write_text("clusters:\n" + "- name: c\n  cluster: {server: https://10.0.0.1}\n" * 2000 +
+                    f"users:\n- name: admin\n  user:\n    client-key-data: {BASE64_PEM}\n")
+    assert kube.stat().st_size > 80_000
+    with pytest.raises(JobError, match=r"cluster/kubeconfig.yaml \(a private key\)"):
+        plan_upload(tmp_path)
+    kube.unlink()
+    notes = tmp_path / "notes.log"                  # 3 MiB, the key straddling the first 1 MiB chunk's end
+    head = b"x" * (2**20 - 20)
+    notes.write_bytes(head + PEM.encode() + b"y" * (2 * 2**20))
+    with pytest.raises(JobError, match=r"notes.log \(a private key\)"):
+        plan_upload(tmp_path)
+    notes.write_bytes(head + b"-----BEGIN CERTIFICATE-----\n" + b"y" * (2 * 2**20))
+    assert "notes.log" in plan_upload(tmp_path).names
