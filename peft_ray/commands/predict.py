@@ -86,7 +86,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
                 overwrite: bool = False) -> Dict:
     """Check everything on the driver (no weights loaded), then stream the input through the actors
     (or, `local`, through one Predictor in this process)."""
-    from peft_ray.data.sources import resolve_files
+    from peft_ray.data.sources import check_plain_files, resolve_files
     from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, with_progress
     from peft_ray.tasks.pipeline import input_columns
     from peft_ray.train.terminal import ray_routed
@@ -97,6 +97,9 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     check_output(output, files, overwrite)
     check_columns(files, input_columns(spec), "--input", spec)
     if not local:
+        # Ray Data reads every column of every file in its workers (the output keeps them all); --local
+        # reads with iter_arrow, which checks each file as it opens it
+        check_plain_files(files)
         check_actors_fit_here(num_actors, address)
     bs = batch_size or spec.train.eval_batch_size
     rows = null = cut = 0

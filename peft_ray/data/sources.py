@@ -265,18 +265,33 @@ def read_schema(files: List[str]) -> pa.Schema:
     """The first file's columns. Parquet and Arrow files are judged by their stored schema (no
     value is read, and the extension check is left to the reads, which know the columns they
     need); CSV and JSON Lines by a first batch."""
-    import pyarrow.dataset as pds
-
-    fmt = file_format(files[0])
-    if fmt in ("parquet", "arrow"):
-        try:                              # (a file without rows: the split's scan names it)
-            return pds.dataset(files[0], format={"arrow": "ipc"}.get(fmt, fmt)).schema
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"{files[0]}: cannot read as {fmt}: {str(e).splitlines()[0]}. Check the file is "
-                            "complete") from None
+    if file_format(files[0]) in ("parquet", "arrow"):   # (a file without rows: the split's scan names it)
+        return stored_schema(files[0])
     for batch in iter_arrow(files[:1], batch_size=16):
         return batch.schema
     raise DataError(f"{files[0]}: the file is empty (no rows); point data.* at a file with data")
+
+
+def stored_schema(path: str) -> pa.Schema:
+    """A Parquet or Arrow file's stored schema (its footer or header; no value is read)."""
+    import pyarrow.dataset as pds
+
+    fmt = file_format(path)
+    try:
+        return pds.dataset(path, format={"arrow": "ipc"}.get(fmt, fmt)).schema
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read as {fmt}: {str(e).splitlines()[0]}. Check the file is "
+                        "complete") from None
+
+
+def check_plain_files(files: List[str]) -> None:
+    """Every column of every Parquet/Arrow file is a plain type, judged by the stored schemas, for a
+    reader that takes all columns and is not peft-ray's own (Ray Data's read_parquet in `predict`
+    unpickles an `arrow_pickled_object` column in its workers). CSV and JSON Lines hold no extension
+    types."""
+    for f in files:
+        if file_format(f) in ("parquet", "arrow"):
+            check_plain_columns(stored_schema(f), f)
 
 
 def ray_dataset(files: List[str], columns: Optional[List[str]] = None):

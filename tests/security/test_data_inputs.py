@@ -277,3 +277,36 @@ def test_label_ids_written_as_text():
     assert label_ids(["1", "0"], ("0", "1"), "label").tolist() == [1, 0]       # names come first
     with pytest.raises(Exception, match="label '2' is not in task.labels"):
         label_ids(["2"], ("negative", "positive"), "label")
+
+
+def test_predict_through_ray_refuses_an_extension_column_in_any_input_file_before_ray(tmp_path, tiny_bert,
+                                                                                        tiny_data, monkeypatch):
+    """--local refused it as it read; through Ray, Ray Data's read_parquet read every column in its
+    workers and a RayTaskError came back. Now every file's stored schema is checked before Ray."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    import peft_ray.inference
+    from peft_ray.spec import validate_spec
+    from peft_ray.train.local import run_local
+
+    run = tmp_path / "run"
+    run_local(validate_spec(job_dict(tiny_bert, tiny_data, run, scaling={"num_workers": 1},
+                                     train={"max_steps": 1, "eval_every": 1})))
+    marker = tmp_path / "ran"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    _pickled_column_files(inputs, marker)
+    (inputs / "train.feather").unlink()
+    (inputs / "train.parquet").rename(inputs / "b.parquet")             # the second file: the first is clean
+    pq.write_table(pa.table({"text": [r["text"] for r in _rows()]}), inputs / "a.parquet")
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray started")
+    monkeypatch.setattr(peft_ray.inference, "start_ray", no_ray)
+    before = ray.is_initialized()
+    r = CliRunner().invoke(main, ["predict", str(run), "--input", str(inputs), "--output", str(tmp_path / "p.jsonl")])
+    assert r.exit_code == 2, r.output
+    assert "b.parquet: column 'label'" in r.output and "ray.data.arrow_pickled_object" in r.output
+    assert "Traceback" not in r.output and ray.is_initialized() == before and not marker.exists()
