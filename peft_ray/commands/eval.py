@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from peft_ray.commands.options import fail, local_option, overwrite_option, ray_address_option
+from peft_ray.commands.options import (check_output_file, fail, local_option, overwrite_option,
+                                       ray_address_option)
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
 from peft_ray.storage import check_output_dir, write_file
@@ -114,10 +115,11 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     split = split_of(data, split)
     adapter_dir = find_adapter_dir(adapter_or_run)
     files, holdout = eval_files(read_run_spec(adapter_dir, trust)[1], data, split)   # errors before the model loads
-    out = Path(output) if output else default_output(adapter_dir, split)
-    if output and out.exists() and not overwrite:
-        raise JobError(f"--output '{out}' already exists; pass --overwrite to replace it, or name a new file")
-    check_output_dir(str(out.parent), "--output's folder")
+    if output:
+        out = check_output_file(output, overwrite)
+    else:
+        out = default_output(adapter_dir, split)
+        check_output_dir(str(out.parent), "--output's folder")
     loaded = load_adapter(adapter_dir, trust=trust)
     spec = loaded.spec
     check_columns(files, needed_columns(spec), "--data", spec)

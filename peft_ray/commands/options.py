@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -43,3 +44,27 @@ def fail(e: JobError) -> NoReturn:
     """Every command's way out on a JobError: its message on stderr, its exit code."""
     click.echo(f"error: {e}", err=True)
     sys.exit(e.exit_code)
+
+
+def local_output(value: str, arg: str = "--output") -> Path:
+    """A file named on the command line to write here. A URI is refused: as a local path
+    `s3://bucket/x.json` is a folder `s3:` in the current one, where the metrics would land unseen."""
+    from peft_ray.security import redact_text
+    from peft_ray.storage import is_uri
+
+    if is_uri(value):
+        raise JobError(f"{arg} '{redact_text(value)}' is a URI; {arg} names a local file. Write it here and copy "
+                       "it to storage afterwards (the run's own files go to a URI output.dir through train)")
+    return Path(value)
+
+
+def check_output_file(value: str, overwrite: bool, arg: str = "--output") -> Path:
+    """A local file to write at the end, checked before any work (a model load, a pass over data):
+    not a URI, not an existing file unless --overwrite, in a folder that can be made and written."""
+    from peft_ray.storage import check_output_dir
+
+    out = local_output(value, arg)
+    if out.exists() and not overwrite:
+        raise JobError(f"{arg} '{out}' already exists; pass --overwrite to replace it, or name a new file")
+    check_output_dir(str(out.parent), f"{arg}'s folder")
+    return out

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from peft_ray.commands.options import fail, local_option, overwrite_option, ray_address_option
+from peft_ray.commands.options import fail, local_option, local_output, overwrite_option, ray_address_option
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
 from peft_ray.storage import check_output_dir
@@ -68,7 +68,7 @@ def register(main: click.Group) -> None:
         of --input, through a Ray Data actor pool (or in-process with --local); write the rows plus
         the predictions to --output."""
         try:
-            done = run_predict(adapter_or_run, input_path, Path(output_path), batch_size, num_actors,
+            done = run_predict(adapter_or_run, input_path, local_output(output_path), batch_size, num_actors,
                                ray_address or old_address, local=local,
                                trust=Trust(trust_remote_code, allow_pickle), overwrite=overwrite)
         except JobError as e:

@@ -13,9 +13,9 @@ from typing import Optional, Tuple
 
 import click
 
-from peft_ray.commands.options import fail
+from peft_ray.commands.options import check_output_file, fail
 from peft_ray.errors import JobError
-from peft_ray.storage import write_file
+from peft_ray.storage import Location, check_output_dir, is_uri, join
 
 EXAMPLES = """
 \b
@@ -45,16 +45,28 @@ def register(main: click.Group) -> None:
         t0 = time.time()
         try:
             spec = load_spec(job, overrides)
-            if output and Path(output).exists() and not overwrite:   # before the model loads, as eval
-                raise JobError(f"--output '{output}' already exists; pass --overwrite to replace it, or name a "
-                               "new file")
+            target = output_target(spec, output, overwrite)     # before the model loads, as eval
             metrics = zero_shot_eval(spec, batch_size)
         except JobError as e:
             fail(e)
         metrics["wall_seconds"] = time.time() - t0
-        out = Path(output) if output else Path(spec.output.dir) / "zero_shot.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_file(out, json.dumps(metrics, indent=2))
+        try:
+            Location.at(target).write_text(json.dumps(metrics, indent=2))   # never through a link
+        except OSError as e:
+            fail(JobError(f"cannot write {target}: {e}"))
         click.echo("\n" + render_metrics(metrics, f"peft-ray zero-shot: {spec.task.type}, template "
                                          f"{spec.template.text!r}"))
-        click.echo(f"wrote {out}")
+        click.echo(f"wrote {target}")
+
+
+def output_target(spec, output: Optional[str], overwrite: bool) -> str:
+    """Where the metrics go, checked before any work: --output (a local file), or zero_shot.json in
+    output.dir, a local folder or a URI written through storage as train writes there (as a local
+    path, `s3://bucket/run` was a folder `s3:` in the current one)."""
+    if output:
+        return str(check_output_file(output, overwrite))
+    check_output_dir(spec.output.dir)                      # an existing file, /proc, read-only: named now
+    target = join(spec.output.dir, "zero_shot.json")
+    if not is_uri(target) and Path(target).is_dir():
+        raise JobError(f"output.dir: '{target}' is a folder; zero-shot writes its metrics to that name")
+    return target

@@ -23,7 +23,7 @@ def _run(tmp_path, tiny_bert, tiny_data, out, cmd):
     return r.output
 
 
-@pytest.mark.parametrize("cmd", ["validate", "train"])
+@pytest.mark.parametrize("cmd", ["validate", "train", "zero-shot"])
 def test_output_dir_that_is_a_file(tmp_path, tiny_bert, tiny_data, cmd):
     out = tmp_path / "runs"
     out.write_text("not a folder")
@@ -32,7 +32,7 @@ def test_output_dir_that_is_a_file(tmp_path, tiny_bert, tiny_data, cmd):
     assert out.read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("cmd", ["validate", "train"])
+@pytest.mark.parametrize("cmd", ["validate", "train", "zero-shot"])
 def test_output_dir_under_proc(tmp_path, tiny_bert, tiny_data, cmd):
     msg = _run(tmp_path, tiny_bert, tiny_data, "/proc/peft-ray-run", cmd)
     assert "output.dir '/proc/peft-ray-run' is on proc (/proc), a kernel pseudo-filesystem" in msg
@@ -152,3 +152,50 @@ def test_a_run_entry_planted_as_a_link_is_refused(tmp_path, tiny_bert, tiny_data
     with pytest.raises(CheckpointError, match="'tensorboard' is a symbolic link; a run writes only inside its folder"):
         check_can_start(_spec(tiny_bert, tiny_data, out), resume=resume, overwrite=overwrite)
     assert not list(elsewhere.iterdir())
+
+
+def test_zero_shot_writes_a_uri_output_dir_through_storage_not_a_local_folder(tmp_path, monkeypatch):
+    """As a local path `s3://bucket/run` was a folder `s3:` in the current one."""
+    from peft_ray.commands.zero_shot import output_target
+    from peft_ray.spec import validate_spec
+    from tests.conftest import job_dict
+
+    monkeypatch.chdir(tmp_path)
+    spec = validate_spec(job_dict(tmp_path / "m", tmp_path / "d", "s3://bucket/run"))
+    assert output_target(spec, None, False) == "s3://bucket/run/zero_shot.json"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_bert, tiny_data, tmp_path_factory):
+    from peft_ray.spec import validate_spec
+    from peft_ray.train.local import run_local
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_local(validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                                     train={"max_steps": 1, "eval_every": 1})))
+    return out
+
+
+@pytest.mark.parametrize("cmd", ["eval", "predict", "zero-shot"])
+def test_an_output_uri_or_unwritable_output_is_refused_before_the_model_loads(run_dir, tiny_data, tmp_path,
+                                                                              monkeypatch, cmd):
+    import peft_ray.inference
+    import peft_ray.zero_shot
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded")
+    monkeypatch.setattr(peft_ray.inference, "load_adapter", no_model)
+    monkeypatch.setattr(peft_ray.zero_shot, "zero_shot_eval", no_model)
+    monkeypatch.chdir(tmp_path)
+    data = str(tiny_data / "validation.parquet")
+    args = {"eval": ["eval", str(run_dir), "--data", data, "--local"],
+            "predict": ["predict", str(run_dir), "--input", data, "--local"],
+            "zero-shot": ["zero-shot", str(run_dir / "job.yaml")]}[cmd]
+    for output, why in [("s3://bucket/run/m.jsonl", "is a URI; --output names a local file"),
+                        ("/proc/self/m.jsonl", "a kernel pseudo-filesystem"),
+                        (str(tmp_path / "f" / "m.jsonl"), "is an existing file, not a folder")]:
+        (tmp_path / "f").write_text("a file")
+        r = CliRunner().invoke(main, [*args, "--output", output])
+        assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output, r.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]          # no local `s3:` folder
