@@ -64,7 +64,7 @@ def check_output_file(value: str, overwrite: bool, arg: str = "--output") -> Pat
     from peft_ray.storage import check_output_dir
 
     out = local_output(value, arg)
-    if out.exists() and not overwrite:
+    if (out.exists() or out.is_symlink()) and not overwrite:      # a dangling link is there too
         raise JobError(f"{arg} '{out}' already exists; pass --overwrite to replace it, or name a new file")
     check_output_dir(str(out.parent), f"{arg}'s folder")
     return out

@@ -13,8 +13,9 @@ from typing import Optional, Tuple
 
 import click
 
-from peft_ray.commands.options import fail
+from peft_ray.commands.options import check_output_file, fail, overwrite_option
 from peft_ray.errors import JobError
+from peft_ray.storage import write_file
 
 
 @click.command("config")
@@ -41,7 +42,8 @@ def config_cmd(job: str, overrides: Tuple[str, ...]) -> None:
 @click.command("schema")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="File to write (default: print to stdout).")
-def schema_cmd(output: Optional[str]) -> None:
+@overwrite_option("--output")
+def schema_cmd(output: Optional[str], overwrite: bool) -> None:
     """Write the JSON Schema of a job file: every section and field with its default and bounds,
     and the fields of each method under its method.name.
 
@@ -53,15 +55,18 @@ def schema_cmd(output: Optional[str]) -> None:
     from peft_ray.spec.schema import job_json_schema
     from peft_ray.tasks import TASKS
 
+    try:
+        out = None if output is None else check_output_file(output, overwrite)
+    except JobError as e:
+        fail(e)
     methods = tuple(METHODS.get(n).config_cls for n in METHODS.names())
     tasks = tuple(dict.fromkeys(TASKS.get(n).config_cls for n in TASKS.names()))   # generation/translation share one
     text = json.dumps(job_json_schema(methods, tasks), indent=2) + "\n"
-    if output is None:
+    if out is None:
         click.echo(text, nl=False)
         return
-    with open(output, "w", encoding="utf-8") as f:
-        f.write(text)
-    click.echo(f"wrote {output}", err=True)
+    write_file(out, text)             # a new file renamed into place: a link at `out` is replaced, not followed
+    click.echo(f"wrote {out}", err=True)
 
 
 def register(main: click.Group) -> None:

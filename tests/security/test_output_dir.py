@@ -199,3 +199,25 @@ def test_an_output_uri_or_unwritable_output_is_refused_before_the_model_loads(ru
         r = CliRunner().invoke(main, [*args, "--output", output])
         assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output, r.output
         assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]          # no local `s3:` folder
+
+
+def test_schema_output_needs_overwrite_and_never_writes_through_a_link(tmp_path):
+    """`schema -o` once opened the file with open(..., "w"): an existing file was replaced and a
+    link's target written."""
+    out, target = tmp_path / "peft-ray-job.schema.json", tmp_path / "precious.txt"
+    out.write_text("mine")
+    r = CliRunner().invoke(main, ["schema", "-o", str(out)])
+    assert r.exit_code == 2 and "already exists; pass --overwrite" in r.output and out.read_text() == "mine"
+    out.unlink()
+    target.write_text("keep")
+    out.symlink_to(target)
+    r = CliRunner().invoke(main, ["schema", "-o", str(out)])
+    assert r.exit_code == 2 and "already exists" in r.output and target.read_text() == "keep"
+    r = CliRunner().invoke(main, ["schema", "-o", str(out), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert target.read_text() == "keep" and not out.is_symlink() and '"$schema"' in out.read_text()
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere.json")
+    r = CliRunner().invoke(main, ["schema", "-o", str(tmp_path / "dangling.json")])
+    assert r.exit_code == 2 and not (tmp_path / "nowhere.json").exists()
+    r = CliRunner().invoke(main, ["schema", "-o", "s3://bucket/schema.json"])
+    assert r.exit_code == 2 and "is a URI" in r.output
