@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from peft_ray.commands.options import fail
+from peft_ray.commands.options import fail, overwrite_option
 from peft_ray.adapter import CARD, CONFIG, EXTRA, WEIGHTS
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.security import Trust, trust_flags
@@ -32,8 +32,10 @@ def register(main: click.Group) -> None:
     @click.option("--merge", is_flag=True,
                   help="LoRA/IA3: write the base model with the adapter folded into its weights "
                        "(plain transformers loads it; no PEFT needed).")
+    @overwrite_option("OUT_DIR's earlier export")
     @trust_flags
-    def export(run_dir: str, out_dir: str, merge: bool, trust_remote_code: bool, allow_pickle: bool) -> None:
+    def export(run_dir: str, out_dir: str, merge: bool, overwrite: bool, trust_remote_code: bool,
+               allow_pickle: bool) -> None:
         """Write the adapter of RUN_DIR into OUT_DIR in HF PEFT's layout (peft.PeftModel.from_pretrained
         loads it), or with --merge a merged full model (AutoModel*.from_pretrained loads it)."""
         from peft_ray.inference import find_adapter_dir
@@ -43,7 +45,8 @@ def register(main: click.Group) -> None:
             trust = Trust(trust_remote_code, allow_pickle)
             if merge:
                 quiet_deepspeed_guess()
-            out = merge_adapter(src, Path(out_dir), trust) if merge else copy_adapter(src, Path(out_dir))
+            out = (merge_adapter(src, Path(out_dir), trust, overwrite) if merge
+                   else copy_adapter(src, Path(out_dir), overwrite))
         except JobError as e:
             fail(e)
         click.echo(f"wrote {out}")
@@ -60,12 +63,12 @@ def quiet_deepspeed_guess() -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
-def copy_adapter(src: Path, out: Path) -> Path:
+def copy_adapter(src: Path, out: Path, overwrite: bool = False) -> Path:
     """The files PEFT reads, with inference_mode on (how PEFT itself saves), plus peft_ray.json and
     the README.md model card: only the adapter's own regular files, built aside and swapped in."""
     from peft_ray.adapter import adapter_file, read_json_object
 
-    check_out_dir(src, out)
+    check_out_dir(src, out, overwrite)
     files = {name: adapter_file(src, name, own_files_only=True) for name in (CONFIG, WEIGHTS, EXTRA, CARD)}
     cfg = read_json_object(files[CONFIG], "adapter config")
     if "peft_type" not in cfg:
@@ -78,9 +81,9 @@ def copy_adapter(src: Path, out: Path) -> Path:
     return out
 
 
-def check_out_dir(src: Path, out: Path) -> None:
-    """OUT_DIR is a folder of its own: new, empty, or an earlier export (replaced whole, so two
-    adapters never mix); never the adapter itself nor a folder holding anything else."""
+def check_out_dir(src: Path, out: Path, overwrite: bool = False) -> None:
+    """OUT_DIR is a folder of its own: new, empty, or an earlier export with --overwrite (replaced
+    whole, so two adapters never mix); never the adapter itself nor a folder holding anything else."""
     from peft_ray.storage import check_output_dir
 
     check_output_dir(str(out), "OUT_DIR")        # a file, a file on the way, /proc, read-only
@@ -95,6 +98,9 @@ def check_out_dir(src: Path, out: Path) -> None:
             raise JobError(f"OUT_DIR '{out}' is an earlier export, but holds files it did not write: "
                            f"{', '.join(added[:5])}{' ...' if len(added) > 5 else ''}. A new export replaces the "
                            "folder whole: move them out first, or export to a new folder")
+        if not overwrite:   # as train, eval and predict: what a command wrote is replaced only when asked
+            raise JobError(f"OUT_DIR '{out}' holds an earlier export; pass --overwrite to replace it, or export "
+                           "to a new folder")
     elif out.is_dir() and any(out.iterdir()):
         if {p.name for p in out.iterdir()} <= {CONFIG, WEIGHTS, EXTRA, CARD}:
             raise JobError(f"OUT_DIR '{out}' holds an adapter without the {STAMP} mark that exports now carry "
@@ -144,7 +150,7 @@ def name_labels(model, maps) -> None:
         model.config.label2id = dict(maps["label2id"])
 
 
-def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
+def merge_adapter(src: Path, out: Path, trust: Trust = Trust(), overwrite: bool = False) -> Path:
     """Rebuild the run's model from its recorded job, load the adapter, fold it in, save_pretrained."""
     from peft_ray.adapter import label_maps, read_adapter
     from peft_ray.inference import read_run_spec
@@ -162,7 +168,7 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust()) -> Path:
         merging = " and ".join(n for n in METHODS.names() if METHODS.get(n).merge)
         raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
                               f"can hold; only {merging} merge. Export without --merge")
-    check_out_dir(src, out)
+    check_out_dir(src, out, overwrite)
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)

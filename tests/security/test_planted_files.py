@@ -110,7 +110,10 @@ def test_export_replaces_an_earlier_export_whole_and_refuses_other_folders(adapt
     foreign = tmp_path / "foreign"                 # an HF PEFT adapter without peft-ray's record
     shutil.copytree(adapter, foreign)
     (foreign / "peft_ray.json").unlink()
-    assert CliRunner().invoke(main, ["export", str(foreign), str(out)]).exit_code == 0
+    r = CliRunner().invoke(main, ["export", str(foreign), str(out)])   # an earlier export is replaced only when asked
+    assert r.exit_code == 2 and "holds an earlier export; pass --overwrite" in r.output
+    assert (out / "peft_ray.json").is_file()
+    assert CliRunner().invoke(main, ["export", str(foreign), str(out), "--overwrite"]).exit_code == 0
     assert not (out / "peft_ray.json").exists()    # nothing of the first adapter is left to mix in
 
     home = tmp_path / "home"
@@ -196,8 +199,8 @@ def test_export_refuses_to_replace_an_export_holding_the_users_own_files(adapter
     out = tmp_path / "out"
     assert CliRunner().invoke(main, ["export", str(adapter), str(out)]).exit_code == 0
     (out / "mine.txt").write_text("notes")
-    r = CliRunner().invoke(main, ["export", str(adapter), str(out)])
+    r = CliRunner().invoke(main, ["export", str(adapter), str(out), "--overwrite"])
     assert r.exit_code == 2 and "holds files it did not write: mine.txt" in r.output
     assert (out / "mine.txt").read_text() == "notes"
     (out / "mine.txt").unlink()
-    assert CliRunner().invoke(main, ["export", str(adapter), str(out)]).exit_code == 0   # its own files: replaced
+    assert CliRunner().invoke(main, ["export", str(adapter), str(out), "--overwrite"]).exit_code == 0   # its own files
