@@ -297,15 +297,42 @@ CODE_RUNNING = {"trust_remote_code": "run the Python files in its folder",
 
 
 def check_file_trust(spec: JobSpec, overrides: Sequence[str], path) -> None:
-    """A job file is data that people share, so it cannot turn on a field that runs code; only the
-    command line can (`model.trust_remote_code=true`), as only a flag can for a shared adapter
-    (inference.apply_trust). Overrides are what the user typed for this command."""
-    typed = apply_overrides({}, overrides).get("model")
+    """A job file is data that people share, so it cannot turn on a field that runs code nor pick
+    the cluster a job joins; only the command line can (`model.trust_remote_code=true`,
+    `scaling.address=HEAD:6379`), as only a flag can for a shared adapter (inference.apply_trust).
+    Overrides are what the user typed for this command."""
+    typed = apply_overrides({}, overrides)
+    model = typed.get("model")
     for field, what in CODE_RUNNING.items():
-        if getattr(spec.model, field) and not (isinstance(typed, dict) and typed.get(field) not in (None, False)):
+        if getattr(spec.model, field) and not (isinstance(model, dict) and model.get(field) not in (None, False)):
             raise SpecError(f"{path}: model.{field}: true would let '{spec.model.name_or_path}' {what}, and a "
                             f"job file never turns that on (job files are shared like data). If you trust that "
                             f"model, turn it on for this command: add model.{field}=true to the command line")
+    scaling = typed.get("scaling")
+    check_file_address(spec.scaling.address, isinstance(scaling, dict) and "address" in scaling, path)
+
+
+# Addresses that never leave this machine, so a job file may name them: `local` starts a new Ray
+# here, and `auto` joins the cluster that `ray start` recorded in Ray's temp dir on this machine
+# (what a bare ray.init() joins, and what train's note and docs/cluster.md suggest; on a machine
+# shared with other users that cluster may be theirs, for RAY_ADDRESS=auto alike). Any host:port,
+# ray:// or URL may be another's machine, loopback included (any local user can listen on a port).
+ADDRESSES_ON_THIS_MACHINE = ("auto", "local")
+
+
+def check_file_address(address: Optional[str], typed: bool, path) -> None:
+    """A job file cannot pick the Ray cluster a job joins: joining sends the data, the model and
+    the adapter there, and Ray's protocols unpickle what the cluster sends back, so a hostile head
+    runs code here. Only this command's `scaling.address=...` (`typed`) or $RAY_ADDRESS can."""
+    if not address or typed or address in ADDRESSES_ON_THIS_MACHINE:
+        return
+    from peft_ray.security import redact_text
+
+    shown_address = redact_text(address)
+    raise SpecError(f"{path}: scaling.address: '{shown_address}' would send this job (data, model, adapter) to "
+                    f"the Ray cluster there and run what that cluster sends back, and a job file never picks a "
+                    f"cluster (job files are shared like data). If you trust that cluster, name it for this "
+                    f"command: add scaling.address={shown_address} to the command line, or set RAY_ADDRESS")
 
 
 def quoting_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:

@@ -155,6 +155,9 @@ def check_keys(space: SearchSpace) -> None:
         if section == "model" and fld in CODE_RUNNING:
             raise SpecError(f"tune.space.{key}: cannot be searched: it lets the model run code, which only the "
                             f"command line turns on (model.{fld}=true), for every trial alike")
+        if key == "scaling.address":   # every trial runs on the cluster the search joined
+            raise SpecError(f"tune.space.{key}: cannot be searched: the trials run on the cluster the search "
+                            "joins, which only the command line picks (scaling.address=... or RAY_ADDRESS)")
         ann = _field_annotation(key, methods)
         if ann is None and key != "method.name":
             known = (set().union(*(_method_fields(m) for m in methods)) if section == "method"
