@@ -24,6 +24,7 @@ from peft_ray.storage import write_file
 from peft_ray.tune import space as S
 from peft_ray.spec.tune import TuneSpec
 from peft_ray.tune.folder import EXPERIMENT, prepared_dir
+from peft_ray.tune.state import SEARCH_STATE, read_state
 from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
 
@@ -88,11 +89,10 @@ def steps_counter(space: S.SearchSpace, usable: Dict[str, int]):
 
 def plan_search(spec: JobSpec, space: S.SearchSpace, out: Path, resume: bool) -> Dict[str, Any]:
     """The templates in play and the trials to run, saved so --resume reruns exactly these."""
-    state_file = out / "search.json"
+    state_file = out / SEARCH_STATE
     if resume and state_file.exists():
-        state = json.loads(state_file.read_text())
-        space.template_ids = state["template_ids"]
-        space.verbalizer_for = {int(k): v for k, v in state["verbalizer_for"].items()}
+        state = read_state(state_file, space)     # data: only the job's own candidates
+        space.template_ids, space.verbalizer_for = state["template_ids"], state["verbalizer_for"]
         return state
     screen = spec.tune.prescreen and (len(space.template_ids) > spec.tune.prescreen_top_k
                                       or (len(space.verbalizers) > 1 and not space.verbalizer_trains))

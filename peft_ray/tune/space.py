@@ -179,9 +179,25 @@ def check_metric(spec: JobSpec) -> None:
 
 def _validated(space: SearchSpace, assignment: Dict[str, Any], where: str) -> JobSpec:
     try:
-        return validate_spec(space.trial_raw(assignment))
+        spec = validate_spec(space.trial_raw(assignment))
     except JobError as e:
         raise SpecError(f"{where}: {e}") from None
+    check_trial_trust(space, spec, where)
+    return spec
+
+
+def check_trial_trust(space: SearchSpace, spec: JobSpec, where: str) -> None:
+    """A trial trusts what the search's command line trusted, no more (load.check_file_trust for a
+    trial): its assignment is data (search.json on --resume), so it never turns on a field that runs
+    code nor picks another cluster. check_keys keeps these out of the space; this holds whatever
+    the assignment holds."""
+    for fld in CODE_RUNNING:
+        if getattr(spec.model, fld) and not space.base["model"][fld]:
+            raise SpecError(f"{where}: model.{fld}: true, which only the command line turns on "
+                            f"(model.{fld}=true), for every trial alike")
+    if spec.scaling.address != space.base["scaling"]["address"]:
+        raise SpecError(f"{where}: scaling.address differs from the search's; the trials run on the cluster "
+                        "the search joins, which only the command line picks (scaling.address=... or RAY_ADDRESS)")
 
 
 def check_each_candidate(space: SearchSpace) -> None:
