@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # torch only where tensors are handled: the CLI imports this 
     import torch
 
 CONFIG, WEIGHTS, EXTRA, CARD = "adapter_config.json", "adapter_model.safetensors", "peft_ray.json", "README.md"
+ADAPTER_FILES = (CONFIG, WEIGHTS, EXTRA, CARD)   # every file write_adapter writes
 
 
 def gathered(params):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, List, Optional, Sequence
 
 from pydantic import AfterValidator
 
@@ -239,24 +239,93 @@ class Location:
         Location.at(into).copy_from(self)
         return into
 
-    def replace_with(self, src: "Location", last: Optional[str] = None) -> None:
+    def replace_with(self, src: "Location", last: Optional[str] = None,
+                     names: Optional[Sequence[str]] = None) -> None:
         """Make this folder a copy of `src` without ever showing a half-written one.
 
         Where folders rename (local disks, NFS) the copy goes to a temporary name first and is
         swapped in. Object stores (S3, GCS) cannot rename a folder, so the old one is removed and
         the files are copied with `last` (e.g. adapter_config.json) last: until the copy is
-        complete the folder lacks that file and does not load."""
+        complete the folder lacks that file and does not load. With `names`, only those files of
+        `src` (the ones present) are copied, each a regular file read without following a link:
+        `src` may be a folder someone else wrote (a shared run's checkpoint)."""
+        rels = src.files() if names is None else src.own_files(names)
+        copy = (lambda dst, rel: dst.copy_from(src / rel)) if names is None else \
+            (lambda dst, rel: dst.copy_file_from(src / rel))
         if not renames_folders(self.fs):
             self.remove()
-            for rel in sorted(src.files(), key=lambda r: r == last):
-                (self / rel).copy_from(src / rel)
+            for rel in sorted(rels, key=lambda r: r == last):
+                copy(self / rel, rel)
             return
         tmp, old = self.sibling(temp_name(self.name)), self.sibling(temp_name(self.name, ".old"))
-        tmp.copy_from(src)
+        if names is None:
+            tmp.copy_from(src)
+        else:
+            tmp.mkdir()
+            for rel in rels:
+                copy(tmp / rel, rel)
         if self.exists():
             self.fs.move(self.path, old.path)
         self.fs.move(tmp.path, self.path)
         old.remove()
+
+    def type_no_follow(self):
+        """pyarrow's FileType of this path; on a local disk a link is FileType.Unknown, never its
+        target's type (pyarrow's get_file_info follows links). Object stores have no links."""
+        import os
+        import stat
+
+        import pyarrow.fs as pafs
+
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            return self.fs.get_file_info(self.path).type
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return pafs.FileType.NotFound
+        return (pafs.FileType.File if stat.S_ISREG(mode) else pafs.FileType.Directory if stat.S_ISDIR(mode)
+                else pafs.FileType.Unknown)
+
+    def own_files(self, names: Sequence[str]) -> List[str]:
+        """Those of `names` present in this folder, or a CheckpointError when the folder or one of
+        them is a link (or a FIFO, a device): a folder others may write passes on its own files only."""
+        import pyarrow.fs as pafs
+
+        from peft_ray.errors import CheckpointError
+
+        if self.type_no_follow() != pafs.FileType.Directory:
+            raise CheckpointError(f"{self.uri} is not a folder (a link, or missing); refusing to copy from it")
+        present = [n for n in names if (self / n).type_no_follow() != pafs.FileType.NotFound]
+        bad = [n for n in present if (self / n).type_no_follow() != pafs.FileType.File]
+        if bad:
+            raise CheckpointError(f"{(self / bad[0]).uri} is not a regular file (a link, a FIFO or a folder); "
+                                  "refusing to copy it: it would pass on whatever it points at")
+        return present
+
+    def copy_file_from(self, src: "Location") -> None:
+        """One regular file copied from `src`. On a local disk `src` is opened with O_NOFOLLOW and
+        checked on the open file, so a link swapped in after own_files looked is not followed."""
+        import os
+        import shutil
+        import stat
+
+        import pyarrow.fs as pafs
+
+        from peft_ray.errors import CheckpointError
+
+        if not isinstance(src.fs, pafs.LocalFileSystem):
+            self.copy_from(src)
+            return
+        try:
+            fd = os.open(src.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)   # a FIFO opens, unread
+        except OSError as e:                                                     # ELOOP: a link
+            raise CheckpointError(f"{src.uri}: cannot open it as a regular file ({e.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CheckpointError(f"{src.uri} is not a regular file; refusing to copy it")
+            self.fs.create_dir(self.parent_path, recursive=True)
+            with self.fs.open_output_stream(self.path) as out:
+                shutil.copyfileobj(f, out, 1 << 20)
 
 
 def temp_name(name: str, suffix: str = ".tmp") -> str:

@@ -132,7 +132,10 @@ def _inside(root: Path, rel) -> bool:
 
 def validate_checkpoint(path: Path) -> Tuple[bool, str]:
     """(ok, reason). A checkpoint is good when every rank's manifest is there and matches,
-    names only files inside the checkpoint, and every file in it is listed (nothing planted)."""
+    names only files inside the checkpoint, and every file in it is listed: nothing planted, and no
+    link anywhere in it (the folder itself included)."""
+    if path.is_symlink():
+        return False, "the checkpoint folder is a link"
     state_file = path / "trainer_state.json"
     if not state_file.is_file():
         return False, "trainer_state.json is missing (or not a regular file)"
@@ -141,9 +144,9 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
     except (ValueError, RecursionError) as e:
         return False, f"trainer_state.json is corrupt ({str(e)[:120]})"
     manifests = sorted(path.glob("MANIFEST.rank*.json"))
-    listed: set = set()
     if len(manifests) != state.world_size:
         return False, f"{len(manifests)} of {state.world_size} rank manifests present"
+    listed: Dict[str, str] = {}
     for m in manifests:
         try:
             entries = read_json(m)
@@ -151,22 +154,46 @@ def validate_checkpoint(path: Path) -> Tuple[bool, str]:
             return False, f"{m.name} is corrupt"
         if not isinstance(entries, dict):
             return False, f"{m.name} is corrupt"
-        for rel, digest in entries.items():
-            if not _inside(path, rel):
-                return False, (f"{m.name} names '{rel}', outside the checkpoint (refused: a manifest "
-                               "lists only files of its own checkpoint)")
-            f = path / rel
-            if not f.is_file():
-                return False, f"{rel} is missing"
-            if sha256(f) != digest:
-                return False, f"{rel} does not match its checksum (truncated or corrupt)"
+        outside = next((rel for rel in entries if not _inside(path, rel)), None)
+        if outside is not None:
+            return False, (f"{m.name} names '{outside}', outside the checkpoint (refused: a manifest "
+                           "lists only files of its own checkpoint)")
         listed.update(entries)
-    # DeepSpeed loads every file under ds/: none may be there that no rank wrote.
-    planted = sorted(str(p.relative_to(path)) for p in (path / "ds").rglob("*")
-                     if not p.is_dir() and str(p.relative_to(path)) not in listed)
+    # Before any file is read: DeepSpeed loads every file under ds/, and the adapter/ of the best
+    # and last checkpoints becomes the run's adapter/, so a link there would pass its target on.
+    planted = _planted(path, set(listed) | {m.name for m in manifests})
     if planted:
-        return False, f"{planted[0]} is in no manifest (added after the checkpoint was written)"
+        return False, planted
+    for rel, digest in listed.items():
+        if not (path / rel).is_file():
+            return False, f"{rel} is missing"
+        if sha256(path / rel) != digest:
+            return False, f"{rel} does not match its checksum (truncated or corrupt)"
     return True, "ok"
+
+
+def _planted(path: Path, own: set) -> Optional[str]:
+    """What is wrong with the first entry of the checkpoint that no rank wrote, else None: a link
+    (anywhere; never followed), something neither a folder nor a regular file (a FIFO would
+    block a read), or a file in no manifest. `own`: the files the manifests list, and themselves."""
+    import os
+    import stat
+
+    for folder, dirs, files in os.walk(path):       # does not descend into linked folders
+        for name in sorted(dirs + files):
+            p = Path(folder) / name
+            rel = p.relative_to(path).as_posix()
+            try:
+                mode = p.lstat().st_mode
+            except OSError:                          # removed while we looked (a pruned checkpoint)
+                return f"{rel} went away while the checkpoint was checked"
+            if stat.S_ISLNK(mode):
+                return f"{rel} is a link (a checkpoint holds only the files its ranks wrote)"
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                return f"{rel} is not a regular file"
+            if stat.S_ISREG(mode) and rel not in own:
+                return f"{rel} is in no manifest (added after the checkpoint was written)"
+    return None
 
 
 # What DeepSpeed (ZeRO-1/2's alignment check) and torch's Optimizer.load_state_dict say when the

@@ -360,12 +360,15 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
     """adapter/ (the best evaluation's; the last when nothing was evaluated), adapter_last/
     (never half-written, see Location.replace_with), curves.png, then metrics.json. `wall` is the
     time before this call; the save is timed here and added (the "save" phase)."""
-    from peft_ray.adapter import CONFIG
+    from peft_ray.adapter import ADAPTER_FILES, CONFIG
     from peft_ray.train.runlog import plot_curves
 
     t0 = time.time()
-    (out / "adapter_last").replace_with(checkpoint / "adapter", last=CONFIG)
-    (out / "adapter").replace_with((best or checkpoint) / "adapter", last=CONFIG)
+    sources = {"adapter_last": checkpoint / "adapter", "adapter": (best or checkpoint) / "adapter"}
+    for src in sources.values():     # both checked before either is written: a refusal changes nothing
+        src.own_files(ADAPTER_FILES)
+    for name, src in sources.items():   # only the adapter's own regular files, as `export` passes on
+        (out / name).replace_with(src, last=CONFIG, names=ADAPTER_FILES)
     if not is_uri(out.uri):
         plot_curves(out.uri, warn=lambda m: print(f"[peft-ray] {m}"))
     save = time.time() - t0

@@ -96,7 +96,9 @@ class LocalReporter:
         self.last_metrics, self.last_checkpoint = dict(metrics), final
         if "best_step" in metrics:   # after --resume the best may be a checkpoint of the earlier run
             best = self.root / f"checkpoint_{int(metrics['best_step']):08d}"
-            self.best_checkpoint = best if best.is_dir() else self.best_checkpoint
+            # an earlier run's checkpoint is checked once, as the one resumed from is: it becomes adapter/
+            if best != self.best_checkpoint and (best == final or validate_checkpoint(best)[0]):
+                self.best_checkpoint = best
         self._prune()
 
     def _prune(self) -> None:

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -21,7 +20,7 @@ import yaml
 
 from peft_ray.errors import JobError
 from peft_ray.spec import saved_spec
-from peft_ray.storage import atomic_write, staging_dir
+from peft_ray.storage import Location, atomic_write, staging_dir
 from peft_ray.train import terminal
 from peft_ray.templates import one_line
 from peft_ray.tune.space import SearchSpace
@@ -178,7 +177,7 @@ def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Optional[Path]:
 def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], spec, out: Path,
                 job_path: str) -> Optional[Path]:
     """The best report's adapter -> out/adapter; the best trial's job -> out/best_job.yaml."""
-    from peft_ray.adapter import replace_dir
+    from peft_ray.adapter import ADAPTER_FILES, replace_dir
     from peft_ray.spec import validate_spec
 
     raw = space.trial_raw(assignment)
@@ -197,8 +196,11 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     if not best.checkpoint or not (Path(best.checkpoint) / "adapter").is_dir():
         print(f"[peft-ray] warning: the best checkpoint {best.checkpoint} is gone; no adapter exported")
         return None
+    src = Location.at(best.checkpoint) / "adapter"
     with staging_dir(out / "adapter") as tmp:        # random name, made exclusively: no planted link
-        shutil.copytree(Path(best.checkpoint) / "adapter", tmp)
+        tmp.mkdir()
+        for name in src.own_files(ADAPTER_FILES):    # the adapter's own regular files, never a link's target
+            Location.at(tmp / name).copy_file_from(src / name)
         replace_dir(tmp, out / "adapter")
     return out / "adapter"
 

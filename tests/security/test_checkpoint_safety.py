@@ -158,3 +158,97 @@ def test_a_fifo_in_a_checkpoint_is_skipped_not_read(trained, tmp_path, planted):
         signal.alarm(0)
     # an unreadable state sorts as step -1, before the good one, so only a bad manifest is warned of
     assert any("checkpoint_00000003" in w for w in warned) == (planted != "trainer_state.json")
+
+
+def _plant_secret_link(ckpt: Path, secret: Path) -> None:
+    """The reviewer's attack: a link in the checkpoint's adapter/ (in no manifest), the step made the
+    best by far, the manifests fixed up."""
+    (ckpt / "adapter" / "notes.md").symlink_to(secret)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    (ckpt / "trainer_state.json").write_text(json.dumps({**state, "best_score": 1e9, "best_step": 2}))
+    _rehash(ckpt)
+
+
+def test_a_link_planted_in_a_checkpoints_adapter_is_never_copied(trained, tmp_path, capsys):
+    spec, ckpt = trained
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-TOKEN")
+    bad = tmp_path / "run"
+    shutil.copytree(ckpt.parent.parent, bad)
+    _plant_secret_link(bad / "checkpoints" / ckpt.name, secret)
+    spec = spec.model_copy(deep=True)
+    spec.output.dir, spec.train.max_steps = str(bad), 4
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):   # (before: adapter/notes.md held it)
+        run_local(spec, resume=True)
+    assert "adapter/notes.md is a link" in capsys.readouterr().out
+    assert not any("SECRET" in p.read_text(errors="replace") for p in bad.rglob("*")
+                   if p.is_file() and not p.is_symlink())
+    ok, why = validate_checkpoint(bad / "checkpoints" / ckpt.name)
+    assert not ok and why == "adapter/notes.md is a link (a checkpoint holds only the files its ranks wrote)"
+
+
+@pytest.mark.parametrize("plant, why", [
+    (lambda a: (a / "notes.md").write_text("x"), "adapter/notes.md is in no manifest"),
+    (lambda a: (a / "sub").symlink_to(a.parent / "ds", target_is_directory=True), "adapter/sub is a link"),
+    (lambda a: os.mkfifo(a / "pipe"), "adapter/pipe is not a regular file"),
+])
+def test_anything_planted_anywhere_in_a_checkpoint_is_refused(trained, tmp_path, plant, why):
+    _, ckpt = trained
+    copy = tmp_path / ckpt.name
+    shutil.copytree(ckpt, copy)
+    plant(copy / "adapter")
+    ok, reason = validate_checkpoint(copy)
+    assert not ok and reason.startswith(why)
+
+
+def test_a_link_listed_in_the_manifest_is_refused_even_inside_the_checkpoint(trained, tmp_path):
+    _, ckpt = trained
+    copy = tmp_path / ckpt.name
+    shutil.copytree(ckpt, copy)
+    (copy / "adapter" / "README.md").unlink()
+    (copy / "adapter" / "README.md").symlink_to(copy / "trainer_state.json")
+    _rehash(copy)
+    assert validate_checkpoint(copy)[1].startswith("adapter/README.md is a link")
+
+
+@pytest.mark.parametrize("renames", [True, False], ids=["rename", "object-store"])
+def test_the_runs_adapter_gets_only_the_adapters_own_regular_files(trained, tmp_path, monkeypatch, renames):
+    """write_outputs copies a checkpoint's adapter/ into the run's adapter/ by name, never through a
+    link, and refuses before anything is written (the best checkpoint of --local is checked too)."""
+    from peft_ray import storage
+    from peft_ray.adapter import ADAPTER_FILES, CONFIG
+    from peft_ray.storage import Location
+
+    monkeypatch.setattr(storage, "renames_folders", lambda fs: renames)
+    _, ckpt = trained
+    src = tmp_path / "adapter-src"
+    shutil.copytree(ckpt / "adapter", src)
+    (src / "extra.bin").write_text("not an adapter file")
+    dst = Location.at(tmp_path / "out") / "adapter"
+    dst.replace_with(Location.at(src), last=CONFIG, names=ADAPTER_FILES)
+    assert sorted(p.name for p in Path(dst.path).iterdir()) == sorted(ADAPTER_FILES)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-TOKEN")
+    (src / "README.md").unlink()
+    (src / "README.md").symlink_to(secret)
+    with pytest.raises(CheckpointError, match="README.md is not a regular file"):
+        dst.replace_with(Location.at(src), last=CONFIG, names=ADAPTER_FILES)
+    assert "SECRET" not in (Path(dst.path) / "README.md").read_text()
+    with pytest.raises(CheckpointError, match="cannot open it as a regular file"):   # a link swapped in late
+        (dst / "x").copy_file_from(Location.at(src) / "README.md")
+
+
+def test_local_never_takes_an_earlier_best_that_does_not_validate(trained, tmp_path):
+    """After --local --resume the best may be an earlier run's checkpoint: it becomes adapter/ only
+    if it validates, as the one resumed from must."""
+    from peft_ray.train.report import LocalReporter
+
+    _, ckpt = trained
+    rep = LocalReporter(str(tmp_path), keep=5, resume_from=None)
+    earlier = tmp_path / "checkpoints" / "checkpoint_00000002"
+    shutil.copytree(ckpt, earlier)
+    (earlier / "adapter" / "notes.md").symlink_to("/etc/hostname")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    rep.report({"step": 4, "best_step": 2}, str(staged))
+    assert rep.best_checkpoint is None

@@ -85,9 +85,16 @@ def test_a_resumed_run_keeps_and_exports_the_earlier_runs_best(tmp_path):
     It was pruned as an old one, and adapter/ became the last step's."""
     from peft_ray.train.report import LocalReporter
 
+    import json
+
+    from peft_ray.train.checkpoint import sha256
+
     rep = LocalReporter(str(tmp_path), keep=1, resume_from=None)
     earlier = tmp_path / "checkpoints" / "checkpoint_00000002"
     earlier.mkdir(parents=True)
+    (earlier / "trainer_state.json").write_text(json.dumps({"global_step": 2}))   # one that validates:
+    (earlier / "MANIFEST.rank0.json").write_text(                                 # it becomes adapter/
+        json.dumps({"trainer_state.json": sha256(earlier / "trainer_state.json")}))
     for step in (4, 6):
         staged = tmp_path / f"staged{step}"
         staged.mkdir()
