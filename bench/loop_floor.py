@@ -4,17 +4,20 @@ HF PEFT's step and peft-ray's on the same batches, alternated in one process.
     python bench/loop_floor.py --data ../shared/data/sst2 --out bench/results/loop_floor.json
 
 The floor is the work no exact implementation can skip, done by the same kernels torch uses
-(MKL GEMMs, the CPU SDPA kernel) at the batch's shapes, and nothing else:
+(MKL GEMMs and batched products) at the batch's shapes, and nothing else:
 - forward: every layer's Q/K/V, attention output, FFN up and down projections; the last layer's
-  query and projections after attention at row 0 only (a pooled head reads nothing else);
+  query and projections after attention at row 0 only (a pooled head reads nothing else), and its
+  keys and values through associativity, as peft-ray computes them since the twenty-second
+  session ((W_k^T q0) . x_j and W_v (sum_j p_j x_j): per row a dot product with each head's
+  vector, not a projection);
 - backward: the input gradient of each of those products (frozen weights get no weight
   gradient), except where nothing trainable lies below: layer 0's Q/K/V input gradient at the
   soft-prompt rows only (prompt tuning), or not at all (LoRA);
 - LoRA's rank-8 products on query and value, forward and backward;
-- attention forward and backward with SDPA (one query row in the last layer; LoRA's layer 0 needs no
-  key gradient, which SDPA computes anyway: a slight overcount); the pooler.
-LayerNorm, GELU, residual adds, dropout, embeddings, the loss and the optimizer are left out, so
-this is a lower bound: `max x` = HF's step time / the floor is more than any exact
+- attention's two batched products forward and four backward (softmax left out, like every other
+  elementwise step; until the twenty-second session this was SDPA's kernel); the pooler.
+LayerNorm, GELU, softmax, residual adds, dropout, embeddings, the loss and the optimizer are left
+out, so this is a lower bound: `max x` = HF's step time / the floor is more than any exact
 implementation can reach against HF on these batches, on this machine.
 """
 
@@ -31,7 +34,6 @@ sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loade
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from _common import length_grouped_batches, paired_ratio, paired_steps  # noqa: E402
 from step_vs_hf import ours, theirs  # noqa: E402
@@ -53,16 +55,29 @@ def floor_step(method: str, max_rows: int = 32 * (64 + PROMPT)):
         b, n = batch["input_ids"].shape
         n += PROMPT if method == "prompt_tuning" else 0
         x, xf = x_all[: b * n], xf_all[: b * n]
-        q, k, v, q_row0 = (t[: b * HEADS * m * (HIDDEN // HEADS)].view(b, HEADS, m, HIDDEN // HEADS).requires_grad_()
-                           for t, m in zip(qkv_all, (n, n, n, 1)))
+        d = HIDDEN // HEADS
+        q, k, v = (t[: b * HEADS * n * d].view(b * HEADS, n, d) for t in qkv_all[:3])
+        u = qkv_all[3][: b * HEADS * HIDDEN].view(b, HEADS, HIDDEN)            # per row and head: W_k^T q0, or p^T x
         for layer in range(LAYERS):
             last = layer == LAYERS - 1
             rows, rows_f = (x[:b], xf[:b]) if last else (x, xf)
-            rows @ w_hh.T, x @ w_hh.T, x @ w_hh.T                         # Q (row 0 in the last layer), K, V
+            below = x if layer else (x[: b * PROMPT] if method == "prompt_tuning" else x[:0])
+            if last:   # K and V through associativity: a (B, H, h) x (B, h, n) product each way, and back
+                x3 = x.view(b, n, HIDDEN)
+                rows @ w_hh.T                                             # Q at row 0
+                s = torch.bmm(u, x3.transpose(1, 2))                      # scores: (W_k^T q0) . x_j
+                torch.bmm(s, x3)                                          # context: sum_j p_j x_j
+                torch.bmm(s.transpose(1, 2), u), torch.bmm(x3, u.transpose(1, 2))   # their input gradients
+                rows @ w_hh, rows @ w_hh, rows @ w_hh                     # W_k^T q0, W_v (.) and Q's input gradients
+            else:
+                x @ w_hh.T, x @ w_hh.T, x @ w_hh.T                        # Q, K, V
+                torch.bmm(q, k.transpose(1, 2)), torch.bmm(q.new_empty(b * HEADS, n, n), v)   # scores, context
+                p = q.new_empty(b * HEADS, n, n)
+                torch.bmm(p, k), torch.bmm(p.transpose(1, 2), q)          # dq, dk
+                torch.bmm(q, v.transpose(1, 2)), torch.bmm(p.transpose(1, 2), q)   # dp, dv
+                below @ w_hh, below @ w_hh, below @ w_hh                  # Q, K, V input gradients
             rows @ w_hh.T, rows @ w_fh.T, rows_f @ w_fh                   # output, FFN up, FFN down
             rows @ w_fh.T, rows_f @ w_fh, rows @ w_hh                     # their input gradients
-            below = x if layer else (x[: b * PROMPT] if method == "prompt_tuning" else x[:0])
-            (rows if last else below) @ w_hh, below @ w_hh, below @ w_hh  # Q, K, V input gradients
             if method == "lora":
                 for _ in range(2):                                        # query, value
                     xa = x @ lora_a.T
@@ -71,7 +86,6 @@ def floor_step(method: str, max_rows: int = 32 * (64 + PROMPT)):
                     xa.T @ x                                              # dA
                     if layer:
                         xa @ lora_a                                       # input gradient
-            F.scaled_dot_product_attention(q_row0 if last else q, k, v).sum().backward()
         x[:b] @ w_hh.T, x[:b] @ w_hh                                      # pooler and its input gradient
     return step
 
