@@ -15,7 +15,7 @@ import click
 
 from peft_ray.commands.options import check_output_file, fail
 from peft_ray.errors import JobError
-from peft_ray.storage import Location, check_output_dir, is_uri, join
+from peft_ray.storage import Location, check_output_dir, is_uri, join, write_file
 
 EXAMPLES = """
 \b
@@ -51,12 +51,21 @@ def register(main: click.Group) -> None:
             fail(e)
         metrics["wall_seconds"] = time.time() - t0
         try:
-            Location.at(target).write_text(json.dumps(metrics, indent=2))   # never through a link
+            write_metrics(target, json.dumps(metrics, indent=2))
         except OSError as e:
             fail(JobError(f"cannot write {target}: {e}"))
         click.echo("\n" + render_metrics(metrics, f"peft-ray zero-shot: {spec.task.type}, template "
                                          f"{spec.template.text!r}"))
         click.echo(f"wrote {target}")
+
+
+def write_metrics(target: str, text: str) -> None:
+    """A URI through storage, as train writes there; a local file by write_file, which replaces a link
+    planted at `target` instead of writing through it (Location.at resolves the final link)."""
+    if is_uri(target):
+        Location.at(target).write_text(text)
+    else:
+        write_file(Path(target), text)
 
 
 def output_target(spec, output: Optional[str], overwrite: bool) -> str:

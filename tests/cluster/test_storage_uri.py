@@ -119,8 +119,9 @@ def _fake_checkpoint(path: Path, step: int, world: int = 1) -> None:
     path.mkdir(parents=True)
     (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "world_size": world}))
     (path / "w.bin").write_bytes(b"w")
-    for r in range(world):
-        (path / f"MANIFEST.rank{r}.json").write_text(json.dumps({"w.bin": _sha(path / "w.bin")}))
+    for r in range(world):   # as save_checkpoint: every file a rank saw, trainer_state.json included (rank 0)
+        own = ["w.bin"] + (["trainer_state.json"] if r == 0 else [])
+        (path / f"MANIFEST.rank{r}.json").write_text(json.dumps({f: _sha(path / f) for f in own}))
 
 
 def _sha(path: Path) -> str:

@@ -166,6 +166,29 @@ def test_zero_shot_writes_a_uri_output_dir_through_storage_not_a_local_folder(tm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("via", ["output.dir", "--output"])
+def test_zero_shot_replaces_a_planted_link_never_its_target(tiny_bert, tiny_data, tmp_path, monkeypatch, via):
+    """A review finding: writing through Location.at resolved the final link and replaced its target."""
+    import json
+
+    import peft_ray.zero_shot
+
+    monkeypatch.setattr(peft_ray.zero_shot, "zero_shot_eval", lambda spec, batch_size: {"task": "classification", "accuracy": 0.5})
+    target = tmp_path / "target.json"
+    target.write_text("secret")
+    out = tmp_path / "zs"
+    out.mkdir()
+    link = out / "zero_shot.json"
+    link.symlink_to(target)
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps(job_dict(tiny_bert, tiny_data, out)))
+    args = ["zero-shot", str(job)] + (["--output", str(link), "--overwrite"] if via == "--output" else [])
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert target.read_text() == "secret"
+    assert not link.is_symlink() and json.loads(link.read_text())["accuracy"] == 0.5
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_bert, tiny_data, tmp_path_factory):
     from peft_ray.spec import validate_spec

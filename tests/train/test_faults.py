@@ -65,7 +65,9 @@ def test_keep_last_k_never_deletes_only_good_checkpoint(tmp_path):
     good = tmp_path / "checkpoints" / "checkpoint_00000001"
     good.mkdir(parents=True)
     (good / "trainer_state.json").write_text(json.dumps({"global_step": 1, "world_size": 1}))
-    (good / "MANIFEST.rank0.json").write_text("{}")
+    from peft_ray.train.checkpoint import sha256
+
+    (good / "MANIFEST.rank0.json").write_text(json.dumps({"trainer_state.json": sha256(good / "trainer_state.json")}))
     with rep.staging_dir() as tmp:  # a newer checkpoint with no manifest: not valid
         from pathlib import Path
 
