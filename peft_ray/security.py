@@ -107,14 +107,14 @@ _NOT_SECRET_KEY = re.compile(r"(?:^|[_.-])(?:bos|eos|unk|sep|pad|cls|mask|specia
                              r"(?:$|[_.-])|[_.-](?:id|ids|dim|len|length|size|count|num|type|path|file|dir|name|"
                              r"url|uri|env|var|expiry|expires|ttl)$", re.I)
 # Values that stand for a credential without being one: empty, a number or boolean, a reference to
-# another variable, template or file (${X}, $X, {{ x }}, %(x)s, <your-token>, ~/.ssh/key), masks (xxx,
-# ***, ...) and the usual fillers. An unquoted value with a space in it is prose ("password: see the
-# wiki"), not a secret.
+# another variable, template or file (${X}, $X, {{ x }}, %(x)s, %X% and %1 in batch files,
+# <your-token>, ~/.ssh/key), masks (xxx, ***, ...) and the usual fillers. An unquoted value with a
+# space in it is prose ("password: see the wiki"), not a secret.
 _PLACEHOLDER = re.compile(r"(?:[-+]?[0-9][0-9_.eE+-]*|true|false|yes|no|on|off|null|none|nil|~|~/.*|\.\.?/.*|/.*|"
                           r"[A-Za-z]:\\.*|.*\.(?:pem|key|json|p12|pfx|crt|txt)|"   # paths: ssh_private_key: /home/a/k.pem
                           r"anon|anonymous|default|google_default|cloud|browser|"   # gcsfs's token modes
 
-                          r"\$.*|\{\{.*|%\(.*|<.*>|\[.*\]|\{.*|x+|\*+.*|\.+|-+|.*redacted.*|changeme|change[_-]me|"
+                          r"\$.*|\{\{.*|%\(.*|%[A-Za-z_][A-Za-z0-9_]*%.*|%~?[0-9*].*|<.*>|\[.*\]|\{.*|x+|\*+.*|\.+|-+|.*redacted.*|changeme|change[_-]me|"
                           r"placeholder|todo|tbd|secret|password|token|your[_-].*|my[_-](?:token|secret|password|key))",
                           re.I)
 

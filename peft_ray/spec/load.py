@@ -332,7 +332,8 @@ def check_file_address(address: Optional[str], typed: bool, path) -> None:
     raise SpecError(f"{path}: scaling.address: '{shown_address}' would send this job (data, model, adapter) to "
                     f"the Ray cluster there and run what that cluster sends back, and a job file never picks a "
                     f"cluster (job files are shared like data). If you trust that cluster, name it for this "
-                    f"command: add scaling.address={shown_address} to the command line, or set RAY_ADDRESS")
+                    f"command: add scaling.address={shown_address} to the command line (or remove scaling.address "
+                    f"from the file and set RAY_ADDRESS)")
 
 
 def quoting_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:

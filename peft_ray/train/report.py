@@ -74,6 +74,7 @@ class LocalReporter:
         self.last_metrics: Dict = {}
         self.last_checkpoint: Optional[Path] = None
         self.best_checkpoint: Optional[Path] = None  # the one at metrics["best_step"] (never pruned)
+        self.refused_best: Optional[Path] = None     # an earlier run's best that failed its check (warned once)
 
     def checkpoint_to_resume(self) -> Optional[Path]:
         return Path(self.resume_from) if self.resume_from else None
@@ -97,8 +98,14 @@ class LocalReporter:
         if "best_step" in metrics:   # after --resume the best may be a checkpoint of the earlier run
             best = self.root / f"checkpoint_{int(metrics['best_step']):08d}"
             # an earlier run's checkpoint is checked once, as the one resumed from is: it becomes adapter/
-            if best != self.best_checkpoint and (best == final or validate_checkpoint(best)[0]):
-                self.best_checkpoint = best
+            if best != self.best_checkpoint and best != self.refused_best:
+                ok, why = (True, "") if best == final else validate_checkpoint(best)
+                if ok:
+                    self.best_checkpoint = best
+                else:   # said once: adapter/ then comes from the last checkpoint, not the step metrics name
+                    self.refused_best = best
+                    print(f"[peft-ray] warning: the best checkpoint {best.name} (step {int(metrics['best_step'])}) "
+                          f"fails its check ({why}); adapter/ will hold the last checkpoint's adapter instead")
         self._prune()
 
     def _prune(self) -> None:

@@ -174,6 +174,18 @@ def plot_curves(rows: List[TrialRow], out: Path, metric: str) -> Optional[Path]:
     return path
 
 
+def cluster_override(saved: dict) -> str:
+    """The cluster a search joined by a typed address travels in the header's command, not in the file:
+    a job file never picks a cluster (spec/load.py, check_file_address), so the file would be refused."""
+    from peft_ray.spec.load import ADDRESSES_ON_THIS_MACHINE
+
+    address = (saved.get("scaling") or {}).get("address")
+    if not address or address in ADDRESSES_ON_THIS_MACHINE:
+        return ""
+    saved["scaling"].pop("address")
+    return f" scaling.address={address}"      # already redacted by saved_spec
+
+
 def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], spec, out: Path,
                 job_path: str) -> Optional[Path]:
     """The best report's adapter -> out/adapter; the best trial's job -> out/best_job.yaml."""
@@ -189,7 +201,7 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     best_spec = saved_spec(validate_spec(raw))   # secrets redacted, as every job.yaml peft-ray writes
     best_spec.pop("tune", None)
     yaml_path = out / "best_job.yaml"
-    shown = Path(spec.output.dir) / "best_job.yaml"
+    shown = f"{Path(spec.output.dir) / 'best_job.yaml'}{cluster_override(best_spec)}"
     head = (f"# peft-ray train {shown}\n#\n# The best trial ({best.trial_id}) of `peft-ray tune {job_path}`: "
             f"best {best.best_metric} at step {best.best_step}.\n")
     atomic_write(yaml_path, (head + yaml.safe_dump(best_spec, sort_keys=False)).encode("utf-8"))

@@ -81,3 +81,15 @@ def test_a_search_cannot_pick_the_cluster(tiny_bert, tiny_data, tmp_path):
                     tune={"space": {"scaling.address": {"choice": ["auto", "10.0.0.1:6379"]}}})
     with pytest.raises(SpecError, match="tune.space.scaling.address: cannot be searched"):
         check_keys(SearchSpace.from_spec(validate_spec(spec)))
+
+
+def test_best_job_yaml_carries_a_typed_cluster_in_its_command_not_in_the_file():
+    """A review finding: best_job.yaml of a search on a typed address was refused by its own header's command."""
+    from peft_ray.tune.results import cluster_override
+
+    saved = {"scaling": {"address": "10.1.2.3:6379", "num_workers": 2}}
+    assert cluster_override(saved) == " scaling.address=10.1.2.3:6379"
+    assert saved == {"scaling": {"num_workers": 2}}
+    here = {"scaling": {"address": "auto"}}
+    assert cluster_override(here) == "" and here == {"scaling": {"address": "auto"}}
+    assert cluster_override({"scaling": {"num_workers": 1}}) == ""

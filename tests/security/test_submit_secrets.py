@@ -427,7 +427,8 @@ def test_ordinary_shell_scripts_travel(tmp_path):
         "python train.py --lr 3e-4 --password-file ~/.pw\n")
     (tmp_path / "env.fish").write_text("set -gx PATH $HOME/bin $PATH\nset -x HF_TOKEN $argv[1]\n")
     (tmp_path / "go.ps1").write_text("$password = Read-Host -AsSecureString\n$token = $env:HF_TOKEN\n")
-    assert {"run.sh", "env.fish", "go.ps1"} <= set(plan_upload(tmp_path).names)
+    (tmp_path / "run.bat").write_text("set HF_TOKEN=%HF_TOKEN%\nset DB_PASSWORD=%1\nset API_KEY=%~2\n")   # a review finding
+    assert {"run.sh", "env.fish", "go.ps1", "run.bat"} <= set(plan_upload(tmp_path).names)
 
 
 def test_a_private_key_is_found_in_a_file_of_any_size_that_travels(tmp_path):

@@ -117,3 +117,23 @@ def test_a_checkpoint_of_other_parameter_groups_is_a_clear_refusal(tiny_bert, ti
     other = _spec(tiny_bert, tiny_data, tmp_path / "run", train={**train, "weight_decay": 0.01})
     with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
         run_local(other, resume=True)
+
+
+def test_an_earlier_best_that_fails_its_check_is_said_once(tmp_path, capsys):
+    """A review finding: a refused earlier best left adapter/ the last step's without a word."""
+    import json
+
+    from peft_ray.train.report import LocalReporter
+
+    rep = LocalReporter(str(tmp_path), keep=1, resume_from=None)
+    earlier = tmp_path / "checkpoints" / "checkpoint_00000002"
+    earlier.mkdir(parents=True)
+    (earlier / "trainer_state.json").write_text(json.dumps({"global_step": 2}))   # no manifest: refused
+    for step in (4, 6):
+        staged = tmp_path / f"staged{step}"
+        staged.mkdir()
+        rep.report({"step": step, "best_step": 2}, str(staged))
+    assert rep.best_checkpoint is None
+    said = capsys.readouterr().out
+    assert said.count("the best checkpoint checkpoint_00000002 (step 2) fails its check") == 1
+    assert "adapter/ will hold the last checkpoint's adapter instead" in said
