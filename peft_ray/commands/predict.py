@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from peft_ray.commands.options import fail, local_option, local_output, overwrite_option, ray_address_option
+from peft_ray.commands.options import (check_output_file, fail, local_option, local_output, overwrite_option,
+                                       ray_address_option)
 from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust, trust_flags
-from peft_ray.storage import check_output_dir
 
 if TYPE_CHECKING:  # pyarrow/torch load in the command bodies: `--help` must not pay for them
     import pyarrow as pa
@@ -167,9 +167,7 @@ def check_output(output: Path, inputs: List[str], overwrite: bool = False) -> No
         raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
     if output.is_dir():
         raise DataError(f"--output '{output}' is a folder; name the file to write, e.g. {output / 'preds.jsonl'}")
-    if output.exists() and not overwrite:
-        raise DataError(f"--output '{output}' already exists; pass --overwrite to replace it, or name a new file")
-    check_output_dir(str(output.parent), "--output's folder")   # before the model loads
+    check_output_file(str(output), overwrite)   # not there unless --overwrite, a writable folder: before the model loads
 
 
 def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int, trust: Trust = Trust()):
