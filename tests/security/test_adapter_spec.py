@@ -17,6 +17,7 @@ from peft_ray.security import Trust
 from peft_ray.spec import load_spec, validate_spec
 from peft_ray.train.local import run_local
 from tests.conftest import job_dict
+from tests.security._evil import evil_model
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +26,6 @@ def adapter(tiny_bert, tiny_data, tmp_path_factory) -> Path:
     run_local(validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
                                      train={"max_steps": 1, "eval_every": 1})))
     return out / "adapter"
-
-
-def _evil_model(tiny_bert: Path, root: Path, marker: Path) -> Path:
-    """A model folder whose config maps to its own Python file: loading it with
-    trust_remote_code runs that file."""
-    model = root / "evil-model"
-    shutil.copytree(tiny_bert, model)
-    cfg = json.loads((model / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
-    (model / "config.json").write_text(json.dumps(cfg))
-    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
-                                   "from transformers import BertConfig as EvilConfig\n")
-    return model
 
 
 def _tamper(adapter: Path, root: Path, **model) -> Path:
@@ -52,7 +40,7 @@ def _tamper(adapter: Path, root: Path, **model) -> Path:
 @pytest.mark.parametrize("command", ["predict", "eval", "export"])
 def test_recorded_trust_remote_code_is_refused_without_the_flag(adapter, tiny_bert, tmp_path, command):
     marker = tmp_path / "pwned"
-    evil = _tamper(adapter, tmp_path, name_or_path=str(_evil_model(tiny_bert, tmp_path, marker)),
+    evil = _tamper(adapter, tmp_path, name_or_path=str(evil_model(tiny_bert, tmp_path, marker)),
                    trust_remote_code=True)
     args = {"predict": ["predict", str(evil), "--input", "x.parquet", "--output", str(tmp_path / "p.jsonl")],
             "eval": ["eval", str(evil), "--data", "x.parquet"],
@@ -95,7 +83,7 @@ def test_a_job_file_never_turns_on_remote_code(tiny_bert, tiny_data, tmp_path, c
     """Job files are shared like adapters: `trust_remote_code: true` in one is refused before the
     model folder is read (its code would run in `validate` already)."""
     marker = tmp_path / "pwned"
-    job = _job_file(tmp_path, tiny_bert, tiny_data, {"name_or_path": str(_evil_model(tiny_bert, tmp_path, marker)),
+    job = _job_file(tmp_path, tiny_bert, tiny_data, {"name_or_path": str(evil_model(tiny_bert, tmp_path, marker)),
                                                     "trust_remote_code": True})
     result = CliRunner().invoke(main, [command, str(job), "--local"] if command == "train" else [command, str(job)])
     assert result.exit_code != 0
@@ -105,7 +93,7 @@ def test_a_job_file_never_turns_on_remote_code(tiny_bert, tiny_data, tmp_path, c
 
 def test_the_command_line_turns_it_on_for_a_job(tiny_bert, tiny_data, tmp_path):
     marker = tmp_path / "pwned"
-    job = _job_file(tmp_path, tiny_bert, tiny_data, {"name_or_path": str(_evil_model(tiny_bert, tmp_path, marker)),
+    job = _job_file(tmp_path, tiny_bert, tiny_data, {"name_or_path": str(evil_model(tiny_bert, tmp_path, marker)),
                                                     "trust_remote_code": True})
     assert load_spec(job, ["model.trust_remote_code=true"]).model.trust_remote_code
     assert load_spec(job, ["model={name_or_path: " + str(tiny_bert) + ", trust_remote_code: true}"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from peft_ray.tune.folder import prepared_dir
 from peft_ray.tune.runner import plan_search
 from peft_ray.tune.state import read_state
 from tests.conftest import job_dict
+from tests.security._evil import evil_model
 
 SPACE = {"train.lr": {"choice": [0.01, 0.02]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]},
          "method.num_virtual_tokens": {"uniform": [2, 6]}}
@@ -38,17 +38,6 @@ def search(tiny_bert, tiny_data, tmp_path):
     return job, out
 
 
-def _evil_model(tiny_bert: Path, root: Path, marker: Path) -> Path:
-    model = root / "evil-model"
-    shutil.copytree(tiny_bert, model)
-    cfg = json.loads((model / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
-    (model / "config.json").write_text(json.dumps(cfg))
-    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
-                                   "from transformers import BertConfig as EvilConfig\n")
-    return model
-
-
 def _tamper(out: Path, **trial) -> None:
     state = json.loads((out / "search.json").read_text())
     state["trials"][0] = trial
@@ -61,7 +50,7 @@ def test_resume_refuses_a_planted_trial_before_ray_starts(search, tiny_bert, tmp
 
     job, out = search
     marker = tmp_path / "pwned"
-    _tamper(out, **{"model.trust_remote_code": True, "model.name_or_path": str(_evil_model(tiny_bert, tmp_path,
+    _tamper(out, **{"model.trust_remote_code": True, "model.name_or_path": str(evil_model(tiny_bert, tmp_path,
                                                                                             marker))})
     started = []
     monkeypatch.setattr(driver, "init_ray", lambda *a, **k: started.append(1) or 1 / 0)
