@@ -376,8 +376,13 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
     final.update(wall_seconds=wall + save, save_seconds=save,
                  skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
                  checkpoint=checkpoint.uri, adapter=(out / "adapter").uri, adapter_last=(out / "adapter_last").uri)
+    # which step's adapter adapter/ holds: the best's, or the last's when nothing was evaluated or
+    # the best checkpoint (an earlier run's, after --resume) was missing or failed its check
+    final["adapter_step"] = final["best_step"] if best is not None and "best_step" in final else final.get("step")
     if "best_step" in final:
         final["best"] = f"step {final['best_step']} ({final['metric_for_best']} {final['best_metric']:.4f})"
+        if best is None:
+            final["best"] += f"; adapter/ holds step {final['adapter_step']}: that checkpoint was not usable"
     if "train_seconds" in final:
         final["time_phases"] = time_phases(final)
     (out / "metrics.json").write_text(json.dumps(final, indent=2))
@@ -428,4 +433,7 @@ def best_checkpoint(result, metrics: Dict[str, Any], out: Location) -> Optional[
         if m.get("step") == metrics["best_step"]:
             return location_of(ckpt.filesystem, ckpt.path, like=out.uri)
     found = checkpoint_at_step((out / "ray").uri, int(metrics["best_step"]))
+    if not found:
+        print(f"[peft-ray] warning: no checkpoint of step {int(metrics['best_step'])} (the best) is kept under "
+              f"{(out / 'ray').uri} that passes its check; adapter/ holds the last checkpoint's adapter instead")
     return Location.at(found) if found else None

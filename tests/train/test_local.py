@@ -137,3 +137,30 @@ def test_an_earlier_best_that_fails_its_check_is_said_once(tmp_path, capsys):
     said = capsys.readouterr().out
     assert said.count("the best checkpoint checkpoint_00000002 (step 2) fails its check") == 1
     assert "adapter/ will hold the last checkpoint's adapter instead" in said
+
+
+def test_metrics_say_which_steps_adapter_adapter_holds(tmp_path):
+    """Left undone before: after a refused earlier best, metrics.json named the best step while
+    adapter/ held the last one. `adapter_step` says which it is, and `best` says why they differ."""
+    import json
+    from types import SimpleNamespace
+
+    from peft_ray.adapter import ADAPTER_FILES
+    from peft_ray.storage import Location
+    from peft_ray.train.driver import write_outputs
+
+    ckpt = tmp_path / "checkpoint_00000006"
+    (ckpt / "adapter").mkdir(parents=True)
+    for name in ADAPTER_FILES:
+        (ckpt / "adapter" / name).write_text("{}")
+    pre = SimpleNamespace(train=SimpleNamespace(skipped=0), validation=None)
+    metrics = {"step": 6, "best_step": 2, "metric_for_best": "accuracy", "best_metric": 0.75}
+    out = Location.at(tmp_path / "run")
+    refused = write_outputs(out, Location.at(ckpt), metrics, 1.0, pre, best=None)
+    assert refused["adapter_step"] == 6
+    assert refused["best"] == "step 2 (accuracy 0.7500); adapter/ holds step 6: that checkpoint was not usable"
+    kept = write_outputs(out, Location.at(ckpt), metrics, 1.0, pre, best=Location.at(ckpt))
+    assert kept["adapter_step"] == 2 and kept["best"] == "step 2 (accuracy 0.7500)"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["adapter_step"] == 2
+    plain = write_outputs(out, Location.at(ckpt), {"step": 6}, 1.0, pre)
+    assert plain["adapter_step"] == 6 and "best" not in plain
