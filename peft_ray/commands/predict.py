@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pyarrow/torch load in the command bodies: `--help` must not
     import pyarrow as pa
 
 ROWS_PER_CALL = 256          # rows per actor call: the unit of streaming and of length grouping
-FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 EXAMPLES = """
 \b
@@ -36,13 +36,15 @@ Examples:
   peft-ray predict runs/ner/adapter --input sents.jsonl --output tags.jsonl --num-actors 2
   peft-ray predict runs/default --input 'shards/*.parquet' --output preds.jsonl --ray-address auto
   peft-ray predict runs/default --input five_rows.jsonl --output preds.jsonl --local   # no Ray
+  peft-ray predict runs/default --input reviews.csv --output preds.csv --local
 
 \b
 Output: every input row, in input order, plus `prediction` (a label; a list of IOB2 tags per
 word for token_classification; the generated text for generation/translation), for
 classification `scores` (label -> probability), and `input_truncated` (the row was cut to the
 job's model.max_length). Rows the task cannot use (empty text) get null there. .parquet is
-written with pyarrow; .jsonl/.json as JSON Lines.
+written with pyarrow; .jsonl/.json as JSON Lines; .csv with one column per score
+(`scores.positive`) and lists (NER tags) as JSON text.
 """
 
 
@@ -52,7 +54,7 @@ def register(main: click.Group) -> None:
     @click.option("--input", "input_path", required=True,
                   help="Rows to predict on: a file, folder or glob (.parquet, .arrow, .csv, .jsonl).")
     @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
-                  help="Where to write: .parquet or .jsonl/.json (JSON Lines).")
+                  help="Where to write: .parquet, .jsonl/.json (JSON Lines) or .csv.")
     @click.option("--batch-size", type=click.IntRange(min=1), default=None,
                   help="Rows per forward pass (default: the run's train.eval_batch_size).")
     @click.option("--num-actors", type=click.IntRange(min=1), default=1, show_default=True,
@@ -162,7 +164,7 @@ def check_actors_fit_here(num_actors: int, address: Optional[str]) -> None:
 def check_output(output: Path, inputs: List[str], overwrite: bool = False) -> None:
     if output.suffix.lower() not in FORMATS:
         raise DataError(f"--output '{output}': extension '{output.suffix}' is not supported; use .parquet, "
-                        ".jsonl or .json (JSON Lines)")
+                        ".jsonl or .json (JSON Lines), or .csv")
     if output.resolve() in {Path(f).resolve() for f in inputs}:
         raise DataError(f"--output '{output}' is also an input file; write the predictions somewhere else")
     if output.is_dir():
@@ -264,7 +266,7 @@ def open_sink(path: Path):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = exclusive_temp(path, ".partial")            # random name, O_EXCL|O_NOFOLLOW: no planted link
-    sink = ParquetSink(tmp) if FORMATS[path.suffix.lower()] == "parquet" else JsonLinesSink(tmp)
+    sink = {"parquet": ParquetSink, "jsonl": JsonLinesSink, "csv": CsvSink}[FORMATS[path.suffix.lower()]](tmp)
     try:
         yield sink.write
         sink.close()
@@ -304,3 +306,43 @@ class JsonLinesSink:
 
     def close(self) -> None:
         self.file.close()
+
+
+class CsvSink:
+    """A spreadsheet's view of the rows: a struct column becomes one column per field
+    (`scores.positive`), a list (NER tags, a tokens column) one JSON text cell."""
+
+    def __init__(self, path: Path):
+        self.path, self.writer, self.schema = path, None, None
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.csv as pcsv
+
+        table = flat_for_csv(table)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pcsv.CSVWriter(str(self.path), self.schema)
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def flat_for_csv(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    cols = []
+    for f, col in zip(table.schema, table.columns):
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_map(f.type):
+            col = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                            for v in col.to_pylist()], type=pa.string())
+        elif pa.types.is_null(f.type):      # a column all-null in this block: text, as in the others
+            col = col.cast(pa.string())
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)

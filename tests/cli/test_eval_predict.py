@@ -186,7 +186,7 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
         (["eval", cls_run, "--data", "builtin:sentimnt"], "--data: unknown built-in data set 'sentimnt'", ""),
         (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.parquet"], "no column ['text']",
          "sentence"),
-        (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.csv"], "--output", ".jsonl"),
+        (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.xlsx"], "--output", ".jsonl"),
         (["predict", cls_run, "--input", no_text, "--output", no_text], "also an input file", ""),
         (["predict", cls_run, "--input", data / "validation.parquet", "--output", cls_run / "metrics.json"],
          "already exists", "--overwrite"),                                   # a run's own file, or any other
@@ -324,3 +324,26 @@ def test_zero_shot_keeps_an_existing_output_without_overwrite(cls_run, tmp_path)
     r = _cli("zero-shot", job, "--output", keep)
     assert r.exit_code == 2 and "already exists; pass --overwrite" in r.output, r.output
     assert keep.read_text() == '{"precious": 1}'
+
+
+def test_predict_writes_csv_a_spreadsheet_reads(cls_run, ner_run, tmp_path):
+    """.csv output: one column per class score, NER tags as JSON text; rows without a prediction
+    are empty cells. Read back with pyarrow's CSV reader, as pandas/a spreadsheet would."""
+    import pyarrow.csv as pcsv
+
+    src = write_rows(tmp_path / "in.parquet", {"text": ["a good film", "", "a bad film"], "id": [1, 2, 3]})
+    r = _cli("predict", cls_run, "--input", src, "--output", tmp_path / "o.csv", "--local")
+    assert r.exit_code == 0 and "wrote 3 rows" in r.output, r.output
+    got = pcsv.read_csv(tmp_path / "o.csv").to_pylist()
+    assert [row["id"] for row in got] == [1, 2, 3]
+    assert {"prediction", "scores.negative", "scores.positive", "input_truncated"} <= set(got[0])
+    assert not got[1]["prediction"] and got[1]["scores.positive"] is None    # empty cells
+    for row in (got[0], got[2]):
+        assert row["scores.negative"] + row["scores.positive"] == pytest.approx(1.0)
+
+    src = tmp_path / "ner.jsonl"
+    src.write_text(json.dumps({"tokens": ["Ann", "visits", "Paris"]}) + "\n")
+    r = _cli("predict", ner_run, "--input", src, "--output", tmp_path / "ner.csv", "--local")
+    assert r.exit_code == 0, r.output
+    (row,) = pcsv.read_csv(tmp_path / "ner.csv").to_pylist()
+    assert json.loads(row["tokens"]) == ["Ann", "visits", "Paris"] and len(json.loads(row["prediction"])) == 3
