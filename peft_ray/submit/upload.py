@@ -16,7 +16,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from peft_ray.errors import JobError
 
@@ -176,7 +176,7 @@ def _small_text(path: Path, limit: int) -> str:
 
 # Files whose text is read for credentials (a pip index URL with a password, a token, a
 # `password: ...` line): config files by suffix, or without one, and shell scripts (`export
-# HF_TOKEN=...`), up to CONFIG_FILE_BYTES (a kubeconfig with many clusters passes 64 KiB). Source and
+# HF_TOKEN=...`), whole, in pieces of CONFIG_FILE_BYTES (a kubeconfig with many clusters passes 64 KiB). Source and
 # docs are not read for these: tests and examples quote fake credentials, and a credential in code
 # is beyond a name check anyway. A private key (PEM, PGP, PuTTY) and a binary key store are looked
 # for in every file that travels, whatever its name and size: no code or doc needs a real key, and
@@ -222,9 +222,31 @@ def holds_credentials_file(path: Path) -> str:
     if container:
         return container
     rules = _text_rules(path) or _text_rules(path.resolve())
-    if rules is not None and _size(path) <= CONFIG_FILE_BYTES:
-        return rules(_small_text(path, CONFIG_FILE_BYTES))     # these rules cover private keys too
-    return "a private key" if streams_private_key(path) else ""
+    if rules is None:
+        return "a private key" if streams_private_key(path) else ""
+    for text in _text_chunks(path):     # these rules cover private keys too
+        found = rules(text)
+        if found:
+            return found
+    return ""
+
+
+def _text_chunks(path: Path) -> Iterator[str]:
+    """A file's text in pieces of about CONFIG_FILE_BYTES, each cut after a line end and starting
+    with the last _KEY_OVERLAP bytes of the one before, so the line rules see every line whole and
+    a key block that straddles a cut whole in the next piece. A file over the old 1 MiB limit (a
+    big kubeconfig or YAML) was only searched for keys, and a token line in it travelled."""
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CONFIG_FILE_BYTES):
+                chunk += f.readline()             # to the end of the line the read cut
+                window = tail + chunk
+                yield window.decode("utf-8", errors="ignore")
+                cut = window.rfind(b"\n", 0, max(0, len(window) - _KEY_OVERLAP))
+                tail = window[cut + 1:] if cut >= 0 else window[-_KEY_OVERLAP:]
+    except OSError:
+        return
 
 
 def streams_private_key(path: Path) -> bool:

@@ -449,3 +449,20 @@ def test_a_private_key_is_found_in_a_file_of_any_size_that_travels(tmp_path):
         plan_upload(tmp_path)
     notes.write_bytes(head + b"-----BEGIN CERTIFICATE-----\n" + b"y" * (2 * 2**20))
     assert "notes.log" in plan_upload(tmp_path).names
+
+
+@pytest.mark.parametrize("where", ["start", "piece-end", "middle", "end"])
+def test_a_token_line_in_a_config_file_over_1_mib_is_found(tmp_path, where):
+    """Left undone before: a config file over 1 MiB was only searched for keys, so a 2 MiB
+    values.yaml with a token line travelled. Its text is now read whole, in pieces."""
+    (tmp_path / "main.py").write_text("print(1)\n")
+    filler = "- name: worker\n  replicas: 2\n" * 80_000            # about 2.4 MB of ordinary YAML
+    secret = "hf_token: hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz12345678" + "\n"
+    cut = {"start": 0, "piece-end": 2**20 - 20, "middle": len(filler) // 2 - 7, "end": len(filler)}[where]
+    values = tmp_path / "values.yaml"
+    values.write_text(filler[:cut] + secret + filler[cut:])
+    assert values.stat().st_size > 2 * 2**20
+    with pytest.raises(JobError, match=r"values.yaml \("):
+        plan_upload(tmp_path)
+    values.write_text(filler)
+    assert "values.yaml" in plan_upload(tmp_path).names
