@@ -27,8 +27,13 @@ LOGS = ("train.log", "tune.log")
 
 
 def check_no_leftover(out: Location) -> None:
-    """Refuse to start on a folder where an interrupted --overwrite left the previous run aside."""
-    if (out / ASIDE).exists():
+    """Refuse to start on a folder where an interrupted --overwrite left the previous run aside. An
+    empty .replaced/ set nothing aside (the overwrite started on an empty folder, or was killed
+    before its first move): it goes, so the killed run itself can be resumed."""
+    aside = out / ASIDE
+    if aside.exists() and not _entries(aside, ()):
+        aside.remove()
+    if aside.exists():
         raise CheckpointError(
             f"output.dir '{out}': an interrupted --overwrite left the run it replaced in '{out / ASIDE}', and "
             f"the folder's other files are the interrupted run's. Move the files in {ASIDE}/ back to restore "
@@ -86,8 +91,10 @@ def replacing(out: Location, keep: Collection[str] = LOGS) -> Iterator[None]:
         for name in _entries(out, keep):
             (out / name).remove()
     else:
-        aside.mkdir()
-        for name in _entries(out, keep):
+        names = _entries(out, keep)
+        if names:               # nothing to set aside: no .replaced/ for a killed run to leave behind
+            aside.mkdir()
+        for name in names:
             _move(out / name, aside / name)
     try:
         yield
@@ -96,7 +103,7 @@ def replacing(out: Location, keep: Collection[str] = LOGS) -> Iterator[None]:
             (out / name).remove()
         for name in _entries(aside, ()):
             _move(aside / name, out / name)
-        aside.remove()
+        aside.remove()          # a no-op where nothing was set aside
         raise
     aside.remove()
 

@@ -53,6 +53,29 @@ def test_an_interrupted_overwrite_is_refused_until_the_user_decides(tiny_bert, t
     assert not (out / ASIDE).exists() and (out / "adapter" / "adapter_config.json").exists()
 
 
+def test_a_killed_overwrite_of_an_empty_folder_can_be_resumed(tiny_bert, tiny_data, tmp_path):
+    """A review finding: `--overwrite` on a new folder made an empty .replaced/; a run killed
+    there (preemption, OOM) could not be resumed, and the refusal told the user to --overwrite,
+    which loses the killed run's checkpoints. Nothing set aside is nothing to restore."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = tmp_path / "run"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                                           train={"max_steps": 6, "checkpoint_every": 2})))
+    killed = subprocess.run([sys.executable, "-m", "peft_ray.cli", "train", str(job), "--local", "--overwrite", "-q"],
+                            env={**__import__("os").environ, "PEFT_RAY_FAIL_AT_STEP": "5"}, capture_output=True)
+    assert killed.returncode != 0 and (out / "checkpoints").is_dir()
+    assert not (out / ASIDE).exists()                        # nothing was set aside, so no folder says so
+    (out / ASIDE).mkdir()                                    # as the old code left it
+    spec = validate_spec(yaml.safe_load(job.read_text()))
+    run_local(spec, resume=True, bar="none")
+    assert not (out / ASIDE).exists() and (out / "adapter" / "adapter_config.json").exists()
+
+
 def test_a_refused_start_leaves_the_runs_log_alone(tiny_bert, tiny_data, tmp_path):
     """`train` without --resume/--overwrite on a finished run is refused; it appended a header to
     that run's train.log first (the log opened before the check)."""
