@@ -121,15 +121,19 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
 
 
 def usable_rows(batch, cols: List[str], text_cols: List[str]):
-    """Rows training reads: the last column (label or target) present, every text column non-empty."""
-    ok = pc.is_valid(batch.column(cols[-1]))
+    """Rows training reads: the last column (label or target) present and, as text, not blank
+    (rows.labels.has_value), every text column non-empty."""
+    ok = _present(batch.column(cols[-1]))
     for c in text_cols:
-        col = batch.column(c)
-        valid = pc.is_valid(col)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
-        ok = pc.and_(ok, pc.fill_null(valid, False))
+        ok = pc.and_(ok, _present(batch.column(c)))
     return ok
+
+
+def _present(col):
+    valid = pc.is_valid(col)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
+    return pc.fill_null(valid, False)
 
 
 def file_batches(files: List[str], cols: List[str]):

@@ -9,6 +9,13 @@ import numpy as np
 from peft_ray.errors import DataError
 
 
+def has_value(v) -> bool:
+    """Whether a label or target cell holds one: not null, and not blank text. A CSV reads an
+    empty cell of a text column as "", Parquet stores null: both are a row without supervision,
+    which every reader (pre-flight counts, row building, few-shot sampling) skips alike."""
+    return v is not None and not (isinstance(v, str) and not v.strip())
+
+
 def label_ids(values: List, labels: Tuple[str, ...], column: str, rows: Optional[Sequence[int]] = None) -> np.ndarray:
     """Labels may be ids (0..K-1) or label names; anything else is an error naming the value (and, with
     `rows`, the row numbers of `values`, its row and how many rows are like it). An id written as text

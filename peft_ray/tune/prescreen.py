@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from peft_ray.rows.labels import has_value
 from peft_ray.storage import write_file
 from peft_ray.templates import Template, normalize_verbalizer, one_line
 from peft_ray.train import terminal
@@ -64,7 +65,7 @@ def sample_rows(spec, n: int) -> List[dict]:
     for batch in iter_arrow(files, needed_columns(spec)):
         table = apply_holdout(pa.Table.from_batches([batch]), needed_columns(spec), spec.data.validation_fraction,
                               holdout_seed(spec), side)
-        rows.extend(r for r in table.to_pylist() if r.get(spec.task.label_column) is not None)
+        rows.extend(r for r in table.to_pylist() if has_value(r.get(spec.task.label_column)))
         if len(rows) >= 20 * n:  # enough to draw a fair sample from, without reading everything
             break
     idx = np.random.default_rng(spec.train.seed).permutation(len(rows))[:n]

@@ -121,3 +121,26 @@ def test_a_split_of_mixed_formats_is_refused_with_its_files(tmp_path):
     (tmp_path / "part2.jsonl").write_text('{"text": "b", "label": 1}\n')
     with pytest.raises(DataError, match=r"data.train: 'part\*' matches files of 2 formats .*part2.jsonl"):
         resolve_files(str(tmp_path), "part*", "data.train")
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_an_empty_label_cell_is_a_row_without_a_label_in_every_format(tiny_bert, tmp_path, ext):
+    """Left undone before: a CSV's empty label cell (read as "") stopped pre-flight with "label ''
+    is not in task.labels", where Parquet's null label was skipped, and few-shot sampling skipped
+    both. Blank and null are now one thing to every reader: a skipped row."""
+    import pyarrow.csv as pcsv
+
+    rows = builtin.make_rows(40, seed=4)
+    rows["label"] = [None if i in (3, 9) else ["negative", "positive"][y] for i, y in enumerate(rows["label"])]
+    path = tmp_path / f"train.{ext}"
+    if ext == "csv":
+        pcsv.write_csv(pa.table(rows), path)          # a null cell is written empty and read back as ""
+        assert pcsv.read_csv(path).column("label")[3].as_py() == ""
+    else:
+        write_rows(path, rows)
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "run", data={"train": f"train.{ext}",
+                                                                                 "validation": None}))
+    facts = run_preflight(spec).train
+    assert (facts.rows, facts.skipped) == (40, 2)
+    table = pcsv.read_csv(path) if ext == "csv" else pa.table(rows)
+    assert head_rows(table, _pp(tiny_bert)).num_rows == 38

@@ -9,7 +9,7 @@ from typing import List, Tuple
 import pyarrow as pa
 
 from peft_ray.rows import RowConfig
-from peft_ray.rows.labels import label_ids
+from peft_ray.rows.labels import has_value, label_ids
 from peft_ray.rows.tokens import chat_prompt, cut_prompt, lead_tokens, tokenizer
 from peft_ray.templates import Template
 
@@ -38,7 +38,7 @@ def head_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
     texts, keep = [], []
     for i, row in enumerate(rows):
         text = template.render(row, label_text)
-        if text is not None and row.get(cfg.label_column) is not None:
+        if text is not None and has_value(row.get(cfg.label_column)):
             texts.append(text)
             keep.append(i)
     ids, truncated = _tokenize(tok, texts, cfg.max_length) if texts else ([], [])
@@ -67,7 +67,7 @@ def verbalizer_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
     template = Template.parse(cfg.template)
     rows, labels = [], []
     for row in batch.to_pylist():
-        if row.get(cfg.label_column) is None:
+        if not has_value(row.get(cfg.label_column)):
             continue
         built = _mlm_row(tok, template, row, cfg) if cfg.scoring == "mlm" else _causal_row(tok, template, row, cfg)
         if built is not None:
