@@ -50,12 +50,13 @@ def register(main: click.Group) -> None:
         except JobError as e:
             fail(e)
         metrics["wall_seconds"] = time.time() - t0
+        # the figures first: a failed write must not lose minutes of evaluation
+        click.echo("\n" + render_metrics(metrics, f"peft-ray zero-shot: {spec.task.type}, template "
+                                         f"{spec.template.text!r}"))
         try:
             write_metrics(target, json.dumps(metrics, indent=2))
         except OSError as e:
             fail(JobError(f"cannot write {target}: {e}"))
-        click.echo("\n" + render_metrics(metrics, f"peft-ray zero-shot: {spec.task.type}, template "
-                                         f"{spec.template.text!r}"))
         click.echo(f"wrote {target}")
 
 
@@ -64,7 +65,8 @@ def write_metrics(target: str, text: str) -> None:
     planted at `target` instead of writing through it (Location.at resolves the final link)."""
     if is_uri(target):
         Location.at(target).write_text(text)
-    else:
+    else:   # output.dir (or --output's folder) of a first run is not there yet, as train makes it
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
         write_file(Path(target), text)
 
 

@@ -86,6 +86,23 @@ def test_zero_shot_templates_differ(sentiment, tmp_path):
     assert good["accuracy"] >= 0.75 and good["accuracy"] > bad["accuracy"] + 0.3
 
 
+def test_zero_shot_cli_on_a_first_run_makes_output_dir(sentiment, tmp_path):
+    """A review finding: `peft-ray zero-shot` failed after the whole evaluation when output.dir did
+    not exist yet (every first run), and lost the figures; it now prints them first and makes the folder."""
+    import yaml
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+
+    spec = job(sentiment, tmp_path / "new" / "run", {"name": "lora"})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    r = CliRunner().invoke(main, ["zero-shot", str(path), "--batch-size", "16"])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "new" / "run" / "zero_shot.json").read_text())
+    assert got["n_eval"] == 48 and f"{got['accuracy']:.4f}" in r.output
+
+
 def test_chat_template_puts_the_label_in_the_assistant_turn(sentiment, smol_path):
     from peft_ray.data.preprocess import preprocess
     from peft_ray.tasks.pipeline import make_preprocess_config
