@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -123,9 +124,10 @@ def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_ac
 
     from peft_ray.inference import start_ray
 
+    joined = bool(address or os.environ.get("RAY_ADDRESS"))
     start_ray(spec, address)
     check_actors(num_actors, ray.cluster_resources().get("CPU", 0), "the Ray cluster")
-    ds = predictions(files, str(adapter_dir), batch_size, num_actors, trust)
+    ds = predictions(files, str(adapter_dir), batch_size, num_actors, trust, restarts=joined)
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
@@ -172,8 +174,12 @@ def check_output(output: Path, inputs: List[str], overwrite: bool = False) -> No
     check_output_file(str(output), overwrite)   # not there unless --overwrite, a writable folder: before the model loads
 
 
-def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int, trust: Trust = Trust()):
-    """The lazy pipeline: read -> Predictor actors. Output order = input order (preserve_order)."""
+def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors: int, trust: Trust = Trust(),
+                restarts: bool = True):
+    """The lazy pipeline: read -> Predictor actors. Output order = input order (preserve_order).
+    `restarts`: Ray Data's actor fault tolerance (a lost node's actor comes back), for a cluster.
+    The in-process Ray has no node to lose, and with restarts on, Ray's core worker printed an
+    error-level line about the actors' constructor arguments on every successful run."""
     import ray.data
 
     from peft_ray.data.sources import ray_dataset
@@ -186,7 +192,7 @@ def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors:
     return ray_dataset(files).repartition(target_num_rows_per_block=ROWS_PER_CALL).map_batches(
         Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size, "trust": trust},
         batch_format="pyarrow", batch_size=ROWS_PER_CALL, compute=ray.data.ActorPoolStrategy(size=num_actors),
-        num_cpus=1, udf_modifying_row_count=False)
+        num_cpus=1, udf_modifying_row_count=False, **({} if restarts else {"max_restarts": 0}))
 
 
 class Predictor:
