@@ -21,6 +21,7 @@ from peft_ray.train.checkpoint import checkpoint_at_step
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
+from peft_ray.train.interrupt import noting_sigint
 from peft_ray.train.resume import check_layout, check_same_run, find_checkpoint, finished, unread_fields
 
 
@@ -411,7 +412,15 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
         started = init_ray(spec)
         check_cluster_fits(spec)
         try:
-            result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
+            with noting_sigint() as interrupted:
+                try:
+                    result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
+                except BaseException:
+                    if interrupted():     # Ray's own Ctrl-C handler ended fit(): a Ctrl-C to the CLI
+                        raise KeyboardInterrupt from None
+                    raise
+                if interrupted():
+                    raise KeyboardInterrupt
         finally:
             if started:  # flush the workers' last lines now, not after the summary
                 import ray

@@ -83,3 +83,22 @@ def test_ctrl_c_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
     reader.join(timeout=30)
     log = "".join(lines)
     assert again.returncode == 130 and "holds what it held before this --overwrite run" in log, log[-3000:]
+
+
+def test_ctrl_c_of_a_ray_run_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
+    """A review finding: Ray Train's own SIGINT handler ended fit() with no KeyboardInterrupt, so a
+    Ctrl-C through Ray exited 1 without the hint `--local` gives. The terminal's Ctrl-C goes to the
+    whole process group, as here; then --resume continues the run."""
+    out = tmp_path / "run"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}, train={
+        "max_steps": 400, "checkpoint_every": 2, "eval_every": 400})))
+    proc = _cli(job)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (
+            (out / "ray").exists() and latest_good_checkpoint(out / "ray", warn=lambda m: None)):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    log, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, log[-3000:]
+    assert f"peft-ray train {job} --resume" in log
