@@ -30,6 +30,11 @@ def main() -> None:
       peft-ray train jobs/sst2_prompt_tuning.yaml data.root=../shared/data/sst2
       peft-ray train JOB.yaml --resume             # continue from the latest good checkpoint
     """
+    # Ray folds log lines that differ only in numbers into "[repeated Nx across cluster]": one
+    # trial's eval line stood for another's (the trial ids differ only in digits) and steps came
+    # out of order. Read once, when ray is imported, which the commands do later; a user's own
+    # setting wins.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 @main.command()

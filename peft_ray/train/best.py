@@ -73,8 +73,12 @@ def best_fields(policy: BestPolicy, state) -> Dict[str, float]:
     return {"metric_for_best": policy.metric, "best_step": state.best_step, "best_metric": value}
 
 
-def retention_score(policy: BestPolicy, metrics: Dict[str, float], step: int) -> float:
+def retention_score(policy: BestPolicy, metrics: Dict[str, float], new_best: bool) -> float:
     """Ray keeps the K highest-scoring checkpoints plus the latest: scoring by the metric
-    means the best is never pruned (an un-evaluated checkpoint scores lowest)."""
+    means the best is never pruned (an un-evaluated checkpoint scores lowest). An evaluation that
+    only ties the best scores one float step below it: the best is the earliest of equal scores
+    (update_best's strict >, as HF's), and on a tie Ray kept the newer checkpoint and pruned it."""
     score = policy.score(metrics)
-    return score if score is not None else LOW_SCORE
+    if score is None:
+        return LOW_SCORE
+    return score if new_best else math.nextafter(score, -math.inf)

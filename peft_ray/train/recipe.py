@@ -385,7 +385,7 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "data_seconds": state.data_seconds, "eval_seconds": state.eval_seconds,
             "checkpoint_seconds": state.checkpoint_seconds, "setup_seconds": ctx.setup_seconds,
             "trainable_params": count_trainable(ctx.model), **best_fields(ctx.best, state), **ctx.carried,
-            "keep_score": retention_score(ctx.best, metrics, state.global_step)}
+            "keep_score": retention_score(ctx.best, metrics, new_best)}
     if metrics:
         log_eval(ctx, state, metrics, full, new_best)
     fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed

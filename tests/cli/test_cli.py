@@ -123,3 +123,16 @@ def test_validate_checks_a_tune_section_and_notes_a_held_output_dir(tmp_path):
     (tmp_path / "job.yaml").write_text("name: default\n")
     r = CliRunner().invoke(main, ["validate", "jobs/default.yaml", f"output.dir={tmp_path}"])
     assert r.exit_code == 0 and "already holds a run: `peft-ray train` needs --resume" in r.output
+
+
+def test_rays_log_dedup_is_off_for_every_command_unless_the_user_set_it(tmp_path, tiny_bert, tiny_data, monkeypatch):
+    """A review finding: Ray folded lines that differ only in digits, so one tune trial's eval line
+    stood for another's ("[repeated 2x across cluster]") and steps came out of order."""
+    import os
+
+    monkeypatch.delenv("RAY_DEDUP_LOGS", raising=False)
+    assert CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data)]).exit_code == 0
+    assert os.environ["RAY_DEDUP_LOGS"] == "0"
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "1")
+    CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data)])
+    assert os.environ["RAY_DEDUP_LOGS"] == "1"

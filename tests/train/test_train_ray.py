@@ -217,3 +217,19 @@ def test_a_ray_start_cluster_on_the_machine_is_named_not_joined(tmp_path):
         assert "started with `ray start` runs here (127.0.0.1:1)" in r.stdout
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_the_earliest_of_tied_evaluations_stays_the_best_and_is_kept(ray_runtime, tiny_bert, tiny_data, tmp_path):
+    """A review finding: with equal scores at steps 2, 4 and 6 (common on small validation sets)
+    the best is step 2 (the earliest, as HF), but Ray's retention kept the newer checkpoints on the
+    tie and pruned it, so adapter/ fell back to the last step's. A tiny lr makes every
+    evaluation's accuracy equal."""
+    out = tmp_path / "run"
+    _, metrics = _train(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                        train={"max_steps": 6, "eval_every": 2, "checkpoint_every": 2, "keep_checkpoints": 1,
+                               "lr": 1e-12})
+    accuracies = [r["accuracy"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                  if r.get("kind") == "eval"]
+    assert len(accuracies) == 3 and len(set(accuracies)) == 1
+    assert metrics["best_step"] == 2 and metrics["adapter_step"] == 2
+    assert metrics["best"] == f"step 2 (accuracy {accuracies[0]:.4f})"
