@@ -54,7 +54,7 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     metrics.json, metrics.jsonl, tensorboard/, curves.png, train.log and job.yaml.
     """
     from peft_ray.spec import load_spec
-    from peft_ray.train.driver import check_can_start, check_cluster_address
+    from peft_ray.train.driver import check_can_start, check_cluster_address, check_fits_this_machine
     from peft_ray.train.local import local_spec
     from peft_ray.train.terminal import level_of
 
@@ -67,6 +67,7 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
         if not local:
             check_cluster_address(spec.scaling.address, "scaling.address")
             check_cluster_address(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")
+            check_fits_this_machine(spec)      # before train.log and output.dir are made
         _train_routed(spec, level_of(verbose, quiet), resume=resume, overwrite=overwrite, local=local)
     except JobError as e:
         fail(e)
@@ -153,6 +154,12 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
             check_tune(spec)
     except JobError as e:
         fail(e)
+    try:
+        from peft_ray.train.driver import check_fits_this_machine
+
+        check_fits_this_machine(spec)
+    except JobError as e:    # a job meant for a cluster is valid; `train` here would refuse it
+        click.echo(f"note: {e}", err=True)
     held = held_by(spec)
     if held:
         command = "tune" if spec.tune else "train"

@@ -204,8 +204,8 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
                          f"Allowed here: {', '.join(allowed)}")
         else:
             got = e.get("input")
-            quoted = "" if isinstance(got, dict) else f" (got {shown(got)})"
             msg = e["msg"].removeprefix("Value error, ")   # our validators' own words, without pydantic's label
+            quoted = "" if isinstance(got, dict) or ", got " in msg else f" (got {shown(got)})"   # said once
             text = f"{shown(msg) if len(msg) > 200 else msg}{quoted}"
             lines.append(f"{path}: {text}" if path else text)   # a job-level check names its fields itself
     if len(errors) > MAX_ERRORS:

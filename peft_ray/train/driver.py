@@ -106,15 +106,25 @@ def init_ray(spec: JobSpec, source: Optional[str] = None) -> bool:
     if address:
         join_cluster(address, source or ("scaling.address" if spec.scaling.address else "$RAY_ADDRESS"))
         return True
+    check_fits_this_machine(spec)
+    note_started_cluster()
+    start_local_ray((os.cpu_count() or 1) + DATA_CPU_SLOTS)
+    return True
+
+
+def check_fits_this_machine(spec: JobSpec) -> None:
+    """The workers of a Ray started in-process (no scaling.address, no $RAY_ADDRESS) fit this
+    machine's CPUs; a cluster's are checked once joined (check_cluster_fits). The CLI asks before
+    output.dir is written to."""
+    if spec.scaling.address or os.environ.get("RAY_ADDRESS"):
+        return
     cpus = os.cpu_count() or 1
     need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
     if need > cpus:
         raise JobError(f"scaling.num_workers={spec.scaling.num_workers} x cpus_per_worker="
                        f"{spec.scaling.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}; "
-                       "lower scaling.num_workers or scaling.cpus_per_worker")
-    note_started_cluster()
-    start_local_ray(cpus + DATA_CPU_SLOTS)
-    return True
+                       "lower scaling.num_workers or scaling.cpus_per_worker, or run it on a cluster "
+                       "(scaling.address=HEAD:6379, or `peft-ray submit`)")
 
 
 def note_started_cluster() -> None:

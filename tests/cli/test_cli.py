@@ -136,3 +136,25 @@ def test_rays_log_dedup_is_off_for_every_command_unless_the_user_set_it(tmp_path
     monkeypatch.setenv("RAY_DEDUP_LOGS", "1")
     CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data)])
     assert os.environ["RAY_DEDUP_LOGS"] == "1"
+
+
+def test_more_workers_than_cpus_is_refused_before_output_dir_is_made(tmp_path, tiny_bert, tiny_data, monkeypatch):
+    """A review finding: the CPU check ran in init_ray, after output.dir and train.log were made;
+    validate said ok. validate now notes it (the job may be meant for a cluster)."""
+    import os
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    workers = (os.cpu_count() or 1) + 1
+    too_many = f"scaling.num_workers={workers}"
+    job = _job(tmp_path, tiny_bert, tiny_data, train={"batch_size": 4 * workers})
+    r = CliRunner().invoke(main, ["train", job, too_many])
+    assert r.exit_code == 2 and "CPUs but this machine has" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(main, ["validate", job, too_many])
+    assert r.exit_code == 0 and "note: scaling.num_workers=" in r.output, r.output
+
+
+def test_a_bad_value_is_quoted_once(tmp_path, tiny_bert, tiny_data):
+    """A review finding: "must be 1, 2 or 3, got 4 (got 4)"."""
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "deepspeed.zero_stage=4"])
+    assert r.exit_code == 2 and r.output.count("got 4") == 1, r.output

@@ -40,6 +40,7 @@ def _warn_fresh_mlm_head(path: str, name: str, trust: bool) -> None:
               file=sys.stderr)
 
 
+@functools.lru_cache(maxsize=None)   # once a process: each trial and check of a search came to it again
 def _note_unread_verbalizer(head: str) -> None:
     import sys
 
@@ -71,7 +72,8 @@ class Classification(Task):
 
     def check_model(self, spec, lm_kind: str) -> None:
         scoring = scoring_for(spec.task.head, lm_kind)
-        if scoring == "head" and spec.template.verbalizer:
+        prescreened = spec.tune is not None and spec.tune.prescreen   # the pre-screen scores label words
+        if scoring == "head" and spec.template.verbalizer and not prescreened:
             _note_unread_verbalizer(spec.task.head)
         if scoring != "head":
             from peft_ray.tasks.classification.verbalizer import check_labels_differ
