@@ -183,7 +183,10 @@ def start_local_ray(num_cpus: int) -> None:
     before ray.init: Ray's processes inherit it."""
     import ray
 
-    port = free_port(8265)
+    # Not Ray's usual 8265: that is where `ray dashboard cluster.yaml` forwards a cluster's dashboard
+    # and where `peft-ray submit` sends jobs by default; a local run holding it took those jobs
+    # into its own short-lived Ray (a review finding), and blocked the forward.
+    port = free_port(LOCAL_DASHBOARD_PORT)
     if os.environ.get(API_SERVER_ENV) in (None, _our_api_server.get("url")):
         _our_api_server["url"] = os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
     os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
@@ -192,10 +195,14 @@ def start_local_ray(num_cpus: int) -> None:
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=port,
              log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    print(f"[peft-ray] Ray dashboard of this run: http://127.0.0.1:{port}")
+
+
+LOCAL_DASHBOARD_PORT = 8266
 
 
 def free_port(preferred: int) -> int:
-    """`preferred` if nothing listens there (the dashboard's usual 8265), else a free one."""
+    """`preferred` if nothing listens there, else a free one."""
     import socket
 
     for port in (preferred, 0):

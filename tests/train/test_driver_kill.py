@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,3 +103,8 @@ def test_ctrl_c_of_a_ray_run_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
     log, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, log[-3000:]
     assert f"peft-ray train {job} --resume" in log
+    # the run says where its dashboard is, and it is not 8265, where `peft-ray submit` sends jobs (a
+    # review finding: a job meant for a cluster landed in a local run's short-lived Ray)
+    port = int(re.search(r"Ray dashboard of this run: http://127\.0\.0\.1:(\d+)", log).group(1))
+    assert port != 8265
+
