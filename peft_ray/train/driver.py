@@ -52,6 +52,9 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = 
     if not overwrite:
         check_no_leftover(out)
     check_only_run_files(out, RUN_FILES, overwrite, "run", beside=BESIDE_RUN)
+    if resume and not job_file.exists():   # said before a train.log is made in a folder with no run
+        raise CheckpointError(f"--resume: output.dir '{out}' holds no run to continue (no job.yaml); start it "
+                              "without --resume, or point output.dir at the run's folder")
     if not job_file.exists() or overwrite:
         return
     old = recorded_job(job_file)

@@ -76,3 +76,20 @@ def test_a_local_run_resumed_through_ray_is_named(tiny_bert, tiny_data, tmp_path
     run_local(spec)
     with pytest.raises(CheckpointError, match="was trained with --local: its checkpoints are under"):
         check_can_start(spec, resume=True, overwrite=False, local=False)
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_resume_of_a_folder_without_a_run_says_so_and_makes_nothing(tiny_bert, tiny_data, tmp_path, local):
+    """A review finding: --resume on a new folder made it and a train.log, then said "no usable
+    checkpoint ...; pass --overwrite instead", where a plain start is the answer."""
+    from click.testing import CliRunner
+    import yaml
+
+    from peft_ray.cli import main
+
+    out = tmp_path / "never"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1})))
+    r = CliRunner().invoke(main, ["train", str(job), "--resume", *(["--local"] if local else [])])
+    assert r.exit_code == 2 and "holds no run to continue" in r.output and "without --resume" in r.output, r.output
+    assert not out.exists()
