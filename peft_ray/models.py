@@ -79,6 +79,12 @@ def cached_hub_id(repo_id: str) -> str:
     except Exception:  # not cached, or not even a valid repo id
         folder = None
     if not folder or not (Path(folder) / "config.json").is_file():
+        import difflib
+
+        close = difflib.get_close_matches(repo_id.lower(), ["minilm", "smollm2"], n=1, cutoff=0.6)
+        if close:   # a typo of an alias: the download hint would fetch the typo
+            raise SpecError(f"model.name_or_path: '{repo_id}' is not a model folder or a cached hub id; did you "
+                            f"mean the alias '{close[0]}'?")
         raise SpecError(f"model.name_or_path: '{repo_id}' is neither a local model folder nor a hub id in the "
                         "local Hugging Face cache, and peft-ray does not download at run time. Download it "
                         f"first (huggingface-cli download {repo_id}) or point at a local folder, or use the "

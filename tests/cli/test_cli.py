@@ -158,3 +158,12 @@ def test_a_bad_value_is_quoted_once(tmp_path, tiny_bert, tiny_data):
     """A review finding: "must be 1, 2 or 3, got 4 (got 4)"."""
     r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "deepspeed.zero_stage=4"])
     assert r.exit_code == 2 and r.output.count("got 4") == 1, r.output
+
+
+@pytest.mark.parametrize("name,hint", [("minlm", "did you mean the alias 'minilm'"),
+                                       ("smolm2", "did you mean the alias 'smollm2'"),
+                                       ("org/not-cached-model", "huggingface-cli download org/not-cached-model")])
+def test_a_model_name_that_is_nowhere_gets_the_right_hint(tmp_path, tiny_bert, tiny_data, name, hint):
+    """A review finding: a typo of an alias was told to download the typo."""
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), f"model.name_or_path={name}"])
+    assert r.exit_code == 2 and hint in r.output, r.output
