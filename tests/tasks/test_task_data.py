@@ -277,3 +277,20 @@ def test_label_words_follow_the_templates_own_text_not_a_stand_in():
     great = tuple(tokenizer(path)("great", add_special_tokens=False)["input_ids"])
     assert candidates(path, False, (("great",),), "causal", False, "", "Sentiment:") == ((great,),)
     assert candidates(path, False, (("great",),), "mlm", False, "", "x") == ((great[:1],),)   # a mask is a whole token
+
+
+def test_label_words_masked_lm_scoring_cuts_are_named_once(tiny_bert, capsys):
+    """A review finding: with masked-LM scoring a word of several sub-tokens is scored by its first
+    one, silently. tiny_bert's vocabulary has whole words only: 'not good' is two tokens."""
+    from peft_ray.tasks import get_task
+
+    task = {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"}
+    template = {"text": "{text} it was {label}", "verbalizer": {"negative": ["not good"], "positive": ["good"]}}
+    spec = _spec(tiny_bert, task, template)
+    for _ in range(2):
+        get_task("classification").check_model(spec, "encoder")
+    err = capsys.readouterr().err
+    assert err.count("reads a label word's first sub-token only: 'not good' -> 'not'") == 1, err
+    plain = _spec(tiny_bert, task, {**template, "verbalizer": {"negative": "bad", "positive": "good"}})
+    get_task("classification").check_model(plain, "encoder")
+    assert "first sub-token" not in capsys.readouterr().err

@@ -14,6 +14,7 @@ unless it is listed in method.modules_to_save).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, Optional, Tuple
 
@@ -79,6 +80,30 @@ def check_labels_differ(spec) -> None:
             first = " (masked-LM scoring reads a word's first token only)" if scoring == "mlm" else ""
             raise SpecError(f"template.verbalizer: labels '{same}' and '{label}' are scored by the same tokens "
                             f"{sorted(words)}{first}, so they tie on every row; pick words that tokenize apart")
+    if scoring == "mlm":
+        _note_cut_words(cut_words(spec))
+
+
+def cut_words(spec) -> Tuple[str, ...]:
+    """Label words that masked-LM scoring reads by their first sub-token only, as 'word -> token'."""
+    path = resolve_model_path(spec.model.name_or_path)
+    tok = tokenizer(path, spec.model.trust_remote_code)
+    cut = []
+    for words in verbalizer_words(spec.task.labels, spec.template.verbalizer):
+        for w in words:
+            ids = split_ids(tok, "x", w, " ")[1]
+            if len(ids) > 1:
+                cut.append(f"{w!r} -> {tok.convert_ids_to_tokens(ids[:1])[0]!r}")
+    return tuple(cut)
+
+
+@functools.lru_cache(maxsize=None)   # once a process, however often the job is checked
+def _note_cut_words(cut: Tuple[str, ...]) -> None:
+    import sys
+
+    if cut:
+        print(f"[peft-ray] note: masked-LM scoring reads a label word's first sub-token only: {', '.join(cut[:6])}"
+              f"{' ...' if len(cut) > 6 else ''}. Words of one token each are scored whole", file=sys.stderr)
 
 
 # --- scoring ---------------------------------------------------------------------------------
