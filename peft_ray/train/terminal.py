@@ -36,6 +36,7 @@ PROBLEM = re.compile(r"\b(warning|error)\b|Traceback|Error\b|Exception\b", re.IG
 # A worker failure, even at the default level: Ray Train's retry notice and the exception's last line.
 FAILURE = re.compile(r"^(Error in training function|\[FailurePolicy\]|[\w.]+(Error|Exception): )")
 BAR_CONTROL = ("\r", "\x1b[A")  # tqdm's redraws start so; a forwarded worker line never does
+BAR_ORIGIN = re.compile(r"(?:\x1b\[[0-9;]*m)*\([^)\n]*pid=\d+\) (?:\x1b\[0m)?")   # tqdm_ray's "(pid=26769) " on each redraw
 # Ray Tune's own progress on the driver (its heartbeat and a trial's error notice), which
 # `peft-ray tune` keeps on the terminal at the default level.
 # Not Tune's "Current best trial:" line: it ranks trials by their last result, not their best (tune.log keeps it).
@@ -84,7 +85,7 @@ class Router(io.TextIOBase):
         if self.log is None:  # the run is over; a handler that kept this stream still prints
             return self.terminal.write(s)
         if self.pass_bars and s.startswith(BAR_CONTROL) and self.level != "quiet":
-            self.terminal.write(s)  # a progress bar redrawing itself (tqdm_ray on the driver)
+            self.terminal.write(BAR_ORIGIN.sub("", s))  # a progress bar redrawing itself (tqdm_ray on the driver)
             return len(s)
         self.partial += s
         *lines, self.partial = self.partial.split("\n")

@@ -35,6 +35,10 @@ def test_router_logs_everything_and_shows_ours():
     assert term.getvalue() == "[peft-ray] eval @ step 30: accuracy 0.5033\n\rtraining:  50%|#####     | 15/30"
     assert len(log.getvalue().splitlines()) == len(NOISE) + 1
     assert "\x1b" not in log.getvalue()
+    # tqdm_ray draws each redraw with its worker's "(pid=N) ": not on the terminal (a review finding)
+    term.truncate(0), term.seek(0)
+    r.write("\r\x1b[2m\x1b[36m(pid=26769) \x1b[0mloss 0.69 | epoch 0.06:  83%|########3 | 5.00/6.00")
+    assert term.getvalue() == "\rloss 0.69 | epoch 0.06:  83%|########3 | 5.00/6.00"
 
 
 def test_tune_keeps_its_heartbeat_and_blocks_show_at_their_level():
