@@ -1,9 +1,15 @@
 """After the search: the leaderboard (terminal, CSV, JSON), learning curves (PNG), the best
 trial's adapter and its job as a ready-to-run YAML.
 
-Everything is read back from what each trial reported to Tune (its ``result.json``), so the
-leaderboard matches the trials' own results; a trial that was resumed reports some steps
-twice, and the later report of a step wins.
+Everything is read back from what each trial reported to Tune, every attempt of it
+(``trials/<id>/history.jsonl``, see history.py, and Tune's ``result.json``), so the leaderboard
+matches the trials' own results; a trial that was resumed reports some steps twice, and the later
+report of a step wins.
+
+A trial that failed (status ``error``) is listed with its error but never chosen as the best: its
+job, re-run from best_job.yaml, would fail the same way. Ray Tune's own ``get_best_result`` does not
+look at a trial's status; peft-ray does. A search in which every trial failed ends with
+``TrialsFailed`` (exit 1), naming the first error.
 """
 
 from __future__ import annotations
@@ -23,14 +29,19 @@ from peft_ray.spec import saved_spec
 from peft_ray.storage import Location, atomic_write, staging_dir
 from peft_ray.train import terminal
 from peft_ray.templates import one_line
+from peft_ray.tune.history import read_error, read_history, trial_folder
 from peft_ray.tune.space import SearchSpace
 from peft_ray.tune.trial import assignment_of
 
-RESULT_FILE = "result.json"
+__all__ = ["read_history"]   # tests read a trial's reports through here
 
 
 class TuneInterrupted(JobError):
     exit_code = 130  # as a shell reports Ctrl-C
+
+
+class TrialsFailed(JobError):
+    exit_code = 1    # the search ran, and no trial finished
 
 
 @dataclass
@@ -48,20 +59,7 @@ class TrialRow:
     status: str                                   # ok | stopped | error
     checkpoint: Optional[str] = None              # the best report's checkpoint folder
     curve: List[List[float]] = field(default_factory=list)  # [[step, metric], ...]
-
-
-def read_history(trial_dir: Path) -> List[Dict[str, Any]]:
-    """The trial's reports in step order; a step reported twice (resumed trial) keeps the last."""
-    path = trial_dir / RESULT_FILE
-    if not path.exists():
-        return []
-    by_step: Dict[int, Dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "step" in row:
-                by_step[int(row["step"])] = row
-    return [by_step[s] for s in sorted(by_step)]
+    error: Optional[str] = None                   # status error: the error's last line
 
 
 def _finite(v: Any) -> bool:
@@ -89,9 +87,11 @@ def trial_row(trial_id: str, assignment: Dict[str, Any], history: List[Dict[str,
 
 
 def rank_rows(rows: List[TrialRow], mode: str) -> List[TrialRow]:
-    """Best metric first; trials with no metric (errors before the first evaluation) last."""
+    """Best metric first, failed trials after every other (never the best), and trials with no
+    metric (errors before the first evaluation) last."""
     sign = -1 if mode == "max" else 1
-    rows = sorted(rows, key=lambda r: (r.best_metric is None, sign * (r.best_metric or 0.0), r.trial_id))
+    rows = sorted(rows, key=lambda r: (r.best_metric is None, r.status == "error", sign * (r.best_metric or 0.0),
+                                       r.trial_id))
     for i, r in enumerate(rows, 1):
         r.rank = i
     return rows
@@ -115,7 +115,9 @@ def render_table(rows: List[TrialRow], metric: str, width: int = 38) -> str:
              r.status if r.status in ("error", "unfinished") else ("yes" if r.stopped_early else "no")] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
+    failed = [f"  {r.trial_id}: {r.error or 'no error message was saved'}" for r in rows if r.status == "error"]
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+                     + (["", "failed trials (never ranked first):"] + failed if failed else []))
 
 
 def _cut(s: str, n: int) -> str:
@@ -128,13 +130,14 @@ def write_tables(rows: List[TrialRow], out: Path, metric: str) -> None:
     atomic_write(out / "leaderboard.json", json.dumps({"metric": metric, "trials": [asdict(r) for r in rows]},
                                                        indent=1).encode())
     cols = ["rank", "trial_id", "template", "verbalizer", "params", f"best_{metric}", "best_step",
-            "steps_trained", "total_steps", "stopped_early", "status"]
+            "steps_trained", "total_steps", "stopped_early", "status", "error"]
     f = io.StringIO(newline="")
     w = csv.writer(f)
     w.writerow(cols)
     for r in rows:
         w.writerow([r.rank, r.trial_id, r.template, json.dumps(r.verbalizer), json.dumps(r.params),
-                    r.best_metric, r.best_step, r.steps_trained, r.total_steps, r.stopped_early, r.status])
+                    r.best_metric, r.best_step, r.steps_trained, r.total_steps, r.stopped_early, r.status,
+                    r.error or ""])
     atomic_write(out / "leaderboard.csv", f.getvalue().encode("utf-8"))
 
 
@@ -233,8 +236,11 @@ def collect_rows(experiment: Path, spec, space: SearchSpace, trials, totals_of) 
     for trial in tune_trials(experiment):
         a = assignment_of(trial.config or {}, trials)
         assignments[trial.trial_id] = a
-        row = trial_row(trial.trial_id, a, read_history(Path(trial.path)), totals_of(a), t.metric, t.mode,
+        own = trial_folder(str(experiment.parent), trial.trial_id)
+        row = trial_row(trial.trial_id, a, read_history(Path(trial.path), own), totals_of(a), t.metric, t.mode,
                         trial.status == "ERROR", space)
+        if row.status == "error":
+            row.error = read_error(own, Path(trial.path))
         if trial.status not in ("TERMINATED", "ERROR"):  # PENDING/RUNNING/PAUSED: interrupted
             row.status, row.stopped_early = "unfinished", False
             unfinished.add(trial.trial_id)
@@ -253,7 +259,17 @@ def write_results(experiment: Path, spec, space: SearchSpace, trials, totals_of,
     if got["unfinished"]:
         raise TuneInterrupted(f"the search was interrupted with {len(got['unfinished'])} trial(s) unfinished "
                               f"(leaderboard so far in {out}); continue it with --resume")
-    best = next((r for r in rows if r.best_metric is not None), None)
+    failed = sorted((r for r in rows if r.status == "error"), key=lambda r: r.trial_id)
+    if failed and len(failed) == len(rows):
+        first = failed[0]
+        raise TrialsFailed(f"all {len(rows)} trial(s) failed, so the search has no best trial (leaderboard in "
+                           f"{out}). The first error, trial {first.trial_id}: "
+                           f"{first.error or 'not saved; see ' + str(out / 'tune.log')}. Fix its cause and start "
+                           "the search again with --overwrite (--resume does not rerun failed trials)")
+    if failed:
+        print(f"[peft-ray] warning: {len(failed)} of {len(rows)} trial(s) failed (errors under the leaderboard); "
+              "the best is chosen among the others")
+    best = next((r for r in rows if r.best_metric is not None and r.status != "error"), None)
     if best is None:
         print("[peft-ray] no trial reported a metric; see the errors above and under " + str(out / "tune"))
         return rows

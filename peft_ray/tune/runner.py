@@ -24,6 +24,7 @@ from peft_ray.storage import write_file
 from peft_ray.tune import space as S
 from peft_ray.spec.tune import TuneSpec
 from peft_ray.tune.folder import EXPERIMENT, prepared_dir
+from peft_ray.tune.history import ResumableASHA, TrialRecorder
 from peft_ray.tune.state import SEARCH_STATE, read_state
 from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
@@ -172,17 +173,18 @@ def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concu
     path = str(out / EXPERIMENT)
     if resume:
         # Finished trials stay finished; unfinished ones restart and continue from their last
-        # checkpoint; errored ones stay errored (their error is in the leaderboard).
+        # checkpoint; errored ones stay errored (their error is in the leaderboard). The scheduler
+        # and callbacks are the ones pickled when the search started (ResumableASHA, TrialRecorder).
         return ray.tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=False,
                                       restart_errored=False)
     return ray.tune.Tuner(
         fn, param_space=param_space(space, trials),
         tune_config=ray.tune.TuneConfig(metric=t.metric, mode=t.mode, num_samples=num_samples(t, trials),
-                                        scheduler=make_scheduler(t, max_t), search_alg=make_search(t),
+                                        scheduler=make_scheduler(t, max_t, str(out)), search_alg=make_search(t),
                                         max_concurrent_trials=max_concurrent, reuse_actors=False,
                                         trial_dirname_creator=trial_dirname),
         run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=verbosity,
-                                      callbacks=[PlacementGroupJanitor(str(out))],
+                                      callbacks=[PlacementGroupJanitor(str(out)), TrialRecorder(str(out))],
                                       failure_config=ray.tune.FailureConfig(max_failures=0)))
 
 
@@ -216,16 +218,17 @@ def num_samples(t: TuneSpec, trials) -> int:
     return 1 if trials is not None else t.num_samples  # the grid over drawn trials already has them all
 
 
-def make_scheduler(t: TuneSpec, max_t: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def make_scheduler(t: TuneSpec, max_t: int, out: str):
+    from ray.tune.schedulers import FIFOScheduler
 
     if t.scheduler.name == "fifo":
         return FIFOScheduler()
     # time_attr "step": rungs are in optimizer steps (grace_period is in steps too), whatever the
     # number of reports so far; max_t is the longest trial's budget.
     # stop_last_trials=False: a trial that reaches max_t ends by itself (its last checkpoint and
-    # adapter written) instead of being killed at its final report.
-    return ASHAScheduler(time_attr="step", max_t=max_t, grace_period=t.scheduler.grace_period,
+    # adapter written) instead of being killed at its final report. ResumableASHA: the rungs are
+    # rebuilt from the trials' histories (out/trials/<id>/history.jsonl) by `tune --resume`.
+    return ResumableASHA(out, time_attr="step", max_t=max_t, grace_period=t.scheduler.grace_period,
                          reduction_factor=t.scheduler.reduction_factor, stop_last_trials=False)
 
 

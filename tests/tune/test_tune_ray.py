@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _history(out: Path, trial_id: str):
-    return read_history(out / "tune" / trial_id)
+    return read_history(out / "tune" / trial_id, out / "trials" / trial_id)
 
 
 def test_search_ranks_trials_and_exports_the_best(ray_runtime, tiny_bert, tiny_data, tmp_path):
@@ -210,3 +211,38 @@ def test_search_over_a_token_classification_job_ranks_by_its_primary_metric(ray_
     assert [r.best_metric for r in rows] == sorted((r.best_metric for r in rows), reverse=True)
     assert json.loads((tmp_path / "search" / "adapter" / "adapter_config.json").read_text())["task_type"] == "TOKEN_CLS"
 
+
+
+def test_resumed_trial_keeps_its_earlier_reports(tiny_bert, tiny_data, tmp_path):
+    """An interrupted trial, faked deterministically: a finished 1-trial search whose trial Tune's
+    state marks as still running and whose last checkpoint is gone. --resume starts it again
+    from its step-2 checkpoint; Tune's result.json then holds only step 3, and the leaderboard
+    still has steps 1-3 (the trial's own history.jsonl)."""
+    out = tmp_path / "again"
+    tune = {"space": {"train.lr": {"grid": [0.05]}}, "metric": "loss",
+            "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}}
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(tune_job(tiny_bert, tiny_data, out, tune, train={"max_steps": 3})))
+    cmd = [sys.executable, "-m", "peft_ray.cli", "tune", str(job), "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (tid,) = [t["trial_id"] for t in json.loads((out / "leaderboard.json").read_text())["trials"]]
+    first = {h["step"]: h["loss"] for h in _history(out, tid)}
+    assert sorted(first) == [1, 2, 3]
+
+    state = max((out / "tune").glob("experiment_state-*.json"))
+    saved = json.loads(state.read_text())
+    trial = json.loads(saved["trial_data"][0][0])
+    trial["status"] = "RUNNING"
+    saved["trial_data"][0][0] = json.dumps(trial)
+    state.write_text(json.dumps(saved))
+    shutil.rmtree(out / "trials" / tid / "checkpoints" / "checkpoint_00000003")
+
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    tune_result = [json.loads(x)["step"] for x in (out / "tune" / tid / "result.json").read_text().splitlines()]
+    assert tune_result == [3]            # what Tune keeps of a resumed trial: the new attempt only
+    (row,) = json.loads((out / "leaderboard.json").read_text())["trials"]
+    assert [s for s, _ in row["curve"]] == [1, 2, 3] and row["steps_trained"] == 3
+    every = {1: first[1], 2: first[2], 3: row["curve"][2][1]}      # steps 1-2 from the first attempt
+    assert (row["best_step"], row["best_metric"]) == min(every.items(), key=lambda kv: (kv[1], kv[0]))

@@ -1,0 +1,105 @@
+"""Each trial's own record in its folder (``trials/<id>/``), kept by the search's driver: every
+report of every attempt (``history.jsonl``, append-only) and its error (``error.txt``).
+
+Why not Tune's ``result.json`` alone: `tune --resume` starts an unfinished trial again (it then
+continues from its own checkpoint), and after that restore Tune's ``result.json`` holds only the
+new attempt's reports; the earlier evaluations, often the best ones, would be lost to the
+leaderboard, the exported adapter and the curves. ASHA's state is not saved by Tune either, so
+``ResumableASHA`` replays these histories when a restored search adds its trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler
+
+from peft_ray.tune.folder import TRIALS_DIR
+
+HISTORY_FILE = "history.jsonl"   # every report the trial made, all attempts, in arrival order
+ERROR_FILE = "error.txt"         # the trial's error, as Tune wrote it
+TUNE_RESULT_FILE = "result.json"  # Tune's own: the current attempt's reports only
+
+
+def trial_folder(out: str, trial_id: str) -> Path:
+    return Path(out) / TRIALS_DIR / trial_id
+
+
+def read_history(tune_dir: Optional[Path], own: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """A trial's reports in step order: its own history.jsonl in `own` (every attempt), then Tune's
+    result.json in `tune_dir` (the last attempt; all a search started before history.jsonl has). A
+    step reported more than once (a resumed trial) keeps its last report."""
+    by_step: Dict[int, Dict[str, Any]] = {}
+    for path in ([own / HISTORY_FILE] if own else []) + ([tune_dir / TUNE_RESULT_FILE] if tune_dir else []):
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:   # blank, or a line cut short by a kill
+                continue
+            if isinstance(row, dict) and "step" in row:
+                by_step[int(row["step"])] = row
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def read_error(*folders: Optional[Path]) -> Optional[str]:
+    """The last line of the first error file found in `folders` (the exception and its message)."""
+    for folder in folders:
+        path = folder / ERROR_FILE if folder else None
+        if path is not None and path.is_file():
+            lines = [s.strip() for s in path.read_text(errors="replace").splitlines() if s.strip()]
+            if lines:
+                return lines[-1]
+    return None
+
+
+class TrialRecorder(Callback):
+    """Appends every result Tune receives to the trial's history.jsonl, and copies its error."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from ray.tune.utils.util import SafeFallbackEncoder
+
+        folder = trial_folder(self.out, trial.trial_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {k: v for k, v in result.items() if k != "config"}
+        with open(folder / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            text = Path(trial.error_file).read_text(errors="replace")
+        except (OSError, TypeError):     # no error file: the exception itself is gone
+            return
+        folder = trial_folder(self.out, trial.trial_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(text)
+
+
+class ResumableASHA(ASHAScheduler):
+    """ASHA whose rungs survive `tune --resume`. Tune saves no scheduler state, so a restored
+    search would start with empty rungs: a resumed trial would be judged against only the trials
+    that report after the restore, and the finished ones would count for nothing. Each trial the
+    restored search adds (finished, stopped, errored or resumed) has its earlier reports replayed
+    into its bracket, as ASHA recorded them the first time."""
+
+    def __init__(self, out: str, **kwargs):
+        super().__init__(**kwargs)
+        self.out = out
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        if self._metric is None:
+            return
+        bracket = self._trial_info[trial.trial_id]
+        for h in read_history(None, trial_folder(self.out, trial.trial_id)):
+            value = h.get(self._metric)
+            if isinstance(value, (int, float)) and math.isfinite(value) and self._time_attr in h:
+                bracket.on_result(trial, h[self._time_attr], self._metric_op * value)

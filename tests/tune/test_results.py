@@ -1,0 +1,138 @@
+"""The leaderboard from what trials left on disk, without Ray: a resumed trial's every attempt
+counts, failed trials show their error and are never the best, a search where all failed exits 1,
+and ASHA's rungs are rebuilt from the trials' histories on --resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from peft_ray.spec import validate_spec
+from peft_ray.tune import results
+from peft_ray.tune.history import ERROR_FILE, HISTORY_FILE, ResumableASHA
+from peft_ray.tune.space import SearchSpace
+from tests.tune.conftest import tune_job
+
+NAN_ERROR = ("peft_ray.train.recipe.NonFiniteLoss: loss is nan at step 3 (epoch 0, micro-batch 2). Lower "
+             "train.lr, check the data, or set train.nan_policy: skip to skip such batches")
+
+
+def _reports(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for step, loss in rows:
+            f.write(json.dumps({"step": step, "loss": loss, "checkpoint_path": f"/gone/checkpoint_{step:08d}"}) + "\n")
+
+
+class Search:
+    """A search folder as Tune and the trials leave it: tune/<id>/result.json (Tune's: the last
+    attempt), trials/<id>/history.jsonl and error.txt (the driver's), the trials' statuses."""
+
+    def __init__(self, tiny_bert, tiny_data, tmp_path, lrs):
+        self.out = tmp_path / "search"
+        tune = {"space": {"train.lr": {"grid": lrs}}, "scheduler": {"name": "fifo"}, "metric": "loss"}
+        self.spec = validate_spec(tune_job(tiny_bert, tiny_data, self.out, tune, train={"max_steps": 3}))
+        self.space = SearchSpace.from_spec(self.spec)
+        self.drawn = [{"train.lr": lr} for lr in lrs]
+        self.trials = []
+
+    def trial(self, n: int, status: str, tune_reports, own_reports=(), error=None):
+        tid = f"abc_{n:05d}"
+        tune_dir, own = self.out / "tune" / tid, self.out / "trials" / tid
+        tune_dir.mkdir(parents=True, exist_ok=True)
+        _reports(tune_dir / "result.json", tune_reports)
+        if own_reports:
+            _reports(own / HISTORY_FILE, own_reports)
+        if error:
+            own.mkdir(parents=True, exist_ok=True)
+            (own / ERROR_FILE).write_text(f"Failure # 1 (occurred at 2026-01-01)\nTraceback ...\n{error}\n")
+        self.trials.append(SimpleNamespace(trial_id=tid, config={"candidate": n}, status=status, path=str(tune_dir)))
+        return tid
+
+    def write(self, monkeypatch):
+        monkeypatch.setattr(results, "tune_trials", lambda experiment: self.trials)
+        return results.write_results(self.out / "tune", self.spec, self.space, self.drawn, lambda a: 3, self.out,
+                                     "job.yaml", 1.0)
+
+    def csv(self):
+        with open(self.out / "leaderboard.csv") as f:
+            return list(csv.DictReader(f))
+
+
+def test_a_resumed_trials_earlier_reports_count(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """Tune's result.json of a resumed trial holds only the new attempt (step 3); its best report
+    (step 1) is in its own history, and wins: leaderboard, best_job.yaml, curve."""
+    s = Search(tiny_bert, tiny_data, tmp_path, [0.1, 0.2])
+    resumed = s.trial(0, "TERMINATED", [(3, 0.70)], own_reports=[(1, 0.60), (2, 0.65), (3, 0.71), (3, 0.70)])
+    s.trial(1, "TERMINATED", [(1, 0.66), (2, 0.64), (3, 0.63)], own_reports=[(1, 0.66), (2, 0.64), (3, 0.63)])
+    rows = s.write(monkeypatch)
+    best = rows[0]
+    assert (best.trial_id, best.best_metric, best.best_step) == (resumed, 0.60, 1)
+    assert best.curve == [[1, 0.60], [2, 0.65], [3, 0.70]]   # step 3 once, its last report
+    assert s.csv()[0]["best_step"] == "1"
+    assert "best 0.6 at step 1" in (s.out / "best_job.yaml").read_text()
+
+
+def test_a_search_started_before_histories_reads_tunes_result(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    s = Search(tiny_bert, tiny_data, tmp_path, [0.1])
+    s.trial(0, "TERMINATED", [(1, 0.66), (2, 0.64)])
+    assert [r.best_step for r in s.write(monkeypatch)] == [2]
+
+
+def test_failed_trials_show_their_error_and_are_never_the_best(tiny_bert, tiny_data, tmp_path, monkeypatch, capsys):
+    """The failed trial's evaluations were better, but its job fails again if re-run: the best is
+    the trial that finished; the failure's last line is in the CSV, the JSON and under the table."""
+    s = Search(tiny_bert, tiny_data, tmp_path, [0.1, 0.2])
+    failed = s.trial(0, "ERROR", [(1, 0.50), (2, 0.40)], own_reports=[(1, 0.50), (2, 0.40)], error=NAN_ERROR)
+    ok = s.trial(1, "TERMINATED", [(1, 0.66), (2, 0.64), (3, 0.63)])
+    rows = s.write(monkeypatch)
+    assert [(r.trial_id, r.status) for r in rows] == [(ok, "ok"), (failed, "error")]
+    by_id = {c["trial_id"]: c for c in s.csv()}
+    assert by_id[failed]["error"] == NAN_ERROR and by_id[ok]["error"] == ""
+    board = {t["trial_id"]: t for t in json.loads((s.out / "leaderboard.json").read_text())["trials"]}
+    assert board[failed]["error"] == NAN_ERROR and board[failed]["status"] == "error"
+    said = capsys.readouterr().out
+    assert f"{failed}: {NAN_ERROR}" in said and "1 of 2 trial(s) failed" in said
+    assert f"best: {ok} " in said and f"The best trial ({ok})" in (s.out / "best_job.yaml").read_text()
+
+
+def test_a_search_where_every_trial_failed_exits_1(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    s = Search(tiny_bert, tiny_data, tmp_path, [0.1, 0.2])
+    first = s.trial(0, "ERROR", [(1, 0.70), (2, 0.69)], own_reports=[(1, 0.70), (2, 0.69)], error=NAN_ERROR)
+    s.trial(1, "ERROR", [(1, 0.60)], error="RuntimeError: something else")
+    with pytest.raises(results.TrialsFailed) as e:
+        s.write(monkeypatch)
+    assert e.value.exit_code == 1
+    msg = str(e.value)
+    assert "all 2 trial(s) failed" in msg and f"trial {first}: {NAN_ERROR}" in msg and "--overwrite" in msg
+    assert [c["status"] for c in s.csv()] == ["error", "error"]    # the leaderboard is still written
+    assert not (s.out / "best_job.yaml").exists() and not (s.out / "adapter").exists()
+
+
+def test_asha_rebuilds_its_rungs_from_the_histories_on_resume(tmp_path):
+    """Tune saves no scheduler state: on --resume each trial it adds gets its earlier reports
+    replayed into ASHA's rungs, so a resumed trial is judged against the trials that ran before."""
+    def history(tid, rows):
+        _reports(tmp_path / "trials" / tid / HISTORY_FILE, rows)
+        return SimpleNamespace(trial_id=tid)
+
+    asha = ResumableASHA(str(tmp_path), time_attr="step", max_t=40, grace_period=10, reduction_factor=2,
+                         stop_last_trials=False)
+    asha.set_search_properties("loss", "min")
+    done = [history("t0", [(10, 0.5), (20, 0.4), (40, 0.3)]), history("t1", [(10, 0.6), (20, 0.45), (40, 0.35)])]
+    resumed = history("t2", [(10, 0.55)])
+    for t in done + [resumed]:
+        asha.on_trial_add(None, t)
+    rungs = {milestone: dict(rec) for milestone, rec in asha._brackets[0]._rungs}
+    assert rungs[10] == {"t0": -0.5, "t1": -0.6, "t2": -0.55} and rungs[20] == {"t0": -0.4, "t1": -0.45}
+    # the resumed trial's step-20 loss is worse than both finished trials': ASHA stops it
+    assert asha.on_trial_result(None, resumed, {"step": 20, "loss": 0.9}) == "STOP"
+    fresh = ResumableASHA(str(tmp_path / "new"), time_attr="step", max_t=40, grace_period=10, reduction_factor=2,
+                          stop_last_trials=False)
+    fresh.set_search_properties("loss", "min")
+    fresh.on_trial_add(None, SimpleNamespace(trial_id="t9"))     # a new search: nothing to replay
+    assert all(not rec for _, rec in fresh._brackets[0]._rungs)
