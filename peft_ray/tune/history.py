@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
+from peft_ray.storage import open_append, write_file
 from peft_ray.tune.folder import TRIALS_DIR
 
 HISTORY_FILE = "history.jsonl"   # every report the trial made, all attempts, in arrival order
@@ -70,7 +71,7 @@ class TrialRecorder(Callback):
         folder = trial_folder(self.out, trial.trial_id)
         folder.mkdir(parents=True, exist_ok=True)
         row = {k: v for k, v in result.items() if k != "config"}
-        with open(folder / HISTORY_FILE, "a") as f:
+        with open_append(folder / HISTORY_FILE) as f:     # a link planted there is refused, not followed
             f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -80,7 +81,7 @@ class TrialRecorder(Callback):
             return
         folder = trial_folder(self.out, trial.trial_id)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_FILE).write_text(text)
+        write_file(folder / ERROR_FILE, text)
 
 
 class ResumableASHA(ASHAScheduler):
