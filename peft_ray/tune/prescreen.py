@@ -225,7 +225,7 @@ def prescreen_templates(spec, space, out: Path) -> Tuple[List[int], Dict[int, in
     best_verb = {i: max((s for s in scores if s.template_id == i), key=lambda s: (s.accuracy, s.margin)).verbalizer_id
                  for i in space.template_ids}
     report = {"scorer": f"verbalizer ({scoring})" if scoring else "cosine", "samples": len(rows), "kept": kept,
-              "best_verbalizer": best_verb,
+              "best_verbalizer": best_verb, "every_verbalizer_trains": space.verbalizer_trains,
               "scores": [{**asdict(s), "template": space.templates[s.template_id]} for s in scores]}
     write_file(out / "prescreen.json", json.dumps(report, indent=1))
     print_ranking(report, space)
@@ -261,6 +261,8 @@ def print_ranking(report: dict, space) -> None:
 def _print_ranking(report: dict, space) -> None:
     print(f"[peft-ray] pre-screen ({report['scorer']}, {report['samples']} rows): zero-shot accuracy")
     for s in sorted(report["scores"], key=lambda s: (-s["accuracy"], -s["margin"])):
-        keep = "kept" if s["template_id"] in report["kept"] else "    "
+        # a kept template trains with its best verbalizer only, unless the verbalizer is a trial dimension
+        trains = report["every_verbalizer_trains"] or report["best_verbalizer"][s["template_id"]] == s["verbalizer_id"]
+        keep = "kept" if s["template_id"] in report["kept"] and trains else "    "
         print(f"  {keep}  {s['accuracy']:.3f}  template[{s['template_id']}] verbalizer[{s['verbalizer_id']}]  "
               f"{one_line(space.templates[s['template_id']])}")

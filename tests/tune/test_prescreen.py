@@ -75,11 +75,17 @@ def test_cosine_proxy_without_an_lm_head(tiny_bert, tiny_data, tmp_path):
     torch.testing.assert_close(scores[1], torch.stack([neg, pos]), atol=1e-5, rtol=1e-5)
 
 
-def test_prescreen_keeps_the_top_k_templates(tiny_bert, tiny_data, tmp_path):
+def test_prescreen_keeps_the_top_k_templates(tiny_bert, tiny_data, tmp_path, capsys):
     spec = _spec(tiny_bert, tiny_data, tmp_path, k=2)
     space = check_search(spec)
     (tmp_path / "out").mkdir()
     kept, best_verb = prescreen_templates(spec, space, tmp_path / "out")
+    # "kept" marks what trains: each kept template with its best verbalizer (a trained head reads no
+    # label words, so the verbalizer is no trial dimension); it marked every verbalizer of a kept template
+    assert not space.verbalizer_trains
+    marked = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("kept")]
+    assert sorted(marked) == sorted(line for line in marked if any(
+        f"template[{i}] verbalizer[{best_verb[i]}]" in line for i in kept)) and len(marked) == len(kept)
     report = json.loads((tmp_path / "out" / "prescreen.json").read_text())
     assert report["scorer"] == "cosine" and report["samples"] == 16 and report["kept"] == kept
     assert len(report["scores"]) == len(THREE) * len(VERBS) and len(kept) == 2
