@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 REDACTED = "***REDACTED***"
 # Whole words of a key name: `hf_token`, `AWS_SECRET_ACCESS_KEY`, `password` (not `tokenizer`).
@@ -151,13 +151,25 @@ def _credential_shape(text: str) -> str:
     return "a private key" if holds_private_key(text) else ""
 
 
-def holds_credentials(text: str) -> str:
+# A JSON array of rows (objects, strings, numbers, arrays) opens so; TOML's `[[servers]]` and
+# `[section]` do not (a letter follows the brackets).
+_JSON_ROWS = re.compile(r'\s*\[\s*(?:[{"0-9-]|\[\s*[\[{"0-9\]-])')
+
+
+def is_json_rows(head: str) -> bool:
+    """Whether a file opening with `head` is a JSON array: data (rows), not settings ("token": "EU")."""
+    return bool(_JSON_ROWS.match(head))
+
+
+def holds_credentials(text: str, rows: Optional[bool] = None) -> str:
     """What in a config file's text is a credential ("" if nothing): a credential by its shape, or a
-    secret-looking key (as for --env names) set to a real value (named, its value never)."""
+    secret-looking key (as for --env names) set to a real value (named, its value never). `rows`:
+    whether the file is a JSON array of rows, decided from its opening when `text` is a later piece
+    of it (None: from `text` itself)."""
     shape = _credential_shape(text)
     if shape:
         return shape
-    if re.match(r'\s*\[\s*[\[{"0-9-]', text):   # a JSON array is data (rows), not settings: "token": "EU"
+    if is_json_rows(text) if rows is None else rows:
         return ""
     pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
     pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]

@@ -224,8 +224,15 @@ def holds_credentials_file(path: Path) -> str:
     rules = _text_rules(path) or _text_rules(path.resolve())
     if rules is None:
         return "a private key" if streams_private_key(path) else ""
+    from peft_ray.security import holds_credentials, is_json_rows
+
+    rows = None           # a JSON array of rows is data: judged once, by the file's opening
     for text in _text_chunks(path):     # these rules cover private keys too
-        found = rules(text)
+        if rules is holds_credentials:
+            rows = is_json_rows(text) if rows is None else rows
+            found = holds_credentials(text, rows=rows)
+        else:
+            found = rules(text)
         if found:
             return found
     return ""

@@ -466,3 +466,33 @@ def test_a_token_line_in_a_config_file_over_1_mib_is_found(tmp_path, where):
         plan_upload(tmp_path)
     values.write_text(filler)
     assert "values.yaml" in plan_upload(tmp_path).names
+
+
+def test_a_big_json_array_of_rows_is_data_in_every_piece(tmp_path):
+    """A diff-review finding: reading big files in pieces judged "a JSON array is rows, not
+    settings" per piece, so a 4 MB NER file with "token": "U.S." rows was refused, and a config
+    whose last piece opened with a `[0, 1],` line was not searched there."""
+    import json
+
+    (tmp_path / "main.py").write_text("print(1)\n")
+    words = ["U.S.", "Obama", "said", "3.5%", "New-York", "the"]
+    rows = tmp_path / "ner_tokens.json"
+    rows.write_text(json.dumps([{"sentence": i, "token": words[i % 6], "tag": "O"} for i in range(60_000)], indent=2))
+    assert rows.stat().st_size > 2 * 2**20
+    assert "ner_tokens.json" in plan_upload(tmp_path).names
+    rows.unlink()
+    config = tmp_path / "arr_cfg.json"
+    config.write_text('{\n "matrix": [\n' + "".join(f"  [{i}, {i + 1}],\n" for i in range(200_000)) +
+                      '  [0, 0]\n ],\n "hf_token": "Ab12!xyzQQ"\n}\n')
+    assert config.stat().st_size > 2 * 2**20
+    with pytest.raises(JobError, match=r"arr_cfg.json \(key 'hf_token'\)"):
+        plan_upload(tmp_path)
+
+
+def test_toml_arrays_of_tables_are_settings_not_rows(tmp_path):
+    """A diff-review finding (older than the pieces): a TOML file opening with `[[servers]]` was taken
+    for a JSON array of rows and never searched for secret settings."""
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "servers.toml").write_text('[[servers]]\nhost = "a"\ntoken = "Zx9!kLmN0pQ"\n')
+    with pytest.raises(JobError, match=r"servers.toml \(key 'token'\)"):
+        plan_upload(tmp_path)
