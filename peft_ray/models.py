@@ -81,7 +81,7 @@ def cached_hub_id(repo_id: str) -> str:
     if not folder or not (Path(folder) / "config.json").is_file():
         import difflib
 
-        close = difflib.get_close_matches(repo_id.lower(), ["minilm", "smollm2"], n=1, cutoff=0.6)
+        close = difflib.get_close_matches(repo_id.lower(), ["minilm", "smollm2"], n=1, cutoff=0.8)
         if close:   # a typo of an alias: the download hint would fetch the typo
             raise SpecError(f"model.name_or_path: '{repo_id}' is not a model folder or a cached hub id; did you "
                             f"mean the alias '{close[0]}'?")

@@ -130,6 +130,8 @@ def usable_rows(batch, cols: List[str], text_cols: List[str]):
 
 
 def _present(col):
+    if pa.types.is_dictionary(col.type):    # a pandas categorical: judged by its values, as has_value does
+        col = col.cast(col.type.value_type)
     valid = pc.is_valid(col)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))

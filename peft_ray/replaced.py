@@ -30,8 +30,10 @@ def check_no_leftover(out: Location) -> None:
     """Refuse to start on a folder where an interrupted --overwrite left the previous run aside. An
     empty .replaced/ set nothing aside (the overwrite started on an empty folder, or was killed
     before its first move): it goes, so the killed run itself can be resumed."""
+    import pyarrow.fs as pafs
+
     aside = out / ASIDE
-    if aside.exists() and not _entries(aside, ()):
+    if aside.fs.get_file_info(aside.path).type == pafs.FileType.Directory and not _entries(aside, ()):
         aside.remove()
     if aside.exists():
         raise CheckpointError(

@@ -439,8 +439,8 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
                     if interrupted():     # Ray's own Ctrl-C handler ended fit(): a Ctrl-C to the CLI
                         raise KeyboardInterrupt from None
                     raise
-                if interrupted():
-                    raise KeyboardInterrupt
+                # fit() returned: the run ended on its own (Ray's abort leaves a finished run alone and
+                # ends an unfinished one with an error), so a late Ctrl-C still gets its outputs written
         finally:
             if started:  # flush the workers' last lines now, not after the summary
                 import ray

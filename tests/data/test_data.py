@@ -123,7 +123,7 @@ def test_a_split_of_mixed_formats_is_refused_with_its_files(tmp_path):
         resolve_files(str(tmp_path), "part*", "data.train")
 
 
-@pytest.mark.parametrize("ext", ["csv", "parquet"])
+@pytest.mark.parametrize("ext", ["csv", "parquet", "categorical"])
 def test_an_empty_label_cell_is_a_row_without_a_label_in_every_format(tiny_bert, tmp_path, ext):
     """Left undone before: a CSV's empty label cell (read as "") stopped pre-flight with "label ''
     is not in task.labels", where Parquet's null label was skipped, and few-shot sampling skipped
@@ -132,13 +132,18 @@ def test_an_empty_label_cell_is_a_row_without_a_label_in_every_format(tiny_bert,
 
     rows = builtin.make_rows(40, seed=4)
     rows["label"] = [None if i in (3, 9) else ["negative", "positive"][y] for i, y in enumerate(rows["label"])]
-    path = tmp_path / f"train.{ext}"
+    path = tmp_path / ("train.parquet" if ext == "categorical" else f"train.{ext}")
     if ext == "csv":
         pcsv.write_csv(pa.table(rows), path)          # a null cell is written empty and read back as ""
         assert pcsv.read_csv(path).column("label")[3].as_py() == ""
+    elif ext == "categorical":                        # pandas' category dtype: a dictionary column, blanks as ""
+        import pyarrow.parquet as pq
+
+        labels = pa.array(["" if v is None else v for v in rows["label"]]).dictionary_encode()
+        pq.write_table(pa.table({"text": rows["text"], "label": labels}), path)
     else:
         write_rows(path, rows)
-    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "run", data={"train": f"train.{ext}",
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "run", data={"train": path.name,
                                                                                  "validation": None}))
     facts = run_preflight(spec).train
     assert (facts.rows, facts.skipped) == (40, 2)

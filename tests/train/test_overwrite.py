@@ -76,6 +76,17 @@ def test_a_killed_overwrite_of_an_empty_folder_can_be_resumed(tiny_bert, tiny_da
     assert not (out / ASIDE).exists() and (out / "adapter" / "adapter_config.json").exists()
 
 
+def test_a_file_named_like_the_aside_folder_is_a_clear_refusal(tiny_bert, tiny_data, tmp_path):
+    """A diff-review finding: a regular file `.replaced` gave a NotADirectoryError traceback."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ASIDE).write_text("hi")
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}))
+    with pytest.raises(CheckpointError, match="interrupted --overwrite"):
+        run_local(spec, bar="none")
+    assert (out / ASIDE).read_text() == "hi"
+
+
 def test_a_refused_start_leaves_the_runs_log_alone(tiny_bert, tiny_data, tmp_path):
     """`train` without --resume/--overwrite on a finished run is refused; it appended a header to
     that run's train.log first (the log opened before the check)."""
