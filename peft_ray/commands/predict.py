@@ -316,20 +316,23 @@ class JsonLinesSink:
 
 class CsvSink:
     """A spreadsheet's view of the rows: a struct column becomes one column per field
-    (`scores.positive`), a list (NER tags, a tokens column) one JSON text cell."""
+    (`scores.positive`), a list, map or binary value one JSON text cell, and every cell text, so
+    a column whose type differs between input files (int in one shard, float in another) writes
+    as it reads."""
 
     def __init__(self, path: Path):
-        self.path, self.writer, self.schema = path, None, None
+        self.path, self.writer, self.names = path, None, None
 
     def write(self, table: pa.Table) -> None:
         import pyarrow.csv as pcsv
 
         table = flat_for_csv(table)
         if self.writer is None:
-            self.schema = table.schema
-            self.writer = pcsv.CSVWriter(str(self.path), self.schema)
-        elif table.schema != self.schema:
-            table = table.cast(self.schema)
+            self.writer, self.names = pcsv.CSVWriter(str(self.path), table.schema), table.column_names
+        elif table.column_names != self.names:
+            raise DataError(f"--output {self.path.name}: the input files' columns differ "
+                            f"({self.names} then {table.column_names}); a CSV has one header. "
+                            "Predict each file on its own, or write .parquet / .jsonl")
         self.writer.write_table(table)
 
     def close(self) -> None:
@@ -339,16 +342,51 @@ class CsvSink:
 
 
 def flat_for_csv(table: pa.Table) -> pa.Table:
+    """Structs flattened (`scores.positive`; the prediction's columns win over an input column of
+    the same name, as in the other formats), every other value as text: strings as they are,
+    numbers and times as Arrow prints them, nested and binary values as JSON text."""
     import pyarrow as pa
 
     while any(pa.types.is_struct(f.type) for f in table.schema):
         table = table.flatten()
+    names = table.column_names
+    keep = [i for i, n in enumerate(names) if n not in names[i + 1:]]   # the last of a repeated name
     cols = []
-    for f, col in zip(table.schema, table.columns):
-        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_map(f.type):
-            col = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str)
-                            for v in col.to_pylist()], type=pa.string())
-        elif pa.types.is_null(f.type):      # a column all-null in this block: text, as in the others
-            col = col.cast(pa.string())
-        cols.append(col)
-    return pa.table(cols, names=table.column_names)
+    for i in keep:
+        f, col = table.schema.field(i), table.column(i)
+        if pa.types.is_dictionary(f.type):
+            col = col.cast(f.type.value_type)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            cols.append(col.cast(pa.string()))
+            continue
+        try:
+            if not _plain_scalar(col.type):
+                raise pa.ArrowNotImplementedError("nested")
+            cols.append(col.cast(pa.string()))
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            binary = pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or \
+                pa.types.is_fixed_size_binary(col.type)
+            text = _jsonable if binary else (lambda v: json.dumps(_jsonable(v), ensure_ascii=False, default=str))
+            cols.append(pa.array([None if v is None else text(v) for v in col.to_pylist()], type=pa.string()))
+    return pa.table(cols, names=[names[i] for i in keep])
+
+
+def _plain_scalar(t) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+            or pa.types.is_temporal(t) or pa.types.is_null(t))
+
+
+def _jsonable(v):
+    """bytes as text where they are UTF-8, else as hex; lists and dicts through."""
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(v).hex()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v

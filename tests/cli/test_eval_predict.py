@@ -341,6 +341,29 @@ def test_predict_writes_csv_a_spreadsheet_reads(cls_run, ner_run, tmp_path):
     for row in (got[0], got[2]):
         assert row["scores.negative"] + row["scores.positive"] == pytest.approx(1.0)
 
+    # a diff-review finding: binary and fixed-size list columns, a column int in one shard and float
+    # in the next, and an input column named like a score column ended in tracebacks or two headers
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    emb = pa.array([[0.5, 1.0], [2.0, 3.0]], type=pa.list_(pa.float32(), 2))
+    pq.write_table(pa.table({"text": ["a good film", "a bad film"], "raw": pa.array([b"\xff\x00", b"ok"]),
+                             "emb": emb, "w": pa.array([1, 2]), "scores.positive": ["x", "y"]}), shards / "a.parquet")
+    pq.write_table(pa.table({"text": ["a fine film", "a dull film"], "raw": pa.array([b"ab", b"cd"]),
+                             "emb": emb, "w": pa.array([1.5, 2.5]), "scores.positive": ["z", "w"]}),
+                   shards / "b.parquet")
+    r = _cli("predict", cls_run, "--input", str(shards / "*.parquet"), "--output", tmp_path / "s.csv", "--local",
+             "--batch-size", 1)
+    assert r.exit_code == 0 and "wrote 4 rows" in r.output, r.output
+    header = (tmp_path / "s.csv").read_text().splitlines()[0]
+    assert header.count('"scores.positive"') == 1, header
+    got = pcsv.read_csv(tmp_path / "s.csv", convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).to_pylist()
+    assert [row["raw"] for row in got] == ["ff00", "ok", "ab", "cd"]
+    assert json.loads(got[0]["emb"]) == [0.5, 1.0] and [row["w"] for row in got] == [1, 2, 1.5, 2.5]
+    assert all(0.0 <= row["scores.positive"] <= 1.0 for row in got)      # the prediction's, not the input's
+
     src = tmp_path / "ner.jsonl"
     src.write_text(json.dumps({"tokens": ["Ann", "visits", "Paris"]}) + "\n")
     r = _cli("predict", ner_run, "--input", src, "--output", tmp_path / "ner.csv", "--local")
