@@ -186,18 +186,26 @@ def start_local_ray(num_cpus: int) -> None:
     before ray.init: Ray's processes inherit it."""
     import ray
 
+    os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
     # Not Ray's usual 8265: that is where `ray dashboard cluster.yaml` forwards a cluster's dashboard
     # and where `peft-ray submit` sends jobs by default; a local run holding it took those jobs
-    # into its own short-lived Ray (a review finding), and blocked the forward.
-    port = free_port(LOCAL_DASHBOARD_PORT)
-    if os.environ.get(API_SERVER_ENV) in (None, _our_api_server.get("url")):
-        _our_api_server["url"] = os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
-    os.environ.update(ray_train_env_defaults(os.environ))   # before ray.init: Ray's processes inherit them
-    # address "local": a new Ray even where `ray start` left a cluster's address file (plain
-    # ray.init() would join that cluster, and refuses num_cpus there)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port,
-             log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    # into its own short-lived Ray (a review finding), and blocked the forward. A port named to
+    # ray.init gets no retries there: another Ray that starts at the same moment may take it between
+    # free_port's check and the dashboard's bind, so that start is tried again on another free port.
+    for attempt in range(3):
+        port = free_port(LOCAL_DASHBOARD_PORT if attempt == 0 else 0)
+        if os.environ.get(API_SERVER_ENV) in (None, _our_api_server.get("url")):
+            _our_api_server["url"] = os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+        try:
+            # address "local": a new Ray even where `ray start` left a cluster's address file (plain
+            # ray.init() would join that cluster, and refuses num_cpus there)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                     dashboard_port=port, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+            break
+        except Exception as e:
+            if not any(m in str(e) for m in ("valid port for dashboard", "already occupied")) or attempt == 2:
+                raise
+            ray.shutdown()
     print(f"[peft-ray] Ray dashboard of this run: http://127.0.0.1:{port}")
 
 

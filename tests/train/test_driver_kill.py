@@ -108,3 +108,24 @@ def test_ctrl_c_of_a_ray_run_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
     port = int(re.search(r"Ray dashboard of this run: http://127\.0\.0\.1:(\d+)", log).group(1))
     assert port != 8265
 
+
+
+def test_a_dashboard_port_taken_at_the_last_moment_is_tried_again_elsewhere(tmp_path):
+    """The CI run of this change met it: another Ray took the dashboard port between free_port's
+    check and the bind, and a port named to ray.init gets no retries, so ray.init failed. A fresh
+    process (the suite's own Ray may already run in this one)."""
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import socket\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); taken = s.getsockname()[1]\n"
+        "import ray, peft_ray.train.driver as d\n"
+        "real, calls = d.free_port, []\n"
+        "def racing(p):\n"
+        "    calls.append(p)\n"
+        "    return taken if len(calls) == 1 else real(0)   # looked free, then taken\n"
+        "d.free_port = racing\n"
+        "d.start_local_ray(1)\n"
+        "print('ready', len(calls), ray.get(ray.remote(lambda: 1).remote()))\n"
+        "ray.shutdown()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ready 2 1" in done.stdout, done.stderr[-3000:]
