@@ -151,25 +151,28 @@ def _credential_shape(text: str) -> str:
     return "a private key" if holds_private_key(text) else ""
 
 
-# A JSON array of rows (objects, strings, numbers, arrays) opens so; TOML's `[[servers]]` and
-# `[section]` do not (a letter follows the brackets).
-_JSON_ROWS = re.compile(r'\s*\[\s*(?:[{"0-9-]|\[\s*[\[{"0-9\]-])')
+# A JSON array of rows (objects, strings, numbers, literals, arrays) opens so, after an optional
+# byte-order mark. Only asked of JSON files: TOML and INI sections open with brackets too
+# (`["server"]`, `[0]`, `[[a.b]]`), and those files are settings.
+_JSON_ROWS = re.compile(r'\ufeff?\s*\[\s*(?:[{"0-9tfn-]|\[\s*[\[{"0-9tfn\]-])')
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
-def is_json_rows(head: str) -> bool:
-    """Whether a file opening with `head` is a JSON array: data (rows), not settings ("token": "EU")."""
-    return bool(_JSON_ROWS.match(head))
+def is_json_rows(head: str, name: str = ".json") -> bool:
+    """Whether a JSON file (by `name`'s suffix) opening with `head` is an array: data (rows), not
+    settings ("token": "EU")."""
+    return name.lower().endswith(JSON_SUFFIXES) and bool(_JSON_ROWS.match(head))
 
 
-def holds_credentials(text: str, rows: Optional[bool] = None) -> str:
+def holds_credentials(text: str, rows: bool = False) -> str:
     """What in a config file's text is a credential ("" if nothing): a credential by its shape, or a
     secret-looking key (as for --env names) set to a real value (named, its value never). `rows`:
-    whether the file is a JSON array of rows, decided from its opening when `text` is a later piece
-    of it (None: from `text` itself)."""
+    the file is a JSON array of rows (is_json_rows, decided once from its opening): data, whose
+    "token" fields are words."""
     shape = _credential_shape(text)
     if shape:
         return shape
-    if is_json_rows(text) if rows is None else rows:
+    if rows:
         return ""
     pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
     pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]

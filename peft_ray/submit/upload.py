@@ -229,7 +229,7 @@ def holds_credentials_file(path: Path) -> str:
     rows = None           # a JSON array of rows is data: judged once, by the file's opening
     for text in _text_chunks(path):     # these rules cover private keys too
         if rules is holds_credentials:
-            rows = is_json_rows(text) if rows is None else rows
+            rows = is_json_rows(text, path.name) if rows is None else rows
             found = holds_credentials(text, rows=rows)
         else:
             found = rules(text)

@@ -496,3 +496,28 @@ def test_toml_arrays_of_tables_are_settings_not_rows(tmp_path):
     (tmp_path / "servers.toml").write_text('[[servers]]\nhost = "a"\ntoken = "Zx9!kLmN0pQ"\n')
     with pytest.raises(JobError, match=r"servers.toml \(key 'token'\)"):
         plan_upload(tmp_path)
+
+
+@pytest.mark.parametrize("name,text", [
+    ("quoted.toml", '["server"]\npassword = "hunter2-real-pass"\n'),
+    ("quoted2.toml", '[ "prod" ]\napi_key = "abcd1234efgh5678"\n'),
+    ("aot.toml", '[[ "a.b" ]]\ntoken = "Zx9!kLmN0pQ"\n'),
+    ("digit.ini", "[0]\npassword = hunter2-real\n"),
+    ("digitname.ini", "[2024-prod]\npassword = hunter2-real\n"),
+    ("neg.cfg", "[-x]\npassword = hunter2-real\n"),
+    ("settings.json.txt", '["x"]\npassword = "hunter2-real-pass"\n')])
+def test_settings_files_whose_sections_open_like_json_are_searched(tmp_path, name, text):
+    """A second diff-review finding (older than this session): `["server"]` or `[0]` opening a TOML/INI
+    file was taken for a JSON array of rows, and its secrets travelled. Only JSON files can be rows."""
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / name).write_text(text)
+    with pytest.raises(JobError, match=re.escape(name)):
+        plan_upload(tmp_path)
+
+
+@pytest.mark.parametrize("opening", ["\ufeff[", "[true, ", "[null, ", "[\n  "])
+def test_json_rows_with_a_bom_or_a_literal_first_are_data(tmp_path, opening):
+    """A second diff-review finding: a BOM, or `true`/`null` as the first value, made rows settings."""
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "rows.json").write_text(opening + '{"text": "a", "token": "EU-Zone-Alpha"}]\n', encoding="utf-8")
+    assert "rows.json" in plan_upload(tmp_path).names
