@@ -374,17 +374,28 @@ def open_append(path: Path):
     refused (O_NOFOLLOW), so a planted link cannot point a log at another file."""
     import errno
     import os
+    import stat
 
     from peft_ray.errors import JobError
 
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: a FIFO planted there (no reader) fails at once instead of blocking the open for ever
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
+        getattr(os, "O_CLOEXEC", 0)
+    not_plain = (f"{path} is not a plain file; peft-ray appends its logs to plain files only. Remove it, or use "
+                 "another folder")
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        raise JobError(f"{path} is a symbolic link; peft-ray appends its logs to plain files only. Remove the "
-                       "link, or use another folder") from None
+        if e.errno == errno.ELOOP:
+            raise JobError(f"{path} is a symbolic link; peft-ray appends its logs to plain files only. Remove the "
+                           "link, or use another folder") from None
+        if e.errno == errno.ENXIO:     # a FIFO nobody reads
+            raise JobError(not_plain) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):   # a FIFO with a reader, a device
+        os.close(fd)
+        raise JobError(not_plain)
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
+from peft_ray.errors import JobError
 from peft_ray.storage import open_append, write_file
 from peft_ray.tune.folder import TRIALS_DIR
 
@@ -43,8 +44,8 @@ def read_history(tune_dir: Optional[Path], own: Optional[Path] = None) -> List[D
                 row = json.loads(line)
             except ValueError:   # blank, or a line cut short by a kill
                 continue
-            if isinstance(row, dict) and "step" in row:
-                by_step[int(row["step"])] = row
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+                by_step[row["step"]] = row
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -52,7 +53,7 @@ def read_error(*folders: Optional[Path]) -> Optional[str]:
     """The last line of the first error file found in `folders` (the exception and its message)."""
     for folder in folders:
         path = folder / ERROR_FILE if folder else None
-        if path is not None and path.is_file():
+        if path is not None and path.is_file() and not path.is_symlink():   # a planted link's target is not shown
             lines = [s.strip() for s in path.read_text(errors="replace").splitlines() if s.strip()]
             if lines:
                 return lines[-1]
@@ -64,24 +65,44 @@ class TrialRecorder(Callback):
 
     def __init__(self, out: str):
         self.out = out
+        self._warned: set = set()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from ray.tune.utils.util import SafeFallbackEncoder
 
-        folder = trial_folder(self.out, trial.trial_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._folder(trial)
+        if folder is None:
+            return
         row = {k: v for k, v in result.items() if k != "config"}
-        with open_append(folder / HISTORY_FILE) as f:     # a link planted there is refused, not followed
-            f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
+        try:
+            with open_append(folder / HISTORY_FILE) as f:   # a link or FIFO planted there is refused
+                f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
+        except (JobError, OSError) as e:
+            self._warn(trial, str(e))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:
             text = Path(trial.error_file).read_text(errors="replace")
         except (OSError, TypeError):     # no error file: the exception itself is gone
             return
+        folder = self._folder(trial)
+        if folder is not None:
+            write_file(folder / ERROR_FILE, text)
+
+    def _folder(self, trial) -> Optional[Path]:
+        """trials/<id>, made if missing; None (said once) where it or trials/ is a link: a planted
+        link would have the search write outside its folder."""
         folder = trial_folder(self.out, trial.trial_id)
+        if folder.is_symlink() or folder.parent.is_symlink():
+            self._warn(trial, f"{folder} (or its parent) is a symbolic link; the trial's history is not kept")
+            return None
         folder.mkdir(parents=True, exist_ok=True)
-        write_file(folder / ERROR_FILE, text)
+        return folder
+
+    def _warn(self, trial, why: str) -> None:
+        if trial.trial_id not in self._warned:
+            self._warned.add(trial.trial_id)
+            print(f"[peft-ray] warning: trial {trial.trial_id}: {why}")
 
 
 class ResumableASHA(ASHAScheduler):

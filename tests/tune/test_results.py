@@ -136,3 +136,36 @@ def test_asha_rebuilds_its_rungs_from_the_histories_on_resume(tmp_path):
     fresh.set_search_properties("loss", "min")
     fresh.on_trial_add(None, SimpleNamespace(trial_id="t9"))     # a new search: nothing to replay
     assert all(not rec for _, rec in fresh._brackets[0]._rungs)
+
+
+def test_planted_files_in_a_trial_folder_are_data_never_followed(tmp_path, capsys):
+    """A second diff-review finding: a FIFO at history.jsonl hung the search's driver, a link in
+    place of a trial folder had the history written outside the search, a history line with a
+    non-integer step broke the leaderboard, and a planted error.txt link showed its target's line."""
+    import os
+
+    from peft_ray.tune.history import TrialRecorder, read_error, read_history
+
+    out = tmp_path / "search"
+    rec = TrialRecorder(str(out))
+    fifo_trial, link_trial = SimpleNamespace(trial_id="t0"), SimpleNamespace(trial_id="t1")
+    (out / "trials" / "t0").mkdir(parents=True)
+    os.mkfifo(out / "trials" / "t0" / HISTORY_FILE)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (out / "trials" / "t1").symlink_to(victim)
+    for _ in range(2):
+        rec.on_trial_result(0, [], fifo_trial, {"step": 1, "loss": 0.5})      # returns: no reader blocks it
+        rec.on_trial_result(0, [], link_trial, {"step": 1, "loss": 0.5})
+    assert list(victim.iterdir()) == []
+    said = capsys.readouterr().out
+    assert said.count("trial t0:") == 1 and said.count("trial t1:") == 1, said
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / HISTORY_FILE).write_text('{"step": "x", "loss": 1}\n{"step": 2, "loss": 0.3}\n{"step": true}\n')
+    assert [r["step"] for r in read_history(None, own)] == [2]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-LINE\n")
+    (own / ERROR_FILE).symlink_to(secret)
+    assert read_error(own) is None
