@@ -14,7 +14,7 @@ from typing import List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from peft_ray.data.columns import check_text_lengths, max_text_chars
+from peft_ray.data.columns import check_text_lengths, decoded, max_text_chars
 from peft_ray.data.fewshot import keep_shots
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
 from peft_ray.data.holdout import apply_holdout
@@ -130,8 +130,7 @@ def usable_rows(batch, cols: List[str], text_cols: List[str]):
 
 
 def _present(col):
-    if pa.types.is_dictionary(col.type):    # a pandas categorical: judged by its values, as has_value does
-        col = col.cast(col.type.value_type)
+    col = decoded(col)      # a pandas categorical: judged by its values, as has_value does
     valid = pc.is_valid(col)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))

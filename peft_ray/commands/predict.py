@@ -330,9 +330,9 @@ class CsvSink:
         if self.writer is None:
             self.writer, self.names = pcsv.CSVWriter(str(self.path), table.schema), table.column_names
         elif table.column_names != self.names:
-            raise DataError(f"--output {self.path.name}: the input files' columns differ "
+            raise DataError(f"--output: the input files' columns differ "
                             f"({self.names} then {table.column_names}); a CSV has one header. "
-                            "Predict each file on its own, or write .parquet / .jsonl")
+                            "Predict each file on its own, or write .jsonl")
         self.writer.write_table(table)
 
     def close(self) -> None:
@@ -347,6 +347,8 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
     numbers and times as Arrow prints them, nested and binary values as JSON text."""
     import pyarrow as pa
 
+    from peft_ray.data.columns import decoded
+
     while any(pa.types.is_struct(f.type) for f in table.schema):
         table = table.flatten()
     names = table.column_names
@@ -354,8 +356,7 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
     cols = []
     for i in keep:
         f, col = table.schema.field(i), table.column(i)
-        if pa.types.is_dictionary(f.type):
-            col = col.cast(f.type.value_type)
+        col = decoded(col)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             cols.append(col.cast(pa.string()))
             continue

@@ -82,3 +82,13 @@ def check_text_lengths(table, columns: List[str], max_length: int, where: str, f
         row = f"row {first_row + i}" if first_row is not None else "a row"
         raise DataError(f"{where}: {row} holds {int(lengths[i]):,} characters in column {name!r}, more than the "
                         f"{cap:,} a row may hold with model.max_length {max_length}; shorten or split such texts")
+
+
+def decoded(col):
+    """A dictionary-encoded column (a pandas categorical) as its plain values; other columns as they
+    are. Chunk by chunk: pyarrow casts a dictionary of strings to strings, but not one of lists or structs."""
+    if not pa.types.is_dictionary(col.type):
+        return col
+    if isinstance(col, pa.ChunkedArray):
+        return pa.chunked_array([c.dictionary_decode() for c in col.chunks], type=col.type.value_type)
+    return col.dictionary_decode()

@@ -149,3 +149,16 @@ def test_an_empty_label_cell_is_a_row_without_a_label_in_every_format(tiny_bert,
     assert (facts.rows, facts.skipped) == (40, 2)
     table = pcsv.read_csv(path) if ext == "csv" else pa.table(rows)
     assert head_rows(table, _pp(tiny_bert)).num_rows == 38
+
+
+def test_dictionary_columns_of_lists_are_read_by_their_values():
+    """A second diff-review finding: pyarrow casts a dictionary of strings to strings but not one of
+    lists, so pre-flight and predict's CSV failed on a dictionary-encoded NER tags column."""
+    from peft_ray.commands.predict import flat_for_csv
+    from peft_ray.preflight import _present
+
+    tags = pa.DictionaryArray.from_arrays(pa.array([0, 1, None]), pa.array([["B-PER"], []]))
+    assert _present(pa.chunked_array([tags])).to_pylist() == [True, True, False]
+    table = pa.table({"tags": pa.chunked_array([tags]), "s": pa.array(["a", "b", "c"]).dictionary_encode()})
+    assert flat_for_csv(table).to_pylist() == [{"tags": '["B-PER"]', "s": "a"}, {"tags": "[]", "s": "b"},
+                                               {"tags": None, "s": "c"}]
