@@ -196,6 +196,7 @@ def start_local_ray(num_cpus: int) -> None:
         port = free_port(LOCAL_DASHBOARD_PORT if attempt == 0 else 0)
         if os.environ.get(API_SERVER_ENV) in (None, _our_api_server.get("url")):
             _our_api_server["url"] = os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+        before = child_pids()
         try:
             # address "local": a new Ray even where `ray start` left a cluster's address file (plain
             # ray.init() would join that cluster, and refuses num_cpus there)
@@ -206,10 +207,29 @@ def start_local_ray(num_cpus: int) -> None:
             if not any(m in str(e) for m in ("valid port for dashboard", "already occupied")) or attempt == 2:
                 raise
             ray.shutdown()
+            stop_children(child_pids() - before)
     print(f"[peft-ray] Ray dashboard of this run: http://127.0.0.1:{port}")
 
 
 LOCAL_DASHBOARD_PORT = 8266
+
+
+def child_pids() -> set:
+    import psutil
+
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+def stop_children(pids: set) -> None:
+    """The processes a ray.init that failed part-way started (its GCS and log monitor are up before
+    the dashboard port is tried); ray.shutdown() knows no node to stop then."""
+    import psutil
+
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
 
 
 def free_port(preferred: int) -> int:

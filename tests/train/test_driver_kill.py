@@ -126,6 +126,9 @@ def test_a_dashboard_port_taken_at_the_last_moment_is_tried_again_elsewhere(tmp_
         "d.free_port = racing\n"
         "d.start_local_ray(1)\n"
         "print('ready', len(calls), ray.get(ray.remote(lambda: 1).remote()))\n"
+        "import psutil\n"
+        "heads = [c for c in psutil.Process().children(recursive=True) if c.name() == 'gcs_server']\n"
+        "print('heads', len(heads))   # the failed first try's GCS is gone (a second review's finding)\n"
         "ray.shutdown()\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "ready 2 1" in done.stdout, done.stderr[-3000:]
+    assert done.returncode == 0 and "ready 2 1" in done.stdout and "heads 1" in done.stdout, done.stderr[-3000:]
