@@ -31,11 +31,34 @@ def trial_folder(out: str, trial_id: str) -> Path:
     return Path(out) / TRIALS_DIR / trial_id
 
 
+def checkpoint_history(own: Path) -> List[Dict[str, Any]]:
+    """The reports the trial kept itself, in its latest good checkpoint's trainer_state.json (every
+    attempt's, up to that checkpoint; each report comes with a checkpoint). The driver's
+    history.jsonl misses a report the trial made just before an interruption, before the driver took
+    it (seen: a best at step 30 lost that way, and the exported best checkpoint then "gone")."""
+    from peft_ray.train.checkpoint import checkpoint_dirs, checkpoint_step, latest_good_checkpoint, read_state
+
+    for root in (own / "checkpoints", own):     # a one-worker trial's layout, a Ray Train trial's
+        found = latest_good_checkpoint(root, warn=lambda m: None) if root.is_dir() else None
+        if found is not None:
+            state = read_state(found)
+            at_step = {checkpoint_step(d): str(d) for d in checkpoint_dirs(root)}   # what retention kept
+            rows = [dict(r) for r in state.history if isinstance(r, dict)] if state else []
+            for r in rows:       # as Tune's rows carry it: where the step's adapter is, if still kept
+                r["checkpoint_path"] = at_step.get(r.get("step"))
+            return rows
+    return []
+
+
 def read_history(tune_dir: Optional[Path], own: Optional[Path] = None) -> List[Dict[str, Any]]:
-    """A trial's reports in step order: its own history.jsonl in `own` (every attempt), then Tune's
-    result.json in `tune_dir` (the last attempt; all a search started before history.jsonl has). A
-    step reported more than once (a resumed trial) keeps its last report."""
+    """A trial's reports in step order: those its latest checkpoint holds and its own history.jsonl
+    in `own` (every attempt), then Tune's result.json in `tune_dir` (the last attempt; all a search
+    started before history.jsonl has). A step reported more than once (a resumed trial) keeps its
+    last report."""
     by_step: Dict[int, Dict[str, Any]] = {}
+    for row in checkpoint_history(own) if own else []:
+        if isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+            by_step[row["step"]] = row
     for path in ([own / HISTORY_FILE] if own else []) + ([tune_dir / TUNE_RESULT_FILE] if tune_dir else []):
         if not path.is_file():
             continue

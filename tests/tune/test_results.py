@@ -169,3 +169,22 @@ def test_planted_files_in_a_trial_folder_are_data_never_followed(tmp_path, capsy
     secret.write_text("SECRET-LINE\n")
     (own / ERROR_FILE).symlink_to(secret)
     assert read_error(own) is None
+
+
+def test_a_report_the_driver_never_took_is_read_from_the_trials_checkpoint(tiny_bert, tiny_data, tmp_path):
+    """Seen on a real interrupted search: the trial reported its best (step 30) just before the
+    Ctrl-C, the driver never took it, so history.jsonl lacked it; the leaderboard named step 20 and
+    found that checkpoint pruned. Every report is also in the trial's own checkpoints
+    (trainer_state.json's history), each with its checkpoint where retention kept it."""
+    from peft_ray.train.local import run_local
+    from peft_ray.tune.history import read_history
+    from tests.conftest import job_dict
+
+    own = tmp_path / "trial"
+    run_local(validate_spec(job_dict(tiny_bert, tiny_data, own, scaling={"num_workers": 1}, train={
+        "max_steps": 3, "eval_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1})), bar="none")
+    _reports(own / HISTORY_FILE, [(1, 0.9)])                   # what the driver took before the interruption
+    rows = read_history(None, own)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["loss"] == 0.9   # the driver's row wins its step
+    kept = {r["step"]: r["checkpoint_path"] for r in rows[1:]}
+    assert kept[3] == str(own / "checkpoints" / "checkpoint_00000003") and Path(kept[3]).is_dir()
