@@ -21,7 +21,7 @@ import pyarrow as pa
 from peft_ray.data.holdout import apply_holdout, row_hash
 from peft_ray.data.sources import iter_arrow
 from peft_ray.errors import DataError
-from peft_ray.rows.labels import label_ids
+from peft_ray.rows.labels import has_value, label_ids
 
 
 def _key(values: tuple, seed: int) -> int:
@@ -29,7 +29,7 @@ def _key(values: tuple, seed: int) -> int:
 
 
 def _usable(values: tuple) -> bool:
-    return all(v is not None and (not isinstance(v, str) or v.strip()) for v in values)
+    return all(has_value(v) for v in values)
 
 
 def row_keys(table: pa.Table, columns: Tuple[str, ...]) -> List[tuple]:

@@ -33,9 +33,6 @@ from peft_ray.tune.history import read_error, read_history, trial_folder
 from peft_ray.tune.space import SearchSpace
 from peft_ray.tune.trial import assignment_of
 
-__all__ = ["read_history"]   # tests read a trial's reports through here
-
-
 class TuneInterrupted(JobError):
     exit_code = 130  # as a shell reports Ctrl-C
 

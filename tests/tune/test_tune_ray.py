@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from peft_ray.spec import validate_spec
-from peft_ray.tune.results import read_history
+from peft_ray.tune.history import read_history
 from peft_ray.tune.runner import run_tune
 from tests.tune.conftest import TEMPLATES, tune_job
 
