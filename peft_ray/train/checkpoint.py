@@ -5,6 +5,7 @@ position), every rank writing its own ZeRO shard, every file checksummed.
       ds/state/...               # DeepSpeed: trainable params, per-rank optimizer shards, scheduler
       adapter/                   # rank 0: the HF PEFT adapter at this step (gathered under ZeRO-3)
       trainer_state.json         # rank 0: step, epoch, position in epoch, world size, metrics
+      report.json                # rank 0: what this step reported (metrics.json's source if the run ends here)
       rng_rank{r}.safetensors    # each rank: torch RNG state (dropout) for exact resumption
       MANIFEST.rank{r}.json      # each rank, written last: sha256 of the files that rank wrote
 """
@@ -26,6 +27,7 @@ from peft_ray.storage import Location, is_uri
 from peft_ray.dist import rank, world
 
 TAG = "state"
+REPORT = "report.json"
 
 
 @dataclass
@@ -94,7 +96,7 @@ def sha256(path: Path) -> str:
 
 
 def save_checkpoint(engine, state: TrainerState, local_dir: Path, write_adapter_fn,
-                    fail_midway: bool = False) -> Path:
+                    fail_midway: bool = False, report: Optional[Dict] = None) -> Path:
     """Every rank calls this (ZeRO shards and the ZeRO-3 gather are collective).
 
     It writes into a staging folder that only becomes a checkpoint when complete (Ray
@@ -113,6 +115,8 @@ def save_checkpoint(engine, state: TrainerState, local_dir: Path, write_adapter_
     save_file(rng_states(), str(local_dir / f"rng_rank{r}.safetensors"))
     if r == 0:
         (local_dir / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1))
+        if report is not None:   # a run stopped between its last checkpoint and its outputs is finished from it
+            (local_dir / REPORT).write_text(json.dumps(report, indent=1))
     files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.startswith("MANIFEST"))
     manifest = {str(p.relative_to(local_dir)): sha256(p) for p in files}
     (local_dir / f"MANIFEST.rank{r}.json").write_text(json.dumps(manifest, indent=1))
@@ -322,6 +326,18 @@ def read_state(path: Union[Path, str, Location]) -> Optional[TrainerState]:
         return parse_state(read_json(path / "trainer_state.json"))
     except (OSError, ValueError, RecursionError):
         return None
+
+
+def read_report(path: Union[Path, str, Location]) -> Optional[Dict]:
+    """What the checkpoint's step reported (report.json: metrics and run figures), None where the
+    checkpoint has none (written before peft-ray kept it) or it is not a JSON object."""
+    if isinstance(path, str):
+        path = Location.at(path) if is_uri(path) else Path(path)
+    try:
+        raw = read_json(path / REPORT)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def checkpoint_step(path: Union[Path, str, Location]) -> int:

@@ -22,7 +22,8 @@ from peft_ray.train.faults import faults_from_env
 from peft_ray.train.fit import DATA_CPU_SLOTS, cpu_fit_problem  # DATA_CPU_SLOTS: tune/runner.py's too
 from peft_ray.train.recipe import RunFacts, train_func
 from peft_ray.train.interrupt import noting_sigint
-from peft_ray.train.resume import check_layout, check_same_run, find_checkpoint, finished, unread_fields
+from peft_ray.train.resume import (Finished, check_layout, check_same_run, find_checkpoint, finished,
+                                   unread_fields)
 
 
 @contextlib.contextmanager
@@ -404,11 +405,12 @@ def time_phases(final: Dict[str, Any]) -> str:
     return " | ".join(f"{label} {v:.1f}" for label, v in [*parts, ("start-up + other", rest)])
 
 
-def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], wall: float,
+def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], wall: Optional[float],
                   pre: Preflight, best: Optional[Location] = None) -> Dict[str, Any]:
     """adapter/ (the best evaluation's; the last when nothing was evaluated), adapter_last/
     (never half-written, see Location.replace_with), curves.png, then metrics.json. `wall` is the
-    time before this call; the save is timed here and added (the "save" phase)."""
+    time before this call; the save is timed here and added (the "save" phase). None: the run's
+    wall time is unknown (outputs written by a later --resume)."""
     from peft_ray.adapter import ADAPTER_FILES, CONFIG
     from peft_ray.train.runlog import plot_curves
 
@@ -422,8 +424,9 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
         plot_curves(out.uri, warn=lambda m: print(f"[peft-ray] {m}"))
     save = time.time() - t0
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "keep_score"}
-    final.update(wall_seconds=wall + save, save_seconds=save,
-                 skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
+    if wall is not None:
+        final["wall_seconds"] = wall + save
+    final.update(save_seconds=save, skipped_rows=pre.train.skipped + (pre.validation.skipped if pre.validation else 0),
                  checkpoint=checkpoint.uri, adapter=(out / "adapter").uri, adapter_last=(out / "adapter_last").uri)
     # which step's adapter adapter/ holds: the best's, or the last's when nothing was evaluated or
     # the best checkpoint (an earlier run's, after --resume) was missing or failed its check
@@ -432,15 +435,15 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
         final["best"] = f"step {final['best_step']} ({final['metric_for_best']} {final['best_metric']:.4f})"
         if best is None:
             final["best"] += f"; adapter/ holds step {final['adapter_step']}: that checkpoint was not usable"
-    if "train_seconds" in final:
+    if "train_seconds" in final and wall is not None:
         final["time_phases"] = time_phases(final)
     (out / "metrics.json").write_text(json.dumps(final, indent=2))
     return final
 
 
 def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool):
-    """(the checkpoint --resume continues, or None; the recorded metrics of a run with nothing left to
-    train, or None), decided before output.dir is written to."""
+    """(the checkpoint --resume continues, or None; a Finished run with nothing left to train, or
+    None), decided before output.dir is written to."""
     if not resume:
         return None, None
     check_can_start(spec, resume, overwrite, local)
@@ -449,13 +452,22 @@ def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool)
     return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)
 
 
+def finish_run(spec: JobSpec, pre, checkpoint: str, done: Finished, local: bool) -> Dict[str, Any]:
+    """A --resume with nothing left to train: the recorded metrics.json as it is, or the outputs the
+    run was stopped before writing, from its last checkpoint's report."""
+    if done.recorded:
+        return done.metrics
+    out = Location.at(spec.output.dir)
+    return write_outputs(out, Location.at(checkpoint), done.metrics, None, pre, best=kept_best(out, done.metrics, local))
+
+
 def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.time()
     pre = run_preflight(spec)
     resume_from, done = resumed_from(spec, pre, resume, overwrite, local=False)
     if done is not None:
-        return done                      # nothing left to train: the run's record stays as it is
+        return finish_run(spec, pre, resume_from, done, local=False)
     with prepared_output_dir(spec, resume, overwrite) as out:
         started = init_ray(spec)
         check_cluster_fits(spec)
@@ -489,8 +501,17 @@ def best_checkpoint(result, metrics: Dict[str, Any], out: Location) -> Optional[
     for ckpt, m in result.best_checkpoints or []:
         if m.get("step") == metrics["best_step"]:
             return location_of(ckpt.filesystem, ckpt.path, like=out.uri)
-    found = checkpoint_at_step((out / "ray").uri, int(metrics["best_step"]))
+    return kept_best(out, metrics, local=False)
+
+
+def kept_best(out: Location, metrics: Dict[str, Any], local: bool) -> Optional[Location]:
+    """The checkpoint at metrics["best_step"] that the run in `out` kept (--local's under
+    checkpoints/, Ray's under ray/) and that passes its check; None, said, when there is none."""
+    if "best_step" not in metrics:
+        return None
+    root = (out / "checkpoints") if local else (out / "ray")
+    found = checkpoint_at_step(Path(root.path) if local else root.uri, int(metrics["best_step"]))
     if not found:
         print(f"[peft-ray] warning: no checkpoint of step {int(metrics['best_step'])} (the best) is kept under "
-              f"{(out / 'ray').uri} that passes its check; adapter/ holds the last checkpoint's adapter instead")
+              f"{root.uri} that passes its check; adapter/ holds the last checkpoint's adapter instead")
     return Location.at(found) if found else None

@@ -86,7 +86,7 @@ def local_spec(spec: JobSpec) -> JobSpec:
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
-    from peft_ray.train.driver import prepared_output_dir, resumed_from, write_outputs
+    from peft_ray.train.driver import finish_run, prepared_output_dir, resumed_from, write_outputs
 
     t0 = time.time()
     if is_uri(spec.output.dir):
@@ -97,7 +97,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     pre = run_preflight(spec)
     checkpoint, done = resumed_from(spec, pre, resume, overwrite, local=True)
     if done is not None:
-        return done                      # nothing left to train: the run's record stays as it is
+        return finish_run(spec, pre, checkpoint, done, local=True)
     resume_from = Path(checkpoint) if checkpoint else None
     with prepared_output_dir(spec, resume, overwrite, local=True) as out:
         reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints,

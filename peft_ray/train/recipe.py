@@ -392,7 +392,8 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
     t0 = time.perf_counter()
     with ctx.reporter.staging_dir() as tmp:
         save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx, {**metrics, "step": state.global_step}
-                                                                       if metrics else None), fail_midway=fail)
+                                                                       if metrics else None),
+                        fail_midway=fail, report=full)
         ctx.reporter.report(full, tmp)
     # This save's own time reaches the next report (and the run's total through the checkpointed state).
     state.checkpoint_seconds += time.perf_counter() - t0

@@ -11,13 +11,14 @@ resumes the same way: `max_steps` may grow, the model and batch may not).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from peft_ray.errors import CheckpointError
 from peft_ray.spec.load import shown
 from peft_ray.storage import Location
-from peft_ray.train.checkpoint import latest_good_checkpoint, read_state
+from peft_ray.train.checkpoint import latest_good_checkpoint, read_report, read_state
 
 # Fields a continuation may change: run length, evaluation and checkpoint cadence, failure handling,
 # where the data folder and the cluster are. Everything else must equal the run's job.yaml.
@@ -110,10 +111,20 @@ def find_checkpoint(out: Location, local: bool) -> str:
     return str(found)
 
 
-def finished(out: Location, checkpoint: str, total_steps: int, patience=None) -> Optional[Dict[str, Any]]:
+@dataclass(frozen=True)
+class Finished:
+    """A --resume of a run with nothing left to train."""
+
+    metrics: Dict[str, Any]   # its metrics.json, or (recorded False) its last checkpoint's report
+    recorded: bool            # True: metrics.json is there and stays as it is
+
+
+def finished(out: Location, checkpoint: str, total_steps: int, patience=None) -> Optional[Finished]:
     """A --resume of a run with nothing left to train: its latest checkpoint reached this job's last
     step, or early stopping had stopped it (`patience` evaluations without a better one). Its recorded
-    metrics.json, untouched, after a line saying how to train further; None where steps remain."""
+    metrics.json, untouched, after a line saying how to train further; where the run was stopped
+    after that checkpoint but before it wrote its outputs (a Ctrl-C or a kill in between), the
+    checkpoint's report, to write them from. None where steps remain."""
     state = read_state(checkpoint)
     step = state.global_step if state else 0
     stopped = bool(state and patience is not None and state.evals_since_best >= patience)
@@ -124,11 +135,16 @@ def finished(out: Location, checkpoint: str, total_steps: int, patience=None) ->
            else f"already reached step {step} of {total_steps}")
     more = ("raise train.early_stopping_patience (or drop it)" if stopped
             else "raise train.max_steps or train.epochs")
-    if not record.exists():
+    if record.exists():
+        print(f"[peft-ray] the run in {out} {why}: nothing left to train. To train further, {more}")
+        return Finished(json.loads(record.read_small_text(10 * 2 ** 20) or "{}"), recorded=True)
+    report = read_report(checkpoint)
+    if report is None or report.get("step") != step:   # a checkpoint written before report.json was kept
         raise CheckpointError(f"--resume: the run in '{out}' {why} but wrote no metrics.json. To train further, "
                               f"{more}; or export its checkpoint: peft-ray export {checkpoint} OUT")
-    print(f"[peft-ray] the run in {out} {why}: nothing left to train. To train further, {more}")
-    return json.loads(record.read_small_text(10 * 2 ** 20) or "{}")
+    print(f"[peft-ray] the run in {out} {why} but stopped before writing its outputs; writing adapter/ and "
+          f"metrics.json from its last checkpoint {checkpoint}")
+    return Finished(report, recorded=False)
 
 
 def unread_fields(spec) -> Tuple[str, ...]:

@@ -52,6 +52,29 @@ def test_a_finished_run_is_left_as_it_is(tiny_bert, tiny_data, tmp_path, capsys)
     assert again == first and {f: (out / f).read_text() for f in before} == before   # its record too
 
 
+def test_a_run_stopped_before_writing_its_outputs_gets_them_from_its_last_checkpoint(tiny_bert, tiny_data,
+                                                                                      tmp_path, capsys):
+    """A Ctrl-C or kill between the last checkpoint and metrics.json (the final save) left a finished
+    run that --resume refused; its last checkpoint's report now gives the outputs."""
+    import json
+    import shutil
+
+    out = tmp_path / "run"
+    spec = _spec(tiny_bert, tiny_data, out, train={"max_steps": 3, "eval_every": 1})
+    first = run_local(spec)
+    adapters = {n: (out / n / "adapter_model.safetensors").read_bytes() for n in ("adapter", "adapter_last")}
+    for name in ("adapter", "adapter_last"):
+        shutil.rmtree(out / name)
+    (out / "metrics.json").unlink()
+    again = run_local(spec, resume=True)
+    assert "stopped before writing its outputs; writing adapter/ and metrics.json from its last checkpoint" in \
+        capsys.readouterr().out
+    assert {n: (out / n / "adapter_model.safetensors").read_bytes() for n in adapters} == adapters
+    timing = ("wall_seconds", "time_phases", "save_seconds")    # this process's, not the run's: left out
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in first.items() if k not in timing}
+    assert json.loads((out / "metrics.json").read_text()) == again and "wall_seconds" not in again
+
+
 def test_an_early_stopped_run_is_finished(tiny_bert, tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     train = {"max_steps": 40, "eval_every": 1, "early_stopping_patience": 1, "lr": 1e-9}   # hardly a better eval

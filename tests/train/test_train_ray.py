@@ -7,6 +7,7 @@ of worker start-up on 2 cores, so every run here is asserted on more than once.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -225,11 +226,22 @@ def test_the_earliest_of_tied_evaluations_stays_the_best_and_is_kept(ray_runtime
     tie and pruned it, so adapter/ fell back to the last step's. A tiny lr makes every
     evaluation's accuracy equal."""
     out = tmp_path / "run"
-    _, metrics = _train(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
-                        train={"max_steps": 6, "eval_every": 2, "checkpoint_every": 2, "keep_checkpoints": 1,
-                               "lr": 1e-12})
+    spec, metrics = _train(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
+                           train={"max_steps": 6, "eval_every": 2, "checkpoint_every": 2, "keep_checkpoints": 1,
+                                  "lr": 1e-12})
     accuracies = [r["accuracy"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                   if r.get("kind") == "eval"]
     assert len(accuracies) == 3 and len(set(accuracies)) == 1
     assert metrics["best_step"] == 2 and metrics["adapter_step"] == 2
     assert metrics["best"] == f"step 2 (accuracy {accuracies[0]:.4f})"
+    # A Ctrl-C (or a kill) after the last checkpoint but before the outputs were written left a
+    # finished run without them, and --resume refused it: it now writes them from that checkpoint
+    # (the best still found under ray/), without starting Ray.
+    written = {n: (out / n / "adapter_model.safetensors").read_bytes() for n in ("adapter", "adapter_last")}
+    for name in ("adapter", "adapter_last"):
+        shutil.rmtree(out / name)
+    (out / "metrics.json").unlink()
+    again = run_train(spec, resume=True)
+    assert {n: (out / n / "adapter_model.safetensors").read_bytes() for n in written} == written
+    same = lambda m: {k: v for k, v in m.items() if k not in ("wall_seconds", "time_phases", "save_seconds")}  # noqa: E731
+    assert same(again) == same(metrics) == same(json.loads((out / "metrics.json").read_text()))
