@@ -28,14 +28,14 @@ def timeline(job: str, overrides: list) -> dict:
         marks[name] = time.perf_counter() - t0 - sum(marks.values())
 
     from peft_ray.spec import load_spec
-    from peft_ray.train import driver
+    from peft_ray.train import driver, ray_start, run_dir
     mark("imports")
     spec = load_spec(ROOT / job, overrides)
     pre = driver.run_preflight(spec)
-    with driver.prepared_output_dir(spec, False, True) as out:   # the old output goes when this block ends
+    with run_dir.prepared_output_dir(spec, False, True) as out:   # the old output goes when this block ends
         pass
     mark("pre-flight")
-    driver.init_ray(spec)
+    ray_start.init_ray(spec)
     mark("ray.init")
     datasets = driver.build_datasets(spec, pre)
     mark("datasets")

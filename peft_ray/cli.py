@@ -54,7 +54,8 @@ def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, l
     metrics.json, metrics.jsonl, tensorboard/, curves.png, train.log and job.yaml.
     """
     from peft_ray.spec import load_spec
-    from peft_ray.train.driver import check_can_start, check_cluster_address, check_fits_this_machine
+    from peft_ray.train.ray_start import check_cluster_address, check_fits_this_machine
+    from peft_ray.train.run_dir import check_can_start
     from peft_ray.train.local import local_spec
     from peft_ray.train.terminal import level_of
 
@@ -155,7 +156,7 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
     except JobError as e:
         fail(e)
     try:
-        from peft_ray.train.driver import check_fits_this_machine
+        from peft_ray.train.ray_start import check_fits_this_machine
 
         check_fits_this_machine(spec)
     except JobError as e:    # a job meant for a cluster is valid; `train` here would refuse it

@@ -130,7 +130,27 @@ def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
     local = extra.get("base_model_path")  # adapter_config names the hub id; load what training loaded
     if local and Path(local).is_dir():
         spec.model.name_or_path = local
-    return state, apply_trust(spec, trust, adapter_dir / EXTRA)
+    spec = apply_trust(spec, trust, adapter_dir / EXTRA)
+    check_chat_template(spec, adapter_dir / EXTRA)
+    return state, spec
+
+
+def check_chat_template(spec, where: Path) -> None:
+    """A recorded chat job's base-model chat template renders within `validate`'s limits (time and
+    size, in a child killed past them) before any row is rendered: the model folder an adapter names
+    is a file users exchange, and a nested loop in its template hung predict for ever."""
+    if not spec.template.chat:
+        return
+    from peft_ray.models import resolve_model_path
+    from peft_ray.preflight import check_chat_renders
+    from peft_ray.rows.tokens import tokenizer
+
+    try:
+        tok = tokenizer(resolve_model_path(spec.model.name_or_path), spec.model.trust_remote_code)
+        if getattr(tok, "chat_template", None):
+            check_chat_renders(tok, spec)
+    except JobError as e:              # SpecError from the rendering check, a missing model folder
+        raise CheckpointError(f"{where}: {e}") from None
 
 
 def check_adapter(adapter_dir: Path, trust: Trust = Trust()) -> LoadedAdapter:
@@ -175,7 +195,7 @@ def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Sc
 def start_ray(spec, address: Optional[str]) -> None:
     """Join `address` (or RAY_ADDRESS), or start Ray in-process, as `peft-ray train` does
     (never the cluster the run trained on: its address may be long gone)."""
-    from peft_ray.train.driver import init_ray
+    from peft_ray.train.ray_start import init_ray
 
     local = spec.model_copy(deep=True)
     local.scaling.num_workers, local.scaling.cpus_per_worker, local.scaling.address = 1, 1, address

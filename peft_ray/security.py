@@ -11,8 +11,15 @@ REDACTED = "***REDACTED***"
 # Whole words of a key name: `hf_token`, `AWS_SECRET_ACCESS_KEY`, `password` (not `tokenizer`).
 _SECRET_KEY = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|access[_-]?key|"
                          r"credentials?)(?:$|[_.-])", re.I)
+# Token-shaped strings: Hugging Face, AWS key ids, GitHub (classic and fine-grained), OpenAI-style
+# `sk-`, Stripe secret and restricted keys, npm, GitLab, Slack tokens and webhooks, a JWT, a bearer
+# token (an Authorization header's value).
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|"
-                           r"gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})\b")
+                           r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{22,}|sk-[A-Za-z0-9_-]{20,}|"
+                           r"[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|"
+                           r"xox[abposr]-[A-Za-z0-9-]{10,}|hooks\.slack\.com/services/[A-Za-z0-9/]{20,}|"
+                           r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}|"
+                           r"Bearer\s+[A-Za-z0-9._~+/-]{20,}=*)")
 # user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
 # Up to the last @ before the host: a password may itself hold an @ ("p@ss" unescaped).
 # The lookbehind anchors the scheme at its first letter: without it a long line without "://" cost
@@ -93,11 +100,15 @@ _SHELL_ASSIGNMENT = re.compile(r"^[ \t]*(?:(?:export|declare|typeset|local|reado
 _SHELL_SET = re.compile(r"^[ \t]*(?:set(?:[ \t]+-[A-Za-z]+)*|setenv)[ \t]+([A-Za-z_][A-Za-z0-9_]{0,99})[ \t]+(\S.*)$",
                         re.M)
 _JSON_PAIR = re.compile(r'"([A-Za-z0-9_.-]{1,100})"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
+# <password>v</password> (Maven's settings.xml, .NET configs).
+_XML_PAIR = re.compile(r"<([A-Za-z0-9_.-]{1,100})>([^<>\n]{1,500})</\1>")
 # In a file, a key that holds a credential ends in the secret word (`hf_token`, `client_secret`,
 # `AWS_SECRET_ACCESS_KEY`, "private_key"), where a key that only mentions one does not
 # (`token_classification` in peft-ray's own JSON Schema); `PrivateKey = ` is WireGuard's.
-_SECRET_KEY_END = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|access[_-]?key|credentials?|"
-                             r"private[_-]?key)$", re.I)
+# `PGPASSWORD`, `authToken` and `clientsecret` run the words together; `auth` (a Docker registry's
+# base64 login), `Authorization` and `pwd` stand alone.
+_SECRET_KEY_END = re.compile(r"(?:(?:^|[_.-])(?:api[_-]?key|access[_-]?key|secret[_-]?key|credentials?|private[_-]?key|auth|"
+                             r"authorization|pwd)|token|secret|passw(?:or)?d)$", re.I)
 _PRIVATE_KEY_NAME = re.compile(r"private[_-]?key", re.I)
 # A tokenizer's special tokens (`pad_token: "[PAD]"`, `"eos_token": "</s>"`) are model config, not
 # credentials: every Hugging Face model folder holds them, and a model folder may travel with a job.
@@ -174,9 +185,34 @@ def holds_credentials(text: str, rows: bool = False) -> str:
         return shape
     if rows:
         return ""
-    pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
+    pairs = [(k, v, True) for rx in (_JSON_PAIR, _XML_PAIR) for k, v in rx.findall(text)]
     pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]
     return next((f"key {key!r}" for key, value, quoted in pairs if _secret_setting(key, value, quoted)), "")
+
+
+# A key export's header: the AWS console's `Access key ID,Secret access key` (and IAM's credentials.csv
+# with `User name,Password,...`), or any column named as a secret in full.
+_TABLE_SECRET_COLUMN = re.compile(r"^\s*\"?(?:secret[ _]access[ _]key|password|passwd|api[ _]key|secret[ _]key|"
+                                  r"client[ _]secret|private[ _]key|access[ _]token|refresh[ _]token|auth[ _]token)"
+                                  r"\"?\s*$", re.I)
+
+
+def holds_table_credentials(text: str) -> str:
+    """What in a table's text (CSV, TSV) is a credential ("" if nothing): a credential by its shape, or
+    (in the piece that holds the header) a column named as a secret with a real value under it. Its
+    other cells are data, whose words ("token", "password") mean nothing."""
+    shape = _credential_shape(text)
+    if shape:
+        return shape
+    lines = text.lstrip("\ufeff").splitlines()
+    if len(lines) < 2:
+        return ""
+    sep = "\t" if lines[0].count("\t") > lines[0].count(",") else ","
+    head, first = lines[0].split(sep), lines[1].split(sep)
+    for name, value in zip(head, first):
+        if _TABLE_SECRET_COLUMN.match(name) and _secret_setting("secret", value.strip().strip('"'), True):
+            return f"a {name.strip().strip(chr(34))!r} column"
+    return ""
 
 
 def holds_shell_credentials(text: str) -> str:
@@ -240,10 +276,14 @@ def trust_flags(command):
                              "adapter's job. Only for adapters and models you trust.")(command)
 
 
-def check_own_pickles(folder, what: str) -> None:
+PICKLED = "Ray Tune's saved state is pickled (loading it can run code)"
+
+
+def check_own_pickles(folder, what: str, why: str = PICKLED) -> None:
     """Refuse to unpickle state someone else could have written: every file under `folder`
     must belong to this user and be writable by nobody else. (Ray Tune's experiment state is
-    cloudpickled, and unpickling runs code; there is no tensors-only loader for it.)"""
+    cloudpickled, and unpickling runs code; there is no tensors-only loader for it.) `why`: what
+    a planted file there would do."""
     import os
     import stat
     from pathlib import Path
@@ -255,5 +295,5 @@ def check_own_pickles(folder, what: str) -> None:
         if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise CheckpointError(
                 f"{what}: refusing to resume from {p}: it is owned by another user or writable by others, and "
-                "Ray Tune's saved state is pickled (loading it can run code). Resume only from storage nobody "
-                "else can write, or start the search again without --resume")
+                f"{why}. Resume only from storage nobody else can write, or start the search again without "
+                "--resume")

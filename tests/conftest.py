@@ -99,7 +99,7 @@ def ray_runtime():
     """One real Ray head for every test that trains (3 logical CPUs: 2 workers + data)."""
     import ray
 
-    from peft_ray.train.driver import start_local_ray
+    from peft_ray.train.ray_start import start_local_ray
 
     if not ray.is_initialized():
         start_local_ray(3)   # as peft-ray's own in-process Ray (its dashboard: see start_local_ray)

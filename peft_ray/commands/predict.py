@@ -151,7 +151,7 @@ def check_actors(num_actors: int, cpus: float, where: str) -> None:
 
 def check_actors_fit_here(num_actors: int, address: Optional[str]) -> None:
     """Before Ray starts: the in-process Ray this command would start has this machine's CPUs plus
-    the data slots `train` adds (driver.init_ray); a cluster to join is checked once joined."""
+    the data slots `train` adds (ray_start.init_ray); a cluster to join is checked once joined."""
     import os
     import sys
 

@@ -170,10 +170,25 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
             check_plain_columns(ds.schema, f, columns)
             yield from ds.to_batches(columns=columns, batch_size=batch_size)
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+            if "straddl" in str(e):                    # a row longer than pyarrow's 1 MiB read block
+                check_line_lengths(f)
             if fmt == "json":
                 check_json_lines(f)                    # names the line and what is wrong with it
             raise DataError(f"{f}: cannot read as {fmt}: {str(e).splitlines()[0]}. "
                             "Check the file is complete and (for CSV/JSON) UTF-8 encoded") from None
+
+
+READ_BLOCK_BYTES = 1 << 20      # pyarrow's CSV and JSON read block: no row can be longer
+
+
+def check_line_lengths(path: str) -> None:
+    """Names the first line longer than READ_BLOCK_BYTES: pyarrow's own error says only that an
+    object "straddles two block boundaries"."""
+    with open(path, "rb") as fh:
+        for n, line in enumerate(iter(lambda: fh.readline(READ_BLOCK_BYTES + 1), b""), 1):
+            if len(line) > READ_BLOCK_BYTES and not line.endswith(b"\n"):
+                raise DataError(f"{path}: line {n} is longer than {READ_BLOCK_BYTES >> 20} MiB, which no row may be "
+                                "(far more text than a model reads); shorten or drop that row")
 
 
 OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}

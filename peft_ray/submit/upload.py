@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,19 @@ SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc
                                     # key stores and password safes: PuTTY keys, KeePass, Java and PKCS#12
                                     # key stores, GnuPG secret keyrings, `pass`'s store
                                     "*.ppk", "*.kdbx", "*.kdb", "*.jks", "*.keystore", "*.jceks", "*.bks",
-                                    "*.pkcs12", "secring.*", "private-keys-v1.d", ".password-store")
+                                    "*.pkcs12", "secring.*", "private-keys-v1.d", ".password-store",
+                                    # the AWS console's key exports (`<user>_accessKeys.csv`, the old
+                                    # `rootkey.csv`, IAM's `credentials.csv`), kubeconfigs by name
+                                    "*accesskeys*.csv", "*credentials*.csv", "rootkey.csv", "kubeconfig*",
+                                    "*.kubeconfig")
+# A copy someone kept (`credentials.bak`, `secrets.yaml.orig`, `.netrc~`) is judged by the name it was
+# copied from: the suffix is taken off before the patterns above are matched and the text rules chosen.
+BACKUP_SUFFIXES = (".bak", ".backup", ".old", ".orig", ".save", ".sav", ".swp", ".tmp", ".copy", ".prev", "~")
+# Archives travel only when --include names them: peft-ray reads no archive (its data is Parquet,
+# Arrow, CSV or JSON Lines, its models folders), and a compressed file's content cannot be checked
+# for the credentials above (an `ssh-backup.tgz` of ~/.ssh looks like any other).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".7z", ".rar", ".zst",
+                    ".zstd", ".lz4", ".lzma", ".z", ".cab", ".iso", ".dmg")
 # Ray warns about single files above 10 MiB; big models and data belong on shared storage.
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 
@@ -129,8 +142,31 @@ def is_secret(rel: str) -> bool:
     """Whether a path (relative to the working dir, or a link's absolute target) looks like a
     credentials file."""
     parts = [p for p in rel.split("/") if p]
+    if parts and unbacked(parts[-1]) != parts[-1]:
+        parts = [*parts[:-1], unbacked(parts[-1])]
     runs = ["/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)]
     return any(fnmatch.fnmatchcase(r.lower(), pat.lower()) for r in runs for pat in SECRET_PATTERNS)
+
+
+def unbacked(name: str) -> str:
+    """A file name without its backup suffixes (`credentials.bak.1` -> `credentials`); the name itself
+    where that would leave nothing (`.bak`)."""
+    base = name
+    while True:
+        low = base.lower()
+        cut = next((suf for suf in BACKUP_SUFFIXES if low.endswith(suf) and len(base) > len(suf)), None)
+        if cut is None:
+            cut_digits = re.fullmatch(r"(.+?)\.\d{1,3}", base)    # `credentials.1`, `.netrc.2` (rotated copies)
+            if cut_digits is None:
+                return base
+            base = cut_digits.group(1)
+            continue
+        base = base[: -len(cut)]
+
+
+def is_archive(path: Path) -> bool:
+    """Whether a file is an archive or compressed file, by its name (see ARCHIVE_SUFFIXES)."""
+    return unbacked(path.name).lower().endswith(ARCHIVE_SUFFIXES)
 
 
 # A file this small may be a token file under another name; bigger ones are not read. A token
@@ -182,7 +218,10 @@ def _small_text(path: Path, limit: int) -> str:
 # for in every file that travels, whatever its name and size: no code or doc needs a real key, and
 # `deploy_key` or `key.txt` is as good a name as any.
 CONFIG_SUFFIXES = {"", ".conf", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".json", ".txt", ".properties",
-                   ".netrc", ".rc"}
+                   ".netrc", ".rc", ".tf", ".hcl", ".cnf", ".config", ".xml", ".env", ".npmrc"}
+# Tables (CSV, TSV) are data: their rows are only searched for credentials by shape (a token, a URL
+# with a password, a private key), and their header for a key export's columns.
+TABLE_SUFFIXES = {".csv", ".tsv"}
 SHELL_SUFFIXES = {".sh", ".bash", ".zsh", ".ksh", ".csh", ".fish", ".ps1", ".psm1", ".bat", ".cmd"}
 SHELL_NAMES = {".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zprofile", ".zshenv", ".kshrc",
                ".cshrc", ".envrc"}
@@ -193,22 +232,29 @@ CONFIG_FILE_BYTES = 1024 * 1024
 _KEY_CHUNK, _KEY_OVERLAP = 1024 * 1024, 16 * 1024
 
 
+def _suffix(path: Path) -> str:
+    return Path(unbacked(path.name)).suffix.lower()
+
+
 def is_config(path: Path) -> bool:
-    """Whether a file's text is read for credential lines: by its suffix, or a dotfile."""
-    return path.suffix.lower() in CONFIG_SUFFIXES or path.name.startswith(".")
+    """Whether a file's text is read for credential lines: by its suffix (a backup's by the name it
+    was copied from), or a dotfile."""
+    return _suffix(path) in CONFIG_SUFFIXES or path.name.startswith(".")
 
 
 def is_shell(path: Path) -> bool:
     """Whether a file is a shell script (or a shell's startup file), read with the shell's forms."""
-    return path.suffix.lower() in SHELL_SUFFIXES or path.name in SHELL_NAMES
+    return _suffix(path) in SHELL_SUFFIXES or unbacked(path.name) in SHELL_NAMES
 
 
 def _text_rules(path: Path) -> Optional[Callable[[str], str]]:
-    """How a file's text is read for credential lines, by its name: shell, config, or not at all."""
-    from peft_ray.security import holds_credentials, holds_shell_credentials
+    """How a file's text is read for credential lines, by its name: shell, config, table, or not at all."""
+    from peft_ray.security import holds_credentials, holds_shell_credentials, holds_table_credentials
 
     if is_shell(path):
         return holds_shell_credentials
+    if _suffix(path) in TABLE_SUFFIXES:
+        return holds_table_credentials
     return holds_credentials if is_config(path) else None
 
 
@@ -218,16 +264,22 @@ def holds_credentials_file(path: Path) -> str:
     it links to) a credential in its text."""
     from peft_ray.security import secret_container
 
-    container = secret_container(_head(path))
+    head = _head(path)
+    container = secret_container(head)
     if container:
         return container
+    if is_archive(path) or is_archive(path.resolve()):
+        return "an archive, whose content cannot be checked"
     rules = _text_rules(path) or _text_rules(path.resolve())
-    if rules is None:
+    wide = _utf16(head)
+    if rules is None and not wide:
         return "a private key" if streams_private_key(path) else ""
-    from peft_ray.security import holds_credentials, is_json_rows
+    from peft_ray.security import holds_credentials, holds_private_key, is_json_rows
 
+    if rules is None:       # UTF-16 text (PowerShell's and Notepad's default): searched for keys, decoded
+        return "a private key" if any(holds_private_key(t) for t in _text_chunks(path, wide)) else ""
     rows = None           # a JSON array of rows is data: judged once, by the file's opening
-    for text in _text_chunks(path):     # these rules cover private keys too
+    for text in _text_chunks(path, wide):     # these rules cover private keys too
         if rules is holds_credentials:
             rows = is_json_rows(text, path.name) if rows is None else rows
             found = holds_credentials(text, rows=rows)
@@ -238,11 +290,32 @@ def holds_credentials_file(path: Path) -> str:
     return ""
 
 
-def _text_chunks(path: Path) -> Iterator[str]:
+def _utf16(head: bytes) -> str:
+    """The UTF-16 codec a file's first bytes show (a byte-order mark, or a NUL beside every ASCII
+    character), "" otherwise: read as UTF-8, such text has a NUL between letters and no rule matches."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    pairs = head[: len(head) // 2 * 2]
+    if len(pairs) >= 8:
+        if pairs[1::2].count(0) == len(pairs) // 2 and pairs[0::2].count(0) == 0:
+            return "utf-16-le"
+        if pairs[0::2].count(0) == len(pairs) // 2 and pairs[1::2].count(0) == 0:
+            return "utf-16-be"
+    return ""
+
+
+def _text_chunks(path: Path, wide: str = "") -> Iterator[str]:
     """A file's text in pieces of about CONFIG_FILE_BYTES, each cut after a line end and starting
     with the last _KEY_OVERLAP bytes of the one before, so the line rules see every line whole and
     a key block that straddles a cut whole in the next piece. A file over the old 1 MiB limit (a
-    big kubeconfig or YAML) was only searched for keys, and a token line in it travelled."""
+    big kubeconfig or YAML) was only searched for keys, and a token line in it travelled. UTF-16
+    text (`wide`, its codec) is decoded whole: a file that travels is at most LARGE_FILE_BYTES."""
+    if wide:
+        try:
+            yield path.read_bytes().decode(wide, errors="replace")
+        except OSError:
+            pass
+        return
     tail = b""
     try:
         with open(path, "rb") as f:

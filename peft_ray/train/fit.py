@@ -1,5 +1,5 @@
 """Does the worker group leave the cluster room for Ray Data? One rule for every place that
-starts training: the local head (train/driver.py adds DATA_CPU_SLOTS logical CPUs for it), the
+starts training: the local head (train/ray_start.py adds DATA_CPU_SLOTS logical CPUs for it), the
 driver on a cluster, and `peft-ray submit` before anything is uploaded.
 
 Ray Train's workers hold `scaling.num_workers x scaling.cpus_per_worker` CPUs for the whole run;

@@ -86,7 +86,8 @@ def local_spec(spec: JobSpec) -> JobSpec:
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
-    from peft_ray.train.driver import finish_run, prepared_output_dir, resumed_from, write_outputs
+    from peft_ray.train.outputs import finish_run, write_outputs
+    from peft_ray.train.run_dir import prepared_output_dir, resumed_from
 
     t0 = time.time()
     if is_uri(spec.output.dir):

@@ -101,7 +101,7 @@ def make_run_log(run: RunFacts, state: TrainerState) -> RunLog:
 
 
 # Phase clocks a checkpoint carries across a resume: the run's totals; this attempt's wall time
-# holds only what the attempt itself spent (driver.time_phases subtracts the carried part).
+# holds only what the attempt itself spent (outputs.time_phases subtracts the carried part).
 CARRIED = ("train_seconds", "data_seconds", "eval_seconds", "checkpoint_seconds")
 
 

@@ -18,7 +18,7 @@ from peft_ray.security import check_own_pickles
 from peft_ray.spec import JobSpec, saved_spec
 from peft_ray.spec.load import recorded_mapping
 from peft_ray.storage import Location, is_uri, write_file
-from peft_ray.train.driver import BESIDE_RUN
+from peft_ray.train.run_dir import BESIDE_RUN
 
 EXPERIMENT = "tune"            # <output.dir>/tune/: Ray Tune's experiment (pickled state)
 TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
@@ -72,4 +72,7 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
         raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
     if resume:
         check_own_pickles(out / EXPERIMENT, "--resume")
+        if (out / TRIALS_DIR).is_dir():   # their reports rank the trials and name the adapter exported
+            check_own_pickles(out / TRIALS_DIR, "--resume", "a trial's reports there decide the leaderboard and "
+                              "which checkpoint's adapter is exported")
     return out

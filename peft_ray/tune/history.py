@@ -56,6 +56,7 @@ def read_history(tune_dir: Optional[Path], own: Optional[Path] = None) -> List[D
     started before history.jsonl has). A step reported more than once (a resumed trial) keeps its
     last report."""
     by_step: Dict[int, Dict[str, Any]] = {}
+    homes = [f for f in (own, tune_dir) if f is not None]
     for row in checkpoint_history(own) if own else []:
         if isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
             by_step[row["step"]] = row
@@ -68,8 +69,22 @@ def read_history(tune_dir: Optional[Path], own: Optional[Path] = None) -> List[D
             except ValueError:   # blank, or a line cut short by a kill
                 continue
             if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
-                by_step[row["step"]] = row
+                by_step[row["step"]] = _own_checkpoint(row, homes)
     return [by_step[s] for s in sorted(by_step)]
+
+
+def _own_checkpoint(row: Dict[str, Any], homes: List[Path]) -> Dict[str, Any]:
+    """`row` with its checkpoint_path kept only where it lies inside the trial's own folders: the
+    best row's checkpoint becomes the search's adapter/, and a row written into history.jsonl by
+    someone else must not copy an adapter from elsewhere into it."""
+    path = row.get("checkpoint_path")
+    if path is None:
+        return row
+    try:
+        inside = isinstance(path, str) and any(Path(path).resolve().is_relative_to(h.resolve()) for h in homes)
+    except (OSError, RuntimeError, ValueError):     # a link loop, a NUL in the name
+        inside = False
+    return row if inside else {**row, "checkpoint_path": None}
 
 
 def read_error(*folders: Optional[Path]) -> Optional[str]:

@@ -65,6 +65,7 @@ def _finite(v: Any) -> bool:
 
 def trial_row(trial_id: str, assignment: Dict[str, Any], history: List[Dict[str, Any]], total: int,
               metric: str, mode: str, error: bool, space: SearchSpace) -> TrialRow:
+    history = [h for h in history if 0 < h["step"] <= total]   # a report past the trial's last step was never made
     scored = [h for h in history if _finite(h.get(metric))]
     sign = 1 if mode == "max" else -1
     # Ties go to the earliest step whose checkpoint is still there (retention may have dropped
@@ -206,7 +207,8 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
             f"best {best.best_metric} at step {best.best_step}.\n")
     atomic_write(yaml_path, (head + yaml.safe_dump(best_spec, sort_keys=False)).encode("utf-8"))
     if not best.checkpoint or not (Path(best.checkpoint) / "adapter").is_dir():
-        print(f"[peft-ray] warning: the best checkpoint {best.checkpoint} is gone; no adapter exported")
+        where = best.checkpoint or "of that report (none in the trial's folder)"
+        print(f"[peft-ray] warning: the best checkpoint {where} is gone; no adapter exported")
         return None
     src = Location.at(best.checkpoint) / "adapter"
     with staging_dir(out / "adapter") as tmp:        # random name, made exclusively: no planted link

@@ -132,7 +132,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
              verbosity: int = 1):
     """The whole search; returns the leaderboard rows (best first). `verbosity` is Ray Tune's
     (0 silent, 1 status heartbeat, 2 every trial's start, results and end)."""
-    from peft_ray.train.driver import DATA_CPU_SLOTS, init_ray
+    from peft_ray.train.fit import DATA_CPU_SLOTS
+    from peft_ray.train.ray_start import init_ray
     from peft_ray.tune.results import write_results
 
     t0 = time.time()

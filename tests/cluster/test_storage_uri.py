@@ -23,7 +23,7 @@ from peft_ray.spec import validate_spec
 from peft_ray.spec.load import absolute_paths
 from peft_ray.storage import Location, join, location_of
 from peft_ray.train.checkpoint import _checkpoint_names, checkpoint_step, latest_good_checkpoint
-from peft_ray.train.driver import prepared_output_dir
+from peft_ray.train.run_dir import prepared_output_dir
 from tests.conftest import job_dict
 
 RESUME = dict(train={"max_steps": 6, "checkpoint_every": 3, "eval_every": 6, "max_failures": 0})

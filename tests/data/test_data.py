@@ -103,7 +103,7 @@ def test_ray_data_pipeline_streams_tokenized_rows(ray_runtime, tiny_bert, tiny_d
 
 def test_unreachable_cluster_is_a_quick_message():
     from peft_ray.errors import JobError
-    from peft_ray.train.driver import check_reachable
+    from peft_ray.train.ray_start import check_reachable
 
     with pytest.raises(JobError, match="cannot reach the Ray cluster"):
         check_reachable("127.0.0.1:1", timeout=2)

@@ -50,3 +50,31 @@ def test_the_chat_template_renders_within_limits(causal, tiny_data, tmp_path, mo
         return
     with pytest.raises(SpecError, match=expected):
         preflight.check_chat(spec, str(model), "causal")
+
+
+def test_a_shared_adapters_base_chat_template_is_checked_before_predict_renders(causal, tiny_data, tmp_path,
+                                                                                 monkeypatch):
+    """A security-review finding: the limit held in `validate` only; eval, predict and export render
+    the chat template of the model folder an adapter names (a file users exchange), and a nested
+    loop there hung predict for ever."""
+    from peft_ray import preflight
+    from peft_ray.errors import CheckpointError
+    from peft_ray.inference import read_run_spec
+    from peft_ray.rows.tokens import tokenizer
+    from peft_ray.train.local import run_local
+
+    model = tmp_path / "model"
+    shutil.copytree(causal, model)
+    cfg = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": WORKS}))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    out = tmp_path / "run"
+    run_local(validate_spec(job_dict(model, tiny_data, out, template={"text": "{text}", "chat": True},
+                                     scaling={"num_workers": 1}, train={"max_steps": 1})), bar="none")
+    read_run_spec(out / "adapter")                      # the template as trained: fine
+    (model / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": HANGS}))
+    tokenizer.cache_clear()                             # a new process reads the folder afresh
+    monkeypatch.setattr(preflight, "CHAT_RENDER_SECONDS", 2)
+    with pytest.raises(CheckpointError, match=r"peft_ray.json: template.chat: the chat template of .* did not "
+                                              "render one sample turn in 2 s"):
+        read_run_spec(out / "adapter")

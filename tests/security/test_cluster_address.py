@@ -37,10 +37,10 @@ def _job_file(tmp_path, tiny_bert, tiny_data, address: str):
 
 @pytest.mark.parametrize("command", ["train", "tune", "validate", "submit"])
 def test_a_job_file_never_picks_the_cluster(tiny_bert, tiny_data, tmp_path, head, command, monkeypatch):
-    from peft_ray.train import driver
+    from peft_ray.train import ray_start
 
     joined = []    # a real join would wait on the silent head: the test records it and fails instead
-    monkeypatch.setattr(driver, "join_cluster", lambda address, source: joined.append(address) or 1 / 0)
+    monkeypatch.setattr(ray_start, "join_cluster", lambda address, source: joined.append(address) or 1 / 0)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     address = "%s:%d" % head.getsockname()
     job = _job_file(tmp_path, tiny_bert, tiny_data, address)

@@ -241,6 +241,25 @@ def test_a_row_of_more_text_than_any_model_reads_is_refused(tmp_path, tiny_bert)
     assert f"data.train ({tmp_path / 'part-1.parquet'}): row 7 holds 100,005 characters" in out
 
 
+@pytest.mark.parametrize("name", ["train.csv", "train.jsonl"])
+def test_a_row_longer_than_the_readers_block_is_named(tmp_path, tiny_bert, name):
+    """A security-review finding: a 3,000,000-character CSV row gave pyarrow's "straddling object
+    straddles two block boundaries" and "check the file is complete", naming no row."""
+    rows = _rows()
+    rows[4]["text"] = "x" * 3_000_000
+    if name.endswith(".csv"):
+        import csv
+
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.DictWriter(f, ["text", "label"]).writeheader()
+            csv.DictWriter(f, ["text", "label"]).writerows(rows)
+    else:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _validate(tmp_path, tiny_bert, tmp_path, name)
+    line = 6 if name.endswith(".csv") else 5
+    assert f"{name}: line {line} is longer than 1 MiB, which no row may be" in out and "straddl" not in out
+
+
 def test_a_list_column_of_more_text_than_any_model_reads_is_refused():
     """NER's tokens are a list of strings: 300,000 tokens in one row passed."""
     import pyarrow as pa

@@ -68,7 +68,7 @@ def _spec(tiny_bert, tiny_data, out):
 def test_overwrite_replaces_only_a_runs_own_files(tmp_path, tiny_bert, tiny_data):
     """--overwrite sets everything in output.dir aside and deletes it once the run is done: a folder
     holding anything no run writes (a home folder, a project) is refused, naming what is there."""
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.run_dir import check_can_start
 
     out = tmp_path / "home"
     (out / "src").mkdir(parents=True)
@@ -83,7 +83,7 @@ def test_overwrite_replaces_only_a_runs_own_files(tmp_path, tiny_bert, tiny_data
 
 
 def test_run_outputs_without_their_job_yaml_are_not_written_over(tmp_path, tiny_bert, tiny_data):
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.run_dir import check_can_start
 
     out = tmp_path / "run"
     (out / "adapter").mkdir(parents=True)
@@ -102,7 +102,7 @@ def test_a_planted_job_yaml_is_read_as_data(tmp_path, tiny_bert, tiny_data, plan
     """A FIFO blocked the start forever; a deeply nested job.yaml crashed it with a RecursionError."""
     import os
 
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.run_dir import check_can_start
 
     out = tmp_path / "run"
     out.mkdir()
@@ -117,7 +117,7 @@ def test_a_planted_job_yaml_is_read_as_data(tmp_path, tiny_bert, tiny_data, plan
 def test_what_other_commands_and_killed_writers_leave_is_the_folders_own(tmp_path, tiny_bert, tiny_data):
     """zero-shot before the first run, eval's log beside a run, a killed writer's temp file, Finder's
     .DS_Store: none of them is a reason to refuse a start or an --overwrite."""
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.run_dir import check_can_start
 
     out = tmp_path / "run"
     out.mkdir()
@@ -142,7 +142,7 @@ def test_what_other_commands_and_killed_writers_leave_is_the_folders_own(tmp_pat
 @pytest.mark.parametrize("resume, overwrite", [(True, False), (False, True)])
 def test_a_run_entry_planted_as_a_link_is_refused(tmp_path, tiny_bert, tiny_data, resume, overwrite):
     """`tensorboard -> elsewhere` in a run folder had --resume write event files outside output.dir."""
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.run_dir import check_can_start
 
     out, elsewhere = tmp_path / "run", tmp_path / "victim"
     (out / "ray").mkdir(parents=True)

@@ -46,14 +46,14 @@ def _tamper(out: Path, **trial) -> None:
 
 def test_resume_refuses_a_planted_trial_before_ray_starts(search, tiny_bert, tmp_path, monkeypatch):
     """The reviewer's attack: trials[0] turns on trust_remote_code for a model folder with an auto_map."""
-    from peft_ray.train import driver
+    from peft_ray.train import ray_start
 
     job, out = search
     marker = tmp_path / "pwned"
     _tamper(out, **{"model.trust_remote_code": True, "model.name_or_path": str(evil_model(tiny_bert, tmp_path,
                                                                                             marker))})
     started = []
-    monkeypatch.setattr(driver, "init_ray", lambda *a, **k: started.append(1) or 1 / 0)
+    monkeypatch.setattr(ray_start, "init_ray", lambda *a, **k: started.append(1) or 1 / 0)
     result = CliRunner().invoke(main, ["tune", str(job), "--resume"])
     assert result.exit_code == 2, result.output
     assert f"{out / 'search.json'}: trials[0]: key 'model.trust_remote_code' is not searched" in result.output

@@ -244,7 +244,7 @@ CREDENTIALS = {
     "application_default_credentials.json": '{"client_id": "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.'
                                             'googleusercontent.com", "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",'
                                             ' "refresh_token": "1//0gLx3Nq7w", "type": "authorized_user"}',
-    "kubeconfig": "users:\n- name: admin\n  user:\n    token: eyJhbGciOiJSUzI1NiIsImtpZCI6IkRfc2VydmljZSJ9."
+    "admin.conf": "users:\n- name: admin\n  user:\n    token: eyJhbGciOiJSUzI1NiIsImtpZCI6IkRfc2VydmljZSJ9."
                   "eyJzdWIiOiJ4In0\n",
     "cluster/kube.yaml": f"users:\n- name: admin\n  user:\n    client-key-data: {BASE64_PEM}\n",
     "config.yaml": "region: us-east-1\naws_secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
@@ -253,14 +253,20 @@ CREDENTIALS = {
 }
 
 
+def _refused_unless_included(root, rel: str, content, why: str = "") -> None:
+    """`rel` holding `content` beside a script: refused, naming it (and `why`, a pattern), until
+    --include names it."""
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+    (root / "main.py").write_text("print(1)\n")
+    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)}{why}"):
+        plan_upload(root)
+    assert rel in plan_upload(root, include=[rel]).listing()
+
+
 @pytest.mark.parametrize("rel", sorted(CREDENTIALS))
 def test_credentials_under_ordinary_names_are_found_in_their_text(tmp_path, rel):
-    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / rel).write_text(CREDENTIALS[rel])
-    (tmp_path / "main.py").write_text("print(1)\n")
-    with pytest.raises(JobError, match=f"looks like credentials: {re.escape(rel)} \\((a |key ).*\\)\\..*--include"):
-        plan_upload(tmp_path)
-    assert rel in plan_upload(tmp_path, include=[rel]).listing()
+    _refused_unless_included(tmp_path, rel, CREDENTIALS[rel], " \\((a |key ).*\\)\\..*--include")
 
 
 def test_ordinary_configs_model_folders_code_and_docs_are_not_credentials(tmp_path):
@@ -434,12 +440,12 @@ def test_ordinary_shell_scripts_travel(tmp_path):
 def test_a_private_key_is_found_in_a_file_of_any_size_that_travels(tmp_path):
     """The key search once stopped at 64 KiB: an 80 KB kubeconfig with client-key-data travelled."""
     (tmp_path / "main.py").write_text("print(1)\n")
-    kube = tmp_path / "cluster" / "kubeconfig.yaml"
+    kube = tmp_path / "cluster" / "config.yaml"
     kube.parent.mkdir()
     kube.write_text("clusters:\n" + "- name: c\n  cluster: {server: https://10.0.0.1}\n" * 2000 +
                     f"users:\n- name: admin\n  user:\n    client-key-data: {BASE64_PEM}\n")
     assert kube.stat().st_size > 80_000
-    with pytest.raises(JobError, match=r"cluster/kubeconfig.yaml \(a private key\)"):
+    with pytest.raises(JobError, match=r"cluster/config.yaml \(a private key\)"):
         plan_upload(tmp_path)
     kube.unlink()
     notes = tmp_path / "notes.log"                  # 3 MiB, the key straddling the first 1 MiB chunk's end
@@ -521,3 +527,48 @@ def test_json_rows_with_a_bom_or_a_literal_first_are_data(tmp_path, opening):
     (tmp_path / "main.py").write_text("print(1)\n")
     (tmp_path / "rows.json").write_text(opening + '{"text": "a", "token": "EU-Zone-Alpha"}]\n', encoding="utf-8")
     assert "rows.json" in plan_upload(tmp_path).names
+
+
+# A security review's everyday credential files that travelled: backups, key exports, registry and
+# package-manager logins, UTF-16 text, Terraform, token formats the rules did not know, archives.
+EVERYDAY = {
+    "alice_accessKeys.csv": b"Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+    "export.csv": b"Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLF,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+    "users.csv": b"User name,Password,Console login link\nalice,Xy7!pqrs,https://x.signin.aws.amazon.com\n",
+    "credentials.bak": b"[default]\nregion = eu-west-1\n",
+    "settings.yaml.orig": b"db:\n  password: Hunter2-prod\n",
+    "docker/config.json": b'{"auths": {"ghcr.io": {"auth": "YWxpY2U6Z2hwX2FiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6MDEyMzQ1"}}}\n',
+    "ci/npmrc": b"//registry.npmjs.org/:_authToken=npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789\n",
+    "notes.txt": "HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345\n".encode("utf-16"),
+    "pw.txt": "db_password = Hunter2xyz!\n".encode("utf-16-le"),
+    "main.tf": b'provider "aws" {\n  region = "us-east-1"\n  secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"\n}\n',
+    "db.sh": b"export PGPASSWORD=Hunter2xyz\n",
+    "api.yaml": b'headers:\n  Authorization: "Bearer abcdefghijklmnopqrstuvwxyz0123456789"\n',
+    "pay.yaml": b"stripe_key: sk_" + b"live_51HabcdefghijklmnopQR\n",
+    "gh.txt": b"github_" + b"pat_11ABCDEFG0123456789_abcdefghijklmnop\n",
+    "notify.yaml": b"webhook: https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX\n",
+    "settings.xml": b"<settings><servers><server><id>x</id><password>Hunter2xyz</password></server></servers></settings>\n",
+    "ssh-backup.tgz": b"\x1f\x8b\x08\x00" + bytes(60),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(EVERYDAY))
+def test_everyday_credential_files_are_refused(tmp_path, rel):
+    _refused_unless_included(tmp_path, rel, EVERYDAY[rel])
+
+
+def test_data_tables_utf16_text_and_copies_of_plain_files_travel(tmp_path):
+    """The wider rules leave data alone: a table whose cells say "token" or "password", a review
+    saved as UTF-16, a backup of an ordinary config, a versioned file name."""
+    files = {
+        "data/train.csv": b"text,label\nI loved the token economy,1\npassword reset was easy,0\n",
+        "data/ner.tsv": b"token\ttag\nParis\tB-LOC\nHunter2\tO\n",
+        "notes.txt": "The film was great. Password: ask the admin\n".encode("utf-16"),
+        "job.yaml.bak": b"name: old\nmodel:\n  name_or_path: minilm\n",
+        "release-1.2": b"version: 1.2\n",
+        "auth.yaml": b"auth: true\nauthorization: none\n",
+    }
+    for rel, data in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    assert set(files) <= set(plan_upload(tmp_path).names)

@@ -80,7 +80,9 @@ def test_a_search_never_starts_over_a_train_run_and_checks_before_its_log(tmp_pa
     from click.testing import CliRunner
 
     from peft_ray.cli import main
-    from peft_ray.spec import load_spec
+    import yaml
+
+    from peft_ray.spec import load_spec, saved_spec
     from peft_ray.tune.folder import check_can_start_search
 
     run = tmp_path / "run"                                   # a finished `peft-ray train` run
@@ -103,3 +105,26 @@ def test_a_search_never_starts_over_a_train_run_and_checks_before_its_log(tmp_pa
     r = CliRunner().invoke(main, ["tune", "jobs/sst2_template_search.yaml", f"output.dir={home}", "--overwrite"])
     assert r.exit_code == 2 and "also holds 'thesis.tex'" in r.output
     assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]        # no tune.log left behind
+
+
+def test_trial_records_writable_by_others_are_refused_on_resume(tmp_path):
+    """A security-review finding: a row planted in a trial's history.jsonl decided the leaderboard
+    and the exported adapter; trials/ now gets tune/'s ownership check."""
+    import yaml
+
+    from peft_ray.spec import load_spec, saved_spec
+    from peft_ray.tune.folder import check_can_start_search
+
+    out = tmp_path / "search"
+    spec = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"])
+    (out / "tune").mkdir(parents=True)
+    (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
+    history = out / "trials" / "abc_00000" / "history.jsonl"
+    history.parent.mkdir(parents=True)
+    history.write_text("{}\n")
+    history.chmod(0o644)
+    check_can_start_search(spec, resume=True, overwrite=False)
+    history.chmod(0o666)
+    with pytest.raises(CheckpointError, match="history.jsonl: it is owned by another user or writable by others, "
+                                              "and a trial's reports there decide the leaderboard"):
+        check_can_start_search(spec, resume=True, overwrite=False)

@@ -118,7 +118,7 @@ def test_a_dashboard_port_taken_at_the_last_moment_is_tried_again_elsewhere(tmp_
     script.write_text(
         "import socket\n"
         "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); taken = s.getsockname()[1]\n"
-        "import ray, peft_ray.train.driver as d\n"
+        "import ray, peft_ray.train.ray_start as d\n"
         "real, calls = d.free_port, []\n"
         "def racing(p):\n"
         "    calls.append(p)\n"

@@ -147,7 +147,7 @@ def test_metrics_say_which_steps_adapter_adapter_holds(tmp_path):
 
     from peft_ray.adapter import ADAPTER_FILES
     from peft_ray.storage import Location
-    from peft_ray.train.driver import write_outputs
+    from peft_ray.train.outputs import write_outputs
 
     ckpt = tmp_path / "checkpoint_00000006"
     (ckpt / "adapter").mkdir(parents=True)

@@ -1,8 +1,8 @@
-"""The Ray Train settings peft-ray gives the Ray it starts in-process (train/driver.py)."""
+"""The Ray Train settings peft-ray gives the Ray it starts in-process (train/ray_start.py)."""
 
 from __future__ import annotations
 
-from peft_ray.train.driver import IN_PROCESS_RAY_TRAIN_ENV, ray_train_env_defaults
+from peft_ray.train.ray_start import IN_PROCESS_RAY_TRAIN_ENV, ray_train_env_defaults
 
 
 def test_the_settings_are_ray_trains_own_propagated_variables():

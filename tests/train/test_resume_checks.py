@@ -92,7 +92,7 @@ def test_paths_and_an_unread_verbalizer_are_no_change():
 
 
 def test_a_local_run_resumed_through_ray_is_named(tiny_bert, tiny_data, tmp_path):
-    from peft_ray.train.driver import check_can_start
+    from peft_ray.train.run_dir import check_can_start
 
     out = tmp_path / "run"
     spec = _spec(tiny_bert, tiny_data, out, train={"max_steps": 2, "eval_every": 2})

@@ -209,7 +209,7 @@ def test_a_ray_start_cluster_on_the_machine_is_named_not_joined(tmp_path):
             f.write("127.0.0.1:1\n")                        # a `ray start` cluster's address file
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env["RAY_TMPDIR"] = tmp
-        code = ("from peft_ray.train.driver import note_started_cluster, start_local_ray; import ray; "
+        code = ("from peft_ray.train.ray_start import note_started_cluster, start_local_ray; import ray; "
                 "note_started_cluster(); start_local_ray(1); print('cpus', ray.cluster_resources()['CPU']); "
                 "ray.shutdown()")
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)

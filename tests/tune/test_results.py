@@ -188,3 +188,32 @@ def test_a_report_the_driver_never_took_is_read_from_the_trials_checkpoint(tiny_
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["loss"] == 0.9   # the driver's row wins its step
     kept = {r["step"]: r["checkpoint_path"] for r in rows[1:]}
     assert kept[3] == str(own / "checkpoints" / "checkpoint_00000003") and Path(kept[3]).is_dir()
+
+
+def test_a_planted_report_can_neither_export_an_adapter_from_elsewhere_nor_pass_the_last_step(
+        tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """A security-review finding: a row appended to a trial's history.jsonl named a checkpoint
+    outside the search (another user's adapter, copied into the search's adapter/) under a score
+    at step 3 of 2. A row's checkpoint counts only inside the trial's own folders, and a report
+    past the trial's last step was never made."""
+    from peft_ray.tune.history import read_history
+
+    s = Search(tiny_bert, tiny_data, tmp_path, [1e-3])
+    tid = s.trial(0, "TERMINATED", [(1, 0.8), (3, 0.7)])
+    victim = tmp_path / "victim" / "checkpoint_00000002"
+    (victim / "adapter").mkdir(parents=True)
+    own = s.out / "trials" / tid
+    inside = own / "checkpoint_00000002"
+    inside.mkdir(parents=True)
+    with open(own / HISTORY_FILE, "a") as f:
+        f.write(json.dumps({"step": 2, "loss": 0.1, "checkpoint_path": str(victim)}) + "\n")
+    assert read_history(s.out / "tune" / tid, own)[1]["checkpoint_path"] is None
+    (own / HISTORY_FILE).write_text(json.dumps({"step": 2, "loss": 0.1, "checkpoint_path": str(inside)}) + "\n")
+    assert read_history(s.out / "tune" / tid, own)[1]["checkpoint_path"] == str(inside)
+    with open(own / HISTORY_FILE, "w") as f:
+        f.write(json.dumps({"step": 2, "loss": 0.01, "checkpoint_path": str(victim)}) + "\n")
+        f.write(json.dumps({"step": 4, "loss": 0.001, "checkpoint_path": str(inside)}) + "\n")   # of 3
+    s.write(monkeypatch)
+    row = s.csv()[0]
+    assert (row["best_loss"], row["best_step"], row["steps_trained"]) == ("0.01", "2", "3")
+    assert not (s.out / "adapter").exists()      # the step's checkpoint is not the trial's: nothing exported

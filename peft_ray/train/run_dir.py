@@ -1,0 +1,100 @@
+"""output.dir as a run folder: what may start there (a new run, --resume, --overwrite), and the
+names a run's folder holds."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, Iterator
+
+import yaml
+
+from peft_ray.errors import CheckpointError, JobError
+from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
+from peft_ray.spec import JobSpec, saved_spec
+from peft_ray.spec.load import recorded_mapping
+from peft_ray.storage import Location, check_output_dir
+from peft_ray.train.resume import check_layout, check_same_run, find_checkpoint, finished, unread_fields
+
+
+@contextlib.contextmanager
+def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False) -> Iterator[Location]:
+    """output.dir for the block's run. Refuses to mix two different jobs in one folder and never
+    deletes without --overwrite; with it, the previous run is set aside and deleted only once the
+    block has finished, or put back if it fails (peft_ray/replaced.py). output.dir is a local path
+    or a URI (s3://, gs://, file://): both go through pyarrow.fs."""
+    out = Location.at(spec.output.dir)
+    check_can_start(spec, resume, overwrite, local)
+    out.mkdir()
+    with replacing(out) if overwrite else contextlib.nullcontext():
+        (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
+        yield out
+
+
+def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False) -> None:
+    """Whether output.dir can take this run, checked before anything is written there (the CLI calls
+    it before train.log opens). A folder holding a run is never taken without --resume or
+    --overwrite; one whose run stopped before its first checkpoint says to pass --overwrite (the
+    answer to both a plain start and --resume there)."""
+    check_output_dir(spec.output.dir)
+    out = Location.at(spec.output.dir)
+    job_file = out / "job.yaml"
+    if resume and overwrite:
+        raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")
+    if not overwrite:
+        check_no_leftover(out)
+    check_only_run_files(out, RUN_FILES, overwrite, "run", beside=BESIDE_RUN)
+    if resume and not job_file.exists():   # said before a train.log is made in a folder with no run
+        raise CheckpointError(f"--resume: output.dir '{out}' holds no run to continue (no job.yaml); start it "
+                              "without --resume, or point output.dir at the run's folder")
+    if not job_file.exists() or overwrite:
+        return
+    old = recorded_job(job_file)
+    same_job = old.get("name") == spec.name and old.get("method", {}).get("name") == spec.method.name
+    if same_job and never_saved(out):
+        raise CheckpointError(f"output.dir '{out}' holds a run of this job that stopped before its first checkpoint, "
+                              f"so there is nothing to {'resume' if resume else 'keep'}: pass --overwrite to start "
+                              "it again there, or set output.dir to a new folder")
+    if not resume:
+        raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
+                              "--overwrite to replace it, or set output.dir to a new folder")
+    if not same_job:
+        raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
+                              f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
+    check_layout(out, local)             # a run trained the other way says so first
+    check_same_run(recorded_mapping(job_file), saved_spec(spec), out, unread_fields(spec))
+
+
+def recorded_job(job_file: Location) -> Dict[str, Any]:
+    """The job.yaml a run wrote, as far as check_can_start reads it ({} where it is not a job)."""
+    old = recorded_mapping(job_file)
+    if not old:
+        return {}
+    method = old.get("method")
+    return {"name": old.get("name"), "method": method if isinstance(method, dict) else {"name": method}}
+
+
+# What a run writes before its first checkpoint.
+EARLY_RUN_FILES = {"job.yaml", "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
+# What `eval` and `zero-shot` write into a run folder (or into output.dir before any run).
+BESIDE_RUN = {"zero_shot.json", "eval_*.json", "eval_*.log"}
+# Everything a run folder holds: the run's own outputs and what those commands write beside them.
+RUN_FILES = EARLY_RUN_FILES | BESIDE_RUN | {"adapter", "adapter_last", "metrics.json"}
+
+
+def never_saved(out: Location) -> bool:
+    """The folder holds only what a run writes before its first checkpoint: no checkpoint (Ray's
+    under ray/, --local's under checkpoints/), adapter or metrics.json, and no file of anyone else's."""
+    files = out.files()
+    return (all(rel.split("/", 1)[0] in EARLY_RUN_FILES for rel in files)
+            and not any("checkpoint_" in rel for rel in files if rel.startswith(("ray/", "checkpoints/"))))
+
+
+def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool):
+    """(the checkpoint --resume continues, or None; a Finished run with nothing left to train, or
+    None), decided before output.dir is written to."""
+    if not resume:
+        return None, None
+    check_can_start(spec, resume, overwrite, local)
+    out = Location.at(spec.output.dir)
+    checkpoint = find_checkpoint(out, local)
+    return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)
