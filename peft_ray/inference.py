@@ -184,11 +184,14 @@ def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Sc
     """The first file's schema, after checking it has `columns`."""
     from peft_ray.data.sources import read_schema
 
+    from peft_ray.preflight import check_list_columns
+
     schema = read_schema(files)
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise DataError(f"{arg} '{files[0]}' has no column {missing} (the run's template is "
                         f"'{spec.template.text}', task {spec.task.type}); its columns are {schema.names}")
+    check_list_columns(schema, spec, f"{arg} '{files[0]}'")
     return schema
 
 

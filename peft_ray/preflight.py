@@ -61,6 +61,21 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
                             "not text; the template renders text columns only. Store it as a string "
                             f"column (e.g. pandas: df['{col}'] = df['{col}'].astype(str), or decode bytes), "
                             "or use another column")
+    check_list_columns(schema, spec, where)
+
+
+def check_list_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
+    """The task's list columns (NER's words and tags) hold lists in the file: a CSV cell is text, and
+    `["EU", "rejects"]` there read as one 20-character word, or as one unknown tag."""
+    for col, field_name in get_task(spec.task.type).list_columns(spec.task).items():
+        if col not in schema.names:
+            continue
+        t = schema.field(col).type
+        if not (pa.types.is_null(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+                or pa.types.is_fixed_size_list(t)):
+            raise DataError(f"{field_name}: column '{col}' of {where} holds {t}, not a list (one entry per word); "
+                            "CSV cells cannot hold lists: store the data as Parquet or JSON Lines (a JSON array "
+                            "per row)")
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -102,11 +117,13 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
                                shots_seed(spec))
         facts.rows += len(batch)
         ok = usable_rows(batch, cols, text_cols)
-        kept = batch.filter(ok).column(cols[-1]).to_pylist()
+        usable = batch.filter(ok)
+        kept = usable.column(cols[-1]).to_pylist()
         row_numbers = [facts.rows - len(batch) + i for i, good in enumerate(ok.to_pylist()) if good]
         facts.skipped += len(batch) - len(kept)
         try:
-            task.check_supervision(spec.task, kept, row_numbers)
+            task.check_supervision(spec.task, pa.Table.from_batches([usable]) if isinstance(usable, pa.RecordBatch)
+                                   else usable, row_numbers)
             ids = label_ids(kept, labels, label_column) if labels else []
         except DataError as e:
             raise DataError(f"{field_name} ({path}): {e}") from None

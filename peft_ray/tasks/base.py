@@ -85,10 +85,15 @@ class Task:
         """Whether training reads template.verbalizer (tune skips trials that differ only in it otherwise)."""
         return False
 
-    def check_supervision(self, cfg, values: list, row_numbers: List[int]) -> None:
-        """Preflight: each usable row's supervision value (the last needed column: tags, a target)
-        is one training can read; raise DataError naming the row. Classification's labels are
-        counted (and checked) by the scan itself."""
+    def check_supervision(self, cfg, rows, row_numbers: List[int]) -> None:
+        """Preflight: each usable row (`rows`, a pyarrow Table of the needed columns) holds
+        supervision training can read (tags aligned with their words, a target); raise DataError
+        naming the row. Classification's labels are counted (and checked) by the scan itself."""
+
+    def list_columns(self, cfg) -> Dict[str, str]:
+        """Columns whose cells are lists (NER's words and tags) -> the field naming each: a CSV
+        file, whose cells are text, cannot hold them."""
+        return {}
 
     def trains_new_head(self, cfg, lm_kind: str) -> bool:
         """Whether the model scores through a head that training creates (random before it): then the

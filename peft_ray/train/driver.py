@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from peft_ray.errors import JobError
 from peft_ray.preflight import Preflight, SplitFacts, run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location, is_uri, join, location_of
@@ -141,7 +142,15 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
 
                 ray.shutdown()
         if result.error:
-            raise result.error
+            raise worker_job_error(result.error) or result.error
         ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
         metrics = dict(result.metrics or {})
         return write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best_checkpoint(result, metrics, out))
+
+
+def worker_job_error(error: BaseException) -> Optional[JobError]:
+    """The first rank's own JobError (a row, spec or model fault only a worker met) inside Ray Train's
+    WorkerGroupError, so that the CLI says it in one line as it says the pre-flight's, not Ray's
+    traceback of every worker."""
+    failures = getattr(error, "worker_failures", None) or {}
+    return next((e for _, e in sorted(failures.items()) if isinstance(e, JobError)), None)

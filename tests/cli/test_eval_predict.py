@@ -370,6 +370,10 @@ def test_predict_writes_csv_a_spreadsheet_reads(cls_run, ner_run, tmp_path):
     assert r.exit_code == 0, r.output
     (row,) = pcsv.read_csv(tmp_path / "ner.csv").to_pylist()
     assert json.loads(row["tokens"]) == ["Ann", "visits", "Paris"] and len(json.loads(row["prediction"])) == 3
+    # that CSV (words as JSON text) back into predict: every row once came back without a prediction
+    r = _cli("predict", ner_run, "--input", tmp_path / "ner.csv", "--output", tmp_path / "again.jsonl", "--local")
+    assert r.exit_code == 2 and "column 'tokens' of --input" in r.output and "CSV cells cannot hold lists" in r.output
+    assert not (tmp_path / "again.jsonl").exists()
 
 
 def test_ray_predict_in_its_own_ray_prints_no_error_line(cls_run, tmp_path):

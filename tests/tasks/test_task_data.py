@@ -114,6 +114,38 @@ def test_ner_tags_of_an_unlisted_type_fail_in_validate_naming_file_and_row(tiny_
         _spec(m, {"type": "token_classification", "labels": ["PER"]}, {"text": "{tokens} {label}"})
 
 
+def test_ner_rows_whose_tags_do_not_align_and_csv_word_lists_fail_in_validate(tiny_models, tmp_path):
+    """A new-user review finding: `validate` passed a row with one tag fewer than its words, and
+    `train` then failed in the row builder naming "row 196 of a batch" and no file. A CSV, whose
+    cells cannot hold lists, got "tag '["O", ...]' is not one of [...]: add its type to task.labels"."""
+    import csv
+    import json
+
+    import pyarrow.parquet as pq
+
+    from peft_ray.preflight import run_preflight
+
+    m = tiny_models("bert")
+    rows = S.ner_rows(40, 1)
+    rows["ner_tags"][30] = rows["ner_tags"][30][:-1]
+    root = tmp_path / "ner"
+    root.mkdir()
+    pq.write_table(pa.table(rows), root / "train.parquet")
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{tokens}"},
+                 root=str(root), train="train.parquet")
+    with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): row 30: 'tokens' has \d+ words but "
+                                        r"'ner_tags' has \d+ tags; they must align one to one"):
+        run_preflight(spec)
+    with open(root / "train.csv", "w", newline="") as f:      # as predict --output .csv writes lists: JSON text
+        csv.writer(f).writerows([("tokens", "ner_tags")] + [(json.dumps(t), json.dumps(g))
+                                                            for t, g in zip(rows["tokens"], rows["ner_tags"])])
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{tokens}"},
+                 root=str(root), train="train.csv")
+    with pytest.raises(DataError, match=r"task.tokens_column: column 'tokens' of .*train.csv holds string, not a "
+                                        r"list .*CSV cells cannot hold lists: store the data as Parquet or JSON Lines"):
+        run_preflight(spec)
+
+
 def test_mlm_verbalizer_keeps_the_mask_when_truncating(tiny_models):
     m = tiny_models("bert")
     spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"},
@@ -294,3 +326,17 @@ def test_label_words_masked_lm_scoring_cuts_are_named_once(tiny_bert, capsys):
     plain = _spec(tiny_bert, task, {**template, "verbalizer": {"negative": "bad", "positive": "good"}})
     get_task("classification").check_model(plain, "encoder")
     assert "first sub-token" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["generation", "translation"])
+def test_generation_on_an_encoder_fails_in_the_preflight(tiny_models, tmp_path, task):
+    """A new-user review finding: `validate` passed generation on MiniLM; through Ray every worker
+    then failed building the model, Ray retried twice and the run ended in a traceback."""
+    from peft_ray.preflight import run_preflight
+    from tests.tasks.conftest import make_data
+
+    root = make_data(tmp_path / "kv", S.key_value_rows, n_train=16, n_val=8)
+    spec = _spec(tiny_models("bert"), {"type": task}, {"text": "key {key} : {label}"}, root=str(root),
+                 train="train.parquet", validation="validation.parquet")
+    with pytest.raises(SpecError, match=f"task.type {task} needs a model with an LM head"):
+        run_preflight(spec)

@@ -28,3 +28,18 @@ def test_a_value_the_user_set_wins():
     assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in defaults
     assert defaults == {k: v for k, v in IN_PROCESS_RAY_TRAIN_ENV.items() if k not in user}
 
+
+
+def test_a_workers_own_job_error_is_what_the_run_raises():
+    """A SpecError or DataError only a worker met (a row the pre-flight could not see) ended the
+    CLI in Ray's WorkerGroupError traceback; the first rank's own error is raised instead."""
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from peft_ray.errors import DataError
+    from peft_ray.train.driver import worker_job_error
+
+    bad = DataError("row 3 of a batch: 'tokens' has 2 words but 'ner_tags' has 1 tags")
+    error = WorkerGroupError("two workers failed", {1: bad, 0: RuntimeError("gloo: connection closed")})
+    assert worker_job_error(error) is bad
+    assert worker_job_error(WorkerGroupError("x", {0: RuntimeError("oom")})) is None
+    assert worker_job_error(RuntimeError("not a worker group")) is None

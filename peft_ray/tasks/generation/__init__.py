@@ -23,6 +23,15 @@ from peft_ray.templates import check_verbalizer
 PLACEHOLDER_TARGET = "x"   # predict: a target the row builder requires and prediction never reads
 
 
+def check_lm_head(spec, lm_kind: str) -> None:
+    """A response is decoded by an LM head: a causal or encoder-decoder model (models.lm_kind), checked
+    in the pre-flight so an encoder fails before any cluster work, not in every Ray worker."""
+    if lm_kind not in ("causal", "seq2seq"):
+        raise SpecError(f"model.name_or_path: task.type {spec.task.type} needs a model with an LM head "
+                        f"(GPT-2/Llama or T5 families); '{spec.model.name_or_path}' is an encoder. "
+                        "Use a classification or token_classification task with it")
+
+
 class Generation(Task):
     name = "generation"
     config_cls = GenerationConfig
@@ -52,6 +61,9 @@ class Generation(Task):
         if spec.task.target_column in template.columns:
             raise SpecError(f"template.text: the response column '{spec.task.target_column}' (task.target_column) "
                             "must not appear in the prompt; mark where it goes with {label}")
+
+    def check_model(self, spec, lm_kind: str) -> None:
+        check_lm_head(spec, lm_kind)
 
     def supervision_columns(self, cfg) -> Dict[str, str]:
         return {cfg.target_column: "task.target_column"}

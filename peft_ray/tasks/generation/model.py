@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from peft_ray import dist as D
-from peft_ray.errors import SpecError
 from peft_ray.models import lm_kind, load_auto
 from peft_ray.rows.tokens import IGNORE, eos_id, tokenizer
+from peft_ray.tasks.generation import check_lm_head
 from peft_ray.tasks.evaluate import sequence_eval
 from peft_ray.tasks.generation.decoding import LMIO, generate
 from peft_ray.tasks.generation.rows import DUMMY
@@ -33,10 +33,7 @@ class Runtime:
 
 def load_base(spec, path: str):
     kind = lm_kind(path, spec.model.trust_remote_code)
-    if kind not in AUTO:
-        raise SpecError(f"model.name_or_path: task.type {spec.task.type} needs a model with an LM head "
-                        f"(GPT-2/Llama or T5 families); '{spec.model.name_or_path}' is an encoder. "
-                        "Use a classification or token_classification task with it")
+    check_lm_head(spec, kind)          # the pre-flight's check, for callers that skip it
     return load_auto(path, AUTO[kind], seed=spec.train.seed, trust_remote_code=spec.model.trust_remote_code,
                      allow_pickle=spec.model.allow_pickle)
 

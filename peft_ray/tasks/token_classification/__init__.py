@@ -16,7 +16,8 @@ import pyarrow as pa
 from peft_ray.errors import SpecError
 from peft_ray.tasks.base import Task, register
 from peft_ray.tasks.token_classification.config import TokenClassificationConfig
-from peft_ray.tasks.token_classification.rows import TokenClassificationRows, build_rows, tag_ids, tag_names
+from peft_ray.tasks.token_classification.rows import (TokenClassificationRows, build_rows, check_aligned,
+                                                       tag_ids, tag_names)
 from peft_ray.templates import check_verbalizer
 
 
@@ -62,10 +63,15 @@ class TokenClassification(Task):
     def trains_new_head(self, cfg, lm_kind: str) -> bool:
         return True    # a tag classifier over the encoder's states
 
-    def check_supervision(self, cfg, values: list, row_numbers: List[int]) -> None:
+    def check_supervision(self, cfg, rows, row_numbers: List[int]) -> None:
         names = tag_names(cfg.labels or [])
-        for tags, row_no in zip(values, row_numbers):
+        words = rows.column(cfg.tokens_column).to_pylist()
+        for tokens, tags, row_no in zip(words, rows.column(cfg.tags_column).to_pylist(), row_numbers):
             tag_ids(tags if isinstance(tags, list) else [tags], names, row_no, cfg.tags_column)
+            check_aligned(tokens, tags, f"row {row_no}", cfg.tokens_column, cfg.tags_column)
+
+    def list_columns(self, cfg) -> Dict[str, str]:
+        return {cfg.tokens_column: "task.tokens_column", cfg.tags_column: "task.tags_column"}
 
     def label_names(self, cfg) -> Optional[List[str]]:
         return tag_names(cfg.labels or [])

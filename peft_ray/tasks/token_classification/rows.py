@@ -32,6 +32,13 @@ def tag_ids(tags: list, names: List[str], row_no: int, column: str) -> List[int]
     return out
 
 
+def check_aligned(tokens, tags, where: str, tokens_column: str, tags_column: str) -> None:
+    """One tag per word (pre-flight and the row builder: a row the scan could not see fails here)."""
+    if isinstance(tokens, list) and isinstance(tags, list) and len(tokens) != len(tags):
+        raise DataError(f"{where}: '{tokens_column}' has {len(tokens)} words but '{tags_column}' has {len(tags)} "
+                        "tags; they must align one to one")
+
+
 def _words(template: Template, tokens: List[str]):
     """(words, index of the first data word): hard text becomes words without labels."""
     words, start = [], 0
@@ -60,9 +67,7 @@ def build_rows(batch: pa.Table, cfg: TokenClassificationRows) -> pa.Table:
         tokens, tags = row.get(cfg.tokens_column), row.get(cfg.tags_column)
         if not tokens or tags is None:
             continue
-        if len(tokens) != len(tags):
-            raise DataError(f"row {n} of a batch: '{cfg.tokens_column}' has {len(tokens)} words but "
-                            f"'{cfg.tags_column}' has {len(tags)} tags; they must align one to one")
+        check_aligned(tokens, tags, f"row {n} of a batch", cfg.tokens_column, cfg.tags_column)
         rows.append(_encode(tok, template, tokens, tag_ids(tags, names, n, cfg.tags_column), cfg.max_length))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
