@@ -12,14 +12,14 @@ REDACTED = "***REDACTED***"
 _SECRET_KEY = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|access[_-]?key|"
                          r"credentials?)(?:$|[_.-])", re.I)
 # Token-shaped strings: Hugging Face, AWS key ids, GitHub (classic and fine-grained), OpenAI-style
-# `sk-`, Stripe secret and restricted keys, npm, GitLab, Slack tokens and webhooks, a JWT, a bearer
-# token (an Authorization header's value).
-_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|"
-                           r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{22,}|sk-[A-Za-z0-9_-]{20,}|"
-                           r"[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|"
-                           r"xox[abposr]-[A-Za-z0-9-]{10,}|hooks\.slack\.com/services/[A-Za-z0-9/]{20,}|"
-                           r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}|"
-                           r"Bearer\s+[A-Za-z0-9._~+/-]{20,}=*)")
+# `sk-`, Stripe secret and restricted keys, npm, GitLab, Slack tokens (`xoxb-<digits>-...`), each a
+# whole word (`ASIAPACIFIC...2024` and `hf_models..._cache` are not), a JWT, a Slack webhook, and a
+# bearer token (an Authorization header's value).
+_SECRET_VALUE = re.compile(r"\b(?:hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|"
+                           r"github_pat_[A-Za-z0-9_]{22,}|sk-[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|"
+                           r"npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|xox[bpars]-[0-9]{5,}-[A-Za-z0-9-]{8,}|"
+                           r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})\b|"
+                           r"hooks\.slack\.com/services/[A-Za-z0-9/]{20,}|\bBearer\s+[A-Za-z0-9._~+/-]{20,}=*")
 # user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
 # Up to the last @ before the host: a password may itself hold an @ ("p@ss" unescaped).
 # The lookbehind anchors the scheme at its first letter: without it a long line without "://" cost
@@ -100,15 +100,20 @@ _SHELL_ASSIGNMENT = re.compile(r"^[ \t]*(?:(?:export|declare|typeset|local|reado
 _SHELL_SET = re.compile(r"^[ \t]*(?:set(?:[ \t]+-[A-Za-z]+)*|setenv)[ \t]+([A-Za-z_][A-Za-z0-9_]{0,99})[ \t]+(\S.*)$",
                         re.M)
 _JSON_PAIR = re.compile(r'"([A-Za-z0-9_.-]{1,100})"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
-# <password>v</password> (Maven's settings.xml, .NET configs).
-_XML_PAIR = re.compile(r"<([A-Za-z0-9_.-]{1,100})>([^<>\n]{1,500})</\1>")
+# <password>v</password> (Maven's settings.xml): in XML files only, and only elements named as a
+# secret in full (`<token>Paris</token>` is a word of a corpus).
+_XML_SECRET = re.compile(r"<((?:[A-Za-z0-9]*[_.-])?(?:password|passwd|passphrase|secret|api[_-]?key|secret[_-]?key|"
+                         r"access[_-]?key|private[_-]?key|client[_-]?secret))>([^<>\n]{1,500})</\1>", re.I)
 # In a file, a key that holds a credential ends in the secret word (`hf_token`, `client_secret`,
 # `AWS_SECRET_ACCESS_KEY`, "private_key"), where a key that only mentions one does not
 # (`token_classification` in peft-ray's own JSON Schema); `PrivateKey = ` is WireGuard's.
-# `PGPASSWORD`, `authToken` and `clientsecret` run the words together; `auth` (a Docker registry's
-# base64 login), `Authorization` and `pwd` stand alone.
-_SECRET_KEY_END = re.compile(r"(?:(?:^|[_.-])(?:api[_-]?key|access[_-]?key|secret[_-]?key|credentials?|private[_-]?key|auth|"
-                             r"authorization|pwd)|token|secret|passw(?:or)?d)$", re.I)
+# `PGPASSWORD`, `authToken` and `clientsecret` run the words together; `pwd` stands alone.
+_SECRET_KEY_END = re.compile(r"(?:(?:^|[_.-])(?:api[_-]?key|access[_-]?key|secret[_-]?key|credentials?|private[_-]?key|"
+                             r"pwd)|token|secret|passw(?:or)?d)$", re.I)
+# `auth` (a Docker registry's base64 login) and `Authorization` (a header) as whole keys hold a
+# credential only when the value is one: a long token, or `Basic <base64>` (`auth: Kerberos` is a mode).
+_AUTH_KEY = re.compile(r"auth(?:orization)?", re.I)
+_AUTH_VALUE = re.compile(r"(?:Basic\s+)?[A-Za-z0-9+/_-]{16,}={0,2}")
 _PRIVATE_KEY_NAME = re.compile(r"private[_-]?key", re.I)
 # A tokenizer's special tokens (`pad_token: "[PAD]"`, `"eos_token": "</s>"`) are model config, not
 # credentials: every Hugging Face model folder holds them, and a model folder may travel with a job.
@@ -185,7 +190,7 @@ def holds_credentials(text: str, rows: bool = False) -> str:
         return shape
     if rows:
         return ""
-    pairs = [(k, v, True) for rx in (_JSON_PAIR, _XML_PAIR) for k, v in rx.findall(text)]
+    pairs = [(k, v, True) for k, v in _JSON_PAIR.findall(text)]
     pairs += [(k, *_unquoted(v)) for k, v in _ASSIGNMENT.findall(text)]
     return next((f"key {key!r}" for key, value, quoted in pairs if _secret_setting(key, value, quoted)), "")
 
@@ -197,12 +202,21 @@ _TABLE_SECRET_COLUMN = re.compile(r"^\s*\"?(?:secret[ _]access[ _]key|password|p
                                   r"\"?\s*$", re.I)
 
 
-def holds_table_credentials(text: str) -> str:
-    """What in a table's text (CSV, TSV) is a credential ("" if nothing): a credential by its shape, or
-    (in the piece that holds the header) a column named as a secret with a real value under it. Its
-    other cells are data, whose words ("token", "password") mean nothing."""
+def holds_xml_credentials(text: str) -> str:
+    """What in an XML file is a credential ("" if nothing): a credential by its shape, or an element
+    named as a secret in full with a real value (`<password>...</password>` in Maven's settings.xml)."""
     shape = _credential_shape(text)
     if shape:
+        return shape
+    return next((f"element <{k}>" for k, v in _XML_SECRET.findall(text) if _secret_setting("secret", v, True)), "")
+
+
+def holds_table_credentials(text: str, header: bool = True) -> str:
+    """What in a table's text (CSV, TSV) is a credential ("" if nothing): a credential by its shape, or
+    (`header`: the piece starts with the file's header) a column named as a secret with a real value
+    under it. Its other cells are data, whose words ("token", "password") mean nothing."""
+    shape = _credential_shape(text)
+    if shape or not header:
         return shape
     lines = text.lstrip("\ufeff").splitlines()
     if len(lines) < 2:
@@ -236,6 +250,8 @@ def _unquoted(raw: str) -> Tuple[str, bool]:
 def _secret_setting(key: str, value: str, quoted: bool) -> bool:
     """Whether KEY=value sets a credential: a secret-looking key (not a tokenizer's or a reference's
     field) with a real value (not empty, a number, a placeholder or prose)."""
+    if _AUTH_KEY.fullmatch(key):
+        return bool(_AUTH_VALUE.fullmatch(value.strip()))
     if not (_SECRET_KEY_END.search(key) or _PRIVATE_KEY_NAME.fullmatch(key)) or _NOT_SECRET_KEY.search(key):
         return False
     value = value.strip()

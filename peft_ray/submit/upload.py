@@ -52,8 +52,8 @@ SECRET_PATTERNS: Tuple[str, ...] = (".env", ".env.*", "*.env", ".netrc", "_netrc
                                     "*.pkcs12", "secring.*", "private-keys-v1.d", ".password-store",
                                     # the AWS console's key exports (`<user>_accessKeys.csv`, the old
                                     # `rootkey.csv`, IAM's `credentials.csv`), kubeconfigs by name
-                                    "*accesskeys*.csv", "*credentials*.csv", "rootkey.csv", "kubeconfig*",
-                                    "*.kubeconfig")
+                                    "*accesskeys.csv", "credentials.csv", "*_credentials.csv", "rootkey.csv",
+                                    "kubeconfig", "kubeconfig.y*ml", "*.kubeconfig")
 # A copy someone kept (`credentials.bak`, `secrets.yaml.orig`, `.netrc~`) is judged by the name it was
 # copied from: the suffix is taken off before the patterns above are matched and the text rules chosen.
 BACKUP_SUFFIXES = (".bak", ".backup", ".old", ".orig", ".save", ".sav", ".swp", ".tmp", ".copy", ".prev", "~")
@@ -218,7 +218,7 @@ def _small_text(path: Path, limit: int) -> str:
 # for in every file that travels, whatever its name and size: no code or doc needs a real key, and
 # `deploy_key` or `key.txt` is as good a name as any.
 CONFIG_SUFFIXES = {"", ".conf", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".json", ".txt", ".properties",
-                   ".netrc", ".rc", ".tf", ".hcl", ".cnf", ".config", ".xml", ".env", ".npmrc"}
+                   ".netrc", ".rc", ".tf", ".hcl", ".cnf", ".config", ".env", ".npmrc"}
 # Tables (CSV, TSV) are data: their rows are only searched for credentials by shape (a token, a URL
 # with a password, a private key), and their header for a key export's columns.
 TABLE_SUFFIXES = {".csv", ".tsv"}
@@ -249,12 +249,15 @@ def is_shell(path: Path) -> bool:
 
 def _text_rules(path: Path) -> Optional[Callable[[str], str]]:
     """How a file's text is read for credential lines, by its name: shell, config, table, or not at all."""
-    from peft_ray.security import holds_credentials, holds_shell_credentials, holds_table_credentials
+    from peft_ray.security import (holds_credentials, holds_shell_credentials, holds_table_credentials,
+                                   holds_xml_credentials)
 
     if is_shell(path):
         return holds_shell_credentials
     if _suffix(path) in TABLE_SUFFIXES:
         return holds_table_credentials
+    if _suffix(path) == ".xml":
+        return holds_xml_credentials
     return holds_credentials if is_config(path) else None
 
 
@@ -274,15 +277,17 @@ def holds_credentials_file(path: Path) -> str:
     wide = _utf16(head)
     if rules is None and not wide:
         return "a private key" if streams_private_key(path) else ""
-    from peft_ray.security import holds_credentials, holds_private_key, is_json_rows
+    from peft_ray.security import holds_credentials, holds_private_key, holds_table_credentials, is_json_rows
 
     if rules is None:       # UTF-16 text (PowerShell's and Notepad's default): searched for keys, decoded
         return "a private key" if any(holds_private_key(t) for t in _text_chunks(path, wide)) else ""
     rows = None           # a JSON array of rows is data: judged once, by the file's opening
-    for text in _text_chunks(path, wide):     # these rules cover private keys too
+    for i, text in enumerate(_text_chunks(path, wide)):     # these rules cover private keys too
         if rules is holds_credentials:
             rows = is_json_rows(text, path.name) if rows is None else rows
             found = holds_credentials(text, rows=rows)
+        elif rules is holds_table_credentials:   # a table's header opens its first piece only
+            found = holds_table_credentials(text, header=i == 0)
         else:
             found = rules(text)
         if found:

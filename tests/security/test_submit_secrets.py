@@ -567,8 +567,26 @@ def test_data_tables_utf16_text_and_copies_of_plain_files_travel(tmp_path):
         "job.yaml.bak": b"name: old\nmodel:\n  name_or_path: minilm\n",
         "release-1.2": b"version: 1.2\n",
         "auth.yaml": b"auth: true\nauthorization: none\n",
+        # a diff review's false positives of the first form of these rules
+        "tools/kubeconfig_loader.py": b"def load():\n    pass\n",
+        "storage.yaml": b'auth: Kerberos\nauthorization: "Basic"\nextra: {"pretrained_auth": "HF-Hub"}\n',
+        "data/tokens.xml": b"<s><token>Paris</token><token>Hunter2</token></s>\n",
+        "data/extra.csv": b"text,label\nlove you xoxo-hugs-and-kisses,1\n",
+        # over 1 MiB, a data row at the start of a later piece is not a header
+        "data/intents.csv": b"text,intent\n" + b"password,account\nI forgot my login 2FA code,Account\n" * 40_000,
     }
     for rel, data in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
     assert set(files) <= set(plan_upload(tmp_path).names)
+
+
+def test_token_shapes_are_whole_words_and_redaction_leaves_words_alone():
+    """A diff review: the first form of the new token shapes redacted `xoxo-...`, an `ASIA...` word
+    and the start of `hf_models..._cache`, in logs and in the template a job.yaml records."""
+    from peft_ray.security import redact_text
+
+    for text in ("love you xoxo-hugs-and-kisses", "region ASIAPACIFICHEADQUARTERS2024",
+                 "hf_modelsdownloadedfromhub_cache", "{soft} Review (xoxo-gossip-girl fan site): {text}"):
+        assert redact_text(text) == text
+    assert redact_text("token hf_" + "AbCdEfGhIjKlMnOpQrStUvWx.") == "token ***REDACTED***."
