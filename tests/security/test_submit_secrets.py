@@ -15,7 +15,8 @@ from peft_ray.errors import JobError
 from peft_ray.security import REDACTED, redact, redact_text
 from peft_ray.submit.client import call
 from peft_ray.submit.job import check_overrides, parse_env
-from peft_ray.submit.upload import is_secret, plan_upload
+from peft_ray.submit.secret_files import is_secret
+from peft_ray.submit.upload import plan_upload
 from tests.conftest import job_dict
 
 SECRETS = [".env", ".aws/credentials", ".ssh/id_rsa", ".netrc", "gcp-key.json", "infra/terraform.tfstate",
@@ -305,7 +306,7 @@ def test_this_repositorys_own_files_are_not_credentials():
     import subprocess
     from pathlib import Path
 
-    from peft_ray.submit.upload import holds_credentials_file
+    from peft_ray.submit.secret_files import holds_credentials_file
 
     root = Path(__file__).resolve().parents[2]
     try:
