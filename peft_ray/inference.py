@@ -191,7 +191,7 @@ def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Sc
     if missing:
         raise DataError(f"{arg} '{files[0]}' has no column {missing} (the run's template is "
                         f"'{spec.template.text}', task {spec.task.type}); its columns are {schema.names}")
-    check_list_columns(schema, spec, f"{arg} '{files[0]}'")
+    check_list_columns(schema, spec, f"{arg} '{files[0]}'", files[0], read=list(columns))
     return schema
 
 

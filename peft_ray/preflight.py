@@ -61,21 +61,25 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
                             "not text; the template renders text columns only. Store it as a string "
                             f"column (e.g. pandas: df['{col}'] = df['{col}'].astype(str), or decode bytes), "
                             "or use another column")
-    check_list_columns(schema, spec, where)
+    check_list_columns(schema, spec, where, where)
 
 
-def check_list_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
-    """The task's list columns (NER's words and tags) hold lists in the file: a CSV cell is text, and
-    `["EU", "rejects"]` there read as one 20-character word, or as one unknown tag."""
+def check_list_columns(schema: pa.Schema, spec: JobSpec, where: str, path: str,
+                       read: Optional[List[str]] = None) -> None:
+    """The task's list columns (NER's words and tags) that the command reads (`read`: all) hold lists in
+    the file `path`: a CSV cell is text, and `["EU", "rejects"]` there read as one 20-character word,
+    or as one unknown tag."""
     for col, field_name in get_task(spec.task.type).list_columns(spec.task).items():
-        if col not in schema.names:
+        if col not in schema.names or (read is not None and col not in read):
             continue
         t = schema.field(col).type
         if not (pa.types.is_null(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
                 or pa.types.is_fixed_size_list(t)):
+            fix = ("CSV cells cannot hold lists: store the data as Parquet or JSON Lines (a JSON array per row)"
+                   if path.lower().endswith((".csv", ".tsv")) else
+                   "store one list per row (Parquet list<string>, or a JSON array per row in JSON Lines)")
             raise DataError(f"{field_name}: column '{col}' of {where} holds {t}, not a list (one entry per word); "
-                            "CSV cells cannot hold lists: store the data as Parquet or JSON Lines (a JSON array "
-                            "per row)")
+                            f"{fix}")
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -85,6 +89,9 @@ def _is_text(t: pa.DataType) -> bool:
         return True
     return pa.types.is_string(t) or pa.types.is_large_string(t) or \
         (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
+
+
+FILE_ROW = "\x00row"     # scan_split's own column: a row's number in its file (no data column is named so)
 
 
 def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = "") -> SplitFacts:
@@ -108,22 +115,21 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
                           rows=[first_row + i for i, good in enumerate(usable) if good])
             except DataError as e:
                 raise DataError(f"{field_name} ({path}): {e}") from None
+        # each row's number in its file, carried through the filters below (which select rows, not columns)
+        batch = (pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch).append_column(
+            FILE_ROW, pa.array(range(first_row, first_row + len(batch)), pa.int64()))
         if holdout:
-            batch = apply_holdout(pa.Table.from_batches([batch]), cols, spec.data.validation_fraction,
-                                  holdout_seed(spec), holdout)
+            batch = apply_holdout(batch, cols, spec.data.validation_fraction, holdout_seed(spec), holdout)
         if shots:
-            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-            batch = keep_shots(table, tuple(cols), label_column, labels, shots,
-                               shots_seed(spec))
+            batch = keep_shots(batch, tuple(cols), label_column, labels, shots, shots_seed(spec))
         facts.rows += len(batch)
         ok = usable_rows(batch, cols, text_cols)
         usable = batch.filter(ok)
         kept = usable.column(cols[-1]).to_pylist()
-        row_numbers = [facts.rows - len(batch) + i for i, good in enumerate(ok.to_pylist()) if good]
+        row_numbers = usable.column(FILE_ROW).to_pylist()      # as the file numbers them (0-based)
         facts.skipped += len(batch) - len(kept)
         try:
-            task.check_supervision(spec.task, pa.Table.from_batches([usable]) if isinstance(usable, pa.RecordBatch)
-                                   else usable, row_numbers)
+            task.check_supervision(spec.task, usable, row_numbers)
             ids = label_ids(kept, labels, label_column) if labels else []
         except DataError as e:
             raise DataError(f"{field_name} ({path}): {e}") from None

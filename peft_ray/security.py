@@ -12,12 +12,14 @@ REDACTED = "***REDACTED***"
 _SECRET_KEY = re.compile(r"(?:^|[_.-])(token|secret|passw(?:or)?d|api[_-]?key|access[_-]?key|"
                          r"credentials?)(?:$|[_.-])", re.I)
 # Token-shaped strings: Hugging Face, AWS key ids, GitHub (classic and fine-grained), OpenAI-style
-# `sk-`, Stripe secret and restricted keys, npm, GitLab, Slack tokens (`xoxb-<digits>-...`), each a
+# `sk-`, Stripe secret and restricted keys, npm, GitLab, Slack tokens (`xoxb-<digits>-...`, the
+# rotating `xoxe.xoxb-1-...`, app-level `xapp-1-...`), each a
 # whole word (`ASIAPACIFIC...2024` and `hf_models..._cache` are not), a JWT, a Slack webhook, and a
 # bearer token (an Authorization header's value).
 _SECRET_VALUE = re.compile(r"\b(?:hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|"
                            r"github_pat_[A-Za-z0-9_]{22,}|sk-[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|"
-                           r"npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|xox[bpars]-[0-9]{5,}-[A-Za-z0-9-]{8,}|"
+                           r"npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|xox[bpaers]-(?:[0-9]+-)+[A-Za-z0-9-]{8,}|"
+                           r"xapp-[0-9]+-[A-Za-z0-9-]{8,}|"
                            r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})\b|"
                            r"hooks\.slack\.com/services/[A-Za-z0-9/]{20,}|\bBearer\s+[A-Za-z0-9._~+/-]{20,}=*")
 # user:password@ (or token@) in any URL: s3 gateways, http(s) proxies, git remotes, pip indexes.
@@ -100,20 +102,21 @@ _SHELL_ASSIGNMENT = re.compile(r"^[ \t]*(?:(?:export|declare|typeset|local|reado
 _SHELL_SET = re.compile(r"^[ \t]*(?:set(?:[ \t]+-[A-Za-z]+)*|setenv)[ \t]+([A-Za-z_][A-Za-z0-9_]{0,99})[ \t]+(\S.*)$",
                         re.M)
 _JSON_PAIR = re.compile(r'"([A-Za-z0-9_.-]{1,100})"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
-# <password>v</password> (Maven's settings.xml): in XML files only, and only elements named as a
-# secret in full (`<token>Paris</token>` is a word of a corpus).
-_XML_SECRET = re.compile(r"<((?:[A-Za-z0-9]*[_.-])?(?:password|passwd|passphrase|secret|api[_-]?key|secret[_-]?key|"
-                         r"access[_-]?key|private[_-]?key|client[_-]?secret))>([^<>\n]{1,500})</\1>", re.I)
+# <password>v</password> (Maven's settings.xml, .NET's web.config): in XML and .config files, an
+# element named as a credential (`keystorePassword`, `apiToken`), but not a bare <token> (a word of a
+# corpus: `<token>Paris</token>`).
+_XML_ELEMENT = re.compile(r"<([A-Za-z_][A-Za-z0-9_.-]{0,99})>([^<>\n]{1,500})</\1>")
 # In a file, a key that holds a credential ends in the secret word (`hf_token`, `client_secret`,
 # `AWS_SECRET_ACCESS_KEY`, "private_key"), where a key that only mentions one does not
 # (`token_classification` in peft-ray's own JSON Schema); `PrivateKey = ` is WireGuard's.
 # `PGPASSWORD`, `authToken` and `clientsecret` run the words together; `pwd` stands alone.
 _SECRET_KEY_END = re.compile(r"(?:(?:^|[_.-])(?:api[_-]?key|access[_-]?key|secret[_-]?key|credentials?|private[_-]?key|"
                              r"pwd)|token|secret|passw(?:or)?d)$", re.I)
-# `auth` (a Docker registry's base64 login) and `Authorization` (a header) as whole keys hold a
-# credential only when the value is one: a long token, or `Basic <base64>` (`auth: Kerberos` is a mode).
+# `auth` (a Docker registry's login: base64 of user:password) and `Authorization` (a header) as whole
+# keys hold a credential only when the value is one: `Basic <base64>`, or base64 of `user:password`
+# (`auth: Kerberos`, `auth: application-default` name a mode). A token is found by its shape.
 _AUTH_KEY = re.compile(r"auth(?:orization)?", re.I)
-_AUTH_VALUE = re.compile(r"(?:Basic\s+)?[A-Za-z0-9+/_-]{16,}={0,2}")
+_BASIC = re.compile(r"Basic\s+[A-Za-z0-9+/]{4,}={0,2}")
 _PRIVATE_KEY_NAME = re.compile(r"private[_-]?key", re.I)
 # A tokenizer's special tokens (`pad_token: "[PAD]"`, `"eos_token": "</s>"`) are model config, not
 # credentials: every Hugging Face model folder holds them, and a model folder may travel with a job.
@@ -203,12 +206,26 @@ _TABLE_SECRET_COLUMN = re.compile(r"^\s*\"?(?:secret[ _]access[ _]key|password|p
 
 
 def holds_xml_credentials(text: str) -> str:
-    """What in an XML file is a credential ("" if nothing): a credential by its shape, or an element
-    named as a secret in full with a real value (`<password>...</password>` in Maven's settings.xml)."""
-    shape = _credential_shape(text)
-    if shape:
-        return shape
-    return next((f"element <{k}>" for k, v in _XML_SECRET.findall(text) if _secret_setting("secret", v, True)), "")
+    """What in an XML or .config file is a credential ("" if nothing): what a settings file holds
+    (holds_credentials), or an element named as a credential with a real value (`<password>` in
+    Maven's settings.xml, `<apiToken>`), a bare <token> excepted."""
+    found = holds_credentials(text)
+    if found:
+        return found
+    return next((f"element <{k}>" for k, v in _XML_ELEMENT.findall(text)
+                 if k.lower() != "token" and _secret_setting(k, v, True)), "")
+
+
+def _is_login(value: str) -> bool:
+    """Whether a value is base64 of `user:password` (a Docker registry's `auth`)."""
+    if not re.fullmatch(r"[A-Za-z0-9+/]{8,}={0,2}", value):
+        return False
+    try:
+        text = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except ValueError:
+        return False
+    user, sep, password = text.partition(":")
+    return bool(sep and user and password and text.isprintable())
 
 
 def holds_table_credentials(text: str, header: bool = True) -> str:
@@ -251,7 +268,7 @@ def _secret_setting(key: str, value: str, quoted: bool) -> bool:
     """Whether KEY=value sets a credential: a secret-looking key (not a tokenizer's or a reference's
     field) with a real value (not empty, a number, a placeholder or prose)."""
     if _AUTH_KEY.fullmatch(key):
-        return bool(_AUTH_VALUE.fullmatch(value.strip()))
+        return bool(_BASIC.fullmatch(value.strip())) or _is_login(value.strip())
     if not (_SECRET_KEY_END.search(key) or _PRIVATE_KEY_NAME.fullmatch(key)) or _NOT_SECRET_KEY.search(key):
         return False
     value = value.strip()

@@ -125,7 +125,7 @@ def _text_rules(path: Path) -> Optional[Callable[[str], str]]:
         return holds_shell_credentials
     if _suffix(path) in TABLE_SUFFIXES:
         return holds_table_credentials
-    if _suffix(path) == ".xml":
+    if _suffix(path) in (".xml", ".config"):       # .NET's web.config and app.config are XML
         return holds_xml_credentials
     return holds_credentials if is_config(path) else None
 

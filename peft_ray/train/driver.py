@@ -130,9 +130,12 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
             with noting_sigint() as interrupted:
                 try:
                     result = make_trainer(spec, pre, out.uri, resume_from, bar=bar).fit()
-                except BaseException:
+                except BaseException as e:
                     if interrupted():     # Ray's own Ctrl-C handler ended fit(): a Ctrl-C to the CLI
                         raise KeyboardInterrupt from None
+                    own = worker_job_error(e)   # Ray 2.60's fit() raises the run's error itself
+                    if own is not None:
+                        raise own from None
                     raise
                 # fit() returned: the run ended on its own (Ray's abort leaves a finished run alone and
                 # ends an unfinished one with an error), so a late Ctrl-C still gets its outputs written
@@ -142,7 +145,7 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
 
                 ray.shutdown()
         if result.error:
-            raise worker_job_error(result.error) or result.error
+            raise result.error
         ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
         metrics = dict(result.metrics or {})
         return write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best_checkpoint(result, metrics, out))

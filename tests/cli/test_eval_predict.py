@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -374,6 +375,11 @@ def test_predict_writes_csv_a_spreadsheet_reads(cls_run, ner_run, tmp_path):
     r = _cli("predict", ner_run, "--input", tmp_path / "ner.csv", "--output", tmp_path / "again.jsonl", "--local")
     assert r.exit_code == 2 and "column 'tokens' of --input" in r.output and "CSV cells cannot hold lists" in r.output
     assert not (tmp_path / "again.jsonl").exists()
+    # a tags column predict never reads may hold anything (a second diff review)
+    pq.write_table(pa.table({"tokens": [["Ann", "visits", "Paris"]], "ner_tags": ["B-PER O B-LOC"]}),
+                   tmp_path / "strtags.parquet")
+    r = _cli("predict", ner_run, "--input", tmp_path / "strtags.parquet", "--output", tmp_path / "s.jsonl", "--local")
+    assert r.exit_code == 0, r.output
 
 
 def test_ray_predict_in_its_own_ray_prints_no_error_line(cls_run, tmp_path):

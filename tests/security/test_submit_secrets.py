@@ -550,6 +550,12 @@ EVERYDAY = {
     "notify.yaml": b"webhook: https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX\n",
     "settings.xml": b"<settings><servers><server><id>x</id><password>Hunter2xyz</password></server></servers></settings>\n",
     "ssh-backup.tgz": b"\x1f\x8b\x08\x00" + bytes(60),
+    # a second diff review: what the first fix's XML and auth rules let through
+    "web.config": b"<configuration><password>S3cr3tPassw0rd!</password></configuration>\n",
+    "app.xml": b"<app><apiToken>f8e7a6b5c4d3e2f1</apiToken></app>\n",
+    "ks.xml": b"<ks><keystorePassword>S3cr3tPassw0rd!</keystorePassword></ks>\n",
+    "reg/config.json": b'{"auths": {"r.io": {"auth": "Zm9vOmJhcg=="}}}\n',
+    "slack.yaml": b"bot: xoxe.xoxb-1-MS0yLTIxabcdefgh\n",
 }
 
 
@@ -570,7 +576,9 @@ def test_data_tables_utf16_text_and_copies_of_plain_files_travel(tmp_path):
         "auth.yaml": b"auth: true\nauthorization: none\n",
         # a diff review's false positives of the first form of these rules
         "tools/kubeconfig_loader.py": b"def load():\n    pass\n",
-        "storage.yaml": b'auth: Kerberos\nauthorization: "Basic"\nextra: {"pretrained_auth": "HF-Hub"}\n',
+        "storage.yaml": b'auth: Kerberos\nauthorization: "Basic"\nextra: {"pretrained_auth": "HF-Hub"}\n'
+                        b"gcs:\n  auth: application-default\nmode:\n  auth: PasswordAuthenticator\n"
+                        b"authorization: role-based-access-control\n",
         "data/tokens.xml": b"<s><token>Paris</token><token>Hunter2</token></s>\n",
         "data/extra.csv": b"text,label\nlove you xoxo-hugs-and-kisses,1\n",
         # over 1 MiB, a data row at the start of a later piece is not a header
@@ -591,3 +599,5 @@ def test_token_shapes_are_whole_words_and_redaction_leaves_words_alone():
                  "hf_modelsdownloadedfromhub_cache", "{soft} Review (xoxo-gossip-girl fan site): {text}"):
         assert redact_text(text) == text
     assert redact_text("token hf_" + "AbCdEfGhIjKlMnOpQrStUvWx.") == "token ***REDACTED***."
+    assert redact_text("SLACK_BOT=xoxe.xoxb-1-MS0yLTIxabcdefgh") == "SLACK_BOT=xoxe.***REDACTED***"
+    assert redact_text("xapp-1-A0123-abcdefghij") == "***REDACTED***"

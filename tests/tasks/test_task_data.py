@@ -136,6 +136,14 @@ def test_ner_rows_whose_tags_do_not_align_and_csv_word_lists_fail_in_validate(ti
     with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): row 30: 'tokens' has \d+ words but "
                                         r"'ner_tags' has \d+ tags; they must align one to one"):
         run_preflight(spec)
+    # the row as its own file numbers it, whatever a hold-out or an earlier file took (a diff review)
+    pq.write_table(pa.table(S.ner_rows(40, 2)), root / "part-0.parquet")
+    pq.write_table(pa.table(rows), root / "part-1.parquet")
+    for extra, where in (({"validation_fraction": 0.2}, "train.parquet"), ({"train": "part-*.parquet"}, "part-1.parquet")):
+        spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{tokens}"},
+                     root=str(root), **{"train": "train.parquet", **extra})
+        with pytest.raises(DataError, match=rf"{where}\): row 30: 'tokens' has"):
+            run_preflight(spec)
     with open(root / "train.csv", "w", newline="") as f:      # as predict --output .csv writes lists: JSON text
         csv.writer(f).writerows([("tokens", "ner_tags")] + [(json.dumps(t), json.dumps(g))
                                                             for t, g in zip(rows["tokens"], rows["ner_tags"])])

@@ -245,3 +245,21 @@ def test_the_earliest_of_tied_evaluations_stays_the_best_and_is_kept(ray_runtime
     assert {n: (out / n / "adapter_model.safetensors").read_bytes() for n in written} == written
     same = lambda m: {k: v for k, v in m.items() if k not in ("wall_seconds", "time_phases", "save_seconds")}  # noqa: E731
     assert same(again) == same(metrics) == same(json.loads((out / "metrics.json").read_text()))
+
+
+def test_a_workers_own_job_error_ends_a_ray_run_as_that_error(ray_runtime, tiny_bert, tiny_data, tmp_path,
+                                                              monkeypatch):
+    """A DataError only a worker meets (a row the pre-flight could not see) ended the CLI in Ray's
+    WorkerGroupError traceback. Ray 2.60's fit() raises the run's error itself: the first form of
+    this fix looked at result.error, which fit() never returned (a diff review)."""
+    from peft_ray.errors import DataError
+    from peft_ray.train import driver
+
+    def fails(config):
+        raise DataError("row 3 of a batch: 'tokens' has 2 words but 'ner_tags' has 1 tags")
+
+    monkeypatch.setattr(driver, "train_func", fails)
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "run", scaling={"num_workers": 1},
+                                  train={"max_steps": 2, "max_failures": 0}))
+    with pytest.raises(DataError, match="row 3 of a batch"):
+        run_train(spec)
