@@ -157,6 +157,8 @@ def _present(col):
     valid = pc.is_valid(col)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
+    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):   # NER words: an empty
+        valid = pc.and_(valid, pc.greater(pc.list_value_length(col), 0))    # sentence is no row
     return pc.fill_null(valid, False)
 
 

@@ -7,8 +7,8 @@ shuffle window cuts the remaining padding further.
 
 Order: a shard held in memory is permuted whole every epoch (`permuted`, as a
 RandomSampler or DistributedSampler with set_epoch does); every shard is then
-shuffled in windows of WINDOW_BATCHES batches, which is all a streamed one gets
-(with Ray Data's seeded block order, like its local shuffle buffer).
+shuffled in windows of WINDOW_BATCHES batches, which is all a shard too large
+to hold gets on top of its split's seeded full shuffle (train/driver.shuffled).
 """
 
 from __future__ import annotations

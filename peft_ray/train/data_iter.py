@@ -50,14 +50,19 @@ class RayDataIterators:
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
         # Later epochs replay the first one's tokenized tables instead of running the Ray Data
         # pipeline again: the shard is the same rows in the same order every epoch (a seeded
-        # block order, preserve_order), and micro_batches reshuffles them per epoch itself.
+        # shuffle, preserve_order). A shard held whole is an InMemoryShard, which the recipe
+        # permutes whole each epoch (a resumed run reads it whole the same way); a larger one
+        # streams in the split's shuffled order, reshuffled per epoch within windows.
         if self._train_cache is not None:
             return self._train_cache
         batches = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
         if self._split_here:
             self._train_cache = InMemoryShard(rank_share(list(batches), D.rank(), D.world()))
             return self._train_cache
-        return _CachingIterable(batches, self._keep_train)
+        tables = whole_or_stream(batches, IN_MEMORY_ROWS)
+        if isinstance(tables, InMemoryShard):
+            self._train_cache = tables
+        return tables
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         if self._val is None:
@@ -66,9 +71,6 @@ class RayDataIterators:
             return _CachingIterable(self._val.iter_batches(
                 batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2), self._keep_val)
         return self._val_cache
-
-    def _keep_train(self, tables: List[pa.Table]) -> None:
-        self._train_cache = tables
 
     def _keep_val(self, tables: List[pa.Table]) -> None:
         self._val_cache = tables
@@ -142,6 +144,11 @@ class LocalDataIterators:
         if self._train_cache is None:
             tables = whole_or_stream(self._tables(self.train_files, shard=True, cfg=self.pp_cfg), IN_MEMORY_ROWS)
             if not isinstance(tables, InMemoryShard):
+                if epoch == 0 and self.rank == 0:
+                    print(f"[peft-ray] warning: the train split has over {IN_MEMORY_ROWS:,} rows a worker, so "
+                          "--local streams it in file order, shuffled only within windows of 32 steps; "
+                          "if the file is sorted (by label, source or date), shuffle it once, or train "
+                          "through Ray, which shuffles a large split whole", flush=True)
                 return tables
             self._train_cache = tables
         return self._train_cache

@@ -90,3 +90,23 @@ def test_eval_and_predict_load_a_p_tuning_run(tiny_bert, tiny_data, tmp_path, me
     assert not hasattr(loaded.engine.module, "prompt_encoder")
     with torch.no_grad():
         torch.testing.assert_close(loaded.engine(**batch).logits, logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_p_tuning_save_in_train_mode_is_the_evaluated_prompt(tiny_bert, tiny_data, tmp_path):
+    """An ML review finding: checkpoints are saved mid-training, and an LSTM prompt encoder with
+    dropout, run in train mode, saved one random draw (about 10% off the prompt evaluation had
+    scored) and drew from the training RNG. The saved prompt is the eval-mode encoder's output."""
+    spec = _job(tiny_bert, tiny_data, tmp_path / "run", {"name": "p_tuning", "num_virtual_tokens": 4,
+                                                          "encoder_reparameterization_type": "LSTM",
+                                                          "encoder_num_layers": 2, "encoder_dropout": 0.5})
+    model, _, _ = build_model(spec)
+    model.train()
+    with torch.no_grad():
+        evaluated = model.eval().prompt_encoder.compute().clone()
+    model.train()
+    rng = torch.get_rng_state()
+    saved = [gather_adapter_state(model)["prompt_embeddings"] for _ in range(2)]
+    assert model.training and model.prompt_encoder.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    for s in saved:
+        torch.testing.assert_close(s, evaluated)

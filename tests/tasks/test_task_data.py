@@ -154,6 +154,29 @@ def test_ner_rows_whose_tags_do_not_align_and_csv_word_lists_fail_in_validate(ti
         run_preflight(spec)
 
 
+def test_ner_sentences_without_words_are_skipped_rows_in_the_step_count(tiny_models, tmp_path):
+    """An ML review finding: CoNLL-style exports hold empty sentences at document breaks. The row
+    builder drops them, but the pre-flight counted them usable, so an epoch's step count took 1.33
+    passes over the real rows, called them one epoch and reported 0 skipped rows."""
+    import pyarrow.parquet as pq
+
+    from peft_ray.preflight import run_preflight
+
+    m = tiny_models("bert")
+    rows = S.ner_rows(48, 1)
+    rows = {k: v + [[]] * 16 for k, v in rows.items()}
+    root = tmp_path / "ner"
+    root.mkdir()
+    pq.write_table(pa.table(rows), root / "train.parquet")
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{tokens}"},
+                 root=str(root), train="train.parquet", validation=None)
+    spec.train.batch_size = 8
+    pre = run_preflight(spec)
+    assert (pre.train.rows, pre.train.skipped, pre.steps_per_epoch) == (64, 16, 6)
+    built = _rows(spec, m, rows)
+    assert len(built) == 48
+
+
 def test_mlm_verbalizer_keeps_the_mask_when_truncating(tiny_models):
     m = tiny_models("bert")
     spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"], "head": "verbalizer"},

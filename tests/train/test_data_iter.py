@@ -20,3 +20,31 @@ def test_rank_share_of_fewer_rows_than_ranks_is_empty_everywhere():
     tables = [pa.table({"i": [1]})]
     assert [t.num_rows for r in range(2) for t in rank_share(tables, r, 2)] == [0, 0]
     assert rank_share([], 1, 2) == []
+
+
+def test_a_streamed_split_sorted_by_label_reaches_every_rank_mixed(ray_runtime, tiny_bert, tmp_path, monkeypatch):
+    """An ML review finding: a split over IN_DRIVER_ROWS streams, and a Parquet file is one Ray
+    Data block per row group, so the seeded block order left a label-sorted file in file order:
+    rank 0 trained on negatives only, rank 1 on positives, and 929 of 1,875 steps passed before
+    the first positive row. The split is now shuffled whole, the same way in every execution."""
+    import ray.data
+
+    import peft_ray.train.driver as driver
+    from peft_ray.data import builtin
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import validate_spec
+    from tests.conftest import job_dict, write_rows
+
+    made = builtin.make_rows(512, seed=3)
+    order = sorted(range(512), key=lambda i: made["label"][i])
+    rows = {k: [v[i] for i in order] for k, v in made.items()}
+    write_rows(tmp_path / "train.parquet", rows)
+    write_rows(tmp_path / "validation.parquet", {k: v[:8] for k, v in rows.items()})
+    monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
+    monkeypatch.setattr(ray.data.DataContext.get_current().execution_options, "preserve_order", True)
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "o"))
+    ds = driver.build_datasets(spec, run_preflight(spec))["train"]
+    orders = [[r["label"] for r in ds.take_all()] for _ in range(2)]
+    assert orders[0] == orders[1] and sorted(orders[0]) == sorted(rows["label"])
+    for part in (orders[0][:64], orders[0][256:320]):      # what each of 2 ranks starts on
+        assert 16 < sum(part) < 48

@@ -82,8 +82,21 @@ class PTuningModel(AdapterModel):
         return prepend_prompt(self.base, prompt, input_ids, attention_mask, kw)
 
     def adapter_state(self):
-        p = self.prompt_encoder.compute() if hasattr(self, "prompt_encoder") else self.prompt
-        return {"prompt_embeddings": p, **self.head_state()}
+        return {"prompt_embeddings": self.saved_prompt(), **self.head_state()}
+
+    def saved_prompt(self) -> torch.Tensor:
+        """The prompt evaluation reads: the encoder in eval mode. Saves happen in the middle of
+        training, and a train-mode LSTM encoder with dropout gave one random draw (about 10% off
+        the evaluated prompt, from the training RNG), so `adapter/` was not the model scored."""
+        if not hasattr(self, "prompt_encoder"):
+            return self.prompt
+        encoder, was_training = self.prompt_encoder, self.prompt_encoder.training
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            encoder.eval()
+            try:
+                return encoder.compute()
+            finally:
+                encoder.train(was_training)
 
     def load_adapter_state(self, state, source: str = "adapter") -> None:
         """A saved prompt is the encoder's output (PEFT saves it so too): a model built with the encoder
