@@ -161,7 +161,11 @@ def validate(job: str, overrides: Tuple[str, ...]) -> None:
         check_fits_this_machine(spec)
     except JobError as e:    # a job meant for a cluster is valid; `train` here would refuse it
         click.echo(f"note: {e}", err=True)
-    held = held_by(spec)
+    try:
+        held = held_by(spec)
+    except JobError as e:    # a cluster's bucket this machine cannot reach: the job may still be right
+        held = ""
+        click.echo(f"note: {e}; whether it already holds a run was not checked", err=True)
     if held:
         command = "tune" if spec.tune else "train"
         click.echo(f"note: output.dir '{spec.output.dir}' already holds {held}: `peft-ray {command}` needs "
@@ -180,7 +184,10 @@ def held_by(spec) -> str:
     --overwrite, which validate cannot know the user means), else ""."""
     from peft_ray.storage import Location
 
-    out = Location.at(spec.output.dir)
+    try:
+        out = Location.at(spec.output.dir)
+    except JobError as e:
+        raise JobError(f"output.dir {e}") from None
     if not (out / "job.yaml").exists():
         return ""
     return "a search" if (out / "search.json").exists() else "a run"

@@ -140,6 +140,45 @@ def join(base: str, *names: str) -> str:
     return "/".join([str(base).rstrip("/"), *names])
 
 
+OPEN_TIMEOUT_S = 30   # an unreachable GCS endpoint retried for minutes without a word
+
+
+def open_filesystem(uri: str):
+    """pyarrow's (filesystem, path) for a URI, once one look at the path has answered, or a
+    JobError naming it. Opening an S3 filesystem asks for the bucket's region, and GCS retries a
+    failing call for 15 minutes, so without the network (or with wrong credentials) a user got
+    pyarrow's traceback from `validate`, or for gs:// a silent hang: the open and the first look
+    run in a thread that is given up after OPEN_TIMEOUT_S."""
+    import threading
+
+    from peft_ray.errors import JobError
+
+    done: dict = {}
+
+    def open_it() -> None:
+        try:
+            done["value"] = _open_and_look(uri)
+        except Exception as e:     # OSError (network, credentials), ArrowInvalid (a malformed URI)
+            done["error"] = e
+    worker = threading.Thread(target=open_it, daemon=True, name="peft-ray-open-storage")
+    worker.start()
+    worker.join(OPEN_TIMEOUT_S)
+    if "value" in done:
+        return done["value"]
+    why = (f"no answer in {OPEN_TIMEOUT_S} s" if "error" not in done else
+           str(done["error"]).strip().splitlines()[0][:300])
+    raise JobError(f"'{uri}': its storage could not be opened ({why}); check the bucket name, the "
+                   "credentials and the network from this machine, or use a local folder")
+
+
+def _open_and_look(uri: str):
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    fs.get_file_info(path.rstrip("/") or path)      # the first call that needs the network
+    return fs, path
+
+
 @dataclass(frozen=True)
 class Location:
     """A file or folder in a pyarrow filesystem. `uri` is what users see (a local path or a URI)."""
@@ -153,7 +192,7 @@ class Location:
         import pyarrow.fs as pafs
 
         if is_uri(str(location)):
-            fs, path = pafs.FileSystem.from_uri(check_location(str(location)))
+            fs, path = open_filesystem(check_location(str(location)))
             return cls(fs, path.rstrip("/"), str(location).rstrip("/"))
         p = str(Path(location).expanduser().resolve())
         return cls(pafs.LocalFileSystem(), p, p)

@@ -8,7 +8,8 @@ shuffle window cuts the remaining padding further.
 Order: a shard held in memory is permuted whole every epoch (`permuted`, as a
 RandomSampler or DistributedSampler with set_epoch does); every shard is then
 shuffled in windows of WINDOW_BATCHES batches, which is all a shard too large
-to hold gets on top of its split's seeded full shuffle (train/driver.shuffled).
+to hold gets: through Ray on top of its split's seeded full shuffle
+(train/driver.shuffled), with --local in file order (it warns).
 """
 
 from __future__ import annotations

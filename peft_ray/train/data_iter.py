@@ -124,6 +124,7 @@ class LocalDataIterators:
         self.preprocess, self.val_cfg = preprocess, val_cfg or pp_cfg
         self.pp_cfg, self.columns, self.rank, self.world = pp_cfg, columns, rank, world
         self._train_cache: Optional[InMemoryShard] = None
+        self._warned = False
 
     def _tables(self, files, shard: bool, cfg) -> Iterable[pa.Table]:
         from peft_ray.data.sources import iter_arrow
@@ -144,7 +145,8 @@ class LocalDataIterators:
         if self._train_cache is None:
             tables = whole_or_stream(self._tables(self.train_files, shard=True, cfg=self.pp_cfg), IN_MEMORY_ROWS)
             if not isinstance(tables, InMemoryShard):
-                if epoch == 0 and self.rank == 0:
+                if not self._warned and self.rank == 0:     # once, whichever epoch a run starts in
+                    self._warned = True
                     print(f"[peft-ray] warning: the train split has over {IN_MEMORY_ROWS:,} rows a worker, so "
                           "--local streams it in file order, shuffled only within windows of 32 steps; "
                           "if the file is sorted (by label, source or date), shuffle it once, or train "

@@ -24,7 +24,7 @@ from peft_ray.train.run_dir import prepared_output_dir, resumed_from
 # reads blocks. Through Ray Data tasks the same work cost 13.7 s for the default job's 3,600 rows
 # on 2 cores (mostly task workers starting and importing transformers) and, run lazily inside
 # the workers, 27-29 s of a SST-2 evaluation (BENCHMARKS.md); here it is about a second.
-# Larger splits stream, tokenized by Ray Data while the workers train.
+# Larger splits are tokenized by Ray Data tasks and shuffled whole before the first batch (shuffled).
 IN_DRIVER_ROWS = 50_000
 
 
@@ -51,7 +51,9 @@ def shuffled(ds, facts: SplitFacts, seed: int):
     exchange, paid once per execution; shards that fit memory are read once (data_iter)."""
     if tokenized_here(facts):
         return ds.randomize_block_order(seed=seed)
-    return ds.random_shuffle(seed=seed)      # an int seed: the same order every execution (resume)
+    # An int seed: the same order every execution (resume). Ray seeds block i's map task with
+    # seed + i, which numpy refuses past 2**32 - 1 (train.seed may be up to that): kept below 2**31.
+    return ds.random_shuffle(seed=seed % 2**31)
 
 
 def tokenized_here(facts: SplitFacts) -> bool:

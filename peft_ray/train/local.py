@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from peft_ray.data.preprocess import preprocess
-from peft_ray.errors import JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
-from peft_ray.storage import Location, is_uri
+from peft_ray.storage import Location
 from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
 from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
@@ -87,13 +86,10 @@ def local_spec(spec: JobSpec) -> JobSpec:
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
               bar: str = "tqdm") -> Dict[str, Any]:
     from peft_ray.train.outputs import finish_run, write_outputs
-    from peft_ray.train.run_dir import prepared_output_dir, resumed_from
+    from peft_ray.train.run_dir import check_local_output, prepared_output_dir, resumed_from
 
     t0 = time.time()
-    if is_uri(spec.output.dir):
-        raise JobError(f"output.dir '{spec.output.dir}': --local writes its checkpoints through local paths; "
-                       "set output.dir to a local folder for --local, or run without --local (Ray Train "
-                       "writes URIs such as s3:// and gs:// through pyarrow)")
+    check_local_output(spec.output.dir)
     spec = local_spec(spec)
     pre = run_preflight(spec)
     checkpoint, done = resumed_from(spec, pre, resume, overwrite, local=True)

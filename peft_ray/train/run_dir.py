@@ -12,7 +12,7 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, saved_spec
 from peft_ray.spec.load import recorded_mapping
-from peft_ray.storage import Location, check_output_dir
+from peft_ray.storage import Location, check_output_dir, is_uri
 from peft_ray.train.resume import check_layout, check_same_run, find_checkpoint, finished, unread_fields
 
 
@@ -30,13 +30,26 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: boo
         yield out
 
 
+def check_local_output(output_dir: str) -> None:
+    """--local writes through local paths only: a URI is refused before anything opens it."""
+    if is_uri(output_dir):
+        raise JobError(f"output.dir '{output_dir}': --local writes its checkpoints through local paths; "
+                       "set output.dir to a local folder for --local, or run without --local (Ray Train "
+                       "writes URIs such as s3:// and gs:// through pyarrow)")
+
+
 def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False) -> None:
     """Whether output.dir can take this run, checked before anything is written there (the CLI calls
     it before train.log opens). A folder holding a run is never taken without --resume or
     --overwrite; one whose run stopped before its first checkpoint says to pass --overwrite (the
     answer to both a plain start and --resume there)."""
     check_output_dir(spec.output.dir)
-    out = Location.at(spec.output.dir)
+    if local:
+        check_local_output(spec.output.dir)
+    try:
+        out = Location.at(spec.output.dir)
+    except JobError as e:
+        raise JobError(f"output.dir {e}") from None
     job_file = out / "job.yaml"
     if resume and overwrite:
         raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")

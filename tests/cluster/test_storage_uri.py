@@ -211,3 +211,49 @@ def test_submit_notes_a_relative_output_dir(tmp_path, tiny_bert, tiny_data):
                                   "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "output.dir 'runs/x' is relative" in r.output
+
+
+def _unreachable(monkeypatch, how: str):
+    """pyarrow's from_uri as it behaves without the network: S3 raises, GCS hangs (no filesystem is built)."""
+    import threading
+
+    release = threading.Event()
+
+    def from_uri(uri):
+        if how == "raise":
+            raise OSError("When resolving region for bucket 'bucket': AWS Error NETWORK_CONNECTION")
+        release.wait(60)
+        raise OSError("gave up")
+    monkeypatch.setattr(storage, "_open_and_look", from_uri)
+    monkeypatch.setattr(storage, "OPEN_TIMEOUT_S", 1)
+    return release
+
+
+@pytest.mark.parametrize("how, why", [("raise", "When resolving region for bucket 'bucket'"), ("hang", "no answer in 1 s")])
+def test_unreachable_storage_is_a_named_error_not_a_traceback_or_a_hang(tiny_bert, tiny_data, monkeypatch, how, why):
+    """A docs review finding: `validate` and `train` with output.dir=s3://... on a machine without
+    the network ended in pyarrow's traceback, and gs://... hung with no output (GCS retries for
+    minutes). Opening the storage is bounded and named; validate notes it, train refuses."""
+    release = _unreachable(monkeypatch, how)
+    with pytest.raises(JobError, match=rf"'s3://bucket/x': its storage could not be opened \({why}"):
+        Location.at("s3://bucket/x")
+    job = Path(tiny_data) / f"job-{how}.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, "gs://bucket/runs/x")))
+    r = CliRunner().invoke(main, ["validate", str(job)])
+    assert r.exit_code == 0, r.output
+    assert f"note: output.dir 'gs://bucket/runs/x': its storage could not be opened ({why}" in r.output
+    assert "whether it already holds a run was not checked" in r.output and "ok: tiny" in r.output
+    r = CliRunner().invoke(main, ["train", str(job)])
+    assert r.exit_code == 2 and f"error: output.dir 'gs://bucket/runs/x': its storage could not be opened ({why}" in r.output
+    release.set()
+
+
+def test_local_refuses_a_uri_output_dir_before_opening_it(tiny_bert, tiny_data, monkeypatch):
+    """--local writes through local paths: the URI is refused before anything touches the network."""
+    def from_uri(uri):
+        raise AssertionError("opened")
+    monkeypatch.setattr(storage, "_open_and_look", from_uri)
+    job = Path(tiny_data) / "job-local-uri.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, "s3://bucket/runs/x")))
+    r = CliRunner().invoke(main, ["train", str(job), "--local"])
+    assert r.exit_code == 2 and "--local writes its checkpoints through local paths" in r.output

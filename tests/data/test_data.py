@@ -158,7 +158,7 @@ def test_dictionary_columns_of_lists_are_read_by_their_values():
     from peft_ray.preflight import _present
 
     tags = pa.DictionaryArray.from_arrays(pa.array([0, 1, None]), pa.array([["B-PER"], []]))
-    assert _present(pa.chunked_array([tags])).to_pylist() == [True, False, False]   # [] is no sentence
+    assert _present(pa.chunked_array([tags])).to_pylist() == [True, True, False]
     table = pa.table({"tags": pa.chunked_array([tags]), "s": pa.array(["a", "b", "c"]).dictionary_encode()})
     assert flat_for_csv(table).to_pylist() == [{"tags": '["B-PER"]', "s": "a"}, {"tags": "[]", "s": "b"},
                                                {"tags": None, "s": "c"}]

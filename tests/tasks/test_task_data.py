@@ -175,6 +175,10 @@ def test_ner_sentences_without_words_are_skipped_rows_in_the_step_count(tiny_mod
     assert (pre.train.rows, pre.train.skipped, pre.steps_per_epoch) == (64, 16, 6)
     built = _rows(spec, m, rows)
     assert len(built) == 48
+    rows["ner_tags"][5] = []              # words without tags stay misaligned, named in the pre-flight
+    pq.write_table(pa.table(rows), root / "train.parquet")
+    with pytest.raises(DataError, match=r"train.parquet\): row 5: 'tokens' has \d+ words but 'ner_tags' has 0 tags"):
+        run_preflight(spec)
 
 
 def test_mlm_verbalizer_keeps_the_mask_when_truncating(tiny_models):

@@ -41,9 +41,12 @@ def test_a_streamed_split_sorted_by_label_reaches_every_rank_mixed(ray_runtime, 
     write_rows(tmp_path / "train.parquet", rows)
     write_rows(tmp_path / "validation.parquet", {k: v[:8] for k, v in rows.items()})
     monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
-    monkeypatch.setattr(ray.data.DataContext.get_current().execution_options, "preserve_order", True)
-    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "o"))
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 4096)   # many blocks
+    # the largest seed the job allows: Ray seeds block i's shuffle with seed + i (a diff review)
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "o", train={"seed": 2**32 - 1}))
     ds = driver.build_datasets(spec, run_preflight(spec))["train"]
+    ds.context.execution_options.preserve_order = True     # as Ray Train's DataConfig sets make_trainer's
+    assert ds.materialize().num_blocks() > 4
     orders = [[r["label"] for r in ds.take_all()] for _ in range(2)]
     assert orders[0] == orders[1] and sorted(orders[0]) == sorted(rows["label"])
     for part in (orders[0][:64], orders[0][256:320]):      # what each of 2 ranks starts on

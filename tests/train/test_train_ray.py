@@ -131,9 +131,11 @@ def test_every_epoch_reads_the_same_shard(ray_runtime, tiny_bert, tiny_data, tmp
 
     if not in_driver:
         monkeypatch.setattr(driver, "IN_DRIVER_ROWS", 0)
+        # many blocks, so that an order could differ (a dataset copies the context when it is made)
+        monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 2048)
     spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "o"))
     ds = driver.build_datasets(spec, run_preflight(spec))["train"]
-    monkeypatch.setattr(ray.data.DataContext.get_current().execution_options, "preserve_order", True)  # as make_trainer
+    ds.context.execution_options.preserve_order = True    # as Ray Train's DataConfig sets make_trainer's options
     # Small splits reach every worker whole and each takes its rank_share; large ones are split by Ray
     splits = [ds, ds] if in_driver else ds.streaming_split(2, equal=True)
     seen = {0: [], 1: []}
