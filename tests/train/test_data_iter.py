@@ -51,3 +51,20 @@ def test_a_streamed_split_sorted_by_label_reaches_every_rank_mixed(ray_runtime, 
     assert orders[0] == orders[1] and sorted(orders[0]) == sorted(rows["label"])
     for part in (orders[0][:64], orders[0][256:320]):      # what each of 2 ranks starts on
         assert 16 < sum(part) < 48
+
+
+def test_local_warns_once_about_a_split_too_large_to_permute_whichever_epoch_it_starts_in(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """--local streams a shard over IN_MEMORY_ROWS in file order; it says so once, also when a
+    resumed run starts in a later epoch (a diff review: the warning tested epoch == 0)."""
+    import pyarrow.parquet as pq
+
+    import peft_ray.train.data_iter as data_iter
+
+    pq.write_table(pa.table({"i": list(range(600))}), tmp_path / "train.parquet")
+    monkeypatch.setattr(data_iter, "IN_MEMORY_ROWS", 100)
+    it = data_iter.LocalDataIterators([str(tmp_path / "train.parquet")], None, None, ["i"],
+                                      preprocess=lambda table, cfg: table)
+    for epoch in (3, 4):                                     # resumed in epoch 3
+        assert sum(len(t) for t in it.train_tables(epoch)) == 600
+    assert capsys.readouterr().out.count("--local streams it in file order") == 1
