@@ -184,10 +184,7 @@ def held_by(spec) -> str:
     --overwrite, which validate cannot know the user means), else ""."""
     from peft_ray.storage import Location
 
-    try:
-        out = Location.at(spec.output.dir)
-    except JobError as e:
-        raise JobError(f"output.dir {e}") from None
+    out = Location.of_output(spec.output.dir)
     if not (out / "job.yaml").exists():
         return ""
     return "a search" if (out / "search.json").exists() else "a run"

@@ -7,6 +7,8 @@ only the path of the run (its output.dir) or of the adapter folder itself.
 
 from __future__ import annotations
 
+import contextlib
+
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -165,11 +167,14 @@ def check_adapter(adapter_dir: Path, trust: Trust = Trust()) -> LoadedAdapter:
     return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)
 
 
-def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust = Trust()) -> LoadedAdapter:
-    """The frozen base model with the adapter's weights, in eval mode, on `device` (cuda if available)."""
+def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust = Trust(),
+                 record: Optional[tuple] = None) -> LoadedAdapter:
+    """The frozen base model with the adapter's weights, in eval mode, on `device` (cuda if available).
+    `record`: what read_run_spec(adapter_dir, trust) returned, where the caller read it already (its
+    checks, a chat template's rendering in a child among them, then run once)."""
     from peft_ray.train.engine import build_model
 
-    state, spec = read_run_spec(adapter_dir, trust)
+    state, spec = record or read_run_spec(adapter_dir, trust)
     try:
         model, tokenizer, path = build_model(spec)
         model.load_adapter_state(state, str(adapter_dir))
@@ -195,14 +200,24 @@ def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Sc
     return schema
 
 
-def start_ray(spec, address: Optional[str]) -> None:
+@contextlib.contextmanager
+def ray_session(spec, address: Optional[str]) -> Iterator[None]:
     """Join `address` (or RAY_ADDRESS), or start Ray in-process, as `peft-ray train` does
-    (never the cluster the run trained on: its address may be long gone)."""
+    (never the cluster the run trained on: its address may be long gone), and shut it down
+    when the block ends. Inside the caller's routed output, like train's: the lines Ray prints
+    while it stops (the GCS's notes on the actors it killed) go to the log, not after the result."""
+    import ray
+
     from peft_ray.train.ray_start import init_ray
 
     local = spec.model_copy(deep=True)
     local.scaling.num_workers, local.scaling.cpus_per_worker, local.scaling.address = 1, 1, address
-    init_ray(local, source="--ray-address" if address else None)
+    started = init_ray(local, source="--ray-address" if address else None)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -> Iterator[pa.Table]:

@@ -197,6 +197,16 @@ class Location:
         p = str(Path(location).expanduser().resolve())
         return cls(pafs.LocalFileSystem(), p, p)
 
+    @classmethod
+    def of_output(cls, output_dir: str) -> "Location":
+        """Location.at(output.dir), its storage errors named by the field (train, tune, validate)."""
+        from peft_ray.errors import JobError
+
+        try:
+            return cls.at(output_dir)
+        except JobError as e:
+            raise JobError(f"output.dir {e}") from None
+
     def __truediv__(self, name: str) -> "Location":
         return Location(self.fs, join(self.path, name), join(self.uri, name))
 

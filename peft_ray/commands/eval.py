@@ -7,6 +7,7 @@ metrics, in the same way, as the evaluation at the end of `peft-ray train`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -104,8 +105,8 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
              address: Optional[str], local: bool = False, trust: Trust = Trust(),
              overwrite: bool = False) -> Tuple[Dict[str, Any], Path]:
     """`local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
-    from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, read_run_spec,
-                                    start_ray, truncation_note, with_progress)
+    from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, ray_session,
+                                    read_run_spec, truncation_note, with_progress)
     from peft_ray.preflight import scan_split
     from peft_ray.tasks import get_task
     from peft_ray.tasks.pipeline import needed_columns
@@ -114,13 +115,14 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     t0 = time.time()
     split = split_of(data, split)
     adapter_dir = find_adapter_dir(adapter_or_run)
-    files, holdout = eval_files(read_run_spec(adapter_dir, trust)[1], data, split)   # errors before the model loads
+    record = read_run_spec(adapter_dir, trust)
+    files, holdout = eval_files(record[1], data, split)   # errors before the model loads
     if output:
         out = check_output_file(output, overwrite)
     else:
         out = default_output(adapter_dir, split)
         check_output_dir(str(out.parent), "--output's folder")
-    loaded = load_adapter(adapter_dir, trust=trust)
+    loaded = load_adapter(adapter_dir, trust=trust, record=record)
     spec = loaded.spec
     check_columns(files, needed_columns(spec), "--data", spec)
     if not holdout:
@@ -134,12 +136,10 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     out.parent.mkdir(parents=True, exist_ok=True)
     total = None if holdout else count_rows(files)
     task = get_task(spec.task.type)
-    with ray_routed(None if local else out.with_suffix(".log")):   # Ray's own lines: next to the metrics
-        if local:
-            tables = stream_local(spec, loaded.base_path, files, split)
-        else:
-            start_ray(spec, address)
-            tables = stream(spec, loaded.base_path, files, split)
+    with ray_routed(None if local else out.with_suffix(".log")), \
+            (contextlib.nullcontext() if local else ray_session(spec, address)):   # Ray's own lines: next to the metrics
+        tables = (stream_local(spec, loaded.base_path, files, split) if local
+                  else stream(spec, loaded.base_path, files, split))
         cut = [0]
         metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), cut),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)

@@ -90,7 +90,8 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     """Check everything on the driver (no weights loaded), then stream the input through the actors
     (or, `local`, through one Predictor in this process)."""
     from peft_ray.data.sources import check_plain_files, resolve_files
-    from peft_ray.inference import check_adapter, check_columns, count_rows, find_adapter_dir, with_progress
+    from peft_ray.inference import (check_adapter, check_columns, count_rows, find_adapter_dir, ray_session,
+                                    with_progress)
     from peft_ray.tasks.pipeline import input_columns
     from peft_ray.train.terminal import ray_routed
 
@@ -107,9 +108,10 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     bs = batch_size or spec.train.eval_batch_size
     rows = null = cut = 0
     # Ray's own lines: in OUTPUT.log, next to the predictions
-    with ray_routed(None if local else output.with_name(output.name + ".log")):
+    with ray_routed(None if local else output.with_name(output.name + ".log")), \
+            (contextlib.nullcontext() if local else ray_session(spec, address)):
         tables = (local_predictions(files, adapter_dir, bs, trust) if local
-                  else ray_predictions(files, adapter_dir, bs, num_actors, spec, address, trust))
+                  else ray_predictions(files, adapter_dir, bs, num_actors, address, trust))
         with open_sink(output) as write:
             for table in with_progress(tables, count_rows(files), "predict"):
                 write(table)
@@ -118,14 +120,12 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     return {"rows": rows, "null": null, "output": output, "truncated": cut, "max_length": spec.model.max_length}
 
 
-def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int, spec,
+def ray_predictions(files: List[str], adapter_dir: Path, batch_size: int, num_actors: int,
                     address: Optional[str], trust: Trust = Trust()):
+    """Through the Ray that run_predict's ray_session started or joined."""
     import ray
 
-    from peft_ray.inference import start_ray
-
     joined = bool(address or os.environ.get("RAY_ADDRESS"))
-    start_ray(spec, address)
     check_actors(num_actors, ray.cluster_resources().get("CPU", 0), "the Ray cluster")
     ds = predictions(files, str(adapter_dir), batch_size, num_actors, trust, restarts=joined)
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)

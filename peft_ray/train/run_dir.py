@@ -46,10 +46,7 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = 
     check_output_dir(spec.output.dir)
     if local:
         check_local_output(spec.output.dir)
-    try:
-        out = Location.at(spec.output.dir)
-    except JobError as e:
-        raise JobError(f"output.dir {e}") from None
+    out = Location.of_output(spec.output.dir)
     job_file = out / "job.yaml"
     if resume and overwrite:
         raise JobError("--resume continues the run in output.dir and --overwrite replaces it; pass one of them")

@@ -323,7 +323,7 @@ def test_predict_through_ray_refuses_an_extension_column_in_any_input_file_befor
 
     def no_ray(*a, **k):
         raise AssertionError("Ray started")
-    monkeypatch.setattr(peft_ray.inference, "start_ray", no_ray)
+    monkeypatch.setattr(peft_ray.inference, "ray_session", no_ray)
     before = ray.is_initialized()
     r = CliRunner().invoke(main, ["predict", str(run), "--input", str(inputs), "--output", str(tmp_path / "p.jsonl")])
     assert r.exit_code == 2, r.output
