@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Tuple
 
 from peft_ray.errors import SpecError
 from peft_ray.hf import NO_HUB, OFFLINE, cpu_seeded, quiet_transformers
@@ -123,20 +123,55 @@ def check_model_folder(path: str, allow_pickle: bool) -> None:
 
 
 def check_attention_setting(config: Path) -> None:
-    """A config.json may name one of transformers' own attention implementations (eager, sdpa,
-    flash_attention_2, ...), not a hub repo: transformers would fetch and run its compiled kernel."""
+    """A config.json (or a config nested in it: text_config, ...) may name only an attention that
+    transformers runs from this machine's own packages. Anything else is a hub kernel it would fetch
+    and run: a repo id (`kernels-community/...`), and also `flash_attention_2/3/4` where the
+    flash-attn package is missing, which transformers 5 swaps for the hub's build of it."""
     import json
-    import re
 
     try:
         cfg = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return                                     # missing or unreadable: the load says so
-    for key in ("attn_implementation", "_attn_implementation"):
-        value = cfg.get(key) if isinstance(cfg, dict) else None
-        if value is not None and not (isinstance(value, str) and re.fullmatch(r"[a-z0-9_]+", value)):
-            raise SpecError(f"model.name_or_path: {config} sets {key}: {value!r}, a kernel from the Hugging Face "
-                            "hub, which peft-ray never downloads or runs; remove the key (or set it to \"sdpa\")")
+    for key, value in _attention_settings(cfg):
+        why = _unsafe_attention(value)
+        if why:
+            raise SpecError(f"model.name_or_path: {config} sets {key}: {value!r}, {why}; peft-ray never downloads "
+                            "or runs a kernel from the Hugging Face hub. Remove the key (or set it to \"sdpa\")")
+
+
+ATTENTION_KEYS = ("attn_implementation", "_attn_implementation")
+LOCAL_ATTENTION = ("eager", "paged|eager", "sdpa", "flex_attention")
+FLASH_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+
+
+def _attention_settings(cfg: Any, where: str = "", depth: int = 0) -> Iterator[Tuple[str, Any]]:
+    """(key path, value) of every attention setting in a config mapping and the configs inside it."""
+    if not isinstance(cfg, dict) or depth > 8:
+        return
+    for key, value in cfg.items():
+        path = f"{where}{key}"
+        if key in ATTENTION_KEYS and value is not None:
+            yield path, value
+        elif isinstance(value, dict):
+            yield from _attention_settings(value, path + ".", depth + 1)
+
+
+def _unsafe_attention(value: Any) -> str:
+    """Why transformers would fetch `value` from the hub, or "" when it runs locally."""
+    import importlib.util
+
+    if not isinstance(value, str):
+        return "not the name of an attention"
+    name = value.removeprefix("paged|")
+    if value in LOCAL_ATTENTION:
+        return ""
+    if name in FLASH_PACKAGES:
+        if importlib.util.find_spec(FLASH_PACKAGES[name]) is not None:
+            return ""
+        return (f"and without the {FLASH_PACKAGES[name]} package installed here transformers would fetch its "
+                "build from the hub instead")
+    return "an attention this check does not know to run locally (a hub kernel, or a newer flash-attention)"
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:

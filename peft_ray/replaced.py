@@ -26,12 +26,29 @@ ASIDE = ".replaced"
 LOGS = ("train.log", "tune.log")
 
 
+def check_aside(out: Location) -> None:
+    """A .replaced in output.dir is a real folder, never a link or a file: an --overwrite that fails
+    moves everything under it into output.dir, and a planted `.replaced -> ~/thesis` in a shared run
+    folder had a failed (or Ctrl-C'd) --overwrite move the user's own files into it."""
+    import pyarrow.fs as pafs
+
+    aside = out / ASIDE
+    linked = not is_uri(out.uri) and os.path.islink(aside.path)
+    kind = aside.fs.get_file_info(aside.path).type
+    if linked or kind not in (pafs.FileType.NotFound, pafs.FileType.Directory):
+        raise CheckpointError(f"output.dir '{out}': '{ASIDE}' is {'a symbolic link' if linked else 'not a folder'}, "
+                              "where an interrupted --overwrite keeps the run it replaced; peft-ray never moves "
+                              f"files through it. Delete '{aside}' itself (not what it points at), or set "
+                              "output.dir to a new folder")
+
+
 def check_no_leftover(out: Location) -> None:
     """Refuse to start on a folder where an interrupted --overwrite left the previous run aside. An
     empty .replaced/ set nothing aside (the overwrite started on an empty folder, or was killed
     before its first move): it goes, so the killed run itself can be resumed."""
     import pyarrow.fs as pafs
 
+    check_aside(out)
     aside = out / ASIDE
     if aside.fs.get_file_info(aside.path).type == pafs.FileType.Directory and not _entries(aside, ()):
         aside.remove()
@@ -57,6 +74,7 @@ def check_only_run_files(out: Location, own: Collection[str], overwrite: bool, w
     whose they are) are refused too: the new run would write over them. `own`: top-level names,
     with shell patterns ("eval_*.json"); `beside`: those of them other commands write next to a run
     (zero-shot, eval), which need no job.yaml."""
+    check_aside(out)
     names = _entries(out, ())
     mine = [n for n in names if _matches(n, (*own, *LEFTOVERS))]
     foreign = [n for n in names if n not in mine]
@@ -88,6 +106,7 @@ def _listed(names: List[str], most: int = 5) -> str:
 @contextlib.contextmanager
 def replacing(out: Location, keep: Collection[str] = LOGS) -> Iterator[None]:
     """The block runs on an emptied `out` (except `keep`); its old content comes back if it fails."""
+    check_aside(out)            # the callers checked before anything was written; this move depends on it
     aside = out / ASIDE
     if aside.exists():          # an earlier --overwrite was killed: aside holds the run to keep
         for name in _entries(out, keep):

@@ -158,6 +158,13 @@ def holds_private_key(text: str) -> bool:
     return False
 
 
+def holds_token(text: str) -> bool:
+    """Whether a text holds a token-shaped string (hf_..., ghp_..., AKIA..., sk-..., a JWT): what
+    source and notebooks are searched for (a URL password or a `password:` line is too often an
+    example there)."""
+    return bool(_SECRET_VALUE.search(text))
+
+
 def _credential_shape(text: str) -> str:
     """A credential recognisable by its shape alone ("" if none): a token-shaped string, a URL with
     a password (a pip index, a proxy, a git remote), a Google credentials file, a private key."""

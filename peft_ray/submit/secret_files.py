@@ -81,13 +81,17 @@ def is_archive(path: Path) -> bool:
 
 # Files whose text is read for credentials (a pip index URL with a password, a token, a
 # `password: ...` line): config files by suffix, or without one, and shell scripts (`export
-# HF_TOKEN=...`), whole, in pieces of CONFIG_FILE_BYTES (a kubeconfig with many clusters passes 64 KiB). Source and
-# docs are not read for these: tests and examples quote fake credentials, and a credential in code
-# is beyond a name check anyway. A private key (PEM, PGP, PuTTY) and a binary key store are looked
+# HF_TOKEN=...`), whole, in pieces of CONFIG_FILE_BYTES (a kubeconfig with many clusters passes 64 KiB).
+# Source, notebooks and docs (CODE_SUFFIXES) are read for token shapes only (`HF_TOKEN = "hf_..."` in a
+# settings.py or a notebook cell is how tokens most often leak; a URL password or a `password:` line
+# there is usually an example). A private key (PEM, PGP, PuTTY) and a binary key store are looked
 # for in every file that travels, whatever its name and size: no code or doc needs a real key, and
 # `deploy_key` or `key.txt` is as good a name as any.
 CONFIG_SUFFIXES = {"", ".conf", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".json", ".txt", ".properties",
                    ".netrc", ".rc", ".tf", ".hcl", ".cnf", ".config", ".env", ".npmrc"}
+CODE_SUFFIXES = {".py", ".pyw", ".ipynb", ".md", ".rst", ".tex", ".r", ".rmd", ".jl", ".js", ".mjs", ".ts", ".java",
+                 ".scala", ".kt", ".go", ".rs", ".rb", ".php", ".pl", ".lua", ".swift", ".c", ".cc", ".cpp", ".h",
+                 ".hpp", ".cu", ".sql", ".html", ".htm"}
 # Tables (CSV, TSV) are data: their rows are only searched for credentials by shape (a token, a URL
 # with a password, a private key), and their header for a key export's columns.
 TABLE_SUFFIXES = {".csv", ".tsv"}
@@ -145,6 +149,11 @@ def holds_credentials_file(path: Path) -> str:
     rules = _text_rules(path) or _text_rules(path.resolve())
     wide = _utf16(head)
     if rules is None and not wide:
+        if _suffix(path) in CODE_SUFFIXES or _suffix(path.resolve()) in CODE_SUFFIXES:
+            from peft_ray.security import holds_token
+
+            if any(holds_token(t) for t in _text_chunks(path)):
+                return "a token-shaped value in its text"
         return "a private key" if streams_private_key(path) else ""
     from peft_ray.security import holds_credentials, holds_private_key, holds_table_credentials, is_json_rows
 

@@ -133,7 +133,26 @@ def test_a_hub_kernel_named_in_config_json_is_refused(tiny_bert, tmp_path, key):
     shutil.copytree(tiny_bert, m)
     cfg = json.loads((m / "config.json").read_text())
     (m / "config.json").write_text(json.dumps({**cfg, key: "kernels-community/flash-attn"}))
-    with pytest.raises(SpecError, match=f"sets {key}: 'kernels-community/flash-attn', a kernel from the Hugging"):
+    with pytest.raises(SpecError, match=f"sets {key}: 'kernels-community/flash-attn', an attention this check"):
         load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)
     (m / "config.json").write_text(json.dumps({**cfg, key: "eager"}))
     load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)
+
+
+@pytest.mark.parametrize("setting", [{"attn_implementation": "flash_attention_2"},
+                                     {"text_config": {"_attn_implementation": "paged|flash_attention_3"}},
+                                     {"attn_implementation": "flash_attention_4"}])
+def test_flash_attention_without_its_package_is_refused_not_fetched(tiny_bert, tmp_path, setting):
+    """A security-review finding: `flash_attention_2` passed the name check, and transformers 5,
+    finding no flash_attn package, swapped it for `kernels-community/flash-attn2` and asked the hub
+    for it (validate said ok; train and a shared adapter's predict reached huggingface.co)."""
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") or importlib.util.find_spec("flash_attn_interface"):
+        pytest.skip("flash-attn is installed here: transformers runs it locally")
+    m = tmp_path / "model"
+    shutil.copytree(tiny_bert, m)
+    cfg = json.loads((m / "config.json").read_text())
+    (m / "config.json").write_text(json.dumps({**cfg, **setting}))
+    with pytest.raises(SpecError, match="never downloads or runs a kernel from the Hugging Face hub"):
+        load_auto(str(m), "AutoModelForSequenceClassification", seed=0, num_labels=2)

