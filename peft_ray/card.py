@@ -66,12 +66,13 @@ def metrics_table(metrics: Optional[Dict[str, Any]]) -> List[str]:
     return head + [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in rows if k != "step"]
 
 
-def peft_cannot_run(cfg: Dict[str, Any], method: str) -> List[str]:
-    """A warning above the HF PEFT snippet where PEFT 0.21 cannot run the adapter (docs/methods.md):
+def peft_cannot_run(cfg: Dict[str, Any]) -> List[str]:
+    """A warning above the HF PEFT snippet where PEFT 0.21 cannot run the adapter (docs/methods.md),
+    by its adapter_config.json (what PEFT reads, so a foreign adapter's card says it too):
     prefix tuning outside CAUSAL_LM / SEQ_2_SEQ_LM needs `past_key_values` that BERT's forward does
     not take and that transformers 5's classifiers renamed, so PEFT raises "Model does not support
     past key values". peft-ray injects the prefix in attention, so it runs it."""
-    if method != "prefix_tuning" or cfg.get("task_type") in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
+    if cfg.get("peft_type") != "PREFIX_TUNING" or cfg.get("task_type") in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
         return []
     return [f"Note: HF PEFT 0.21 cannot run prefix tuning with task_type `{cfg.get('task_type')}` on this "
             "model under transformers 5 (its forward raises \"Model does not support past key values\"); "
@@ -98,7 +99,7 @@ def model_card(cfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
     if extra.get("verbalizer"):
         lines.append(f"- **Verbalizer:** `{json.dumps(extra['verbalizer'])}`")
     lines += ["", "## Evaluation", "", *metrics_table(extra.get("metrics")), "",
-              "## How to use", "", "With HF PEFT:", "", *peft_cannot_run(cfg, method), load_snippet(cfg, extra), "",
+              "## How to use", "", "With HF PEFT:", "", *peft_cannot_run(cfg), load_snippet(cfg, extra), "",
               "With peft-ray (uses the template, verbalizer and labels recorded in peft_ray.json):", "",
               "```bash", "peft-ray predict path/to/this/adapter --input rows.jsonl --output preds.jsonl --local",
               "peft-ray eval path/to/this/adapter --data labelled.parquet --local", "```", "",

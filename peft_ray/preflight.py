@@ -256,7 +256,6 @@ def _render_sample(conn, tok, system: Optional[str]) -> None:
 
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
-PREPENDS_TOKENS = ("prompt_tuning", "p_tuning")     # methods whose soft tokens take input positions
 
 
 def check_model_files(spec: JobSpec, model_path: str) -> None:
@@ -276,7 +275,7 @@ def check_model_files(spec: JobSpec, model_path: str) -> None:
     for f in sorted(p.glob("*.safetensors")):
         _check_safetensors(f, "model.name_or_path")
     limit = next((cfg[k] for k in POSITION_KEYS if isinstance(cfg.get(k), int)), None)
-    soft = getattr(spec.method, "num_virtual_tokens", 0) if spec.method.name in PREPENDS_TOKENS else 0
+    soft = spec.method.input_positions()
     # A decoder-only model decodes after a prompt of up to max_length tokens (an encoder-decoder's
     # decoder has positions of its own): a learned position table (GPT-2) has no row past its limit.
     new = 0 if cfg.get("is_encoder_decoder") else get_task(spec.task.type).generated_tokens(spec.task)
@@ -306,12 +305,10 @@ def run_preflight(spec: JobSpec) -> Preflight:
     check_model_folder(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)
     check_weights_match(model_path, spec.model.trust_remote_code)  # on the meta device: no weights read
-    check_named_targets(model_path, getattr(spec.method, "target_modules", None), spec.model.trust_remote_code)
-    feedforward = getattr(spec.method, "feedforward_modules", None)   # IA3: a pattern is timed like the targets
-    if isinstance(feedforward, str):
-        check_named_targets(model_path, feedforward, spec.model.trust_remote_code, "method.feedforward_modules")
+    for field, patterns in spec.method.module_patterns().items():
+        check_named_targets(model_path, patterns, spec.model.trust_remote_code, field)
     check_model_fits_task(spec, model_path)
-    if getattr(spec.method, "init_from", None):
+    if spec.method.init_from:
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
     holdout = spec.data.holds_out

@@ -115,3 +115,73 @@ def strongly_connected(graph):
         if v not in index:
             visit(v)
     return out
+
+
+def string_modules(path: Path):
+    """(module, line) of every string constant naming a module of the package: what
+    importlib.import_module reaches (a task's model_module, the CLI's command list)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("peft_ray."):
+            parts = node.value.split(".")[1:]
+            if parts and all(p.isidentifier() for p in parts) and (
+                    ROOT.joinpath(*parts).with_suffix(".py").is_file() or ROOT.joinpath(*parts).is_dir()):
+                yield node.value, node.lineno
+
+
+def test_modules_named_by_string_go_down_the_layers_too():
+    """An import_module("peft_ray.x") is an import the AST walk above does not see."""
+    upward = [f"{path.relative_to(ROOT.parent)}:{line} names {target}"
+              for path in sorted(ROOT.rglob("*.py"))
+              for target, line in string_modules(path)
+              if layer(target) > layer(module_name(path, ROOT, "peft_ray"))]
+    assert not upward, "\n".join(upward)
+
+
+def test_kernels_are_imported_by_methods_only_and_tasks_and_methods_not_by_each_other():
+    """docs/architecture.md: kernels/ is imported by methods only; tasks/ and methods/ share layer 5
+    but neither reaches into the other (a task asks for no method, a method serves every task)."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        module = module_name(path, ROOT, "peft_ray")
+        area = module.split(".")[1] if "." in module else ""
+        for target, line in imports(path, module):
+            top = target.split(".")
+            if top[0] == "peft_ray_kernels" and area != "methods":
+                found.append(f"{path.relative_to(ROOT.parent)}:{line} imports {target} (kernels: methods only)")
+            if top[0] == "peft_ray" and len(top) > 1 and {area, top[1]} == {"tasks", "methods"}:
+                found.append(f"{path.relative_to(ROOT.parent)}:{line} imports {target} (tasks <-> methods)")
+    assert not found, "\n".join(found)
+
+
+def _names_compared(tree):
+    """(string, line) of every string constant on either side of a comparison (==, in, ...)."""
+    def strings(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            for element in node.elts:
+                yield from strings(element)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                yield from ((s, node.lineno) for s in strings(side))
+        elif isinstance(node, ast.Assign) and isinstance(node.value, (ast.Tuple, ast.List, ast.Set)):
+            yield from ((s, node.lineno) for s in strings(node.value))   # a tuple of names compared later
+
+
+def test_no_task_or_method_is_named_outside_its_own_folder():
+    """docs/architecture.md: nothing outside tasks/<name>/ compares task.type with a name, and
+    nothing outside methods/<name>/ a method's name: code elsewhere asks the Task or the method's
+    config (a review found `task.type != "classification"` in train/resume.py and a tuple of
+    prompt methods in preflight.py)."""
+    folders = {area: {p.name for p in (ROOT / area).iterdir() if (p / "__init__.py").is_file()}
+               for area in ("tasks", "methods")}
+    names = folders["tasks"] | folders["methods"] | {"translation"}    # Translation lives in generation/
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts
+        if len(parts) > 2 and parts[0] in folders and parts[1] in folders[parts[0]]:
+            continue                                                    # a task's or method's own folder
+        found += [f"{path.relative_to(ROOT.parent)}:{line} compares {name!r}"
+                  for name, line in _names_compared(ast.parse(path.read_text())) if name in names]
+    assert not found, "\n".join(found)

@@ -141,7 +141,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
         tables = (stream_local(spec, loaded.base_path, files, split) if local
                   else stream(spec, loaded.base_path, files, split))
         cut = [0]
-        metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), cut),
+        metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), task.input_cut, cut),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
     if cut[0]:
         click.echo(truncation_note(cut[0], spec.model.max_length), err=True)
@@ -151,12 +151,11 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     return result, out
 
 
-def counted_cuts(tables, cut: List[int]):
-    """The preprocessed tables, passed on, with their rows cut to model.max_length added to cut[0]:
-    for generation, the prompts decoding read (`source_truncated`), not the teacher-forcing rows."""
+def counted_cuts(tables, column: str, cut: List[int]):
+    """The preprocessed tables, passed on, with their rows whose input was cut to model.max_length
+    (`column`: the task's input_cut) added to cut[0]."""
     for t in tables:
-        column = next((c for c in ("source_truncated", "truncated") if c in t.column_names), None)
-        if column:
+        if column in t.column_names:
             cut[0] += t[column].to_pylist().count(True)
         yield t
 

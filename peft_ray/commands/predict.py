@@ -225,9 +225,8 @@ class Predictor:
         rows = batch.select(self.columns).to_pylist()
         encoded = [encode_row(row, self.cfg, self.task.placeholders) for row in rows]
         out: Dict[str, list] = {f.name: [None] * batch.num_rows for f in self.fields}
-        # what the model read: for generation the prompt decoding continued, not a teacher-forcing row
-        out[self.cut.name] = [None if e is None else bool(e.get("source_truncated", e.get("truncated")))
-                              for e in encoded]
+        # what the model answered from (Task.input_cut): for generation the prompt decoding continued
+        out[self.cut.name] = [None if e is None else bool(e.get(self.task.input_cut)) for e in encoded]
         for idx in length_chunks(encoded, self.batch_size):
             micro = collate([encoded[i] for i in idx], self.loaded.pad_id)
             with torch.no_grad():

@@ -54,6 +54,12 @@ class AdapterModel(nn.Module):
     def is_adapter_param(self, name: str) -> bool:
         return not self.is_head_param(name)
 
+    def adapter_param_groups(self, lr: float, weight_decay: float) -> List[Dict]:
+        """Optimizer groups of the adapter's trainable parameters (engine.param_groups adds the
+        head's): one here; a method with its own split overrides it (LoRA+)."""
+        params = [p for n, p in self.named_parameters() if p.requires_grad and self.is_adapter_param(n)]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+
     def peft_key(self, name: str) -> str:
         """Our parameter name -> HF PEFT's saved key."""
         return self.peft_prefix + name[len("base."):]

@@ -16,6 +16,16 @@ class MethodConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
     name: str
 
+    def input_positions(self) -> int:
+        """Positions of the model's input the method's soft tokens take (prompt tuning, P-tuning):
+        the pre-flight adds them to model.max_length against the model's position limit."""
+        return 0
+
+    def module_patterns(self) -> Dict[str, Any]:
+        """The fields naming base modules (field -> names or a regex) that the pre-flight checks
+        against the base, built on the meta device, before any run."""
+        return {}
+
 
 @dataclass(frozen=True)
 class MethodSpec:

@@ -53,6 +53,7 @@ class Task:
     prescreens: bool = False             # tune.prescreen can rank its templates zero-shot (label-word scores)
     per_class: Tuple[str, ...] = ()      # metrics also reported per label as "<metric>/<label>" (f1/negative)
     token_loss: bool = False             # the loss averages over labelled tokens (batch["labels"] != IGNORE)
+    input_cut: str = "truncated"         # the row column saying the input the model answers from was cut
 
     # --- spec ---------------------------------------------------------------------------------
     def check(self, spec, template) -> None:

@@ -1,4 +1,5 @@
-"""Evaluation on the full validation set, sharded by micro-batch over workers.
+"""Evaluation on the full validation set, sharded by micro-batch over workers: what every task's
+evaluation shares (classification's own pass is tasks/classification/evaluate.py).
 
 Workers run the same number of forward passes (ZeRO-3 forwards are collective):
 a worker that runs out of batches repeats its last batch and discards the result.
@@ -8,15 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Iterable, Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from peft_ray.data.batching import collate, micro_batches
 from peft_ray.rows.tokens import IGNORE
-from peft_ray.metrics import add_confusion, classification_metrics
-from peft_ray.dist import all_sum, all_sum_tensor, rank, world
+from peft_ray.dist import all_sum, rank, world
 
 
 def _my_batches(batches: Iterator[dict]) -> Iterator[dict]:
@@ -62,31 +62,6 @@ def forward_logits(engine, batch: dict) -> torch.Tensor:
     out = engine(input_ids=batch["input_ids"].to(engine.device),
                  attention_mask=batch["attention_mask"].to(engine.device))
     return out.logits.float()
-
-
-def evaluate(engine, tables: Optional[Iterable], labels: list, pad_id: int, batch_size: int,
-             logits_fn: Callable = forward_logits) -> Dict[str, float]:
-    """Classification: accuracy, macro-F1, per-class P/R/F1 and loss; `logits_fn` gives (B, K) scores."""
-    if tables is None:
-        return {}
-    k = len(labels)
-    cm = torch.zeros(k, k, dtype=torch.float64)
-    loss_sum = 0.0
-    batches = micro_batches(tables, batch_size, pad_id=pad_id, seed=0, group_by_length=True, drop_last=False)
-    dummy = {"input_ids": [pad_id], "label": 0, "score_pos": 0}   # a one-token row for a worker with none
-    with eval_scope(engine):
-        for batch, real in lockstep_batches(batches, lambda: dummy):
-            logits = logits_fn(engine, batch)
-            if not real:
-                continue  # lockstep filler
-            y = batch["labels"].to(logits.device)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            pred = logits.argmax(-1).cpu().numpy()
-            add_confusion(cm.numpy(), batch["labels"].numpy(), pred)
-    cm = all_sum_tensor(cm)
-    n = cm.sum().item()
-    loss = all_sum([loss_sum])[0] / max(n, 1)
-    return {**classification_metrics(cm.numpy(), labels), "loss": loss, "n_eval": int(n)}
 
 
 def sequence_eval(engine, tables: Iterable, batch_size: int, pad_id: int, dummy_row: Callable[[], dict],

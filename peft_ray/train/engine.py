@@ -11,14 +11,16 @@ import torch
 from peft_ray.cpu_attention import use_cpu_attention
 from peft_ray.fast_dropout import use_fast_dropout
 from peft_ray.methods import get_method
+from peft_ray.methods.adapter_model import AdapterModel
 from peft_ray.methods.common import BuildContext
 from peft_ray.models import head_modules, load_tokenizer, resolve_model_path, set_dropout
 from peft_ray.tasks import get_task
 from peft_ray.train.deepspeed_compile import defer_deepspeed_compile
 
 
-def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
-    """Load the frozen base model, wrap it with the job's PEFT method. Same init on every rank."""
+def build_model(spec) -> Tuple[AdapterModel, Any, str]:
+    """Load the frozen base model (on the CPU; DeepSpeed's engine or the caller moves it), wrap it
+    with the job's PEFT method. Same init on every rank."""
     path = resolve_model_path(spec.model.name_or_path)
     tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
     base = get_task(spec.task.type).load_base(spec, path)
@@ -27,24 +29,18 @@ def build_model(spec, device: str = "cpu") -> Tuple[torch.nn.Module, Any, str]:
     ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base),
                        kernels=spec.kernels)
     model = method.build(base, spec.method, ctx)
-    if device == "cpu":  # torch's CPU dropout masks and its SDPA at short lengths are slow (fast_dropout.py, cpu_attention.py)
-        use_fast_dropout(model)
-        use_cpu_attention(model)
-    return model.to(device), tokenizer, path
+    # torch's CPU dropout masks and its SDPA at short lengths are slow (fast_dropout.py, cpu_attention.py);
+    # both replacements hand a tensor off the CPU (a GPU job, once the engine moved it) to torch's own op
+    use_fast_dropout(model)
+    use_cpu_attention(model)
+    return model, tokenizer, path
 
 
-def param_groups(model: torch.nn.Module, lr: float, head_lr: float, weight_decay: float) -> List[Dict]:
-    """Prompt/adapter parameters and head parameters may use different learning rates."""
-    adapter, head = [], []
-    # Injected adapters (LoRA, IA3) live inside `base.`; such wrappers say which params are the head.
-    is_head = getattr(model, "is_head_param", lambda name: name.startswith("base."))
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (head if is_head(name) else adapter).append(p)
-    groups = [{"params": adapter, "lr": lr, "weight_decay": weight_decay}]
-    own = getattr(model, "adapter_param_groups", None)  # a method's own split, e.g. LoRA+ (lora_B at lr * ratio)
-    if own is not None:
-        groups = own(lr, weight_decay)
+def param_groups(model: AdapterModel, lr: float, head_lr: float, weight_decay: float) -> List[Dict]:
+    """The adapter's groups (the method's own split, e.g. LoRA+'s lora_B at lr * ratio), then the
+    head's (modules_to_save) at head_lr."""
+    head = [p for name, p in model.named_parameters() if p.requires_grad and model.is_head_param(name)]
+    groups = model.adapter_param_groups(lr, weight_decay)
     if head:
         groups.append({"params": head, "lr": head_lr, "weight_decay": weight_decay})
     return split_decay(groups, model) if weight_decay else groups

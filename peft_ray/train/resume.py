@@ -148,15 +148,13 @@ def finished(out: Location, checkpoint: str, total_steps: int, patience=None) ->
 
 
 def unread_fields(spec) -> Tuple[str, ...]:
-    """Fields of `spec` that training does not read, so a resume may differ in them: the verbalizer
-    of a classifier that a trained head scores."""
+    """Fields of `spec` that training does not read, so a resume may differ in them: the verbalizer,
+    where the model scores through a head training creates (a classifier's or NER's head)."""
     from peft_ray.models import lm_kind, resolve_model_path
-    from peft_ray.tasks.classification.config import scoring_for
+    from peft_ray.tasks import get_task
 
-    if spec.task.type != "classification":
-        return ()
     try:
         kind = lm_kind(resolve_model_path(spec.model.name_or_path), spec.model.trust_remote_code)
     except Exception:   # noqa: BLE001 - an unreadable model is train's own error to report; compare everything
         return ()
-    return ("template.verbalizer",) if scoring_for(spec.task.head, kind) == "head" else ()
+    return ("template.verbalizer",) if get_task(spec.task.type).trains_new_head(spec.task, kind) else ()

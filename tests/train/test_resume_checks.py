@@ -91,6 +91,20 @@ def test_paths_and_an_unread_verbalizer_are_no_change():
     assert set(changed_fields(run, same)) == {"template.verbalizer.a"}
 
 
+def test_the_verbalizer_is_unread_exactly_where_a_new_head_scores(tiny_bert, tiny_data, tmp_path):
+    """A maintainer-review finding: nothing covered which jobs may resume with another verbalizer.
+    On an encoder, `task.head: auto` trains a classifier head (the verbalizer is unread), while
+    `task.head: verbalizer` scores label words through the MLM head (it is read)."""
+    from peft_ray.train.resume import unread_fields
+
+    head = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "a"))
+    words = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "b",
+                                   task={"type": "classification", "labels": ["negative", "positive"],
+                                         "head": "verbalizer"}))
+    assert unread_fields(head) == ("template.verbalizer",)
+    assert unread_fields(words) == ()
+
+
 def test_a_local_run_resumed_through_ray_is_named(tiny_bert, tiny_data, tmp_path):
     from peft_ray.train.run_dir import check_can_start
 

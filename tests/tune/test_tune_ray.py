@@ -74,7 +74,7 @@ def _evaluate_adapter(adapter: Path, best, tiny_data: Path) -> float:
     from peft_ray.tasks.pipeline import make_preprocess_config
     from peft_ray.data.sources import iter_arrow
     from peft_ray.train.engine import build_model
-    from peft_ray.tasks.evaluate import evaluate
+    from peft_ray.tasks.classification.evaluate import evaluate
 
     state, cfg, extra = read_adapter(adapter)
     spec = validate_spec(extra["spec"])

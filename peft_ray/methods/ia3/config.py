@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,6 +27,12 @@ class IA3Config(MethodConfig):
     @classmethod
     def _targets(cls, v):
         return check_targets(v)
+
+    def module_patterns(self) -> Dict[str, Any]:
+        # a listed feedforward_modules is checked against target_modules by the validator below
+        ff = self.feedforward_modules
+        return {"method.target_modules": self.target_modules,
+                **({"method.feedforward_modules": ff} if isinstance(ff, str) else {})}
 
     @field_validator("feedforward_modules")
     @classmethod

@@ -5,7 +5,7 @@ LLaMA-Factory/axolotl take under this name)."""
 from __future__ import annotations
 
 import re
-from typing import List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
@@ -50,6 +50,9 @@ class LoraConfig(MethodConfig):
         if isinstance(v, bool) or v in ("gaussian", "pissa", "olora") or _PISSA_NITER.fullmatch(v):
             return v
         raise ValueError(f"{v!r} is not supported; use one of {INITS}")
+
+    def module_patterns(self) -> Dict[str, Any]:
+        return {"method.target_modules": self.target_modules}
 
     @property
     def scaling(self) -> float:

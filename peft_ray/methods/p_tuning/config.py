@@ -23,3 +23,6 @@ class PTuningConfig(MethodConfig):
     init_from: Optional[PathStr] = Field(
         None, description="an HF PEFT p-tuning adapter folder to start from (its saved prompt is trained "
         "directly: PEFT saves the encoder's output, not the encoder)")
+
+    def input_positions(self) -> int:
+        return self.num_virtual_tokens

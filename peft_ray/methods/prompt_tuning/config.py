@@ -26,6 +26,9 @@ class PromptTuningConfig(MethodConfig):
         "auto", description="causal decoders (Llama, GPT-2): run the prompt once per batch and feed its K/V "
                             "as a cache; auto: wherever exact (no active dropout), on: also under dropout")
 
+    def input_positions(self) -> int:
+        return self.num_virtual_tokens
+
     @model_validator(mode="after")
     def _text_needs_words(self):
         if self.init == "text" and not (self.init_text or "").strip():

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from peft_ray.models import lm_kind, load_auto, load_classifier
 from peft_ray.tasks.classification import verbalizer
 from peft_ray.tasks.classification.config import scoring_for
+from peft_ray.tasks.classification.evaluate import evaluate as evaluate_logits
 from peft_ray.tasks.classification.readout import first_row_readout
-from peft_ray.tasks.evaluate import evaluate as evaluate_logits
 from peft_ray.tasks.evaluate import forward_logits
 
 LM_HEADS = {"mlm": "AutoModelForMaskedLM", "causal": "AutoModelForCausalLM"}

@@ -37,6 +37,7 @@ class Generation(Task):
     config_cls = GenerationConfig
     peft_task_type = "CAUSAL_LM"
     token_loss = True
+    input_cut = "source_truncated"       # the prompt decoding continues, not the teacher-forcing row
     primary_metric = "exact_match"
     headline = ("exact_match", "token_f1", "rouge_l")
     also_reported = ("exact_match_cased",)
