@@ -103,21 +103,21 @@ class LMScorer:
 
         from peft_ray.data.batching import collate
         from peft_ray.data.preprocess import preprocess
-        from peft_ray.tasks.classification import verbalizer as verb
+        from peft_ray.tasks import get_task
         from peft_ray.tasks.pipeline import make_preprocess_config
 
         variant = self.spec.model_copy(deep=True)
         variant.template.text, variant.template.verbalizer = template, verbalizer
         variant.data.train_shots = None
         cfg = replace(make_preprocess_config(variant, self.path, "validation"), holdout_fraction=0.0, holdout_side="")
-        cands, scoring = verb.spec_candidates(variant, self.path)
+        runtime = get_task(variant.task.type).runtime(variant, self.path)   # training's own scores, head: verbalizer
         pad = self.engine.module.config.pad_token_id or 0
         out, gold = [], []
         built = preprocess(pa.Table.from_pylist(list(rows)), cfg).to_pylist()   # in row order
         with torch.no_grad():
             for i in range(0, len(built), BATCH):
                 batch = collate(built[i:i + BATCH], pad)
-                out.append(verb.label_scores(self.engine, batch, cands, scoring).float().cpu())
+                out.append(runtime.logits(self.engine, batch).float().cpu())
                 gold.append(batch["labels"].numpy())
         return torch.cat(out), np.concatenate(gold)
 

@@ -17,6 +17,19 @@ if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does no
     sys.path.insert(0, str(ROOT))
 
 
+def pytest_collection_finish(session):
+    """The kernels under test are this checkout's: `peft_ray_kernels` is kernels/ through the
+    editable install, which points at whichever checkout ran `pip install -e` last; a second clone
+    would otherwise test another copy without a word (a review finding)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("peft_ray_kernels.ops")    # kernels/ is a namespace package: ask a module
+    where = pathlib.Path(spec.origin).resolve().parent if spec and spec.origin else None
+    if where != ROOT / "kernels":
+        pytest.exit(f"peft_ray_kernels loads from {where}, not this checkout's {ROOT / 'kernels'}: "
+                    f"run `pip install --no-deps -e {ROOT}` here first", returncode=2)
+
+
 @pytest.fixture
 def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

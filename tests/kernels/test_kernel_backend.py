@@ -55,12 +55,19 @@ def test_import_and_torch_backend_work_without_triton():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
 def test_auto_on_cpu_equals_reference():
+    """Equal to float precision, not bitwise: the CPU path projects the prompt rows apart from the
+    token rows, and a multi-threaded GEMM splits different row counts differently (bitwise equality
+    held only once an earlier test had left torch at one thread)."""
     p, x, w, b = _inputs()
-    assert torch.equal(kernels.prompt_concat_linear(p, x, w, b), kernels.prompt_concat_linear_ref(p, x, w, b))
+    close = dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(kernels.prompt_concat_linear(p, x, w, b), kernels.prompt_concat_linear_ref(p, x, w, b),
+                               **close)
     q = torch.randn(4, 16)
-    assert torch.equal(kernels.prefix_concat_linear(q, x, w, b), kernels.prefix_concat_linear_ref(q, x, w, b))
+    torch.testing.assert_close(kernels.prefix_concat_linear(q, x, w, b), kernels.prefix_concat_linear_ref(q, x, w, b),
+                               **close)
     a, bb = torch.randn(3, 24), torch.randn(16, 3)
-    assert torch.equal(kernels.lora_linear(x, w, a, bb, 2.0, b), kernels.lora_linear_ref(x, w, a, bb, 2.0, b))
+    torch.testing.assert_close(kernels.lora_linear(x, w, a, bb, 2.0, b), kernels.lora_linear_ref(x, w, a, bb, 2.0, b),
+                               **close)
 
 
 @pytest.mark.parametrize("call", [

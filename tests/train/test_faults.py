@@ -85,3 +85,18 @@ def test_saved_spec_redacts_secrets(tiny_bert, tiny_data, tmp_path):
     assert out["env"] == {"HF_TOKEN": "***REDACTED***", "AWS_SECRET_ACCESS_KEY": "***REDACTED***",
                           "tokenizer": "z"}
     assert "hf_abc" not in json.dumps(out)
+
+
+def test_the_written_job_and_adapter_record_hold_no_token(tiny_bert, tiny_data, tmp_path):
+    """A maintainer-review finding: the test above only calls redact(); a run that wrote its job.yaml
+    or peft_ray.json unredacted would have passed it."""
+    from peft_ray.spec import validate_spec
+    from peft_ray.train.local import run_local
+
+    token = "hf_" "abcdefghijklmnopqrstuvwxyz"
+    out = tmp_path / "run"
+    run_local(validate_spec(job_dict(tiny_bert, tiny_data, out, name=f"job-{token}", scaling={"num_workers": 1},
+                                     train={"max_steps": 1, "eval_every": 1})), bar="none")
+    written = [out / "job.yaml", out / "adapter" / "peft_ray.json", out / "adapter" / "README.md"]
+    assert all(f.is_file() for f in written)
+    assert not [f.name for f in written if "hf_abc" in f.read_text()]

@@ -107,6 +107,28 @@ def test_sample_is_seeded_and_labelled(tiny_bert, tiny_data, tmp_path, n):
     rows = sample_rows(spec, n)
     assert len(rows) == n and rows == sample_rows(spec, n)
     assert all(r["label"] is not None for r in rows)
+    other = spec.model_copy(deep=True)
+    other.train.seed = spec.train.seed + 1
+    assert sample_rows(other, n) != rows        # drawn with train.seed, not a fixed one (a review finding)
+
+
+def test_sample_without_a_validation_file_is_the_hold_out_never_a_training_row(tiny_bert, tiny_data, tmp_path):
+    """A maintainer-review finding: nothing tested that a job with validation: null screens its
+    data.validation_fraction hold-out, not the rows its trials then train on."""
+    import pyarrow.parquet as pq
+
+    from peft_ray.data.holdout import apply_holdout
+    from peft_ray.tasks.pipeline import holdout_seed, needed_columns
+
+    job = tune_job(tiny_bert, tiny_data, tmp_path / "out", {"template": {"text": THREE, "verbalizer": VERBS},
+                                                            "prescreen": True, "prescreen_samples": 16})
+    job["data"] = {**job["data"], "validation": None, "validation_fraction": 0.3}
+    spec = validate_spec(job)
+    table = pq.read_table(tiny_data / "train.parquet").select(needed_columns(spec))
+    held = apply_holdout(table, needed_columns(spec), 0.3, holdout_seed(spec), "validation").to_pylist()
+    screened = sample_rows(spec, 10_000)
+    assert 0 < len(screened) == len(held) < table.num_rows
+    assert sorted(map(str, screened)) == sorted(map(str, held))
 
 
 def test_schedule_error_comes_before_the_prescreen(tiny_mlm, tiny_data, tmp_path, monkeypatch):
