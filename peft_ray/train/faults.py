@@ -8,7 +8,8 @@ Each fault fires once, on the first attempt only (not after a resume/restart).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Optional
 
 ENV = {"kill_at_step": "PEFT_RAY_FAIL_AT_STEP",          # the worker process dies (os._exit)
@@ -19,10 +20,35 @@ ENV = {"kill_at_step": "PEFT_RAY_FAIL_AT_STEP",          # the worker process di
 
 @dataclass
 class Faults:
+    """The run's injected faults; `resumed`: this attempt continues a checkpoint (none fire)."""
+
     kill_at_step: Optional[int] = None
     nan_at_step: Optional[int] = None
     fail_save_at_step: Optional[int] = None
     slow_first_step_s: Optional[int] = None
+    resumed: bool = False
+    fired: set = field(default_factory=set)
+
+    def poisoned(self, loss, step: int):
+        """The loss, made NaN once at nan_at_step."""
+        if self.nan_at_step == step and not self.resumed and "nan" not in self.fired:
+            self.fired.add("nan")
+            return loss * float("nan")
+        return loss
+
+    def kill(self, step: int) -> None:
+        """The worker process dies hard at kill_at_step, before the step is logged or saved."""
+        if self.kill_at_step == step and not self.resumed:
+            os._exit(17)
+
+    def straggle(self, step: int) -> None:
+        """A straggler: this rank sleeps after step 1."""
+        if self.slow_first_step_s and step == 1:
+            time.sleep(self.slow_first_step_s)
+
+    def fails_save(self, step: int) -> bool:
+        """Whether this step's checkpoint fails midway ("disk full")."""
+        return self.fail_save_at_step == step and not self.resumed
 
 
 def faults_from_env() -> dict:

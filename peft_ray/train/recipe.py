@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from peft_ray.train.best import best_fields, best_policy, intervals, retention_s
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, read_state, save_checkpoint
 from peft_ray.train.data_iter import InMemoryShard, RayDataIterators
 from peft_ray.train.engine import build_model, count_trainable, setup_engine
+from peft_ray.train.faults import Faults
 from peft_ray.train.report import RayReporter
 from peft_ray.train.runlog import RunLog, tagged
 
@@ -136,7 +136,6 @@ class StepContext:
     log: Optional[RunLog] = None
     setup_seconds: float = 0.0               # model load + DeepSpeed engine + restore, this attempt
     carried: Dict[str, float] = field(default_factory=dict)   # CARRIED phases of earlier attempts (resume)
-    fired: set = field(default_factory=set)  # fault injections already done
     stop: bool = False                       # early stopping fired
 
     @functools.cached_property
@@ -153,10 +152,13 @@ class StepContext:
         return state.global_step / max(1, self.run.steps_per_epoch)
 
     @functools.cached_property
-    def faults(self):
-        from peft_ray.train.faults import Faults
+    def faults(self) -> Faults:
+        return Faults(**(self.run.faults or {}), resumed=self.resumed)
 
-        return Faults(**(self.run.faults or {}))
+    @functools.cached_property
+    def telemetry(self) -> Optional[telemetry.Telemetry]:
+        """Live metrics for the Ray dashboard, looked up once (None outside Ray Train)."""
+        return telemetry.for_run(self.spec.name)
 
     @functools.cached_property
     def task(self):
@@ -275,10 +277,7 @@ def train_micro_step(ctx: StepContext, state: TrainerState, batch: dict, weight:
     (skipped on every rank alike). The loss counts `logged` times in the logged mean."""
     t0 = time.perf_counter()
     engine = ctx.engine
-    loss = ctx.task.loss(engine, batch, ctx.runtime)
-    if ctx.faults.nan_at_step == state.global_step + 1 and not ctx.resumed and "nan" not in ctx.fired:
-        ctx.fired.add("nan")
-        loss = loss * float("nan")  # fault injection, once
+    loss = ctx.faults.poisoned(ctx.task.loss(engine, batch, ctx.runtime), state.global_step + 1)
     value = loss.item()
     finite = math.isfinite(value)
     # One collective a micro-step for the skip decision and the step's counts (ranks stay in step).
@@ -322,12 +321,10 @@ def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -
 def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:
     state.global_step += 1
     step = state.global_step
-    if ctx.faults.kill_at_step == step and not ctx.resumed:
-        os._exit(17)  # fault injection: the worker process dies hard
+    ctx.faults.kill(step)
     log_progress(ctx, state)
-    telemetry.record_step(ctx, state)  # live metrics for the Ray dashboard (no-op outside Ray)
-    if ctx.faults.slow_first_step_s and step == 1:
-        time.sleep(ctx.faults.slow_first_step_s)  # fault injection: a straggler
+    telemetry.record_step(ctx.telemetry, state, ctx.engine.get_lr()[0])  # the Ray dashboard's live metrics
+    ctx.faults.straggle(step)
     eval_every, ckpt_every = ctx.every
     last = step >= ctx.run.total_steps
     want_eval = last or step % eval_every == 0
@@ -388,7 +385,7 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "keep_score": retention_score(ctx.best, metrics, new_best)}
     if metrics:
         log_eval(ctx, state, metrics, full, new_best)
-    fail = ctx.faults.fail_save_at_step == state.global_step and not ctx.resumed
+    fail = ctx.faults.fails_save(state.global_step)
     t0 = time.perf_counter()
     with ctx.reporter.staging_dir() as tmp:
         save_checkpoint(ctx.engine, state, Path(tmp), adapter_writer(ctx, {**metrics, "step": state.global_step}
@@ -397,7 +394,7 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
         ctx.reporter.report(full, tmp)
     # This save's own time reaches the next report (and the run's total through the checkpointed state).
     state.checkpoint_seconds += time.perf_counter() - t0
-    telemetry.record_report(ctx.spec.name, full, metrics)
+    telemetry.record_report(ctx.telemetry, full, metrics)
 
 
 def log_eval(ctx: StepContext, state: TrainerState, metrics: Dict[str, float], full: Dict, new_best: bool) -> None:

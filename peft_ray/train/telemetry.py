@@ -132,7 +132,7 @@ def _safely(fn):
             fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a dashboard problem must not end a long run
             _broken = True
-            print(f"[peft-ray] warning: live metrics turned off ({type(e).__name__}: {e})", flush=True)
+            D.log_rank0(f"warning: live metrics turned off ({type(e).__name__}: {e})")
     return wrapped
 
 
@@ -140,23 +140,21 @@ _broken = False
 
 
 @_safely
-def record_step(ctx, state) -> None:
-    """After each optimizer step (recipe.after_optimizer_step): rank 0's progress, every rank's node."""
-    t = for_run(ctx.spec.name)
+def record_step(t: Optional[Telemetry], state, lr: float) -> None:
+    """After each optimizer step (recipe.after_optimizer_step): rank 0's progress, every rank's node.
+    `t`: the run's Telemetry (for_run, once per run), None outside Ray Train."""
     if t is None:
         return
     t.place(D.rank())
     if D.rank() != 0:
         return
     secs = max(state.train_seconds, 1e-9)
-    t.on_step(state.global_step, state.last_loss, ctx.engine.get_lr()[0], state.samples / secs,
-              state.tokens / secs)
+    t.on_step(state.global_step, state.last_loss, lr, state.samples / secs, state.tokens / secs)
 
 
 @_safely
-def record_report(job: str, metrics: Dict[str, float], evaluated: Dict[str, float]) -> None:
+def record_report(t: Optional[Telemetry], metrics: Dict[str, float], evaluated: Dict[str, float]) -> None:
     """At each report (recipe.report): rank 0's evaluation results and throughput."""
-    t = for_run(job)
     if t is None or D.rank() != 0:
         return
     t.on_eval(evaluated)
