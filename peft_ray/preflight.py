@@ -305,8 +305,8 @@ def run_preflight(spec: JobSpec) -> Preflight:
     check_model_folder(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)
     check_weights_match(model_path, spec.model.trust_remote_code)  # on the meta device: no weights read
-    for field, patterns in spec.method.module_patterns().items():
-        check_named_targets(model_path, patterns, spec.model.trust_remote_code, field)
+    for name, patterns in spec.method.module_patterns().items():
+        check_named_targets(model_path, patterns, spec.model.trust_remote_code, name)
     check_model_fits_task(spec, model_path)
     if spec.method.init_from:
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)

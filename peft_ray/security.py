@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 REDACTED = "***REDACTED***"
 # Whole words of a key name: `hf_token`, `AWS_SECRET_ACCESS_KEY`, `password` (not `tokenizer`).

@@ -182,9 +182,9 @@ def relative_paths(spec) -> List[Tuple[str, str]]:
 def check_relative_paths_stay_inside(spec, plan: UploadPlan) -> None:
     """A relative path that leaves the working dir (`../data`) passes the checks here, but is not
     uploaded and names nothing on the cluster: refuse it now, not after the upload."""
-    for field, value in relative_paths(spec):
+    for name, value in relative_paths(spec):
         if not Path(os.path.normpath(plan.root / value)).is_relative_to(plan.root):
-            raise JobError(f"{field} '{value}' is relative and leads out of the working dir {plan.root}: it is not "
+            raise JobError(f"{name} '{value}' is relative and leads out of the working dir {plan.root}: it is not "
                            "uploaded, and on the cluster it resolves against the job's copy of the working dir. "
                            "Move it inside the working dir, or give a path every node can read (absolute, or a "
                            "URI such as s3://...)")

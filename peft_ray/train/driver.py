@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 from peft_ray.errors import JobError
 from peft_ray.preflight import Preflight, SplitFacts, run_preflight
 from peft_ray.spec import JobSpec, dump_spec
-from peft_ray.storage import Location, is_uri, join, location_of
+from peft_ray.storage import is_uri, join, location_of
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.interrupt import noting_sigint
 from peft_ray.train.outputs import best_checkpoint, finish_run, write_outputs

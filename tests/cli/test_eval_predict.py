@@ -234,7 +234,7 @@ def test_too_many_actors_are_refused_before_ray_starts(monkeypatch):
     """It took Ray's start (14 s on 2 cores) to learn that the in-process Ray has too few CPUs."""
     import sys
 
-    from peft_ray.commands.predict import check_actors_fit_here
+    from peft_ray.prediction import check_actors_fit_here
     from peft_ray.errors import JobError
 
     monkeypatch.setitem(sys.modules, "ray", None)        # as in a fresh `peft-ray predict`: Ray not started

@@ -154,7 +154,7 @@ def test_an_empty_label_cell_is_a_row_without_a_label_in_every_format(tiny_bert,
 def test_dictionary_columns_of_lists_are_read_by_their_values():
     """A second diff-review finding: pyarrow casts a dictionary of strings to strings but not one of
     lists, so pre-flight and predict's CSV failed on a dictionary-encoded NER tags column."""
-    from peft_ray.commands.predict import flat_for_csv
+    from peft_ray.data.sinks import flat_for_csv
     from peft_ray.preflight import _present
 
     tags = pa.DictionaryArray.from_arrays(pa.array([0, 1, None]), pa.array([["B-PER"], []]))

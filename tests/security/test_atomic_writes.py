@@ -66,7 +66,7 @@ def test_predict_output_ignores_a_link_at_the_old_partial_name(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from peft_ray.commands.predict import open_sink
+    from peft_ray.data.sinks import open_sink
 
     victim = _victim(tmp_path)
     (tmp_path / ".preds.parquet.partial").symlink_to(victim)
