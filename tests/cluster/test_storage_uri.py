@@ -16,12 +16,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from peft_ray import storage
 from peft_ray.cli import main
 from peft_ray.errors import CheckpointError, JobError, SpecError
 from peft_ray.spec import validate_spec
 from peft_ray.spec.load import absolute_paths
-from peft_ray.storage import Location, join, location_of
+from peft_ray.storage import Location, join, location, location_of   # location: where Location looks its helpers up
 from peft_ray.train.checkpoint import _checkpoint_names, checkpoint_step, latest_good_checkpoint
 from peft_ray.train.run_dir import prepared_output_dir
 from tests.conftest import job_dict
@@ -61,7 +60,7 @@ def test_s3_paths_without_a_filesystem():
     ckpt = location_of(s3, "bucket/runs/tiny/ray/t/checkpoint_1", like=out)
     assert ckpt.uri == "s3://bucket/runs/tiny/ray/t/checkpoint_1"
     assert (ckpt / "adapter").uri == "s3://bucket/runs/tiny/ray/t/checkpoint_1/adapter"
-    assert not storage.renames_folders(s3)
+    assert not location.renames_folders(s3)
     # Object stores list files, not folders: checkpoint folders come from the file keys.
     files = ["t/checkpoint_1/trainer_state.json", "t/checkpoint_1/adapter/a.json", "t/checkpoint_2/ds/state/x",
              "t/.validate_storage_marker"]
@@ -70,7 +69,7 @@ def test_s3_paths_without_a_filesystem():
 
 @pytest.mark.parametrize("renames", [True, False], ids=["rename", "object-store"])
 def test_replace_folder_and_write_file_through_pyarrow(tmp_path, monkeypatch, renames):
-    monkeypatch.setattr(storage, "renames_folders", lambda fs: renames)
+    monkeypatch.setattr(location, "renames_folders", lambda fs: renames)
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "adapter_config.json").write_text("{}")
@@ -224,8 +223,8 @@ def _unreachable(monkeypatch, how: str):
             raise OSError("When resolving region for bucket 'bucket': AWS Error NETWORK_CONNECTION")
         release.wait(60)
         raise OSError("gave up")
-    monkeypatch.setattr(storage, "_open_and_look", from_uri)
-    monkeypatch.setattr(storage, "OPEN_TIMEOUT_S", 1)
+    monkeypatch.setattr(location, "_open_and_look", from_uri)
+    monkeypatch.setattr(location, "OPEN_TIMEOUT_S", 1)
     return release
 
 
@@ -252,7 +251,7 @@ def test_local_refuses_a_uri_output_dir_before_opening_it(tiny_bert, tiny_data, 
     """--local writes through local paths: the URI is refused before anything touches the network."""
     def from_uri(uri):
         raise AssertionError("opened")
-    monkeypatch.setattr(storage, "_open_and_look", from_uri)
+    monkeypatch.setattr(location, "_open_and_look", from_uri)
     job = Path(tiny_data) / "job-local-uri.yaml"
     job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, "s3://bucket/runs/x")))
     r = CliRunner().invoke(main, ["train", str(job), "--local"])

@@ -215,11 +215,10 @@ def test_a_link_listed_in_the_manifest_is_refused_even_inside_the_checkpoint(tra
 def test_the_runs_adapter_gets_only_the_adapters_own_regular_files(trained, tmp_path, monkeypatch, renames):
     """write_outputs copies a checkpoint's adapter/ into the run's adapter/ by name, never through a
     link, and refuses before anything is written (the best checkpoint of --local is checked too)."""
-    from peft_ray import storage
     from peft_ray.adapter import ADAPTER_FILES, CONFIG
-    from peft_ray.storage import Location
+    from peft_ray.storage import Location, location
 
-    monkeypatch.setattr(storage, "renames_folders", lambda fs: renames)
+    monkeypatch.setattr(location, "renames_folders", lambda fs: renames)
     _, ckpt = trained
     src = tmp_path / "adapter-src"
     shutil.copytree(ckpt / "adapter", src)
