@@ -8,6 +8,9 @@ import importlib
 import click
 
 COMMAND_MODULES = [
+    "peft_ray.commands.train",
+    "peft_ray.commands.validate",
+    "peft_ray.commands.data",       # data make
     "peft_ray.commands.export",
     "peft_ray.commands.jobs",       # submit / jobs (issue 7)
     "peft_ray.commands.tune",

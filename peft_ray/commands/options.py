@@ -68,3 +68,15 @@ def check_output_file(value: str, overwrite: bool, arg: str = "--output") -> Pat
         raise JobError(f"{arg} '{out}' already exists; pass --overwrite to replace it, or name a new file")
     check_output_dir(str(out.parent), f"{arg}'s folder")
     return out
+
+
+OVERRIDES_HELP = ("Overrides come after the job file as section.key=value, e.g. "
+                  "train.max_steps=20 data.root=../shared/data/sst2 deepspeed.zero_stage=3")
+
+
+def with_overrides_help(doc: str) -> str:
+    """The docstring dedented first: click dedents the whole text at display time, and an appended
+    unindented paragraph would leave the docstring's indent inside its re-wrapped lines."""
+    import inspect
+
+    return inspect.cleandoc(doc) + "\n\n" + OVERRIDES_HELP

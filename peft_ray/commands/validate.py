@@ -1,0 +1,66 @@
+"""`peft-ray validate JOB.yaml [OVERRIDES]`: every check `train` makes before any cluster work,
+without starting Ray or training."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import click
+
+from peft_ray.commands.options import fail, with_overrides_help
+from peft_ray.errors import JobError
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("job", type=click.Path(dir_okay=False))
+    @click.argument("overrides", nargs=-1)
+    def validate(job: str, overrides: Tuple[str, ...]) -> None:
+        """Check JOB.yaml as `train` would (schema, values, files, columns, labels, template, model
+        path) without starting Ray or training."""
+        from peft_ray.preflight import run_preflight
+        from peft_ray.spec import load_spec
+        from peft_ray.storage import check_output_dir
+
+        try:
+            spec = load_spec(job, overrides)
+            check_output_dir(spec.output.dir)
+            pre = run_preflight(spec)
+            if spec.tune is not None:   # every template and search value, as `peft-ray tune` checks them
+                from peft_ray.tune.runner import check_tune
+
+                check_tune(spec)
+        except JobError as e:
+            fail(e)
+        try:
+            from peft_ray.train.ray_start import check_fits_this_machine
+
+            check_fits_this_machine(spec)
+        except JobError as e:    # a job meant for a cluster is valid; `train` here would refuse it
+            click.echo(f"note: {e}", err=True)
+        try:
+            held = held_by(spec)
+        except JobError as e:    # a cluster's bucket this machine cannot reach: the job may still be right
+            held = ""
+            click.echo(f"note: {e}; whether it already holds a run was not checked", err=True)
+        if held:
+            command = "tune" if spec.tune else "train"
+            click.echo(f"note: output.dir '{spec.output.dir}' already holds {held}: `peft-ray {command}` needs "
+                       "--resume to continue it or --overwrite to replace it", err=True)
+        val = f", validation {pre.validation.usable} rows" if pre.validation else ""
+        click.echo(f"ok: {spec.name}: {spec.method.name} on {spec.model.name_or_path}; train "
+                   f"{pre.train.usable} rows ({pre.train.skipped} skipped){val}; {pre.total_steps} steps "
+                   f"on {spec.scaling.num_workers} worker(s), ZeRO-{spec.deepspeed.zero_stage}")
+
+    validate.help = with_overrides_help(validate.help)
+
+
+def held_by(spec) -> str:
+    """"a run" or "a search" where output.dir already holds one (train or tune then needs --resume or
+    --overwrite, which validate cannot know the user means), else ""."""
+    from peft_ray.storage import Location
+
+    out = Location.of_output(spec.output.dir)
+    if not (out / "job.yaml").exists():
+        return ""
+    return "a search" if (out / "search.json").exists() else "a run"
