@@ -34,7 +34,7 @@ def register(main: click.Group) -> None:
         """
         from peft_ray.spec import load_spec
         from peft_ray.train.ray_start import check_cluster_address, check_fits_this_machine
-        from peft_ray.train.run_dir import check_can_start
+        from peft_ray.train.run_dir import check_can_start, check_job_file_kept
         from peft_ray.train.local import local_spec
         from peft_ray.train.terminal import level_of
 
@@ -43,6 +43,7 @@ def register(main: click.Group) -> None:
         spec = None
         try:
             spec = load_spec(job, overrides)
+            check_job_file_kept(job, spec.output.dir)
             check_can_start(local_spec(spec) if local else spec, resume, overwrite, local)   # before train.log opens
             if not local:
                 check_cluster_address(spec.scaling.address, "scaling.address")

@@ -37,7 +37,10 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
     try:
         spec = load_spec(job, overrides)
         check_output_dir(spec.output.dir)
+        from peft_ray.train.run_dir import check_job_file_kept
         from peft_ray.tune.folder import check_can_start_search   # before tune.log opens in output.dir
+
+        check_job_file_kept(job, spec.output.dir)
 
         check_can_start_search(spec, resume, overwrite)
         # As `train`: everything goes to OUTPUT_DIR/tune.log, the terminal gets peft-ray's lines

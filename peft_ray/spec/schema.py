@@ -125,7 +125,7 @@ class DeepSpeedSpec(Section):
 
 
 class OutputSpec(Section):
-    dir: PathStr = Field("runs/{name}", description="run directory; {name} is the job name")
+    dir: PathStr = Field("runs/{name}", min_length=1, description="run directory; {name} is the job name")
 
 
 class JobSpec(Section):

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator
 import yaml
 
 from peft_ray.errors import CheckpointError, JobError
-from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
+from peft_ray.replaced import LOGS, check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, saved_spec
 from peft_ray.spec.load import recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri
@@ -28,6 +28,23 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: boo
     with replacing(out) if overwrite else contextlib.nullcontext():
         (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
         yield out
+
+
+def check_job_file_kept(job_file, output_dir: str) -> None:
+    """The job file is not output.dir/job.yaml of a folder no run has written to (no train.log or
+    tune.log beside it): a run writes its resolved job there, and --overwrite sets the folder's
+    files aside and deletes them, so `exp1/job.yaml` with `output.dir: exp1` lost the user's own
+    job (its comments, and an override made permanent). A run folder's own job.yaml, given back
+    to continue the run (`train runs/x/job.yaml --resume`), is peft-ray's file and may be."""
+    from pathlib import Path
+
+    if job_file is None or is_uri(output_dir):
+        return
+    out = Path(output_dir).expanduser().resolve()
+    if Path(job_file).resolve() == out / "job.yaml" and not any((out / log).exists() for log in LOGS):
+        raise JobError(f"the job file '{job_file}' is output.dir/job.yaml, where a run writes its resolved job "
+                       "(and --overwrite would delete it). Keep the job file outside output.dir (e.g. in jobs/), "
+                       f"or set output.dir to another folder (output.dir='{out / 'run'}')")
 
 
 def check_local_output(output_dir: str) -> None:

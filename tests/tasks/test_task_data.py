@@ -375,3 +375,22 @@ def test_generation_on_an_encoder_fails_in_the_preflight(tiny_models, tmp_path, 
                  train="train.parquet", validation="validation.parquet")
     with pytest.raises(SpecError, match=f"task.type {task} needs a model with an LM head"):
         run_preflight(spec)
+
+
+@pytest.mark.parametrize("text,ok", [("review: {label} movie: {text}", False), ("{label} {text}", False),
+                                     ("{text} it was {label}.", True), ("review: {text}\nit was {label}", True),
+                                     ("{text}", True)])
+def test_a_causal_classifier_template_ends_at_its_label(tiny_models, text, ok):
+    """A new-user-review finding: a causal LM scores the label words after the text before {label},
+    so rows render only that: text after the slot was dropped without a word (every row scored on
+    "Sentiment:" alone), and an empty prompt crashed the forward. Closing punctuation may follow."""
+    from peft_ray.preflight import check_model_fits_task
+
+    m = tiny_models("gpt2")
+    spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"]},
+                 {"text": text, "verbalizer": {"negative": ["bad"], "positive": ["good"]}})
+    if ok:
+        check_model_fits_task(spec, str(m))
+    else:
+        with pytest.raises(SpecError, match="template.text: a causal LM scores the label words"):
+            check_model_fits_task(spec, str(m))

@@ -111,6 +111,39 @@ def test_a_planted_aside_link_is_refused_before_anything_moves(tiny_bert, tiny_d
     assert sorted(p.name for p in out.iterdir()) == [ASIDE, "job.yaml"]
 
 
+def test_a_job_file_in_its_own_output_dir_is_never_replaced(tiny_bert, tiny_data, tmp_path):
+    """A new-user-review finding: `exp1/job.yaml` with `output.dir: exp1` was taken for a run that
+    never saved, and `--overwrite` replaced the user's job with the resolved one (comments gone, an
+    override made permanent). The run's own job.yaml, given back with --resume, still continues it."""
+    import yaml
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+    from peft_ray.errors import SpecError
+
+    exp = tmp_path / "exp1"
+    exp.mkdir()
+    job = exp / "job.yaml"
+    text = "# my experiment\n" + yaml.safe_dump(job_dict(tiny_bert, tiny_data, exp, scaling={"num_workers": 1}))
+    job.write_text(text)
+    for flags in ([], ["--overwrite"], ["--resume"]):
+        r = CliRunner().invoke(main, ["train", str(job), "--local", "train.max_steps=2", *flags])
+        assert r.exit_code == 2 and "is output.dir/job.yaml" in r.output, r.output
+    r = CliRunner().invoke(main, ["tune", str(job), "--overwrite"])
+    assert r.exit_code == 2 and "is output.dir/job.yaml" in r.output, r.output
+    assert job.read_text() == text and sorted(p.name for p in exp.iterdir()) == ["job.yaml"]
+    with pytest.raises(SpecError, match="output.dir"):
+        validate_spec(job_dict(tiny_bert, tiny_data, ""))
+
+    run = tmp_path / "run"                       # a run's own job.yaml continues it
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, run, scaling={"num_workers": 1},
+                                  train={"max_steps": 4, "checkpoint_every": 2}))
+    run_local(spec, bar="none")
+    (run / "train.log").write_text("the run's log\n")
+    r = CliRunner().invoke(main, ["train", str(run / "job.yaml"), "--local", "--resume", "train.max_steps=6"])
+    assert r.exit_code == 0, r.output
+
+
 def test_a_refused_start_leaves_the_runs_log_alone(tiny_bert, tiny_data, tmp_path):
     """`train` without --resume/--overwrite on a finished run is refused; it appended a header to
     that run's train.log first (the log opened before the check)."""

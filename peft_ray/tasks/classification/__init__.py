@@ -41,6 +41,27 @@ def _warn_fresh_mlm_head(path: str, name: str, trust: bool) -> None:
 
 
 @functools.lru_cache(maxsize=None)   # once a process: each trial and check of a search came to it again
+def _check_label_ends_template(text: str) -> None:
+    """A causal LM scores the label words as the continuation of the text before {label}, so the
+    rows render only that part: text after the slot was dropped without a word (`Sentiment:
+    {label} Review: {text}` scored every row on "Sentiment:" alone), and nothing before it left an
+    empty prompt (a reshape error in the forward). Closing punctuation after the slot (`was
+    {label}.`) is allowed: it is not scored, and it changes nothing the model reads before the label."""
+    from peft_ray.templates import Template
+
+    parts = Template.parse(text).parts
+    cut = next((i for i, p in enumerate(parts) if p.kind == "label"), None)
+    if cut is None:
+        return                                        # no slot: the label words follow the whole template
+    if any(p.kind != "text" or any(ch.isalnum() for ch in p.value) for p in parts[cut + 1:]):
+        raise SpecError(f"template.text: a causal LM scores the label words as what follows the text before "
+                        f"{{label}}, so nothing may come after {{label}} (got '{text}'); move {{label}} to the "
+                        "end, e.g. 'Review: {text} Sentiment: {label}'")
+    if not any(p.kind != "text" or p.value.strip() for p in parts[:cut]):
+        raise SpecError(f"template.text: a causal LM scores the label words after the text before {{label}}, and "
+                        f"there is none (got '{text}'); put the input first, e.g. '{{text}} Sentiment: {{label}}'")
+
+
 def _note_unread_verbalizer(head: str) -> None:
     import sys
 
@@ -75,6 +96,8 @@ class Classification(Task):
         prescreened = spec.tune is not None and spec.tune.prescreen   # the pre-screen scores label words
         if scoring == "head" and spec.template.verbalizer and not prescreened:
             _note_unread_verbalizer(spec.task.head)
+        if scoring == "causal":
+            _check_label_ends_template(spec.template.text)
         if scoring != "head":
             from peft_ray.tasks.classification.verbalizer import check_labels_differ
 
