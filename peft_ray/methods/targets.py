@@ -129,16 +129,10 @@ def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bo
     device from its config (no weights read). Regular expressions match full module paths, which
     depend on the task's head class, so whether they match is left to the real build; here they are
     only run over the base's paths, so a pattern that backtracks without end fails now."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
     if targets is None:
         return
-    try:
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code, local_files_only=True)
-        with torch.device("meta"):
-            base = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-    except (ValueError, OSError, ImportError):   # no base class for this config: the real build checks
+    base = meta_base(model_path, trust_remote_code)
+    if base is None:
         return
     if isinstance(targets, str):
         match = matcher(targets, field)
@@ -146,4 +140,43 @@ def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bo
             match(path)
         return
     find_targets(base, targets, field)
+
+
+def meta_base(model_path: str, trust_remote_code: bool = False) -> Optional[nn.Module]:
+    """The base model (AutoModel, no task head) built on the meta device from its config alone, or
+    None where transformers has no base class for it (the real build then checks)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code, local_files_only=True)
+        with torch.device("meta"):
+            return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, ImportError):
+        return None
+
+
+# The heads transformers' task classes add above the base (sequence and token classifiers, causal
+# and masked LM heads): names modules_to_save may give that the bare base has not.
+HEAD_NAMES = ("classifier", "score", "lm_head", "cls")
+
+
+def check_saved_modules(model_path: str, names: Optional[List[str]], trust_remote_code: bool = False) -> None:
+    """Before any run: each method.modules_to_save name is a module of the base or a task head (the
+    build matches it the same way, as a path or a path's ending). An unknown name failed only in the
+    Ray workers, after Ray Train had restarted them twice."""
+    if not names:
+        return
+    base = meta_base(model_path, trust_remote_code)
+    if base is None:
+        return
+    paths = [p for p, _ in base.named_modules() if p]
+    prefix = getattr(base, "base_model_prefix", "") + "."     # "bert." in a task class's own paths
+    missing = [m for m in names if m.split(".", 1)[0] not in HEAD_NAMES
+               and not any(p == n or p.endswith("." + n) for n in {m, m.removeprefix(prefix)} for p in paths)]
+    if missing:
+        tops = sorted({p.split(".", 1)[0] for p in paths})
+        raise SpecError(f"method.modules_to_save: no module named {missing} in this {model_type(base)} model; its "
+                        f"modules are {', '.join(tops)} and their parts (e.g. {paths[min(3, len(paths) - 1)]}), and "
+                        f"task heads are {', '.join(HEAD_NAMES)} (a classifier's head is saved without naming it)")
 

@@ -54,6 +54,24 @@ class _GuardedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        """A key given twice in one mapping is an error naming both lines: PyYAML keeps the last, so a
+        second `train:` section silently dropped the first one's epochs, seed and eval_every."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue                            # `<<: *base` merges may override, as YAML says
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue                            # an unhashable key: the schema refuses it
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise yaml.YAMLError(f"'{key}' is given twice in one section (lines {seen[key]} and {line}); "
+                                         "YAML would keep only the last: merge them into one")
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
     def construct_yaml_int(self, node):
         """An integer of at most 64 bits: 0x followed by 5,000 digits parses (no digit limit for
         hex), then made every error message that quotes it raise in Python's int-to-text limit."""

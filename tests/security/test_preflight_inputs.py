@@ -111,3 +111,17 @@ def test_target_patterns_are_python_re_as_peft_reads_them(pattern):
 
     with pytest.raises(SpecError, match="method.target_modules"):
         load_spec(None, [f"method={{name: lora, target_modules: '{pattern}'}}"])
+
+
+@pytest.mark.parametrize("names,ok", [(["foo"], False), (["encoder.lyer.1"], False), (["classifier"], True),
+                                      (["pooler"], True), (["encoder.layer.1.output"], True),
+                                      (["bert.encoder.layer.1"], True)])
+def test_modules_to_save_names_are_checked_before_any_run(tiny_bert, tiny_data, tmp_path, names, ok):
+    """A new-user-review finding: an unknown name passed `validate` and failed in the Ray workers,
+    after Ray Train had restarted them twice."""
+    spec = _spec(tiny_bert, tiny_data, tmp_path, method={"modules_to_save": names})
+    if ok:
+        run_preflight(spec)
+    else:
+        with pytest.raises(SpecError, match=r"method.modules_to_save: no module named \["):
+            run_preflight(spec)

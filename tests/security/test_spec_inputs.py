@@ -98,3 +98,23 @@ def test_a_number_of_thousands_of_digits_is_an_error_not_a_traceback(tmp_path):
         load_spec(None, ["train.max_steps=0x" + "f" * 5000])
     with pytest.raises(SpecError, match=r"template.text: \{soft:N\} at position 0: N has 5000 digits"):
         load_spec(None, ["template.text={soft:" + "9" * 5000 + "} {text}"])
+
+
+@pytest.mark.parametrize("text,key,lines", [
+    ("name: d\ntrain:\n  epochs: 2\n  seed: 3\ntrain:\n  max_steps: 5\n", "train", "2 and 5"),
+    ("task:\n  type: classification\n  labels: [negative, positive]\n  labels: [a, b]\n", "labels", "3 and 4")])
+def test_a_key_given_twice_is_named_not_silently_the_last(tmp_path, text, key, lines):
+    """A new-user-review finding: YAML keeps the last of two equal keys, so a second `train:` section
+    dropped the first one's epochs and seed, and `validate` said ok."""
+    job = tmp_path / "j.yaml"
+    job.write_text(text)
+    with pytest.raises(SpecError, match=f"'{key}' is given twice in one section \\(lines {lines}\\)"):
+        load_spec(job)
+
+
+def test_yaml_merge_keys_still_override():
+    import yaml
+
+    from peft_ray.spec.load import _GuardedLoader
+
+    assert yaml.load("a: &x {p: 1, q: 2}\nb:\n  <<: *x\n  q: 3\n", Loader=_GuardedLoader)["b"] == {"p": 1, "q": 3}
