@@ -137,6 +137,10 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
         for i in ids:
             facts.label_counts[labels[i]] = facts.label_counts.get(labels[i], 0) + 1
     facts.usable = facts.rows - facts.skipped
+    if facts.rows == 0 and holdout == "validation":
+        raise DataError(f"{field_name}: holding out {spec.data.validation_fraction:g} of the training rows "
+                        f"({', '.join(files[:2])}{' ...' if len(files) > 2 else ''}) held out none of them; "
+                        "raise data.validation_fraction, or name a validation file (data.validation)")
     if facts.rows == 0:
         raise DataError(f"{field_name}: {files[0]} has no rows; point it at a file with data")
     if facts.usable == 0:
@@ -298,6 +302,21 @@ def _check_safetensors(path: Path, field: str) -> None:
                         "download or copy it again") from None
 
 
+def note_shared_files(train: List[str], validation: List[str]) -> None:
+    """A glob such as `data.train: '*.parquet'` also picks up validation.parquet: the model is then
+    scored on rows it trained on, and nothing said so. A note, not an error: evaluating on the
+    training file can be meant (a sanity check)."""
+    import os
+    import sys
+
+    shared = sorted({os.path.realpath(f) for f in train} & {os.path.realpath(f) for f in validation})
+    if shared:
+        print(f"[peft-ray] note: data.train and data.validation both read {', '.join(shared[:3])}"
+              f"{' ...' if len(shared) > 3 else ''}: evaluation scores rows the model trains on. Narrow "
+              "data.train's pattern, or hold rows out (data.validation: null, data.validation_fraction)",
+              file=sys.stderr)
+
+
 def run_preflight(spec: JobSpec) -> Preflight:
     if spec.train.metric_for_best is not None:   # a name evaluation never reports: adapter/ would be the last step's
         get_task(spec.task.type).check_metric(spec.task, spec.train.metric_for_best, "train.metric_for_best")
@@ -319,7 +338,8 @@ def run_preflight(spec: JobSpec) -> Preflight:
     if holdout:
         val = scan_split(train_files, spec, "data.validation_fraction", "validation")
     elif spec.data.validation:
-        val = scan_split(resolve_files(spec.data.root, spec.data.validation, "data.validation"), spec,
-                         "data.validation")
+        val_files = resolve_files(spec.data.root, spec.data.validation, "data.validation")
+        note_shared_files(train_files, val_files)
+        val = scan_split(val_files, spec, "data.validation")
     spe, total = count_steps(spec, train.usable)
     return Preflight(model_path, train, val, spe, total)

@@ -21,6 +21,8 @@ def render_summary(metrics: Dict[str, Any], title: str = "peft-ray run",
                    task_rows: Sequence[Tuple[str, str, str]] = ()) -> str:
     rows = [(label, fmt.format(metrics[key])) for label, key, fmt in [*BEFORE, *task_rows, *AFTER] if key in metrics]
     width = max(len(r[0]) for r in rows)
-    lines = [title, "-" * (width + 2 + max(len(r[1]) for r in rows))]
+    # at most 79 wide: a long value (a path, the time by phase) wraps on an 80-column terminal anyway,
+    # and a rule as wide as it wrapped twice
+    lines = [title, "-" * min(79, max(len(title), width + 2 + max(len(r[1]) for r in rows)))]
     lines += [f"{label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)

@@ -211,5 +211,5 @@ def render_metrics(metrics: Dict[str, Any], title: str) -> str:
     rest = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and k not in head)
     rows = [(k, f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k])) for k in head + rest]
     width = max(len(k) for k, _ in rows)
-    lines = [title, "-" * (width + 2 + max(len(v) for _, v in rows))]
+    lines = [title, "-" * min(79, max(len(title), width + 2 + max(len(v) for _, v in rows)))]
     return "\n".join(lines + [f"{k:<{width}}  {v}" for k, v in rows])

@@ -30,6 +30,7 @@ MAX_YAML_BYTES = 1 << 20
 MAX_ALIASES = 20        # a bomb of k levels expands at most (20/k)**k-fold: under 2000 nodes
 MAX_DEPTH = 50
 MAX_SHOWN = 80          # characters of a bad value quoted in an error message
+MAX_MESSAGE = 600       # characters of one field's message
 MAX_ERRORS = 10
 
 
@@ -223,8 +224,10 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
         else:
             got = e.get("input")
             msg = e["msg"].removeprefix("Value error, ")   # our validators' own words, without pydantic's label
-            quoted = "" if isinstance(got, dict) or ", got " in msg else f" (got {shown(got)})"   # said once
-            text = f"{shown(msg) if len(msg) > 200 else msg}{quoted}"
+            quoted = "" if isinstance(got, dict) or "got " in msg else f" (got {shown(got)})"   # said once
+            # a validator's own sentence is kept whole (cut at 80 it lost its advice); only a message
+            # that quotes a huge value is cut, after MAX_MESSAGE characters
+            text = f"{msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE] + '...'}{quoted}"
             lines.append(f"{path}: {text}" if path else text)   # a job-level check names its fields itself
     if len(errors) > MAX_ERRORS:
         lines.append(f"... and {len(errors) - MAX_ERRORS} more")
@@ -360,9 +363,17 @@ def quoting_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:
     for item in overrides:
         key, _, text = item.partition("=")
         if f"{key.strip()}: Input should be a valid string" in str(error) and text[:1] not in "\"'":
-            return SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as a mapping or list (a ': ' "
-                             f"or braces), not text; quote it for YAML inside shell quotes: "
-                             f"'{key.strip()}=\"{shown(text)}\"'")
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = {}
+            if value is None:      # `output.dir=null`: quoting would name a folder "null"
+                return SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as nothing (null), and "
+                                 f"{key.strip()} needs text; give it a value, or leave the override out for its default")
+            what = ("true/false" if isinstance(value, bool) else "a number" if isinstance(value, (int, float))
+                    else "a mapping or list (a ': ' or braces)")
+            return SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as {what}, not text; quote it "
+                             f"for YAML inside shell quotes: '{key.strip()}=\"{shown(text)}\"'")
     return error
 
 

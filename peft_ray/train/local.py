@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -78,9 +79,19 @@ def local_spec(spec: JobSpec) -> JobSpec:
     """The job as --local runs it (and records it in job.yaml): one process with the worker group's
     threads; the global batch stays the same."""
     spec = spec.model_copy(deep=True)
+    if spec.scaling.use_gpu and not _has_gpu():   # it trained on the CPU with one thread, without a word
+        print("[peft-ray] note: scaling.use_gpu is set but this machine has no GPU torch can use; --local "
+              "trains on the CPU with the worker group's threads", file=sys.stderr)
+        spec.scaling.use_gpu = False
     spec.scaling.torch_threads = local_threads(spec.scaling)
     spec.scaling.num_workers = 1
     return spec
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,

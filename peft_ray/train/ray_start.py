@@ -34,6 +34,13 @@ def check_fits_this_machine(spec: JobSpec) -> None:
     output.dir is written to."""
     if spec.scaling.address or os.environ.get("RAY_ADDRESS"):
         return
+    if spec.scaling.use_gpu:
+        import torch
+
+        if torch.cuda.device_count() < spec.scaling.num_workers:
+            raise JobError(f"scaling.use_gpu: {spec.scaling.num_workers} worker(s) need as many GPUs but this machine "
+                           f"has {torch.cuda.device_count()}; lower scaling.num_workers, set scaling.use_gpu=false, "
+                           "or run it on a cluster (scaling.address=HEAD:6379, or `peft-ray submit`)")
     cpus = os.cpu_count() or 1
     need = spec.scaling.num_workers * spec.scaling.cpus_per_worker
     if need > cpus:
