@@ -35,6 +35,21 @@ def resolve_root(root: Optional[str], field: str = "data.root") -> Optional[Path
     return Path(root).expanduser()
 
 
+def _actual_format(path: str, fmt: str) -> str:
+    """", and its bytes look like X: name it .x" where a binary format's file is really text (a CSV
+    saved as .parquet), or a text one's a Parquet or Arrow file; "" otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return ""
+    looks = ("parquet" if head[:4] == b"PAR1" else "arrow" if head[:6] == b"ARROW1" else
+             "text (CSV or JSON Lines)" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "")
+    if not looks or looks.startswith(fmt) or (fmt in ("csv", "json") and looks.startswith("text")):
+        return ""
+    return f"; its bytes look like {looks}, not {fmt}: give the file the extension of what it holds"
+
+
 def resolve_files(root: Optional[str], name: str, field: str, root_field: str = "data.root") -> List[str]:
     """The files one split names (a file, a folder or a glob), checked to exist and be readable."""
     base = resolve_root(root, root_field)
@@ -48,8 +63,10 @@ def resolve_files(root: Optional[str], name: str, field: str, root_field: str = 
     else:
         files = sorted(bounded_glob(pattern, field))
     if not files:
-        hint = (f" under data.root '{root}' (point it at your copy on the command line: data.root=FOLDER)"
-                if root else
+        # `eval --data FOLDER` names its folder with root_field "--data": no override there
+        where = ("point it at your copy on the command line: data.root=FOLDER" if root_field == "data.root"
+                 else f"{root_field} must hold the run's file '{name}', or pass the file itself")
+        hint = (f" under {root_field} '{root}' ({where})" if root else
                 " (set data.root to the data folder)" if field.startswith("data.") else "")
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
@@ -175,7 +192,8 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
             if fmt == "json":
                 check_json_lines(f)                    # names the line and what is wrong with it
             raise DataError(f"{f}: cannot read as {fmt}: {str(e).splitlines()[0]}. "
-                            "Check the file is complete and (for CSV/JSON) UTF-8 encoded") from None
+                            f"Check the file is complete and (for CSV/JSON) UTF-8 encoded{_actual_format(f, fmt)}"
+                            ) from None
 
 
 READ_BLOCK_BYTES = 1 << 20      # pyarrow's CSV and JSON read block: no row can be longer
@@ -296,7 +314,7 @@ def stored_schema(path: str) -> pa.Schema:
         return pds.dataset(path, format={"arrow": "ipc"}.get(fmt, fmt)).schema
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path}: cannot read as {fmt}: {str(e).splitlines()[0]}. Check the file is "
-                        "complete") from None
+                        f"complete{_actual_format(path, fmt)}") from None
 
 
 def check_plain_files(files: List[str]) -> None:

@@ -60,3 +60,22 @@ def test_gpu_workers_on_a_machine_without_them_are_refused_before_ray(tmp_path, 
     r = CliRunner().invoke(main, ["train", str(job), "scaling.use_gpu=true"])
     assert r.exit_code == 2 and "need as many GPUs but this machine has 0" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_csv_saved_as_parquet_is_named_by_what_it_holds(tmp_path):
+    from peft_ray.data.sources import read_schema
+    from peft_ray.errors import DataError
+
+    fake = tmp_path / "train.parquet"
+    fake.write_text("text,label\na good film,1\n")
+    with pytest.raises(DataError, match=r"its bytes look like text \(CSV or JSON Lines\), not parquet"):
+        read_schema([str(fake)])
+
+
+def test_evals_data_folder_hint_names_no_override_it_cannot_take(tmp_path):
+    from peft_ray.data.sources import resolve_files
+    from peft_ray.errors import DataError
+
+    with pytest.raises(DataError, match="--data must hold the run's file 'validation.parquet'") as e:
+        resolve_files(str(tmp_path), "validation.parquet", "--data", root_field="--data")
+    assert "data.root=FOLDER" not in str(e.value)
