@@ -201,9 +201,17 @@ def check_trial_trust(space: SearchSpace, spec: JobSpec, where: str) -> None:
 
 
 def check_each_candidate(space: SearchSpace) -> None:
-    """Each candidate alone on the base job, so the error names the candidate's own path."""
+    """Each candidate alone on the base job, so the error names the candidate's own path. A
+    template's check takes the first verbalizer (and a verbalizer's the first template): a fault of
+    that partner's own field is named as the partner's."""
     for i in space.template_ids:
-        _validated(space, {"template": i}, f"tune.template.text[{i}]")
+        try:
+            _validated(space, {"template": i}, f"tune.template.text[{i}]")
+        except SpecError as e:
+            first = f"tune.template.text[{i}]: template.verbalizer"
+            if space.verbalizers and str(e).startswith(first):
+                raise SpecError("tune.template.verbalizer[0]: template.verbalizer" + str(e)[len(first):]) from None
+            raise
     for j in range(len(space.verbalizers)):
         _validated(space, {"verbalizer": j}, f"tune.template.verbalizer[{j}]")
     for key, dom in space.dims.items():

@@ -46,6 +46,9 @@ def test_mode_follows_metric(tiny_bert, tiny_data, tmp_path):
     ({"template": {"text": TEMPLATES + ["{soft} {text.__class__}"]}}, "tune.template.text[2]"),
     ({"template": {"verbalizer": [{"negative": "bad", "positive": "good"}, {"negative": "bad"}]}},
      "tune.template.verbalizer[1]: template.verbalizer: label(s) ['positive']"),
+    # the first verbalizer's own fault, met while checking the first template (a review finding)
+    ({"template": {"verbalizer": [{"negative": "bad"}]}},
+     "tune.template.verbalizer[0]: template.verbalizer: label(s) ['positive']"),
     ({"space": {"train.lr": {"choice": [0.1, -1.0]}}}, "tune.space.train.lr[1]: train.lr"),
     ({"space": {"method.num_virtual_tokens": {"uniform": [0, 8]}}}, "tune.space.method.num_virtual_tokens (low)"),
     ({"space": {"train.lrr": [0.1]}}, "tune.space.train.lrr: no field 'lrr' in train (did you mean 'lr'?)"),
