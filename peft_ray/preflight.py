@@ -21,7 +21,7 @@ from peft_ray.data.holdout import apply_holdout
 from peft_ray.errors import DataError, SpecError, suggest
 from peft_ray.methods import get_method
 from peft_ray.methods.adapter_model import check_init_from
-from peft_ray.methods.targets import check_named_targets, check_saved_modules
+from peft_ray.methods.targets import check_method_modules
 from peft_ray.models import check_model_folder, check_weights_match, lm_kind, resolve_model_path
 from peft_ray.rows.labels import label_ids
 from peft_ray.spec.load import shown
@@ -324,9 +324,7 @@ def run_preflight(spec: JobSpec) -> Preflight:
     check_model_folder(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)
     check_weights_match(model_path, spec.model.trust_remote_code)  # on the meta device: no weights read
-    for name, patterns in spec.method.module_patterns().items():
-        check_named_targets(model_path, patterns, spec.model.trust_remote_code, name)
-    check_saved_modules(model_path, spec.method.modules_to_save, spec.model.trust_remote_code)
+    check_method_modules(model_path, spec.method, spec.model.trust_remote_code)
     check_model_fits_task(spec, model_path)
     if spec.method.init_from:
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)

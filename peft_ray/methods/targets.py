@@ -123,17 +123,25 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def check_named_targets(model_path: str, targets: Targets, trust_remote_code: bool = False,
-                        field: str = "method.target_modules") -> None:
-    """Before any run: listed target_modules must name linear layers of the base, built on the meta
-    device from its config (no weights read). Regular expressions match full module paths, which
-    depend on the task's head class, so whether they match is left to the real build; here they are
-    only run over the base's paths, so a pattern that backtracks without end fails now."""
-    if targets is None:
+def check_method_modules(model_path: str, cfg, trust_remote_code: bool = False) -> None:
+    """Before any run, on one build of the base on the meta device (no weights read): the method's
+    module patterns (target_modules, IA3's feedforward pattern) and its modules_to_save."""
+    patterns = {field: value for field, value in cfg.module_patterns().items() if value is not None}
+    if not patterns and not cfg.modules_to_save:
         return
     base = meta_base(model_path, trust_remote_code)
     if base is None:
         return
+    for field, targets in patterns.items():
+        check_named_targets(base, targets, field)
+    check_saved_modules(base, cfg.modules_to_save)
+
+
+def check_named_targets(base: nn.Module, targets: Targets, field: str = "method.target_modules") -> None:
+    """Before any run: listed target_modules must name linear layers of the base, built on the meta
+    device from its config (no weights read). Regular expressions match full module paths, which
+    depend on the task's head class, so whether they match is left to the real build; here they are
+    only run over the base's paths, so a pattern that backtracks without end fails now."""
     if isinstance(targets, str):
         match = matcher(targets, field)
         for path, _ in base.named_modules():
@@ -161,14 +169,11 @@ def meta_base(model_path: str, trust_remote_code: bool = False) -> Optional[nn.M
 HEAD_NAMES = ("classifier", "score", "lm_head", "cls")
 
 
-def check_saved_modules(model_path: str, names: Optional[List[str]], trust_remote_code: bool = False) -> None:
-    """Before any run: each method.modules_to_save name is a module of the base or a task head (the
-    build matches it the same way, as a path or a path's ending). An unknown name failed only in the
-    Ray workers, after Ray Train had restarted them twice."""
+def check_saved_modules(base: nn.Module, names: Optional[List[str]]) -> None:
+    """Each method.modules_to_save name is a module of the base or a task head (the build matches it
+    the same way, as a path or a path's ending). An unknown name failed only in the Ray workers,
+    after Ray Train had restarted them twice."""
     if not names:
-        return
-    base = meta_base(model_path, trust_remote_code)
-    if base is None:
         return
     paths = [p for p, _ in base.named_modules() if p]
     prefix = getattr(base, "base_model_prefix", "") + "."     # "bert." in a task class's own paths

@@ -79,9 +79,7 @@ def local_spec(spec: JobSpec) -> JobSpec:
     """The job as --local runs it (and records it in job.yaml): one process with the worker group's
     threads; the global batch stays the same."""
     spec = spec.model_copy(deep=True)
-    if spec.scaling.use_gpu and not _has_gpu():   # it trained on the CPU with one thread, without a word
-        print("[peft-ray] note: scaling.use_gpu is set but this machine has no GPU torch can use; --local "
-              "trains on the CPU with the worker group's threads", file=sys.stderr)
+    if spec.scaling.use_gpu and not _has_gpu():   # it trained on the CPU with one thread (run_local says so)
         spec.scaling.use_gpu = False
     spec.scaling.torch_threads = local_threads(spec.scaling)
     spec.scaling.num_workers = 1
@@ -101,6 +99,9 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
 
     t0 = time.time()
     check_local_output(spec.output.dir)
+    if spec.scaling.use_gpu and not _has_gpu():
+        print("[peft-ray] note: scaling.use_gpu is set but this machine has no GPU torch can use; --local "
+              "trains on the CPU with the worker group's threads", file=sys.stderr)
     spec = local_spec(spec)
     pre = run_preflight(spec)
     checkpoint, done = resumed_from(spec, pre, resume, overwrite, local=True)

@@ -394,3 +394,17 @@ def test_a_causal_classifier_template_ends_at_its_label(tiny_models, text, ok):
     else:
         with pytest.raises(SpecError, match="template.text: a causal LM scores the label words"):
             check_model_fits_task(spec, str(m))
+
+
+def test_the_unread_verbalizer_note_prints_once_a_process(tiny_models, capsys):
+    """Every trial and check of a search reaches check_model; the note is said once."""
+    from peft_ray.tasks import get_task
+    from peft_ray.tasks.classification import _note_unread_verbalizer
+
+    _note_unread_verbalizer.cache_clear()
+    m = tiny_models("bert")
+    spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"]},
+                 {"text": "{text}", "verbalizer": {"negative": ["bad"], "positive": ["good"]}})
+    for _ in range(3):
+        get_task("classification").check_model(spec, "encoder")
+    assert capsys.readouterr().err.count("template.verbalizer is not read") == 1

@@ -40,7 +40,6 @@ def _warn_fresh_mlm_head(path: str, name: str, trust: bool) -> None:
               file=sys.stderr)
 
 
-@functools.lru_cache(maxsize=None)   # once a process: each trial and check of a search came to it again
 def _check_label_ends_template(text: str) -> None:
     """A causal LM scores the label words as the continuation of the text before {label}, so the
     rows render only that part: text after the slot was dropped without a word (`Sentiment:
@@ -62,6 +61,7 @@ def _check_label_ends_template(text: str) -> None:
                         f"there is none (got '{text}'); put the input first, e.g. '{{text}} Sentiment: {{label}}'")
 
 
+@functools.lru_cache(maxsize=None)   # once a process: each trial and check of a search came to it again
 def _note_unread_verbalizer(head: str) -> None:
     import sys
 
