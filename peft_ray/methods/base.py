@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Type
 
-import pydantic
 
+from peft_ray.config_model import ConfigModel
 from peft_ray.registry import Registry
 
 
-class MethodConfig(pydantic.BaseModel):
-    """Base of every method's config: unknown keys are errors, values are validated."""
+class MethodConfig(ConfigModel):
+    """Base of every method's config: unknown keys are errors, values are validated (ConfigModel)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
     name: str
 
     def input_positions(self) -> int:

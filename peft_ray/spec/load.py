@@ -367,9 +367,6 @@ def quoting_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:
                 value = yaml.safe_load(text)
             except yaml.YAMLError:
                 value = {}
-            if value is None:      # `output.dir=null`: quoting would name a folder "null"
-                return SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as nothing (null), and "
-                                 f"{key.strip()} needs text; give it a value, or leave the override out for its default")
             what = ("true/false" if isinstance(value, bool) else "a number" if isinstance(value, (int, float))
                     else "a mapping or list (a ': ' or braces)")
             return SpecError(f"override '{shown(item)}': YAML reads '{shown(text)}' as {what}, not text; quote it "

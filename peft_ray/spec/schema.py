@@ -9,13 +9,13 @@ from typing import Any, Dict, List, Literal, Optional, Union
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
+from peft_ray.config_model import ConfigModel
 from peft_ray.storage import PathStr
 from peft_ray.spec.tune import TuneSpec  # the `tune:` section (peft-ray tune)
 
 
-class Section(pydantic.BaseModel):
-    # inf/nan are never a sane value here: `epochs: .inf` would overflow the step count later.
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+class Section(ConfigModel):
+    """A section of the job: unknown keys, booleans for numbers and inf/nan are errors (ConfigModel)."""
 
 
 class ModelSpec(Section):

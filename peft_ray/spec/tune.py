@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-import pydantic
 from pydantic import Field, field_validator, model_validator
 
+from peft_ray.config_model import ConfigModel
 from peft_ray.errors import suggest
 from peft_ray.metrics import lower_is_better
 
@@ -31,9 +31,8 @@ Verbalizer = Dict[str, Union[str, List[str]]]
 Scalar = Union[bool, int, float, str]
 
 
-class _Section(pydantic.BaseModel):
-    # Same rules as peft_ray.spec.schema.Section (not imported: schema imports this module).
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(ConfigModel):
+    # The rules of peft_ray.spec.schema.Section (not imported: schema imports this module).
 
     @model_validator(mode="before")
     @classmethod

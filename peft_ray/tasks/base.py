@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
-import pydantic
 
+from peft_ray.config_model import ConfigModel
 from peft_ray.registry import Registry
 from peft_ray.rows.tokens import IGNORE
 from peft_ray.errors import SpecError, suggest
@@ -26,10 +26,8 @@ from peft_ray.errors import SpecError, suggest
 SummaryRow = Tuple[str, str, str]
 
 
-class Fields(pydantic.BaseModel):
+class Fields(ConfigModel):
     """A task's typed fields: unknown keys are errors, values are validated (as spec.schema.Section)."""
-
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskConfig(Fields):

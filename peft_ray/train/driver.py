@@ -113,6 +113,10 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
                    log_dir=None if run_config else log_dir(out), bar=bar or ("none" if run_config else "ray"),
                    split_train_here=tokenized_here(pre.train),
                    log_tag=log_tag)
+    from peft_ray.train.job_error_stop import StopOnJobError
+
+    if run_config is not None:   # a tune trial's, with Tune's report callback
+        run_config.callbacks = [*(run_config.callbacks or []), StopOnJobError()]
     return TorchTrainer(
         train_fn or train_func,
         train_loop_config={"spec": dump_spec(spec), "run": run.as_config()},
@@ -124,7 +128,7 @@ def make_trainer(spec: JobSpec, pre: Preflight, out: str | Path, resume_from: Op
         dataset_config=ray.train.DataConfig(datasets_to_split=[] if run.split_train_here else ["train"],
                                             execution_options=opts),
         run_config=run_config or ray.train.RunConfig(
-            name=name, storage_path=storage,
+            name=name, storage_path=storage, callbacks=[StopOnJobError()],
             failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),
             # the K best by the job's metric plus the latest (Ray never prunes the latest): see best.py
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
@@ -170,7 +174,10 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
 
 def worker_job_error(error: BaseException) -> Optional[JobError]:
     """The first rank's own JobError (a row, spec or model fault only a worker met) inside Ray Train's
-    WorkerGroupError, so that the CLI says it in one line as it says the pre-flight's, not Ray's
-    traceback of every worker."""
-    failures = getattr(error, "worker_failures", None) or {}
+    WorkerGroupError, or inside the ControllerError that StopOnJobError ends the run with, so that the
+    CLI says it in one line as it says the pre-flight's, not Ray's traceback of every worker."""
+    failures = dict(getattr(error, "worker_failures", None) or {})
+    stopped = getattr(error, "controller_failure", None)
+    if isinstance(stopped, JobError):
+        return stopped
     return next((e for _, e in sorted(failures.items()) if isinstance(e, JobError)), None)

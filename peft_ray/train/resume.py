@@ -29,10 +29,11 @@ MAY_CHANGE = ("name", "output.", "tune", "kernels", "data.root", "train.epochs",
               "scaling.use_gpu", "deepspeed.offload")
 
 
-def _flat(d: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+def flat_fields(d: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """(dotted field, value) for every leaf of a job mapping: `train.lr`, `method.r`."""
     if isinstance(d, dict) and d:
         for k, v in d.items():
-            yield from _flat(v, f"{prefix}{k}.")
+            yield from flat_fields(v, f"{prefix}{k}.")
     else:
         yield prefix[:-1], d
 
@@ -63,7 +64,7 @@ def _data_files(flat: Dict[str, Any]) -> Dict[str, Any]:
 def changed_fields(recorded: Dict[str, Any], now: Dict[str, Any], ignore: Tuple[str, ...] = ()) -> Dict[str, Tuple[Any, Any]]:
     """{field: (the run's value, this job's)} for the fields a continuation must keep; `ignore`:
     prefixes of fields this job does not read (a verbalizer under a trained head)."""
-    old, new = _data_files(dict(_flat(recorded))), _data_files(dict(_flat(now)))
+    old, new = _data_files(dict(flat_fields(recorded))), _data_files(dict(flat_fields(now)))
     return {f: (old.get(f), new.get(f)) for f in sorted(old.keys() | new.keys())
             if not _may_change(f) and not f.startswith(ignore) and old.get(f) != new.get(f)
             and not _moved(old.get(f), new.get(f))}
@@ -76,6 +77,10 @@ def check_same_run(recorded: Dict[str, Any], now: Dict[str, Any], out, ignore: T
     if not diff:
         return
     lines = "; ".join(f"{f} is {shown(new)} here but the run used {shown(old)}" for f, (old, new) in diff.items())
+    roots = ((recorded.get("data") or {}).get("root"), (now.get("data") or {}).get("root"))
+    if roots[0] != roots[1] and any(f in diff for f in ("data.train", "data.validation")):
+        # the files' names alone hide that the folder changed: say which folder the run read
+        lines += f" (the run read its files under data.root {shown(roots[0])}, this job under {shown(roots[1])})"
     raise CheckpointError(f"--resume: this job differs from the run in output.dir '{out}': {lines}. Its checkpoints "
                           "hold that run's adapter, optimizer state and data position, so only the run length "
                           "(train.max_steps, train.epochs), evaluation and checkpoint settings and where it runs "

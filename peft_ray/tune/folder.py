@@ -16,8 +16,9 @@ from peft_ray.errors import CheckpointError, JobError
 from peft_ray.replaced import check_no_leftover, check_only_run_files, replacing
 from peft_ray.security import check_own_pickles
 from peft_ray.spec import JobSpec, saved_spec
-from peft_ray.spec.load import recorded_mapping
+from peft_ray.spec.load import recorded_mapping, shown
 from peft_ray.storage import Location, is_uri, write_file
+from peft_ray.train.resume import flat_fields
 from peft_ray.train.run_dir import BESIDE_RUN
 
 EXPERIMENT = "tune"            # <output.dir>/tune/: Ray Tune's experiment (pickled state)
@@ -37,10 +38,13 @@ def prepared_dir(spec: JobSpec, resume: bool, overwrite: bool) -> Iterator[Path]
     saved = saved_spec(spec)   # secrets redacted, as `train` writes its job.yaml
     if resume and (out / "job.yaml").exists():
         old = recorded_mapping(Location.at(out / "job.yaml"))
-        changed = sorted(k for k in set(old) | set(saved) if old.get(k) != saved.get(k))
+        was, now = dict(flat_fields(old)), dict(flat_fields(saved))
+        changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
         if changed:
-            raise CheckpointError(f"--resume: the job differs from the search in '{out}' (sections: "
-                                  f"{', '.join(changed)}); resume with the same job and overrides")
+            named = "; ".join(f"{k} is {shown(now.get(k))} here but the search used {shown(was.get(k))}"
+                              for k in changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise CheckpointError(f"--resume: the job differs from the search in '{out}': {named}. Resume with "
+                                  "the same job and overrides, or start a new search (--overwrite, or another output.dir)")
     out.mkdir(parents=True, exist_ok=True)
     with replacing(Location.at(out)) if overwrite else contextlib.nullcontext():
         write_file(out / "job.yaml", yaml.safe_dump(saved, sort_keys=False))

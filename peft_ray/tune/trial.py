@@ -171,7 +171,7 @@ def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: st
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from peft_ray.train.checkpoint import latest_good_checkpoint
-    from peft_ray.train.driver import make_trainer
+    from peft_ray.train.driver import make_trainer, worker_job_error
 
     run_config = ray.train.RunConfig(
         # A stable name (no timestamp): a restarted trial finds its own checkpoints.
@@ -182,8 +182,15 @@ def run_torch_trainer(spec: JobSpec, pre, trial_dir: Path, metric: str, mode: st
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
                                                      checkpoint_score_attribute=metric, checkpoint_score_order=mode))
     resume_from = latest_good_checkpoint(trial_dir, warn=trial_warning(trial_dir))
-    result = make_trainer(spec, pre, trial_dir.parent, resume_from, run_config=run_config,
-                          train_fn=train_func_noting_placement_group, log_tag=trial_tag(trial_dir)).fit()
+    trainer = make_trainer(spec, pre, trial_dir.parent, resume_from, run_config=run_config,
+                           train_fn=train_func_noting_placement_group, log_tag=trial_tag(trial_dir))
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        own = worker_job_error(e)     # the trial's error as the job's own words, not Ray's wrapper
+        if own is not None:
+            raise own from None
+        raise
     if result.error:
         raise result.error
 

@@ -128,3 +128,18 @@ def test_trial_records_writable_by_others_are_refused_on_resume(tmp_path):
     with pytest.raises(CheckpointError, match="history.jsonl: it is owned by another user or writable by others, "
                                               "and a trial's reports there decide the leaderboard"):
         check_can_start_search(spec, resume=True, overwrite=False)
+
+
+def test_resume_names_each_field_that_differs_from_the_search(tmp_path):
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.folder import prepared_dir
+
+    out = tmp_path / "search"
+    with prepared_dir(load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"]), resume=False, overwrite=False):
+        (out / "tune").mkdir()
+    other = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}", "train.seed=7", "tune.num_samples=2"])
+    with pytest.raises(CheckpointError) as e:
+        with prepared_dir(other, resume=True, overwrite=False):
+            pass
+    assert "train.seed is 7 here but the search used 0" in str(e.value)
+    assert "tune.num_samples is 2 here but the search used 1" in str(e.value)

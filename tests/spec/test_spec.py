@@ -153,3 +153,36 @@ def test_errors_of_every_section_come_together(tmp_path):
         load_spec(job)
     for field in ("method.rank", "model.max_lenght", "train.learning_rate"):
         assert field in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.lr=true", "train.lr"),                       # was a learning rate of 1.0
+    ("train.epochs=yes", "train.epochs"),                # was one epoch
+    ("train.batch_size=on", "train.batch_size"),         # was a batch of 1, blamed on divisibility
+    ("method.num_virtual_tokens=true", "method.num_virtual_tokens"),
+    ("task.max_target_length=true", "task.max_target_length"),
+    ("tune.num_samples=true", "tune.num_samples"),
+])
+def test_a_boolean_never_stands_in_for_a_number(override, field):
+    """YAML reads true/yes/on as booleans and pydantic's lax mode makes them 1: refused, named."""
+    job = "jobs/default.yaml" if not override.startswith(("task.", "tune.")) else (
+        "jobs/instructions_smollm2_lora.yaml" if override.startswith("task.") else "jobs/sst2_template_search.yaml")
+    with pytest.raises(SpecError) as e:
+        load_spec(job, [override], resolve_paths=False)
+    assert f"{field}: needs a number, got " in str(e.value) and "boolean" in str(e.value)
+
+
+def test_null_for_a_key_without_a_none_names_its_default():
+    with pytest.raises(SpecError) as e:
+        load_spec("jobs/default.yaml", ["train.epochs=null", "train.max_steps=5"], resolve_paths=False)
+    assert "train.epochs: got null" in str(e.value) and "default (1)" in str(e.value)
+    # keys whose null means something stay valid
+    spec = load_spec("jobs/default.yaml", ["train.max_steps=null", "model.dropout=null"], resolve_paths=False)
+    assert spec.train.max_steps is None and spec.model.dropout is None
+
+
+def test_a_section_left_empty_means_its_defaults(tmp_path):
+    """`train:` with every line under it commented out is null in YAML: its defaults, not an error
+    that printed the whole default section."""
+    spec = load_spec(_write(tmp_path, "task: {labels: [a, b]}\ntrain:\n  # epochs: 3\nmodel:\n"))
+    assert spec.train.epochs == 1 and spec.model.name_or_path == "minilm"

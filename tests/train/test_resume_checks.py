@@ -8,7 +8,7 @@ import pytest
 from peft_ray.errors import CheckpointError
 from peft_ray.spec import validate_spec
 from peft_ray.train.local import run_local
-from peft_ray.train.resume import changed_fields
+from peft_ray.train.resume import changed_fields, check_same_run
 from tests.conftest import job_dict
 
 
@@ -29,6 +29,17 @@ def test_fields_that_define_the_run_must_stay_and_run_length_may_change():
     moved = {"model": {"name_or_path": "/tmp/ray/session_2/pkg/models/tiny"}}
     assert changed_fields({"model": {"name_or_path": "/tmp/ray/session_1/pkg/models/tiny"}}, moved) == {}
     assert changed_fields({"model": {"name_or_path": "/models/small"}}, moved) != {}
+
+
+def test_a_changed_data_root_is_named_with_the_files_it_moved():
+    """`data.root` may change (the same files elsewhere), but a root that reads other files is refused
+    through data.train, whose relative name alone hid which folder the run had read."""
+    run = {"data": {"root": "builtin:sentiment", "train": "train.parquet"}}
+    now = {"data": {"root": "/d/sst2", "train": "train.parquet"}}
+    with pytest.raises(CheckpointError) as e:
+        check_same_run(run, now, "/o")
+    assert "data.train is /d/sst2/train.parquet here but the run used train.parquet" in str(e.value)
+    assert "under data.root builtin:sentiment, this job under /d/sst2" in str(e.value)
 
 
 def test_a_changed_job_is_refused_and_its_record_kept(tiny_bert, tiny_data, tmp_path):

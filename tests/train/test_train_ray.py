@@ -257,11 +257,17 @@ def test_a_workers_own_job_error_ends_a_ray_run_as_that_error(ray_runtime, tiny_
     from peft_ray.errors import DataError
     from peft_ray.train import driver
 
+    calls = tmp_path / "calls"
+
     def fails(config):
+        with open(calls, "a") as f:
+            f.write("x")
         raise DataError("row 3 of a batch: 'tokens' has 2 words but 'ner_tags' has 1 tags")
 
     monkeypatch.setattr(driver, "train_func", fails)
+    # max_failures=2: a JobError is the job's fault, met again by every restart, so none is made
     spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "run", scaling={"num_workers": 1},
-                                  train={"max_steps": 2, "max_failures": 0}))
+                                  train={"max_steps": 2, "max_failures": 2}))
     with pytest.raises(DataError, match="row 3 of a batch"):
         run_train(spec)
+    assert calls.read_text() == "x"
