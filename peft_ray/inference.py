@@ -185,18 +185,21 @@ def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust =
     return LoadedAdapter(adapter_dir, spec, InferenceEngine(model, dev), tokenizer, path)
 
 
-def check_columns(files: List[str], columns: List[str], arg: str, spec) -> pa.Schema:
-    """The first file's schema, after checking it has `columns`."""
+def check_columns(files: List[str], columns: List[str], arg: str, spec, every_column: bool = False) -> pa.Schema:
+    """The first file's schema, after checking that every file has `columns` (text where the template
+    renders them, as training's pre-flight checks) of one type across the files; `every_column`: all the
+    first file's columns too (predict's Ray Data reads and writes them all as one table)."""
     from peft_ray.data.sources import read_schema
 
-    from peft_ray.preflight import check_list_columns
+    from peft_ray.preflight import check_files_agree
 
     schema = read_schema(files)
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise DataError(f"{arg} '{files[0]}' has no column {missing} (the run's template is "
                         f"'{spec.template.text}', task {spec.task.type}); its columns are {schema.names}")
-    check_list_columns(schema, spec, f"{arg} '{files[0]}'", files[0], read=list(columns))
+    check_files_agree(files, spec, arg, read=list(columns),
+                      same_type=list(schema.names) if every_column else None, option=arg)
     return schema
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,15 +42,20 @@ class SplitFacts:
 @dataclass
 class Preflight:
     model_path: str
-    train: SplitFacts
+    train: Optional[SplitFacts]          # None only for run_preflight(training=False)
     validation: Optional[SplitFacts]
     steps_per_epoch: int
     total_steps: int
 
 
-def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
+def check_columns(schema: pa.Schema, spec: JobSpec, where: str, read: Optional[List[str]] = None,
+                  path: Optional[str] = None) -> None:
+    """The columns the command reads (`read`; default: every column training reads) are in the file,
+    text where the template renders them, lists where the task reads lists."""
     names = schema.names
     for col, field_name in column_fields(spec).items():
+        if read is not None and col not in read:
+            continue
         if col not in names:
             raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest(col, names)}; "
                             f"its columns are {names}")
@@ -61,7 +66,30 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str) -> None:
                             "not text; the template renders text columns only. Store it as a string "
                             f"column (e.g. pandas: df['{col}'] = df['{col}'].astype(str), or decode bytes), "
                             "or use another column")
-    check_list_columns(schema, spec, where, where)
+    check_list_columns(schema, spec, where, path or where, read=read)
+
+
+def check_files_agree(files: List[str], spec: JobSpec, field_name: str, read: Optional[List[str]] = None,
+                      same_type: Optional[List[str]] = None, option: str = "") -> None:
+    """Every file of a split, not only the first, passes check_columns, and the columns read (and
+    `same_type`) have one type across the files. Ray Data reads a split's files as one table and
+    stopped at a type it cannot merge (`label` int64 in one shard, string in the next) after the
+    cluster had started, and a later shard without a column gave raw KeyErrors or null predictions.
+    Parquet and Arrow files cost a footer read each, CSV and JSON Lines a first batch. `option`: the
+    command-line option the files came from (eval's --data), named with each file."""
+    typed: Dict[str, Tuple[str, pa.DataType]] = {}
+    for path in files:
+        schema = read_schema([path])
+        check_columns(schema, spec, f"{option} '{path}'" if option else path, read, path)
+        for col in (same_type or read or list(column_fields(spec))):
+            if col not in schema.names or pa.types.is_null(schema.field(col).type):
+                continue           # (a column all null in one file takes any type)
+            first, t = typed.setdefault(col, (path, schema.field(col).type))
+            if schema.field(col).type != t:
+                raise DataError(f"{field_name}: column '{col}' holds {t} in {first} but {schema.field(col).type} "
+                                f"in {path}; a split's files are read as one table, so store the column with one "
+                                f"type in every file (e.g. pandas: df['{col}'] = df['{col}'].astype(str) before "
+                                "writing each)")
 
 
 def check_list_columns(schema: pa.Schema, spec: JobSpec, where: str, path: str,
@@ -97,7 +125,7 @@ FILE_ROW = "\x00row"     # scan_split's own column: a row's number in its file (
 def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = "") -> SplitFacts:
     """Count rows, skip-able rows and labels, streaming one batch at a time. `holdout` ("train" or
     "validation") counts one side of the `data.validation_fraction` split of the training files."""
-    check_columns(read_schema(files), spec, files[0])
+    check_files_agree(files, spec, field_name)
     facts = SplitFacts(files=files)
     cols = needed_columns(spec)
     task = get_task(spec.task.type)
@@ -317,7 +345,10 @@ def note_shared_files(train: List[str], validation: List[str]) -> None:
               file=sys.stderr)
 
 
-def run_preflight(spec: JobSpec) -> Preflight:
+def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
+    """Every check before any cluster work. `training=False` (zero-shot evaluation): the training
+    files are read only where the validation rows are held out of them, and nothing about training
+    (batches, steps) is checked; `train` is then None unless held out from."""
     if spec.train.metric_for_best is not None:   # a name evaluation never reports: adapter/ would be the last step's
         get_task(spec.task.type).check_metric(spec.task, spec.train.metric_for_best, "train.metric_for_best")
     model_path = resolve_model_path(spec.model.name_or_path)
@@ -328,16 +359,19 @@ def run_preflight(spec: JobSpec) -> Preflight:
     check_model_fits_task(spec, model_path)
     if spec.method.init_from:
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)
-    train_files = resolve_files(spec.data.root, spec.data.train, "data.train")
     holdout = spec.data.holds_out
-    train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
-    get_task(spec.task.type).check_train_facts(train)
+    train_files = resolve_files(spec.data.root, spec.data.train, "data.train") if training or holdout else []
+    train = None
+    if training:
+        train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
+        get_task(spec.task.type).check_train_facts(train)
     val = None
     if holdout:
         val = scan_split(train_files, spec, "data.validation_fraction", "validation")
     elif spec.data.validation:
         val_files = resolve_files(spec.data.root, spec.data.validation, "data.validation")
-        note_shared_files(train_files, val_files)
+        if training:
+            note_shared_files(train_files, val_files)
         val = scan_split(val_files, spec, "data.validation")
-    spe, total = count_steps(spec, train.usable)
+    spe, total = count_steps(spec, train.usable) if train is not None else (0, 0)
     return Preflight(model_path, train, val, spe, total)

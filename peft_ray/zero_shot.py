@@ -22,7 +22,7 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
     from peft_ray.tasks import get_task
     from peft_ray.train.local import local_data
 
-    pre = run_preflight(spec)
+    pre = run_preflight(spec, training=False)     # the training files are never read here
     task = get_task(spec.task.type)
     if task.trains_new_head(spec.task, lm_kind(pre.model_path, spec.model.trust_remote_code)):
         raise SpecError(f"task: zero-shot evaluation scores what the frozen model answers by itself, and this "

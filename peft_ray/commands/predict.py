@@ -58,6 +58,9 @@ def register(main: click.Group) -> None:
         """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
         of --input, through a Ray Data actor pool (or in-process with --local); write the rows plus
         the predictions to --output."""
+        if local and num_actors > 1:
+            click.echo(f"note: --num-actors {num_actors} sizes Ray's actor pool; --local predicts in this "
+                       "process (its threads: OMP_NUM_THREADS)", err=True)
         try:
             done = run_predict(adapter_or_run, input_path, local_output(output_path), batch_size, num_actors,
                                ray_address or old_address, local=local,
@@ -77,7 +80,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
                 overwrite: bool = False) -> Dict:
     """Check everything on the driver (no weights loaded), then stream the input through the actors
     (or, `local`, through one Predictor in this process)."""
-    from peft_ray.data.sinks import open_sink
+    from peft_ray.data.sinks import FORMATS, open_sink
     from peft_ray.data.sources import check_plain_files, resolve_files
     from peft_ray.inference import (check_adapter, check_columns, count_rows, find_adapter_dir, ray_session,
                                     with_progress)
@@ -89,7 +92,10 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     spec = check_adapter(adapter_dir, trust).spec
     files = resolve_files(None, input_path, "--input")
     check_output(output, files, overwrite)
-    check_columns(files, input_columns(spec), "--input", spec)
+    # Ray Data reads the files as one table, and a Parquet output holds one type per column: there every
+    # column must agree across the files; --local into JSON Lines or CSV writes each file's rows as they are
+    one_table = not local or FORMATS[Path(output).suffix.lower()] == "parquet"
+    check_columns(files, input_columns(spec), "--input", spec, every_column=one_table)
     if not local:
         # Ray Data reads every column of every file in its workers (the output keeps them all); --local
         # reads with iter_arrow, which checks each file as it opens it

@@ -16,7 +16,12 @@ IGNORE = -100  # label of positions the loss skips (HF convention)
 def tokenizer(path: str, trust_remote_code: bool = False):
     from peft_ray.models import load_tokenizer
 
-    return PlainTextTokenizer(load_tokenizer(path, trust_remote_code))
+    tok = load_tokenizer(path, trust_remote_code)
+    # Rows are cut to model.max_length by peft-ray itself (and counted in the summary), so the
+    # tokenizer's "sequence length is longer than the specified maximum ... indexing errors"
+    # warning about the uncut text is wrong here; transformers keeps this flag for saying it once.
+    getattr(tok, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
+    return PlainTextTokenizer(tok)
 
 
 class PlainTextTokenizer:

@@ -79,7 +79,7 @@ def join_cluster(address: str, source: str) -> None:
     import ray
 
     check_cluster_address(address, source)
-    check_reachable(address)
+    check_reachable(address, source=source)
     try:
         ray.init(address=address, log_to_driver=True)
     except (ConnectionError, ray.exceptions.AuthenticationError) as e:
@@ -184,8 +184,9 @@ def ray_train_env_defaults(environ: Mapping[str, str]) -> Dict[str, str]:
     return {k: v for k, v in IN_PROCESS_RAY_TRAIN_ENV.items() if k not in environ}
 
 
-def check_reachable(address: str, timeout: float = 10.0) -> None:
-    """Fail in seconds with a message, instead of Ray's long connection retries."""
+def check_reachable(address: str, timeout: float = 10.0, source: str = "scaling.address") -> None:
+    """Fail in seconds with a message, instead of Ray's long connection retries; `source` names where
+    the address came from (scaling.address, --ray-address, $RAY_ADDRESS)."""
     import socket
 
     if address in ("auto", "local"):
@@ -193,10 +194,15 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+        port_number = int(port)
+    except ValueError:
+        raise JobError(f"{source}: '{address}' is not a Ray cluster address; give host:port, e.g. "
+                       "10.0.0.5:6379") from None
+    try:
+        with socket.create_connection((host or "127.0.0.1", port_number), timeout=timeout):
             pass
-    except (OSError, ValueError) as e:
-        raise JobError(f"scaling.address: cannot reach the Ray cluster at '{address}' within {timeout:.0f}s "
+    except OSError as e:
+        raise JobError(f"{source}: cannot reach the Ray cluster at '{address}' within {timeout:.0f}s "
                        f"({e}). Is the head running (`ray start --head` / `ray up cluster.yaml`) and the "
                        "address host:port right?") from None
 

@@ -203,8 +203,9 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
     best_spec.pop("tune", None)
     yaml_path = out / "best_job.yaml"
     shown = f"{Path(spec.output.dir) / 'best_job.yaml'}{cluster_override(best_spec)}"
+    score = "-" if best.best_metric is None else f"{best.best_metric:.4g}"
     head = (f"# peft-ray train {shown}\n#\n# The best trial ({best.trial_id}) of `peft-ray tune {job_path}`: "
-            f"best {best.best_metric} at step {best.best_step}.\n")
+            f"{spec.tune.metric} {score} at step {best.best_step}.\n")
     atomic_write(yaml_path, (head + yaml.safe_dump(best_spec, sort_keys=False)).encode("utf-8"))
     if not best.checkpoint or not (Path(best.checkpoint) / "adapter").is_dir():
         where = best.checkpoint or "of that report (none in the trial's folder)"

@@ -402,3 +402,10 @@ def test_ray_predict_in_its_own_ray_prints_no_error_line(cls_run, tmp_path):
     shown = done.stdout + done.stderr
     for line in ("core_worker.cc", "max_restarts", "gcs_server", "Failed to kill actor"):
         assert line not in shown, shown
+
+
+def test_local_predict_notes_a_num_actors_it_does_not_use(cls_run, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "a good film"}) + "\n")
+    r = _cli("predict", cls_run, "--input", src, "--output", tmp_path / "o.jsonl", "--local", "--num-actors", 4)
+    assert r.exit_code == 0 and "note: --num-actors 4 sizes Ray's actor pool; --local predicts" in r.output, r.output

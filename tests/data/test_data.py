@@ -107,6 +107,9 @@ def test_unreachable_cluster_is_a_quick_message():
 
     with pytest.raises(JobError, match="cannot reach the Ray cluster"):
         check_reachable("127.0.0.1:1", timeout=2)
+    # the option the address came from is named, and a malformed one is said to be so, not "within 10s"
+    with pytest.raises(JobError, match="^--ray-address: 'bogus' is not a Ray cluster address"):
+        check_reachable("bogus", source="--ray-address")
 
 
 def test_a_split_of_mixed_formats_is_refused_with_its_files(tmp_path):

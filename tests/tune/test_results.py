@@ -74,7 +74,7 @@ def test_a_resumed_trials_earlier_reports_count(tiny_bert, tiny_data, tmp_path, 
     assert (best.trial_id, best.best_metric, best.best_step) == (resumed, 0.60, 1)
     assert best.curve == [[1, 0.60], [2, 0.65], [3, 0.70]]   # step 3 once, its last report
     assert s.csv()[0]["best_step"] == "1"
-    assert "best 0.6 at step 1" in (s.out / "best_job.yaml").read_text()
+    assert "loss 0.6 at step 1" in (s.out / "best_job.yaml").read_text()      # 4 digits at most, named
 
 
 def test_a_search_started_before_histories_reads_tunes_result(tiny_bert, tiny_data, tmp_path, monkeypatch):

@@ -22,15 +22,13 @@ class ClassificationConfig(TaskConfig):
     @field_validator("labels", mode="before")
     @classmethod
     def _integer_names(cls, v):
-        """`labels: [0, 1, ...]` (a 0/1 data set's names) are the names "0", "1", ...: ids map by
-        position, so only 0..K-1 in order can be both. Other integers would give a value two meanings
-        (an id, or a name), so they are refused."""
+        """`labels: [0, 1, ...]` (a 0/1 data set's names) or `[1, 2, 3, 4, 5]` (star ratings) are the
+        names "0", "1", ...: where a label name is a number, numbers in the data are read as names,
+        never as ids (rows/labels.py), so a value has one meaning however a file stores it."""
         if isinstance(v, list) and any(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            if v != list(range(len(v))):
-                raise ValueError(f"integer labels must be the ids 0..{len(v) - 1} in order (got {v}): a data "
-                                 "value is read as an id 0..K-1 or as a label name. Write label names (quote "
-                                 "numbers as text, e.g. ['1', '2'], and store them as text in the data) or the "
-                                 "ids in order")
+            if any(isinstance(x, int) and not isinstance(x, bool) and x < 0 for x in v):
+                raise ValueError(f"integer labels must not be negative (got {v}); quote them as text, "
+                                 "e.g. ['-1', '1'], to use them as names")
             return [str(x) for x in v]
         return v
 

@@ -80,6 +80,12 @@ class Generation(Task):
     def runtime(self, spec, path: str):
         return self.model.runtime(spec, path, self.scores)
 
+    def peft_task_type_of(self, runtime) -> str:
+        # PEFT picks its wrapper by this: a prompt-learning adapter of a causal LM saved as
+        # SEQ_2_SEQ_LM (translation on SmolLM2) failed in generate, one of T5 saved as CAUSAL_LM
+        # gave other logits. The base's architecture decides, whatever the task.
+        return "SEQ_2_SEQ_LM" if runtime.lm_kind == "seq2seq" else "CAUSAL_LM"
+
     def placeholders(self, row: dict, cfg: GenerationRows) -> dict:
         return {cfg.target_column: PLACEHOLDER_TARGET}
 
@@ -89,7 +95,6 @@ class Generation(Task):
 
 class Translation(Generation):
     name = "translation"
-    peft_task_type = "SEQ_2_SEQ_LM"
     primary_metric = "bleu"
     headline = ("bleu", "chrf", "exact_match")
     summary_rows = (("val BLEU", "bleu", "{:.2f}"), ("val chrF", "chrf", "{:.2f}"),

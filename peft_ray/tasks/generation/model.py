@@ -29,6 +29,7 @@ class Runtime:
     decoding: Any                       # task.decoding (DecodingSpec)
     scores: Callable[[List[str], List[str]], Dict[str, float]]   # the task's metrics
     eval_batch_size: int
+    lm_kind: str = "causal"             # "causal" | "seq2seq": the base's architecture, not the task's
 
 
 def load_base(spec, path: str):
@@ -40,7 +41,7 @@ def load_base(spec, path: str):
 
 def runtime(spec, path: str, scores: Callable) -> Runtime:
     return Runtime(tokenizer(path, spec.model.trust_remote_code), spec.task.decoding, scores,
-                   spec.train.eval_batch_size)
+                   spec.train.eval_batch_size, lm_kind(path, spec.model.trust_remote_code))
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -83,11 +83,14 @@ def _encode(tok, template: Template, tokens: List[str], tags: List[int], max_len
     enc = tok(words, is_split_into_words=True, truncation=True, max_length=max_length)
     ids, word_ids = enc["input_ids"], enc.word_ids()
     target = [IGNORE] * len(ids)
-    word_pos = [-1] * len(tokens)               # the token position of each data word (-1: truncated away)
+    word_pos = [-1] * len(tokens)               # the token position of each data word (-1: cut, or no token)
     for pos, w in enumerate(word_ids):
         if w is None or w < start or w >= start + len(tokens) or (pos and word_ids[pos - 1] == w):
             continue
         target[pos] = tags[w - start]
         word_pos[w - start] = pos
     return {"input_ids": ids, "target_ids": target, "word_pos": word_pos, "gold": tags, "length": len(ids),
-            "truncated": -1 in word_pos}
+            # a word the tokenizer makes no token of ("", a zero-width space, a soft hyphen) also has no
+            # position; only a row at max_length was cut (it was reported as truncated, pointing users
+            # at model.max_length)
+            "truncated": -1 in word_pos and len(ids) >= max_length}
