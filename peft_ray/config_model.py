@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import pydantic
 from pydantic import model_validator
@@ -35,7 +35,16 @@ def _takes(annotation: Any, value: Any) -> bool:
 
 
 def _numeric(annotation: Any) -> bool:
-    return any(m in (int, float) for m in _members(annotation))
+    """int or float, or a Literal of numbers (`zero_stage: Literal[1, 2, 3]`, where True == 1)."""
+    return any(m in (int, float) or (typing.get_origin(m) is typing.Literal and any(
+        isinstance(a, (int, float)) and not isinstance(a, bool) for a in typing.get_args(m)))
+        for m in _members(annotation))
+
+
+def _numbers_list(annotation: Any) -> bool:
+    """A list of numbers (`tune.space`'s `uniform: [low, high]`)."""
+    return any(typing.get_origin(m) in (list, List) and _numeric((typing.get_args(m) or (Any,))[0])
+               for m in _members(annotation))
 
 
 def _fault(field: pydantic.fields.FieldInfo, value: Any) -> Optional[str]:
@@ -44,6 +53,10 @@ def _fault(field: pydantic.fields.FieldInfo, value: Any) -> Optional[str]:
     if isinstance(value, bool) and _numeric(field.annotation) and not _takes(field.annotation, value):
         return (f"needs a number, got {str(value).lower()}, which YAML reads as a boolean (as true/false, "
                 "yes/no and on/off); give a number")
+    if (isinstance(value, list) and _numbers_list(field.annotation)
+            and any(isinstance(v, bool) for v in value)):
+        shown = ", ".join(str(v).lower() if isinstance(v, bool) else repr(v) for v in value)
+        return f"needs numbers, got [{shown}], where YAML reads true/false (yes/no, on/off) as booleans; give numbers"
     if value is None and not _takes(field.annotation, value) and not field.is_required():
         return (f"got null, which this key cannot be; give a value, or leave the key out for its default "
                 f"({field.get_default(call_default_factory=True)!r})")

@@ -15,6 +15,15 @@ class JobError(Exception):
     """A problem with the job the user asked for: names what is wrong and what to do."""
 
     exit_code = 2
+    # Met again by every retry (a bad row, a spec fault), so a Ray run ends at it without restarting
+    # its workers (train/job_error_stop.py); an error that may pass (storage not answering) says True.
+    retryable = False
+
+
+class StorageUnreachable(JobError):
+    """A storage URI that did not answer: perhaps only for now, so a worker meeting it is restarted."""
+
+    retryable = True
 
 
 class SpecError(JobError):

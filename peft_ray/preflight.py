@@ -85,11 +85,20 @@ def check_files_agree(files: List[str], spec: JobSpec, field_name: str, read: Op
             if col not in schema.names or pa.types.is_null(schema.field(col).type):
                 continue           # (a column all null in one file takes any type)
             first, t = typed.setdefault(col, (path, schema.field(col).type))
-            if schema.field(col).type != t:
+            if not _unify(t, schema.field(col).type):
                 raise DataError(f"{field_name}: column '{col}' holds {t} in {first} but {schema.field(col).type} "
-                                f"in {path}; a split's files are read as one table, so store the column with one "
-                                f"type in every file (e.g. pandas: df['{col}'] = df['{col}'].astype(str) before "
-                                "writing each)")
+                                f"in {path}, which cannot be one column; a split's files are read as one table, so "
+                                "store the column with one kind of value in every file (all numbers, or all text)")
+
+
+def _unify(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether two files' types of a column can be one column: widths and encodings merge (int32 and
+    int64, string and large_string, int and float), as Ray Data's reads merge them; int and text do not."""
+    try:
+        pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
+        return True
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
 
 
 def check_list_columns(schema: pa.Schema, spec: JobSpec, where: str, path: str,
@@ -192,6 +201,8 @@ def usable_rows(batch, cols: List[str], text_cols: List[str], words: Optional[st
 def _present(col):
     col = decoded(col)      # a pandas categorical: judged by its values, as has_value does
     valid = pc.is_valid(col)
+    if pa.types.is_floating(col.type):      # NaN: numpy and polars writers' missing value (has_value skips it)
+        valid = pc.and_(valid, pc.invert(pc.is_nan(col)))
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
     return pc.fill_null(valid, False)

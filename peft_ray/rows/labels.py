@@ -14,7 +14,7 @@ def has_value(v) -> bool:
     empty cell of a text column as "", Parquet stores null: both are a row without supervision,
     which every reader (pre-flight counts, row building, few-shot sampling) skips alike."""
     return (v is not None and not (isinstance(v, str) and not v.strip())
-            and not (isinstance(v, float) and v != v))      # NaN: pandas' missing value in a float column
+            and not (isinstance(v, (float, np.floating)) and v != v))   # NaN: a float column's missing value
 
 
 def label_ids(values: List, labels: Tuple[str, ...], column: str, rows: Optional[Sequence[int]] = None) -> np.ndarray:

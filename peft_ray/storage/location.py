@@ -28,7 +28,7 @@ def open_filesystem(uri: str):
     run in a thread that is given up after OPEN_TIMEOUT_S."""
     import threading
 
-    from peft_ray.errors import JobError
+    from peft_ray.errors import StorageUnreachable
 
     done: dict = {}
 
@@ -44,7 +44,7 @@ def open_filesystem(uri: str):
         return done["value"]
     why = (f"no answer in {OPEN_TIMEOUT_S} s" if "error" not in done else
            str(done["error"]).strip().splitlines()[0][:300])
-    raise JobError(f"'{uri}': its storage could not be opened ({why}); check the bucket name, the "
+    raise StorageUnreachable(f"'{uri}': its storage could not be opened ({why}); check the bucket name, the "
                    "credentials and the network from this machine, or use a local folder")
 
 

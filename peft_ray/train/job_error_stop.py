@@ -20,8 +20,9 @@ from peft_ray.errors import JobError
 
 
 def first_job_error(errors: Dict[int, BaseException]) -> Optional[JobError]:
-    """The lowest rank's JobError among the workers' errors, if any."""
-    return next((e for _, e in sorted(errors.items()) if isinstance(e, JobError)), None)
+    """The lowest rank's JobError among the workers' errors that a retry would meet again, if any
+    (not StorageUnreachable: storage that did not answer may answer the restarted workers)."""
+    return next((e for _, e in sorted(errors.items()) if isinstance(e, JobError) and not e.retryable), None)
 
 
 class StopOnJobError(ray.train.UserCallback):

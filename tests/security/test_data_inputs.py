@@ -301,6 +301,8 @@ def test_label_ids_written_as_text():
 def test_numbers_are_read_as_numeric_label_names_however_a_file_stores_them():
     """Star ratings ['1', '2', '3', '4'] in a CSV (read as integers): 1 was read as id 1, the name '2',
     so every gold label was shifted by one without a word (an edge-case review)."""
+    import numpy as np
+
     from peft_ray.rows.labels import has_value, label_ids
 
     stars = ("1", "2", "3", "4")
@@ -309,7 +311,26 @@ def test_numbers_are_read_as_numeric_label_names_however_a_file_stores_them():
         label_ids([0], stars, "label")
     # pandas' float64 label column (one missing value): whole numbers are the ids, NaN is no label
     assert label_ids([0.0, 1.0], ("negative", "positive"), "label").tolist() == [0, 1]
-    assert not has_value(float("nan"))
+    assert not has_value(float("nan")) and not has_value(np.float32("nan"))
+
+
+def test_a_nan_label_is_a_row_without_a_label(tmp_path, tiny_bert):
+    """numpy and polars write a missing float as NaN, not null: the pre-flight kept such a row and
+    then refused the file (`label nan is not in task.labels`); it is skipped and counted, as a null."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import validate_spec
+
+    labels = np.array([1.0, 0.0] * 20)
+    labels[3] = np.nan
+    table = pa.table({"text": ["good film", "bad film"] * 20, "label": pa.array(labels, from_pandas=False)})
+    pq.write_table(table, tmp_path / "train.parquet")
+    pq.write_table(table, tmp_path / "validation.parquet")
+    pre = run_preflight(validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out")))
+    assert pre.train.skipped == 1 and pre.train.usable == 39
 
 
 def test_predict_through_ray_refuses_an_extension_column_in_any_input_file_before_ray(tmp_path, tiny_bert,
@@ -368,6 +389,15 @@ def test_every_file_of_a_split_is_checked_not_only_the_first(tmp_path, tiny_bert
     assert "column 'label' holds int64 in" in out and "mixed/a.parquet but string in" in out and "b.parquet" in out
     out = _validate(tmp_path, tiny_bert, tmp_path, "cut/*.parquet")
     assert "column 'text' is not in" in out and "cut/b.parquet" in out
+    # widths and encodings merge (Ray Data's reads merge them too): never refused
+    (tmp_path / "wide").mkdir()
+    pq.write_table(pa.table(good), tmp_path / "wide" / "a.parquet")
+    pq.write_table(pa.table({"text": pa.array(good["text"], pa.large_string()), "label": pa.array(good["label"], pa.int32())}),
+                   tmp_path / "wide" / "b.parquet")
+    from peft_ray.preflight import check_files_agree
+
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out"))
+    check_files_agree([str(tmp_path / "wide" / f) for f in ("a.parquet", "b.parquet")], spec, "data.train")
     spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out"))
     for files, says in (([str(tmp_path / "mixed" / f) for f in ("a.parquet", "b.parquet")], "holds int64 in"),
                         ([str(tmp_path / "int_text.parquet")], "holds int64, not text")):

@@ -271,3 +271,13 @@ def test_a_workers_own_job_error_ends_a_ray_run_as_that_error(ray_runtime, tiny_
     with pytest.raises(DataError, match="row 3 of a batch"):
         run_train(spec)
     assert calls.read_text() == "x"
+
+
+def test_storage_that_did_not_answer_is_still_retried():
+    """A JobError a retry may not meet again (storage not answering) keeps Ray Train's restarts."""
+    from peft_ray.errors import DataError, StorageUnreachable
+    from peft_ray.train.job_error_stop import first_job_error
+
+    assert first_job_error({0: StorageUnreachable("s3://b: no answer in 20 s"), 1: RuntimeError("x")}) is None
+    bad_row = DataError("row 3")
+    assert first_job_error({1: bad_row, 0: StorageUnreachable("s3://b")}) is bad_row
