@@ -42,9 +42,13 @@ def _numeric(annotation: Any) -> bool:
 
 
 def _numbers_list(annotation: Any) -> bool:
-    """A list of numbers (`tune.space`'s `uniform: [low, high]`)."""
-    return any(typing.get_origin(m) in (list, List) and _numeric((typing.get_args(m) or (Any,))[0])
-               for m in _members(annotation))
+    """A list of numbers only (`tune.space`'s `uniform: [low, high]`; not `choice`, whose values may
+    be booleans too)."""
+    for m in _members(annotation):
+        item = (typing.get_args(m) or (Any,))[0]
+        if typing.get_origin(m) in (list, List) and _numeric(item) and not _takes(item, True):
+            return True
+    return False
 
 
 def _fault(field: pydantic.fields.FieldInfo, value: Any) -> Optional[str]:

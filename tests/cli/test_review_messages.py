@@ -22,8 +22,8 @@ def _validate(tmp_path, tiny_bert, tiny_data, *overrides, **sections):
 def test_a_validators_own_message_is_kept_whole():
     """It was cut to 80 characters (`a data value is re...`) with its value quoted twice."""
     with pytest.raises(SpecError) as e:
-        load_spec(None, ["task.labels=[1, 0]"])
-    assert "or the ids in order" in str(e.value) and str(e.value).count("(got [1, 0])") == 1
+        load_spec(None, ["task.labels=[-1, 1]"])
+    assert "to use them as names" in str(e.value) and str(e.value).count("(got [-1, 1])") == 1
 
 
 @pytest.mark.parametrize("override,says", [("template.text=123", "as a number, not text"),
