@@ -117,6 +117,7 @@ def restore(engine, reporter, tag: str = "") -> TrainerState:
     if path is None:
         return TrainerState()
     state = load_checkpoint(engine, path)
+    reporter.release_resumed()
     D.log_rank0(tagged(tag, f"resumed from {path} at step {state.global_step} (epoch {state.epoch}, "
                             f"micro-batch {state.micro_in_epoch})"))
     return state

@@ -53,6 +53,13 @@ class RayReporter:
         loc = Location.at(best)
         return loc.download(Path(self._downloads.name) / loc.name)
 
+    def release_resumed(self) -> None:
+        """Delete the downloaded copy once the engine holds its state: Ray ends workers with a kill,
+        which skips TemporaryDirectory's finalizer, so it would stay in /tmp on every worker."""
+        if self._downloads is not None:
+            self._downloads.cleanup()
+            self._downloads = None
+
     @contextlib.contextmanager
     def staging_dir(self):
         with tempfile.TemporaryDirectory(prefix="peft-ray-ckpt-") as tmp:
@@ -78,6 +85,9 @@ class LocalReporter:
 
     def checkpoint_to_resume(self) -> Optional[Path]:
         return Path(self.resume_from) if self.resume_from else None
+
+    def release_resumed(self) -> None:
+        """Nothing to delete: --local resumes from the checkpoint folder itself."""
 
     @contextlib.contextmanager
     def staging_dir(self):

@@ -9,6 +9,7 @@ only the string handling of those URIs is tested.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -191,7 +192,10 @@ def test_train_and_resume_into_a_uri(ray_runtime, tiny_bert, tiny_data, tmp_path
         run_train(spec)
     monkeypatch.delenv("PEFT_RAY_FAIL_AT_STEP")
     assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 3
+    downloads = set(Path(tempfile.gettempdir()).glob("peft-ray-resume-*"))
     metrics = run_train(spec, resume=True)
+    # each worker fetched the checkpoint to resume, and deleted its copy once loaded
+    assert set(Path(tempfile.gettempdir()).glob("peft-ray-resume-*")) == downloads
     assert metrics["step"] == 6 and metrics["adapter"] == f"{uri}/adapter"
     out = tmp_path / "uri-run"
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
