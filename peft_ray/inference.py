@@ -74,6 +74,13 @@ def what_instead(p: Path) -> str:
     if p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors")):
         return ("it is a full model (an `export --merge`?), which transformers loads itself "
                 "(AutoModel*.from_pretrained); pass the adapter it was merged from")
+    if (p / "trial.json").is_file():    # tune/report.TRIAL_FILE: a trial of a search, which writes no adapter/
+        roots = (p / "checkpoints", p)                # a 1-worker trial's, a Ray Train trial's
+        newest = next((c for c in (latest_good_checkpoint(r, warn=lambda _: None) for r in roots if r.is_dir())
+                       if c is not None), None)
+        keeps = f"; its newest is {newest}" if newest is not None else ""
+        return (f"it is a trial of `peft-ray tune`, which keeps adapters in its checkpoints only{keeps}. Pass a "
+                f"checkpoint folder, or the search's output.dir ({p.parent.parent}) for the best trial's adapter")
     for root in (p / "checkpoints", p / "ray"):     # --local's and Ray's checkpoints of a run
         newest = latest_good_checkpoint(root, warn=lambda _: None) if root.is_dir() else None
         if newest is not None:

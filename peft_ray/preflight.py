@@ -356,12 +356,9 @@ def note_shared_files(train: List[str], validation: List[str]) -> None:
               file=sys.stderr)
 
 
-def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
-    """Every check before any cluster work. `training=False` (zero-shot evaluation): the training
-    files are read only where the validation rows are held out of them, and nothing about training
-    (batches, steps) is checked; `train` is then None unless held out from."""
-    if spec.train.metric_for_best is not None:   # a name evaluation never reports: adapter/ would be the last step's
-        get_task(spec.task.type).check_metric(spec.task, spec.train.metric_for_best, "train.metric_for_best")
+def check_model_and_method(spec: JobSpec) -> str:
+    """The model's folder, files and weights, and the method and task on it (no data read, no
+    weights loaded): its resolved path."""
     model_path = resolve_model_path(spec.model.name_or_path)
     check_model_folder(model_path, spec.model.allow_pickle)
     check_model_files(spec, model_path)
@@ -370,6 +367,16 @@ def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
     check_model_fits_task(spec, model_path)
     if spec.method.init_from:
         check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)
+    return model_path
+
+
+def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
+    """Every check before any cluster work. `training=False` (zero-shot evaluation): the training
+    files are read only where the validation rows are held out of them, and nothing about training
+    (batches, steps) is checked; `train` is then None unless held out from."""
+    if spec.train.metric_for_best is not None:   # a name evaluation never reports: adapter/ would be the last step's
+        get_task(spec.task.type).check_metric(spec.task, spec.train.metric_for_best, "train.metric_for_best")
+    model_path = check_model_and_method(spec)
     holdout = spec.data.holds_out
     train_files = resolve_files(spec.data.root, spec.data.train, "data.train") if training or holdout else []
     train = None

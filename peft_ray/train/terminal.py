@@ -35,6 +35,7 @@ OURS = "[peft-ray]"
 PROBLEM = re.compile(r"\b(warning|error)\b|Traceback|Error\b|Exception\b", re.IGNORECASE)
 # A worker failure, even at the default level: Ray Train's retry notice and the exception's last line.
 FAILURE = re.compile(r"^(Error in training function|\[FailurePolicy\]|[\w.]+(Error|Exception): )")
+NOTE = re.compile(r"\[peft-ray\] note: .*")     # a fact about the job: said once, though each trial process says it
 BAR_CONTROL = ("\r", "\x1b[A")  # tqdm's redraws start so; a forwarded worker line never does
 BAR_ORIGIN = re.compile(r"(?:\x1b\[[0-9;]*m)*\([^)\n]*pid=\d+\) (?:\x1b\[0m)?")   # tqdm_ray's "(pid=26769) " on each redraw
 # Ray Tune's own progress on the driver (its heartbeat and a trial's error notice), which
@@ -71,9 +72,10 @@ class Router(io.TextIOBase):
     """A text stream that writes each line to the log file and, filtered, to `terminal`."""
 
     def __init__(self, terminal: TextIO, log: TextIO, level: str, pass_bars: bool,
-                 keep: Optional[re.Pattern] = None):
+                 keep: Optional[re.Pattern] = None, notes: Optional[set] = None):
         self.terminal, self.log, self.level, self.pass_bars, self.keep = terminal, log, level, pass_bars, keep
         self.partial = ""
+        self.notes = set() if notes is None else notes   # the notes shown (shared by a run's two routers)
 
     def writable(self) -> bool:
         return True
@@ -92,9 +94,18 @@ class Router(io.TextIOBase):
         for line in lines:   # the log sits in output.dir, which others may read: no credentials in it
             self.log.write(redact_text(ANSI.sub("", line).split("\r")[-1]) + "\n")
             out = shown(line, self.level, self.keep)
-            if out is not None:
+            if out is not None and not self._shown_before(out):
                 self.terminal.write(out + "\n")
         return len(s)
+
+    def _shown_before(self, text: str) -> bool:
+        """A note the terminal already showed (the log file keeps every copy)."""
+        note = NOTE.search(text) if self.level != "verbose" else None
+        if note is None:
+            return False
+        seen = note.group(0) in self.notes
+        self.notes.add(note.group(0))
+        return seen
 
     def flush(self) -> None:
         if self.log is not None:
@@ -170,8 +181,9 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True, keep: O
         log = open_append(log_file)  # never truncated (a refused run must not clobber a log), never a link
         log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {redact_command(sys.argv)}\n")
     old = sys.stdout, sys.stderr
-    sys.stdout = Router(old[0], log, level, pass_bars, keep)
-    sys.stderr = Router(old[1], log, level, pass_bars, keep)
+    notes: set = set()
+    sys.stdout = Router(old[0], log, level, pass_bars, keep, notes)
+    sys.stderr = Router(old[1], log, level, pass_bars, keep, notes)
     try:
         yield Terminal(level, old[0])
     except BaseException:

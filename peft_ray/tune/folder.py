@@ -23,10 +23,12 @@ from peft_ray.train.run_dir import BESIDE_RUN
 
 EXPERIMENT = "tune"            # <output.dir>/tune/: Ray Tune's experiment (pickled state)
 TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
+PLAN_FILES = {"job.yaml", "search.json", "prescreen.json", "tune.log"}   # written before Ray Tune starts
+BEST_RUN = "best"              # <output.dir>/best/: best_job.yaml's output.dir (the user's own train run)
 # What a search folder holds: its state, results, the best adapter, and best_job.yaml's run (best/),
 # and what eval (of the best adapter) and zero-shot write beside them.
 SEARCH_FILES = {"job.yaml", "tune.log", "search.json", EXPERIMENT, "leaderboard.json", "leaderboard.csv",
-                "curves.png", "best_job.yaml", "adapter", "prescreen.json", "best", TRIALS_DIR, *BESIDE_RUN}
+                "curves.png", "best_job.yaml", "adapter", "prescreen.json", BEST_RUN, TRIALS_DIR, *BESIDE_RUN}
 
 
 @contextlib.contextmanager
@@ -67,11 +69,19 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
     if (out / "job.yaml").exists() and not recorded_mapping(Location.at(out / "job.yaml")).get("tune"):
         raise CheckpointError(f"output.dir '{out}' holds a `peft-ray train` run (its job.yaml has no tune: "
                               "section), which a search would write over; set output.dir to a new folder")
-    # tune/ alone counts: Tune's state there is pickled, so a fresh search never reads one it did not write
-    started = (out / "search.json").exists() or (out / EXPERIMENT).exists()
+    # A search that stopped before Ray Tune's experiment began (Ctrl-C during Ray's start-up, a
+    # cluster too small) left only its plan and log: --resume has nothing to continue, so a plain
+    # rerun replaces them. Anything more (tune/, whose pickled state a fresh search never reads;
+    # trials, results) makes it a search that needs --resume or --overwrite.
+    started = out.is_dir() and any(p.name not in PLAN_FILES for p in out.iterdir())
     if started and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
+    best_run = out / BEST_RUN
+    if overwrite and best_run.is_dir() and any(best_run.iterdir()):
+        raise CheckpointError(f"output.dir '{out}': {best_run} holds the run of best_job.yaml (a `peft-ray train` "
+                              "of the best trial), which --overwrite would delete with the search; move it out of "
+                              "the folder (or delete it yourself) first, or set output.dir to a new folder")
     if resume and not (out / EXPERIMENT).is_dir():
         raise CheckpointError(f"--resume: no search to resume under '{out / EXPERIMENT}'; run without --resume")
     if resume:

@@ -29,6 +29,7 @@ from peft_ray.spec import saved_spec
 from peft_ray.storage import Location, atomic_write, staging_dir
 from peft_ray.train import terminal
 from peft_ray.templates import one_line
+from peft_ray.tune.folder import BEST_RUN
 from peft_ray.tune.history import read_error, read_history, trial_folder
 from peft_ray.tune.space import SearchSpace
 from peft_ray.tune.trial import assignment_of
@@ -102,17 +103,30 @@ def verbalizer_text(v: Optional[Dict[str, Any]]) -> str:
 
 
 def params_text(p: Dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()) or "-"
+    return ", ".join(f"{k}={_value(v)}" for k, v in p.items()) or "-"
+
+
+def _value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def render_table(rows: List[TrialRow], metric: str, width: int = 38) -> str:
-    head = ["rank", "trial", "template", "verbalizer", "params", f"best {metric}", "@step", "steps", "early"]
-    body = [[str(r.rank), r.trial_id, _cut(r.template, width), _cut(verbalizer_text(r.verbalizer), 24),
-             _cut(params_text(r.params), 30), "-" if r.best_metric is None else f"{r.best_metric:.4f}",
+    """One column per searched parameter (named by its field where that is unambiguous), so the
+    values that tell trials apart are never cut away; the verbalizer only where trials differ in it."""
+    keys = list(dict.fromkeys(k for r in rows for k in r.params))
+    fields = [k.partition(".")[2] for k in keys]
+    names = ["method" if k == "method.name" else f if fields.count(f) == 1 else k for k, f in zip(keys, fields)]
+    verbs = len({verbalizer_text(r.verbalizer) for r in rows}) > 1
+    head = ["rank", "trial", "template", *(["verbalizer"] if verbs else []), *names, f"best {metric}", "@step",
+            "steps", "early"]
+    body = [[str(r.rank), r.trial_id, _cut(r.template, width),
+             *([_cut(verbalizer_text(r.verbalizer), 24)] if verbs else []),
+             *(_cut(_value(r.params[k]), 24) if k in r.params else "-" for k in keys),
+             "-" if r.best_metric is None else f"{r.best_metric:.4f}",
              str(r.best_step or "-"), f"{r.steps_trained}/{r.total_steps}",
              r.status if r.status in ("error", "unfinished") else ("yes" if r.stopped_early else "no")] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     failed = [f"  {r.trial_id}: {r.error or 'no error message was saved'}" for r in rows if r.status == "error"]
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
                      + (["", "failed trials (never ranked first):"] + failed if failed else []))
@@ -195,10 +209,9 @@ def export_best(best: TrialRow, space: SearchSpace, assignment: Dict[str, Any], 
 
     raw = space.trial_raw(assignment)
     raw["name"] = f"{spec.name}-best"
-    raw["output"]["dir"] = str(Path(spec.output.dir) / "best")
-    train = raw.setdefault("train", {})
-    if train.get("metric_for_best") is None:    # the re-run keeps the checkpoint the search ranked by
-        train["metric_for_best"], train["greater_is_better"] = spec.tune.metric, spec.tune.mode == "max"
+    raw["output"]["dir"] = str(Path(spec.output.dir) / BEST_RUN)
+    # the re-run keeps the checkpoint the search ranked by (a trial's own best already follows it)
+    raw["train"].update(metric_for_best=spec.tune.metric, greater_is_better=spec.tune.mode == "max")
     best_spec = saved_spec(validate_spec(raw))   # secrets redacted, as every job.yaml peft-ray writes
     best_spec.pop("tune", None)
     yaml_path = out / "best_job.yaml"

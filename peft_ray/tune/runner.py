@@ -26,7 +26,9 @@ from peft_ray.spec.tune import TuneSpec
 from peft_ray.tune.folder import EXPERIMENT, prepared_dir
 from peft_ray.tune.history import ResumableASHA, TrialRecorder
 from peft_ray.tune.state import SEARCH_STATE, read_state
-from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
+from peft_ray.train.fit import DATA_CPU_SLOTS
+from peft_ray.tune.trial import (PlacementGroupJanitor, TrialResources, check_fits_here, plan_resources,
+                                 run_trial)
 
 
 def check_search(spec: JobSpec) -> S.SearchSpace:
@@ -56,10 +58,10 @@ def check_schedule(specs: List[JobSpec], totals: List[int], t: TuneSpec) -> None
 
 
 def preflight_templates(space: S.SearchSpace) -> Dict[str, int]:
-    """Pre-flight (files, columns, labels, model) once per template, before anything is written:
-    usable train rows per template. Errors name the candidate (tune.template.text[i])."""
-    from peft_ray.models import check_model_folder, resolve_model_path
-    from peft_ray.preflight import run_preflight
+    """Pre-flight (files, columns, labels, model) once per template, and the model-side checks once
+    per searched method and model, before anything is written: usable train rows per template.
+    Errors name the candidate (tune.template.text[i], tune.space.method.name[k], ...)."""
+    from peft_ray.preflight import check_model_and_method, run_preflight
     from peft_ray.spec import validate_spec
 
     usable: Dict[str, int] = {}
@@ -68,12 +70,20 @@ def preflight_templates(space: S.SearchSpace) -> Dict[str, int]:
             usable[space.templates[i]] = run_preflight(validate_spec(space.trial_raw({"template": i}))).train.usable
         except JobError as e:
             raise type(e)(f"tune.template.text[{i}]: {e}") from None
-    models = space.dims.get("model.name_or_path")
-    for k, name in enumerate(models.values if models else []):
-        try:
-            check_model_folder(resolve_model_path(str(name)), space.base["model"]["allow_pickle"])
-        except JobError as e:
-            raise type(e)(f"tune.space.model.name_or_path[{k}]: {e}") from None
+    # every searched method on every searched model: target modules, the task's fit, the weights
+    dims = [(key, list(enumerate(space.dims[key].values)) if key in space.dims else [(None, None)])
+            for key in ("method.name", "model.name_or_path")]
+    for k_method, method in dims[0][1]:
+        for k_model, model in dims[1][1]:
+            if k_method is None and k_model is None:
+                continue    # the job's own method and model: checked with each template above
+            assignment = {key: v for (key, _), v in zip(dims, (method, model)) if v is not None}
+            where = ", ".join(f"tune.space.{key}[{k}] ({v})" for (key, _), k, v
+                              in zip(dims, (k_method, k_model), (method, model)) if k is not None)
+            try:
+                check_model_and_method(validate_spec(space.trial_raw(assignment)))
+            except JobError as e:
+                raise type(e)(f"{where}: {e}") from None
     return usable
 
 
@@ -124,7 +134,9 @@ def check_tune(spec: JobSpec):
     space = check_search(spec)
     total_of = steps_counter(space, preflight_templates(space))
     every = S.discrete_combinations(space)
-    check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
+    specs = candidate_specs(space, every)
+    check_schedule(specs, [total_of(a) for a in every], spec.tune)
+    check_fits_here(specs, spec.tune, DATA_CPU_SLOTS)
     return space, total_of
 
 
@@ -132,7 +144,6 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
              verbosity: int = 1):
     """The whole search; returns the leaderboard rows (best first). `verbosity` is Ray Tune's
     (0 silent, 1 status heartbeat, 2 every trial's start, results and end)."""
-    from peft_ray.train.fit import DATA_CPU_SLOTS
     from peft_ray.train.ray_start import init_ray
     from peft_ray.tune.results import write_results
 
@@ -149,10 +160,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
         plan = plan_resources(specs, spec.tune, DATA_CPU_SLOTS)
         trials = state["trials"]
         n = len(trials) if trials is not None else spec.tune.num_samples
-        # what the trials use (after the pre-screen kept its top templates), not what the space lists
-        n_t = len({a.get("template") for a in trials}) if trials else len(space.template_ids)
-        n_v = len({a.get("verbalizer") for a in trials}) if trials else len(space.verbalizers)
-        print(f"[peft-ray] tune: {n} trial(s) over {n_t} template(s) x {n_v} verbalizer(s); {plan.describe()}")
+        print(f"[peft-ray] tune: {n} trial(s) over {searched(space, trials)}; {plan.describe()}")
         try:
             make_tuner(spec, space, state["trials"], out, plan.max_concurrent, max(totals), resume, verbosity).fit()
         finally:   # a Ray started here stops now: the trials' last forwarded lines land before the leaderboard
@@ -161,6 +169,19 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
 
                 ray.shutdown()
         return write_results(out / EXPERIMENT, spec, space, state["trials"], total_of, out, job_path, time.time() - t0)
+
+
+def searched(space: S.SearchSpace, trials: Optional[List[Dict[str, Any]]]) -> str:
+    """What the trials vary: the templates and verbalizers they use (after the pre-screen kept its
+    top ones), not what the space lists, and the searched fields."""
+    n_t = len({a.get("template", 0) for a in trials}) if trials else len(space.template_ids)
+    parts = [f"{n_t} template(s)"]
+    if space.verbalizer_trains:   # a trained head never reads one (the pre-screen picked them, if any)
+        n_v = len({space.verbalizer_of(a) for a in trials}) if trials else len(space.verbalizers)
+        parts += [f"{n_v} verbalizer(s)"] if n_v > 1 else []
+    for key, dom in space.dims.items():
+        parts.append(f"{key} ({dom.kind})" if dom.continuous else f"{len(dom.values)} {key} value(s)")
+    return ", ".join(parts)
 
 
 def make_tuner(spec: JobSpec, space: S.SearchSpace, trials, out: Path, max_concurrent: int, max_t: int,

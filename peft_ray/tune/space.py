@@ -54,6 +54,11 @@ class SearchSpace:
         for key in ("holdout_seed", "shots_seed"):   # a searched train.seed must not change the rows
             if base["data"].get(key) is None:        # trials train on and are ranked by
                 base["data"][key] = spec.train.seed
+        # A trial's best step, early stopping and "(best)" lines follow the metric the search ranks
+        # and exports by, so best_job.yaml's re-run keeps the adapter the search exported
+        # (check_metric refuses a train.metric_for_best that says otherwise).
+        base["train"]["metric_for_best"] = t.metric or base["train"].get("metric_for_best")
+        base["train"]["greater_is_better"] = t.mode == "max" if t.mode else base["train"].get("greater_is_better")
         bases = {name: {"name": name, **fields} for name, fields in t.methods.items()}
         bases[spec.method.name] = base["method"]
         templates = list(t.template.text or [spec.template.text])
@@ -175,6 +180,15 @@ def check_metric(spec: JobSpec) -> None:
         raise SpecError(f"tune.prescreen: the pre-screen ranks templates by zero-shot label-word scores, which a "
                         f"{spec.task.type} task has none of; set tune.prescreen: false")
     task.check_metric(spec.task, spec.tune.metric, "tune.metric")
+    t, own = spec.tune, spec.train
+    if (own.metric_for_best not in (None, t.metric)
+            or (own.greater_is_better is not None and own.greater_is_better != (t.mode == "max"))):
+        mine = ", ".join(f"train.{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in (("metric_for_best", own.metric_for_best),
+                                                         ("greater_is_better", own.greater_is_better)) if v is not None)
+        raise SpecError(f"{mine}, but tune.metric is {t.metric} ({t.mode}). A search ranks trials and exports "
+                        "their adapters by tune.metric, and each trial's best step and early stopping follow it "
+                        "too; leave train.metric_for_best and train.greater_is_better out, or set tune.metric "
+                        "(and tune.mode) to match them")
 
 
 def _validated(space: SearchSpace, assignment: Dict[str, Any], where: str) -> JobSpec:

@@ -69,11 +69,20 @@ def trial_cpus(spec: JobSpec, t: TuneSpec) -> float:
 
 
 def plan_resources(specs: List[JobSpec], t: TuneSpec, data_cpus: float) -> ResourcePlan:
-    """How many trials fit at once; a message (not a hang) when not even one fits."""
+    """How many trials fit at once in the running Ray; a message (not a hang) when not even one fits."""
     import ray
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    per_trial, fit = trials_at_once(specs, t, cpus, gpus, data_cpus)
+    if t.max_concurrent_trials and t.max_concurrent_trials > fit:
+        print(f"[peft-ray] tune.max_concurrent_trials={t.max_concurrent_trials} does not fit the cluster; "
+              f"running {fit} at once")
+    return ResourcePlan(cpus, gpus, data_cpus, per_trial, max(1, min(fit, t.max_concurrent_trials or fit)))
+
+
+def trials_at_once(specs: List[JobSpec], t: TuneSpec, cpus: float, gpus: float, data_cpus: float):
+    """(CPUs a trial needs, how many trials fit in `cpus` and `gpus`), refusing when none fits."""
     per_trial = max(trial_cpus(s, t) for s in specs)
     free = cpus - data_cpus
     if per_trial > free:
@@ -86,10 +95,22 @@ def plan_resources(specs: List[JobSpec], t: TuneSpec, data_cpus: float) -> Resou
         fit = min(fit, int(gpus // gpu_workers))
         if fit == 0:
             raise JobError(f"scaling.use_gpu: a trial needs {gpu_workers} GPUs; the cluster has {gpus:g}")
-    if t.max_concurrent_trials and t.max_concurrent_trials > fit:
-        print(f"[peft-ray] tune.max_concurrent_trials={t.max_concurrent_trials} does not fit the cluster; "
-              f"running {fit} at once")
-    return ResourcePlan(cpus, gpus, data_cpus, per_trial, max(1, min(fit, t.max_concurrent_trials or fit)))
+    return per_trial, fit
+
+
+def check_fits_here(specs: List[JobSpec], t: TuneSpec, data_cpus: float) -> None:
+    """The Ray a search starts in-process has this machine's CPUs (and Ray Data's slots), known
+    before it starts: a trial that cannot fit is refused before output.dir is written to. A
+    joined cluster is sized once joined (plan_resources)."""
+    import os
+
+    from peft_ray.train.ray_start import check_fits_this_machine
+
+    if any(s.scaling.address for s in specs) or os.environ.get("RAY_ADDRESS"):
+        return
+    for s in specs:
+        check_fits_this_machine(s)
+    trials_at_once(specs, t, (os.cpu_count() or 1) + data_cpus, 0.0, data_cpus)   # GPUs: checked per trial above
 
 
 class TrialResources:

@@ -294,6 +294,14 @@ def test_a_folder_without_an_adapter_is_told_what_to_pass(cls_run, tmp_path):
     r = _cli("predict", merged, "--input", cls_run.parent / "data" / "validation.parquet", "--output",
              tmp_path / "p.jsonl", "--local")
     assert r.exit_code == 2 and "it is a full model (an `export --merge`?)" in r.output, r.output
+    # a tune trial's folder: adapters only in its checkpoints (it once said to `train --resume` a finished trial)
+    trial = tmp_path / "search" / "trials" / "abc_00000"
+    shutil.copytree(killed / "checkpoints", trial / "checkpoints")
+    (trial / "trial.json").write_text("{}")
+    r = _cli("eval", trial, "--data", cls_run.parent / "data", "--local")
+    assert r.exit_code == 2 and "it is a trial of `peft-ray tune`" in r.output and str(trial / "checkpoints" /
+                                                                                   newest.name) in r.output, r.output
+    assert "--resume" not in r.output and f"the search's output.dir ({tmp_path / 'search'})" in r.output
 
 
 def test_predict_gives_no_prediction_for_a_row_of_more_text_than_the_model_reads(cls_run, tmp_path):

@@ -143,3 +143,46 @@ def test_resume_names_each_field_that_differs_from_the_search(tmp_path):
             pass
     assert "train.seed is 7 here but the search used 0" in str(e.value)
     assert "tune.num_samples is 2 here but the search used 1" in str(e.value)
+
+
+def test_a_search_that_stopped_before_ray_tune_began_is_rerun_not_resumed(tmp_path):
+    """A search refused after its plan was written (a cluster too small, Ctrl-C during Ray's start-up)
+    left job.yaml, search.json and tune.log: a plain rerun was refused ('already holds a search') and
+    --resume too ('no search to resume'), so only --overwrite got out (a review finding)."""
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.folder import check_can_start_search
+
+    out = tmp_path / "search"
+    out.mkdir()
+    (out / "job.yaml").write_text("name: s\ntune: {metric: accuracy}\n")
+    for name in ("search.json", "prescreen.json", "tune.log"):
+        (out / name).write_text("{}")
+    spec = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"])
+    assert check_can_start_search(spec, resume=False, overwrite=False) == out
+    with pytest.raises(CheckpointError, match="no search to resume"):
+        check_can_start_search(spec, resume=True, overwrite=False)
+    (out / "trials").mkdir()                                 # a trial began: that is a search to resume
+    with pytest.raises(CheckpointError, match="already holds a search; pass --resume"):
+        check_can_start_search(spec, resume=False, overwrite=False)
+
+
+def test_overwrite_never_deletes_the_run_of_best_job_yaml(tmp_path):
+    """best_job.yaml trains into <search>/best: `tune --overwrite` deleted that run with the search,
+    silently (a review finding). It is refused, naming the folder, and nothing is touched."""
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.folder import prepared_dir
+
+    out = tmp_path / "search"
+    (out / "tune").mkdir(parents=True)
+    (out / "best" / "adapter").mkdir(parents=True)
+    (out / "job.yaml").write_text("name: s\ntune: {metric: accuracy}\n")
+    (out / "best" / "metrics.json").write_text("{}")
+    spec = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"])
+    with pytest.raises(CheckpointError, match=r"best holds the run of best_job.yaml .* move it out"):
+        with prepared_dir(spec, resume=False, overwrite=True):
+            pass
+    assert sorted(p.name for p in out.iterdir()) == ["best", "job.yaml", "tune"]
+    (out / "best" / "metrics.json").unlink()
+    (out / "best" / "adapter").rmdir()                       # an empty best/ holds nothing to lose
+    with prepared_dir(spec, resume=False, overwrite=True):
+        pass

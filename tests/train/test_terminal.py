@@ -160,3 +160,17 @@ def test_ray_run_ends_with_the_summary(tmp_path, tiny_bert, tiny_data):
     assert lines[-1].startswith("log: "), lines[-5:]
     assert "DeepSpeed" not in r.stdout and "TrainingReport" not in r.stdout
     assert "DeepSpeed" in (out / "train.log").read_text()
+
+
+def test_a_note_each_trial_process_repeats_is_shown_once_and_logged_every_time():
+    """Every Tune trial validates its job in its own process and says the same note: 13 copies in
+    a 114-line search (a review finding). The terminal shows it once; the log keeps each copy."""
+    term, log = io.StringIO(), io.StringIO()
+    notes: set = set()
+    out, err = Router(term, log, "default", True, notes=notes), Router(term, log, "default", True, notes=notes)
+    note = "[peft-ray] note: template.verbalizer is not read: task.head is head, so label words change nothing"
+    err.write(f"\x1b[36m(_trial pid=1)\x1b[0m {note}\n")
+    out.write(f"\x1b[36m(_trial pid=2)\x1b[0m {note}\n[peft-ray] eval @ step 2: accuracy 0.5\n")
+    err.write(f"{note}\n[peft-ray] note: another fact\n")
+    assert term.getvalue().splitlines() == [note, "[peft-ray] eval @ step 2: accuracy 0.5", "[peft-ray] note: another fact"]
+    assert log.getvalue().count("template.verbalizer is not read") == 3

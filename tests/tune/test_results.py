@@ -217,3 +217,20 @@ def test_a_planted_report_can_neither_export_an_adapter_from_elsewhere_nor_pass_
     row = s.csv()[0]
     assert (row["best_loss"], row["best_step"], row["steps_trained"]) == ("0.01", "2", "3")
     assert not (s.out / "adapter").exists()      # the step's checkpoint is not the trial's: nothing exported
+
+
+def test_the_printed_leaderboard_gives_each_searched_field_its_own_column():
+    """One params cell cut at 30 characters hid the value that told trials apart ('train.lr=0.03,
+    method.num_vir…'; a review finding); a verbalizer all trials share is no column either."""
+    def row(rank, params):
+        return results.TrialRow(rank=rank, trial_id=f"t_{rank}", template="{soft} Review: {text} It was {label}.",
+                                verbalizer={"negative": ["bad"], "positive": ["good"]}, params=params,
+                                best_metric=0.5, best_step=2, steps_trained=2, total_steps=2, stopped_early=False,
+                                status="done", checkpoint=None, curve=[], error=None)
+    table = results.render_table([row(1, {"train.lr": 0.03, "method.name": "lora", "method.r": 8}),
+                                  row(2, {"train.lr": 0.1, "method.name": "prompt_tuning"})], "accuracy")
+    head, _, first, second = table.splitlines()
+    assert head.split() == ["rank", "trial", "template", "lr", "method", "r", "best", "accuracy", "@step", "steps",
+                            "early"]
+    assert first.split()[-7:] == ["0.03", "lora", "8", "0.5000", "2", "2/2", "no"]
+    assert "0.1" in second.split() and "prompt_tuning" in second.split() and "verbalizer" not in table

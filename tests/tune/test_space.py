@@ -3,6 +3,8 @@ No Ray here: everything is checked before a cluster starts."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -183,3 +185,53 @@ def test_a_searched_seed_keeps_one_hold_out_and_one_shot_pick(tiny_bert, tiny_da
         trial = validate_spec(space.trial_raw({"train.seed": seed}))
         assert trial.train.seed == seed and holdout_seed(trial) == shots_seed(trial) == 7
     assert holdout_seed(validate_spec(tune_job(tiny_bert, tiny_data, tmp_path / "o", {}, train={"seed": 3}))) == 3
+
+
+def test_trials_rank_their_own_steps_by_the_tune_metric(tiny_bert, tiny_data, tmp_path):
+    """A trial's best step, early stopping and '(best)' lines followed train.metric_for_best while
+    the search ranked and exported by tune.metric, so best_job.yaml's re-run could keep another
+    checkpoint than the one the search exported (a review finding)."""
+    space = S.SearchSpace.from_spec(_spec(tiny_bert, tiny_data, tmp_path, {"metric": "loss"}))
+    trial = validate_spec(space.trial_raw({}))
+    assert (trial.train.metric_for_best, trial.train.greater_is_better) == ("loss", False)
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({"metric_for_best": "loss"}, "train.metric_for_best loss, but tune.metric is accuracy (max)"),
+    ({"greater_is_better": False}, "train.greater_is_better false, but tune.metric is accuracy (max)"),
+])
+def test_a_trials_best_by_another_metric_than_the_search_is_refused(tiny_bert, tiny_data, tmp_path, train, expected):
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {}, train={"max_steps": 2, "eval_every": 1, **train})
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        check_search(spec)
+    check_search(_spec(tiny_bert, tiny_data, tmp_path, {}, train={"metric_for_best": "accuracy"}))
+
+
+def test_a_searched_method_meets_the_model_checks_before_ray(tiny_bert, tiny_data, tmp_path):
+    """Only the job's own method met the model-side checks: a searched LoRA whose target modules
+    match nothing failed in its trial, after Ray started, and the search exited 0 (a review finding)."""
+    from peft_ray.tune.runner import check_tune
+
+    tune = {"space": {"method.name": {"choice": ["prompt_tuning", "lora"]}},
+            "methods": {"lora": {"target_modules": ["q_proj", "v_proj"]}}}
+    with pytest.raises(JobError, match=r"tune.space.method.name\[1\] \(lora\): method.target_modules"):
+        check_tune(_spec(tiny_bert, tiny_data, tmp_path, tune))
+    tune["methods"]["lora"]["target_modules"] = ["query", "value"]
+    check_tune(_spec(tiny_bert, tiny_data, tmp_path, tune))
+
+
+def test_a_trial_larger_than_the_in_process_ray_is_refused_before_anything_starts(tiny_bert, tiny_data, tmp_path,
+                                                                                  monkeypatch):
+    """Found only after Ray had started and search.json was written (a review finding)."""
+    import os
+
+    from peft_ray.tune.runner import check_tune
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {"trial_cpus": 1}, scaling={"num_workers": 2})
+    with pytest.raises(JobError, match="one trial needs 3 CPUs .* the cluster has 3, 1 of them kept for Ray Data"):
+        check_tune(spec)
+    with pytest.raises(JobError, match="scaling.use_gpu: 1 worker"):
+        check_tune(_spec(tiny_bert, tiny_data, tmp_path, {"space": {"scaling.use_gpu": {"choice": [False, True]}}}))
