@@ -3,6 +3,8 @@ and hyper-parameters (the job's `tune:` section; see docs/tune.md)."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Tuple
 
@@ -34,6 +36,7 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
     if verbose and quiet:
         raise click.UsageError("use either -v/--verbose or -q/--quiet, not both")
     level = terminal.level_of(verbose, quiet)
+    spec = None
     try:
         spec = load_spec(job, overrides)
         check_output_dir(spec.output.dir)
@@ -54,6 +57,23 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
                      verbosity=terminal.LEVELS.index(level))
     except JobError as e:
         fail(e)
+    except KeyboardInterrupt:   # before Ray Tune took over Ctrl-C (it ends a running search itself)
+        if spec is not None:
+            click.echo("\n" + _interrupted(job, overrides, spec, overwrite), err=True)
+        sys.exit(130)
+
+
+def _interrupted(job: str, overrides: Tuple[str, ...], spec, overwrite: bool) -> str:
+    """What Ctrl-C before Ray Tune took over leaves, and the command that goes on from there."""
+    from peft_ray.tune.folder import EXPERIMENT
+
+    again = ["peft-ray", "tune", job, *overrides]
+    if overwrite:    # replaced.py: a search that does not finish puts the folder's earlier content back
+        return (f"interrupted: {spec.output.dir} holds what it held before this --overwrite search. Start again "
+                f"with:\n  {shlex.join(again + ['--overwrite'])}")
+    if (Path(spec.output.dir).expanduser() / EXPERIMENT).is_dir():
+        return f"interrupted. Continue the search with:\n  {shlex.join(again + ['--resume'])}"
+    return f"interrupted before the search began. Start it again with:\n  {shlex.join(again)}"
 
 
 tune.help = """Search the job's `tune:` section on Ray Tune; every trial is a `peft-ray train` run.

@@ -186,3 +186,28 @@ def test_overwrite_never_deletes_the_run_of_best_job_yaml(tmp_path):
     (out / "best" / "adapter").rmdir()                       # an empty best/ holds nothing to lose
     with prepared_dir(spec, resume=False, overwrite=True):
         pass
+
+
+def test_ctrl_c_before_ray_tune_took_over_exits_130_and_says_how_to_go_on(tmp_path, monkeypatch):
+    """Ctrl-C while Ray started printed click's 'Aborted!' and exited 1 (a review finding)."""
+    from click.testing import CliRunner
+
+    from peft_ray.cli import main
+    from peft_ray.tune import runner
+
+    def interrupted(spec, resume, overwrite, **_):
+        from peft_ray.tune.folder import prepared_dir
+
+        with prepared_dir(spec, resume, overwrite) as out:
+            (out / "search.json").write_text("{}")            # the plan was written; Ray was starting
+            raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "run_tune", interrupted)
+    cmd = ["tune", "jobs/sst2_template_search.yaml", f"output.dir={tmp_path / 's'}"]
+    r = CliRunner().invoke(main, cmd)
+    assert r.exit_code == 130 and "interrupted before the search began. Start it again with:" in r.output, r.output
+    assert f"peft-ray tune jobs/sst2_template_search.yaml output.dir={tmp_path / 's'}\n" in r.output
+    (tmp_path / "s" / "tune").mkdir()
+    r = CliRunner().invoke(main, cmd)
+    assert r.exit_code == 2 and "already holds a search; pass --resume" in r.output
+    r = CliRunner().invoke(main, [*cmd, "--resume"])
+    assert r.exit_code == 130 and "Continue the search with:" in r.output and "--resume" in r.output, r.output
