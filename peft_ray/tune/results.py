@@ -270,8 +270,10 @@ def write_results(experiment: Path, spec, space: SearchSpace, trials, totals_of,
     with terminal.block():  # the leaderboard shows at every terminal level
         print("\n" + render_table(rows, spec.tune.metric))
     if got["unfinished"]:
-        raise TuneInterrupted(f"the search was interrupted with {len(got['unfinished'])} trial(s) unfinished "
-                              f"(leaderboard so far in {out}); continue it with --resume")
+        planned = len(trials) if trials is not None else spec.tune.num_samples
+        waiting = f" and {planned - len(rows)} not started" if planned > len(rows) else ""
+        raise TuneInterrupted(f"the search was interrupted with {len(got['unfinished'])} trial(s) unfinished"
+                              f"{waiting} (leaderboard so far in {out}); continue it with --resume")
     failed = sorted((r for r in rows if r.status == "error"), key=lambda r: r.trial_id)
     if failed and len(failed) == len(rows):
         first = failed[0]

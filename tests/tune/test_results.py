@@ -234,3 +234,12 @@ def test_the_printed_leaderboard_gives_each_searched_field_its_own_column():
                             "early"]
     assert first.split()[-7:] == ["0.03", "lora", "8", "0.5000", "2", "2/2", "no"]
     assert "0.1" in second.split() and "prompt_tuning" in second.split() and "verbalizer" not in table
+
+
+def test_an_interrupted_search_counts_the_trials_that_never_started(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C's leaderboard listed the started trials only and said nothing of the rest (a review finding)."""
+    s = Search(tiny_bert, tiny_data, tmp_path, [0.1, 0.2, 0.3, 0.4])
+    s.trial(0, "TERMINATED", [(1, 0.66), (2, 0.64), (3, 0.63)])
+    s.trial(1, "RUNNING", [(1, 0.70)])
+    with pytest.raises(results.TuneInterrupted, match=r"with 1 trial\(s\) unfinished and 2 not started .* --resume"):
+        s.write(monkeypatch)
