@@ -46,6 +46,9 @@ def tune(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, ve
         check_job_file_kept(job, spec.output.dir)
 
         check_can_start_search(spec, resume, overwrite)
+        from peft_ray.tune.fit import check_fits_here
+
+        check_fits_here(spec)    # an in-process Ray too small for a trial: said before tune.log opens
         # As `train`: everything goes to OUTPUT_DIR/tune.log, the terminal gets peft-ray's lines
         # and Tune's status heartbeat (default), or less (-q), or all of it (-v).
         log = None if is_uri(spec.output.dir) else Path(spec.output.dir).expanduser() / "tune.log"

@@ -36,7 +36,11 @@ def register(main: click.Group) -> None:
             from peft_ray.train.ray_start import check_fits_this_machine
 
             check_fits_this_machine(spec)
-        except JobError as e:    # a job meant for a cluster is valid; `train` here would refuse it
+            if spec.tune is not None:      # every candidate trial, as `tune` refuses them here
+                from peft_ray.tune.fit import check_fits_here
+
+                check_fits_here(spec)
+        except JobError as e:    # a job meant for a cluster is valid; `train` (`tune`) here would refuse it
             click.echo(f"note: {e}", err=True)
         try:
             held = held_by(spec)

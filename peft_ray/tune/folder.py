@@ -73,7 +73,7 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
     # cluster too small) left only its plan and log: --resume has nothing to continue, so a plain
     # rerun replaces them. Anything more (tune/, whose pickled state a fresh search never reads;
     # trials, results) makes it a search that needs --resume or --overwrite.
-    started = out.is_dir() and any(p.name not in PLAN_FILES for p in out.iterdir())
+    started = any((out / name).exists() for name in SEARCH_FILES - PLAN_FILES)
     if started and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")

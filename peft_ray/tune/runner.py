@@ -26,9 +26,8 @@ from peft_ray.spec.tune import TuneSpec
 from peft_ray.tune.folder import EXPERIMENT, prepared_dir
 from peft_ray.tune.history import ResumableASHA, TrialRecorder
 from peft_ray.tune.state import SEARCH_STATE, read_state
-from peft_ray.train.fit import DATA_CPU_SLOTS
-from peft_ray.tune.trial import (PlacementGroupJanitor, TrialResources, check_fits_here, plan_resources,
-                                 run_trial)
+from peft_ray.tune.fit import check_fits_here
+from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
 
 def check_search(spec: JobSpec) -> S.SearchSpace:
@@ -134,16 +133,16 @@ def check_tune(spec: JobSpec):
     space = check_search(spec)
     total_of = steps_counter(space, preflight_templates(space))
     every = S.discrete_combinations(space)
-    specs = candidate_specs(space, every)
-    check_schedule(specs, [total_of(a) for a in every], spec.tune)
-    check_fits_here(specs, spec.tune, DATA_CPU_SLOTS)
+    check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
     return space, total_of
+
 
 
 def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, job_path: str = "JOB.yaml",
              verbosity: int = 1):
     """The whole search; returns the leaderboard rows (best first). `verbosity` is Ray Tune's
     (0 silent, 1 status heartbeat, 2 every trial's start, results and end)."""
+    from peft_ray.train.fit import DATA_CPU_SLOTS
     from peft_ray.train.ray_start import init_ray
     from peft_ray.tune.results import write_results
 
@@ -151,6 +150,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
     if spec.tune is None:
         raise SpecError("tune: the job has no tune section; add one (see docs/tune.md) or use `peft-ray train`")
     space, total_of = check_tune(spec)
+    check_fits_here(spec)     # before output.dir is written to and Ray starts (the CLI asked already)
     with prepared_dir(spec, resume, overwrite) as out:
         state = plan_search(spec, space, out, resume)
         specs = candidate_specs(space, state["trials"])

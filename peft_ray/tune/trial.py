@@ -28,7 +28,6 @@ run at once (and no more than the GPUs allow).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,11 @@ from typing import Any, Dict, List, Optional
 import yaml
 from ray.tune import Callback
 
-from peft_ray.errors import JobError
 from peft_ray.spec import JobSpec, saved_spec, validate_spec
 from peft_ray.storage import write_file
 from peft_ray.tune.report import TRIAL_FILE
 from peft_ray.train.runlog import tagged
+from peft_ray.tune.fit import trials_at_once
 from peft_ray.tune.folder import TRIALS_DIR
 from peft_ray.tune.space import SearchSpace
 from peft_ray.spec.tune import TuneSpec
@@ -63,11 +62,6 @@ class ResourcePlan:
                 f"{self.data_cpus:g} kept for Ray Data, {self.per_trial_cpus:g} per trial")
 
 
-def trial_cpus(spec: JobSpec, t: TuneSpec) -> float:
-    workers = spec.scaling.num_workers * spec.scaling.cpus_per_worker
-    return workers if spec.scaling.num_workers == 1 else workers + t.trial_cpus
-
-
 def plan_resources(specs: List[JobSpec], t: TuneSpec, data_cpus: float) -> ResourcePlan:
     """How many trials fit at once in the running Ray; a message (not a hang) when not even one fits."""
     import ray
@@ -79,38 +73,6 @@ def plan_resources(specs: List[JobSpec], t: TuneSpec, data_cpus: float) -> Resou
         print(f"[peft-ray] tune.max_concurrent_trials={t.max_concurrent_trials} does not fit the cluster; "
               f"running {fit} at once")
     return ResourcePlan(cpus, gpus, data_cpus, per_trial, max(1, min(fit, t.max_concurrent_trials or fit)))
-
-
-def trials_at_once(specs: List[JobSpec], t: TuneSpec, cpus: float, gpus: float, data_cpus: float):
-    """(CPUs a trial needs, how many trials fit in `cpus` and `gpus`), refusing when none fits."""
-    per_trial = max(trial_cpus(s, t) for s in specs)
-    free = cpus - data_cpus
-    if per_trial > free:
-        raise JobError(f"one trial needs {per_trial:g} CPUs (scaling.num_workers x scaling.cpus_per_worker "
-                       f"+ tune.trial_cpus) but the cluster has {cpus:g}, {data_cpus:g} of them kept for "
-                       "Ray Data; lower scaling.num_workers or tune.trial_cpus")
-    fit = int(math.floor(free / per_trial + 1e-9))
-    gpu_workers = max((s.scaling.num_workers for s in specs if s.scaling.use_gpu), default=0)
-    if gpu_workers:
-        fit = min(fit, int(gpus // gpu_workers))
-        if fit == 0:
-            raise JobError(f"scaling.use_gpu: a trial needs {gpu_workers} GPUs; the cluster has {gpus:g}")
-    return per_trial, fit
-
-
-def check_fits_here(specs: List[JobSpec], t: TuneSpec, data_cpus: float) -> None:
-    """The Ray a search starts in-process has this machine's CPUs (and Ray Data's slots), known
-    before it starts: a trial that cannot fit is refused before output.dir is written to. A
-    joined cluster is sized once joined (plan_resources)."""
-    import os
-
-    from peft_ray.train.ray_start import check_fits_this_machine
-
-    if any(s.scaling.address for s in specs) or os.environ.get("RAY_ADDRESS"):
-        return
-    for s in specs:
-        check_fits_this_machine(s)
-    trials_at_once(specs, t, (os.cpu_count() or 1) + data_cpus, 0.0, data_cpus)   # GPUs: checked per trial above
 
 
 class TrialResources:

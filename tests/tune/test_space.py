@@ -225,13 +225,22 @@ def test_a_trial_larger_than_the_in_process_ray_is_refused_before_anything_start
     """Found only after Ray had started and search.json was written (a review finding)."""
     import os
 
-    from peft_ray.tune.runner import check_tune
+    from peft_ray.tune.fit import check_fits_here as check_tune_here
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
     spec = _spec(tiny_bert, tiny_data, tmp_path, {"trial_cpus": 1}, scaling={"num_workers": 2})
     with pytest.raises(JobError, match="one trial needs 3 CPUs .* the cluster has 3, 1 of them kept for Ray Data"):
-        check_tune(spec)
+        check_tune_here(spec)
     with pytest.raises(JobError, match="scaling.use_gpu: 1 worker"):
-        check_tune(_spec(tiny_bert, tiny_data, tmp_path, {"space": {"scaling.use_gpu": {"choice": [False, True]}}}))
+        check_tune_here(_spec(tiny_bert, tiny_data, tmp_path, {"space": {"scaling.use_gpu": {"choice": [False, True]}}}))
+    # validate notes it (the job may be meant for a cluster), as it notes a train job too large here
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(tune_job(tiny_bert, tiny_data, tmp_path / "o", {"trial_cpus": 1},
+                                           scaling={"num_workers": 2})))
+    r = CliRunner().invoke(main, ["validate", str(job)])
+    assert r.exit_code == 0 and "note: one trial needs 3 CPUs" in r.output, r.output
+    # `tune` refuses it before output.dir holds anything
+    r = CliRunner().invoke(main, ["tune", str(job)])
+    assert r.exit_code == 2 and "one trial needs 3 CPUs" in r.output and not (tmp_path / "o").exists(), r.output
