@@ -3,6 +3,7 @@ without starting Ray or training."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Tuple
 
 import click
@@ -67,4 +68,8 @@ def held_by(spec) -> str:
     out = Location.of_output(spec.output.dir)
     if not (out / "job.yaml").exists():
         return ""
-    return "a search" if (out / "search.json").exists() else "a run"
+    if (out / "search.json").exists():   # a search's plan; one that never began is simply run again
+        from peft_ray.tune.folder import search_started
+
+        return "a search" if search_started(Path(spec.output.dir).expanduser()) else ""
+    return "a run"

@@ -73,8 +73,7 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
     # cluster too small) left only its plan and log: --resume has nothing to continue, so a plain
     # rerun replaces them. Anything more (tune/, whose pickled state a fresh search never reads;
     # trials, results) makes it a search that needs --resume or --overwrite.
-    started = any((out / name).exists() for name in SEARCH_FILES - PLAN_FILES)
-    if started and not (resume or overwrite):
+    if search_started(out) and not (resume or overwrite):
         raise CheckpointError(f"output.dir '{out}' already holds a search; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
     best_run = out / BEST_RUN
@@ -90,3 +89,8 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
             check_own_pickles(out / TRIALS_DIR, "--resume", "a trial's reports there decide the leaderboard and "
                               "which checkpoint's adapter is exported")
     return out
+
+
+def search_started(out: Path) -> bool:
+    """Whether output.dir holds a search that got further than its plan (see check_can_start_search)."""
+    return any((out / name).exists() for name in SEARCH_FILES - PLAN_FILES)

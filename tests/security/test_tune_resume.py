@@ -149,6 +149,7 @@ def test_a_search_that_stopped_before_ray_tune_began_is_rerun_not_resumed(tmp_pa
     """A search refused after its plan was written (a cluster too small, Ctrl-C during Ray's start-up)
     left job.yaml, search.json and tune.log: a plain rerun was refused ('already holds a search') and
     --resume too ('no search to resume'), so only --overwrite got out (a review finding)."""
+    from peft_ray.commands.validate import held_by
     from peft_ray.spec import load_spec
     from peft_ray.tune.folder import check_can_start_search
 
@@ -161,9 +162,11 @@ def test_a_search_that_stopped_before_ray_tune_began_is_rerun_not_resumed(tmp_pa
     assert check_can_start_search(spec, resume=False, overwrite=False) == out
     with pytest.raises(CheckpointError, match="no search to resume"):
         check_can_start_search(spec, resume=True, overwrite=False)
+    assert held_by(spec) == ""                               # validate says nothing of --resume either
     (out / "trials").mkdir()                                 # a trial began: that is a search to resume
     with pytest.raises(CheckpointError, match="already holds a search; pass --resume"):
         check_can_start_search(spec, resume=False, overwrite=False)
+    assert held_by(spec) == "a search"
 
 
 def test_overwrite_never_deletes_the_run_of_best_job_yaml(tmp_path):
