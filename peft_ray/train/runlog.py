@@ -66,10 +66,19 @@ class RunLog:
         self.bar = make_bar(bar, total_steps, start_step) if rank0 else None
 
     def _tensorboard(self):
+        """The writer, holding every row metrics.jsonl kept (trim_log): after a restart TensorBoard
+        then shows each step once. Its events are written by a thread whose flush() leaves queued
+        ones behind, so a killed run could lose an evaluation there that metrics.jsonl had."""
         from tensorboardX import SummaryWriter  # ships with ray[train]; a pyproject dependency
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        return SummaryWriter(str(self.dir / "tensorboard"), flush_secs=10)
+        writer = SummaryWriter(str(self.dir / "tensorboard"), flush_secs=10)
+        log = self.dir / "metrics.jsonl"
+        for row in read_log(log) if log.exists() else []:
+            for key, value in row.items():
+                if key not in ("kind", "step", "time") and isinstance(value, (int, float)):
+                    writer.add_scalar(f"{row['kind']}/{key}", value, row["step"], walltime=row.get("time"))
+        return writer
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step == self.total
@@ -181,12 +190,12 @@ class LineProgress:
 
 def trim_log(out_dir: Path, start_step: int) -> None:
     """A fresh run starts an empty curve (--overwrite too); a resumed one drops the rows
-    past its checkpoint, which it is about to redo. TensorBoard keeps its old events
-    (it shows the redone steps over them), except on a fresh start."""
+    past its checkpoint, which it is about to redo. TensorBoard's events start afresh either
+    way: RunLog writes the kept rows into them again."""
     log = out_dir / "metrics.jsonl"
+    shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     if start_step == 0:
         log.unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     elif log.exists():
         keep = [json.dumps(r) for r in read_log(log) if r.get("step", 0) <= start_step]
         write_file(log, "".join(line + "\n" for line in keep))

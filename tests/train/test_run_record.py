@@ -155,3 +155,27 @@ def test_a_tune_trials_lines_say_which_trial(capsys):
     RunLog(None, 10, 0, rank0=True, bar="none").echo("eval @ step 2: accuracy 0.5")
     assert capsys.readouterr().out.splitlines() == ["[peft-ray] trial 1a2b_00003: eval @ step 2: accuracy 0.5",
                                                     "[peft-ray] eval @ step 2: accuracy 0.5"]
+
+
+def test_tensorboard_after_a_restart_holds_every_step_once_and_every_evaluation(tmp_path):
+    """tensorboardX writes events from a thread whose flush() leaves queued ones behind: a worker
+    killed after an evaluation lost it from TensorBoard for good (the best step's, in a review), and
+    a resumed run showed the steps it redid twice. TensorBoard now starts from metrics.jsonl's rows."""
+    from peft_ray.train.runlog import RunLog
+
+    first = RunLog(str(tmp_path), total_steps=6, start_step=0, rank0=True, bar="none")
+    for step in range(1, 5):
+        first.train_step(step, step / 6, 0.1, 1.0)
+        if step % 2 == 0:
+            first.evaluation(step, {"accuracy": step / 10})
+    # killed here, its writer never closed; the run resumes from its step-2 checkpoint
+    again = RunLog(str(tmp_path), total_steps=6, start_step=2, rank0=True, bar="none")
+    for step in range(3, 7):
+        again.train_step(step, step / 6, 0.1, 1.0)
+        if step % 2 == 0:
+            again.evaluation(step, {"accuracy": step / 10 + 0.01})
+    again.close()
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert scalars["eval/accuracy"] == [(2, pytest.approx(0.2)), (4, pytest.approx(0.41)), (6, pytest.approx(0.61))]
+    assert [r["step"] for r in read_log(tmp_path / "metrics.jsonl") if r["kind"] == "eval"] == [2, 4, 6]
