@@ -91,13 +91,18 @@ def split_of(data: str, split: Optional[str]) -> str:
 
 
 def default_output(adapter_dir: Path, split: str) -> Path:
-    """eval's own file: a run's (adapter/ inside a run folder, or a checkpoint's) eval_<split>.json in
-    the run folder; an adapter folder of its own (an export) gets eval_<name>_<split>.json beside it,
-    so two exports side by side keep their own."""
+    """eval's own file: a run's adapter/ gets eval_<split>.json in the run folder, a checkpoint's
+    eval_<checkpoint>_<split>.json there too (never inside the checkpoint: a file its manifest does not
+    list fails its check, and --resume would pass it over); an adapter folder of its own (an export)
+    gets eval_<name>_<split>.json beside it, so two exports side by side keep their own."""
     adapter_dir = adapter_dir.resolve()            # `eval .` and `eval ../x` name the same folder alike
     owner = adapter_dir.parent
-    if adapter_dir.name == "adapter" and any((owner / f).is_file() for f in ("job.yaml", "trainer_state.json")):
+    if adapter_dir.name == "adapter" and (owner / "job.yaml").is_file():
         return owner / f"eval_{split}.json"
+    if adapter_dir.name == "adapter" and (owner / "trainer_state.json").is_file():
+        # checkpoints/checkpoint_N (--local) or ray/<experiment>/checkpoint_<time> (Ray) of a run
+        run = next((up for up in owner.parents[:3] if (up / "job.yaml").is_file()), owner.parent)
+        return run / f"eval_{owner.name}_{split}.json"
     return owner / f"eval_{adapter_dir.name}_{split}.json"
 
 

@@ -417,3 +417,17 @@ def test_local_predict_notes_a_num_actors_it_does_not_use(cls_run, tmp_path):
     src.write_text(json.dumps({"text": "a good film"}) + "\n")
     r = _cli("predict", cls_run, "--input", src, "--output", tmp_path / "o.jsonl", "--local", "--num-actors", 4)
     assert r.exit_code == 0 and "note: --num-actors 4 sizes Ray's actor pool; --local predicts" in r.output, r.output
+
+
+def test_eval_of_a_checkpoint_writes_beside_the_run_and_leaves_the_checkpoint_resumable(cls_run, tmp_path):
+    """eval_validation.json went inside the checkpoint, whose manifest does not list it: the checkpoint
+    then failed its check and --resume passed it over for an older one (a review finding)."""
+    from peft_ray.train.checkpoint import validate_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(cls_run, run)
+    ckpt = sorted((run / "checkpoints").glob("checkpoint_*"))[-1]
+    r = _cli("eval", ckpt, "--data", cls_run.parent / "data", "--local")
+    assert r.exit_code == 0, r.output
+    assert (run / f"eval_{ckpt.name}_validation.json").is_file() and validate_checkpoint(ckpt)[0]
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(p.name for p in (cls_run / "checkpoints" / ckpt.name).iterdir())
