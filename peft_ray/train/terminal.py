@@ -162,13 +162,16 @@ def bar_stream() -> TextIO:
 class Terminal:
     """The routed terminal of one run (see routed)."""
 
-    def __init__(self, level: str, out: TextIO):
-        self.level, self.out = level, out
+    def __init__(self, level: str, out: TextIO, log: Optional[TextIO] = None):
+        self.level, self.out, self.log = level, out, log
 
     def show(self, text: str) -> None:
-        """Always shown, whatever the level (the summary)."""
+        """Always shown, whatever the level (the summary), and kept in the log file with the rest."""
         self.out.write(text + "\n")
         self.out.flush()
+        if self.log is not None and not self.log.closed:
+            self.log.write(redact_text(text) + "\n")
+            self.log.flush()
 
 
 @contextlib.contextmanager
@@ -185,7 +188,7 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True, keep: O
     sys.stdout = Router(old[0], log, level, pass_bars, keep, notes)
     sys.stderr = Router(old[1], log, level, pass_bars, keep, notes)
     try:
-        yield Terminal(level, old[0])
+        yield Terminal(level, old[0], log)
     except BaseException:
         if log_file is not None:
             old[1].write(f"[peft-ray] the run's full output is in {log_file}\n")

@@ -127,6 +127,7 @@ def test_cli_levels(tmp_path, tiny_bert, tiny_data):
     assert 1 <= len(progress) <= 11 and progress[-1].startswith("[peft-ray] step 4/4 | loss "), progress
     assert "training:" not in r.stderr and "\r" not in r.stdout + r.stderr   # no redrawing bar
     assert "DeepSpeed" in (out / "train.log").read_text()  # internals kept in the log file
+    assert lines[-2] in (out / "train.log").read_text().splitlines()   # the summary too (a review finding)
     q, _ = _cli_train(tmp_path, tiny_bert, tiny_data, "-q")
     assert "eval @ step" not in q.stdout and "[peft-ray] step " not in q.stdout and "peft-ray: tiny" in q.stdout
 
