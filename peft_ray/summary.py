@@ -17,9 +17,18 @@ AFTER = [("val loss", "loss", "{:.4f}"),
          ("checkpoint", "checkpoint", "{}")]
 
 
+# After --resume the training clocks and rates cover every attempt (the run's), the wall time and
+# the phases this process only: the labels say which.
+RESUMED = {"samples_per_s": "samples/s (all attempts)", "tokens_per_s": "tokens/s (all attempts)",
+           "train_seconds": "train time, all attempts (s)", "wall_seconds": "wall time, this attempt (s)",
+           "time_phases": "this attempt by phase (s)"}
+
+
 def render_summary(metrics: Dict[str, Any], title: str = "peft-ray run",
                    task_rows: Sequence[Tuple[str, str, str]] = ()) -> str:
-    rows = [(label, fmt.format(metrics[key])) for label, key, fmt in [*BEFORE, *task_rows, *AFTER] if key in metrics]
+    resumed = float(metrics.get("carried_train_seconds") or 0.0) > 0.0
+    rows = [(RESUMED.get(key, label) if resumed else label, fmt.format(metrics[key]))
+            for label, key, fmt in [*BEFORE, *task_rows, *AFTER] if key in metrics]
     width = max(len(r[0]) for r in rows)
     # at most 79 wide: a long value (a path, the time by phase) wraps on an 80-column terminal anyway,
     # and a rule as wide as it wrapped twice
