@@ -100,7 +100,9 @@ def apply_trust(spec, trust: Trust, where: Path):
             raise CheckpointError(f"{where}: the recorded job sets model.{field}: true, which can run code from "
                                   f"'{spec.model.name_or_path}'; peft-ray never turns that on from a file it "
                                   f"reads. Pass {flag} if you trust this adapter and its base model")
-        setattr(spec.model, field, allowed and recorded)
+        # the flag alone allows pickle weights: a colleague's copy of the base may have only those;
+        # remote code only where the recorded run used it (the flag's help: "as recorded")
+        setattr(spec.model, field, allowed if field == "allow_pickle" else allowed and recorded)
     spec.model.name_or_path = cached_model(spec.model.name_or_path, where)
     return spec
 
@@ -164,11 +166,12 @@ def check_chat_template(spec, where: Path) -> None:
 
 def check_adapter(adapter_dir: Path, trust: Trust = Trust()) -> LoadedAdapter:
     """Everything load_adapter checks that needs no weights: the job, the task, the base model path."""
-    from peft_ray.models import load_tokenizer, resolve_model_path
+    from peft_ray.models import check_model_folder, load_tokenizer, resolve_model_path
 
     _, spec = read_run_spec(adapter_dir, trust)
     try:
         path = resolve_model_path(spec.model.name_or_path)
+        check_model_folder(path, spec.model.allow_pickle)   # its weights' kind, before any actor loads them
     except JobError as e:
         raise CheckpointError(f"{adapter_dir / EXTRA}: {e}") from None
     return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)

@@ -118,8 +118,8 @@ def check_model_folder(path: str, allow_pickle: bool) -> None:
     has_pickle = bool(suffixes & {".bin", ".pt", ".pth"})
     if has_pickle and not has_safe and not allow_pickle:
         raise SpecError(f"model.name_or_path: '{path}' holds only pickle weights (.bin/.pt), which can run "
-                        "code when loaded. Convert them to safetensors, or add model.allow_pickle=true to the "
-                        "command line if you trust the source")
+                        "code when loaded. Convert them to safetensors, or, if you trust the source, allow them: "
+                        "model.allow_pickle=true (train, tune, validate) or --allow-pickle (eval, predict, export)")
 
 
 def check_attention_setting(config: Path) -> None:

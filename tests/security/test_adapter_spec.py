@@ -109,3 +109,27 @@ def test_a_search_cannot_turn_on_remote_code(tiny_bert, tiny_data, tmp_path):
                     tune={"space": {"model.trust_remote_code": {"choice": [True, False]}}})
     with pytest.raises(SpecError, match="tune.space.model.trust_remote_code: cannot be searched"):
         check_keys(SearchSpace.from_spec(validate_spec(spec)))
+
+
+def test_allow_pickle_on_the_command_line_allows_a_pickle_only_copy_of_the_base(adapter, tiny_bert, tmp_path):
+    """A colleague's copy of the base holds only pytorch_model.bin: --allow-pickle did nothing unless the
+    recorded job had allowed pickle itself, and the refusal named an option eval and predict lack (a
+    review finding). The flag, the user's own, allows it; the recorded job alone still never does."""
+    import torch
+    from transformers import AutoModel
+
+    base = tmp_path / "pickled-base"
+    shutil.copytree(tiny_bert, base)
+    torch.save(AutoModel.from_pretrained(tiny_bert).state_dict(), base / "pytorch_model.bin")
+    for f in base.glob("*.safetensors"):
+        f.unlink()
+    assert not list(base.glob("*.safetensors")) and (base / "pytorch_model.bin").is_file()
+    shared = _tamper(adapter, tmp_path, name_or_path=str(base))
+    extra = json.loads((shared / "peft_ray.json").read_text())
+    extra["base_model_path"] = str(base)
+    (shared / "peft_ray.json").write_text(json.dumps(extra))
+    with pytest.raises(CheckpointError, match=r"holds only pickle weights .* --allow-pickle \(eval, predict, export\)"):
+        check_adapter(shared)
+    assert check_adapter(shared, Trust(pickle=True)).spec.model.allow_pickle
+    r = CliRunner().invoke(main, ["export", str(shared), str(tmp_path / "exported"), "--allow-pickle"])
+    assert r.exit_code == 0, r.output
