@@ -366,7 +366,7 @@ def check_model_and_method(spec: JobSpec) -> str:
     check_method_modules(model_path, spec.method, spec.model.trust_remote_code)
     check_model_fits_task(spec, model_path)
     if spec.method.init_from:
-        check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type)
+        check_init_from(spec.method.init_from, get_method(spec.method.name).peft_type, spec.method)
     return model_path
 
 

@@ -117,20 +117,34 @@ def check_keys(have: set, want: set, source: str) -> None:
 
 def copy_checked(param: torch.Tensor, value: torch.Tensor, key: str, source: str) -> None:
     if tuple(param.shape) != tuple(value.shape):
-        raise SpecError(f"method.init_from: {source}: '{key}' has shape {tuple(value.shape)} but this model "
-                        f"needs {tuple(param.shape)}; match the method fields to its adapter_config.json")
+        raise SpecError(f"{source}: '{key}' has shape {tuple(value.shape)} but this model needs "
+                        f"{tuple(param.shape)}; match the method fields to its adapter_config.json")
     param.copy_(value.to(param.dtype))
 
 
-def check_init_from(path: str, peft_type: str) -> None:
-    """method.init_from names an HF PEFT adapter folder of `peft_type` (files and config only: the
-    pre-flight calls this before any model loads)."""
+# Method fields that decide the adapter's tensors, under the same names in HF PEFT's adapter_config.json.
+SHAPING = ("r", "num_virtual_tokens", "target_modules", "feedforward_modules")
+
+
+def check_init_from(path: str, peft_type: str, cfg=None) -> None:
+    """method.init_from names an HF PEFT adapter folder of `peft_type` whose shaping fields agree with
+    the method's `cfg` (files and config only: the pre-flight calls this before any model loads)."""
     p = Path(path).expanduser()
     if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
         raise SpecError(f"method.init_from: '{path}' is not an HF PEFT adapter folder (needs {CONFIG} and {WEIGHTS})")
-    found = read_json_object(p / CONFIG, "method.init_from:").get("peft_type")
+    config = read_json_object(p / CONFIG, "method.init_from:")
+    found = config.get("peft_type")
     if found != peft_type:
         raise SpecError(f"method.init_from: '{path}' holds a {found} adapter, not {peft_type}")
+    for field in SHAPING:
+        mine, theirs = getattr(cfg, field, None), config.get(field)
+        if mine is None or theirs is None:
+            continue      # a default resolved per model, or a field this method lacks: the load checks it
+        same = (set(mine) == set(theirs) if isinstance(mine, (list, tuple)) and isinstance(theirs, list)
+                else mine == theirs)
+        if not same:
+            raise SpecError(f"method.init_from: '{path}' was trained with {field}={theirs} ({CONFIG}) but "
+                            f"method.{field} is {mine}; set method.{field} to {theirs}")
 
 
 def load_init_from(model: "AdapterModel", path: str, peft_type: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -60,3 +62,25 @@ def test_init_from_peft_prompt_adapter(tiny_bert, tiny_data, tmp_path):
     method = {"name": "prompt_tuning", "num_virtual_tokens": 5, "init_from": str(tmp_path / "peft-adapter")}
     model, _, _ = build_model(validate_spec(job_dict(tiny_bert, tiny_data, tmp_path, method=method)))
     torch.testing.assert_close(model.prompt.detach(), theirs.prompt_encoder["default"].embedding.weight.detach())
+
+
+def test_init_from_with_other_shaping_fields_is_refused_before_any_run(tiny_bert, tiny_data, tmp_path):
+    """A LoRA adapter of r 8 as the start of an r 4 job passed `validate` and failed in the workers,
+    after Ray started, with 'method.init_from: method.init_from: ...' (a review finding)."""
+    from peft_ray.errors import SpecError
+    from peft_ray.preflight import run_preflight
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+    lora = peft.LoraConfig(task_type="SEQ_CLS", r=8, target_modules=["query", "value"])
+    peft.get_peft_model(base, lora).save_pretrained(str(tmp_path / "lora8"))
+    start = str(tmp_path / "lora8")
+    def job(**method):
+        job = job_dict(tiny_bert, tiny_data, tmp_path / "out", template={"text": "{text}"})
+        job["method"] = {"name": "lora", "target_modules": ["query", "value"], **method, "init_from": start}
+        return validate_spec(job)
+    for method, said in (({"r": 4}, "was trained with r=8 (adapter_config.json) but method.r is 4; set method.r to 8"),
+                         ({"r": 8, "target_modules": ["query", "key"]}, "but method.target_modules is")):
+        with pytest.raises(SpecError, match=re.escape(said)):
+            run_preflight(job(**method))
+    run_preflight(job(r=8, target_modules=["value", "query"]))
