@@ -120,7 +120,8 @@ def cached_model(name: str, where: Path) -> str:
     except Exception:                    # LocalEntryNotFoundError, a malformed id, ...
         raise CheckpointError(f"{where}: the recorded base model '{name}' is not in the local Hugging Face "
                               f"cache, and a recorded job never downloads; fetch it yourself if you trust it "
-                              f"(huggingface-cli download {name})") from None
+                              f"(huggingface-cli download {name}), or pass --base-model PATH (a copy of it "
+                              "here)") from None
 
 
 def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
@@ -139,7 +140,9 @@ def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
         raise CheckpointError(f"{adapter_dir / EXTRA}: the recorded job no longer validates: {e}") from None
     spec.method.init_from = None         # the adapter replaces any starting point
     local = extra.get("base_model_path")  # adapter_config names the hub id; load what training loaded
-    if local and Path(local).is_dir():
+    if trust.base_model:                  # the user's own copy of it, named on the command line
+        spec.model.name_or_path = trust.base_model
+    elif local and Path(local).is_dir():
         spec.model.name_or_path = local
     spec = apply_trust(spec, trust, adapter_dir / EXTRA)
     check_chat_template(spec, adapter_dir / EXTRA)
@@ -173,7 +176,8 @@ def check_adapter(adapter_dir: Path, trust: Trust = Trust()) -> LoadedAdapter:
         path = resolve_model_path(spec.model.name_or_path)
         check_model_folder(path, spec.model.allow_pickle)   # its weights' kind, before any actor loads them
     except JobError as e:
-        raise CheckpointError(f"{adapter_dir / EXTRA}: {e}") from None
+        hint = "" if trust.base_model else "; where this machine has its own copy of the base model, pass --base-model PATH"
+        raise CheckpointError(f"{adapter_dir / EXTRA}: {e}{hint}") from None
     return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)
 
 

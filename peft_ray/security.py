@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 REDACTED = "***REDACTED***"
 # Whole words of a key name: `hf_token`, `AWS_SECRET_ACCESS_KEY`, `password` (not `tokenizer`).
@@ -302,6 +302,7 @@ class Trust:
 
     remote_code: bool = False            # --trust-remote-code: the base model's own Python (auto_map)
     pickle: bool = False                 # --allow-pickle: pickle-only (.bin/.pt) base weights
+    base_model: Optional[str] = None     # --base-model: this machine's copy of the recorded base model
 
 
 def trust_flags(command):
@@ -309,6 +310,10 @@ def trust_flags(command):
     (eval, predict, export): only the person running the command can turn these on."""
     import click
 
+    command = click.option("--base-model", "base_model", default=None, metavar="PATH",
+                           help="This machine's copy of the adapter's base model (a folder, or a hub id in the "
+                                "local cache), where the one its run recorded is not here. The adapter's "
+                                "tensors are checked against it as they load.")(command)
     command = click.option("--allow-pickle", is_flag=True,
                            help="Allow the base model's pickle-only weights (.bin/.pt can run code).")(command)
     return click.option("--trust-remote-code", is_flag=True,

@@ -56,12 +56,12 @@ def register(main: click.Group) -> None:
     @trust_flags
     def eval_cmd(adapter_or_run: str, data: str, split: Optional[str], output: Optional[str], overwrite: bool,
                  batch_size: Optional[int], ray_address: Optional[str], old_address: Optional[str], local: bool,
-                 trust_remote_code: bool, allow_pickle: bool) -> None:
+                 trust_remote_code: bool, allow_pickle: bool, base_model: Optional[str]) -> None:
         """Evaluate a trained adapter (a run's output.dir or its adapter/ folder) on labelled data:
         print the task's metrics and write them as JSON."""
         try:
             metrics, out = run_eval(adapter_or_run, data, split, output, batch_size, ray_address or old_address,
-                                    local=local, trust=Trust(trust_remote_code, allow_pickle), overwrite=overwrite)
+                                    local=local, trust=Trust(trust_remote_code, allow_pickle, base_model), overwrite=overwrite)
         except JobError as e:
             fail(e)
         click.echo("\n" + render_metrics(metrics, f"peft-ray eval: {metrics['task']} on {metrics['split']}"))

@@ -11,6 +11,7 @@ import contextlib
 import json
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -35,14 +36,14 @@ def register(main: click.Group) -> None:
     @overwrite_option("OUT_DIR's earlier export")
     @trust_flags
     def export(run_dir: str, out_dir: str, merge: bool, overwrite: bool, trust_remote_code: bool,
-               allow_pickle: bool) -> None:
+               allow_pickle: bool, base_model: Optional[str]) -> None:
         """Write the adapter of RUN_DIR into OUT_DIR in HF PEFT's layout (peft.PeftModel.from_pretrained
         loads it), or with --merge a merged full model (AutoModel*.from_pretrained loads it)."""
         from peft_ray.inference import find_adapter_dir
 
         try:
             src = find_adapter_dir(run_dir, "RUN_DIR")
-            trust = Trust(trust_remote_code, allow_pickle)
+            trust = Trust(trust_remote_code, allow_pickle, base_model)
             if merge:
                 quiet_deepspeed_guess()
             out = (merge_adapter(src, Path(out_dir), trust, overwrite) if merge

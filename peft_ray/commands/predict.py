@@ -54,7 +54,7 @@ def register(main: click.Group) -> None:
     @trust_flags
     def predict(adapter_or_run: str, input_path: str, output_path: str, batch_size: Optional[int],
                 num_actors: int, ray_address: Optional[str], old_address: Optional[str], local: bool,
-                overwrite: bool, trust_remote_code: bool, allow_pickle: bool) -> None:
+                overwrite: bool, trust_remote_code: bool, allow_pickle: bool, base_model: Optional[str]) -> None:
         """Predict with a trained adapter (a run's output.dir or its adapter/ folder) on every row
         of --input, through a Ray Data actor pool (or in-process with --local); write the rows plus
         the predictions to --output."""
@@ -64,7 +64,7 @@ def register(main: click.Group) -> None:
         try:
             done = run_predict(adapter_or_run, input_path, local_output(output_path), batch_size, num_actors,
                                ray_address or old_address, local=local,
-                               trust=Trust(trust_remote_code, allow_pickle), overwrite=overwrite)
+                               trust=Trust(trust_remote_code, allow_pickle, base_model), overwrite=overwrite)
         except JobError as e:
             fail(e)
         if done["truncated"]:

@@ -133,3 +133,18 @@ def test_allow_pickle_on_the_command_line_allows_a_pickle_only_copy_of_the_base(
     assert check_adapter(shared, Trust(pickle=True)).spec.model.allow_pickle
     r = CliRunner().invoke(main, ["export", str(shared), str(tmp_path / "exported"), "--allow-pickle"])
     assert r.exit_code == 0, r.output
+
+
+def test_a_colleague_points_the_adapter_at_their_own_copy_of_the_base(adapter, tiny_bert, tiny_data, tmp_path):
+    """The recorded base was a folder on another machine: eval, predict and export had no way to name
+    this machine's copy, and the error did not say how (a review finding). --base-model does."""
+    shared = _tamper(adapter, tmp_path, name_or_path="/home/alice/models/tiny-bert")
+    extra = json.loads((shared / "peft_ray.json").read_text())
+    extra["base_model_path"] = "/home/alice/models/tiny-bert"
+    (shared / "peft_ray.json").write_text(json.dumps(extra))
+    with pytest.raises(CheckpointError, match="/home/alice/models/tiny-bert.*pass --base-model PATH"):
+        check_adapter(shared)
+    assert check_adapter(shared, Trust(base_model=str(tiny_bert))).spec.model.name_or_path == str(tiny_bert)
+    r = CliRunner().invoke(main, ["predict", str(shared), "--input", str(tiny_data / "validation.parquet"),
+                                  "--output", str(tmp_path / "p.jsonl"), "--local", "--base-model", str(tiny_bert)])
+    assert r.exit_code == 0 and "wrote 70 rows" in r.output, r.output
