@@ -103,12 +103,13 @@ def apply_trust(spec, trust: Trust, where: Path):
         # the flag alone allows pickle weights: a colleague's copy of the base may have only those;
         # remote code only where the recorded run used it (the flag's help: "as recorded")
         setattr(spec.model, field, allowed if field == "allow_pickle" else allowed and recorded)
-    spec.model.name_or_path = cached_model(spec.model.name_or_path, where)
+    spec.model.name_or_path = cached_model(spec.model.name_or_path, where, given=bool(trust.base_model))
     return spec
 
 
-def cached_model(name: str, where: Path) -> str:
-    """A local folder, an alias, or a hub id's snapshot in the local HF cache (never fetched)."""
+def cached_model(name: str, where: Path, given: bool = False) -> str:
+    """A local folder, an alias, or a hub id's snapshot in the local HF cache (never fetched).
+    `given`: the name came from --base-model, not from the recorded job."""
     from peft_ray.models import model_kind
 
     if model_kind(name) != "hub":
@@ -118,6 +119,10 @@ def cached_model(name: str, where: Path) -> str:
     try:
         return snapshot_download(name, local_files_only=True)
     except Exception:                    # LocalEntryNotFoundError, a malformed id, ...
+        if given:
+            raise CheckpointError(f"--base-model '{name}' is neither a folder nor in the local Hugging Face "
+                                  f"cache, and peft-ray never downloads; fetch it yourself "
+                                  f"(huggingface-cli download {name}) or name a folder") from None
         raise CheckpointError(f"{where}: the recorded base model '{name}' is not in the local Hugging Face "
                               f"cache, and a recorded job never downloads; fetch it yourself if you trust it "
                               f"(huggingface-cli download {name}), or pass --base-model PATH (a copy of it "
@@ -169,16 +174,25 @@ def check_chat_template(spec, where: Path) -> None:
 
 def check_adapter(adapter_dir: Path, trust: Trust = Trust()) -> LoadedAdapter:
     """Everything load_adapter checks that needs no weights: the job, the task, the base model path."""
-    from peft_ray.models import check_model_folder, load_tokenizer, resolve_model_path
+    from peft_ray.models import load_tokenizer
 
     _, spec = read_run_spec(adapter_dir, trust)
+    path = check_base(spec, adapter_dir, trust)
+    return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)
+
+
+def check_base(spec, adapter_dir: Path, trust: Trust) -> str:
+    """The recorded (or --base-model) base model's folder and its weights' kind, before any model or
+    actor loads it: its resolved path."""
+    from peft_ray.models import check_model_folder, resolve_model_path
+
     try:
         path = resolve_model_path(spec.model.name_or_path)
-        check_model_folder(path, spec.model.allow_pickle)   # its weights' kind, before any actor loads them
+        check_model_folder(path, spec.model.allow_pickle)
     except JobError as e:
         hint = "" if trust.base_model else "; where this machine has its own copy of the base model, pass --base-model PATH"
         raise CheckpointError(f"{adapter_dir / EXTRA}: {e}{hint}") from None
-    return LoadedAdapter(adapter_dir, spec, None, load_tokenizer(path, spec.model.trust_remote_code), path)
+    return path
 
 
 def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust = Trust(),
@@ -189,6 +203,7 @@ def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust =
     from peft_ray.train.engine import build_model
 
     state, spec = record or read_run_spec(adapter_dir, trust)
+    check_base(spec, adapter_dir, trust)
     try:
         model, tokenizer, path = build_model(spec)
         model.load_adapter_state(state, str(adapter_dir))

@@ -54,4 +54,9 @@ def check_fits_here(spec: JobSpec) -> None:
         return
     for s in specs:
         check_fits_this_machine(s)      # a trial's workers on this machine's CPUs, GPUs
-    trials_at_once(specs, spec.tune, (os.cpu_count() or 1) + DATA_CPU_SLOTS, 0.0, DATA_CPU_SLOTS)
+    gpus = 0
+    if any(s.scaling.use_gpu for s in specs):
+        import torch
+
+        gpus = torch.cuda.device_count()   # what the in-process Ray finds
+    trials_at_once(specs, spec.tune, (os.cpu_count() or 1) + DATA_CPU_SLOTS, float(gpus), DATA_CPU_SLOTS)

@@ -30,11 +30,13 @@ from peft_ray.tune.fit import check_fits_here
 from peft_ray.tune.trial import PlacementGroupJanitor, TrialResources, plan_resources, run_trial
 
 
-def check_search(spec: JobSpec) -> S.SearchSpace:
+def check_search(spec: JobSpec, resume: bool = False) -> S.SearchSpace:
     """Everything that needs no data: keys, metric, each candidate on its own (fails fast)."""
     space = S.SearchSpace.from_spec(spec)
     S.check_keys(space)
     S.check_metric(spec)
+    if not resume:
+        S.check_metric_for_best(spec)
     S.check_each_candidate(space)
     make_search(spec.tune)  # optuna must be installed before anything starts
     return space
@@ -126,11 +128,11 @@ def candidate_specs(space: S.SearchSpace, trials: Optional[List[Dict[str, Any]]]
     return S.check_trials(space, S.discrete_combinations(space))
 
 
-def check_tune(spec: JobSpec):
+def check_tune(spec: JobSpec, resume: bool = False):
     """(the search space, steps of a trial) after every check that needs no Ray: the space, each
     template's pre-flight, and the schedule over every candidate. The schedule comes before the
     pre-screen, which loads a model and scores every template (minutes)."""
-    space = check_search(spec)
+    space = check_search(spec, resume)
     total_of = steps_counter(space, preflight_templates(space))
     every = S.discrete_combinations(space)
     check_schedule(candidate_specs(space, every), [total_of(a) for a in every], spec.tune)
@@ -149,7 +151,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, overwrite: bool = False, jo
     t0 = time.time()
     if spec.tune is None:
         raise SpecError("tune: the job has no tune section; add one (see docs/tune.md) or use `peft-ray train`")
-    space, total_of = check_tune(spec)
+    space, total_of = check_tune(spec, resume)
     check_fits_here(spec)     # before output.dir is written to and Ray starts (the CLI asked already)
     with prepared_dir(spec, resume, overwrite) as out:
         state = plan_search(spec, space, out, resume)

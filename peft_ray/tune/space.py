@@ -180,6 +180,12 @@ def check_metric(spec: JobSpec) -> None:
         raise SpecError(f"tune.prescreen: the pre-screen ranks templates by zero-shot label-word scores, which a "
                         f"{spec.task.type} task has none of; set tune.prescreen: false")
     task.check_metric(spec.task, spec.tune.metric, "tune.metric")
+
+
+def check_metric_for_best(spec: JobSpec) -> None:
+    """A new search's trials rank their own steps by tune.metric (SearchSpace.from_spec): a job that
+    asks otherwise is refused. (`--resume` of a search started before that rule skips this: its
+    job may not change, and its trials continue by tune.metric.)"""
     t, own = spec.tune, spec.train
     if (own.metric_for_best not in (None, t.metric)
             or (own.greater_is_better is not None and own.greater_is_better != (t.mode == "max"))):

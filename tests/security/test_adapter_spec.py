@@ -145,6 +145,10 @@ def test_a_colleague_points_the_adapter_at_their_own_copy_of_the_base(adapter, t
     with pytest.raises(CheckpointError, match="/home/alice/models/tiny-bert.*pass --base-model PATH"):
         check_adapter(shared)
     assert check_adapter(shared, Trust(base_model=str(tiny_bert))).spec.model.name_or_path == str(tiny_bert)
+    with pytest.raises(CheckpointError, match="--base-model 'someone/not-cached-xyz' is neither a folder"):
+        check_adapter(shared, Trust(base_model="someone/not-cached-xyz"))
+    r = CliRunner().invoke(main, ["eval", str(shared), "--data", str(tiny_data / "validation.parquet"), "--local"])
+    assert r.exit_code == 2 and "pass --base-model PATH" in r.output, r.output     # eval says so too
     r = CliRunner().invoke(main, ["predict", str(shared), "--input", str(tiny_data / "validation.parquet"),
                                   "--output", str(tmp_path / "p.jsonl"), "--local", "--base-model", str(tiny_bert)])
     assert r.exit_code == 0 and "wrote 70 rows" in r.output, r.output

@@ -84,3 +84,4 @@ def test_init_from_with_other_shaping_fields_is_refused_before_any_run(tiny_bert
         with pytest.raises(SpecError, match=re.escape(said)):
             run_preflight(job(**method))
     run_preflight(job(r=8, target_modules=["value", "query"]))
+    run_preflight(job(r=8, target_modules=r".*\.(query|value)"))   # a pattern: the load's keys decide

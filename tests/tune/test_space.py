@@ -204,6 +204,7 @@ def test_a_trials_best_by_another_metric_than_the_search_is_refused(tiny_bert, t
     spec = _spec(tiny_bert, tiny_data, tmp_path, {}, train={"max_steps": 2, "eval_every": 1, **train})
     with pytest.raises(SpecError, match=re.escape(expected)):
         check_search(spec)
+    check_search(spec, resume=True)   # a search started before the rule resumes (its job may not change)
     check_search(_spec(tiny_bert, tiny_data, tmp_path, {}, train={"metric_for_best": "accuracy"}))
 
 
@@ -235,6 +236,9 @@ def test_a_trial_larger_than_the_in_process_ray_is_refused_before_anything_start
         check_tune_here(spec)
     with pytest.raises(JobError, match="scaling.use_gpu: 1 worker"):
         check_tune_here(_spec(tiny_bert, tiny_data, tmp_path, {"space": {"scaling.use_gpu": {"choice": [False, True]}}}))
+    # one GPU holds a 1-worker GPU trial (the check first counted none: every GPU search was refused)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    check_tune_here(_spec(tiny_bert, tiny_data, tmp_path, {}, scaling={"use_gpu": True}))
     # validate notes it (the job may be meant for a cluster), as it notes a train job too large here
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(tune_job(tiny_bert, tiny_data, tmp_path / "o", {"trial_cpus": 1},
