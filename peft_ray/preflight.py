@@ -79,7 +79,10 @@ def check_files_agree(files: List[str], spec: JobSpec, field_name: str, read: Op
     command-line option the files came from (eval's --data), named with each file."""
     typed: Dict[str, Tuple[str, pa.DataType]] = {}
     for path in files:
-        schema = read_schema([path])
+        try:
+            schema = read_schema([path])
+        except DataError as e:
+            raise DataError(f"{field_name}: {e}") from None
         check_columns(schema, spec, f"{option} '{path}'" if option else path, read, path)
         for col in (same_type or read or list(column_fields(spec))):
             if col not in schema.names or pa.types.is_null(schema.field(col).type):

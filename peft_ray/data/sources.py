@@ -163,6 +163,12 @@ def file_format(path: str, field: str = "data") -> str:
     return FORMATS[ext]
 
 
+def _zero_bytes(path: str, fmt: str) -> bool:
+    """A 0-byte CSV or JSON Lines file: no rows (pyarrow would call it a parse error). A 0-byte
+    Parquet or Arrow file is broken, and its reader says so."""
+    return fmt in ("csv", "json") and os.path.isfile(path) and os.path.getsize(path) == 0
+
+
 def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
                batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
     """Record batches with pyarrow: Parquet, Arrow and CSV stream (memory stays flat whatever the
@@ -171,6 +177,8 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
 
     for f in files:
         fmt = file_format(f)
+        if _zero_bytes(f, fmt):
+            continue   # no rows, as a header-only CSV: said as such (read_schema), not as pyarrow's parse error
         if fmt in ("csv", "json"):
             check_utf8(f)
         if fmt == "csv":
@@ -333,6 +341,7 @@ def ray_dataset(files: List[str], columns: Optional[List[str]] = None):
     import ray.data
 
     fmt = file_format(files[0])
+    files = [f for f in files if not _zero_bytes(f, fmt)] or files[:1]   # as iter_arrow reads them
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, columns=columns)
     elif fmt == "csv":

@@ -75,7 +75,9 @@ class _GuardedLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node):
         """An integer of at most 64 bits: 0x followed by 5,000 digits parses (no digit limit for
-        hex), then made every error message that quotes it raise in Python's int-to-text limit."""
+        hex), then made every error message that quotes it raise in Python's int-to-text limit.
+        YAML 1.1's octal (010 is 8) and base-60 (1:30 is 90) readings are refused: nobody means them."""
+        _refuse_yaml11_number(node)
         value = super().construct_yaml_int(node)
         if value.bit_length() > 64:
             raise yaml.YAMLError(f"an integer of {value.bit_length():,} bits at line {node.start_mark.line + 1}; "
@@ -83,7 +85,21 @@ class _GuardedLoader(yaml.SafeLoader):
         return value
 
 
+    def construct_yaml_float(self, node):
+        _refuse_yaml11_number(node)
+        return super().construct_yaml_float(node)
+
+
+def _refuse_yaml11_number(node) -> None:
+    text = str(node.value).replace("_", "").lstrip("+-")
+    if ":" in text or (len(text) > 1 and text[0] == "0" and text.isdigit()):
+        reading = "base 60" if ":" in text else "octal"
+        raise yaml.YAMLError(f"'{node.value}' at line {node.start_mark.line + 1} is a number in {reading} to "
+                             "YAML 1.1; write it without leading zeros or colons, or quote it for text")
+
+
 _GuardedLoader.add_constructor("tag:yaml.org,2002:int", _GuardedLoader.construct_yaml_int)
+_GuardedLoader.add_constructor("tag:yaml.org,2002:float", _GuardedLoader.construct_yaml_float)
 
 
 def _check_flow_depth(text: str) -> None:
@@ -162,6 +178,7 @@ KINDS = {"method": "name", "task": "type"}
 def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
     """Apply `a.b.c=value` overrides; values are parsed as YAML (so 3e-2, true, [a, b] work)."""
     out = copy.deepcopy(raw)
+    given: Dict[str, str] = {}   # key -> the override that set it: two different values are a slip
     for item in overrides:
         if "=" not in item:
             raise SpecError(f"override '{item}' must look like section.key=value, e.g. train.max_steps=20")
@@ -169,6 +186,10 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
         if not key.strip():
             raise SpecError(f"override '{shown(item)}' has no key before '='; write section.key=value, "
                             "e.g. train.max_steps=20")
+        first = given.setdefault(key.strip(), item)
+        if first.partition("=")[2] != text:
+            raise SpecError(f"override {key.strip()} is given twice ('{shown(first)}' and '{shown(item)}'); "
+                            "give it once")
         try:
             value = safe_yaml(text) if text != "" else ""
         except yaml.YAMLError:
@@ -234,7 +255,9 @@ def _format_errors(err: pydantic.ValidationError, model: type, prefix: str = "")
     return "\n".join(lines)
 
 
-def _validate_method(raw_method: Any):
+def validate_method(raw_method: Any, prefix: str = "method."):
+    """One method section through its registered config; errors are named under `prefix`
+    (tune.methods.<name>. for a searched method's own fields)."""
     from peft_ray.methods import get_method
 
     if raw_method is None:
@@ -248,7 +271,7 @@ def _validate_method(raw_method: Any):
     try:
         return spec.config_cls.model_validate(raw_method)
     except pydantic.ValidationError as e:
-        raise SpecError(_format_errors(e, spec.config_cls, "method.")) from None
+        raise SpecError(_format_errors(e, spec.config_cls, prefix)) from None
 
 
 def _validate_task(raw_task: Any):
@@ -274,7 +297,7 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
     raw = dict(raw)
     errors = []                         # every section's errors at once, not one section per round
     try:
-        method = _validate_method(raw.pop("method", None))
+        method = validate_method(raw.pop("method", None))
     except SpecError as e:
         errors.append(str(e))
     try:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional
@@ -14,6 +16,33 @@ from peft_ray import dist as D
 from peft_ray.train.runlog import tagged
 from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_good_checkpoint,
                                         validate_checkpoint)
+
+
+STAGING_PREFIX = "peft-ray-ckpt-"   # + "<pid>-<random>" in the temp folder of a Ray worker's machine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_dead_staging(tmp_root: Optional[str] = None) -> None:
+    """Delete this user's checkpoint staging folders whose process is gone. A reused PID only
+    keeps a stale folder a while longer; another user's folders are never touched."""
+    root = Path(tmp_root or tempfile.gettempdir())
+    for path in root.glob(f"{STAGING_PREFIX}*-*"):
+        pid = path.name[len(STAGING_PREFIX):].partition("-")[0]
+        try:
+            st = path.lstat()   # a link is never followed
+            if pid.isdigit() and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 class RayReporter:
@@ -62,7 +91,10 @@ class RayReporter:
 
     @contextlib.contextmanager
     def staging_dir(self):
-        with tempfile.TemporaryDirectory(prefix="peft-ray-ckpt-") as tmp:
+        # Named by this process, so the next save on this machine can sweep what a worker that Ray
+        # killed mid-save left behind (a kill skips the context manager's cleanup).
+        sweep_dead_staging()
+        with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as tmp:
             yield tmp
 
     def report(self, metrics: Dict, local_dir: str) -> None:

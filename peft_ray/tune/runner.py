@@ -34,6 +34,7 @@ def check_search(spec: JobSpec, resume: bool = False) -> S.SearchSpace:
     """Everything that needs no data: keys, metric, each candidate on its own (fails fast)."""
     space = S.SearchSpace.from_spec(spec)
     S.check_keys(space)
+    S.check_method_bases(spec, resume)
     S.check_metric(spec)
     if not resume:
         S.check_metric_for_best(spec)

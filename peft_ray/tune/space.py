@@ -23,7 +23,7 @@ import numpy as np
 
 from peft_ray.errors import JobError, SpecError, suggest
 from peft_ray.spec import JobSpec, dump_spec, validate_spec
-from peft_ray.spec.load import CODE_RUNNING
+from peft_ray.spec.load import CODE_RUNNING, validate_method
 from peft_ray.spec.tune import Domain, TuneSpec
 from peft_ray.tasks import get_task
 
@@ -59,7 +59,7 @@ class SearchSpace:
         # (check_metric refuses a train.metric_for_best that says otherwise).
         base["train"]["metric_for_best"] = t.metric or base["train"].get("metric_for_best")
         base["train"]["greater_is_better"] = t.mode == "max" if t.mode else base["train"].get("greater_is_better")
-        bases = {name: {"name": name, **fields} for name, fields in t.methods.items()}
+        bases = {name: {**fields, "name": name} for name, fields in t.methods.items()}
         bases[spec.method.name] = base["method"]
         templates = list(t.template.text or [spec.template.text])
         verbs = list(t.template.verbalizer or [spec.template.verbalizer])
@@ -171,6 +171,24 @@ def check_keys(space: SearchSpace) -> None:
                             f"{suggest(fld, known)} (methods searched: {', '.join(methods)})")
         if dom.continuous and ann is not None and not is_numeric_field(ann):
             raise SpecError(f"tune.space.{key}: {dom.kind} needs a numeric field; use choice or grid")
+
+
+def check_method_bases(spec: JobSpec, resume: bool = False) -> None:
+    """Each tune.methods entry is a valid section of the method its key names, checked and named
+    under its own path. The job's own method takes its fields from `method:` (SearchSpace.from_spec),
+    so an entry for it would be ignored: a new search refuses it (a --resume keeps the old reading)."""
+    own = spec.method.name
+    for name, fields in spec.tune.methods.items():
+        if str(fields.get("name", name)) != name:
+            raise SpecError(f"tune.methods.{name}.name: {fields['name']} differs from its key; the key names "
+                            "the method, so leave name out")
+        if name == own:
+            if not resume:
+                raise SpecError(f"tune.methods.{name}: {name} is the job's own method, whose fields come from "
+                                f"the method section; set them there (or search them in tune.space as "
+                                f"method.<field>)")
+            continue
+        validate_method({**fields, "name": name}, f"tune.methods.{name}.")
 
 
 def check_metric(spec: JobSpec) -> None:

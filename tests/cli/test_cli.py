@@ -76,6 +76,16 @@ def test_bad_input_fails_before_ray(tmp_path, tiny_bert, tiny_data, case):
     assert ray.is_initialized() == ray_before
 
 
+@pytest.mark.parametrize("name", ["train.csv", "train.jsonl"])
+def test_a_zero_byte_csv_or_json_lines_file_is_said_to_be_empty(tmp_path, tiny_bert, tiny_data, name):
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / name).write_bytes(b"")
+    job = _job(tmp_path, tiny_bert, tiny_data, data={"root": str(tmp_path / "zero"), "train": name, "validation": None})
+    r = CliRunner().invoke(main, ["validate", job])
+    assert r.exit_code == 2
+    assert f"data.train: {tmp_path / 'zero' / name}: the file is empty (no rows)" in r.output, r.output
+
+
 def test_too_many_workers_is_a_message(tmp_path, tiny_bert, tiny_data):
     import os
 

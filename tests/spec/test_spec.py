@@ -60,6 +60,20 @@ def test_bad_override_form(tmp_path):
         load_spec(_write(tmp_path, "task: {labels: [a, b]}\n"), ["train.max_steps"])
 
 
+def test_an_override_given_twice_with_two_values_is_refused(tmp_path):
+    job = _write(tmp_path, "task: {labels: [a, b]}\n")
+    with pytest.raises(SpecError, match=r"override train.lr is given twice \('train.lr=0.1' and 'train.lr=0.2'\)"):
+        load_spec(job, ["train.lr=0.1", "train.max_steps=3", "train.lr=0.2"])
+    assert load_spec(job, ["train.lr=0.1", "train.lr=0.1"]).train.lr == 0.1   # the same twice says one thing
+
+
+@pytest.mark.parametrize("text, reading", [("010", "octal"), ("1:30", "base 60"), ("1:30.5", "base 60")])
+def test_yaml_11s_octal_and_base_60_numbers_are_refused_with_the_line(tmp_path, text, reading):
+    job = _write(tmp_path, f"task: {{labels: [a, b]}}\ntrain:\n  seed: {text}\n")
+    with pytest.raises(SpecError, match=f"'{text}' at line 3 is a number in {reading} to YAML 1.1"):
+        load_spec(job)
+
+
 def test_soft_count_must_agree():
     with pytest.raises(SpecError, match="make them agree"):
         validate_spec({"task": {"labels": ["a", "b"]}, "template": {"text": "{soft:5} {text}"},

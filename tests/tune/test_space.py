@@ -141,6 +141,22 @@ def test_unknown_method_base_is_refused(tiny_bert, tiny_data, tmp_path):
         check_search(_spec(tiny_bert, tiny_data, tmp_path, {"methods": {"lorra": {}}}))
 
 
+@pytest.mark.parametrize("methods, expected", [
+    ({"lora": {"rr": 4}}, "tune.methods.lora.rr: unknown key (did you mean 'r'?)"),
+    ({"lora": {"r": 0}}, "tune.methods.lora.r:"),
+    ({"lora": {"name": "ia3"}}, "tune.methods.lora.name: ia3 differs from its key"),
+    ({"prompt_tuning": {"num_virtual_tokens": 4}}, "tune.methods.prompt_tuning: prompt_tuning is the job's own method"),
+])
+def test_a_method_base_is_checked_under_its_own_path(tiny_bert, tiny_data, tmp_path, methods, expected):
+    space = {"method.name": {"choice": ["prompt_tuning", "lora"]}}
+    spec = _spec(tiny_bert, tiny_data, tmp_path, {"methods": methods, "space": space})
+    with pytest.raises(JobError) as e:
+        check_search(spec)
+    assert str(e.value).startswith(expected)
+    if "own method" in expected:   # a search started before this rule goes on, as it read its job then
+        check_search(spec, resume=True)
+
+
 def test_tune_metric_must_be_one_the_task_reports(tiny_bert, tiny_data, tmp_path):
     job = tune_job(tiny_bert, tiny_data, tmp_path / "t", {"metric": "bleu", "space": {"train.lr": {"grid": [0.1]}}})
     with pytest.raises(SpecError, match="tune.metric: 'bleu' is not a classification evaluation metric"):
