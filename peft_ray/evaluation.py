@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from peft_ray.errors import DataError
+from peft_ray.errors import DataError, JobError
 from peft_ray.security import Trust
 from peft_ray.storage import check_output_dir, write_file
 
@@ -59,10 +59,10 @@ class Evaluated:
 
 
 def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optional[Path], batch_size: Optional[int],
-             address: Optional[str], local: bool = False, trust: Trust = Trust()) -> Evaluated:
+             address: Optional[str], local: bool = False, trust: Trust = Trust(), overwrite: bool = False) -> Evaluated:
     """Score an adapter on labelled rows and write the metrics JSON. `output`: the file, already
-    checked by the command (check_output_file), else default_output. `local`: pyarrow reading +
-    in-process preprocessing (train --local's iterator), no Ray."""
+    checked by the command (check_output_file), else default_output (check_default_output).
+    `local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, ray_session,
                                     read_run_spec, truncation_note, with_progress)
     from peft_ray.preflight import scan_split
@@ -78,6 +78,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     out = output or default_output(adapter_dir, split)
     if output is None:
         check_output_dir(str(out.parent), "--output's folder")
+        check_default_output(out, adapter_dir, files, split, overwrite)
     loaded = load_adapter(adapter_dir, trust=trust, record=record)
     spec = loaded.spec
     check_columns(files, needed_columns(spec), "--data", spec)
@@ -100,9 +101,46 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
         metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), task.input_cut, cut),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
     result = {**metrics, "task": spec.task.type, "split": split, "data": files, "skipped_rows": facts.skipped,
-              "truncated_rows": cut[0], "adapter": str(loaded.adapter_dir), "wall_seconds": time.time() - t0}
+              "truncated_rows": cut[0], "adapter": str(loaded.adapter_dir.resolve()), "wall_seconds": time.time() - t0}
     write_file(out, json.dumps(result, indent=2))   # never through a link planted in the run folder
     return Evaluated(result, out, truncation_note(cut[0], spec.model.max_length) if cut[0] else None)
+
+
+def check_default_output(out: Path, adapter_dir: Path, files: List[str], split: str, overwrite: bool) -> None:
+    """The default metrics file, before any work: its name fits the file system, and one already there
+    is replaced only by a score of the same adapter on the same files and split (a re-evaluation), or
+    with --overwrite. Two test.parquet files of two folders, or another data set scored as
+    `validation`, would otherwise replace the first one's metrics without a word."""
+    from peft_ray.storage import Location, temp_name
+
+    if len(temp_name(out.name).encode()) > 255:
+        raise JobError(f"the metrics file's default name ({out.name[:48]}...) is longer than a file system "
+                       "allows; pass --output FILE")
+    if overwrite or not (out.exists() or out.is_symlink()):
+        return
+    try:   # (a link is never followed: eval's own file is never one)
+        old = None if out.is_symlink() else json.loads(Location.at(out).read_small_text(MAX_METRICS_BYTES) or "null")
+    except ValueError:
+        old = None
+    same = (isinstance(old, dict) and old.get("split") == split and old.get("data") == files
+            and _same_path(old.get("adapter"), adapter_dir))
+    if not same:
+        what = (f"the metrics of {_shown_files(old.get('data'))}" if isinstance(old, dict)
+                else "a file that is not eval's metrics")
+        raise JobError(f"{out} already holds {what}; pass --overwrite to replace it, or --output FILE to keep both")
+
+
+MAX_METRICS_BYTES = 1 << 20
+
+
+def _same_path(recorded: Any, adapter_dir: Path) -> bool:
+    return isinstance(recorded, str) and Path(recorded).resolve() == adapter_dir.resolve()
+
+
+def _shown_files(data: Any) -> str:
+    if not isinstance(data, list) or not data:
+        return "other data"
+    return f"{str(data[0])[:200]}{f' (+{len(data) - 1} more)' if len(data) > 1 else ''}"
 
 
 def counted_cuts(tables, column: str, cut: List[int]):

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import click
 
-from peft_ray.commands.options import (check_output_file, fail, local_option, overwrite_option,
+from peft_ray.commands.options import (check_output_file, fail, local_option,
                                        ray_address_option)
 from peft_ray.errors import JobError
 from peft_ray.security import Trust, trust_flags
@@ -39,7 +39,9 @@ def register(main: click.Group) -> None:
                        "validation). With a file: only names the output (default: the file's name).")
     @click.option("--output", type=click.Path(dir_okay=False), default=None,
                   help="Metrics JSON to write (default: eval_<split>.json next to the adapter).")
-    @overwrite_option("--output")
+    @click.option("--overwrite", is_flag=True,
+                  help="Replace an existing --output file, or a default metrics file that holds another adapter's or "
+                       "data's metrics (refused otherwise; scoring the same adapter and data again replaces its own).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=None,
                   help="Rows per forward pass (default: the run's train.eval_batch_size).")
     @ray_address_option
@@ -55,7 +57,7 @@ def register(main: click.Group) -> None:
         try:
             out = None if output is None else check_output_file(output, overwrite)
             done = run_eval(adapter_or_run, data, split, out, batch_size, ray_address or old_address,
-                            local=local, trust=Trust(trust_remote_code, allow_pickle, base_model))
+                            local=local, trust=Trust(trust_remote_code, allow_pickle, base_model), overwrite=overwrite)
         except JobError as e:
             fail(e)
         if done.note:

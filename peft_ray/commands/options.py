@@ -63,7 +63,12 @@ def check_output_file(value: str, overwrite: bool, arg: str = "--output") -> Pat
     not a URI, not an existing file unless --overwrite, in a folder that can be made and written."""
     from peft_ray.storage import check_output_dir
 
+    from peft_ray.storage import temp_name
+
     out = local_output(value, arg)
+    if len(temp_name(out.name).encode()) > 255:   # written beside under a temporary name, then renamed
+        raise JobError(f"{arg} '{out.name[:48]}...': the name is longer than a file system allows; name a "
+                       "shorter file")
     if (out.exists() or out.is_symlink()) and not overwrite:      # a dangling link is there too
         raise JobError(f"{arg} '{out}' already exists; pass --overwrite to replace it, or name a new file")
     check_output_dir(str(out.parent), f"{arg}'s folder")

@@ -23,12 +23,13 @@ from peft_ray.train.run_dir import BESIDE_RUN
 
 EXPERIMENT = "tune"            # <output.dir>/tune/: Ray Tune's experiment (pickled state)
 TRIALS_DIR = "trials"          # <output.dir>/trials/<trial id>/: the trial's job, checkpoints, Train run
-PLAN_FILES = {"job.yaml", "search.json", "prescreen.json", "tune.log"}   # written before Ray Tune starts
 BEST_RUN = "best"              # <output.dir>/best/: best_job.yaml's output.dir (the user's own train run)
 # What a search folder holds: its state, results, the best adapter, and best_job.yaml's run (best/),
 # and what eval (of the best adapter) and zero-shot write beside them.
 SEARCH_FILES = {"job.yaml", "tune.log", "search.json", EXPERIMENT, "leaderboard.json", "leaderboard.csv",
                 "curves.png", "best_job.yaml", "adapter", "prescreen.json", BEST_RUN, TRIALS_DIR, *BESIDE_RUN}
+# What only a search that Ray Tune took over writes (search_started).
+STARTED_BY = {EXPERIMENT, TRIALS_DIR, "leaderboard.json", "leaderboard.csv", "curves.png", "best_job.yaml", "adapter"}
 
 
 @contextlib.contextmanager
@@ -92,5 +93,9 @@ def check_can_start_search(spec: JobSpec, resume: bool, overwrite: bool) -> Path
 
 
 def search_started(out: Path) -> bool:
-    """Whether output.dir holds a search that got further than its plan (see check_can_start_search)."""
-    return any((out / name).exists() for name in SEARCH_FILES - PLAN_FILES)
+    """Whether output.dir holds a search that got further than its plan (see check_can_start_search):
+    what Ray Tune or the trials wrote, or a run of best_job.yaml. What zero-shot and eval write beside
+    (zero_shot.json: the baseline a user scores before searching) and an empty best/ are not a search."""
+    best = out / BEST_RUN
+    return (any((out / name).exists() or (out / name).is_symlink() for name in STARTED_BY)
+            or (best.is_dir() and any(best.iterdir())))

@@ -431,3 +431,34 @@ def test_eval_of_a_checkpoint_writes_beside_the_run_and_leaves_the_checkpoint_re
     assert r.exit_code == 0, r.output
     assert (run / f"eval_{ckpt.name}_validation.json").is_file() and validate_checkpoint(ckpt)[0]
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(p.name for p in (cls_run / "checkpoints" / ckpt.name).iterdir())
+
+
+def test_the_default_metrics_file_of_other_data_is_kept_without_overwrite(cls_run, tmp_path):
+    """A second data set scored under the same name (two folders' test.parquet, or another data folder's
+    validation split) replaced the first one's metrics without a word (a review finding); scoring the
+    same adapter on the same data again still replaces its own."""
+    run = tmp_path / "run"
+    shutil.copytree(cls_run, run)
+    first, second = tmp_path / "a" / "test.parquet", tmp_path / "b" / "test.parquet"
+    for p in (first, second):
+        p.parent.mkdir()
+        shutil.copy(cls_run.parent / "data" / "validation.parquet", p)
+    assert _cli("eval", run, "--data", first, "--local").exit_code == 0
+    kept = (run / "eval_test.json").read_bytes()
+    assert _cli("eval", run, "--data", first, "--local").exit_code == 0          # a re-evaluation
+    r = _cli("eval", run, "--data", second, "--local")
+    assert r.exit_code == 2 and f"eval_test.json already holds the metrics of {first}" in r.output, r.output
+    assert "--overwrite" in r.output
+    assert json.loads((run / "eval_test.json").read_bytes())["data"] == json.loads(kept)["data"]
+    r = _cli("eval", run, "--data", second, "--local", "--overwrite")
+    assert r.exit_code == 0 and json.loads((run / "eval_test.json").read_text())["data"] == [str(second)]
+
+
+def test_a_default_metrics_name_too_long_for_the_file_system_is_refused_before_the_work(cls_run, tmp_path):
+    ckpt = sorted((cls_run / "checkpoints").glob("checkpoint_*"))[-1]
+    long = tmp_path / ("checkpoint_" + "9" * 230)
+    shutil.copytree(ckpt, long)
+    r = _cli("eval", long, "--data", cls_run.parent / "data", "--local")
+    assert r.exit_code == 2 and "longer than a file system allows; pass --output FILE" in r.output, r.output
+    r = _cli("eval", cls_run, "--data", cls_run.parent / "data", "--local", "--output", tmp_path / ("m" * 250))
+    assert r.exit_code == 2 and "the name is longer than a file system allows" in r.output, r.output

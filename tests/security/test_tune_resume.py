@@ -169,6 +169,27 @@ def test_a_search_that_stopped_before_ray_tune_began_is_rerun_not_resumed(tmp_pa
     assert held_by(spec) == "a search"
 
 
+def test_a_zero_shot_baseline_or_an_empty_best_folder_is_not_a_search(tmp_path):
+    """`peft-ray zero-shot JOB` writes zero_shot.json into output.dir; a search there was then refused
+    ('already holds a search; pass --resume') and --resume too ('no search to resume'), so only
+    --overwrite, which deletes the baseline, got out (a review finding). An empty best/ did the same."""
+    from peft_ray.spec import load_spec
+    from peft_ray.tune.folder import check_can_start_search
+
+    out = tmp_path / "search"
+    out.mkdir()
+    (out / "zero_shot.json").write_text("{}")
+    (out / "eval_validation.json").write_text("{}")
+    spec = load_spec("jobs/sst2_template_search.yaml", [f"output.dir={out}"])
+    assert check_can_start_search(spec, resume=False, overwrite=False) == out
+    (out / "job.yaml").write_text("name: s\ntune: {metric: accuracy}\n")
+    (out / "best").mkdir()
+    assert check_can_start_search(spec, resume=False, overwrite=False) == out
+    (out / "best" / "metrics.json").write_text("{}")         # best_job.yaml's run: a search was here
+    with pytest.raises(CheckpointError, match="already holds a search; pass --resume"):
+        check_can_start_search(spec, resume=False, overwrite=False)
+
+
 def test_overwrite_never_deletes_the_run_of_best_job_yaml(tmp_path):
     """best_job.yaml trains into <search>/best: `tune --overwrite` deleted that run with the search,
     silently (a review finding). It is refused, naming the folder, and nothing is touched."""
