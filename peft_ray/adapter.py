@@ -214,7 +214,25 @@ def read_adapter(path: str | Path):
     except Exception as e:     # SafetensorError (truncated, not safetensors), OSError
         raise SpecError(f"adapter {p}: {WEIGHTS} is not a readable safetensors file ({str(e)[:200]}); "
                         "copy the adapter folder again") from None
+    check_tensors(state, p / WEIGHTS)
     return state, cfg, extra
+
+
+def check_tensors(state, where: Path) -> None:
+    """An adapter's tensors are real floating-point numbers, all finite: a NaN one scored as a
+    coin flip without a word, and as init_from failed at step 1 blaming the learning rate."""
+    import torch
+
+    from peft_ray.errors import SpecError
+
+    for key, t in state.items():
+        if not t.is_floating_point():
+            raise SpecError(f"{where}: '{key}' holds {str(t.dtype).removeprefix('torch.')} values, not floating "
+                            "point; an adapter's weights are float tensors, so this file was not written as one")
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise SpecError(f"{where}: '{key}' holds {bad:,} non-finite value(s) (NaN or inf) of {t.numel():,}; "
+                            "the adapter was saved from a diverged run: use an earlier checkpoint's adapter")
 
 
 def _peft_version() -> Optional[str]:

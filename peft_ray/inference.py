@@ -144,7 +144,7 @@ def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
     except JobError as e:
         raise CheckpointError(f"{adapter_dir / EXTRA}: the recorded job no longer validates: {e}") from None
     spec.method.init_from = None         # the adapter replaces any starting point
-    local = extra.get("base_model_path")  # adapter_config names the hub id; load what training loaded
+    local = recorded_base_path(extra, adapter_dir)   # adapter_config names the hub id; load what training loaded
     if trust.base_model:                  # the user's own copy of it, named on the command line
         spec.model.name_or_path = trust.base_model
     elif local and Path(local).is_dir():
@@ -152,6 +152,23 @@ def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
     spec = apply_trust(spec, trust, adapter_dir / EXTRA)
     check_chat_template(spec, adapter_dir / EXTRA)
     return state, spec
+
+
+def recorded_base_path(extra: dict, adapter_dir: Path) -> Optional[str]:
+    """peft_ray.json's base_model_path (where training loaded the base from), checked as data: a path
+    the file system can hold, else the adapter's file is named."""
+    from peft_ray.storage.paths import fits_filesystem
+
+    local = extra.get("base_model_path")
+    if local is None:
+        return None
+    try:
+        if not isinstance(local, str):
+            raise ValueError(f"a JSON {type(local).__name__}, not a path")
+        return fits_filesystem(local)
+    except ValueError as e:
+        raise CheckpointError(f"{adapter_dir / EXTRA}: base_model_path is {e}; copy the adapter folder again, "
+                              "or pass --base-model PATH") from None
 
 
 def check_chat_template(spec, where: Path) -> None:
@@ -190,8 +207,10 @@ def check_base(spec, adapter_dir: Path, trust: Trust) -> str:
         path = resolve_model_path(spec.model.name_or_path)
         check_model_folder(path, spec.model.allow_pickle)
     except JobError as e:
-        hint = "" if trust.base_model else "; where this machine has its own copy of the base model, pass --base-model PATH"
-        raise CheckpointError(f"{adapter_dir / EXTRA}: {e}{hint}") from None
+        if trust.base_model:   # the user's own path: said as theirs, not as the adapter's file
+            raise CheckpointError(f"--base-model: {str(e).removeprefix('model.name_or_path: ')}") from None
+        raise CheckpointError(f"{adapter_dir / EXTRA}: {e}; where this machine has its own copy of the base "
+                              "model, pass --base-model PATH") from None
     return path
 
 

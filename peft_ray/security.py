@@ -310,7 +310,19 @@ def trust_flags(command):
     (eval, predict, export): only the person running the command can turn these on."""
     import click
 
-    command = click.option("--base-model", "base_model", default=None, metavar="PATH",
+    def _base_model(ctx, param, value):
+        from peft_ray.storage.paths import fits_filesystem
+
+        if value is None:
+            return None
+        if not value.strip():
+            raise click.BadParameter("is empty; name a folder or a hub id in the local cache")
+        try:
+            return fits_filesystem(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    command = click.option("--base-model", "base_model", default=None, metavar="PATH", callback=_base_model,
                            help="This machine's copy of the adapter's base model (a folder, or a hub id in the "
                                 "local cache), where the one its run recorded is not here. The adapter's "
                                 "tensors are checked against it as they load.")(command)

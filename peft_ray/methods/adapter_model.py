@@ -107,12 +107,20 @@ class AdapterModel(nn.Module):
 
 
 def check_keys(have: set, want: set, source: str) -> None:
+    """`source` names the adapter; a job's method.init_from can change the method fields to fit, while
+    a trained run's adapter (eval, predict, export) fits only the base model it was trained on."""
     missing, extra = sorted(want - have), sorted(have - want)
     if missing or extra:
+        advice = ("Set the method fields (target_modules, r, num_virtual_tokens, ...) to the values in its "
+                  "adapter_config.json" if source.startswith(INIT_FROM) else
+                  "It was trained on another base model (or method) than the one it is loaded onto: load it onto "
+                  "its own base model")
         raise SpecError(f"{source} does not fit this method's config: missing keys {missing[:3]}"
                         f"{'...' if len(missing) > 3 else ''}, unexpected keys {extra[:3]}"
-                        f"{'...' if len(extra) > 3 else ''}. Set the method fields (target_modules, r, "
-                        "num_virtual_tokens, ...) to the values in its adapter_config.json")
+                        f"{'...' if len(extra) > 3 else ''}. {advice}")
+
+
+INIT_FROM = "method.init_from"
 
 
 def copy_checked(param: torch.Tensor, value: torch.Tensor, key: str, source: str) -> None:
@@ -138,14 +146,30 @@ def check_init_from(path: str, peft_type: str, cfg=None) -> None:
         raise SpecError(f"method.init_from: '{path}' holds a {found} adapter, not {peft_type}")
     for field in SHAPING:
         mine, theirs = getattr(cfg, field, None), config.get(field)
+        if theirs is not None:
+            check_shaping_type(field, theirs, p / CONFIG)
         if mine is None or theirs is None:
             continue      # a default resolved per model, or a field this method lacks: the load checks it
         lists = isinstance(mine, (list, tuple)), isinstance(theirs, list)
         if any(lists) and not all(lists):
             continue      # a pattern against names: whether they select the same layers, the load's keys say
         if (set(mine) != set(theirs)) if all(lists) else mine != theirs:
-            raise SpecError(f"method.init_from: '{path}' was trained with {field}={theirs} ({CONFIG}) but "
-                            f"method.{field} is {mine}; set method.{field} to {theirs}")
+            raise SpecError(f"method.init_from: '{path}' was trained with {field}={theirs!r} ({CONFIG}) but "
+                            f"method.{field} is {mine!r}; set method.{field} to {theirs!r}")
+
+
+def check_shaping_type(field: str, value, where: Path) -> None:
+    """HF PEFT writes r and num_virtual_tokens as whole numbers and the module fields as a name (a
+    pattern) or a list of names: anything else was not written by it, and is named as such."""
+    if field in ("r", "num_virtual_tokens"):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        kind = "a whole number above 0"
+    else:
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        kind = "a module name pattern or a list of module names"
+    if not ok:
+        raise SpecError(f"method.init_from: {where}: {field} is {repr(value)[:80]}, not {kind}; this is not an "
+                        "adapter_config.json HF PEFT wrote")
 
 
 def load_init_from(model: "AdapterModel", path: str, peft_type: str) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -152,3 +153,48 @@ def test_a_colleague_points_the_adapter_at_their_own_copy_of_the_base(adapter, t
     r = CliRunner().invoke(main, ["predict", str(shared), "--input", str(tiny_data / "validation.parquet"),
                                   "--output", str(tmp_path / "p.jsonl"), "--local", "--base-model", str(tiny_bert)])
     assert r.exit_code == 0 and "wrote 70 rows" in r.output, r.output
+
+
+def _retensor(adapter: Path, root: Path, name: str, change) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    copy = root / name
+    shutil.copytree(adapter, copy)
+    state = load_file(str(copy / "adapter_model.safetensors"))
+    save_file({k: change(v) for k, v in state.items()}, str(copy / "adapter_model.safetensors"))
+    return copy
+
+
+@pytest.mark.parametrize("name, change, expected", [
+    ("nan", lambda t: t * float("nan"), "non-finite value(s) (NaN or inf)"),
+    ("int", lambda t: t.long(), "holds int64 values, not floating point"),
+    ("complex", lambda t: t.to(torch.complex64), "holds complex64 values, not floating point"),
+])
+def test_an_adapter_of_non_finite_or_non_float_tensors_is_refused_by_name(adapter, tiny_data, tmp_path, name,
+                                                                         change, expected):
+    """A NaN adapter scored as a coin flip without a word, and a complex one was cast silently (a review
+    finding); eval names the file, the tensor and what is wrong with it."""
+    bad = _retensor(adapter, tmp_path, name, change)
+    r = CliRunner().invoke(main, ["eval", str(bad), "--data", str(tiny_data / "validation.parquet"), "--local"])
+    assert r.exit_code == 2 and "adapter_model.safetensors: '" in r.output and expected in r.output, r.output
+
+
+@pytest.mark.parametrize("value, expected", [
+    (5, "base_model_path is a JSON int, not a path"),
+    ("x" * 300, "base_model_path is longer than a filesystem allows"),
+])
+def test_a_malformed_recorded_base_path_names_the_adapters_file(adapter, tmp_path, value, expected):
+    shared = _tamper(adapter, tmp_path)
+    extra = json.loads((shared / "peft_ray.json").read_text())
+    extra["base_model_path"] = value
+    (shared / "peft_ray.json").write_text(json.dumps(extra))
+    with pytest.raises(CheckpointError, match=f"peft_ray.json: {expected}"):
+        check_adapter(shared)
+
+
+def test_base_model_on_the_command_line_is_named_as_the_users_own(adapter, tiny_data, tmp_path):
+    data = str(tiny_data / "validation.parquet")
+    for value, expected in (("", "is empty"), ("x" * 300, "longer than a filesystem allows"),
+                            (str(tmp_path / "nope"), "error: --base-model: ")):
+        r = CliRunner().invoke(main, ["eval", str(adapter), "--data", data, "--local", "--base-model", value])
+        assert r.exit_code == 2 and expected in r.output and "peft_ray.json" not in r.output, (value, r.output)

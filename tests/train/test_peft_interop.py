@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -85,3 +86,9 @@ def test_init_from_with_other_shaping_fields_is_refused_before_any_run(tiny_bert
             run_preflight(job(**method))
     run_preflight(job(r=8, target_modules=["value", "query"]))
     run_preflight(job(r=8, target_modules=r".*\.(query|value)"))   # a pattern: the load's keys decide
+    config = json.loads((tmp_path / "lora8" / "adapter_config.json").read_text())
+    for field, value, said in (("target_modules", [["query"]], "target_modules is [['query']], not a module name"),
+                               ("r", "8", "r is '8', not a whole number above 0")):
+        (tmp_path / "lora8" / "adapter_config.json").write_text(json.dumps({**config, field: value}))
+        with pytest.raises(SpecError, match=re.escape(said)):   # a crafted file: named, not a TypeError
+            run_preflight(job(r=8))
