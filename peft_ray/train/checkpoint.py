@@ -67,18 +67,37 @@ GROUP_MISMATCH = ("parameter-alignment layout does not match", "different number
                   "doesn't match the size of optimizer's group")
 
 
+# What torch's Module.load_state_dict says when the saved tensors are not this model's (a checkpoint
+# of another job: a prompt of 10 tokens loaded into one of 20).
+STATE_DICT_MISMATCH = "Error(s) in loading state_dict"
+
+
+def mismatch(error: Exception) -> str:
+    """The first parameter torch named in its state-dict error ("size mismatch for prompt: ..."),
+    without the model's class name and the list of every other one."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    return (lines[0] if lines else str(error).splitlines()[0])[:300].rstrip(".")
+
+
 def load_checkpoint(engine, path: Path) -> TrainerState:
     """Restore params, optimizer shard, scheduler, RNG and position on this rank."""
     state = parse_state(read_json(path / "trainer_state.json"))   # validated already
+    # resume.check_checkpoint_fits says it first, in the driver; a worker group of another size meets this
     if state.world_size != world():
-        raise RuntimeError(f"checkpoint {path} was written by {state.world_size} workers; resume with "
-                           f"scaling.num_workers={state.world_size} (ZeRO shards are per rank)")
+        raise CheckpointError(f"checkpoint {path} was written by {state.world_size} workers and this run has "
+                              f"{world()}; resume with scaling.num_workers={state.world_size} (ZeRO shards are "
+                              "per rank)")
     original = engine.checkpoint_engine
     engine.checkpoint_engine = TensorsOnlyLoader(original)
     try:
         engine.load_checkpoint(str(path / "ds"), tag=TAG, load_module_strict=False,
                                load_optimizer_states=True, load_lr_scheduler_states=True)
     except (RuntimeError, ValueError) as e:
+        if STATE_DICT_MISMATCH in str(e):
+            raise CheckpointError(f"checkpoint {path} does not fit this job's model: {mismatch(e)}. It was written "
+                                  "by a job with other method or model fields (method, its size such as "
+                                  "num_virtual_tokens or r, target_modules, the base model). Resume it with the job "
+                                  "that wrote it, or start afresh with --overwrite or another output.dir") from None
         # ZeRO's flat optimizer partitions follow the parameter groups: another grouping (weight
         # decay now skips biases and norms, head_lr, LoRA+, other trainable parameters) cannot load.
         # Other failures (a corrupt file, memory) keep their own message.

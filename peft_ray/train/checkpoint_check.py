@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -58,6 +59,17 @@ def read_json(path: Union[Path, Location]):
     return json.loads(text)
 
 
+MAX_COUNT = 2 ** 53   # the largest count JSON readers hold exactly; no run reaches it
+
+# trainer_state.json's fields by kind. A field of the wrong type got through the old check and
+# crashed a resume only after training had started (best_score "high": TypeError in update_best).
+COUNTS = ("global_step", "epoch", "micro_in_epoch", "skipped_nonfinite", "world_size", "best_step",
+          "evals_since_best")
+AMOUNTS = ("samples", "tokens", "train_seconds", "data_seconds", "eval_seconds", "checkpoint_seconds",
+           "truncated", "micro_batches")   # non-negative finite numbers
+LEVELS = ("loss_sum",)                     # finite numbers
+
+
 def parse_state(raw) -> TrainerState:
     """trainer_state.json's content as a TrainerState, or ValueError saying what is wrong: a
     checkpoint folder may have been edited, and a bad one must be skipped, not crash a resume."""
@@ -68,14 +80,51 @@ def parse_state(raw) -> TrainerState:
     unknown = sorted(set(raw) - {f.name for f in fields(TrainerState)})
     if unknown:
         raise ValueError(f"unknown field '{unknown[0]}'")
-    for name in ("global_step", "epoch", "micro_in_epoch", "world_size"):
-        value = raw.get(name, 0 if name != "world_size" else 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "world_size" else 0):
-            raise ValueError(f"{name} is {value!r}, not a {'positive' if name == 'world_size' else 'non-negative'} "
-                             "integer")
-    if not isinstance(raw.get("history", []), list):
-        raise ValueError("history is not a list")
+    for name in COUNTS:
+        least = 1 if name == "world_size" else 0
+        value = raw.get(name, least)
+        if not _is_int(value) or not least <= value < MAX_COUNT:
+            raise ValueError(f"{name} is {_shown(value)}, not an integer from {least} to {MAX_COUNT - 1}")
+    for name in AMOUNTS + LEVELS:
+        value = raw.get(name, 0.0)
+        if not _is_number(value) or not math.isfinite(value) or (name in AMOUNTS and value < 0):
+            raise ValueError(f"{name} is {_shown(value)}, not a finite{' non-negative' if name in AMOUNTS else ''} "
+                             "number")
+    last = raw.get("last_loss", float("nan"))   # nan: no step taken yet
+    if not _is_number(last) or math.isinf(last):
+        raise ValueError(f"last_loss is {_shown(last)}, not a finite number (or NaN before the first step)")
+    best = raw.get("best_score")                # None: nothing evaluated yet
+    if best is not None and (not _is_number(best) or math.isnan(best)):
+        raise ValueError(f"best_score is {_shown(best)}, not a number (or null before the first evaluation)")
+    _check_history(raw.get("history", []))
     return TrainerState(**raw)
+
+
+def _check_history(history) -> None:
+    """A list of evaluations, each {metric: number} (log_eval appends them; NaN is a metric's own)."""
+    if not isinstance(history, list):
+        raise ValueError("history is not a list")
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            raise ValueError(f"history[{i}] is {_shown(entry)}, not an object")
+        # as log_eval keeps them: isinstance(v, (int, float))
+        bad = next((k for k, v in entry.items() if not isinstance(v, (int, float))), None)
+        if bad is not None:
+            raise ValueError(f"history[{i}].{bad} is {_shown(entry[bad])}, not a number")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    """A value in a reason line, short whatever was written there."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def sha256(path: Path) -> str:

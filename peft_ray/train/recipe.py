@@ -19,6 +19,7 @@ from peft_ray.adapter import gather_adapter_state, write_adapter
 from peft_ray.data.batching import group_batches, micro_batches, permuted
 from peft_ray.methods import get_method
 from peft_ray import dist as D
+from peft_ray.errors import JobError
 from peft_ray.spec import saved_spec, validate_spec
 from peft_ray.tasks import get_task
 from peft_ray.tasks.evaluate import eval_scope
@@ -32,8 +33,10 @@ from peft_ray.train.report import RayReporter
 from peft_ray.train.runlog import RunLog, tagged
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class NonFiniteLoss(JobError):
+    """train.nan_policy stop met a non-finite loss: the job's own (its lr, data or starting adapter),
+    so the CLI says it in one line, and a Ray run ends at it (train/job_error_stop.py) instead of
+    restarting its workers into the same batch."""
 
 
 @dataclass
@@ -313,10 +316,16 @@ def handle_nonfinite(ctx: StepContext, state: TrainerState, batch: dict, loss) -
     where = (f"step {state.global_step + 1} (epoch {state.epoch}, micro-batch {state.micro_in_epoch}, "
              f"batch of {len(batch['labels'])} rows, max length {batch['input_ids'].shape[1]})")
     if ctx.spec.train.nan_policy == "stop":
-        raise NonFiniteLoss(f"loss is {loss.item()} at {where}. Lower train.lr, check the data, or set "
-                            "train.nan_policy: skip to skip such batches")
+        raise NonFiniteLoss(f"loss is {loss.item()} at {where}. Lower train.lr, check the data"
+                            f"{init_from_hint(ctx)}, or set train.nan_policy: skip to skip such batches")
     state.skipped_nonfinite += 1
     ctx.log.echo(f"warning: skipped a batch with non-finite loss at {where}")
+
+
+def init_from_hint(ctx: StepContext) -> str:
+    """A started-from adapter is a source of NaN/inf the lr and data are not: it may hold them itself."""
+    start = getattr(ctx.spec.method, "init_from", None)
+    return f", check the starting adapter method.init_from '{start}' (it may hold non-finite values)" if start else ""
 
 
 def after_optimizer_step(ctx: StepContext, state: TrainerState) -> None:

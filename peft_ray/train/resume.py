@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from peft_ray.errors import CheckpointError
+from peft_ray.spec import saved_spec
 from peft_ray.spec.load import shown
 from peft_ray.storage import Location
 from peft_ray.train.checkpoint import latest_good_checkpoint, read_report, read_state
@@ -114,6 +115,53 @@ def find_checkpoint(out: Location, local: bool) -> str:
         raise CheckpointError(f"--resume: no usable checkpoint under {out / mine}; pass --overwrite instead to "
                               "start the run again there, or set output.dir to a new folder")
     return str(found)
+
+
+# The fields that shape the tensors a checkpoint holds: another value there cannot load (a prompt of
+# 10 tokens into one of 20, another r, a head for other labels).
+SHAPING = ("method.", "model.", "task.")
+
+
+def check_checkpoint_fits(checkpoint: str, spec, local: bool) -> None:
+    """Refuse, before any model is built or anything written, a checkpoint this job cannot load: one
+    written by another number of workers (its ZeRO shards are per rank), or by a job with other
+    method, model or task fields, as its adapter/peft_ray.json records that job (a checkpoint copied
+    from another run; job.yaml beside it may say otherwise)."""
+    state = read_state(checkpoint)
+    workers = 1 if local else spec.scaling.num_workers
+    if state is not None and state.world_size != workers:
+        how = ("resume it without --local (through Ray) with" if local and state.world_size > 1
+               else "resume it with")
+        raise CheckpointError(f"--resume: checkpoint {checkpoint} was written by {state.world_size} worker(s) and "
+                              f"this run has {workers} (ZeRO shards are per rank); {how} "
+                              f"scaling.num_workers={state.world_size}")
+    diff = _changed_shape(_checkpoint_job(checkpoint), dict(flat_fields(saved_spec(spec))))
+    if diff:
+        lines = "; ".join(f"{f} is {shown(new)} here but that job used {shown(old)}" for f, (old, new) in diff.items())
+        raise CheckpointError(f"--resume: checkpoint {checkpoint} was written by a job with other fields ({lines}; "
+                              "from its adapter/peft_ray.json), so its adapter and optimizer state do not fit this "
+                              "job. Resume it with the job that wrote it, or start afresh with --overwrite or "
+                              "another output.dir")
+
+
+def _checkpoint_job(checkpoint: str) -> Dict[str, Any]:
+    """The flat job a checkpoint's adapter/peft_ray.json records ({} where it records none: a
+    checkpoint of an older peft-ray, or a file that is not a job)."""
+    from peft_ray.train.checkpoint_check import read_json
+
+    path = Location.at(checkpoint) / "adapter" / "peft_ray.json"
+    try:
+        recorded = read_json(path).get("spec")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return {}
+    return dict(flat_fields(recorded)) if isinstance(recorded, dict) else {}
+
+
+def _changed_shape(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    """SHAPING fields both jobs set and set differently: a field one peft-ray version lacks is no
+    difference (its default was the other's value), nor a file found at another path."""
+    return {f: (old[f], new[f]) for f in sorted(old.keys() & new.keys())
+            if f.startswith(SHAPING) and old[f] != new[f] and not _moved(old[f], new[f])}
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ import yaml
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.replaced import LOGS, check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, saved_spec
-from peft_ray.spec.load import recorded_mapping
+from peft_ray.spec.load import MAX_YAML_BYTES, recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri
-from peft_ray.train.resume import check_layout, check_same_run, find_checkpoint, finished, unread_fields
+from peft_ray.train.checkpoint import _checkpoint_names
+from peft_ray.train.resume import (check_checkpoint_fits, check_layout, check_same_run, find_checkpoint, finished,
+                                   unread_fields)
 
 
 @contextlib.contextmanager
@@ -25,9 +27,37 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: boo
     out = Location.at(spec.output.dir)
     check_can_start(spec, resume, overwrite, local)
     out.mkdir()
-    with replacing(out) if overwrite else contextlib.nullcontext():
+    with replacing(out) if overwrite else contextlib.nullcontext(), record_kept_unless_saved(out, resume):
         (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
         yield out
+
+
+@contextlib.contextmanager
+def record_kept_unless_saved(out: Location, resume: bool) -> Iterator[None]:
+    """A --resume that fails before it saves a checkpoint of its own (its checkpoint refused as the
+    workers load it: another job's, another worker count; a Ctrl-C while the model loads) puts
+    back the run's job.yaml: the folder still holds that run's checkpoints and outputs, which the
+    new job (max_steps: 3 over a 2-step run) would have misdescribed. Once the resume has saved,
+    the folder's newest checkpoint is this job's, and so is the record."""
+    if not resume:
+        yield
+        return
+    job_file = out / "job.yaml"
+    recorded, before = job_file.read_small_text(MAX_YAML_BYTES), saved_checkpoints(out)
+    try:
+        yield
+    except BaseException:
+        if recorded is not None and saved_checkpoints(out) <= before:
+            try:
+                job_file.write_text(recorded)
+            except Exception as e:   # noqa: BLE001 - the run's own error is the one to raise
+                print(f"[peft-ray] warning: could not put back {job_file} after the failed --resume: {e}")
+        raise
+
+
+def saved_checkpoints(out: Location) -> set:
+    """The checkpoint folders a run in `out` holds (Ray's under ray/, --local's under checkpoints/)."""
+    return _checkpoint_names([rel for rel in out.files() if rel.startswith(("ray/", "checkpoints/"))])
 
 
 def check_job_file_kept(job_file, output_dir: str) -> None:
@@ -124,4 +154,5 @@ def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool)
     check_can_start(spec, resume, overwrite, local)
     out = Location.at(spec.output.dir)
     checkpoint = find_checkpoint(out, local)
+    check_checkpoint_fits(checkpoint, spec, local)
     return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)
