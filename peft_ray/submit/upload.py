@@ -251,13 +251,63 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
 
 
 def _files_ray_would_upload(root: Path, excludes: List[str]) -> List[Path]:
-    """Ray's own traversal (excludes + nested .gitignore/.rayignore), so the check matches the upload."""
+    """Ray's own traversal (excludes + nested .gitignore/.rayignore), so the check matches the upload.
+    Ray follows folder links and remembers no folder it has been in, so a link back to a folder it
+    lies in (`sub/up -> ..`) is refused where the walk meets it (check_no_loop), before going in."""
     from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
 
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
-    quiet = logging.getLogger("peft_ray.submit.upload")  # Ray logs every ignore file at INFO
-    quiet.setLevel(logging.WARNING)
+    # Ray logs every ignore file at INFO, and our own refusal (raised in the handler) at ERROR
+    # before it passes it on: the refusal is said once, by the command.
+    quiet = logging.getLogger("peft_ray.submit.upload")
+    quiet.setLevel(logging.CRITICAL)
     out: List[Path] = []
-    _dir_travel(root, [_get_excludes(root, excludes)], lambda p: out.append(p) if p.is_file() else None,
-                include_gitignore=include_gitignore, logger=quiet)
+    # Ray extends this list with a folder's ignore files before it calls the handler on the folder
+    # and pops them after, so in the handler it holds exactly what judges the folder's entries.
+    active = [_get_excludes(root, excludes)]
+    real: Dict[Path, Path] = {}          # every folder walked (its path as traversed) -> its real path
+
+    def visit(path: Path) -> None:
+        if path.is_dir():
+            check_no_loop(root, path, real, active)
+            real[path] = path.resolve()
+        elif path.is_file():
+            out.append(path)
+
+    _dir_travel(root, active, visit, include_gitignore=include_gitignore, logger=quiet)
     return out
+
+
+def check_no_loop(root: Path, folder: Path, real: Dict[Path, Path], active: List) -> None:
+    """A folder the walk enters must not be (or hold) one it is already in: through a link to the
+    working dir, to a folder above it, or to a folder the link lies in, Ray would zip the same files
+    again under ever longer names (41 times per loop link, exponentially with two), and to `/` it
+    would zip the whole disk. Such a link passes only when every entry below it is excluded (Ray
+    then goes no further); an exclude that names the link itself keeps Ray from calling this."""
+    target = folder.resolve()
+    inside: List[Path] = []
+    above = folder.parent
+    while above in real:                 # the real paths of the folders `folder` lies in, root included
+        inside.append(real[above])
+        if above == root:
+            break
+        above = above.parent
+    if not any(f.is_relative_to(target) for f in inside):
+        return
+    if all(any(excluded(entry) for excluded in active) for entry in folder.iterdir()):
+        return
+    rel = _shown_from(root, folder)
+    own = _shown_from(root, real[folder.parent] / folder.name)     # where the link itself lies
+    if own == rel:
+        what, do = f"'{rel}'", f"Remove the link, or keep it out with --exclude {shlex.quote(exclude_pattern(rel))}"
+    else:            # reached through other links (`a/x -> ../b`, `b/y -> ../a`): an exclude of one name is not enough
+        what, do = f"'{own}' (reached as '{rel}')", "Remove the link, or the link it is reached through"
+    raise JobError(f"--working-dir: the folder link {what} (-> {_shown_from(root, target)}) leads back to a folder "
+                   f"it lies in (the working dir {root}, or a folder above it or above the link): Ray follows "
+                   "folder links, so it would upload the same files again and again under ever longer names and "
+                   f"never finish. {do}")
+
+
+def _shown_from(root: Path, path: Path) -> str:
+    """A path as a message shows it: relative inside the working dir, absolute outside it."""
+    return Path(os.path.relpath(path, root)).as_posix() if path.is_relative_to(root) else path.as_posix()

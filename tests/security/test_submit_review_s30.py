@@ -1,0 +1,121 @@
+"""`submit` and a security review's findings: a folder link back into the working dir made the plan
+(and Ray's zip) walk for ever."""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+
+import pytest
+from click.testing import CliRunner
+
+from peft_ray.cli import main
+from peft_ray.errors import JobError
+from peft_ray.submit.upload import plan_upload
+from tests.security.test_submit_secrets import _working_dir
+
+
+def _tree(root, links):
+    """A working dir with a file at its top and one in `sub/`, and the folder links `links` (name -> target)."""
+    (root / "sub").mkdir(parents=True)
+    (root / "main.py").write_text("print(1)\n")
+    (root / "sub" / "data.txt").write_text("rows\n")
+    for name, target in links.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, root / name)
+
+
+def _rays_zip(root, plan, out):
+    """The names Ray's own packaging zips for the plan (the upload's walk, with the plan's excludes)."""
+    from ray._private.runtime_env.packaging import _zip_files
+
+    _zip_files(str(root), plan.excludes, str(out), include_gitignore=True)
+    with zipfile.ZipFile(out) as z:
+        return {n for n in z.namelist() if not n.endswith("/")}
+
+
+# Folder links that lead back to a folder they lie in: the working dir, its own folder, a folder
+# above the working dir (the whole disk), and two links that lead into each other.
+LOOPS = {
+    "to-the-working-dir": ({"sub/up": ".."}, "sub/up"),
+    "to-its-own-folder": ({"sub/here": "."}, "sub/here"),
+    "to-above-the-working-dir": ({"sub/top": "../.."}, "sub/top"),
+    "to-the-root-of-the-disk": ({"sub/disk": "/"}, "sub/disk"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOOPS))
+def test_a_folder_link_back_into_a_folder_it_lies_in_is_refused(tmp_path, case):
+    links, rel = LOOPS[case]
+    root = tmp_path / "wd"
+    _tree(root, links)
+    started = time.monotonic()
+    with pytest.raises(JobError, match=f"the folder link '{rel}' .*leads back to a folder it lies in.*Remove the "
+                                       f"link, or keep it out with --exclude /{rel}$"):
+        plan_upload(root)
+    assert time.monotonic() - started < 10       # refused where the walk meets it, not after
+
+
+def test_two_links_into_each_other_are_refused_by_their_own_names(tmp_path):
+    """`a/x -> ../b` and `b/y -> ../a`: neither leads above itself, but the walk goes a, a/x (b),
+    a/x/y (a), ... for ever. The link is named where it lies, and where the walk met it."""
+    root = tmp_path / "wd"
+    _tree(root, {"a/x": "../b", "b/y": "../a"})
+    with pytest.raises(JobError, match=r"the folder link '(a/x' \(reached as 'b/y/x'\) \(-> b|b/y' \(reached as "
+                                       r"'a/x/y'\) \(-> a)\) leads back.*Remove the link, or the link it is reached "
+                                       r"through$"):
+        plan_upload(root)
+
+
+def test_two_links_to_the_working_dir_no_longer_hang_the_dry_run(tmp_path, tiny_bert, tiny_data):
+    """The review's repro: two links `sub/up -> ..`, `sub/up2 -> ..` (the walk doubled at every level
+    and never ended; with one link, every file was listed 41 times)."""
+    wd, job = _working_dir(tmp_path, tiny_bert, tiny_data)
+    (wd / "sub").mkdir()
+    os.symlink("..", wd / "sub" / "up")
+    os.symlink("..", wd / "sub" / "up2")
+    started = time.monotonic()
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run"])
+    assert time.monotonic() - started < 30
+    assert r.exit_code != 0 and "the folder link 'sub/up' (-> .) leads back" in r.output, r.output
+    assert "--exclude /sub/up" in r.output and "sub/up/sub/up" not in r.output
+    r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run",
+                                  "--exclude", "/sub/up", "--exclude", "/sub/up2"])
+    assert r.exit_code == 0, r.output
+    assert "total (1 files)" in r.output
+
+
+@pytest.mark.parametrize("how", ["exclude-the-link", "gitignore-the-link", "gitignore-below-the-link",
+                                 "rayignore-the-folder"])
+def test_an_excluded_loop_link_travels_as_rays_zip_does(tmp_path, how):
+    """Ray's walk does not go into an excluded folder (nor past a folder whose entries are all
+    excluded: gitignore's `up/` matches what lies below `sub/up`, not the link): then nothing loops,
+    and the plan must be what Ray's own packaging zips."""
+    root = tmp_path / "wd"
+    _tree(root, {"sub/up": ".."})
+    extra = []
+    if how == "exclude-the-link":
+        extra = ["/sub/up"]
+    elif how == "gitignore-the-link":
+        (root / ".gitignore").write_text("sub/up\n")
+    elif how == "gitignore-below-the-link":
+        (root / ".gitignore").write_text("up/\n")
+    else:
+        (root / "sub" / ".rayignore").write_text("up\n")
+    plan = plan_upload(root, extra)
+    assert not any(name.startswith("sub/up/") for name in plan.names)
+    assert _rays_zip(root, plan, tmp_path / "pkg.zip") == set(plan.names)
+
+
+def test_folder_links_that_do_not_loop_still_travel(tmp_path):
+    """A link to a sibling folder (`data/latest -> v2`), two links to one folder: each name
+    travels, as Ray zips it; only a way back into a folder the walk is in is refused."""
+    root = tmp_path / "wd"
+    _tree(root, {"data/latest": "v2", "data/stable": "v2", "sub/shared": "../data/v2"})
+    (root / "data" / "v2").mkdir()
+    (root / "data" / "v2" / "train.csv").write_text("text,label\nok,1\n")
+    plan = plan_upload(root)
+    assert {"data/v2/train.csv", "data/latest/train.csv", "data/stable/train.csv",
+            "sub/shared/train.csv"} <= set(plan.names)
+    assert _rays_zip(root, plan, tmp_path / "pkg.zip") == set(plan.names)
