@@ -59,7 +59,8 @@ def redact_command(args) -> str:
 
 
 # user:password@ in a URL's authority, with a password (a bare `git@` is a login name, not a secret).
-_URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s]+@")
+# A password of stars only is a mask (pip logs `https://user:****@index`), not a password.
+_URL_PASSWORD = re.compile(r"://[^/\s:@]+:(?!\*+@)[^/\s]+@")
 # A PEM private key (RSA, EC, OpenSSH, PKCS#8, encrypted) or an ASCII-armoured PGP secret key
 # ("PGP PRIVATE KEY BLOCK"): literal, as JSON holds it ("...KEY-----\n"), or base64-encoded as
 # kubeconfig's client-key-data holds it ("LS0tLS1CRUdJTi..." is "-----BEGIN").
@@ -72,9 +73,11 @@ _BASE64_PEM = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/]{20,}")
 # A PuTTY private key (.ppk, any version) under any name: its header, then the key's lines.
 _PUTTY_KEY = re.compile(r"^PuTTY-User-Key-File-\d+:.{0,8000}?^Private-Lines: *\d+\s+[A-Za-z0-9+/=]{40,}",
                         re.M | re.S)
+# An age secret key (`age-keygen`'s `keys.txt`): its prefix, then 58 characters of bech32 in upper case.
+_AGE_KEY = re.compile(r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b")
 # Cheap literal markers: a file is run through the regexes above only where one of them occurs
 # (a bytes search runs at memory speed, so every file that travels can be read in full).
-KEY_MARKERS = (b"-----BEGIN ", b"LS0tLS1CRUdJT", b"PuTTY-User-Key-File-")
+KEY_MARKERS = (b"-----BEGIN ", b"LS0tLS1CRUdJT", b"PuTTY-User-Key-File-", b"AGE-SECRET-KEY-1")
 # Binary secret containers by their first bytes, whatever their names: KeePass 1.x/2.x databases,
 # Java keystores (JKS, JCEKS), PKCS#12 (.p12/.pfx: DER version 3 then a pkcs7-data/signedData
 # ContentInfo), an exported OpenPGP secret key (`gpg --export-secret-keys`: a secret-key packet,
@@ -144,9 +147,9 @@ def secret_container(head: bytes) -> str:
 
 
 def holds_private_key(text: str) -> bool:
-    """Whether text holds a PEM/PGP private key block, literal or base64-encoded (kubeconfig), or a
-    PuTTY private key."""
-    if _PRIVATE_KEY_BLOCK.search(text) or _PUTTY_KEY.search(text):
+    """Whether text holds a PEM/PGP private key block, literal or base64-encoded (kubeconfig), a
+    PuTTY private key or an age secret key."""
+    if _PRIVATE_KEY_BLOCK.search(text) or _PUTTY_KEY.search(text) or _AGE_KEY.search(text):
         return True
     for blob in _BASE64_PEM.findall(text):
         try:
@@ -165,15 +168,26 @@ def holds_token(text: str) -> bool:
     return bool(_SECRET_VALUE.search(text))
 
 
+# A netrc entry under any name (curl's, git's and pip's login file is often kept as `hosts` or
+# `login.txt`): at a line's start `machine HOST` (or `default`), netrc's `login`/`account`/`port`
+# pairs, then `password VALUE`, on one line or several. netrc's words are lower case, and VALUE must
+# look like a password (_secret_setting), so "machine learning password reset" is prose.
+_NETRC = re.compile(r"^[ \t]*(?:machine[ \t]+\S+|default)(?:\s+(?:login|account|port)\s+\S+)*\s+password\s+(\S+)",
+                    re.M)
+
+
 def _credential_shape(text: str) -> str:
     """A credential recognisable by its shape alone ("" if none): a token-shaped string, a URL with
-    a password (a pip index, a proxy, a git remote), a Google credentials file, a private key."""
+    a password (a pip index, a proxy, a git remote), a Google credentials file, a netrc entry with a
+    password, a private key."""
     if _SECRET_VALUE.search(text):
         return "a token-shaped value"
     if _URL_PASSWORD.search(text):
         return "a URL with a password"
     if _GOOGLE_CREDENTIALS.search(text):
         return "a Google credentials file"
+    if any(_secret_setting("password", value, True) for value in _NETRC.findall(text)):
+        return "a netrc login with a password"
     return "a private key" if holds_private_key(text) else ""
 
 
@@ -251,6 +265,26 @@ def holds_table_credentials(text: str, header: bool = True) -> str:
         if _TABLE_SECRET_COLUMN.match(name) and _secret_setting("secret", value.strip().strip('"'), True):
             return f"a {name.strip().strip(chr(34))!r} column"
     return ""
+
+
+# An environment variable set in a log's line, anywhere in it (logs prefix lines with times and
+# levels; `env` and `set -x` print `+ export X=v`; a diff `+X=v`): `NAME=value`, `NAME: value`,
+# "NAME": "value" (a run record's env). Only upper-case names count: a log's prose and a data row's
+# fields (`token`, `password`) are words, and an environment variable is how a secret reaches a job.
+_ENV_SETTING = re.compile(r"(?<![A-Za-z0-9_$])[\"']?([A-Z][A-Z0-9_]{0,99})[\"']?[ \t]*[:=][ \t]*"
+                          r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;}\]\"']+)")
+
+
+def holds_log_credentials(text: str) -> str:
+    """What in a log's, a run record's or a diff's text (.log, .out, .err, .jsonl, .diff, ...) is a
+    credential ("" if nothing): a credential by its shape, or a secret-looking environment variable
+    set to a real value (`export HF_TOKEN=...` in a nohup.out, `AWS_SECRET_ACCESS_KEY=...` printed by
+    `env`, `"HF_TOKEN": "..."` in a JSON Lines record). A line that only mentions a password is not."""
+    shape = _credential_shape(text)
+    if shape:
+        return shape
+    pairs = [(k, *_unquoted(v)) for k, v in _ENV_SETTING.findall(text)]
+    return next((f"variable {key!r}" for key, value, quoted in pairs if _secret_setting(key, value, quoted)), "")
 
 
 def holds_shell_credentials(text: str) -> str:

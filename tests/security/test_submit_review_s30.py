@@ -1,9 +1,11 @@
-"""`submit` and a security review's findings: a folder link back into the working dir made the plan
-(and Ray's zip) walk for ever."""
+"""`submit` and a security review's two findings: a folder link back into the working dir made the
+plan (and Ray's zip) walk for ever, and tokens travelled in logs, run records and diffs, in an age
+key file and in a netrc file under another name."""
 
 from __future__ import annotations
 
 import os
+import random
 import time
 import zipfile
 
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 from peft_ray.cli import main
 from peft_ray.errors import JobError
 from peft_ray.submit.upload import plan_upload
-from tests.security.test_submit_secrets import _working_dir
+from tests.security.test_submit_secrets import _refused_unless_included, _working_dir
 
 
 def _tree(root, links):
@@ -119,3 +121,69 @@ def test_folder_links_that_do_not_loop_still_travel(tmp_path):
     assert {"data/v2/train.csv", "data/latest/train.csv", "data/stable/train.csv",
             "sub/shared/train.csv"} <= set(plan.names)
     assert _rays_zip(root, plan, tmp_path / "pkg.zip") == set(plan.names)
+
+
+TOKEN = "hf_" "abcdefghijklmnopqrstuvwxyzABCDEFGH"
+AWS = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def _age_key() -> str:
+    bech32 = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"
+    rng = random.Random(30)
+    return "AGE-SECRET-KEY-1" + "".join(rng.choice(bech32) for _ in range(58))
+
+
+# Logs, run records and diffs (read by shape and for secret environment variables), an age key
+# file, and netrc entries under other names.
+TRAVELLED = {
+    "nohup.out": f"starting\nexport HF_TOKEN={TOKEN}\nstep 1 loss 0.7\n",
+    "runs.jsonl": '{"step": 1, "env": {"HF_TOKEN": "%s"}}\n' % TOKEN,
+    "logs/train.log": f"2024-05-01 12:00:01 INFO env AWS_SECRET_ACCESS_KEY={AWS} AWS_REGION=eu-west-1\n",
+    "job.err": f"+ export AWS_SECRET_ACCESS_KEY='{AWS}'\n+ python train.py\n",
+    "events.ndjson": '{"env": {"AWS_SECRET_ACCESS_KEY": "%s"}}\n' % AWS,
+    "fix.diff": "--- a/.env\n+++ b/.env\n@@ -1 +1 @@\n-DB_PASSWORD=changeme\n+DB_PASSWORD=Hunter2-prod\n",
+    "0001-ci.patch": f"+    env:\n+      HF_TOKEN: {TOKEN}\n",
+    "keys.txt": f"# created: 2024-01-01T00:00:00Z\n# public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zm\n"
+                f"{_age_key()}\n",
+    "notes.md": f"the key, for now: {_age_key()}\n",         # a private key: found in any file
+    "hosts": "machine x login me password hunter2secret\n",
+    "login.cfg": "machine pypi.example.com\n  login alice\n  password S3cr3t-pass\n",
+    "deploy.log": "default login ci password Tr0ub4dor&3\n",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(TRAVELLED))
+def test_credentials_in_logs_run_records_diffs_age_and_netrc_files_are_refused(tmp_path, rel):
+    _refused_unless_included(tmp_path, rel, TRAVELLED[rel], r" \((a |variable ).*\)\..*--include")
+
+
+def test_logs_that_only_mention_a_password_and_data_in_json_lines_travel(tmp_path):
+    """What a log, a data file or notes say about passwords and tokens is prose, and a masked or
+    referenced value is no credential; an encrypted file (`*.gpg`) is data without its key."""
+    files = {
+        "train.log": "2024-05-01 INFO step 10: loss 0.5\nWARNING password prompt skipped, using key auth\n"
+                     "Password: see the wiki\nERROR: Token expired, log in again\nPASSWORD=\n"
+                     "EOS_TOKEN: </s>\nMAX_TOKENS=512\nHF_TOKEN: set\nHF_TOKEN=${HF_TOKEN}\n"
+                     "Looking in indexes: https://alice:****@pypi.example.com/simple\n",
+        "nohup.out": "machine learning password reset examples\nexport HF_TOKEN=$(cat ~/.hf)\n",
+        "data/train.jsonl": '{"text": "my password is hunter2, lol", "label": 1}\n'
+                            '{"text": "Paris", "token": "Paris", "password": "Hunter2x"}\n',
+        "review.diff": "-the password for the demo box is in the wiki\n+ask the admin for the password\n",
+        "notes.txt": "the netrc format: machine HOST login USER password <your-password>\n"
+                     "age public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    # an OpenPGP message: a public-key encrypted session key packet (tag 1), then encrypted data
+    files["backup.tar.gpg"] = b"\x85\x01\x0c\x03" + bytes(range(256)) * 4
+    (tmp_path / "backup.tar.gpg").write_bytes(files["backup.tar.gpg"])
+    assert set(files) <= set(plan_upload(tmp_path).names)
+
+
+def test_a_token_late_in_a_big_log_is_found(tmp_path):
+    """A log is read whole (in pieces, like a table), not only its opening: the token sits after
+    3 MiB of ordinary lines."""
+    line = "2024-05-01 12:00:00 INFO step 1 loss 0.5 lr 1e-4 tokens 512\n"
+    text = line * (3 * 1024 * 1024 // len(line)) + f"export HF_TOKEN={TOKEN}\n"
+    _refused_unless_included(tmp_path, "run.log", text, r" \(a token-shaped value\)")
