@@ -3,6 +3,7 @@ without starting Ray or training."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Tuple
 
@@ -23,9 +24,13 @@ def register(main: click.Group) -> None:
         from peft_ray.spec import load_spec
         from peft_ray.storage import check_output_dir
 
+        from peft_ray.train.ray_start import check_cluster_address
+
         try:
             spec = load_spec(job, overrides)
             check_output_dir(spec.output.dir)
+            check_cluster_address(spec.scaling.address, "scaling.address")   # as `train` refuses them
+            check_cluster_address(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")
             pre = run_preflight(spec)
             if spec.tune is not None:   # every template and search value, as `peft-ray tune` checks them
                 from peft_ray.tune.runner import check_tune

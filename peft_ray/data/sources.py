@@ -66,8 +66,11 @@ def resolve_files(root: Optional[str], name: str, field: str, root_field: str = 
         # `eval --data FOLDER` names its folder with root_field "--data": no override there
         where = ("point it at your copy on the command line: data.root=FOLDER" if root_field == "data.root"
                  else f"{root_field} must hold the run's file '{name}', or pass the file itself")
-        hint = (f" under {root_field} '{root}' ({where})" if root else
-                " (set data.root to the data folder)" if field.startswith("data.") else "")
+        if base is not None and not base.is_dir():
+            raise DataError(f"{root_field}: '{root}' is not a folder here ({where})")
+        if base is not None:
+            raise DataError(f"{field}: no file matches '{name}' under {root_field} '{root}'{_near(base, name)}")
+        hint = " (set data.root to the data folder)" if field.startswith("data.") else ""
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
         check_link(f, field)
@@ -78,6 +81,20 @@ def resolve_files(root: Optional[str], name: str, field: str, root_field: str = 
                         + ", ".join(f"{fmt}: {Path(f).name}" for fmt, f in sorted(formats.items()))
                         + "); a split must be one format: narrow the glob or convert the files")
     return files
+
+
+def _near(folder: Path, name: str, most: int = 8) -> str:
+    """The data files a folder holds, the closest to `name` first, for a split's file not found."""
+    from peft_ray.errors import suggest
+
+    try:
+        held = sorted(p.name for p in folder.iterdir() if p.suffix in FORMATS)
+    except OSError:
+        return ""
+    if not held:
+        return "; it holds no data file (.parquet, .arrow, .csv, .jsonl)"
+    listed = ", ".join(held[:most]) + (f" and {len(held) - most} more" if len(held) > most else "")
+    return f"{suggest(name, held)}; its data files: {listed}"
 
 
 GLOB_ENTRIES = 100_000   # entries of the folders a data glob walks through (a real split's glob sees a few)

@@ -173,6 +173,7 @@ def read_yaml(path: str | Path) -> Dict[str, Any]:
 SHORTHANDS = {"method": "name"}   # a section a job may give as its name alone
 # Sections whose fields belong to the kind their key names: overriding the kind starts the section anew.
 KINDS = {"method": "name", "task": "type"}
+DEFAULT_KIND = {"method": DEFAULT_METHOD, "task": DEFAULT_TASK}   # a section that names no kind is of this one
 
 
 def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
@@ -208,11 +209,19 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
             parts = [*parts[:2], ".".join(parts[2:4]), *parts[4:]]
         if len(parts) > 1 and isinstance(out.get(parts[0]), str) and parts[0] in SHORTHANDS:
             out[parts[0]] = {SHORTHANDS[parts[0]]: out[parts[0]]}   # `method: lora`, then method.r=16
-        if len(parts) == 2 and KINDS.get(parts[0]) == parts[1] and isinstance(out.get(parts[0]), dict) \
-                and out[parts[0]].get(parts[1]) != value:
+        starts_anew = (len(parts) == 2 and KINDS.get(parts[0]) == parts[1] and isinstance(out.get(parts[0]), dict)
+                       and out[parts[0]].get(parts[1], DEFAULT_KIND[parts[0]]) != value) or \
+            (len(parts) == 1 and parts[0] in KINDS)
+        if starts_anew:
             # method.name=lora over a prompt_tuning section: its num_virtual_tokens would be "unknown
-            # keys" of LoRA. Like method=lora, the section starts anew; later overrides add to it.
-            out[parts[0]] = {}
+            # keys" of LoRA. Like method=lora, the section starts anew; later overrides add to it,
+            # and an earlier one would be lost without a word: refused, saying the order.
+            earlier = [k for k in given if k.startswith(f"{parts[0]}.") and k != key.strip()]
+            if earlier:
+                raise SpecError(f"override '{shown(given[earlier[0]])}' comes before '{shown(item)}', which starts "
+                                f"the {parts[0]} section anew, so it would be lost; put '{shown(item)}' first")
+            if len(parts) == 2:
+                out[parts[0]] = {}
         for part in parts[:-1]:
             if not isinstance(node.get(part, {}), dict):
                 raise SpecError(f"override '{key}': '{part}' is not a section")

@@ -45,7 +45,8 @@ BACKUP_SUFFIXES = (".bak", ".backup", ".old", ".orig", ".save", ".sav", ".swp", 
 # Arrow, CSV or JSON Lines, its models folders), and a compressed file's content cannot be checked
 # for the credentials above (an `ssh-backup.tgz` of ~/.ssh looks like any other).
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".7z", ".rar", ".zst",
-                    ".zstd", ".lz4", ".lzma", ".z", ".cab", ".iso", ".dmg")
+                    ".zstd", ".lz4", ".lzma", ".z", ".cab", ".iso", ".dmg",
+                    ".whl", ".egg", ".jar", ".war", ".apk")   # zip files under their own names
 
 
 def is_secret(rel: str) -> bool:

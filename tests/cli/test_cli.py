@@ -86,6 +86,20 @@ def test_a_zero_byte_csv_or_json_lines_file_is_said_to_be_empty(tmp_path, tiny_b
     assert f"data.train: {tmp_path / 'zero' / name}: the file is empty (no rows)" in r.output, r.output
 
 
+def test_a_missing_data_folder_or_file_is_named_with_what_is_there(tmp_path, tiny_bert, tiny_data):
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), f"data.root={tmp_path / 'nope'}"])
+    assert r.exit_code == 2 and f"data.root: '{tmp_path / 'nope'}' is not a folder here" in r.output, r.output
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "data.validation=valid.parquet"])
+    assert r.exit_code == 2 and ("data.validation: no file matches 'valid.parquet' under data.root "
+                                 f"'{tiny_data}' (did you mean 'validation.parquet'?); its data files: ") in r.output
+
+
+def test_validate_refuses_a_dashboard_url_as_ray_address_as_train_does(tmp_path, tiny_bert, tiny_data, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data)])
+    assert r.exit_code == 2 and "$RAY_ADDRESS 'http://127.0.0.1:8265' is a Ray dashboard URL" in r.output, r.output
+
+
 def test_too_many_workers_is_a_message(tmp_path, tiny_bert, tiny_data):
     import os
 

@@ -30,6 +30,7 @@ EVERYDAY = {
     "notify.yaml": b"webhook: https://hooks.slack.com/services/" b"T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX\n",
     "settings.xml": b"<settings><servers><server><id>x</id><password>Hunter2xyz</password></server></servers></settings>\n",
     "ssh-backup.tgz": b"\x1f\x8b\x08\x00" + bytes(60),
+    "tool-1.0-py3-none-any.whl": b"PK\x03\x04" + bytes(60),   # a wheel once travelled from a repo's root
     # a second diff review: what the first fix's XML and auth rules let through
     "web.config": b"<configuration><password>S3cr3tPassw0rd!</password></configuration>\n",
     "app.xml": b"<app><apiToken>f8e7a6b5c4d3e2f1</apiToken></app>\n",

@@ -74,6 +74,21 @@ def test_yaml_11s_octal_and_base_60_numbers_are_refused_with_the_line(tmp_path, 
         load_spec(job)
 
 
+@pytest.mark.parametrize("overrides, first", [
+    (["method.r=16", "method.name=lora"], "method.name=lora"),
+    (["method.r=16", "method=lora"], "method=lora"),
+    (["task.max_target_length=4", "task.type=generation"], "task.type=generation"),
+])
+def test_a_field_before_the_switch_of_its_sections_kind_is_refused_not_lost(tmp_path, overrides, first):
+    """method.r=16 method.name=lora resolved to r 8: the switch starts the section anew, and the field
+    typed before it vanished without a word (a review finding)."""
+    job = _write(tmp_path, "task: {labels: [a, b]}\nmethod: {name: prompt_tuning}\n")
+    with pytest.raises(SpecError, match=f"comes before '{first}', which starts the .* section anew"):
+        load_spec(job, overrides)
+    assert load_spec(job, ["method.name=lora", "method.r=16"]).method.r == 16
+    assert load_spec(job, ["method.num_virtual_tokens=4", "method.name=prompt_tuning"]).method.num_virtual_tokens == 4
+
+
 def test_soft_count_must_agree():
     with pytest.raises(SpecError, match="make them agree"):
         validate_spec({"task": {"labels": ["a", "b"]}, "template": {"text": "{soft:5} {text}"},
