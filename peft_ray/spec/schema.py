@@ -166,10 +166,13 @@ def typed_job_model(method_configs: tuple, task_configs: tuple) -> type[JobSpec]
 
     methods = Annotated[Union[method_configs], Field(discriminator="name")]  # type: ignore[valid-type]
     tasks = Annotated[Union[task_configs], Field(discriminator="type")]  # type: ignore[valid-type]
+    # `method: lora` (spec/load.SHORTHANDS): the name alone, with the method's defaults
+    names = Literal[tuple(c.model_fields["name"].default for c in method_configs)]  # type: ignore[misc]
     return pydantic.create_model(
         "JobSpec", __base__=JobSpec, __doc__=JobSpec.__doc__,
-        method=(Optional[methods], Field(None, description="method.name picks the method (default prompt_tuning); "
-                                         "its own fields follow")),
+        method=(Optional[Union[methods, names]],
+                Field(None, description="method.name picks the method (default prompt_tuning); its own fields "
+                                        "follow. The name alone (method: lora) takes that method's defaults")),
         task=(Optional[tasks], Field(None, description="task.type picks the task (default classification); "
                                      "its own fields follow")))
 

@@ -63,6 +63,8 @@ def test_schema_has_a_method_union_and_checks_job_files(tmp_path, tiny_bert, tin
     bad = {**good, "method": {"name": "lora", "num_virtual_tokens": 4}}      # a prompt-tuning key on LoRA
     assert list(check.iter_errors(bad))
     assert list(check.iter_errors({**good, "train": {"batch_size": "big"}}))
+    assert not list(check.iter_errors({**good, "method": "lora"}))    # the shorthand the loader takes
+    assert list(check.iter_errors({**good, "method": "lorra"}))
 
 
 def test_schema_to_stdout():
