@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
         cut = [0]
         metrics = task.evaluate(loaded.engine, counted_cuts(with_progress(tables, total, "eval"), task.input_cut, cut),
                                 task.runtime(spec, loaded.base_path), loaded.pad_id)
-    result = {**metrics, "task": spec.task.type, "split": split, "data": files, "skipped_rows": facts.skipped,
+    result = {**metrics, "task": spec.task.type, "split": split, "data": [os.path.abspath(f) for f in files], "skipped_rows": facts.skipped,
               "truncated_rows": cut[0], "adapter": str(loaded.adapter_dir.resolve()), "wall_seconds": time.time() - t0}
     write_file(out, json.dumps(result, indent=2))   # never through a link planted in the run folder
     return Evaluated(result, out, truncation_note(cut[0], spec.model.max_length) if cut[0] else None)
@@ -122,7 +123,7 @@ def check_default_output(out: Path, adapter_dir: Path, files: List[str], split: 
         old = None if out.is_symlink() else json.loads(Location.at(out).read_small_text(MAX_METRICS_BYTES) or "null")
     except ValueError:
         old = None
-    same = (isinstance(old, dict) and old.get("split") == split and old.get("data") == files
+    same = (isinstance(old, dict) and old.get("split") == split and _same_files(old.get("data"), files)
             and _same_path(old.get("adapter"), adapter_dir))
     if not same:
         what = (f"the metrics of {_shown_files(old.get('data'))}" if isinstance(old, dict)
@@ -131,6 +132,12 @@ def check_default_output(out: Path, adapter_dir: Path, files: List[str], split: 
 
 
 MAX_METRICS_BYTES = 1 << 20
+
+
+def _same_files(recorded: Any, files: List[str]) -> bool:
+    """The same files, however each command named them (the JSON records absolute paths)."""
+    return (isinstance(recorded, list) and all(isinstance(f, str) for f in recorded)
+            and [os.path.realpath(f) for f in recorded] == [os.path.realpath(f) for f in files])
 
 
 def _same_path(recorded: Any, adapter_dir: Path) -> bool:

@@ -144,7 +144,8 @@ def read_run_spec(adapter_dir: Path, trust: Trust = Trust()):
     except JobError as e:
         raise CheckpointError(f"{adapter_dir / EXTRA}: the recorded job no longer validates: {e}") from None
     spec.method.init_from = None         # the adapter replaces any starting point
-    local = recorded_base_path(extra, adapter_dir)   # adapter_config names the hub id; load what training loaded
+    # adapter_config names the hub id; load what training loaded, unless the user names their own copy
+    local = None if trust.base_model else recorded_base_path(extra, adapter_dir)
     if trust.base_model:                  # the user's own copy of it, named on the command line
         spec.model.name_or_path = trust.base_model
     elif local and Path(local).is_dir():

@@ -275,11 +275,28 @@ _ENV_SETTING = re.compile(r"(?<![A-Za-z0-9_$])[\"']?([A-Z][A-Z0-9_]{0,99})[\"']?
                           r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;}\]\"']+)")
 
 
+# A JSON Lines record's key that names an environment variable, with a string value: `"HF_TOKEN": "..."`
+# in a run record's env. Not quoted inside another string (a data row's text quoting one is text).
+_JSON_ENV_KEY = re.compile(r'(?<!\\)"([A-Z][A-Z0-9_]{0,99})"[ \t]*:[ \t]*"((?:[^"\\\n]|\\.)*)"')
+
+
+def holds_record_credentials(text: str) -> str:
+    """What in JSON Lines text (.jsonl, .ndjson: peft-ray's data format, and run records) is a
+    credential ("" if nothing): a credential by its shape, or an upper-case key named as a secret
+    with a real value (a record of a job's environment). A data row's words are data: a spam set's
+    "your PASSWORD: qwerty123" is text, not a login."""
+    shape = _credential_shape(text)
+    if shape:
+        return shape
+    return next((f"variable {key!r}" for key, value in _JSON_ENV_KEY.findall(text)
+                 if _secret_setting(key, value, True)), "")
+
+
 def holds_log_credentials(text: str) -> str:
-    """What in a log's, a run record's or a diff's text (.log, .out, .err, .jsonl, .diff, ...) is a
-    credential ("" if nothing): a credential by its shape, or a secret-looking environment variable
-    set to a real value (`export HF_TOKEN=...` in a nohup.out, `AWS_SECRET_ACCESS_KEY=...` printed by
-    `env`, `"HF_TOKEN": "..."` in a JSON Lines record). A line that only mentions a password is not."""
+    """What in a log's or a diff's text (.log, .out, .err, .diff, ...) is a credential ("" if
+    nothing): a credential by its shape, or a secret-looking environment variable set to a real value
+    (`export HF_TOKEN=...` in a nohup.out, `AWS_SECRET_ACCESS_KEY=...` printed by `env`). A line that
+    only mentions a password is not."""
     shape = _credential_shape(text)
     if shape:
         return shape

@@ -29,8 +29,7 @@ def register(main: click.Group) -> None:
         try:
             spec = load_spec(job, overrides)
             check_output_dir(spec.output.dir)
-            check_cluster_address(spec.scaling.address, "scaling.address")   # as `train` refuses them
-            check_cluster_address(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")
+            check_cluster_address(spec.scaling.address, "scaling.address")   # as `train` refuses it
             pre = run_preflight(spec)
             if spec.tune is not None:   # every template and search value, as `peft-ray tune` checks them
                 from peft_ray.tune.runner import check_tune
@@ -38,6 +37,10 @@ def register(main: click.Group) -> None:
                 check_tune(spec)
         except JobError as e:
             fail(e)
+        try:   # the shell of a `peft-ray submit` user exports the dashboard URL (docs/cluster.md): a note
+            check_cluster_address(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")
+        except JobError as e:
+            click.echo(f"note: {e}; `peft-ray train` in this shell would refuse it", err=True)
         try:
             from peft_ray.train.ray_start import check_fits_this_machine
 

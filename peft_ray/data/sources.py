@@ -69,7 +69,8 @@ def resolve_files(root: Optional[str], name: str, field: str, root_field: str = 
         if base is not None and not base.is_dir():
             raise DataError(f"{root_field}: '{root}' is not a folder here ({where})")
         if base is not None:
-            raise DataError(f"{field}: no file matches '{name}' under {root_field} '{root}'{_near(base, name)}")
+            own = f" ({where})" if root_field != "data.root" else ""   # eval's --data: what it must hold
+            raise DataError(f"{field}: no file matches '{name}' under {root_field} '{root}'{own}{_near(base, name)}")
         hint = " (set data.root to the data folder)" if field.startswith("data.") else ""
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:
@@ -83,18 +84,23 @@ def resolve_files(root: Optional[str], name: str, field: str, root_field: str = 
     return files
 
 
-def _near(folder: Path, name: str, most: int = 8) -> str:
-    """The data files a folder holds, the closest to `name` first, for a split's file not found."""
+def _near(root: Path, name: str, most: int = 8) -> str:
+    """The data files in the folder `name` looks in (its first parent without a glob), with a
+    did-you-mean, for a split's file not found."""
     from peft_ray.errors import suggest
 
+    parts = Path(name).parts[:-1]
+    sub = Path(*parts[:next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))])
+    folder = root / sub
     try:
         held = sorted(p.name for p in folder.iterdir() if p.suffix in FORMATS)
     except OSError:
         return ""
+    where = f"'{sub}'" if str(sub) != "." else "it"
     if not held:
-        return "; it holds no data file (.parquet, .arrow, .csv, .jsonl)"
+        return f"; {where} holds no data file directly ({', '.join(sorted(FORMATS))})"
     listed = ", ".join(held[:most]) + (f" and {len(held) - most} more" if len(held) > most else "")
-    return f"{suggest(name, held)}; its data files: {listed}"
+    return f"{suggest(Path(name).name, held)}; the data files in {where}: {listed}"
 
 
 GLOB_ENTRIES = 100_000   # entries of the folders a data glob walks through (a real split's glob sees a few)
@@ -327,7 +333,7 @@ def read_schema(files: List[str]) -> pa.Schema:
         return stored_schema(files[0])
     for batch in iter_arrow(files[:1], batch_size=16):
         return batch.schema
-    raise DataError(f"{files[0]}: the file is empty (no rows); point data.* at a file with data")
+    raise DataError(f"{files[0]}: the file is empty (no rows); use a file with rows")
 
 
 def stored_schema(path: str) -> pa.Schema:

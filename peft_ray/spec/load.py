@@ -90,11 +90,15 @@ class _GuardedLoader(yaml.SafeLoader):
         return super().construct_yaml_float(node)
 
 
+class Yaml11Number(yaml.YAMLError):
+    """A number YAML 1.1 reads in octal or base 60 (010 is 8, 1:30 is 90)."""
+
+
 def _refuse_yaml11_number(node) -> None:
     text = str(node.value).replace("_", "").lstrip("+-")
     if ":" in text or (len(text) > 1 and text[0] == "0" and text.isdigit()):
         reading = "base 60" if ":" in text else "octal"
-        raise yaml.YAMLError(f"'{node.value}' at line {node.start_mark.line + 1} is a number in {reading} to "
+        raise Yaml11Number(f"'{node.value}' at line {node.start_mark.line + 1} is a number in {reading} to "
                              "YAML 1.1; write it without leading zeros or colons, or quote it for text")
 
 
@@ -193,6 +197,8 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
                             "give it once")
         try:
             value = safe_yaml(text) if text != "" else ""
+        except Yaml11Number as e:   # said as in a job file: 010 is no more 10 here than there
+            raise SpecError(f"override '{shown(item)}': {str(e).replace(' at line 1', '')}") from None
         except yaml.YAMLError:
             value = text
         if key.strip().startswith("template.") and isinstance(value, str) and ("\\n" in value or "\\t" in value):

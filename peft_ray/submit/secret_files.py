@@ -96,12 +96,14 @@ CODE_SUFFIXES = {".py", ".pyw", ".ipynb", ".md", ".rst", ".tex", ".r", ".rmd", "
 # Tables (CSV, TSV) are data: their rows are only searched for credentials by shape (a token, a URL
 # with a password, a private key), and their header for a key export's columns.
 TABLE_SUFFIXES = {".csv", ".tsv"}
-# Logs, run records and diffs: what a job printed (`nohup.out` after `export HF_TOKEN=...`, a run's
-# JSON Lines with its environment) or what a change added. Read like tables, by shape, and for an
-# environment variable that holds a credential (security.holds_log_credentials); their other words
-# ("password reset failed") are prose. JSON Lines is also peft-ray's data format: its rows' fields
-# are lower-case words, which the variable rule leaves alone.
-LOG_SUFFIXES = {".log", ".out", ".err", ".jsonl", ".ndjson", ".diff", ".patch"}
+# JSON Lines: peft-ray's data format, and run records. By shape, and for an upper-case key holding a
+# secret (`"HF_TOKEN": "..."` in a record's env); a spam data set's "your PASSWORD: qwerty123" row
+# is text, not a login (security.holds_record_credentials).
+RECORD_SUFFIXES = {".jsonl", ".ndjson"}
+# Logs and diffs: what a job printed (`nohup.out` after `export HF_TOKEN=...`) or what a change
+# added. Read like tables, by shape, and for an environment variable that holds a credential
+# (security.holds_log_credentials); their other words ("password reset failed") are prose.
+LOG_SUFFIXES = {".log", ".out", ".err", ".diff", ".patch"}
 SHELL_SUFFIXES = {".sh", ".bash", ".zsh", ".ksh", ".csh", ".fish", ".ps1", ".psm1", ".bat", ".cmd"}
 SHELL_NAMES = {".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zprofile", ".zshenv", ".kshrc",
                ".cshrc", ".envrc"}
@@ -130,8 +132,8 @@ def is_shell(path: Path) -> bool:
 def _text_rules(path: Path) -> Optional[Callable[[str], str]]:
     """How a file's text is read for credential lines, by its name: shell, config, table, log, or not
     at all."""
-    from peft_ray.security import (holds_credentials, holds_log_credentials, holds_shell_credentials,
-                                   holds_table_credentials, holds_xml_credentials)
+    from peft_ray.security import (holds_credentials, holds_log_credentials, holds_record_credentials,
+                                   holds_shell_credentials, holds_table_credentials, holds_xml_credentials)
 
     if is_shell(path):
         return holds_shell_credentials
@@ -139,6 +141,8 @@ def _text_rules(path: Path) -> Optional[Callable[[str], str]]:
         return holds_table_credentials
     if _suffix(path) in LOG_SUFFIXES:
         return holds_log_credentials
+    if _suffix(path) in RECORD_SUFFIXES:
+        return holds_record_credentials
     if _suffix(path) in (".xml", ".config"):       # .NET's web.config and app.config are XML
         return holds_xml_credentials
     return holds_credentials if is_config(path) else None

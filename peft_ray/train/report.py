@@ -33,7 +33,9 @@ def _alive(pid: int) -> bool:
 
 def sweep_dead_staging(tmp_root: Optional[str] = None) -> None:
     """Delete this user's checkpoint staging folders whose process is gone. A reused PID only
-    keeps a stale folder a while longer; another user's folders are never touched."""
+    keeps a stale folder a while longer; another user's folders are never touched. Assumes one PID
+    namespace per temp folder (a container sharing /tmp, same uid, own PIDs, would see a live
+    worker's folder as dead: such setups give each container its own TMPDIR)."""
     root = Path(tmp_root or tempfile.gettempdir())
     for path in root.glob(f"{STAGING_PREFIX}*-*"):
         pid = path.name[len(STAGING_PREFIX):].partition("-")[0]

@@ -188,6 +188,8 @@ def check_method_bases(spec: JobSpec, resume: bool = False) -> None:
                                 f"the method section; set them there (or search them in tune.space as "
                                 f"method.<field>)")
             continue
+        # Whole, as check_each_candidate then checks each candidate on the base (a searched field does
+        # not complete a base: every candidate must stand alone), so the fault is named where it is.
         validate_method({**fields, "name": name}, f"tune.methods.{name}.")
 
 

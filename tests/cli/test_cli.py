@@ -91,13 +91,24 @@ def test_a_missing_data_folder_or_file_is_named_with_what_is_there(tmp_path, tin
     assert r.exit_code == 2 and f"data.root: '{tmp_path / 'nope'}' is not a folder here" in r.output, r.output
     r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "data.validation=valid.parquet"])
     assert r.exit_code == 2 and ("data.validation: no file matches 'valid.parquet' under data.root "
-                                 f"'{tiny_data}' (did you mean 'validation.parquet'?); its data files: ") in r.output
+                                 f"'{tiny_data}' (did you mean 'validation.parquet'?); the data files in it: ") in r.output
+    (tmp_path / "sub" / "train").mkdir(parents=True)
+    (tmp_path / "sub" / "train" / "part-0.parquet").write_bytes((tiny_data / "train.parquet").read_bytes())
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), f"data.root={tmp_path / 'sub'}",
+                                  "data.train=train/part-1.parquet"])
+    assert "(did you mean 'part-0.parquet'?); the data files in 'train': part-0.parquet" in r.output, r.output
 
 
-def test_validate_refuses_a_dashboard_url_as_ray_address_as_train_does(tmp_path, tiny_bert, tiny_data, monkeypatch):
+def test_validate_notes_a_dashboard_url_as_ray_address_that_train_would_refuse(tmp_path, tiny_bert, tiny_data,
+                                                                               monkeypatch):
+    """docs/cluster.md has submit users export the dashboard URL as RAY_ADDRESS: validate checks the
+    job all the same, and says that `train` in this shell would refuse it. In the job, it is an error."""
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
     r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data)])
-    assert r.exit_code == 2 and "$RAY_ADDRESS 'http://127.0.0.1:8265' is a Ray dashboard URL" in r.output, r.output
+    assert r.exit_code == 0 and "note: $RAY_ADDRESS 'http://127.0.0.1:8265' is a Ray dashboard URL" in r.output
+    assert "`peft-ray train` in this shell would refuse it" in r.output and "ok: tiny" in r.output
+    r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), "scaling.address=http://h:8265"])
+    assert r.exit_code == 2 and "scaling.address 'http://h:8265' is a Ray dashboard URL" in r.output, r.output
 
 
 def test_too_many_workers_is_a_message(tmp_path, tiny_bert, tiny_data):

@@ -438,7 +438,7 @@ def test_the_default_metrics_file_of_other_data_is_kept_without_overwrite(cls_ru
     validation split) replaced the first one's metrics without a word (a review finding); scoring the
     same adapter on the same data again still replaces its own."""
     run = tmp_path / "run"
-    shutil.copytree(cls_run, run)
+    shutil.copytree(cls_run, run, ignore=shutil.ignore_patterns("eval_*"))   # other tests' scores of cls_run
     first, second = tmp_path / "a" / "test.parquet", tmp_path / "b" / "test.parquet"
     for p in (first, second):
         p.parent.mkdir()
@@ -446,6 +446,14 @@ def test_the_default_metrics_file_of_other_data_is_kept_without_overwrite(cls_ru
     assert _cli("eval", run, "--data", first, "--local").exit_code == 0
     kept = (run / "eval_test.json").read_bytes()
     assert _cli("eval", run, "--data", first, "--local").exit_code == 0          # a re-evaluation
+    import os
+    cwd = os.getcwd()
+    try:                                                   # named from another folder: the same files
+        os.chdir(tmp_path / "a")
+        r = _cli("eval", run, "--data", "test.parquet", "--local")
+        assert r.exit_code == 0, r.output
+    finally:
+        os.chdir(cwd)
     r = _cli("eval", run, "--data", second, "--local")
     assert r.exit_code == 2 and f"eval_test.json already holds the metrics of {first}" in r.output, r.output
     assert "--overwrite" in r.output

@@ -183,13 +183,14 @@ def test_an_adapter_of_non_finite_or_non_float_tensors_is_refused_by_name(adapte
     (5, "base_model_path is a JSON int, not a path"),
     ("x" * 300, "base_model_path is longer than a filesystem allows"),
 ])
-def test_a_malformed_recorded_base_path_names_the_adapters_file(adapter, tmp_path, value, expected):
+def test_a_malformed_recorded_base_path_names_the_adapters_file(adapter, tiny_bert, tmp_path, value, expected):
     shared = _tamper(adapter, tmp_path)
     extra = json.loads((shared / "peft_ray.json").read_text())
     extra["base_model_path"] = value
     (shared / "peft_ray.json").write_text(json.dumps(extra))
     with pytest.raises(CheckpointError, match=f"peft_ray.json: {expected}"):
         check_adapter(shared)
+    assert check_adapter(shared, Trust(base_model=str(tiny_bert))).spec.model.name_or_path == str(tiny_bert)
 
 
 def test_base_model_on_the_command_line_is_named_as_the_users_own(adapter, tiny_data, tmp_path):

@@ -166,6 +166,7 @@ def test_logs_that_only_mention_a_password_and_data_in_json_lines_travel(tmp_pat
                      "EOS_TOKEN: </s>\nMAX_TOKENS=512\nHF_TOKEN: set\nHF_TOKEN=${HF_TOKEN}\n"
                      "Looking in indexes: https://alice:****@pypi.example.com/simple\n",
         "nohup.out": "machine learning password reset examples\nexport HF_TOKEN=$(cat ~/.hf)\n",
+        "data/spam.jsonl": '{"text": "Dear customer, your account PASSWORD: qwerty123 has expired", "label": 1}\n',
         "data/train.jsonl": '{"text": "my password is hunter2, lol", "label": 1}\n'
                             '{"text": "Paris", "token": "Paris", "password": "Hunter2x"}\n',
         "review.diff": "-the password for the demo box is in the wiki\n+ask the admin for the password\n",

@@ -72,6 +72,8 @@ def test_yaml_11s_octal_and_base_60_numbers_are_refused_with_the_line(tmp_path, 
     job = _write(tmp_path, f"task: {{labels: [a, b]}}\ntrain:\n  seed: {text}\n")
     with pytest.raises(SpecError, match=f"'{text}' at line 3 is a number in {reading} to YAML 1.1"):
         load_spec(job)
+    with pytest.raises(SpecError, match=f"override 'train.seed={text}': '{text}' is a number in {reading}"):
+        load_spec(_write(tmp_path, "task: {labels: [a, b]}\n"), [f"train.seed={text}"])
 
 
 @pytest.mark.parametrize("overrides, first", [
