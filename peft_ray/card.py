@@ -108,3 +108,37 @@ def model_card(cfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
         lines.append(f"- PEFT {cfg['peft_version']}")
     lines.append(f"- peft-ray {extra.get('peft_ray_version', '')}".rstrip())
     return "\n".join(lines) + "\n"
+
+
+def merged_card(cfg: Dict[str, Any], extra: Dict[str, Any], max_length: int) -> str:
+    """The README.md of `export --merge`: a plain transformers model, the adapter folded in. Says what
+    it was merged from and how it reads its input: the job's template and model.max_length (the
+    tokenizer saved beside it carries that length), as peft-ray's predict does."""
+    spec = extra.get("spec") or {}
+    method = (extra.get("method") or {}).get("name") or (spec.get("method") or {}).get("name") or "adapter"
+    base = cfg.get("base_model_name_or_path")
+    task = (spec.get("task") or {}).get("type", cfg.get("task_type"))
+    auto = auto_class(cfg, extra)
+    meta = {"base_model": base, "library_name": "transformers",
+            "tags": ["peft-ray", f"merged-{method}"] + ([f"base_model:merge:{base}"] if base else [])}
+    pipeline = TASK_CLASSES.get(cfg.get("task_type"), (None, None))[1]
+    if pipeline:
+        meta["pipeline_tag"] = pipeline
+    lines = ["---", yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False).rstrip(),
+             "---", "", f"# {spec.get('name', 'peft-ray model')} (merged)", "",
+             f"`{base}` with a {method} adapter for {task} folded into its weights by `peft-ray export --merge`: "
+             "a plain transformers model, no PEFT needed.", "", "## Model details", "",
+             f"- **Base model:** `{base}`", f"- **Merged adapter:** {method} (PEFT `{cfg.get('peft_type')}`)",
+             f"- **Task:** {task}", f"- **Input length:** {max_length} tokens (the job's model.max_length)"]
+    if extra.get("labels"):
+        lines.append(f"- **Labels** (in label-id order): {', '.join(map(str, extra['labels']))}")
+    if extra.get("template"):
+        lines.append(f"- **Template:** `{extra['template']}`: the model was trained on rows written this way; "
+                     "write inputs the same way")
+    lines += ["", "## Evaluation", "", *metrics_table(extra.get("metrics")), "", "## How to use", "",
+              "```python", f"from transformers import {auto}, AutoTokenizer", "",
+              f'model = {auto}.from_pretrained("path/to/this/folder").eval()',
+              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+              f'batch = tokenizer(texts, truncation=True, max_length={max_length}, padding=True, return_tensors="pt")',
+              "```", ""]
+    return "\n".join(lines) + "\n"

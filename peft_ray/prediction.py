@@ -36,7 +36,7 @@ def local_predictions(files: List[str], adapter_dir: Path, batch_size: int,
     from peft_ray.data.sources import iter_arrow
 
     predictor = Predictor(str(adapter_dir), batch_size, trust)
-    for batch in iter_arrow(files, batch_size=ROWS_PER_CALL):
+    for batch in iter_arrow(files, batch_size=ROWS_PER_CALL, csv_as_text=True):   # rows pass on as written
         yield predictor(pa.Table.from_batches([batch]))
 
 
@@ -55,7 +55,7 @@ def predictions(files: List[str], adapter_dir: str, batch_size: int, num_actors:
     ctx.enable_progress_bars = False           # the driver shows one bar over rows instead
     # Streaming split of big blocks (a one-row-group Parquet file is one block) so every actor gets
     # work. Ray 2.60: a fixed actor pool is `compute=ActorPoolStrategy(size=N)` (`concurrency=` is deprecated).
-    return ray_dataset(files).repartition(target_num_rows_per_block=ROWS_PER_CALL).map_batches(
+    return ray_dataset(files, csv_as_text=True).repartition(target_num_rows_per_block=ROWS_PER_CALL).map_batches(
         Predictor, fn_constructor_kwargs={"adapter_dir": adapter_dir, "batch_size": batch_size, "trust": trust},
         batch_format="pyarrow", batch_size=ROWS_PER_CALL, compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=1, udf_modifying_row_count=False, **({} if restarts else {"max_restarts": 0}))

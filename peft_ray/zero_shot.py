@@ -41,4 +41,14 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
     engine = InferenceEngine(task.load_base(spec, pre.model_path),
                              torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     metrics = task.evaluate(engine, data.eval_tables(), task.runtime(spec, pre.model_path), tok.pad_token_id or 0)
-    return {**metrics, "task": spec.task.type, "zero_shot": True, "template": spec.template.text}
+    return {**metrics, "task": spec.task.type, "zero_shot": True, **scored_what(spec)}
+
+
+def scored_what(spec) -> Dict[str, Any]:
+    """What a zero-shot score is of: the template, the label words, the model and the validation data
+    (two verbalizers of one template are two results; the default file is replaced only by the same)."""
+    d = spec.data
+    return {"template": spec.template.text, "verbalizer": spec.template.verbalizer,
+            "model": spec.model.name_or_path,
+            "data": {"root": d.root, "validation": d.validation or d.train,
+                     "validation_fraction": d.validation_fraction if not d.validation else None}}

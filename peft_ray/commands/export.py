@@ -82,6 +82,23 @@ def copy_adapter(src: Path, out: Path, overwrite: bool = False) -> Path:
     return out
 
 
+# A run's (or search's) folders that peft-ray replaces whole or checks file by file.
+MANAGED = ("adapter", "adapter_last", "checkpoints", "ray", "tensorboard", "tune", "trials", "best")
+
+
+def run_managed_folder(src: Path, out: Path) -> Optional[Path]:
+    """The folder of the adapter's own run that OUT_DIR lies inside, where peft-ray would delete or
+    refuse it: the adapter itself, or a run's adapter/, checkpoints/, ray/, ... (None if none)."""
+    src, out = src.resolve(), out.resolve()
+    if src in out.parents:
+        return src
+    run = next((up for up in src.parents[:4] if (up / "job.yaml").is_file()), None)
+    if run is None or run not in out.parents:
+        return None
+    top = run / out.relative_to(run).parts[0]
+    return top if top.name in MANAGED else None
+
+
 def check_out_dir(src: Path, out: Path, overwrite: bool = False) -> None:
     """OUT_DIR is a folder of its own: new, empty, or an earlier export with --overwrite (replaced
     whole, so two adapters never mix); never the adapter itself nor a folder holding anything else."""
@@ -90,6 +107,11 @@ def check_out_dir(src: Path, out: Path, overwrite: bool = False) -> None:
     check_output_dir(str(out), "OUT_DIR")        # a file, a file on the way, /proc, read-only
     if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
         raise JobError(f"OUT_DIR '{out}' is the adapter folder {src} or holds it; export to a new folder")
+    managed = run_managed_folder(src, out)
+    if managed is not None:
+        raise JobError(f"OUT_DIR '{out}' lies inside {managed}, which peft-ray writes and replaces (a resumed run "
+                       "replaces its adapter folders; a checkpoint holding an unlisted file fails its check); "
+                       "export to a folder outside the run")
     if out.is_symlink():
         raise JobError(f"OUT_DIR '{out}' is a link; export to a new folder")
     if (out / STAMP).is_file():
@@ -154,6 +176,7 @@ def name_labels(model, maps) -> None:
 def merge_adapter(src: Path, out: Path, trust: Trust = Trust(), overwrite: bool = False) -> Path:
     """Rebuild the run's model from its recorded job, load the adapter, fold it in, save_pretrained."""
     from peft_ray.adapter import label_maps, read_adapter
+    from peft_ray.card import merged_card
     from peft_ray.inference import read_run_spec
     from peft_ray.methods import METHODS, get_method
     from peft_ray.hf import quiet_transformers
@@ -174,7 +197,12 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust(), overwrite: bool 
     model.load_adapter_state(state, str(src))
     plain = merge_fn(model)
     name_labels(plain, label_maps(get_task(spec.task.type).label_names(spec.task)))
+    # The job read rows at model.max_length: the saved tokenizer says so (its own default, e.g. 512,
+    # scored long rows differently from predict), and so does the card.
+    tokenizer.model_max_length = spec.model.max_length
+    _, cfg, extra = read_adapter(src)
     with built_in_place_of(out) as stage, quiet_transformers():   # no "Writing model shards" bar
         plain.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
+        (Path(stage) / CARD).write_text(merged_card(cfg, extra, spec.model.max_length))
     return out

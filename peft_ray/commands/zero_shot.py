@@ -34,7 +34,9 @@ def register(main: click.Group) -> None:
                   help="Metrics JSON to write (default: <output.dir>/zero_shot.json).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=None,
                   help="Rows per forward pass (default: train.eval_batch_size).")
-    @click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+    @click.option("--overwrite", is_flag=True,
+                  help="Replace an existing --output file, or a zero_shot.json of another template, label words, "
+                       "model or data (a rerun of the same replaces its own).")
     def zero_shot_cmd(job: str, overrides: Tuple[str, ...], output: Optional[str], batch_size: Optional[int],
                       overwrite: bool) -> None:
         """Evaluate JOB's template and verbalizer on the frozen base model, no training (in this process)."""
@@ -80,4 +82,27 @@ def output_target(spec, output: Optional[str], overwrite: bool) -> str:
     target = join(spec.output.dir, "zero_shot.json")
     if not is_uri(target) and Path(target).is_dir():
         raise JobError(f"output.dir: '{target}' is a folder; zero-shot writes its metrics to that name")
+    if not overwrite and not is_uri(target):
+        check_same_score(Path(target), spec)
     return target
+
+
+def check_same_score(target: Path, spec) -> None:
+    """The default zero_shot.json is replaced only by a score of the same template, label words, model
+    and data (a rerun), else kept unless --overwrite: a baseline is not lost to the next variant."""
+    import json as _json
+
+    from peft_ray.zero_shot import scored_what
+
+    if not (target.exists() or target.is_symlink()):
+        return
+    try:
+        old = None if target.is_symlink() else _json.loads(Location.at(target).read_small_text(1 << 20) or "null")
+    except ValueError:
+        old = None
+    now = _json.loads(_json.dumps(scored_what(spec)))        # as the file holds it
+    if isinstance(old, dict) and all(old.get(k) == v for k, v in now.items()):
+        return
+    what = f"the score of template {old.get('template')!r}" if isinstance(old, dict) else "a file zero-shot did not write"
+    raise JobError(f"{target} already holds {what}, of other template, label words, model or data; pass "
+                   "--overwrite to replace it, or --output FILE to keep both")

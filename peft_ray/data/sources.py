@@ -192,10 +192,23 @@ def _zero_bytes(path: str, fmt: str) -> bool:
     return fmt in ("csv", "json") and os.path.isfile(path) and os.path.getsize(path) == 0
 
 
+def csv_text_options(path: str):
+    """pyarrow's ConvertOptions that keep every column of a CSV file as the text it holds (its
+    header's names, from the first block): `predict` passes its input columns on, and type
+    inference turned an id '00123' into 123 and a code '007' into 7.0, or failed on a late 'A-1'
+    after all the work."""
+    import pyarrow.csv as pacsv
+    import pyarrow.dataset as pds
+
+    names = pds.dataset(path, format="csv").schema.names
+    return pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
+
+
 def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
-               batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+               batch_size: int = 4096, csv_as_text: bool = False) -> Iterator[pa.RecordBatch]:
     """Record batches with pyarrow: Parquet, Arrow and CSV stream (memory stays flat whatever the
-    file size); a JSON Lines file is read whole first (pyarrow's JSON reader has no streaming form)."""
+    file size); a JSON Lines file is read whole first (pyarrow's JSON reader has no streaming form).
+    `csv_as_text`: CSV columns as written (csv_text_options), for rows passed on unchanged."""
     import pyarrow.dataset as pds
 
     for f in files:
@@ -214,7 +227,9 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
                 check_plain_columns(table.schema, f, columns)
                 yield from table.select(columns or table.column_names).to_batches(batch_size)
                 continue
-            ds = pds.dataset(f, format={"arrow": "ipc"}.get(fmt, fmt))
+            form = ({"arrow": "ipc"}.get(fmt, fmt) if not (csv_as_text and fmt == "csv")
+                    else pds.CsvFileFormat(convert_options=csv_text_options(f)))
+            ds = pds.dataset(f, format=form)
             check_plain_columns(ds.schema, f, columns)
             yield from ds.to_batches(columns=columns, batch_size=batch_size)
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
@@ -358,9 +373,9 @@ def check_plain_files(files: List[str]) -> None:
             check_plain_columns(stored_schema(f), f)
 
 
-def ray_dataset(files: List[str], columns: Optional[List[str]] = None):
+def ray_dataset(files: List[str], columns: Optional[List[str]] = None, csv_as_text: bool = False):
     """A lazy Ray Data dataset over the files (only `columns`, where given); nothing is read until
-    it is iterated."""
+    it is iterated. `csv_as_text`: as iter_arrow's."""
     import ray.data
 
     fmt = file_format(files[0])
@@ -368,7 +383,7 @@ def ray_dataset(files: List[str], columns: Optional[List[str]] = None):
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, columns=columns)
     elif fmt == "csv":
-        ds = ray.data.read_csv(files)
+        ds = ray.data.read_csv(files, **({"convert_options": csv_text_options(files[0])} if csv_as_text else {}))
     elif fmt == "json":
         ds = ray.data.read_json(files, lines=True)
     else:

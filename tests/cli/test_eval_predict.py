@@ -470,3 +470,26 @@ def test_a_default_metrics_name_too_long_for_the_file_system_is_refused_before_t
     assert r.exit_code == 2 and "longer than a file system allows; pass --output FILE" in r.output, r.output
     r = _cli("eval", cls_run, "--data", cls_run.parent / "data", "--local", "--output", tmp_path / ("m" * 250))
     assert r.exit_code == 2 and "the name is longer than a file system allows" in r.output, r.output
+
+
+def test_predict_passes_csv_columns_on_as_written(cls_run, tmp_path):
+    """An id '00123' came back as 123 and a code '007' as 7.0 (pyarrow's type inference), so the
+    predictions no longer joined back to their rows (a review finding)."""
+    src = tmp_path / "ids.csv"
+    src.write_text('id,text,code\n00123,"a superb cast, really",1e5\n00456,the plot was dull,007\n')
+    for local in (True, False):
+        out = tmp_path / f"out_{local}.jsonl"
+        r = _cli("predict", cls_run, "--input", src, "--output", out, *(["--local"] if local else []))
+        assert r.exit_code == 0, r.output
+        rows = _read(out)
+        assert [(row["id"], row["code"]) for row in rows] == [("00123", "1e5"), ("00456", "007")]
+
+
+def test_an_input_column_named_like_an_output_column_is_refused(cls_run, tmp_path):
+    """A gold `prediction` column was replaced by the model's without a word (a review finding)."""
+    for name in ("prediction", "scores.positive", "input_truncated"):
+        src = tmp_path / f"{name}.csv"
+        src.write_text(f"text,{name}\ngood,gold\n")
+        r = _cli("predict", cls_run, "--input", src, "--output", tmp_path / f"{name}.jsonl", "--local")
+        assert r.exit_code == 2 and f"column(s) '{name}' share a name with what predict adds" in r.output, r.output
+        assert not (tmp_path / f"{name}.jsonl").exists()

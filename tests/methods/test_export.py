@@ -51,6 +51,13 @@ def test_export_merge_writes_a_plain_model(tiny_bert, tiny_data, tmp_path, metho
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(**batch).logits, logits, atol=1e-5, rtol=1e-5)
+    # the job's input length and a card saying what was merged (a review finding: neither was there)
+    from transformers import AutoTokenizer
+
+    max_length = json.loads((tmp_path / "run" / "adapter" / "peft_ray.json").read_text())["spec"]["model"]["max_length"]
+    assert AutoTokenizer.from_pretrained(tmp_path / "merged").model_max_length == max_length
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert f"merged-{method['name']}" in card and f"max_length={max_length}" in card and "library_name: transformers" in card
 
 
 def test_export_adapter_loads_in_peft(tiny_bert, tiny_data, tmp_path):
@@ -75,6 +82,22 @@ def test_export_errors_name_the_problem(tiny_bert, tiny_data, tmp_path):
     _fake_run(tiny_bert, tiny_data, tmp_path / "run", {"name": "prefix_tuning", "num_virtual_tokens": 3})
     res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "m"), "--merge"])
     assert res.exit_code == 2 and "only ia3 and lora merge" in res.output
+
+
+def test_export_into_a_folder_the_run_replaces_or_checks_is_refused(tiny_bert, tiny_data, tmp_path):
+    """An export into run/adapter/sub was deleted by the next --resume, and one into a checkpoint's
+    adapter made that checkpoint fail its check (a review finding)."""
+    run = tmp_path / "run"
+    _fake_run(tiny_bert, tiny_data, run, {"name": "lora", "r": 2})
+    (run / "job.yaml").write_text("name: x\n")
+    (run / "checkpoints" / "checkpoint_00000002").mkdir(parents=True)
+    for inside, managed in ((run / "adapter" / "sub", run / "adapter"),
+                            (run / "checkpoints" / "checkpoint_00000002" / "adapter" / "x", run / "checkpoints")):
+        res = CliRunner().invoke(main, ["export", str(run), str(inside)])
+        assert res.exit_code == 2 and f"lies inside {managed}, which peft-ray writes and replaces" in res.output
+        assert not inside.exists()
+    res = CliRunner().invoke(main, ["export", str(run), str(run / "handoff")])
+    assert res.exit_code == 0 and (run / "handoff" / "adapter_config.json").is_file(), res.output
 
 
 @pytest.mark.parametrize("method", [{"name": "p_tuning", "num_virtual_tokens": 4},

@@ -182,11 +182,36 @@ def test_zero_shot_replaces_a_planted_link_never_its_target(tiny_bert, tiny_data
     link.symlink_to(target)
     job = tmp_path / "job.yaml"
     job.write_text(json.dumps(job_dict(tiny_bert, tiny_data, out)))
-    args = ["zero-shot", str(job)] + (["--output", str(link), "--overwrite"] if via == "--output" else [])
+    if via != "--output":   # a link is not zero-shot's own file: kept unless --overwrite
+        r = CliRunner().invoke(main, ["zero-shot", str(job)])
+        assert r.exit_code == 2 and "a file zero-shot did not write" in r.output, r.output
+    args = ["zero-shot", str(job)] + (["--output", str(link)] if via == "--output" else []) + ["--overwrite"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert target.read_text() == "secret"
     assert not link.is_symlink() and json.loads(link.read_text())["accuracy"] == 0.5
+
+
+def test_zero_shot_keeps_the_baseline_of_another_template_without_overwrite(tiny_bert, tiny_data, tmp_path,
+                                                                              monkeypatch):
+    """A second template's zero-shot replaced the first's zero_shot.json without a word (a review
+    finding); a rerun of the same job replaces its own."""
+    import json
+
+    import peft_ray.zero_shot
+
+    monkeypatch.setattr(peft_ray.zero_shot, "zero_shot_eval", lambda spec, batch_size: {
+        "task": "classification", "accuracy": 0.5, **peft_ray.zero_shot.scored_what(spec)})
+    out = tmp_path / "zs"
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps(job_dict(tiny_bert, tiny_data, out)))
+    assert CliRunner().invoke(main, ["zero-shot", str(job)]).exit_code == 0
+    assert CliRunner().invoke(main, ["zero-shot", str(job)]).exit_code == 0          # the same: a rerun
+    r = CliRunner().invoke(main, ["zero-shot", str(job), "template.text=\"Review {text}\""])
+    assert r.exit_code == 2 and "zero_shot.json already holds the score of template" in r.output, r.output
+    assert json.loads((out / "zero_shot.json").read_text())["template"] != "Review {text}"
+    r = CliRunner().invoke(main, ["zero-shot", str(job), "template.text=\"Review {text}\"", "--overwrite"])
+    assert r.exit_code == 0 and json.loads((out / "zero_shot.json").read_text())["template"] == "Review {text}"
 
 
 @pytest.fixture(scope="module")
