@@ -47,8 +47,12 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
 def scored_what(spec) -> Dict[str, Any]:
     """What a zero-shot score is of: the template, the label words, the model and the validation data
     (two verbalizers of one template are two results; the default file is replaced only by the same)."""
-    d = spec.data
-    return {"template": spec.template.text, "verbalizer": spec.template.verbalizer,
-            "model": spec.model.name_or_path,
+    d, t = spec.data, spec.template
+    held_out = not d.validation
+    return {"template": t.text, "verbalizer": t.verbalizer, "chat": t.chat, "system": t.system,
+            "labels": getattr(spec.task, "labels", None), "model": spec.model.name_or_path,
+            "max_length": spec.model.max_length,
             "data": {"root": d.root, "validation": d.validation or d.train,
-                     "validation_fraction": d.validation_fraction if not d.validation else None}}
+                     "validation_fraction": d.validation_fraction if held_out else None,
+                     "holdout_seed": (d.holdout_seed if d.holdout_seed is not None else spec.train.seed)
+                     if held_out else None}}

@@ -92,7 +92,9 @@ def run_managed_folder(src: Path, out: Path) -> Optional[Path]:
     src, out = src.resolve(), out.resolve()
     if src in out.parents:
         return src
-    run = next((up for up in src.parents[:4] if (up / "job.yaml").is_file()), None)
+    # a run is a folder peft-ray trained into (its job.yaml and its log), not any folder with a job file
+    run = next((up for up in src.parents[:4] if (up / "job.yaml").is_file()
+                and ((up / "train.log").is_file() or (up / "tune.log").is_file())), None)
     if run is None or run not in out.parents:
         return None
     top = run / out.relative_to(run).parts[0]
@@ -110,6 +112,8 @@ def check_out_dir(src: Path, out: Path, overwrite: bool = False) -> None:
     managed = run_managed_folder(src, out)
     if managed is not None:
         raise JobError(f"OUT_DIR '{out}' lies inside {managed}, which peft-ray writes and replaces (a resumed run "
+                       if out.resolve() != managed else f"OUT_DIR '{out}' is the run's own {managed.name}/, which "
+                       "peft-ray writes and replaces (a resumed run "
                        "replaces its adapter folders; a checkpoint holding an unlisted file fails its check); "
                        "export to a folder outside the run")
     if out.is_symlink():

@@ -78,15 +78,18 @@ def register(main: click.Group) -> None:
 OUTPUT_COLUMNS = ("prediction", "scores", "input_truncated")   # what predict adds (Predictor.fields + cut)
 
 
-def check_no_output_names(schema, path: str) -> None:
+def check_no_output_names(files) -> None:
     """An input column named like one predict adds (a gold `prediction`, an earlier model's `scores`;
-    CSV flattens scores to `scores.<label>`) was replaced without a word: refused before the model
-    loads, so a gold-labelled file is never overwritten in the output."""
-    taken = [n for n in schema.names if n in OUTPUT_COLUMNS or n.startswith("scores.")]
-    if taken:
-        raise DataError(f"--input '{path}': column(s) {', '.join(repr(n) for n in taken)} share a name with what "
-                        f"predict adds ({', '.join(OUTPUT_COLUMNS)}, scores.<label> in CSV), so the output would "
-                        "replace them; rename them in the input (e.g. gold_prediction)")
+    CSV flattens scores to `scores.<label>`) was replaced without a word: refused in every file
+    before the model loads, so a gold-labelled file is never overwritten in the output."""
+    from peft_ray.data.sources import read_schema
+
+    for path in files:
+        taken = [n for n in read_schema([path]).names if n in OUTPUT_COLUMNS or n.startswith("scores.")]
+        if taken:
+            raise DataError(f"--input '{path}': column(s) {', '.join(repr(n) for n in taken)} share a name with "
+                            f"what predict adds ({', '.join(OUTPUT_COLUMNS)}, scores.<label> in CSV), so the output "
+                            "would replace them; rename them in the input (e.g. gold_prediction)")
 
 
 def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: Optional[int],
@@ -109,8 +112,8 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     # Ray Data reads the files as one table, and a Parquet output holds one type per column: there every
     # column must agree across the files; --local into JSON Lines or CSV writes each file's rows as they are
     one_table = not local or FORMATS[Path(output).suffix.lower()] == "parquet"
-    schema = check_columns(files, input_columns(spec), "--input", spec, every_column=one_table)
-    check_no_output_names(schema, files[0])
+    check_columns(files, input_columns(spec), "--input", spec, every_column=one_table)
+    check_no_output_names(files)
     if not local:
         # Ray Data reads every column of every file in its workers (the output keeps them all); --local
         # reads with iter_arrow, which checks each file as it opens it

@@ -92,6 +92,7 @@ def check_same_score(target: Path, spec) -> None:
     and data (a rerun), else kept unless --overwrite: a baseline is not lost to the next variant."""
     import json as _json
 
+    from peft_ray.spec.load import shown
     from peft_ray.zero_shot import scored_what
 
     if not (target.exists() or target.is_symlink()):
@@ -101,8 +102,12 @@ def check_same_score(target: Path, spec) -> None:
     except ValueError:
         old = None
     now = _json.loads(_json.dumps(scored_what(spec)))        # as the file holds it
-    if isinstance(old, dict) and all(old.get(k) == v for k, v in now.items()):
-        return
-    what = f"the score of template {old.get('template')!r}" if isinstance(old, dict) else "a file zero-shot did not write"
-    raise JobError(f"{target} already holds {what}, of other template, label words, model or data; pass "
-                   "--overwrite to replace it, or --output FILE to keep both")
+    if not isinstance(old, dict) or "template" not in old:
+        raise JobError(f"{target} holds a file zero-shot did not write; pass --overwrite to replace it, or "
+                       "--output FILE")
+    # Only what the file records: one written before a key was recorded is judged by the rest.
+    differ = [k for k, v in now.items() if k in old and old[k] != v]
+    if differ:
+        said = "; ".join(f"{k} {shown(old[k])} there, {shown(now[k])} here" for k in differ[:3])
+        raise JobError(f"{target} already holds the score of another job ({said}); pass --overwrite to replace "
+                       "it, or --output FILE to keep both")

@@ -192,16 +192,17 @@ def _zero_bytes(path: str, fmt: str) -> bool:
     return fmt in ("csv", "json") and os.path.isfile(path) and os.path.getsize(path) == 0
 
 
-def csv_text_options(path: str):
-    """pyarrow's ConvertOptions that keep every column of a CSV file as the text it holds (its
-    header's names, from the first block): `predict` passes its input columns on, and type
-    inference turned an id '00123' into 123 and a code '007' into 7.0, or failed on a late 'A-1'
-    after all the work."""
+def csv_text_options(paths: List[str]):
+    """pyarrow's ConvertOptions that keep every column of the CSV files as the text it holds (the
+    union of their headers' names; a name a file lacks is ignored), an empty cell as null:
+    `predict` passes its input columns on, and type inference turned an id '00123' into 123 and a
+    code '007' into 7.0, or failed on a late 'A-1' after all the work."""
     import pyarrow.csv as pacsv
     import pyarrow.dataset as pds
 
-    names = pds.dataset(path, format="csv").schema.names
-    return pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
+    names = {n: None for p in paths if not _zero_bytes(p, "csv") for n in pds.dataset(p, format="csv").schema.names}
+    return pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                strings_can_be_null=True, null_values=[""])   # "N/A" stays text
 
 
 def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
@@ -228,7 +229,7 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
                 yield from table.select(columns or table.column_names).to_batches(batch_size)
                 continue
             form = ({"arrow": "ipc"}.get(fmt, fmt) if not (csv_as_text and fmt == "csv")
-                    else pds.CsvFileFormat(convert_options=csv_text_options(f)))
+                    else pds.CsvFileFormat(convert_options=csv_text_options([f])))
             ds = pds.dataset(f, format=form)
             check_plain_columns(ds.schema, f, columns)
             yield from ds.to_batches(columns=columns, batch_size=batch_size)
@@ -383,7 +384,7 @@ def ray_dataset(files: List[str], columns: Optional[List[str]] = None, csv_as_te
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, columns=columns)
     elif fmt == "csv":
-        ds = ray.data.read_csv(files, **({"convert_options": csv_text_options(files[0])} if csv_as_text else {}))
+        ds = ray.data.read_csv(files, **({"convert_options": csv_text_options(files)} if csv_as_text else {}))
     elif fmt == "json":
         ds = ray.data.read_json(files, lines=True)
     else:

@@ -476,17 +476,23 @@ def test_predict_passes_csv_columns_on_as_written(cls_run, tmp_path):
     """An id '00123' came back as 123 and a code '007' as 7.0 (pyarrow's type inference), so the
     predictions no longer joined back to their rows (a review finding)."""
     src = tmp_path / "ids.csv"
-    src.write_text('id,text,code\n00123,"a superb cast, really",1e5\n00456,the plot was dull,007\n')
+    src.write_text('id,text,code\n00123,"a superb cast, really",1e5\n00456,the plot was dull,007\n,N/A,\n')
     for local in (True, False):
         out = tmp_path / f"out_{local}.jsonl"
         r = _cli("predict", cls_run, "--input", src, "--output", out, *(["--local"] if local else []))
         assert r.exit_code == 0, r.output
         rows = _read(out)
-        assert [(row["id"], row["code"]) for row in rows] == [("00123", "1e5"), ("00456", "007")]
+        assert [(row["id"], row["code"]) for row in rows] == [("00123", "1e5"), ("00456", "007"), (None, None)]
+        assert rows[2]["text"] == "N/A"                # an empty cell is null, a word stays a word
 
 
 def test_an_input_column_named_like_an_output_column_is_refused(cls_run, tmp_path):
     """A gold `prediction` column was replaced by the model's without a word (a review finding)."""
+    (tmp_path / "multi").mkdir()                 # in a later file of the input as well
+    (tmp_path / "multi" / "a.csv").write_text("text\ngood\n")
+    (tmp_path / "multi" / "b.csv").write_text("text,prediction\nbad,positive\n")
+    r = _cli("predict", cls_run, "--input", tmp_path / "multi", "--output", tmp_path / "m.jsonl", "--local")
+    assert r.exit_code == 2 and "b.csv': column(s) 'prediction' share a name" in r.output, r.output
     for name in ("prediction", "scores.positive", "input_truncated"):
         src = tmp_path / f"{name}.csv"
         src.write_text(f"text,{name}\ngood,gold\n")

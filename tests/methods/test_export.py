@@ -90,6 +90,7 @@ def test_export_into_a_folder_the_run_replaces_or_checks_is_refused(tiny_bert, t
     run = tmp_path / "run"
     _fake_run(tiny_bert, tiny_data, run, {"name": "lora", "r": 2})
     (run / "job.yaml").write_text("name: x\n")
+    (run / "train.log").write_text("")
     (run / "checkpoints" / "checkpoint_00000002").mkdir(parents=True)
     for inside, managed in ((run / "adapter" / "sub", run / "adapter"),
                             (run / "checkpoints" / "checkpoint_00000002" / "adapter" / "x", run / "checkpoints")):
@@ -98,6 +99,10 @@ def test_export_into_a_folder_the_run_replaces_or_checks_is_refused(tiny_bert, t
         assert not inside.exists()
     res = CliRunner().invoke(main, ["export", str(run), str(run / "handoff")])
     assert res.exit_code == 0 and (run / "handoff" / "adapter_config.json").is_file(), res.output
+    # a project folder with the user's own job file is not a run: its adapter/ or best/ are free names
+    (tmp_path / "job.yaml").write_text("name: mine\n")
+    res = CliRunner().invoke(main, ["export", str(run / "handoff"), str(tmp_path / "best" / "lora")])
+    assert res.exit_code == 0, res.output
 
 
 @pytest.mark.parametrize("method", [{"name": "p_tuning", "num_virtual_tokens": 4},

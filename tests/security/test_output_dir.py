@@ -184,7 +184,7 @@ def test_zero_shot_replaces_a_planted_link_never_its_target(tiny_bert, tiny_data
     job.write_text(json.dumps(job_dict(tiny_bert, tiny_data, out)))
     if via != "--output":   # a link is not zero-shot's own file: kept unless --overwrite
         r = CliRunner().invoke(main, ["zero-shot", str(job)])
-        assert r.exit_code == 2 and "a file zero-shot did not write" in r.output, r.output
+        assert r.exit_code == 2 and "holds a file zero-shot did not write" in r.output, r.output
     args = ["zero-shot", str(job)] + (["--output", str(link)] if via == "--output" else []) + ["--overwrite"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
@@ -208,8 +208,12 @@ def test_zero_shot_keeps_the_baseline_of_another_template_without_overwrite(tiny
     assert CliRunner().invoke(main, ["zero-shot", str(job)]).exit_code == 0
     assert CliRunner().invoke(main, ["zero-shot", str(job)]).exit_code == 0          # the same: a rerun
     r = CliRunner().invoke(main, ["zero-shot", str(job), "template.text=\"Review {text}\""])
-    assert r.exit_code == 2 and "zero_shot.json already holds the score of template" in r.output, r.output
+    assert r.exit_code == 2 and "zero_shot.json already holds the score of another job (template " in r.output, r.output
     assert json.loads((out / "zero_shot.json").read_text())["template"] != "Review {text}"
+    old_style = {"accuracy": 0.4, "task": "classification", "zero_shot": True, "template": "Review {text}"}
+    (out / "zero_shot.json").write_text(json.dumps(old_style))   # written before the other keys were kept
+    r = CliRunner().invoke(main, ["zero-shot", str(job), "template.text=\"Review {text}\""])
+    assert r.exit_code == 0, r.output                                 # its rerun replaces it
     r = CliRunner().invoke(main, ["zero-shot", str(job), "template.text=\"Review {text}\"", "--overwrite"])
     assert r.exit_code == 0 and json.loads((out / "zero_shot.json").read_text())["template"] == "Review {text}"
 
