@@ -112,17 +112,14 @@ def check_default_output(out: Path, adapter_dir: Path, files: List[str], split: 
     is replaced only by a score of the same adapter on the same files and split (a re-evaluation), or
     with --overwrite. Two test.parquet files of two folders, or another data set scored as
     `validation`, would otherwise replace the first one's metrics without a word."""
-    from peft_ray.storage import Location, temp_name
+    from peft_ray.storage import own_json, temp_name
 
     if len(temp_name(out.name).encode()) > 255:
         raise JobError(f"the metrics file's default name ({out.name[:48]}...) is longer than a file system "
                        "allows; pass --output FILE")
     if overwrite or not (out.exists() or out.is_symlink()):
         return
-    try:   # (a link is never followed: eval's own file is never one)
-        old = None if out.is_symlink() else json.loads(Location.at(out).read_small_text(MAX_METRICS_BYTES) or "null")
-    except ValueError:
-        old = None
+    old = own_json(out)
     same = (isinstance(old, dict) and old.get("split") == split and _same_files(old.get("data"), files)
             and _same_path(old.get("adapter"), adapter_dir))
     if not same:
@@ -130,8 +127,6 @@ def check_default_output(out: Path, adapter_dir: Path, files: List[str], split: 
                 else "a file that is not eval's metrics")
         raise JobError(f"{out} already holds {what}; pass --overwrite to replace it, or --output FILE to keep both")
 
-
-MAX_METRICS_BYTES = 1 << 20
 
 
 def _same_files(recorded: Any, files: List[str]) -> bool:

@@ -90,18 +90,14 @@ def output_target(spec, output: Optional[str], overwrite: bool) -> str:
 def check_same_score(target: Path, spec) -> None:
     """The default zero_shot.json is replaced only by a score of the same template, label words, model
     and data (a rerun), else kept unless --overwrite: a baseline is not lost to the next variant."""
-    import json as _json
-
     from peft_ray.spec.load import shown
+    from peft_ray.storage import own_json
     from peft_ray.zero_shot import scored_what
 
     if not (target.exists() or target.is_symlink()):
         return
-    try:
-        old = None if target.is_symlink() else _json.loads(Location.at(target).read_small_text(1 << 20) or "null")
-    except ValueError:
-        old = None
-    now = _json.loads(_json.dumps(scored_what(spec)))        # as the file holds it
+    old = own_json(target)
+    now = json.loads(json.dumps(scored_what(spec)))        # as the file holds it
     if not isinstance(old, dict) or "template" not in old:
         raise JobError(f"{target} holds a file zero-shot did not write; pass --overwrite to replace it, or "
                        "--output FILE")

@@ -13,7 +13,7 @@ changes nothing the submodules call.
 
 from peft_ray.storage.atomic import (atomic_write, atomic_writer, current_umask, exclusive_temp, open_append,
                                      staging_dir, temp_name, umask_modes, write_file)
-from peft_ray.storage.location import Location, location_of, open_filesystem, renames_folders
+from peft_ray.storage.location import Location, location_of, open_filesystem, own_json, renames_folders
 from peft_ray.storage.mounts import PSEUDO_FILESYSTEMS, check_output_dir, filesystem_type, mount_point
 from peft_ray.storage.paths import (SCHEMES, WHAT_TO_USE, PathStr, cache_dir, check_location, fits_filesystem,
                                     is_uri, join)
@@ -21,6 +21,6 @@ from peft_ray.storage.paths import (SCHEMES, WHAT_TO_USE, PathStr, cache_dir, ch
 __all__ = [
     "PSEUDO_FILESYSTEMS", "SCHEMES", "WHAT_TO_USE", "Location", "PathStr", "atomic_write", "atomic_writer",
     "cache_dir", "check_location", "check_output_dir", "current_umask", "exclusive_temp", "filesystem_type",
-    "fits_filesystem", "is_uri", "join", "location_of", "mount_point", "open_append", "open_filesystem",
+    "fits_filesystem", "is_uri", "join", "location_of", "mount_point", "open_append", "open_filesystem", "own_json",
     "renames_folders", "staging_dir", "temp_name", "umask_modes", "write_file",
 ]

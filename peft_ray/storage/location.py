@@ -264,3 +264,17 @@ def location_of(fs, path: str, like: str) -> Location:
     if renames_folders(fs) or not is_uri(like):
         return Location(fs, path, path)
     return Location(fs, path, f"{like.split('://', 1)[0]}://{path}")
+
+
+def own_json(path: Path, limit: int = 1 << 20) -> Any:
+    """What a JSON file a command wrote earlier holds, to judge whether replacing it loses anything:
+    None where it is a link (never followed: the command's own file is never one), not a regular file
+    of at most `limit` bytes, or not JSON."""
+    import json
+
+    if path.is_symlink():
+        return None
+    try:
+        return json.loads(Location.at(path).read_small_text(limit) or "null")
+    except ValueError:
+        return None
