@@ -234,21 +234,23 @@ def load_adapter(adapter_dir: Path, device: Optional[str] = None, trust: Trust =
     return LoadedAdapter(adapter_dir, spec, InferenceEngine(model, dev), tokenizer, path)
 
 
-def check_columns(files: List[str], columns: List[str], arg: str, spec, every_column: bool = False) -> pa.Schema:
+def check_columns(files: List[str], columns: List[str], arg: str, spec, every_column: bool = False,
+                  csv_as_text: bool = False) -> pa.Schema:
     """The first file's schema, after checking that every file has `columns` (text where the template
     renders them, as training's pre-flight checks) of one type across the files; `every_column`: all the
-    first file's columns too (predict's Ray Data reads and writes them all as one table)."""
+    first file's columns too (predict's Ray Data reads and writes them all as one table). `csv_as_text`:
+    CSV columns judged as text, as predict reads them (a column of digits is text there)."""
     from peft_ray.data.sources import read_schema
 
     from peft_ray.preflight import check_files_agree
 
-    schema = read_schema(files)
+    schema = read_schema(files, csv_as_text=csv_as_text)
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise DataError(f"{arg} '{files[0]}' has no column {missing} (the run's template is "
                         f"'{spec.template.text}', task {spec.task.type}); its columns are {schema.names}")
     check_files_agree(files, spec, arg, read=list(columns),
-                      same_type=list(schema.names) if every_column else None, option=arg)
+                      same_type=list(schema.names) if every_column else None, option=arg, csv_as_text=csv_as_text)
     return schema
 
 

@@ -70,17 +70,18 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str, read: Optional[L
 
 
 def check_files_agree(files: List[str], spec: JobSpec, field_name: str, read: Optional[List[str]] = None,
-                      same_type: Optional[List[str]] = None, option: str = "") -> None:
+                      same_type: Optional[List[str]] = None, option: str = "", csv_as_text: bool = False) -> None:
     """Every file of a split, not only the first, passes check_columns, and the columns read (and
     `same_type`) have one type across the files. Ray Data reads a split's files as one table and
     stopped at a type it cannot merge (`label` int64 in one shard, string in the next) after the
     cluster had started, and a later shard without a column gave raw KeyErrors or null predictions.
     Parquet and Arrow files cost a footer read each, CSV and JSON Lines a first batch. `option`: the
-    command-line option the files came from (eval's --data), named with each file."""
+    command-line option the files came from (eval's --data), named with each file. `csv_as_text`:
+    CSV columns typed as text, as predict reads them (read_schema's)."""
     typed: Dict[str, Tuple[str, pa.DataType]] = {}
     for path in files:
         try:
-            schema = read_schema([path])
+            schema = read_schema([path], csv_as_text=csv_as_text)
         except DataError as e:
             raise DataError(f"{field_name}: {e}") from None
         check_columns(schema, spec, f"{option} '{path}'" if option else path, read, path)

@@ -45,13 +45,16 @@ def zero_shot_eval(spec, batch_size: Optional[int] = None, device: Optional[str]
 
 
 def scored_what(spec) -> Dict[str, Any]:
-    """What a zero-shot score is of: the template, the label words, the model and the validation data
-    (two verbalizers of one template are two results; the default file is replaced only by the same)."""
+    """What a zero-shot score is of: the template, the label words, the model, the validation data and
+    the task's own fields (its columns; a generation task's decoding and response length): two
+    verbalizers of one template, or greedy and beam decoding, are two results, and the default file is
+    replaced only by the same."""
     d, t = spec.data, spec.template
     held_out = not d.validation
     return {"template": t.text, "verbalizer": t.verbalizer, "chat": t.chat, "system": t.system,
             "labels": getattr(spec.task, "labels", None), "model": spec.model.name_or_path,
             "max_length": spec.model.max_length,
+            "task_fields": spec.task.model_dump(mode="json", exclude={"type"}),
             "data": {"root": d.root, "validation": d.validation or d.train,
                      "validation_fraction": d.validation_fraction if held_out else None,
                      "holdout_seed": (d.holdout_seed if d.holdout_seed is not None else spec.train.seed)

@@ -112,7 +112,7 @@ def run_predict(adapter_or_run: str, input_path: str, output: Path, batch_size: 
     # Ray Data reads the files as one table, and a Parquet output holds one type per column: there every
     # column must agree across the files; --local into JSON Lines or CSV writes each file's rows as they are
     one_table = not local or FORMATS[Path(output).suffix.lower()] == "parquet"
-    check_columns(files, input_columns(spec), "--input", spec, every_column=one_table)
+    check_columns(files, input_columns(spec), "--input", spec, every_column=one_table, csv_as_text=True)
     check_no_output_names(files)
     if not local:
         # Ray Data reads every column of every file in its workers (the output keeps them all); --local

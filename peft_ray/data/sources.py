@@ -341,13 +341,14 @@ def check_utf8(path: str) -> None:
             line += chunk.count(b"\n")
 
 
-def read_schema(files: List[str]) -> pa.Schema:
+def read_schema(files: List[str], csv_as_text: bool = False) -> pa.Schema:
     """The first file's columns. Parquet and Arrow files are judged by their stored schema (no
     value is read, and the extension check is left to the reads, which know the columns they
-    need); CSV and JSON Lines by a first batch."""
+    need); CSV and JSON Lines by a first batch. `csv_as_text`: CSV columns as the reader that
+    passes them on will type them (iter_arrow's), so a text column of digits is text."""
     if file_format(files[0]) in ("parquet", "arrow"):   # (a file without rows: the split's scan names it)
         return stored_schema(files[0])
-    for batch in iter_arrow(files[:1], batch_size=16):
+    for batch in iter_arrow(files[:1], batch_size=16, csv_as_text=csv_as_text):
         return batch.schema
     raise DataError(f"{files[0]}: the file is empty (no rows); use a file with rows")
 

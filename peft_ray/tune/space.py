@@ -45,6 +45,9 @@ class SearchSpace:
     # each template trains once, with the verbalizer the pre-screen liked best (else the first).
     verbalizer_trains: bool = True
     verbalizer_for: Dict[int, int] = field(default_factory=dict)  # template id -> verbalizer id
+    # tune.prescreen: the pre-screen reads the label words (zero-shot), so they matter to the search
+    # even where the trials' trained head never reads them
+    prescreen: bool = False
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> "SearchSpace":
@@ -64,7 +67,7 @@ class SearchSpace:
         templates = list(t.template.text or [spec.template.text])
         verbs = list(t.template.verbalizer or [spec.template.verbalizer])
         return cls(base, templates, verbs, dict(t.space), bases, list(range(len(templates))),
-                   verbalizer_trains=get_task(spec.task.type).reads_verbalizer(spec.task))
+                   verbalizer_trains=get_task(spec.task.type).reads_verbalizer(spec.task), prescreen=t.prescreen)
 
     def verbalizer_of(self, assignment: Dict[str, Any]) -> int:
         if "verbalizer" in assignment:
@@ -82,6 +85,10 @@ class SearchSpace:
         raw = copy.deepcopy(self.base)
         raw["template"]["text"] = self.templates[assignment.get("template", 0)]
         raw["template"]["verbalizer"] = self.verbalizers[self.verbalizer_of(assignment)]
+        if self.prescreen and not self.verbalizer_trains:
+            # The pre-screen has used the label words; the trial (and best_job.yaml) trains a head that
+            # never reads them, and keeping them made every trial note "template.verbalizer is not read"
+            raw["template"]["verbalizer"] = None
         name = assignment.get("method.name", raw["method"]["name"])
         raw["method"] = copy.deepcopy(self.method_bases.get(name, {"name": name}))
         method_fields = _method_fields(name)

@@ -486,6 +486,23 @@ def test_predict_passes_csv_columns_on_as_written(cls_run, tmp_path):
         assert rows[2]["text"] == "N/A"                # an empty cell is null, a word stays a word
 
 
+def test_predict_checks_csv_columns_as_the_text_it_passes_on(cls_run, tmp_path):
+    """The pre-flight inferred CSV types while predict reads the cells as text, so a text column of
+    digits was refused as "int64, not text", and a pass-through column of numbers in one file and
+    codes in the next as two types (left undone by the thirtieth session)."""
+    (tmp_path / "digits.csv").write_text("text,ref\n12345,7\n67890,8\n")
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.csv").write_text("text,ref\ngood,1\n")
+    (tmp_path / "parts" / "b.csv").write_text("text,ref\nbad,A-1\n")
+    for src, out in ((tmp_path / "digits.csv", tmp_path / "digits.jsonl"),
+                     (tmp_path / "parts", tmp_path / "parts.parquet")):
+        r = _cli("predict", cls_run, "--input", src, "--output", out, "--local")
+        assert r.exit_code == 0, r.output
+        rows = _read(out)
+        assert [row["ref"] for row in rows] == (["7", "8"] if out.suffix == ".jsonl" else ["1", "A-1"])
+        assert all(row["prediction"] for row in rows)
+
+
 def test_an_input_column_named_like_an_output_column_is_refused(cls_run, tmp_path):
     """A gold `prediction` column was replaced by the model's without a word (a review finding)."""
     (tmp_path / "multi").mkdir()                 # in a later file of the input as well

@@ -144,3 +144,22 @@ def test_schedule_error_comes_before_the_prescreen(tiny_mlm, tiny_data, tmp_path
     with pytest.raises(SpecError, match="train.eval_every"):
         runner.run_tune(spec)
     assert not (tmp_path / "out").exists()
+
+
+def test_trials_of_a_prescreened_head_search_carry_no_unread_verbalizer(tiny_bert, tiny_data, tmp_path, capsys):
+    """The pre-screen reads the label words, the trials' trained head never does: each trial's
+    pre-flight noted "template.verbalizer is not read" beside the search's own note that it trains
+    once per template (left undone by the thirtieth session). The trials (and best_job.yaml) now
+    carry no verbalizer; without the pre-screen the note stays, as nothing else says it."""
+    from peft_ray.tasks.classification import _note_unread_verbalizer
+    from peft_ray.tune.runner import check_tune
+
+    _note_unread_verbalizer.cache_clear()
+    space, _ = check_tune(_spec(tiny_bert, tiny_data, tmp_path))   # each template's pre-flight too
+    assert not space.verbalizer_trains and space.trial_raw({"template": 1})["template"]["verbalizer"] is None
+    assert "is not read" not in capsys.readouterr().err
+    raw = tune_job(tiny_bert, tiny_data, tmp_path / "plain", {"template": {"text": THREE}, "prescreen": False})
+    raw["template"]["verbalizer"] = VERBS[0]
+    space, _ = check_tune(validate_spec(raw))
+    assert space.trial_raw({"template": 0})["template"]["verbalizer"] == VERBS[0]
+    assert "template.verbalizer is not read" in capsys.readouterr().err
