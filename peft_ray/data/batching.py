@@ -5,11 +5,10 @@ peft-ray's speed edge on short-text classification: SST-2 rows average ~25
 tokens against a 64-token cap. Grouping rows of similar length inside a
 shuffle window cuts the remaining padding further.
 
-Order: a shard held in memory is permuted whole every epoch (`permuted`, as a
-RandomSampler or DistributedSampler with set_epoch does); every shard is then
-shuffled in windows of WINDOW_BATCHES batches, which is all a shard too large
-to hold gets: through Ray on top of its split's seeded full shuffle
-(train/driver.shuffled), with --local in file order (it warns).
+Order: a worker's shard is permuted whole every epoch (`permuted`, as a
+RandomSampler or DistributedSampler with set_epoch does), held in memory or, past
+train/data_iter.IN_MEMORY_ROWS, memory-mapped from a temporary file
+(data/shard_file); it is then shuffled in windows of WINDOW_BATCHES batches.
 """
 
 from __future__ import annotations
@@ -67,12 +66,21 @@ def group_batches(rows: int, batch_size: int) -> int:
     return max(1, min(WINDOW_BATCHES, rows // (4 * batch_size)))
 
 
-def permuted(tables: List[pa.Table], seed: Seed) -> List[pa.Table]:
-    """Every row of an in-memory shard, in a fresh seeded order (one epoch's)."""
-    rows = pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else None
-    if rows is None or rows.num_rows < 2:
-        return tables
-    return [rows.take(np.random.default_rng(seed).permutation(rows.num_rows))]
+PERMUTED_ROWS = 4096   # rows a permuted shard yields at a time (a memory-mapped one is read as it goes)
+
+
+def permuted(tables: List[pa.Table], seed: Seed) -> Iterator[pa.Table]:
+    """Every row of a shard held whole (in memory, or memory-mapped: data/shard_file), in a fresh
+    seeded order (one epoch's), read a few thousand rows at a time."""
+    from peft_ray.data.shard_file import RowTaker
+
+    rows = RowTaker(tables)
+    if rows.n < 2:
+        yield from tables
+        return
+    order = np.random.default_rng(seed).permutation(rows.n)
+    for i in range(0, rows.n, PERMUTED_ROWS):
+        yield rows.take(order[i:i + PERMUTED_ROWS])
 
 
 def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, seed: Seed,

@@ -14,20 +14,21 @@ index so that every validation row is scored exactly once.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator, List, Optional, Union
+from typing import Iterable, List, Optional
 
 import pyarrow as pa
 
 from peft_ray import dist as D
 
 READ_BATCH = 256
-IN_MEMORY_ROWS = 200_000   # a train shard up to this many rows is held whole (a few hundred MB of ids at most)
+IN_MEMORY_ROWS = 200_000   # a train shard up to this many rows is held in memory (a few hundred MB of ids at most)
 
 
 class InMemoryShard(list):
-    """A worker's whole train shard as tables, held in memory on every epoch by construction (not
-    by a cache that a resumed run would lack), so the recipe may permute it whole each epoch and a
-    resumed run permutes it the same way."""
+    """A worker's whole train shard as tables, held on every epoch by construction (not by a cache
+    that a resumed run would lack), so the recipe may permute it whole each epoch and a resumed run
+    permutes it the same way. Past IN_MEMORY_ROWS rows the tables are memory-mapped from a
+    temporary file (data/shard_file.spill), read as the permutation reaches them."""
 
 
 class RayDataIterators:
@@ -50,19 +51,14 @@ class RayDataIterators:
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
         # Later epochs replay the first one's tokenized tables instead of running the Ray Data
         # pipeline again: the shard is the same rows in the same order every epoch (a seeded
-        # shuffle, preserve_order). A shard held whole is an InMemoryShard, which the recipe
-        # permutes whole each epoch (a resumed run reads it whole the same way); a larger one
-        # streams in the split's shuffled order, reshuffled per epoch within windows.
-        if self._train_cache is not None:
-            return self._train_cache
-        batches = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
-        if self._split_here:
-            self._train_cache = InMemoryShard(rank_share(list(batches), D.rank(), D.world()))
-            return self._train_cache
-        tables = whole_or_stream(batches, IN_MEMORY_ROWS)
-        if isinstance(tables, InMemoryShard):
-            self._train_cache = tables
-        return tables
+        # shuffle, preserve_order). It is held whole, an InMemoryShard (memory-mapped past
+        # IN_MEMORY_ROWS), which the recipe permutes whole each epoch (a resumed run reads it
+        # whole the same way).
+        if self._train_cache is None:
+            batches = self._train.iter_batches(batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=2)
+            self._train_cache = (InMemoryShard(rank_share(list(batches), D.rank(), D.world())) if self._split_here
+                                 else held_whole(batches, IN_MEMORY_ROWS))
+        return self._train_cache
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         if self._val is None:
@@ -124,7 +120,6 @@ class LocalDataIterators:
         self.preprocess, self.val_cfg = preprocess, val_cfg or pp_cfg
         self.pp_cfg, self.columns, self.rank, self.world = pp_cfg, columns, rank, world
         self._train_cache: Optional[InMemoryShard] = None
-        self._warned = False
 
     def _tables(self, files, shard: bool, cfg) -> Iterable[pa.Table]:
         from peft_ray.data.sources import iter_arrow
@@ -139,34 +134,29 @@ class LocalDataIterators:
             yield self.preprocess(table, cfg)
 
     def train_tables(self, epoch: int) -> Iterable[pa.Table]:
-        """The shard whole (InMemoryShard, tokenized once for every epoch) when it has at most
-        IN_MEMORY_ROWS rows; else streamed from the files each epoch. One process reads and trains
-        in turn, so reading a small shard whole first costs no time, only the first step's wait."""
+        """The shard whole (InMemoryShard, tokenized once for every epoch; memory-mapped past
+        IN_MEMORY_ROWS), so that every epoch visits it in a fresh random order whatever order the
+        file holds (a label-sorted file streamed in file order trained on one class at a time).
+        One process reads and trains in turn, so reading it first costs only the first step's wait."""
         if self._train_cache is None:
-            tables = whole_or_stream(self._tables(self.train_files, shard=True, cfg=self.pp_cfg), IN_MEMORY_ROWS)
-            if not isinstance(tables, InMemoryShard):
-                if not self._warned and self.rank == 0:     # once, whichever epoch a run starts in
-                    self._warned = True
-                    print(f"[peft-ray] warning: the train split has over {IN_MEMORY_ROWS:,} rows a worker, so "
-                          "--local streams it in file order, shuffled only within windows of 32 steps; "
-                          "if the file is sorted (by label, source or date), shuffle it once, or train "
-                          "through Ray, which shuffles a large split whole", flush=True)
-                return tables
-            self._train_cache = tables
+            self._train_cache = held_whole(self._tables(self.train_files, shard=True, cfg=self.pp_cfg),
+                                           IN_MEMORY_ROWS)
         return self._train_cache
 
     def eval_tables(self) -> Optional[Iterable[pa.Table]]:
         return self._tables(self.val_files, shard=False, cfg=self.val_cfg) if self.val_files else None
 
 
-def whole_or_stream(tables: Iterable[pa.Table], max_rows: int) -> Union[InMemoryShard, Iterator[pa.Table]]:
-    """All of `tables` as an InMemoryShard if they hold at most `max_rows` rows; else an iterator
-    over them (the tables read so far first), so a large split still streams."""
+def held_whole(tables: Iterable[pa.Table], max_rows: int) -> InMemoryShard:
+    """All of `tables` as an InMemoryShard: in memory if they hold at most `max_rows` rows, else
+    written to a temporary file and memory-mapped (data/shard_file.spill), so memory stays flat."""
+    from peft_ray.data.shard_file import spill
+
     it = iter(tables)
     held, rows = [], 0
     for t in it:
         held.append(t)
         rows += len(t)
         if rows > max_rows:
-            return itertools.chain(held, it)
+            return InMemoryShard([spill(itertools.chain(held, it), rows)])
     return InMemoryShard(held)

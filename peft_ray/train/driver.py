@@ -45,10 +45,10 @@ def shuffled(ds, facts: SplitFacts, seed: int):
 
     A split tokenized here is blocks of a few hundred rows, so a random block order mixes it. A
     streamed one needs a full shuffle: a Parquet file is one block per row group (up to about a
-    million rows), which a block order leaves in file order, and the workers only shuffle within
-    32-step windows; a label- or source-sorted export then trained on one class at a time (an ML
+    million rows), which a block order leaves in file order, so each worker's shard would be one
+    part of the file; a label- or source-sorted export then trained on one class at a time (an ML
     review: 929 steps of 1,875 before the first positive row). random_shuffle is an all-to-all
-    exchange, paid once per execution; shards that fit memory are read once (data_iter)."""
+    exchange, paid once: each worker holds its shard whole afterwards (data_iter.held_whole)."""
     if tokenized_here(facts):
         return ds.randomize_block_order(seed=seed)
     # An int seed: the same order every execution (resume). Ray seeds block i's map task with

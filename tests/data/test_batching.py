@@ -106,13 +106,15 @@ def test_an_in_memory_shard_is_permuted_whole_each_epoch():
     assert max(one[:100]) >= 200                       # rows cross the tables' bounds
 
 
-def test_a_small_shard_is_held_whole_and_a_large_one_streams():
-    from peft_ray.train.data_iter import InMemoryShard, whole_or_stream
+def test_a_small_shard_is_held_in_memory_and_a_large_one_memory_mapped():
+    from peft_ray.train.data_iter import InMemoryShard, held_whole
 
     parts = [table(10) for _ in range(3)]
-    assert isinstance(whole_or_stream(iter(parts), 30), InMemoryShard)
-    streamed = whole_or_stream(iter(parts), 25)
-    assert not isinstance(streamed, list) and [len(t) for t in streamed] == [10, 10, 10]
+    held = held_whole(iter(parts), 30)
+    assert isinstance(held, InMemoryShard) and held == parts                 # the tables themselves
+    mapped = held_whole(iter(parts), 25)
+    assert isinstance(mapped, InMemoryShard) and len(mapped) == 1 and mapped[0].num_rows == 30
+    assert mapped[0].to_pylist() == pa.concat_tables(parts).to_pylist()
 
 
 def _steps(n: int, micro: int, ga: int, grouped: bool):

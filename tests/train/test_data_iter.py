@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from peft_ray.train.data_iter import READ_BATCH, rank_share
 
@@ -53,18 +54,49 @@ def test_a_streamed_split_sorted_by_label_reaches_every_rank_mixed(ray_runtime, 
         assert 16 < sum(part) < 48
 
 
-def test_local_warns_once_about_a_split_too_large_to_permute_whichever_epoch_it_starts_in(tmp_path, monkeypatch,
-                                                                                         capsys):
-    """--local streams a shard over IN_MEMORY_ROWS in file order; it says so once, also when a
-    resumed run starts in a later epoch (a diff review: the warning tested epoch == 0)."""
+def test_a_shard_too_large_for_memory_is_still_permuted_whole_each_epoch(tmp_path, monkeypatch, capsys):
+    """--local streamed a shard over IN_MEMORY_ROWS in file order (shuffled only within 32-step
+    windows: a label-sorted file trained on one class at a time), with a warning; Ray re-ran the
+    pipeline every epoch in one order. Such a shard is now memory-mapped from a temporary file,
+    unlinked at once, and every epoch (a resumed one too) permutes it whole, as one in memory."""
+    import glob
+    import tempfile
+
+    import numpy as np
     import pyarrow.parquet as pq
 
     import peft_ray.train.data_iter as data_iter
+    from peft_ray.data.batching import permuted
 
-    pq.write_table(pa.table({"i": list(range(600))}), tmp_path / "train.parquet")
+    pq.write_table(pa.table({"i": list(range(600)), "label": [0] * 300 + [1] * 300}), tmp_path / "train.parquet")
     monkeypatch.setattr(data_iter, "IN_MEMORY_ROWS", 100)
-    it = data_iter.LocalDataIterators([str(tmp_path / "train.parquet")], None, None, ["i"],
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    it = data_iter.LocalDataIterators([str(tmp_path / "train.parquet")], None, None, ["i", "label"],
                                       preprocess=lambda table, cfg: table)
-    for epoch in (3, 4):                                     # resumed in epoch 3
-        assert sum(len(t) for t in it.train_tables(epoch)) == 600
-    assert capsys.readouterr().out.count("--local streams it in file order") == 1
+    shard = it.train_tables(3)                                       # resumed in epoch 3
+    assert isinstance(shard, data_iter.InMemoryShard) and it.train_tables(4) is shard
+    assert not glob.glob(str(tmp_path / "tmp" / "*"))               # mapped, and already unlinked
+    epochs = [pa.concat_tables(list(permuted(shard, (0, e, 0)))) for e in (3, 4)]
+    for e in epochs:
+        assert sorted(e["i"].to_pylist()) == list(range(600))
+        assert 100 < sum(e["label"].to_pylist()[:300]) < 200           # both classes from the start
+    assert epochs[0]["i"].to_pylist() != epochs[1]["i"].to_pylist()
+    # the same order as the whole shard in memory gets
+    whole = pa.concat_tables(list(permuted([pq.read_table(tmp_path / "train.parquet")], (0, 3, 0))))
+    assert whole["i"].to_pylist() == epochs[0]["i"].to_pylist()
+    assert "file order" not in capsys.readouterr().out
+    assert np.array_equal(np.sort(epochs[1]["i"].to_numpy()), np.arange(600))
+
+
+def test_a_shard_the_disk_refuses_is_named_with_what_to_do(tmp_path, monkeypatch):
+    import tempfile
+
+    import peft_ray.train.data_iter as data_iter
+    from peft_ray.errors import DataError
+
+    monkeypatch.setattr(data_iter, "IN_MEMORY_ROWS", 10)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-there"))
+    tables = [pa.table({"i": list(range(8))}) for _ in range(3)]
+    with pytest.raises(DataError, match="over 16 rows.*temporary file.*point TMPDIR at a larger disk"):
+        data_iter.held_whole(iter(tables), 10)
