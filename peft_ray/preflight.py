@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from peft_ray.data.columns import check_text_lengths, decoded, max_text_chars
+from peft_ray.data.columns import check_text_lengths, max_text_chars
 from peft_ray.data.fewshot import keep_shots
 from peft_ray.data.sources import iter_arrow, read_schema, resolve_files
 from peft_ray.data.holdout import apply_holdout
@@ -144,14 +143,13 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     task = get_task(spec.task.type)
     label_column, labels = task.label_column(spec.task), task.classes(spec.task)
     text_cols = [c for c in cols if c != label_column]
-    words = getattr(spec.task, "tokens_column", None)       # NER: a sentence without words is skipped
     shots = few_shot_thresholds(spec) if field_name == "data.train" else ()
     for path, first_row, batch in file_batches(files, cols):
         # before the hold-out and few-shot filters, so the file and row named are the file's own
         check_text_lengths(batch, text_cols, spec.model.max_length, f"{field_name} ({path})", first_row)
         if labels:   # on the file's own rows, before the filters: the row named is the file's
             values = batch.column(label_column).to_pylist()
-            usable = usable_rows(batch, cols, text_cols, words).to_pylist()
+            usable = task.usable(spec.task, batch, cols, text_cols).to_pylist()
             try:
                 label_ids([v for v, good in zip(values, usable) if good], labels, label_column,
                           rows=[first_row + i for i, good in enumerate(usable) if good])
@@ -165,7 +163,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
         if shots:
             batch = keep_shots(batch, tuple(cols), label_column, labels, shots, shots_seed(spec))
         facts.rows += len(batch)
-        ok = usable_rows(batch, cols, text_cols, words)
+        ok = task.usable(spec.task, batch, cols, text_cols)
         usable = batch.filter(ok)
         kept = usable.column(cols[-1]).to_pylist()
         row_numbers = usable.column(FILE_ROW).to_pylist()      # as the file numbers them (0-based)
@@ -187,29 +185,6 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     if facts.usable == 0:
         raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label/target")
     return facts
-
-
-def usable_rows(batch, cols: List[str], text_cols: List[str], words: Optional[str] = None):
-    """Rows training reads: the last column (label or target) present and, as text, not blank
-    (rows.labels.has_value), every text column non-empty, and the `words` list column (NER's
-    task.tokens_column) not empty: the row builder skips a sentence without words, while an empty
-    tag list beside words stays a row, for the alignment check to name."""
-    ok = _present(batch.column(cols[-1]))
-    for c in text_cols:
-        ok = pc.and_(ok, _present(batch.column(c)))
-    if words in cols:
-        ok = pc.and_(ok, pc.fill_null(pc.greater(pc.list_value_length(decoded(batch.column(words))), 0), False))
-    return ok
-
-
-def _present(col):
-    col = decoded(col)      # a pandas categorical: judged by its values, as has_value does
-    valid = pc.is_valid(col)
-    if pa.types.is_floating(col.type):      # NaN: numpy and polars writers' missing value (has_value skips it)
-        valid = pc.and_(valid, pc.invert(pc.is_nan(col)))
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
-    return pc.fill_null(valid, False)
 
 
 def file_batches(files: List[str], cols: List[str]):

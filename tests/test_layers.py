@@ -185,3 +185,19 @@ def test_no_task_or_method_is_named_outside_its_own_folder():
         found += [f"{path.relative_to(ROOT.parent)}:{line} compares {name!r}"
                   for name, line in _names_compared(ast.parse(path.read_text())) if name in names]
     assert not found, "\n".join(found)
+
+
+def test_the_task_registry_and_row_builders_load_without_torch():
+    """tasks/base.py's rule: the registry, each task's `__init__`, `config` and `rows` import no torch
+    (directly or through what they import), so `validate`, spec checks and Ray Data row building run
+    without it. A fresh interpreter, as nothing here may have imported torch first."""
+    import subprocess
+    import sys
+
+    folders = sorted(p.name for p in (ROOT / "tasks").iterdir() if (p / "__init__.py").is_file())
+    mods = ["peft_ray.tasks"] + [f"peft_ray.tasks.{f}.{part}" for f in folders for part in ("config", "rows")
+                                 if (ROOT / "tasks" / f / f"{part}.py").is_file()]
+    code = (f"import importlib, sys\nfor m in {mods!r}:\n    importlib.import_module(m)\n"
+            "    assert 'torch' not in sys.modules, m + ' imported torch'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -194,8 +194,8 @@ def merge_adapter(src: Path, out: Path, trust: Trust = Trust(), overwrite: bool 
     merge_fn = get_method(spec.method.name).merge
     if merge_fn is None:
         merging = " and ".join(n for n in METHODS.names() if METHODS.get(n).merge)
-        raise CheckpointError(f"--merge: method '{spec.method.name}' adds virtual tokens that no plain model "
-                              f"can hold; only {merging} merge. Export without --merge")
+        raise CheckpointError(f"--merge: method '{spec.method.name}' {get_method(spec.method.name).no_merge_why}; "
+                              f"only {merging} merge. Export without --merge")
     check_out_dir(src, out, overwrite)
     model, tokenizer, _ = build_model(spec)
     model.load_adapter_state(state, str(src))

@@ -92,3 +92,25 @@ def decoded(col):
     if isinstance(col, pa.ChunkedArray):
         return pa.chunked_array([c.dictionary_decode() for c in col.chunks], type=col.type.value_type)
     return col.dictionary_decode()
+
+
+def present(col):
+    """Per row, whether `col` holds a value training reads: not null, not NaN (numpy and polars
+    writers' missing value, which rows.labels.has_value skips), and as text not blank."""
+    import pyarrow.compute as pc
+
+    col = decoded(col)      # a pandas categorical: judged by its values, as has_value does
+    valid = pc.is_valid(col)
+    if pa.types.is_floating(col.type):
+        valid = pc.and_(valid, pc.invert(pc.is_nan(col)))
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        valid = pc.and_(valid, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
+    return pc.fill_null(valid, False)
+
+
+def non_empty_lists(col):
+    """Per row, whether the list column `col` holds at least one item."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.greater(pc.list_value_length(decoded(col)), 0), False)
+

@@ -36,6 +36,8 @@ class MethodSpec:
     peft_type: str                     # HF PEFT's PeftType value, e.g. "PROMPT_TUNING"
     peft_config: Callable[..., Dict[str, Any]]  # (model, cfg, base_path, task_type) -> adapter_config
     merge: Optional[Callable[[Any], Any]] = None  # model -> the base with the update folded in (None: can't)
+    # why `export --merge` cannot fold this method in (where merge is None), for its error
+    no_merge_why: str = "adds virtual tokens that no plain model can hold"
 
 
 METHODS: Registry[MethodSpec] = Registry("PEFT method", "method.name")

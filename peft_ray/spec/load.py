@@ -11,7 +11,6 @@ import pydantic
 import yaml
 
 from peft_ray.errors import SpecError, suggest
-from peft_ray.metrics import lower_is_better
 from peft_ray.spec.checks import check_cross_fields
 from peft_ray.spec.schema import JobSpec
 from peft_ray.storage import check_location
@@ -326,9 +325,9 @@ def validate_spec(raw: Dict[str, Any]) -> JobSpec:
     if errors:
         raise SpecError("\n".join(errors))
     spec.method, spec.task = method, task_cfg
-    if spec.tune is not None and spec.tune.metric is None:   # the task's primary metric (any task can be tuned)
-        spec.tune.metric = task.primary_metric
-        spec.tune.mode = spec.tune.mode or ("min" if lower_is_better(task.primary_metric) else "max")
+    if spec.tune is not None:   # the task's primary metric (any task can be tuned), in the task's direction
+        spec.tune.metric = spec.tune.metric or task.primary_metric
+        spec.tune.mode = spec.tune.mode or ("min" if task.lower_is_better(spec.tune.metric) else "max")
     spec.output.dir = spec.output.dir.replace("{name}", spec.name)
     try:
         check_location(spec.output.dir)

@@ -25,7 +25,6 @@ from pydantic import Field, field_validator, model_validator
 
 from peft_ray.config_model import ConfigModel
 from peft_ray.errors import suggest
-from peft_ray.metrics import lower_is_better
 
 Verbalizer = Dict[str, Union[str, List[str]]]
 Scalar = Union[bool, int, float, str]
@@ -141,9 +140,8 @@ class TuneSpec(_Section):
         return v
 
     @model_validator(mode="after")
-    def _infer_mode(self):
-        if self.mode is None and self.metric is not None:
-            object.__setattr__(self, "mode", "min" if lower_is_better(self.metric) else "max")
+    def _check_search(self):
+        # (an unset mode is the task's direction of the metric: spec.load.validate_spec, which has the task)
         if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             bad = [k for k, d in self.space.items() if d.kind == "grid"]
             raise ValueError(f"search: optuna cannot enumerate grid dimensions {bad}; use choice instead")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 
 from peft_ray.config_model import ConfigModel
+from peft_ray.metrics import lower_is_better
 from peft_ray.registry import Registry
 from peft_ray.rows.tokens import IGNORE
 from peft_ray.errors import SpecError, suggest
@@ -45,6 +46,7 @@ class Task:
     primary_metric: str = "loss"         # default train.metric_for_best and tune.metric
     headline: Tuple[str, ...] = ()       # metrics the progress log and summaries show first
     also_reported: Tuple[str, ...] = ()  # further metrics evaluation reports (train.metric_for_best may name them)
+    minimized: Tuple[str, ...] = ()      # metrics where lower is better besides losses (mse, wer): lower_is_better
     summary_rows: Tuple[SummaryRow, ...] = ()
     model_module: str = ""               # the folder's torch side, imported on the first model call
     few_shot: bool = False               # rows have classes, so data.train_shots (K rows per class) applies
@@ -84,10 +86,26 @@ class Task:
         """Whether training reads template.verbalizer (tune skips trials that differ only in it otherwise)."""
         return False
 
+    def usable(self, cfg, batch, columns: List[str], text_columns: List[str]):
+        """Preflight: per row of `batch` (the needed `columns`, the supervision column last), whether
+        the row builder keeps it: the rows `validate` and the run summary count as usable and the
+        steps an epoch has are counted from. Default: the supervision column holds a value and every
+        text column non-blank text. A builder that skips more rows says so here, so the counts agree."""
+        import pyarrow.compute as pc
+
+        from peft_ray.data.columns import present
+
+        ok = present(batch.column(columns[-1]))
+        for c in text_columns:
+            ok = pc.and_(ok, present(batch.column(c)))
+        return ok
+
     def check_supervision(self, cfg, rows, row_numbers: List[int]) -> None:
         """Preflight: each usable row (`rows`, a pyarrow Table of the needed columns) holds
         supervision training can read (tags aligned with their words, a target); raise DataError
-        naming the row. Classification's labels are counted (and checked) by the scan itself."""
+        naming the row. It must refuse every value the row builder cannot read, or a bad value
+        passes `validate` and fails in a worker. Classification's labels are counted (and checked)
+        by the scan itself."""
 
     def list_columns(self, cfg) -> Dict[str, str]:
         """Columns whose cells are lists (NER's words and tags) -> the field naming each: a CSV
@@ -109,6 +127,12 @@ class Task:
     def metrics(self, cfg) -> List[str]:
         """Every metric name `evaluate` reports (for train.metric_for_best and tune.metric)."""
         return list(dict.fromkeys([*self.headline, self.primary_metric, *self.also_reported, "loss"]))
+
+    def lower_is_better(self, metric: str) -> bool:
+        """The direction of one of its metrics, for the best checkpoint, early stopping and tune's
+        mode when the job does not say: a loss or a name in `minimized` is minimised, everything else
+        maximised. The task says it, as a name alone cannot (`mse`, `hamming`, `wer`)."""
+        return metric.split("/", 1)[0] in self.minimized or lower_is_better(metric)
 
     def check_metric(self, cfg, name: str, field: str) -> None:
         """`name` (train.metric_for_best, tune.metric) is one evaluation reports: a name it never

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from peft_ray.metrics import lower_is_better
 
 EVALS_PER_EPOCH = 4   # default eval_every: a few evaluations per epoch, as a long job needs
 LOW_SCORE = -1e30     # Ray's retention score of a checkpoint without an evaluation (kept only while latest)
@@ -34,11 +33,11 @@ class BestPolicy:
 
 
 def best_policy(train_spec, task) -> BestPolicy:
-    """The task's primary metric by default; a metric named like a loss is minimised."""
+    """The task's primary metric by default, in the direction the task gives it (Task.lower_is_better)."""
     metric = train_spec.metric_for_best or task.primary_metric
     greater = train_spec.greater_is_better
     if greater is None:
-        greater = not lower_is_better(metric)
+        greater = not task.lower_is_better(metric)
     return BestPolicy(metric, greater, train_spec.early_stopping_patience)
 
 

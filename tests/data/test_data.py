@@ -158,10 +158,10 @@ def test_dictionary_columns_of_lists_are_read_by_their_values():
     """A second diff-review finding: pyarrow casts a dictionary of strings to strings but not one of
     lists, so pre-flight and predict's CSV failed on a dictionary-encoded NER tags column."""
     from peft_ray.data.sinks import flat_for_csv
-    from peft_ray.preflight import _present
+    from peft_ray.data.columns import present
 
     tags = pa.DictionaryArray.from_arrays(pa.array([0, 1, None]), pa.array([["B-PER"], []]))
-    assert _present(pa.chunked_array([tags])).to_pylist() == [True, True, False]
+    assert present(pa.chunked_array([tags])).to_pylist() == [True, True, False]
     table = pa.table({"tags": pa.chunked_array([tags]), "s": pa.array(["a", "b", "c"]).dictionary_encode()})
     assert flat_for_csv(table).to_pylist() == [{"tags": '["B-PER"]', "s": "a"}, {"tags": "[]", "s": "b"},
                                                {"tags": None, "s": "c"}]

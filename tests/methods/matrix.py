@@ -11,6 +11,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
+from peft_ray.methods import METHODS
+
 FAMILIES_ALL = ["bert-cls", "gpt2-cls", "gpt2-lm", "llama-cls", "llama-lm", "t5-s2s"]
 
 
@@ -58,7 +60,8 @@ ROWS = (
             encoder_reparameterization_type="LSTM", encoder_hidden_size=8)
 )
 
-# (method, family) -> why HF PEFT 0.21.2 (with transformers 5) cannot be compared there.
+# (method, family) -> why HF PEFT 0.21.2 (with transformers 5) cannot be compared there; family "*":
+# every family (a method PEFT has no type for).
 PEFT_UNSUPPORTED = {
     ("prefix_tuning", "bert-cls"): "PEFT's prefix tuning needs past_key_values; BertModel under transformers 5 "
                                    "raises 'Model does not support past key values'",
@@ -78,7 +81,7 @@ PEFT_CANNOT_INIT = {
                                              "RNG at load time, in PEFT too (ours are saved converted)",
 }
 
-MERGEABLE = {"lora", "ia3"}
+MERGEABLE = {n for n in METHODS.names() if METHODS.get(n).merge}   # the registry says which methods merge
 # Fields PEFT does not take: optimizer settings (PEFT's create_loraplus_optimizer), our prompt
 # cache, and prompt tuning's `init` (PEFT's prompt_tuning_init; both rows use the random default).
 OURS_ONLY = {"loraplus_lr_ratio", "prompt_cache", "init"}

@@ -15,7 +15,7 @@ ATOL = RTOL = 1e-5
 
 
 def _skip_if_peft_cannot(row, init=False):
-    why = PEFT_UNSUPPORTED.get((row.method, row.family))
+    why = PEFT_UNSUPPORTED.get((row.method, row.family)) or PEFT_UNSUPPORTED.get((row.method, "*"))
     if why:
         pytest.skip(f"HF PEFT cannot run {row.method} on {row.family}: {why}")
     why = init and PEFT_CANNOT_INIT.get((row.name, row.family))
@@ -120,7 +120,12 @@ def test_only_adapter_params_change(row):
     opt.step()
     for name, p in ours.named_parameters():
         changed = not torch.equal(p, before[name])
-        assert changed == (name in trainable), f"{name}: changed={changed}, trainable={name in trainable}"
+        # a trainable parameter whose gradient is exactly zero stays (e.g. a key bias: softmax ignores a
+        # constant added to every score), but it must have been reached (a gradient, not None)
+        exact_zero = not changed and p.grad is not None and not p.grad.any()
+        assert (changed or exact_zero) == (name in trainable), \
+            f"{name}: changed={changed}, trainable={name in trainable}"
+    assert any(not torch.equal(p, before[n]) for n, p in ours.named_parameters() if n in trainable)
     heads = {n for n in trainable if ours.is_head_param(n)}
     expected_heads = {"bert-cls": "classifier", "gpt2-cls": "score", "llama-cls": "score"}.get(row.family)
     extra = set(row.kwargs.get("modules_to_save") or [])

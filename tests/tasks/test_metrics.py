@@ -79,11 +79,13 @@ def test_matches_seqeval(gold, pred):
 
 def test_only_a_loss_is_minimised_not_a_class_named_loss():
     from peft_ray.metrics import lower_is_better
-    from peft_ray.spec.tune import TuneSpec
+    from peft_ray.spec import validate_spec
 
     assert lower_is_better("loss") and lower_is_better("eval_loss")
     assert not lower_is_better("f1/loss") and not lower_is_better("recall/loss") and not lower_is_better("accuracy")
-    assert TuneSpec(metric="recall/loss", space={"train.lr": {"choice": [1e-3]}}).mode == "max"
+    spec = validate_spec({"task": {"labels": ["loss", "win"]},
+                          "tune": {"metric": "recall/loss", "space": {"train.lr": {"choice": [1e-3]}}}})
+    assert spec.tune.mode == "max"
 
 
 def test_every_labelled_entity_type_is_reported():

@@ -55,3 +55,46 @@ def test_unknown_task_type_names_the_registered_ones():
 
     with pytest.raises(SpecError, match="task.type: unknown task 'clasification'.*did you mean"):
         validate_spec({"task": {"type": "clasification", "labels": ["a", "b"]}})
+
+
+def test_a_task_says_which_of_its_metrics_are_minimised(regression_task, tiny_bert, tmp_path):
+    """Which way a metric is better was guessed from its name: only `loss` and `*_loss` were
+    minimised, so a task's `mse` (or `wer`, `hamming`) picked the worst checkpoint as adapter/ and
+    ranked a search backwards (a maintainer review). The task declares it (Task.minimized)."""
+    from peft_ray.tasks import get_task
+    from peft_ray.train.best import best_policy
+
+    job = job_dict(tiny_bert, tmp_path, tmp_path / "out", template={"text": "{soft} {text}", "verbalizer": None},
+                   tune={"space": {"train.lr": {"choice": [1e-3, 1e-2]}}})
+    job["task"] = {"type": "regression", "target_column": "score"}
+    spec = validate_spec(job)
+    assert spec.tune.metric == "mse" and spec.tune.mode == "min"
+    assert not best_policy(spec.train, get_task("regression")).greater
+    assert get_task("classification").lower_is_better("loss") and not get_task("classification").lower_is_better("mse")
+
+
+
+def test_preflight_counts_the_rows_the_task_says_it_keeps(regression_task, tiny_bert, tmp_path, monkeypatch):
+    """Which rows count was written twice: once in preflight (the supervision column present, text
+    not blank, NER's special case) and once in each row builder, so a task whose builder skips more
+    rows had `validate`, the step count and the summary's skipped rows disagree with training
+    (a maintainer review). Preflight now asks the task (Task.usable)."""
+    import pyarrow.compute as pc
+
+    from peft_ray.preflight import run_preflight
+
+    data = tmp_path / "data"
+    rows = _rows(40, 3)
+    rows["score"] = [float(i % 4) - 1.0 for i in range(40)]     # 10 rows of -1.0
+    write_rows(data / "train.parquet", rows)
+    write_rows(data / "validation.parquet", _rows(8, 4))
+    job = job_dict(tiny_bert, data, tmp_path / "out", template={"text": "{soft} {text}", "verbalizer": None},
+                   train={"batch_size": 4})
+    job["task"] = {"type": "regression", "target_column": "score"}
+    spec = validate_spec(job)
+    assert (run_preflight(spec).train.usable, run_preflight(spec).steps_per_epoch) == (40, 10)
+    base = type(regression_task).usable
+    monkeypatch.setattr(type(regression_task), "usable", lambda self, cfg, batch, cols, text: pc.and_(
+        base(self, cfg, batch, cols, text), pc.greater_equal(batch.column(cfg.target_column), 0.0)))
+    facts = run_preflight(spec)
+    assert (facts.train.usable, facts.train.skipped, facts.steps_per_epoch) == (30, 10, 7)   # 30 // 4

@@ -63,6 +63,16 @@ class TokenClassification(Task):
     def trains_new_head(self, cfg, lm_kind: str) -> bool:
         return True    # a tag classifier over the encoder's states
 
+    def usable(self, cfg, batch, columns: List[str], text_columns: List[str]):
+        """Also a sentence with words: the row builder skips one without (an empty tag list beside
+        words stays a row, for check_supervision's alignment check to name)."""
+        import pyarrow.compute as pc
+
+        from peft_ray.data.columns import non_empty_lists
+
+        ok = super().usable(cfg, batch, columns, text_columns)
+        return pc.and_(ok, non_empty_lists(batch.column(cfg.tokens_column))) if cfg.tokens_column in columns else ok
+
     def check_supervision(self, cfg, rows, row_numbers: List[int]) -> None:
         names = tag_names(cfg.labels or [])
         words = rows.column(cfg.tokens_column).to_pylist()

@@ -51,7 +51,8 @@ class Regression(Task):
     name = "regression"
     config_cls = RegressionConfig
     peft_task_type = "SEQ_CLS"
-    primary_metric = "loss"              # the MSE (lower is better)
+    primary_metric = "mse"
+    minimized = ("mse",)                 # lower is better, which its name does not say
     headline = ("mse",)
     summary_rows = (("val MSE", "mse", "{:.4f}"),)
     model_module = "tests.tasks.toy_regression.model"
