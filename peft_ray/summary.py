@@ -26,9 +26,21 @@ RESUMED = {"samples_per_s": "samples/s (all attempts)", "tokens_per_s": "tokens/
 
 def render_summary(metrics: Dict[str, Any], title: str = "peft-ray run",
                    task_rows: Sequence[Tuple[str, str, str]] = ()) -> str:
+    """The table. Where adapter/ holds an earlier step than the last evaluation (the best one), the
+    validation rows are adapter/'s own evaluation (`adapter_metrics`), as the adapter a user ships,
+    and one row gives the last evaluation's headline."""
     resumed = float(metrics.get("carried_train_seconds") or 0.0) > 0.0
-    rows = [(RESUMED.get(key, label) if resumed else label, fmt.format(metrics[key]))
-            for label, key, fmt in [*BEFORE, *task_rows, *AFTER] if key in metrics]
+    own = metrics.get("adapter_metrics") or {}
+    val_keys = {key for _, key, _ in task_rows} | {"loss"}
+    shown = {**metrics, **{k: v for k, v in own.items() if k in val_keys}}
+    rows = [(RESUMED.get(key, label) if resumed else label, fmt.format(shown[key]))
+            for label, key, fmt in [*BEFORE, *task_rows, *AFTER] if key in shown]
+    if own:
+        val_labels = {label for label, _, _ in task_rows} | {"val loss"}
+        at = next((i for i, (label, _) in enumerate(rows) if label in val_labels), len(rows))
+        last = ", ".join(f"{key} {fmt.format(metrics[key])}" for _, key, fmt in task_rows[:2] if key in metrics)
+        rows[at:at] = [("val figures", f"adapter/'s, step {metrics['adapter_step']}"),
+                       ("last evaluation", f"step {metrics.get('step')}: {last}")]
     width = max(len(r[0]) for r in rows)
     # at most 79 wide: a long value (a path, the time by phase) wraps on an 80-column terminal anyway,
     # and a rule as wide as it wrapped twice

@@ -54,6 +54,10 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
     # which step's adapter adapter/ holds: the best's, or the last's when nothing was evaluated or
     # the best checkpoint (an earlier run's, after --resume) was missing or failed its check
     final["adapter_step"] = final["best_step"] if best is not None and "best_step" in final else final.get("step")
+    if final["adapter_step"] != final.get("step"):
+        # the figures of the adapter a user ships: its own evaluation's, which the summary shows (HF's
+        # load_best_model_at_end evaluates the best model at the end); the plain keys stay the last's
+        final["adapter_metrics"] = recorded_metrics(out / "adapter")
     if "best_step" in final:
         final["best"] = f"step {final['best_step']} ({final['metric_for_best']} {final['best_metric']:.4f})"
         if best is None:
@@ -62,6 +66,18 @@ def write_outputs(out: Location, checkpoint: Location, metrics: Dict[str, Any], 
         final["time_phases"] = time_phases(final)
     (out / "metrics.json").write_text(json.dumps(final, indent=2))
     return final
+
+
+def recorded_metrics(adapter: Location) -> Dict[str, float]:
+    """The evaluation an adapter folder peft-ray wrote records in its peft_ray.json (its step's
+    metrics); {} where it records none."""
+    from peft_ray.adapter import EXTRA
+
+    try:
+        recorded = json.loads((adapter / EXTRA).read_small_text(1 << 22) or "{}").get("metrics") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def finish_run(spec: JobSpec, pre, checkpoint: str, done: Finished, local: bool) -> Dict[str, Any]:

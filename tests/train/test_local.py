@@ -151,14 +151,18 @@ def test_metrics_say_which_steps_adapter_adapter_holds(tmp_path):
 
     from peft_ray.adapter import ADAPTER_FILES
     from peft_ray.storage import Location
+    from peft_ray.summary import render_summary
+    from peft_ray.tasks import get_task
     from peft_ray.train.outputs import write_outputs
 
     ckpt = tmp_path / "checkpoint_00000006"
     (ckpt / "adapter").mkdir(parents=True)
     for name in ADAPTER_FILES:
         (ckpt / "adapter" / name).write_text("{}")
+    (ckpt / "adapter" / "peft_ray.json").write_text(json.dumps({"metrics": {"accuracy": 0.75, "loss": 0.5, "step": 2}}))
     pre = SimpleNamespace(train=SimpleNamespace(skipped=0), validation=None)
-    metrics = {"step": 6, "best_step": 2, "metric_for_best": "accuracy", "best_metric": 0.75}
+    metrics = {"step": 6, "best_step": 2, "metric_for_best": "accuracy", "best_metric": 0.75,
+               "accuracy": 0.6, "macro_f1": 0.55, "loss": 0.9}
     out = Location.at(tmp_path / "run")
     refused = write_outputs(out, Location.at(ckpt), metrics, 1.0, pre, best=None)
     assert refused["adapter_step"] == 6
@@ -166,5 +170,13 @@ def test_metrics_say_which_steps_adapter_adapter_holds(tmp_path):
     kept = write_outputs(out, Location.at(ckpt), metrics, 1.0, pre, best=Location.at(ckpt))
     assert kept["adapter_step"] == 2 and kept["best"] == "step 2 (accuracy 0.7500)"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["adapter_step"] == 2
+    # The summary showed the last evaluation's accuracy beside the best step's adapter (an ML
+    # review): its validation rows are now adapter/'s own evaluation, and the last one is named.
+    assert kept["adapter_metrics"] == {"accuracy": 0.75, "loss": 0.5, "step": 2} and "adapter_metrics" not in refused
+    rows = get_task("classification").summary_rows
+    table = " ".join(render_summary(kept, "t", rows).split())     # one space between label and value
+    assert "val accuracy 0.7500" in table and "val loss 0.5000" in table
+    assert "val figures adapter/'s, step 2 last evaluation step 6: accuracy 0.6000, macro_f1 0.5500" in table
+    assert "val accuracy 0.6000" in " ".join(render_summary(refused, "t", rows).split())
     plain = write_outputs(out, Location.at(ckpt), {"step": 6}, 1.0, pre)
     assert plain["adapter_step"] == 6 and "best" not in plain
