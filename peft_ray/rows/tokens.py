@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from peft_ray.errors import SpecError
 
@@ -160,6 +160,32 @@ def cut_prompt(tok, ids: List[int], room: int, chat_text: Optional[str] = None,
     if keep <= 0:                    # no room for any text: the markup alone, its end
         return (head + tail)[-room:]
     return head + tok(chat_text, add_special_tokens=False)["input_ids"][-keep:] + tail
+
+
+def fit_columns(tok, columns: Sequence[str], row: dict, length_of: Callable[[dict], int], max_length: int,
+                tries: int = 4) -> dict:
+    """`row` with the end of its longest text column cut, at a token boundary of that column (its
+    offsets; the text kept as written), until `length_of(row)` (the rendered template's tokens) fits
+    `max_length`. The template's own words stay whole: a fixed cut of the rendered text took the cue
+    before a mask ("Overall it was [MASK]") or a question after the text, which the template writes
+    to be read, before any of the input (an ML review). The row comes back as it is where it already
+    fits or no column can absorb the cut (a tokenizer without offsets, a template longer than the
+    room): the caller's own cut applies then."""
+    for _ in range(tries):
+        over = length_of(row) - max_length
+        texts = [c for c in columns if isinstance(row.get(c), str)]
+        if over <= 0 or not texts:
+            return row
+        col = max(texts, key=lambda c: len(row[c]))
+        try:
+            offsets = tok(row[col], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        except (NotImplementedError, TypeError, ValueError, KeyError):   # a slow (Python) tokenizer
+            return row
+        keep = len(offsets) - over
+        if keep < 1:
+            return row
+        row = {**row, col: row[col][:offsets[keep - 1][1]]}
+    return row
 
 
 def response_sep(chat: bool, written: str = " ") -> str:

@@ -165,3 +165,27 @@ def test_dictionary_columns_of_lists_are_read_by_their_values():
     table = pa.table({"tags": pa.chunked_array([tags]), "s": pa.array(["a", "b", "c"]).dictionary_encode()})
     assert flat_for_csv(table).to_pylist() == [{"tags": '["B-PER"]', "s": "a"}, {"tags": "[]", "s": "b"},
                                                {"tags": None, "s": "c"}]
+
+
+@pytest.mark.parametrize("scoring", ["head", "mlm"])
+def test_a_long_row_loses_the_end_of_its_input_not_the_templates_words(tiny_bert, scoring):
+    """An ML review finding: a fixed cut of the rendered text took the template's own words first,
+    the cue before the mask ("... it was [MASK]") in masked-LM scoring and a question after the
+    text with a head, while the model read all of the input. The end of the input goes now."""
+    from transformers import AutoTokenizer
+
+    from peft_ray.tasks.classification.rows import build_rows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    template = "{text} the film was {label} ." if scoring == "mlm" else "{text} the plot was good ."
+    cfg = ClassificationRows(tokenizer_path=str(tiny_bert), template=template, label_column="label",
+                             labels=("negative", "positive"), max_length=16, scoring=scoring)
+    long = "the plot was dull " * 6
+    out = build_rows(pa.table({"text": [long, "the film"], "label": [0, 1]}), cfg)
+    cut, short = (tok.convert_ids_to_tokens(ids) for ids in out.column("input_ids").to_pylist())
+    tail = ["the", "film", "was", "[MASK]", "."] if scoring == "mlm" else ["the", "plot", "was", "good", "."]
+    assert len(cut) == 16 and cut[-len(tail) - 1:-1] == tail and cut[-1] == "[SEP]"
+    assert cut[1:5] == ["the", "plot", "was", "dull"]                   # the input's start stays
+    assert out.column("truncated").to_pylist() == [True, False] and short[-len(tail) - 1:-1] == tail
+    if scoring == "mlm":
+        assert out.column("score_pos").to_pylist()[0] == cut.index("[MASK]")

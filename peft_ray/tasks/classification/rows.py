@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from peft_ray.rows import RowConfig
 from peft_ray.rows.labels import has_value, label_ids
-from peft_ray.rows.tokens import chat_prompt, cut_prompt, lead_tokens, tokenizer
+from peft_ray.rows.tokens import chat_prompt, cut_prompt, fit_columns, lead_tokens, tokenizer
 from peft_ray.templates import Template
 
 
@@ -42,6 +42,11 @@ def head_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
             texts.append(text)
             keep.append(i)
     ids, truncated = _tokenize(tok, texts, cfg.max_length) if texts else ([], [])
+    for j in (j for j, cut in enumerate(truncated) if cut):     # the input's end, not the template's words
+        fitted = fit_columns(tok, template.columns, rows[keep[j]],
+                             lambda r: len(tok(template.render(r, label_text) or "")["input_ids"]), cfg.max_length)
+        if fitted is not rows[keep[j]] and template.render(fitted, label_text):
+            ids[j] = _tokenize(tok, [template.render(fitted, label_text)], cfg.max_length)[0][0]
     labels = label_ids([rows[i][cfg.label_column] for i in keep], cfg.labels, cfg.label_column)
     return pa.table({"input_ids": pa.array(ids, type=pa.list_(pa.int32())), "label": pa.array(labels, type=pa.int64()),
                      "length": pa.array([len(x) for x in ids], type=pa.int32()),
@@ -84,15 +89,21 @@ VERBALIZER_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("score_pos"
 
 
 def _mlm_row(tok, template: Template, row: dict, cfg):
-    text = template.render(row, tok.mask_token)
-    if text is None:
+    def ids_of(r: dict):
+        text = template.render(r, tok.mask_token)
+        if text is None:
+            return None
+        return tok(text if template.has_label_slot else f"{text} {tok.mask_token}")["input_ids"]
+
+    ids = ids_of(row)
+    if ids is None:
         return None
-    if not template.has_label_slot:
-        text = f"{text} {tok.mask_token}"
-    ids = tok(text)["input_ids"]
-    pos = ids.index(tok.mask_token_id)
     cut = len(ids) - cfg.max_length
-    if cut > 0:  # drop text just before the mask, so the mask (and what follows it) survives
+    if cut > 0:   # the input's end goes first, the template's cue before the mask stays
+        ids = ids_of(fit_columns(tok, template.columns, row, lambda r: len(ids_of(r) or ()), cfg.max_length)) or ids
+    pos = ids.index(tok.mask_token_id)
+    if len(ids) > cfg.max_length:  # else: drop text just before the mask, so the mask (and what follows) survives
+        cut = len(ids) - cfg.max_length
         ids = ids[:max(pos - cut, 1)] + ids[pos:]
         ids = ids[:cfg.max_length]
         pos = ids.index(tok.mask_token_id)
