@@ -65,9 +65,11 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     checked by the command (check_output_file), else default_output (check_default_output).
     `local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, ray_session,
-                                    read_run_spec, truncation_note, with_progress)
+                                    read_run_spec, with_progress)
     from peft_ray.preflight import scan_split
+    from peft_ray.summary import truncation_note
     from peft_ray.tasks import get_task
+    from peft_ray.tasks.evaluate import counted_cuts
     from peft_ray.tasks.pipeline import needed_columns
     from peft_ray.train.terminal import ray_routed
 
@@ -143,15 +145,6 @@ def _shown_files(data: Any) -> str:
     if not isinstance(data, list) or not data:
         return "other data"
     return f"{str(data[0])[:200]}{f' (+{len(data) - 1} more)' if len(data) > 1 else ''}"
-
-
-def counted_cuts(tables, column: str, cut: List[int]):
-    """The preprocessed tables, passed on, with their rows whose input was cut to model.max_length
-    (`column`: the task's input_cut) added to cut[0]."""
-    for t in tables:
-        if column in t.column_names:
-            cut[0] += t[column].to_pylist().count(True)
-        yield t
 
 
 def eval_files(spec, data: str, split: str) -> Tuple[List[str], bool]:

@@ -289,10 +289,6 @@ def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -
             bar.refresh()
 
 
-def truncation_note(n: int, max_length: int) -> str:
-    """What eval and predict say when rows were longer than the job's model.max_length."""
-    return (f"warning: {n} row(s) were longer than model.max_length={max_length} tokens and were cut; "
-            "their results may be empty or wrong. Retrain with a larger model.max_length if such rows matter")
 
 
 def count_rows(files: List[str]) -> Optional[int]:

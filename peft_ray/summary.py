@@ -10,7 +10,8 @@ BEFORE = [("steps", "step", "{:.0f}"), ("epochs", "epoch", "{:.2f}"), ("train lo
           ("best", "best", "{}"), ("samples/s", "samples_per_s", "{:.1f}"), ("tokens/s", "tokens_per_s", "{:.0f}")]
 AFTER = [("val loss", "loss", "{:.4f}"),
          ("trainable params", "trainable_params", "{:,.0f}"), ("skipped rows", "skipped_rows", "{:.0f}"),
-         ("truncated rows", "truncated_rows", "{:.0f}"), ("non-finite skips", "skipped_nonfinite", "{:.0f}"),
+         ("truncated rows", "truncated_rows", "{:.0f}"), ("truncated val rows", "val_truncated_rows", "{:.0f}"),
+         ("non-finite skips", "skipped_nonfinite", "{:.0f}"),
          ("train time (s)", "train_seconds", "{:.1f}"), ("wall time (s)", "wall_seconds", "{:.1f}"),
          ("time by phase (s)", "time_phases", "{}"),
          ("adapter (best)", "adapter", "{}"), ("adapter (last)", "adapter_last", "{}"),
@@ -47,3 +48,11 @@ def render_summary(metrics: Dict[str, Any], title: str = "peft-ray run",
     lines = [title, "-" * min(79, max(len(title), width + 2 + max(len(r[1]) for r in rows)))]
     lines += [f"{label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)
+
+
+def truncation_note(n: int, max_length: int, rows: str = "row(s)") -> str:
+    """What eval, predict and training's evaluation say when rows were longer than the job's
+    model.max_length."""
+    return (f"warning: {n} {rows} were longer than model.max_length={max_length} tokens and were cut; "
+            "their results may be empty or wrong. Retrain with a larger model.max_length if such rows matter")
+

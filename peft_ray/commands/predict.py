@@ -68,7 +68,7 @@ def register(main: click.Group) -> None:
         except JobError as e:
             fail(e)
         if done["truncated"]:
-            from peft_ray.inference import truncation_note
+            from peft_ray.summary import truncation_note
 
             click.echo(truncation_note(done["truncated"], done["max_length"]) + " (column `input_truncated`)",
                        err=True)

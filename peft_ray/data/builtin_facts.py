@@ -1,9 +1,10 @@
 """`builtin:facts`: a synthetic question-answering set for generation examples and tests.
 
 Each of 48 things has a fixed two-word answer ("What colour is the lantern?" ->
-"amber and teal"). Train and validation ask about the same things in different
-phrasings, so this measures whether the response is learned, masked and decoded
-right (exact match), not world knowledge, and needs no pretrained model.
+"amber and teal"), asked in 4 phrasings: 192 questions in all, so train and validation
+draw from the same ones and every validation question is also a train question. This
+measures whether the response is learned, masked and decoded right (exact match), not
+generalisation or world knowledge, and needs no pretrained model.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Callable, Iterable, Iterator, Tuple
+from typing import Callable, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -84,3 +84,13 @@ def sequence_eval(engine, tables: Iterable, batch_size: int, pad_id: int, dummy_
             results += out
     loss_sum, n_tok = all_sum([loss_sum, n_tok])
     return results, loss_sum / max(n_tok, 1)
+
+
+def counted_cuts(tables, column: str, cut: List[int]):
+    """The preprocessed tables, passed on, with their rows whose input was cut to model.max_length
+    (`column`: the task's input_cut) added to cut[0]."""
+    for t in tables:
+        if column in t.column_names:
+            cut[0] += t[column].to_pylist().count(True)
+        yield t
+

@@ -21,8 +21,9 @@ from peft_ray.methods import get_method
 from peft_ray import dist as D
 from peft_ray.errors import JobError
 from peft_ray.spec import saved_spec, validate_spec
+from peft_ray.summary import truncation_note
 from peft_ray.tasks import get_task
-from peft_ray.tasks.evaluate import eval_scope
+from peft_ray.tasks.evaluate import counted_cuts, eval_scope
 from peft_ray.train import telemetry
 from peft_ray.train.best import best_fields, best_policy, intervals, retention_score, should_stop, update_best
 from peft_ray.train.checkpoint import TrainerState, load_checkpoint, read_state, save_checkpoint
@@ -141,6 +142,7 @@ class StepContext:
     setup_seconds: float = 0.0               # model load + DeepSpeed engine + restore, this attempt
     carried: Dict[str, float] = field(default_factory=dict)   # CARRIED phases of earlier attempts (resume)
     stop: bool = False                       # early stopping fired
+    val_truncated: Optional[int] = None      # validation rows cut at model.max_length (the first evaluation's count)
 
     @functools.cached_property
     def best(self):
@@ -357,8 +359,16 @@ def grad_norm(engine) -> Optional[float]:
 
 
 def evaluate_now(ctx: StepContext) -> Dict[str, float]:
+    tables, cut = ctx.data.eval_tables(), [0]
+    counting = ctx.val_truncated is None and tables is not None   # the first evaluation counts them
     with eval_scope(ctx.engine):  # back in train mode after, training RNG untouched
-        return ctx.task.evaluate(ctx.engine, ctx.data.eval_tables(), ctx.runtime, ctx.pad_id)
+        metrics = ctx.task.evaluate(ctx.engine, counted_cuts(tables, ctx.task.input_cut, cut) if counting else tables,
+                                    ctx.runtime, ctx.pad_id)
+    if counting:   # every rank reads every table (the evaluator shards by micro-batch): the whole count
+        ctx.val_truncated = cut[0]
+        if cut[0]:     # said once, as eval and predict say it: a cut row's answer may be wrong
+            ctx.log.echo(truncation_note(cut[0], ctx.spec.model.max_length, "validation row(s)"))
+    return metrics
 
 
 def adapter_writer(ctx: StepContext, metrics: Optional[Dict[str, float]] = None):
@@ -389,6 +399,7 @@ def report(ctx: StepContext, state: TrainerState, metrics: Dict[str, float]) -> 
             "train_loss": state.loss_sum / max(state.micro_batches, 1), "lr": ctx.engine.get_lr()[0],
             "skipped_nonfinite": state.skipped_nonfinite, "train_seconds": state.train_seconds,
             "samples": state.samples, "tokens": state.tokens, "truncated_rows": state.truncated,
+            **({"val_truncated_rows": ctx.val_truncated} if ctx.val_truncated is not None else {}),
             "data_seconds": state.data_seconds, "eval_seconds": state.eval_seconds,
             "checkpoint_seconds": state.checkpoint_seconds, "setup_seconds": ctx.setup_seconds,
             "trainable_params": count_trainable(ctx.model), **best_fields(ctx.best, state), **ctx.carried,

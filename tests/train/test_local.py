@@ -180,3 +180,22 @@ def test_metrics_say_which_steps_adapter_adapter_holds(tmp_path):
     assert "val accuracy 0.6000" in " ".join(render_summary(refused, "t", rows).split())
     plain = write_outputs(out, Location.at(ckpt), {"step": 6}, 1.0, pre)
     assert plain["adapter_step"] == 6 and "best" not in plain
+
+
+def test_training_says_how_many_validation_rows_were_cut(tiny_bert, tiny_data, tmp_path, capsys):
+    """An ML review finding: `eval` and `predict` warn about rows cut at model.max_length, whose
+    answers count as wrong, but training's own evaluation said nothing (its "truncated rows" are
+    the training rows). The first evaluation counts them, says so once, and the summary shows it."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from peft_ray.summary import render_summary
+
+    m = run_local(_spec(tiny_bert, tiny_data, tmp_path / "run", model={"max_length": 12},
+                        train={"max_steps": 4, "eval_every": 2}))
+    texts = pq.read_table(tiny_data / "validation.parquet")["text"]
+    assert 0 < m["val_truncated_rows"] < len(texts)
+    assert pc.max(pc.utf8_length(texts)).as_py() > 12
+    said = capsys.readouterr()
+    assert (said.out + said.err).count(f"warning: {m['val_truncated_rows']} validation row(s) were longer") == 1
+    assert "truncated val rows" in render_summary(m)
