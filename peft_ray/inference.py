@@ -289,8 +289,6 @@ def with_progress(tables: Iterable[pa.Table], total: Optional[int], desc: str) -
             bar.refresh()
 
 
-
-
 def count_rows(files: List[str]) -> Optional[int]:
     """Rows in Parquet files from their footers (no data read); None for other formats."""
     import pyarrow.parquet as pq

@@ -55,4 +55,3 @@ def truncation_note(n: int, max_length: int, rows: str = "row(s)") -> str:
     model.max_length."""
     return (f"warning: {n} {rows} were longer than model.max_length={max_length} tokens and were cut; "
             "their results may be empty or wrong. Retrain with a larger model.max_length if such rows matter")
-

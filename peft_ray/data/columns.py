@@ -113,4 +113,3 @@ def non_empty_lists(col):
     import pyarrow.compute as pc
 
     return pc.fill_null(pc.greater(pc.list_value_length(decoded(col)), 0), False)
-

@@ -93,4 +93,3 @@ def counted_cuts(tables, column: str, cut: List[int]):
         if column in t.column_names:
             cut[0] += t[column].to_pylist().count(True)
         yield t
-
