@@ -26,7 +26,7 @@ def split_scores(train_prompts: set, rows: List[dict], column: str, target: str,
 
     def score(sel):
         m = generation_metrics([r.get("prediction") or "" for r in sel], [r[target] for r in sel]) if sel else {}
-        return {"rows": len(sel), **{k: m.get(k) for k in ("exact_match", "exact_match_cased", "token_f1")}}
+        return {"rows": len(sel), **{k: m.get(k) for k in ("exact_match", "exact_match_cased", "token_f1")}}   # None: no rows
 
     seen = [r for r in rows if r[column] in train_prompts]
     unseen = [r for r in rows if r[column] not in train_prompts]
@@ -55,8 +55,9 @@ def main() -> None:
     for name, r in [("all", res["all"]), ("seen in train", res["seen"]), ("unseen", res["unseen"]),
                     *res["groups"].items()]:
         seen = r.get("seen", r["rows"] if name == "seen in train" else 0 if name == "unseen" else "")
-        print(f"{name:<14} {r['rows']:>5} {seen!s:>5} {r['exact_match']:>7.3f} {r['exact_match_cased']:>7.3f} "
-              f"{r['token_f1']:>7.3f}")
+        figures = " ".join(f"{r[k]:>7.3f}" if r[k] is not None else f"{'-':>7}"   # a part without rows
+                           for k in ("exact_match", "exact_match_cased", "token_f1"))
+        print(f"{name:<14} {r['rows']:>5} {seen!s:>5} {figures}")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1))

@@ -105,6 +105,11 @@ class Template:
         return list(dict.fromkeys(p.value for p in self.parts if p.kind == "column"))
 
     @property
+    def column_slots(self) -> List[str]:
+        """Every {column} slot in order, a column used twice twice (rows.tokens.fit_columns)."""
+        return [p.value for p in self.parts if p.kind == "column"]
+
+    @property
     def soft_tokens(self) -> Optional[int]:
         """N from {soft:N}, or None when the template leaves the count to the method."""
         return next((p.n for p in self.parts if p.kind == "soft"), None)

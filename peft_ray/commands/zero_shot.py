@@ -102,8 +102,17 @@ def check_same_score(target: Path, spec) -> None:
         raise JobError(f"{target} holds a file zero-shot did not write; pass --overwrite to replace it, or "
                        "--output FILE")
     # Only what the file records: one written before a key was recorded is judged by the rest.
-    differ = [k for k, v in now.items() if k in old and old[k] != v]
+    differ = [d for k, v in now.items() if k in old for d in _differences(k, old[k], v)]
     if differ:
-        said = "; ".join(f"{k} {shown(old[k])} there, {shown(now[k])} here" for k in differ[:3])
+        said = "; ".join(f"{k} {shown(was)} there, {shown(is_)} here" for k, was, is_ in differ[:3])
         raise JobError(f"{target} already holds the score of another job ({said}); pass --overwrite to replace "
                        "it, or --output FILE to keep both")
+
+
+def _differences(path: str, old, new) -> list:
+    """(dotted path, old, new) of each leaf where two recorded values differ: a whole task section
+    quoted and cut short hid the one field that differed (a diff review)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in dict.fromkeys([*old, *new]) for d in _differences(f"{path}.{k}", old.get(k), new.get(k))]
+    return [] if old == new else [(path, old, new)]
+

@@ -23,28 +23,39 @@ from peft_ray.errors import DataError
 
 def spill(tables: Iterable[pa.Table], rows_hint: int) -> pa.Table:
     """`tables` (one schema) as one memory-mapped table. `rows_hint`: rows known to be coming, for
-    the message should the disk refuse the file."""
+    the message should the disk refuse the file. Only the file's own errors are said as such; an
+    error of the tables' source (a Ray Data task, a read) passes as it is."""
     path = os.path.join(tempfile.gettempdir(), f"peft-ray-shard-{os.getpid()}-*.arrow")
+
+    def refused(e: OSError) -> DataError:
+        return DataError(f"the train shard holds over {rows_hint:,} rows, which peft-ray keeps in a temporary "
+                         f"file ({path}) so that every epoch visits them in a fresh random order; writing it failed "
+                         f"({e.strerror or e}). Free space there, or point TMPDIR at a larger disk")
+
     try:
         fd, path = tempfile.mkstemp(prefix=f"peft-ray-shard-{os.getpid()}-", suffix=".arrow")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                writer = schema = None
-                for t in tables:
+    except OSError as e:
+        raise refused(e) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer = schema = None
+            for t in tables:
+                try:
                     if writer is None:
                         schema = t.schema
                         writer = pa.ipc.new_file(fh, schema)
                     writer.write_table(t if t.schema == schema else t.cast(schema))
-                if writer is None:
-                    raise ValueError("spill: no tables")
+                except OSError as e:
+                    raise refused(e) from None
+            if writer is None:
+                raise ValueError("spill: no tables")
+            try:
                 writer.close()
-            return pa.ipc.open_file(pa.memory_map(path)).read_all()
-        finally:
-            os.unlink(path)
-    except OSError as e:
-        raise DataError(f"the train shard holds over {rows_hint:,} rows, which peft-ray keeps in a temporary "
-                        f"file ({path}) so that every epoch visits them in a fresh random order; writing it failed "
-                        f"({e.strerror or e}). Free space there, or point TMPDIR at a larger disk") from None
+            except OSError as e:
+                raise refused(e) from None
+        return pa.ipc.open_file(pa.memory_map(path)).read_all()
+    finally:
+        os.unlink(path)
 
 
 class RowTaker:

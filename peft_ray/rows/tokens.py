@@ -162,30 +162,40 @@ def cut_prompt(tok, ids: List[int], room: int, chat_text: Optional[str] = None,
     return head + tok(chat_text, add_special_tokens=False)["input_ids"][-keep:] + tail
 
 
-def fit_columns(tok, columns: Sequence[str], row: dict, length_of: Callable[[dict], int], max_length: int,
-                tries: int = 4) -> dict:
-    """`row` with the end of its longest text column cut, at a token boundary of that column (its
-    offsets; the text kept as written), until `length_of(row)` (the rendered template's tokens) fits
-    `max_length`. The template's own words stay whole: a fixed cut of the rendered text took the cue
-    before a mask ("Overall it was [MASK]") or a question after the text, which the template writes
-    to be read, before any of the input (an ML review). The row comes back as it is where it already
-    fits or no column can absorb the cut (a tokenizer without offsets, a template longer than the
-    room): the caller's own cut applies then."""
-    for _ in range(tries):
-        over = length_of(row) - max_length
-        texts = [c for c in columns if isinstance(row.get(c), str)]
-        if over <= 0 or not texts:
-            return row
-        col = max(texts, key=lambda c: len(row[c]))
-        try:
-            offsets = tok(row[col], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        except (NotImplementedError, TypeError, ValueError, KeyError):   # a slow (Python) tokenizer
-            return row
-        keep = len(offsets) - over
-        if keep < 1:
-            return row
-        row = {**row, col: row[col][:offsets[keep - 1][1]]}
-    return row
+def fit_columns(tok, columns: Sequence[str], row: dict, length_of: Callable[[dict], int], max_length: int) -> dict:
+    """`row` with the ends of its text columns cut, at token boundaries of each column (its offsets;
+    the text kept as written), until `length_of(row)` (the rendered template's tokens) fits
+    `max_length`: the longest columns first, to a common length (one token at least). The
+    template's own words stay whole: a fixed cut of the rendered text took the cue before a mask
+    ("Overall it was [MASK]") or a question after the text, which the template writes to be read,
+    before any of the input (an ML review). `columns` lists a column once per use in the template
+    (a column used twice gives up half as many tokens a pass). The row comes back as it is where
+    it already fits or the columns cannot absorb the cut (a tokenizer without offsets, a template
+    longer than the room): the caller's own cut applies then."""
+    uses = {c: list(columns).count(c) for c in columns}
+    fitted = row
+    for _ in range(2 * len(uses) + 2):     # boundary effects may leave a token or two: another pass
+        over = length_of(fitted) - max_length
+        if over <= 0:
+            return fitted
+        offsets = {}
+        for c in uses:
+            if isinstance(fitted.get(c), str):
+                try:
+                    offsets[c] = tok(fitted[c], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+                except (NotImplementedError, TypeError, ValueError, KeyError):   # a slow (Python) tokenizer
+                    return row
+        counts = {c: len(o) for c, o in offsets.items()}
+        cap = max(counts.values(), default=0)
+        # longest first (HF's truncation="longest_first" over the columns): the largest cap that frees
+        # `over` tokens, each use of a column counting
+        while cap > 1 and sum(max(0, n - cap) * uses[c] for c, n in counts.items()) < over:
+            cap -= 1
+        cut = {c: cap for c, n in counts.items() if n > cap >= 1}
+        if not cut:
+            return fitted if fitted is not row else row
+        fitted = {**fitted, **{c: fitted[c][:offsets[c][k - 1][1]] for c, k in cut.items()}}
+    return fitted     # as close as the passes came: the caller's cut takes the rest
 
 
 def response_sep(chat: bool, written: str = " ") -> str:

@@ -107,8 +107,7 @@ def plan_search(spec: JobSpec, space: S.SearchSpace, out: Path, resume: bool) ->
         state = read_state(state_file, space)     # data: only the job's own candidates
         space.template_ids, space.verbalizer_for = state["template_ids"], state["verbalizer_for"]
         return state
-    screen = spec.tune.prescreen and (len(space.template_ids) > spec.tune.prescreen_top_k
-                                      or (len(space.verbalizers) > 1 and not space.verbalizer_trains))
+    screen = space.prescreen      # (SearchSpace.from_spec: tune.prescreen, and something to screen)
     if screen:
         from peft_ray.tune.prescreen import prescreen_templates
 

@@ -45,8 +45,9 @@ class SearchSpace:
     # each template trains once, with the verbalizer the pre-screen liked best (else the first).
     verbalizer_trains: bool = True
     verbalizer_for: Dict[int, int] = field(default_factory=dict)  # template id -> verbalizer id
-    # tune.prescreen: the pre-screen reads the label words (zero-shot), so they matter to the search
-    # even where the trials' trained head never reads them
+    # Whether the pre-screen runs (tune.prescreen, and more templates than it keeps or verbalizers a
+    # trained head would not tell apart): it reads the label words zero-shot, so they matter to the
+    # search even where the trials' trained head never reads them
     prescreen: bool = False
 
     @classmethod
@@ -66,8 +67,10 @@ class SearchSpace:
         bases[spec.method.name] = base["method"]
         templates = list(t.template.text or [spec.template.text])
         verbs = list(t.template.verbalizer or [spec.template.verbalizer])
+        trains = get_task(spec.task.type).reads_verbalizer(spec.task)
+        screens = t.prescreen and (len(templates) > t.prescreen_top_k or (len(verbs) > 1 and not trains))
         return cls(base, templates, verbs, dict(t.space), bases, list(range(len(templates))),
-                   verbalizer_trains=get_task(spec.task.type).reads_verbalizer(spec.task), prescreen=t.prescreen)
+                   verbalizer_trains=trains, prescreen=screens)
 
     def verbalizer_of(self, assignment: Dict[str, Any]) -> int:
         if "verbalizer" in assignment:

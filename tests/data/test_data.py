@@ -189,3 +189,23 @@ def test_a_long_row_loses_the_end_of_its_input_not_the_templates_words(tiny_bert
     assert out.column("truncated").to_pylist() == [True, False] and short[-len(tail) - 1:-1] == tail
     if scoring == "mlm":
         assert out.column("score_pos").to_pylist()[0] == cut.index("[MASK]")
+
+
+def test_two_long_columns_are_cut_longest_first_and_a_repeated_one_once_per_use(tiny_bert):
+    """A diff review: with two long columns the cut took one column down to nothing and then the
+    template's words, and a column used twice gave up its overflow twice over."""
+    from transformers import AutoTokenizer
+
+    from peft_ray.tasks.classification.rows import build_rows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    a, b = "the film was good " * 6, "the plot was dull " * 3
+    for template, row in (("{a} . {b} the film was good .", {"a": a, "b": b}),
+                          ("{a} . {a} the film was good .", {"a": a})):
+        cfg = ClassificationRows(tokenizer_path=str(tiny_bert), template=template, label_column="label",
+                                 labels=("negative", "positive"), max_length=24, scoring="head")
+        ids = build_rows(pa.table({**{k: [v] for k, v in row.items()}, "label": [1]}), cfg)["input_ids"][0].as_py()
+        words = tok.convert_ids_to_tokens(ids)
+        assert 22 <= len(words) <= 24 and words[-6:-1] == ["the", "film", "was", "good", "."], words   # kept whole
+        cut = " ".join(words[1:-6]).split(" . ")
+        assert len(cut) == 2 and abs(len(cut[0].split()) - len(cut[1].split())) <= 1, words   # a common length

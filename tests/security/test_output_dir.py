@@ -218,7 +218,7 @@ def test_zero_shot_keeps_the_baseline_of_another_template_without_overwrite(tiny
     assert r.exit_code == 0 and json.loads((out / "zero_shot.json").read_text())["template"] == "Review {text}"
     # the task's own fields are part of what was scored (a generation task's decoding, too)
     r = CliRunner().invoke(main, ["zero-shot", str(job), "template.text=\"Review {text}\"", "task.head=verbalizer"])
-    assert r.exit_code == 2 and "(task_fields {" in r.output, r.output
+    assert r.exit_code == 2 and "(task_fields.head auto there, verbalizer here)" in r.output, r.output
 
 
 @pytest.fixture(scope="module")

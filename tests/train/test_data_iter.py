@@ -100,3 +100,21 @@ def test_a_shard_the_disk_refuses_is_named_with_what_to_do(tmp_path, monkeypatch
     tables = [pa.table({"i": list(range(8))}) for _ in range(3)]
     with pytest.raises(DataError, match="over 16 rows.*temporary file.*point TMPDIR at a larger disk"):
         data_iter.held_whole(iter(tables), 10)
+
+
+def test_an_error_of_the_shards_source_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    """A diff review: the spill's `except OSError` also caught the input's own errors (a Ray Data
+    task's ConnectionResetError), which then read as "writing it failed ... Free space"."""
+    import tempfile
+
+    import peft_ray.train.data_iter as data_iter
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def source():
+        yield pa.table({"i": list(range(30))})
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(ConnectionResetError):
+        data_iter.held_whole(source(), 25)
+    assert not list(tmp_path.iterdir())                       # and no file is left

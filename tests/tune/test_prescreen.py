@@ -158,8 +158,12 @@ def test_trials_of_a_prescreened_head_search_carry_no_unread_verbalizer(tiny_ber
     space, _ = check_tune(_spec(tiny_bert, tiny_data, tmp_path))   # each template's pre-flight too
     assert not space.verbalizer_trains and space.trial_raw({"template": 1})["template"]["verbalizer"] is None
     assert "is not read" not in capsys.readouterr().err
-    raw = tune_job(tiny_bert, tiny_data, tmp_path / "plain", {"template": {"text": THREE}, "prescreen": False})
-    raw["template"]["verbalizer"] = VERBS[0]
-    space, _ = check_tune(validate_spec(raw))
-    assert space.trial_raw({"template": 0})["template"]["verbalizer"] == VERBS[0]
-    assert "template.verbalizer is not read" in capsys.readouterr().err
+    # tune.prescreen with nothing to screen (no more templates than it keeps, one verbalizer) runs no
+    # pre-screen: the trials keep the verbalizer and the note stays (a diff review)
+    for name, tune in (("plain", {"prescreen": False}), ("idle", {"prescreen": True, "prescreen_top_k": 3})):
+        _note_unread_verbalizer.cache_clear()
+        raw = tune_job(tiny_bert, tiny_data, tmp_path / name, {"template": {"text": THREE}, **tune})
+        raw["template"]["verbalizer"] = VERBS[0]
+        space, _ = check_tune(validate_spec(raw))
+        assert not space.prescreen and space.trial_raw({"template": 0})["template"]["verbalizer"] == VERBS[0]
+        assert "template.verbalizer is not read" in capsys.readouterr().err, name

@@ -43,7 +43,7 @@ def head_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
             keep.append(i)
     ids, truncated = _tokenize(tok, texts, cfg.max_length) if texts else ([], [])
     for j in (j for j, cut in enumerate(truncated) if cut):     # the input's end, not the template's words
-        fitted = fit_columns(tok, template.columns, rows[keep[j]],
+        fitted = fit_columns(tok, template.column_slots, rows[keep[j]],
                              lambda r: len(tok(template.render(r, label_text) or "")["input_ids"]), cfg.max_length)
         if fitted is not rows[keep[j]] and template.render(fitted, label_text):
             ids[j] = _tokenize(tok, [template.render(fitted, label_text)], cfg.max_length)[0][0]
@@ -100,7 +100,7 @@ def _mlm_row(tok, template: Template, row: dict, cfg):
         return None
     cut = len(ids) - cfg.max_length
     if cut > 0:   # the input's end goes first, the template's cue before the mask stays
-        ids = ids_of(fit_columns(tok, template.columns, row, lambda r: len(ids_of(r) or ()), cfg.max_length)) or ids
+        ids = ids_of(fit_columns(tok, template.column_slots, row, lambda r: len(ids_of(r) or ()), cfg.max_length)) or ids
     pos = ids.index(tok.mask_token_id)
     if len(ids) > cfg.max_length:  # else: drop text just before the mask, so the mask (and what follows) survives
         cut = len(ids) - cfg.max_length
