@@ -193,7 +193,7 @@ def fit_columns(tok, columns: Sequence[str], row: dict, length_of: Callable[[dic
             cap -= 1
         cut = {c: cap for c, n in counts.items() if n > cap >= 1}
         if not cut:
-            return fitted if fitted is not row else row
+            return fitted
         fitted = {**fitted, **{c: fitted[c][:offsets[c][k - 1][1]] for c, k in cut.items()}}
     return fitted     # as close as the passes came: the caller's cut takes the rest
 

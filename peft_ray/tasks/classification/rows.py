@@ -45,8 +45,9 @@ def head_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
     for j in (j for j, cut in enumerate(truncated) if cut):     # the input's end, not the template's words
         fitted = fit_columns(tok, template.column_slots, rows[keep[j]],
                              lambda r: len(tok(template.render(r, label_text) or "")["input_ids"]), cfg.max_length)
-        if fitted is not rows[keep[j]] and template.render(fitted, label_text):
-            ids[j] = _tokenize(tok, [template.render(fitted, label_text)], cfg.max_length)[0][0]
+        text = template.render(fitted, label_text) if fitted is not rows[keep[j]] else None
+        if text:
+            ids[j] = _tokenize(tok, [text], cfg.max_length)[0][0]
     labels = label_ids([rows[i][cfg.label_column] for i in keep], cfg.labels, cfg.label_column)
     return pa.table({"input_ids": pa.array(ids, type=pa.list_(pa.int32())), "label": pa.array(labels, type=pa.int64()),
                      "length": pa.array([len(x) for x in ids], type=pa.int32()),
