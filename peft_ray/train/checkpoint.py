@@ -26,7 +26,7 @@ import torch
 from peft_ray.errors import CheckpointError
 from peft_ray.storage import Location, is_uri
 from peft_ray.dist import rank, world
-from peft_ray.train.checkpoint_check import TrainerState, parse_state, read_json, sha256, validate_checkpoint
+from peft_ray.train.checkpoint_check import DATA_VERSION, TrainerState, parse_state, read_json, sha256, validate_checkpoint
 from peft_ray.train.safe_load import TensorsOnlyLoader
 
 TAG = "state"
@@ -115,6 +115,9 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
         cuda = read_cuda_rng_state(rng)
         if cuda is not None:
             torch.cuda.set_rng_state(cuda)
+    # from here on the run reads its rows as this version does (the driver said what moved:
+    # resume.note_data_changes), so its own checkpoints record this version
+    state.data_version = DATA_VERSION
     return state
 
 

@@ -22,6 +22,15 @@ from typing import Dict, List, Optional, Tuple, Union
 from peft_ray.storage import Location
 
 
+# How this peft-ray orders and cuts training rows: a checkpoint's position inside an epoch means
+# "this many micro-batches of that order", so resume.note_data_changes says where it moved.
+#   0: a checkpoint that records none (written before 2026-12-07)
+#   1: a worker's shard over train/data_iter.IN_MEMORY_ROWS rows is permuted whole every epoch (it was
+#      read in file order, shuffled within windows); a classification row longer than model.max_length
+#      loses the end of its input columns (rows.tokens.fit_columns), not the template's words after them
+DATA_VERSION = 1
+
+
 @dataclass
 class TrainerState:
     global_step: int = 0
@@ -43,6 +52,7 @@ class TrainerState:
     best_step: int = 0
     evals_since_best: int = 0
     history: List[Dict[str, float]] = field(default_factory=list)
+    data_version: int = DATA_VERSION   # a new run's; parse_state reads 0 where a checkpoint records none
 
 
 MAX_JSON_BYTES = 8 << 20   # trainer_state.json and a rank's manifest are a few KiB
@@ -64,7 +74,7 @@ MAX_COUNT = 2 ** 53   # the largest count JSON readers hold exactly; no run reac
 # trainer_state.json's fields by kind. A field of the wrong type got through the old check and
 # crashed a resume only after training had started (best_score "high": TypeError in update_best).
 COUNTS = ("global_step", "epoch", "micro_in_epoch", "skipped_nonfinite", "world_size", "best_step",
-          "evals_since_best")
+          "evals_since_best", "data_version")
 AMOUNTS = ("samples", "tokens", "train_seconds", "data_seconds", "eval_seconds", "checkpoint_seconds",
            "truncated", "micro_batches")   # non-negative finite numbers
 LEVELS = ("loss_sum",)                     # finite numbers
@@ -97,7 +107,7 @@ def parse_state(raw) -> TrainerState:
     if best is not None and (not _is_number(best) or math.isnan(best)):
         raise ValueError(f"best_score is {_shown(best)}, not a number (or null before the first evaluation)")
     _check_history(raw.get("history", []))
-    return TrainerState(**raw)
+    return TrainerState(**{"data_version": 0, **raw})
 
 
 def _check_history(history) -> None:

@@ -164,6 +164,40 @@ def _changed_shape(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[
             if f.startswith(SHAPING) and old[f] != new[f] and not _moved(old[f], new[f])}
 
 
+def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
+    """What reads differently, for this run, since the peft-ray that wrote `checkpoint` (its
+    trainer_state.json's data_version against checkpoint_check.DATA_VERSION): a list of sentences,
+    empty where nothing this run does moved. `train_rows`: the rows training keeps (pre-flight)."""
+    from peft_ray.train.checkpoint_check import DATA_VERSION
+    from peft_ray.train.data_iter import IN_MEMORY_ROWS
+
+    state = read_state(checkpoint)
+    if state is None or state.data_version == DATA_VERSION:
+        return []
+    if state.data_version > DATA_VERSION:
+        return [f"it was written by a newer peft-ray (data version {state.data_version}, this one reads "
+                f"{DATA_VERSION}), which may order or cut rows otherwise"]
+    changes = []
+    shard = train_rows // (1 if local else spec.scaling.num_workers)
+    if state.micro_in_epoch and shard > IN_MEMORY_ROWS:
+        changes.append(f"a worker's shard of over {IN_MEMORY_ROWS:,} rows (here {shard:,}) is now permuted whole "
+                       f"every epoch, where the older one read it in file order, so the rest of epoch "
+                       f"{state.epoch} repeats some rows that checkpoint had already trained on and skips others")
+    if state.truncated and spec.task.type == "classification":
+        changes.append(f"a row longer than model.max_length ({int(state.truncated):,} were cut in the first epoch) "
+                       "may now be cut otherwise: the end of its input columns goes first, the template's words "
+                       "after them stay")
+    return changes
+
+
+def note_data_changes(checkpoint: str, spec, train_rows: int, local: bool) -> None:
+    """Say, before resuming, what an older checkpoint's continuation reads differently; the run goes
+    on (the adapter and optimizer state load as they are, and nothing earlier is rewritten)."""
+    for change in data_changes(checkpoint, spec, train_rows, local):
+        print(f"[peft-ray] warning: --resume from {checkpoint}, written by an earlier peft-ray: {change}. The run "
+              "goes on; for the continuation that version would have trained, resume with it")
+
+
 @dataclass(frozen=True)
 class Finished:
     """A --resume of a run with nothing left to train."""

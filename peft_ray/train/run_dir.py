@@ -15,7 +15,7 @@ from peft_ray.spec.load import MAX_YAML_BYTES, recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri
 from peft_ray.train.checkpoint import _checkpoint_names
 from peft_ray.train.resume import (check_checkpoint_fits, check_layout, check_same_run, find_checkpoint, finished,
-                                   unread_fields)
+                                   note_data_changes, unread_fields)
 
 
 @contextlib.contextmanager
@@ -155,4 +155,5 @@ def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool)
     out = Location.at(spec.output.dir)
     checkpoint = find_checkpoint(out, local)
     check_checkpoint_fits(checkpoint, spec, local)
+    note_data_changes(checkpoint, spec, pre.train.usable if pre.train else 0, local)
     return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)
