@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from peft_ray.errors import SpecError
 
@@ -75,25 +75,36 @@ class PlainTextTokenizer:
         if kw.get("is_split_into_words") or \
                 not any(isinstance(t, str) and self._markup.search(t) for t in texts):
             return self._tok(text, **kw)
-        ids = [self._with_markup(t, kw) for t in texts]
+        ids = self._with_markup(texts, kw)
         return {"input_ids": ids[0] if isinstance(text, str) else ids}
 
-    def _piece_ids(self, piece: str) -> List[int]:
+    def _with_markup(self, texts: List[str], kw) -> List[List[int]]:
+        """Each piece between markup as plain text, the mask slots and marked specials as their ids.
+        The plain pieces of every text are encoded in one batched call: a classification head's
+        rows all hold the mask slot, and a call per piece was most of their preprocessing."""
+        split = [self._markup.split(t) for t in texts]
+        plain = [p for pieces in split for p in pieces if p and not self._is_markup(p)]
+        encoded = iter(self._tok(plain, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                       if plain else [])
+        lead, trail = special_tokens(self._tok)
+        out = []
+        for pieces in split:
+            body = [i for p in pieces if p
+                    for i in (self._markup_ids(p) if self._is_markup(p) else next(encoded))]
+            if kw.get("add_special_tokens", True):
+                if kw.get("truncation") and kw.get("max_length"):
+                    body = body[:kw["max_length"] - len(lead) - len(trail)]
+                body = list(lead) + body + list(trail)
+            out.append(body)
+        return out
+
+    def _is_markup(self, piece: str) -> bool:
+        return piece == self.mask_token or piece.startswith(self.special_mark)
+
+    def _markup_ids(self, piece: str) -> List[int]:
         if piece == self.mask_token:
             return [self._tok.mask_token_id]
-        if piece.startswith(self.special_mark):
-            return [self._tok.convert_tokens_to_ids(piece[len(self.special_mark):-len(self.special_mark)])]
-        return self._tok(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"] if piece else []
-
-    def _with_markup(self, text: str, kw) -> List[int]:
-        """Each piece between markup as plain text, the mask slots and marked specials as their ids."""
-        body = [i for piece in self._markup.split(text) for i in self._piece_ids(piece)]
-        if not kw.get("add_special_tokens", True):
-            return body
-        lead, trail = special_tokens(self._tok)
-        if kw.get("truncation") and kw.get("max_length"):
-            body = body[:kw["max_length"] - len(lead) - len(trail)]
-        return list(lead) + body + list(trail)
+        return [self._tok.convert_tokens_to_ids(piece[len(self.special_mark):-len(self.special_mark)])]
 
 
 @functools.lru_cache(maxsize=8)  # per tokenizer object; row builders call it per row
@@ -163,39 +174,66 @@ def cut_prompt(tok, ids: List[int], room: int, chat_text: Optional[str] = None,
 
 
 def fit_columns(tok, columns: Sequence[str], row: dict, length_of: Callable[[dict], int], max_length: int) -> dict:
-    """`row` with the ends of its text columns cut, at token boundaries of each column (its offsets;
-    the text kept as written), until `length_of(row)` (the rendered template's tokens) fits
-    `max_length`: the longest columns first, to a common length (one token at least). The
-    template's own words stay whole: a fixed cut of the rendered text took the cue before a mask
-    ("Overall it was [MASK]") or a question after the text, which the template writes to be read,
-    before any of the input (an ML review). `columns` lists a column once per use in the template
-    (a column used twice gives up half as many tokens a pass). The row comes back as it is where
-    it already fits or the columns cannot absorb the cut (a tokenizer without offsets, a template
-    longer than the room): the caller's own cut applies then."""
+    """fit_columns_many for one row (`length_of`: the rendered template's tokens of one row)."""
+    return fit_columns_many(tok, columns, [row], lambda rs: [length_of(r) for r in rs], max_length)[0]
+
+
+def fit_columns_many(tok, columns: Sequence[str], rows: List[dict], length_of: Callable[[List[dict]], List[int]],
+                     max_length: int, lengths: Optional[List[int]] = None) -> List[dict]:
+    """`rows` with the ends of their text columns cut, at token boundaries of each column (its
+    offsets; the text kept as written), until `length_of` (the rendered template's tokens of each
+    row; `lengths`: those of `rows` where the caller has them) fits `max_length`: the longest columns
+    first, to a common length (one token at least). The template's own words stay whole: a fixed cut
+    of the rendered text took the cue before a mask ("Overall it was [MASK]") or a question after
+    the text, which the template writes to be read, before any of the input (an ML review).
+    `columns` lists a column once per use in the template (a column used twice gives up half as many
+    tokens a pass). A row comes back as the same object where it already fits or the columns cannot
+    absorb the cut (a tokenizer without offsets, a template longer than the room): the caller's own
+    cut applies then. The tokenizer is called once a pass for all rows, not per row: in a set of long
+    documents nearly every row is cut, and per-row calls tripled its preprocessing."""
     uses = {c: list(columns).count(c) for c in columns}
-    fitted = row
+    fitted, todo = list(rows), list(range(len(rows)))
     for _ in range(2 * len(uses) + 2):     # boundary effects may leave a token or two: another pass
-        over = length_of(fitted) - max_length
-        if over <= 0:
-            return fitted
-        offsets = {}
+        counted = lengths if lengths is not None else length_of([fitted[i] for i in todo])
+        lengths = None
+        over = {i: n - max_length for i, n in zip(todo, counted) if n > max_length}
+        if not over:
+            break
+        offsets: Dict[int, Dict[str, list]] = {i: {} for i in over}
         for c in uses:
-            if isinstance(fitted.get(c), str):
-                try:
-                    offsets[c] = tok(fitted[c], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-                except (NotImplementedError, TypeError, ValueError, KeyError):   # a slow (Python) tokenizer
-                    return row
-        counts = {c: len(o) for c, o in offsets.items()}
-        cap = max(counts.values(), default=0)
-        # longest first (HF's truncation="longest_first" over the columns): the largest cap that frees
-        # `over` tokens, each use of a column counting
-        while cap > 1 and sum(max(0, n - cap) * uses[c] for c, n in counts.items()) < over:
-            cap -= 1
-        cut = {c: cap for c, n in counts.items() if n > cap >= 1}
-        if not cut:
-            return fitted
-        fitted = {**fitted, **{c: fitted[c][:offsets[c][k - 1][1]] for c, k in cut.items()}}
+            have = [i for i in over if isinstance(fitted[i].get(c), str)]
+            if not have:
+                continue
+            try:
+                found = tok([fitted[i][c] for i in have], add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"]
+            except (NotImplementedError, TypeError, ValueError, KeyError):   # a slow (Python) tokenizer
+                return list(rows)
+            for i, o in zip(have, found):
+                offsets[i][c] = o
+        todo = []
+        for i, need in over.items():
+            cut = _column_caps({c: len(o) for c, o in offsets[i].items()}, uses, need)
+            if cut:
+                fitted[i] = {**fitted[i], **{c: fitted[i][c][:offsets[i][c][k - 1][1]] for c, k in cut.items()}}
+                todo.append(i)
+        if not todo:
+            break
     return fitted     # as close as the passes came: the caller's cut takes the rest
+
+
+def _column_caps(counts: Dict[str, int], uses: Dict[str, int], over: int) -> Dict[str, int]:
+    """{column: tokens kept} for the columns to cut: the largest common cap that frees `over`
+    tokens, longest first (HF's truncation="longest_first" over the columns), each use of a column
+    counting; {} where no column can give anything up."""
+    def freed(cap: int) -> int:
+        return sum(max(0, n - cap) * uses[c] for c, n in counts.items())
+
+    low, cap = 1, max(counts.values(), default=0)   # freed() falls as the cap rises: the largest that frees enough
+    while low < cap:
+        mid = (low + cap + 1) // 2
+        low, cap = (mid, cap) if freed(mid) >= over else (low, mid - 1)
+    return {c: cap for c, n in counts.items() if n > cap >= 1}
 
 
 def response_sep(chat: bool, written: str = " ") -> str:

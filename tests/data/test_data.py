@@ -191,6 +191,29 @@ def test_a_long_row_loses_the_end_of_its_input_not_the_templates_words(tiny_bert
         assert out.column("score_pos").to_pylist()[0] == cut.index("[MASK]")
 
 
+def test_rows_fitted_together_are_fitted_as_each_one_alone(tiny_bert):
+    """head_rows fits every long row of a batch in one tokenizer call a pass (a long-document set
+    cuts nearly every row: per-row calls had tripled its preprocessing); each row must come out as
+    fitting it alone does, a row that fits as the same object."""
+    from transformers import AutoTokenizer
+
+    from peft_ray.rows.tokens import fit_columns, fit_columns_many
+    from peft_ray.templates import Template
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    template = Template.parse("{a} . {b} . {a} the film was good .")
+    words = "the film was good and the plot dull , really !".split()
+    rows = [{"a": " ".join(words[:(3 * i) % 11] * (i % 4)), "b": " ".join(words[i % 5:] * (i % 3))} for i in range(40)]
+
+    def length(r):
+        return len(tok(template.render(r, "") or "")["input_ids"])
+
+    together = fit_columns_many(tok, template.column_slots, rows, lambda rs: [length(r) for r in rs], 20)
+    alone = [fit_columns(tok, template.column_slots, r, length, 20) for r in rows]
+    assert together == alone and sum(f is not r for f, r in zip(together, rows)) >= 10
+    assert all((f is r) == (length(r) <= 20) for f, r in zip(together, rows))
+
+
 def test_two_long_columns_are_cut_longest_first_and_a_repeated_one_once_per_use(tiny_bert):
     """A diff review: with two long columns the cut took one column down to nothing and then the
     template's words, and a column used twice gave up its overflow twice over."""

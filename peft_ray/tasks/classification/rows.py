@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from peft_ray.rows import RowConfig
 from peft_ray.rows.labels import has_value, label_ids
-from peft_ray.rows.tokens import chat_prompt, cut_prompt, fit_columns, lead_tokens, tokenizer
+from peft_ray.rows.tokens import chat_prompt, cut_prompt, fit_columns, fit_columns_many, lead_tokens, tokenizer
 from peft_ray.templates import Template
 
 
@@ -30,7 +30,9 @@ HEAD_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("label", pa.int64
 
 
 def head_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
-    """Render the template for each row, tokenize, and map labels. Skips null/empty text rows."""
+    """Render the template for each row, tokenize, and map labels. Skips null/empty text rows. A row
+    longer than model.max_length loses the end of its input columns (rows.tokens.fit_columns_many),
+    not the template's words after them; the tokenizer's own cut applies where that cannot fit it."""
     tok = tokenizer(cfg.tokenizer_path, cfg.trust_remote_code)
     template = Template.parse(cfg.template)
     rows = batch.to_pylist()
@@ -41,31 +43,34 @@ def head_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
         if text is not None and has_value(row.get(cfg.label_column)):
             texts.append(text)
             keep.append(i)
-    ids, truncated = _tokenize(tok, texts, cfg.max_length) if texts else ([], [])
-    for j in (j for j, cut in enumerate(truncated) if cut):     # the input's end, not the template's words
-        fitted = fit_columns(tok, template.column_slots, rows[keep[j]],
-                             lambda r: len(tok(template.render(r, label_text) or "")["input_ids"]), cfg.max_length)
-        text = template.render(fitted, label_text) if fitted is not rows[keep[j]] else None
-        if text:
-            ids[j] = _tokenize(tok, [text], cfg.max_length)[0][0]
+    ids = tok(texts, add_special_tokens=True)["input_ids"] if texts else []
+    long = [j for j, x in enumerate(ids) if len(x) > cfg.max_length]
+    if long:
+        encoded = {}          # rendered text -> ids: a fitted row's last count is its tokens
+
+        def lengths(rs: List[dict]) -> List[int]:
+            got = [template.render(r, label_text) or "" for r in rs]
+            encoded.update(zip(got, tok(got, add_special_tokens=True)["input_ids"]))
+            return [len(encoded[t]) for t in got]
+
+        fitted = fit_columns_many(tok, template.column_slots, [rows[keep[j]] for j in long], lengths,
+                                  cfg.max_length, lengths=[len(ids[j]) for j in long])
+        for j, row in zip(long, fitted):
+            texts[j] = template.render(row, label_text) or texts[j]
+            ids[j] = encoded.get(texts[j], ids[j])
+        over = [j for j in long if len(ids[j]) > cfg.max_length]
+        if over:   # the tokenizer's cut, after the special tokens are placed (so they survive it)
+            cut = tok([texts[j] for j in over], add_special_tokens=True, truncation=True,
+                      max_length=cfg.max_length)["input_ids"]
+            for j, x in zip(over, cut):
+                ids[j] = x
+    truncated = [False] * len(ids)
+    for j in long:
+        truncated[j] = True
     labels = label_ids([rows[i][cfg.label_column] for i in keep], cfg.labels, cfg.label_column)
     return pa.table({"input_ids": pa.array(ids, type=pa.list_(pa.int32())), "label": pa.array(labels, type=pa.int64()),
                      "length": pa.array([len(x) for x in ids], type=pa.int32()),
                      "truncated": pa.array(truncated, type=pa.bool_())}, schema=HEAD_SCHEMA)
-
-
-def _tokenize(tok, texts: List[str], max_length: int) -> Tuple[List[List[int]], List[bool]]:
-    ids = tok(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    long = [i for i, x in enumerate(ids) if len(x) > max_length]
-    if long:  # re-tokenize only the long rows, so special tokens survive truncation
-        cut = tok([texts[i] for i in long], add_special_tokens=True, truncation=True,
-                  max_length=max_length)["input_ids"]
-        for i, x in zip(long, cut):
-            ids[i] = x
-    truncated = [False] * len(ids)
-    for i in long:
-        truncated[i] = True
-    return ids, truncated
 
 
 def verbalizer_rows(batch: pa.Table, cfg: ClassificationRows) -> pa.Table:
