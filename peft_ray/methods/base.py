@@ -40,7 +40,7 @@ class MethodSpec:
     no_merge_why: str = "adds virtual tokens that no plain model can hold"
 
 
-METHODS: Registry[MethodSpec] = Registry("PEFT method", "method.name")
+METHODS: Registry[MethodSpec] = Registry("PEFT method", "method.name", group="peft_ray.methods")
 
 
 def get_method(name: str) -> MethodSpec:

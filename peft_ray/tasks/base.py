@@ -54,6 +54,8 @@ class Task:
     per_class: Tuple[str, ...] = ()      # metrics also reported per label as "<metric>/<label>" (f1/negative)
     token_loss: bool = False             # the loss averages over labelled tokens (batch["labels"] != IGNORE)
     input_cut: str = "truncated"         # the row column saying the input the model answers from was cut
+    fits_columns: bool = False           # a row too long loses its input columns' ends, not the template's words
+                                         # (rows.tokens.fit_columns_many): resume.data_changes says so
 
     # --- spec ---------------------------------------------------------------------------------
     def check(self, spec, template) -> None:
@@ -205,7 +207,7 @@ class Task:
         return self.peft_task_type
 
 
-TASKS: Registry[Task] = Registry("task", "task.type")
+TASKS: Registry[Task] = Registry("task", "task.type", group="peft_ray.tasks")
 
 
 def register(task: Task) -> Task:

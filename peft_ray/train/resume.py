@@ -168,6 +168,7 @@ def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
     """What reads differently, for this run, since the peft-ray that wrote `checkpoint` (its
     trainer_state.json's data_version against checkpoint_check.DATA_VERSION): a list of sentences,
     empty where nothing this run does moved. `train_rows`: the rows training keeps (pre-flight)."""
+    from peft_ray.tasks import get_task
     from peft_ray.train.checkpoint_check import DATA_VERSION
     from peft_ray.train.data_iter import IN_MEMORY_ROWS
 
@@ -183,7 +184,7 @@ def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
         changes.append(f"a worker's shard of over {IN_MEMORY_ROWS:,} rows (here {shard:,}) is now permuted whole "
                        f"every epoch, where the older one read it in file order, so the rest of epoch "
                        f"{state.epoch} repeats some rows that checkpoint had already trained on and skips others")
-    if state.truncated and spec.task.type == "classification":
+    if state.truncated and get_task(spec.task.type).fits_columns:
         changes.append(f"a row longer than model.max_length ({int(state.truncated):,} were cut in the first epoch) "
                        "may now be cut otherwise: the end of its input columns goes first, the template's words "
                        "after them stay")

@@ -81,6 +81,7 @@ class Classification(Task):
     model_module = "peft_ray.tasks.classification.model"
     few_shot = True
     prescreens = True
+    fits_columns = True
 
     def check(self, spec, template) -> None:
         t = spec.task
