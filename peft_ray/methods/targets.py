@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import regex
 from torch import nn
 
-from peft_ray.errors import SpecError
+from peft_ray.errors import SpecError, suggest
 
 Targets = Union[str, List[str]]
 MATCH_SECONDS = 2.0   # for all of a model's module paths; a sane pattern takes microseconds a path
@@ -101,7 +101,8 @@ def in_out(module: nn.Module) -> Tuple[int, int]:
 
 
 def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[List[str]] = None) -> List[str]:
-    """Dotted paths of the linear layers to wrap; errors name the field and show real module names."""
+    """Dotted paths of the linear layers to wrap; errors name the field and show real module names.
+    Every name of a list must match one (a misspelt `querry` beside `value` adapted `value` alone)."""
     skip, match = skip or [], matcher(targets, field)
     found, not_linear = [], []
     for path, module in model.named_modules():
@@ -109,12 +110,30 @@ def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[
             continue
         (found if is_linear(module) else not_linear).append(path)
     if not found:
-        linear = [p for p, m in model.named_modules() if is_linear(m)]
-        leaves = sorted({p.rsplit(".", 1)[-1] for p in linear})
         hint = f" (they are not linear layers: {not_linear[:3]})" if not_linear else ""
         raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(model)} model{hint}. "
-                        f"Its linear layers are named: {', '.join(leaves)}")
+                        f"{_how_to_name(model, targets)}")
+    if isinstance(targets, list):
+        unmatched = [t for t in targets if not any(p == t or p.endswith("." + t) for p in found)]
+        if unmatched:
+            raise SpecError(f"{field}: {unmatched[0]!r} matches no linear layer of this {model_type(model)} model"
+                            f"{suggest(unmatched[0], _leaves(model))}, so the adapter would leave it out. "
+                            f"{_how_to_name(model, targets)}")
     return found
+
+
+def _leaves(model: nn.Module) -> List[str]:
+    return sorted({p.rsplit(".", 1)[-1] for p, m in model.named_modules() if p and is_linear(m)})
+
+
+def _how_to_name(model: nn.Module, targets: Targets) -> str:
+    """What the linear layers are called, and for a string, that it is a pattern over whole paths."""
+    said = f"Its linear layers are named: {', '.join(_leaves(model))}"
+    if isinstance(targets, str):
+        example = next((p for p, m in model.named_modules() if p and is_linear(m)), "")
+        said += (f". A string is a regular expression that must match a whole module path (e.g. {example!r}); "
+                 f"to name layers by their own names, give a list, e.g. [{targets}]")
+    return said
 
 
 def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -138,16 +157,33 @@ def check_method_modules(model_path: str, cfg, trust_remote_code: bool = False) 
 
 
 def check_named_targets(base: nn.Module, targets: Targets, field: str = "method.target_modules") -> None:
-    """Before any run: listed target_modules must name linear layers of the base, built on the meta
-    device from its config (no weights read). Regular expressions match full module paths, which
-    depend on the task's head class, so whether they match is left to the real build; here they are
-    only run over the base's paths, so a pattern that backtracks without end fails now."""
+    """Before any run: target_modules must name linear layers of the base, built on the meta device
+    from its config (no weights read), each name of a list at least one. The task's model class
+    puts its base under a prefix (`bert.` in BertForSequenceClassification) and adds a head, so a
+    name (or a pattern over whole paths) counts where it matches a base path with or without that
+    prefix, or names a head; the real build checks the head's paths. A pattern is run over every
+    path, so one that backtracks without end fails now too."""
+    prefix = getattr(base, "base_model_prefix", "")
+    linear = [p for p, m in base.named_modules() if p and is_linear(m)]
+    paths = linear + [f"{prefix}.{p}" for p in linear if prefix]
     if isinstance(targets, str):
         match = matcher(targets, field)
-        for path, _ in base.named_modules():
+        hits = [p for p in paths if match(p)]
+        for path, _ in base.named_modules():     # every path, not only the linear ones: the build runs them all
             match(path)
+        if not hits and not any(match(h) for h in HEAD_LINEAR):
+            raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(base)} model. "
+                            f"{_how_to_name(base, targets)}")
         return
-    find_targets(base, targets, field)
+    unmatched = [name for name in targets if name.split(".", 1)[0] not in HEAD_NAMES
+                 and not any(p == name or p.endswith("." + name) for p in paths)]
+    if len(unmatched) == len(targets):
+        raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(base)} model. "
+                        f"{_how_to_name(base, targets)}")
+    if unmatched:
+        raise SpecError(f"{field}: {unmatched[0]!r} matches no linear layer of this {model_type(base)} model"
+                        f"{suggest(unmatched[0], _leaves(base))}, so the adapter would leave it out. "
+                        f"{_how_to_name(base, targets)}")
 
 
 def meta_base(model_path: str, trust_remote_code: bool = False) -> Optional[nn.Module]:
@@ -167,6 +203,9 @@ def meta_base(model_path: str, trust_remote_code: bool = False) -> Optional[nn.M
 # The heads transformers' task classes add above the base (sequence and token classifiers, causal
 # and masked LM heads): names modules_to_save may give that the bare base has not.
 HEAD_NAMES = ("classifier", "score", "lm_head", "cls")
+# Their linear layers, as transformers names them (a pattern over whole paths may target only these).
+HEAD_LINEAR = ("classifier", "classifier.dense", "classifier.out_proj", "score", "lm_head", "qa_outputs",
+               "cls.predictions.transform.dense", "cls.predictions.decoder")
 
 
 def check_saved_modules(base: nn.Module, names: Optional[List[str]]) -> None:

@@ -83,6 +83,28 @@ def test_target_modules_matching_nothing_fail_before_anything_is_written(tiny_be
     run_preflight(lora(["query"]))
 
 
+def test_each_listed_target_must_match_and_a_string_is_checked_as_a_pattern(tiny_bert, tiny_data, tmp_path):
+    """A new-user review: `[querry, value]` trained `value` alone without a word, and `query` (a
+    string: a regular expression over whole module paths) passed validate, then failed in the Ray
+    workers saying 'query' matched nothing while listing `query` among the layer names."""
+    def lora(targets):
+        job = job_dict(tiny_bert, tiny_data, tmp_path / "out")
+        job["method"] = {"name": "lora", "target_modules": targets}
+        return validate_spec(job)
+
+    with pytest.raises(SpecError, match=r"method.target_modules: 'querry' matches no linear layer of this bert "
+                                        r"model \(did you mean 'query'\?\), so the adapter would leave it out"):
+        run_preflight(lora(["querry", "value"]))
+    with pytest.raises(SpecError, match=r"'query' matches no linear layer .* A string is a regular expression that "
+                                        r"must match a whole module path \(e.g. 'encoder.layer.0.attention.self.query'\); "
+                                        r"to name layers by their own names, give a list, e.g. \[query\]"):
+        run_preflight(lora("query"))
+    assert not (tmp_path / "out").exists()
+    run_preflight(lora(r"bert\.encoder\.layer\.\d+\.attention\.self\.(query|value)"))   # the task class's paths
+    run_preflight(lora(r".*\.(query|value)"))
+    run_preflight(lora(["query", "value", "classifier"]))                          # a head's name counts
+
+
 def test_a_backtracking_target_regex_fails_in_preflight_not_in_the_workers(tiny_bert, tiny_data, tmp_path):
     """`([\\w.]|[\\w.])*q` takes days per module path under `re`; `regex` runs it with a time limit,
     so a shared job file's pattern is a clear error before any cluster work."""

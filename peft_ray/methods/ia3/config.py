@@ -14,7 +14,8 @@ from peft_ray.methods.targets import check_targets
 class IA3Config(MethodConfig):
     name: Literal["ia3"] = "ia3"
     target_modules: Optional[Union[List[str], str]] = Field(
-        None, description="linear layers to rescale: names (suffix match) or a regex; null: the family default "
+        None, description="linear layers to rescale: a list of names (suffix match; each must match a "
+        "layer) or a regex over whole module paths; null: the family default "
         "(BERT key/value/output.dense, GPT-2 c_attn/mlp.c_proj, Llama k_proj/v_proj/down_proj, T5 k/v/wo)")
     feedforward_modules: Optional[Union[List[str], str]] = Field(
         None, description="targets whose INPUT is scaled (the rest scale their output); names (suffix match) "

@@ -33,7 +33,8 @@ class LoraConfig(MethodConfig):
         None, gt=0, description="LoRA+: lora_B (and DoRA's magnitude) train at train.lr * this ratio (PEFT "
         "suggests >= 1, e.g. 16); null: one learning rate")
     target_modules: Optional[Union[List[str], str]] = Field(
-        None, description="linear layers to adapt: names (suffix match) or a regex; null: the family default "
+        None, description="linear layers to adapt: a list of names (suffix match; each must match a "
+        "layer) or a regex over whole module paths; null: the family default "
         "(BERT query/value, GPT-2 c_attn, Llama q_proj/v_proj, T5 q/v)")
     modules_to_save: Optional[List[str]] = Field(
         None, description="extra base modules to train and save in full (the head is added for classification)")
