@@ -68,13 +68,19 @@ def test_text_column_that_is_not_text(tiny_bert, tmp_path, values, kind):
         run_preflight(_spec(tiny_bert, data, tmp_path))
 
 
+def _lora_spec(tiny_bert, tiny_data, out):
+    """A LoRA job of `targets`, as a function of them."""
+    def lora(targets):
+        job = job_dict(tiny_bert, tiny_data, out)
+        job["method"] = {"name": "lora", "target_modules": targets}
+        return validate_spec(job)
+    return lora
+
+
 def test_target_modules_matching_nothing_fail_before_anything_is_written(tiny_bert, tiny_data, tmp_path):
     """A LoRA target list naming no linear layer is a spec error in preflight (the base built on
     the meta device), naming the field and the real layer names; output.dir stays unwritten."""
-    def lora(targets):
-        job = job_dict(tiny_bert, tiny_data, tmp_path / "out")
-        job["method"] = {"name": "lora", "target_modules": targets}
-        return validate_spec(job)
+    lora = _lora_spec(tiny_bert, tiny_data, tmp_path / "out")
 
     with pytest.raises(SpecError, match=r"method.target_modules: \['q_proj', 'v_proj'\] matches no linear layer"
                                         r".*query"):
@@ -87,10 +93,7 @@ def test_each_listed_target_must_match_and_a_string_is_checked_as_a_pattern(tiny
     """A new-user review: `[querry, value]` trained `value` alone without a word, and `query` (a
     string: a regular expression over whole module paths) passed validate, then failed in the Ray
     workers saying 'query' matched nothing while listing `query` among the layer names."""
-    def lora(targets):
-        job = job_dict(tiny_bert, tiny_data, tmp_path / "out")
-        job["method"] = {"name": "lora", "target_modules": targets}
-        return validate_spec(job)
+    lora = _lora_spec(tiny_bert, tiny_data, tmp_path / "out")
 
     with pytest.raises(SpecError, match=r"method.target_modules: 'querry' matches no linear layer of this bert "
                                         r"model \(did you mean 'query'\?\), so the adapter would leave it out"):
