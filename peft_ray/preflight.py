@@ -22,7 +22,7 @@ from peft_ray.methods import get_method
 from peft_ray.methods.adapter_model import check_init_from
 from peft_ray.methods.targets import check_method_modules
 from peft_ray.models import check_model_folder, check_weights_match, lm_kind, resolve_model_path
-from peft_ray.rows.labels import label_ids
+from peft_ray.rows.labels import label_ids, label_kind
 from peft_ray.spec.load import shown
 from peft_ray.spec.schema import JobSpec
 from peft_ray.tasks import get_task
@@ -36,6 +36,7 @@ class SplitFacts:
     usable: int = 0        # rows with text and label
     skipped: int = 0       # null/empty text or label
     label_counts: dict = field(default_factory=dict)
+    label_kinds: dict = field(default_factory=dict)   # "name" | "id" -> (file, a value) where first seen
 
 
 @dataclass
@@ -175,6 +176,10 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
             raise DataError(f"{field_name} ({path}): {e}") from None
         for i in ids:
             facts.label_counts[labels[i]] = facts.label_counts.get(labels[i], 0) + 1
+        for v in dict.fromkeys(kept) if labels else ():    # the batch's distinct values, in order
+            kind = label_kind(v, labels)
+            if kind not in facts.label_kinds:
+                facts.label_kinds[kind] = (path, v)
     facts.usable = facts.rows - facts.skipped
     if facts.rows == 0 and holdout == "validation":
         raise DataError(f"{field_name}: holding out {spec.data.validation_fraction:g} of the training rows "
@@ -370,5 +375,24 @@ def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
         if training:
             note_shared_files(train_files, val_files)
         val = scan_split(val_files, spec, "data.validation")
+    check_label_kinds(spec, {"data.train": train, "data.validation": val})
     spe, total = count_steps(spec, train.usable) if train is not None else (0, 0)
     return Preflight(model_path, train, val, spe, total)
+
+
+def check_label_kinds(spec: JobSpec, splits: Dict[str, Optional[SplitFacts]]) -> None:
+    """Labels given as names somewhere and as ids elsewhere are refused: a name is read by name
+    and an id as a position in task.labels, so reordering task.labels (or ids numbered in another
+    order) turned one split's labels over and not the other's, without a word (a new-user review:
+    validation accuracy 1.0 became 0.0)."""
+    seen = {kind: (name, where) for name, facts in splits.items() if facts is not None
+            for kind, where in facts.label_kinds.items()}
+    if not {"name", "id"} <= seen.keys():
+        return
+    labels = get_task(spec.task.type).classes(spec.task)
+    (name_field, (name_file, name)), (id_field, (id_file, id_)) = seen["name"], seen["id"]
+    order = ", ".join(f"{i} = {label!r}" for i, label in enumerate(labels))
+    raise DataError(f"{id_field} ({id_file}) gives labels as ids (e.g. {id_!r}) and {name_field} ({name_file}) as "
+                    f"names (e.g. {name!r}). An id is read as a position in task.labels ({order}) and a name by "
+                    "name, so wherever the ids were numbered in another order, those labels are silently "
+                    "wrong. Give every file the same kind: the names, or ids in task.labels' order")

@@ -47,6 +47,16 @@ def label_ids(values: List, labels: Tuple[str, ...], column: str, rows: Optional
     return out
 
 
+def label_kind(v, labels: Tuple[str, ...]) -> Optional[str]:
+    """How `v` names its label: "name" (one of `labels`, or any number where the names are
+    numbers), "id" (a position in `labels`), None where it names none (label_ids says why)."""
+    index = {name: i for i, name in enumerate(labels)}
+    numbered = any(_digits(name) for name in labels)
+    if _label_id(v, index, len(labels), numbered) is None:
+        return None
+    return "name" if numbered or (isinstance(v, str) and v in index) else "id"
+
+
 def _digits(v) -> bool:
     return isinstance(v, str) and v.isascii() and v.isdigit()
 

@@ -420,3 +420,25 @@ def test_zero_shot_checks_no_training_data_it_never_reads(tmp_path, tiny_bert, t
     held = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "out",
                                   data={"validation": None, "validation_fraction": 0.25}))
     assert run_preflight(held, training=False).validation.usable > 0
+
+
+def test_labels_given_as_names_in_one_file_and_ids_in_another_are_refused(tiny_bert, tmp_path):
+    """A new-user review: train labelled by name and validation by id trained fine, and reordering
+    task.labels turned validation's labels over (accuracy 1.0 -> 0.0) with nothing said."""
+    from peft_ray.errors import DataError
+    from peft_ray.preflight import run_preflight
+    from peft_ray.spec import validate_spec
+    from tests.conftest import job_dict, write_rows
+
+    texts = [f"{'good' if i % 2 else 'bad'} film {i}" for i in range(64)]
+    write_rows(tmp_path / "train.parquet", {"text": texts,
+                                            "label": ["positive" if i % 2 else "negative" for i in range(64)]})
+    write_rows(tmp_path / "validation.parquet", {"text": texts[:20], "label": [i % 2 for i in range(20)]})
+    job = job_dict(tiny_bert, tmp_path, tmp_path / "out", task={"type": "classification",
+                                                                 "labels": ["positive", "negative"]})
+    with pytest.raises(DataError, match=r"data.validation \(.*validation.parquet\) gives labels as ids \(e.g. 0\) and "
+                                        r"data.train \(.*train.parquet\) as names \(e.g. 'negative'\). An id is read "
+                                        r"as a position in task.labels \(0 = 'positive', 1 = 'negative'\)"):
+        run_preflight(validate_spec(job))
+    write_rows(tmp_path / "validation.parquet", {"text": texts[:20], "label": ["negative", "positive"] * 10})
+    assert run_preflight(validate_spec(job)).validation.label_kinds.keys() == {"name"}
