@@ -109,6 +109,11 @@ def load_checkpoint(engine, path: Path) -> TrainerState:
                               "it") from None
     finally:
         engine.checkpoint_engine = original
+    # DeepSpeed's ZeRO and bf16 optimizers restore the saved clip_grad over the engine's own: a
+    # --resume with another train.max_grad_norm (a field it may change) recorded the new value and
+    # clipped at the old one (a resume review). This run's setting is the engine config's.
+    if hasattr(engine.optimizer, "clip_grad"):
+        engine.optimizer.clip_grad = float(engine.gradient_clipping() or 0.0)
     rng = path / f"rng_rank{rank()}.safetensors"
     if rng.exists():
         torch.set_rng_state(read_rng_state(rng))
@@ -187,9 +192,15 @@ def read_report(path: Union[Path, str, Location]) -> Optional[Dict]:
 
 
 def checkpoint_step(path: Union[Path, str, Location]) -> int:
-    """The checkpoint's global step (-1 when unreadable)."""
+    """The checkpoint's global step. Where its trainer_state.json cannot be read, the step its name
+    gives (checkpoint_00000009: 9), so that a damaged newest checkpoint sorts as the newest and is
+    skipped with a warning, not passed over unseen (and then replaced) behind an older good one (a
+    resume review); -1 where neither says."""
     state = read_state(path)
-    return -1 if state is None else state.global_step
+    if state is not None:
+        return state.global_step
+    number = (Path(path).name if isinstance(path, str) else path.name).rpartition("_")[2]
+    return int(number) if number.isascii() and number.isdigit() else -1
 
 
 def checkpoint_dirs(root: Path) -> List[Path]:

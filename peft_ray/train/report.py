@@ -19,6 +19,7 @@ from peft_ray.train.checkpoint import (checkpoint_dirs, checkpoint_step, latest_
 
 
 STAGING_PREFIX = "peft-ray-ckpt-"   # + "<pid>-<random>" in the temp folder of a Ray worker's machine
+LOCAL_STAGING_PREFIX = ".staging-"  # + "<pid>-<random>" in a --local run's checkpoints/
 
 
 def _alive(pid: int) -> bool:
@@ -31,14 +32,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_dead_staging(tmp_root: Optional[str] = None) -> None:
+def sweep_dead_staging(tmp_root: Optional[str] = None, prefix: str = STAGING_PREFIX) -> None:
     """Delete this user's checkpoint staging folders whose process is gone. A reused PID only
     keeps a stale folder a while longer; another user's folders are never touched. Assumes one PID
     namespace per temp folder (a container sharing /tmp, same uid, own PIDs, would see a live
     worker's folder as dead: such setups give each container its own TMPDIR)."""
     root = Path(tmp_root or tempfile.gettempdir())
-    for path in root.glob(f"{STAGING_PREFIX}*-*"):
-        pid = path.name[len(STAGING_PREFIX):].partition("-")[0]
+    for path in root.glob(f"{prefix}*-*"):
+        pid = path.name[len(prefix):].partition("-")[0]
         try:
             st = path.lstat()   # a link is never followed
             if pid.isdigit() and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not _alive(int(pid)):
@@ -125,8 +126,11 @@ class LocalReporter:
 
     @contextlib.contextmanager
     def staging_dir(self):
+        # Named by this process, as the Ray path's are: a kill -9 mid-save skips the cleanup below
+        # and left a copy of the optimizer state in checkpoints/ for good (a resume review).
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        sweep_dead_staging(str(self.root), LOCAL_STAGING_PREFIX)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{LOCAL_STAGING_PREFIX}{os.getpid()}-", dir=self.root))
         try:
             yield str(tmp)
         finally:

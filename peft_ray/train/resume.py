@@ -77,6 +77,8 @@ def check_same_run(recorded: Dict[str, Any], now: Dict[str, Any], out, ignore: T
     diff = changed_fields(recorded, now, ignore)
     if not diff:
         return
+    if "method.name" in diff:    # another method: its own fields differ by construction, the name says it
+        diff = {f: v for f, v in diff.items() if f == "method.name" or not f.startswith("method.")}
     lines = "; ".join(f"{f} is {shown(new)} here but the run used {shown(old)}" for f, (old, new) in diff.items())
     roots = ((recorded.get("data") or {}).get("root"), (now.get("data") or {}).get("root"))
     if roots[0] != roots[1] and any(f in diff for f in ("data.train", "data.validation")):

@@ -114,9 +114,11 @@ def check_can_start(spec: JobSpec, resume: bool, overwrite: bool, local: bool = 
     if not resume:
         raise CheckpointError(f"output.dir '{out}' already holds a run; pass --resume to continue it, "
                               "--overwrite to replace it, or set output.dir to a new folder")
-    if not same_job:
-        raise CheckpointError(f"output.dir '{out}' holds job '{old.get('name')}' "
-                              f"({old.get('method', {}).get('name')}); it cannot resume '{spec.name}'")
+    if not old:
+        raise CheckpointError(f"--resume: output.dir '{out}' holds a job.yaml that is not a peft-ray job, so it "
+                              "holds no run to continue; set output.dir to the run's folder")
+    # another method (or anything else a continuation must keep) is named field by field there, and a
+    # new `name` may change (it read "holds job 'default' (prompt_tuning); it cannot resume 'default'")
     check_layout(out, local)             # a run trained the other way says so first
     check_same_run(recorded_mapping(job_file), saved_spec(spec), out, unread_fields(spec))
 

@@ -156,8 +156,8 @@ def test_a_fifo_in_a_checkpoint_is_skipped_not_read(trained, tmp_path, planted):
         assert latest_good_checkpoint(root, warn=warned.append) == older
     finally:
         signal.alarm(0)
-    # an unreadable state sorts as step -1, before the good one, so only a bad manifest is warned of
-    assert any("checkpoint_00000003" in w for w in warned) == (planted != "trainer_state.json")
+    # an unreadable state sorts by its folder's name, so the newer one is skipped and said either way
+    assert any("checkpoint_00000003" in w for w in warned)
 
 
 def _plant_secret_link(ckpt: Path, secret: Path) -> None:
