@@ -144,7 +144,7 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     resume_from, done = resumed_from(spec, pre, resume, overwrite, local=False)
     if done is not None:
         return finish_run(spec, pre, resume_from, done, local=False)
-    with prepared_output_dir(spec, resume, overwrite) as out:
+    with prepared_output_dir(spec, resume, overwrite, pre=pre) as out:
         started = init_ray(spec)
         check_cluster_fits(spec)
         try:

@@ -108,7 +108,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     if done is not None:
         return finish_run(spec, pre, checkpoint, done, local=True)
     resume_from = Path(checkpoint) if checkpoint else None
-    with prepared_output_dir(spec, resume, overwrite, local=True) as out:
+    with prepared_output_dir(spec, resume, overwrite, local=True, pre=pre) as out:
         reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints,
                                  str(resume_from) if resume_from else None)
         reporter = run_in_process(spec, pre, reporter, resume_from=resume_from,

@@ -193,6 +193,27 @@ def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
     return changes
 
 
+def check_same_data(out: Location, now: Dict[str, Any]) -> None:
+    """Refuse a --resume whose data files are not the ones the run read (its data_files.json):
+    data.root may move, but other files under the same names would take the checkpoint's data
+    position into another data set. A run that recorded none (an older peft-ray) is not checked."""
+    from peft_ray.data.fingerprint import RECORD, difference
+
+    text = (out / RECORD).read_small_text(MAX_RECORD_BYTES) if (out / RECORD).exists() else None
+    try:
+        recorded = json.loads(text) if text else {}
+    except ValueError:
+        recorded = {}
+    why = difference(recorded, now)
+    if why:
+        raise CheckpointError(f"--resume: {why}. The run's checkpoints hold its position in the data it read, "
+                              "so a continuation must read the same files: point data.root back at them, or "
+                              "start a new run (--overwrite, or another output.dir)")
+
+
+MAX_RECORD_BYTES = 4 << 20
+
+
 def note_data_changes(checkpoint: str, spec, train_rows: int, local: bool) -> None:
     """Say, before resuming, what an older checkpoint's continuation reads differently; the run goes
     on (the adapter and optimizer state load as they are, and nothing earlier is rewritten)."""

@@ -4,22 +4,25 @@ names a run's folder holds."""
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any, Dict, Iterator
 
 import yaml
 
+from peft_ray.data.fingerprint import RECORD, fingerprint
 from peft_ray.errors import CheckpointError, JobError
 from peft_ray.replaced import LOGS, check_no_leftover, check_only_run_files, replacing
 from peft_ray.spec import JobSpec, saved_spec
 from peft_ray.spec.load import MAX_YAML_BYTES, recorded_mapping
 from peft_ray.storage import Location, check_output_dir, is_uri
 from peft_ray.train.checkpoint import _checkpoint_names
-from peft_ray.train.resume import (check_checkpoint_fits, check_layout, check_same_run, find_checkpoint, finished,
-                                   note_data_changes, unread_fields)
+from peft_ray.train.resume import (check_checkpoint_fits, check_layout, check_same_data, check_same_run,
+                                   find_checkpoint, finished, note_data_changes, unread_fields)
 
 
 @contextlib.contextmanager
-def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False) -> Iterator[Location]:
+def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: bool = False,
+                        pre=None) -> Iterator[Location]:
     """output.dir for the block's run. Refuses to mix two different jobs in one folder and never
     deletes without --overwrite; with it, the previous run is set aside and deleted only once the
     block has finished, or put back if it fails (peft_ray/replaced.py). output.dir is a local path
@@ -29,6 +32,8 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: boo
     out.mkdir()
     with replacing(out) if overwrite else contextlib.nullcontext(), record_kept_unless_saved(out, resume):
         (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
+        if pre is not None:    # what --resume compares the data with (resume.check_same_data)
+            (out / RECORD).write_text(json.dumps(data_fingerprints(pre), indent=1))
         yield out
 
 
@@ -133,7 +138,7 @@ def recorded_job(job_file: Location) -> Dict[str, Any]:
 
 
 # What a run writes before its first checkpoint.
-EARLY_RUN_FILES = {"job.yaml", "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
+EARLY_RUN_FILES = {"job.yaml", RECORD, "train.log", "metrics.jsonl", "tensorboard", "ray", "checkpoints", "curves.png"}
 # What `eval` and `zero-shot` write into a run folder (or into output.dir before any run).
 BESIDE_RUN = {"zero_shot.json", "eval_*.json", "eval_*.log"}
 # Everything a run folder holds: the run's own outputs and what those commands write beside them.
@@ -148,6 +153,12 @@ def never_saved(out: Location) -> bool:
             and not any("checkpoint_" in rel for rel in files if rel.startswith(("ray/", "checkpoints/"))))
 
 
+def data_fingerprints(pre) -> Dict[str, Any]:
+    """{split field: fingerprint of its files} of the pre-flight's splits (data/fingerprint.py)."""
+    splits = {"data.train": pre.train, "data.validation": pre.validation}
+    return {field: fingerprint(facts.files) for field, facts in splits.items() if facts is not None}
+
+
 def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool):
     """(the checkpoint --resume continues, or None; a Finished run with nothing left to train, or
     None), decided before output.dir is written to."""
@@ -157,5 +168,6 @@ def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool)
     out = Location.at(spec.output.dir)
     checkpoint = find_checkpoint(out, local)
     check_checkpoint_fits(checkpoint, spec, local)
+    check_same_data(out, data_fingerprints(pre))
     note_data_changes(checkpoint, spec, pre.train.usable if pre.train else 0, local)
     return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)

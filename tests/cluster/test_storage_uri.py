@@ -100,8 +100,10 @@ def test_output_dir_rules_hold_on_a_uri(tiny_bert, tiny_data, tmp_path):
         with prepared_output_dir(spec, resume=False, overwrite=False):
             pass
     other = _spec(tiny_bert, tiny_data, uri, name="other")
-    with pytest.raises(CheckpointError, match="holds job 'tiny'"):
-        with prepared_output_dir(other, resume=True, overwrite=False):
+    lora = validate_spec({**job_dict(tiny_bert, tiny_data, uri), "method": {"name": "lora"}})
+    with pytest.raises(CheckpointError, match="differs from the run in output.dir .*: method.name is lora here but "
+                                              "the run used prompt_tuning"):
+        with prepared_output_dir(lora, resume=True, overwrite=False):
             pass
     (tmp_path / "run" / "ray" / "x").mkdir(parents=True)
     with pytest.raises(RuntimeError, match="the new run failed"):      # a failed overwrite keeps the old run
@@ -199,7 +201,8 @@ def test_train_and_resume_into_a_uri(ray_runtime, tiny_bert, tiny_data, tmp_path
     assert metrics["step"] == 6 and metrics["adapter"] == f"{uri}/adapter"
     out = tmp_path / "uri-run"
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "adapter_last", "job.yaml", "metrics.json", "ray"]  # no temp names
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "adapter_last", "data_files.json", "job.yaml",
+                                                      "metrics.json", "ray"]  # no temp names
     assert load_file(str(out / "adapter" / "adapter_model.safetensors"))["prompt_embeddings"].shape == (4, 32)
     assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 6
     assert not Path("file:").exists()  # the URI never became a local folder

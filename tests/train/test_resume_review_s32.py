@@ -81,3 +81,27 @@ def test_another_method_is_refused_naming_the_field(two_steps, tiny_bert, tiny_d
     renamed = validate_spec({**job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
                                         train={"max_steps": 3, "eval_every": 3}), "name": "renamed"})
     run_local(renamed, resume=True)      # `name` may change
+
+
+def test_a_moved_data_root_resumes_and_other_data_under_the_same_names_is_refused(two_steps, tiny_bert, tiny_data,
+                                                                                tmp_path):
+    """data.root may change (the same files elsewhere); other files under the same names took the
+    checkpoint's data position into another data set without a word."""
+    import json
+
+    from peft_ray.data import builtin
+    from tests.conftest import write_rows
+
+    out = _copy(two_steps, tmp_path, "run")
+    assert set(json.loads((out / "data_files.json").read_text())) == {"data.train", "data.validation"}
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    write_rows(other / "train.parquet", builtin.make_rows(256, seed=9))
+    recorded = (out / "job.yaml").read_text()
+    with pytest.raises(CheckpointError, match=r"--resume: data.train: .*other/train.parquet \(.* bytes\) is not the "
+                                              r"file the run read as .*train.parquet"):
+        run_local(_spec(tiny_bert, other, out, max_steps=3, eval_every=3), resume=True)
+    assert (out / "job.yaml").read_text() == recorded
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_data, moved)
+    run_local(_spec(tiny_bert, moved, out, max_steps=3, eval_every=3), resume=True)
