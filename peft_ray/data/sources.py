@@ -45,6 +45,9 @@ def _actual_format(path: str, fmt: str) -> str:
         return ""
     looks = ("parquet" if head[:4] == b"PAR1" else "arrow" if head[:6] == b"ARROW1" else
              "text (CSV or JSON Lines)" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "")
+    if looks.startswith("text") and fmt in ("csv", "json"):    # which text: a JSON Lines row opens with {
+        looks = "json" if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[") else "csv"
+        looks = "" if looks == fmt else {"json": "JSON Lines", "csv": "CSV"}[looks]
     if not looks or looks.startswith(fmt) or (fmt in ("csv", "json") and looks.startswith("text")):
         return ""
     return f"; its bytes look like {looks}, not {fmt}: give the file the extension of what it holds"
@@ -217,6 +220,7 @@ def iter_arrow(files: List[str], columns: Optional[List[str]] = None,
         if _zero_bytes(f, fmt):
             continue   # no rows, as a header-only CSV: said as such (read_schema), not as pyarrow's parse error
         if fmt in ("csv", "json"):
+            check_format_bytes(f, fmt)
             check_utf8(f)
         if fmt == "csv":
             check_delimiter(f)
@@ -322,6 +326,15 @@ def shown_value(value) -> str:
 
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_format_bytes(path: str, fmt: str) -> None:
+    """A CSV or JSON Lines file whose bytes are another format's (saved under the wrong extension)
+    is named as such: a Parquet file's UTF-8 error advised iconv, which would corrupt it, and JSON
+    Lines read as CSV gave columns named '{"text": ...'."""
+    said = _actual_format(path, fmt)
+    if said:
+        raise DataError(f"{path}: cannot read as {fmt}{said}")
 
 
 def check_utf8(path: str) -> None:

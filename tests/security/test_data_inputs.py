@@ -442,3 +442,28 @@ def test_labels_given_as_names_in_one_file_and_ids_in_another_are_refused(tiny_b
         run_preflight(validate_spec(job))
     write_rows(tmp_path / "validation.parquet", {"text": texts[:20], "label": ["negative", "positive"] * 10})
     assert run_preflight(validate_spec(job)).validation.label_kinds.keys() == {"name"}
+
+
+@pytest.mark.parametrize("name, writes, said", [
+    ("rows.jsonl", "parquet", "look like parquet, not json"),
+    ("rows.csv", "parquet", "look like parquet, not csv"),
+    ("rows.csv", "jsonl", "look like JSON Lines, not csv"),
+    ("rows.jsonl", "csv", "look like CSV, not json"),
+])
+def test_a_file_holding_another_format_is_named_as_such(tmp_path, name, writes, said):
+    """A new-user review: Parquet saved as .jsonl was 'not UTF-8 text ... iconv' (which would corrupt
+    it), and JSON Lines saved as .csv read as columns named '{"text": ...'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from peft_ray.data.sources import iter_arrow
+    from peft_ray.errors import DataError
+
+    rows = pa.table({"text": ["good film", "bad film"], "label": [1, 0]})
+    path = tmp_path / name
+    if writes == "parquet":
+        pq.write_table(rows, path)
+    else:
+        path.write_text('{"text": "good film", "label": 1}\n' if writes == "jsonl" else "text,label\ngood film,1\n")
+    with pytest.raises(DataError, match=f"{name}: cannot read as .*; its bytes {said}: give the file the extension"):
+        list(iter_arrow([str(path)]))
