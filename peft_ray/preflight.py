@@ -325,6 +325,25 @@ def _check_safetensors(path: Path, field: str) -> None:
                         "download or copy it again") from None
 
 
+def note_class_counts(spec: JobSpec, train: SplitFacts) -> None:
+    """Said, not refused (a new-user review found both silent): a class of task.labels that no
+    training row has (it can never be predicted for a reason learnt), and data.train_shots above
+    what a class holds (the few-shot run then trains on every row of it, not K)."""
+    import sys
+
+    classes = get_task(spec.task.type).classes(spec.task)
+    missing = [c for c in classes if not train.label_counts.get(c)]
+    if missing and len(missing) < len(classes):
+        print(f"[peft-ray] note: no training row has the label(s) {missing} of task.labels, so the model never "
+              "learns them; add such rows, or drop the label(s) if the data cannot have them", file=sys.stderr)
+    shots = spec.data.train_shots
+    short = {c: n for c, n in train.label_counts.items() if shots and n < shots}
+    if short:
+        held = ", ".join(f"'{c}' {n}" for c, n in short.items())
+        print(f"[peft-ray] note: data.train_shots is {shots} but some classes have fewer usable rows ({held}); "
+              "those train on all they have, so the run is not the K-shot one asked for", file=sys.stderr)
+
+
 def note_shared_files(train: List[str], validation: List[str]) -> None:
     """A glob such as `data.train: '*.parquet'` also picks up validation.parquet: the model is then
     scored on rows it trained on, and nothing said so. A note, not an error: evaluating on the
@@ -367,6 +386,7 @@ def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
     if training:
         train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
         get_task(spec.task.type).check_train_facts(train)
+        note_class_counts(spec, train)
     val = None
     if holdout:
         val = scan_split(train_files, spec, "data.validation_fraction", "validation")

@@ -10,7 +10,7 @@ import pytest
 from peft_ray.errors import SpecError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import validate_spec
-from tests.conftest import job_dict
+from tests.conftest import job_dict, write_rows
 
 
 def _model_copy(tiny_bert, tmp_path):
@@ -150,3 +150,23 @@ def test_modules_to_save_names_are_checked_before_any_run(tiny_bert, tiny_data, 
     else:
         with pytest.raises(SpecError, match=r"method.modules_to_save: no module named \["):
             run_preflight(spec)
+
+
+def test_a_label_no_training_row_has_and_too_few_shots_are_said(tiny_bert, tmp_path, capsys):
+    """A new-user review: `task.labels: [negative, neutral, positive]` over data without `neutral`,
+    and `data.train_shots: 200` over 150 rows a class, both trained without a word."""
+    texts = [f"{'good' if i % 2 else 'bad'} film {i}" for i in range(60)]
+    labels = ["positive" if i % 2 else "negative" for i in range(60)]
+    write_rows(tmp_path / "train.parquet", {"text": texts, "label": labels})
+    write_rows(tmp_path / "validation.parquet", {"text": texts[:10], "label": labels[:10]})
+    three = job_dict(tiny_bert, tmp_path, tmp_path / "out",
+                     task={"type": "classification", "labels": ["negative", "neutral", "positive"]},
+                     template={"text": "{soft} {text}", "verbalizer": None})
+    run_preflight(validate_spec(three))
+    assert "note: no training row has the label(s) ['neutral'] of task.labels" in capsys.readouterr().err
+    shots = job_dict(tiny_bert, tmp_path, tmp_path / "out", data={"train_shots": 40})
+    run_preflight(validate_spec(shots))
+    err = capsys.readouterr().err
+    assert "note: data.train_shots is 40 but some classes have fewer usable rows ('negative' 30, 'positive' 30)" in err
+    run_preflight(validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out", data={"train_shots": 8})))
+    assert "note" not in capsys.readouterr().err

@@ -118,3 +118,24 @@ def test_yaml_merge_keys_still_override():
     from peft_ray.spec.load import _GuardedLoader
 
     assert yaml.load("a: &x {p: 1, q: 2}\nb:\n  <<: *x\n  q: 3\n", Loader=_GuardedLoader)["b"] == {"p": 1, "q": 3}
+
+
+def test_settings_that_would_be_ignored_are_refused_or_said(tiny_bert, tiny_data, tmp_path, capsys):
+    """A new-user review: a hold-out fraction beside a validation file, early stopping with nothing
+    evaluated, and {soft} under LoRA were all taken without a word and did nothing."""
+    from peft_ray.spec import validate_spec
+    from tests.conftest import job_dict
+
+    def job(**sections):
+        return job_dict(tiny_bert, tiny_data, tmp_path / "out", **sections)
+
+    with pytest.raises(SpecError, match="data.validation_fraction: 0.1 holds out training rows only where "
+                                        "data.validation is null, and this job names 'validation.parquet'"):
+        validate_spec(job(data={"validation_fraction": 0.1}))
+    with pytest.raises(SpecError, match="train.early_stopping_patience: nothing is evaluated"):
+        validate_spec(job(data={"validation": None}, train={"early_stopping_patience": 2}))
+    validate_spec(job(data={"validation": None, "validation_fraction": 0.1}, train={"early_stopping_patience": 2}))
+    lora = job(template={"text": "{soft:8} {text}", "verbalizer": None})
+    lora["method"] = {"name": "lora"}
+    validate_spec(lora)
+    assert "note: template.text's {soft} is not read: lora adds no virtual tokens" in capsys.readouterr().err
