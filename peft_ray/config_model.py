@@ -51,6 +51,12 @@ def _numbers_list(annotation: Any) -> bool:
     return False
 
 
+def _text_list(annotation: Any) -> bool:
+    """A list of strings (`task.labels`), whose items YAML may have read as booleans (`[yes, no]`)."""
+    return any(typing.get_origin(m) in (list, List) and (typing.get_args(m) or (None,))[0] is str
+               for m in _members(annotation))
+
+
 def _fault(field: pydantic.fields.FieldInfo, value: Any) -> Optional[str]:
     """What is wrong with a raw YAML value for this field that pydantic's lax mode would let pass
     (a boolean made 1) or name only by its type (a null), or None."""
@@ -61,6 +67,10 @@ def _fault(field: pydantic.fields.FieldInfo, value: Any) -> Optional[str]:
             and any(isinstance(v, bool) for v in value)):
         shown = ", ".join(str(v).lower() if isinstance(v, bool) else repr(v) for v in value)
         return f"needs numbers, got [{shown}], where YAML reads true/false (yes/no, on/off) as booleans; give numbers"
+    if _text_list(field.annotation) and isinstance(value, list) and any(isinstance(v, bool) for v in value):
+        shown = ", ".join(str(v).lower() if isinstance(v, bool) else repr(v) for v in value)
+        return (f"needs text, got [{shown}], where YAML reads yes/no, true/false and on/off as booleans; quote "
+                "them, e.g. ['yes', 'no']")
     if value is None and not _takes(field.annotation, value) and not field.is_required():
         return (f"got null, which this key cannot be; give a value, or leave the key out for its default "
                 f"({field.get_default(call_default_factory=True)!r})")

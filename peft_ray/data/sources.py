@@ -73,7 +73,10 @@ def resolve_files(root: Optional[str], name: str, field: str, root_field: str = 
             raise DataError(f"{root_field}: '{root}' is not a folder here ({where})")
         if base is not None:
             own = f" ({where})" if root_field != "data.root" else ""   # eval's --data: what it must hold
-            raise DataError(f"{field}: no file matches '{name}' under {root_field} '{root}'{own}{_near(base, name)}")
+            null = (f"; for no file, write null (YAML reads '{name}' as text)"
+                    if name.strip().lower() in ("none", "null", "nil", "~", "") else "")
+            raise DataError(f"{field}: no file matches '{name}' under {root_field} '{root}'{own}{null}"
+                            f"{_near(base, name)}")
         hint = " (set data.root to the data folder)" if field.startswith("data.") else ""
         raise DataError(f"{field}: no file matches '{name}'{hint}")
     for f in files:

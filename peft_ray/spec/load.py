@@ -163,11 +163,14 @@ def read_yaml(path: str | Path) -> Dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        problem = str(getattr(e, "problem", None) or e)
+        tab = "; YAML indents with spaces, never tabs" if "'\\t'" in problem else ""
+        raise SpecError(f"{path}: malformed YAML{where}: {problem}{tab}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8 text; save the job file as UTF-8") from None
-    if raw is None:
-        return {}
+    if raw is None:   # nothing but comments: every default would be a job nobody wrote
+        raise SpecError(f"{path}: the job file is empty (or only comments); start from one in jobs/, "
+                        "e.g. jobs/default.yaml")
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the top level must be a mapping of sections (model:, task:, ...)")
     return raw

@@ -467,3 +467,12 @@ def test_a_file_holding_another_format_is_named_as_such(tmp_path, name, writes, 
         path.write_text('{"text": "good film", "label": 1}\n' if writes == "jsonl" else "text,label\ngood film,1\n")
     with pytest.raises(DataError, match=f"{name}: cannot read as .*; its bytes {said}: give the file the extension"):
         list(iter_arrow([str(path)]))
+
+
+def test_a_split_named_none_says_to_write_null(tmp_path):
+    from peft_ray.data.sources import resolve_files
+    from peft_ray.errors import DataError
+
+    (tmp_path / "train.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match="no file matches 'None' under data.root .*; for no file, write null"):
+        resolve_files(str(tmp_path), "None", "data.validation")

@@ -139,3 +139,18 @@ def test_settings_that_would_be_ignored_are_refused_or_said(tiny_bert, tiny_data
     lora["method"] = {"name": "lora"}
     validate_spec(lora)
     assert "note: template.text's {soft} is not read: lora adds no virtual tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, said", [
+    ("model:\n\tname_or_path: minilm\n", "found character '\\\\t' .*; YAML indents with spaces, never tabs"),
+    ("# nothing here yet\n", "the job file is empty \\(or only comments\\); start from one in jobs/"),
+    ("task: {type: classification, labels: [yes, no]}\n", "task.labels: needs text, got \\[true, false\\], where "
+                                                           "YAML reads yes/no"),
+])
+def test_yaml_slips_are_said_as_such(tmp_path, text, said):
+    """A new-user review: a tab, an empty file and `[yes, no]` gave YAML's or pydantic's words, or a
+    job of defaults that nobody wrote."""
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=said):
+        load_spec(str(path))
