@@ -48,6 +48,20 @@ class Preflight:
     total_steps: int
 
 
+def _suggest_column(col: str, names: List[str]) -> str:
+    """suggest(), where the near name is one a template can say: `{review text}` cannot be written (a
+    field is a plain name), so a column named so was suggested and then refused as a field."""
+    import difflib
+
+    from peft_ray.templates import is_field_name
+
+    near = difflib.get_close_matches(col, names, n=1, cutoff=0.6)
+    if near and not is_field_name(near[0]):
+        return (f" (the file has '{near[0]}', which a template field cannot name: fields are letters, digits and "
+                f"_; rename the column in the file, e.g. pandas: df.rename(columns={{'{near[0]}': '{col}'}}))")
+    return suggest(col, names)
+
+
 def check_columns(schema: pa.Schema, spec: JobSpec, where: str, read: Optional[List[str]] = None,
                   path: Optional[str] = None) -> None:
     """The columns the command reads (`read`; default: every column training reads) are in the file,
@@ -57,7 +71,7 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str, read: Optional[L
         if read is not None and col not in read:
             continue
         if col not in names:
-            raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest(col, names)}; "
+            raise DataError(f"{field_name}: column '{col}' is not in {where}{_suggest_column(col, names)}; "
                             f"its columns are {names}")
         if field_name == "template.text" and not _is_text(schema.field(col).type):
             # Rendering would stringify it: bytes as "b'\\xff...'", numbers as digits the

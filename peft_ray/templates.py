@@ -20,6 +20,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from peft_ray.errors import SpecError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_field_name(name: str) -> bool:
+    """Whether a template can name this column as a field ({name})."""
+    return bool(_IDENT.match(name)) and not name.startswith("__")
 _SOFT = re.compile(r"soft(?::(\d+))?\Z")
 
 

@@ -38,9 +38,13 @@ def label_ids(values: List, labels: Tuple[str, ...], column: str, rows: Optional
             where = ""
             if rows is not None:
                 bad = sum(_label_id(w, index, len(labels), numbered) is None for w in values[i:])
-                where = f" in row {rows[i]}" + (f", and {bad - 1} more row{'s' * (bad > 2)} like it in this batch" if bad > 1 else "")
+                where = f" in row {rows[i]}" + (f", and {bad - 1} more row{'s' * (bad > 2)} with a label not in "
+                                                f"task.labels among the rows read with it" if bad > 1 else "")
             how = ("task.labels are numbers written as names, so numbers in the data are read as those names, "
                    "never as ids" if numbered else f"use an id 0..{len(labels) - 1} or a label name")
+            near = [name for name in labels if isinstance(v, str) and name.strip().lower() == v.strip().lower()]
+            if near:   # `Positive` for `positive`: names match exactly
+                how = f"did you mean '{near[0]}'? names match exactly, case and spaces included"
             raise DataError(f"column '{column}': label {v!r} is not in task.labels {list(labels)}{header} "
                             f"({how}){where}")
         out[i] = got
