@@ -170,3 +170,16 @@ def test_a_label_no_training_row_has_and_too_few_shots_are_said(tiny_bert, tmp_p
     assert "note: data.train_shots is 40 but some classes have fewer usable rows ('negative' 30, 'positive' 30)" in err
     run_preflight(validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out", data={"train_shots": 8})))
     assert "note" not in capsys.readouterr().err
+
+
+def test_a_column_a_template_cannot_name_is_said_with_how_to_rename_it(tiny_bert, tmp_path):
+    from peft_ray.errors import DataError
+
+    rows = {"review text": ["good film", "bad film"] * 10, "label": ["positive", "negative"] * 10}
+    write_rows(tmp_path / "train.parquet", rows)
+    write_rows(tmp_path / "validation.parquet", rows)
+    job = job_dict(tiny_bert, tmp_path, tmp_path / "out", template={"text": "{soft} {review_text}"})
+    with pytest.raises(DataError, match=r"column 'review_text' is not in .* \(the file has 'review text', which a "
+                                        r"template field cannot name: .* df.rename\(columns=\{'review text': "
+                                        r"'review_text'\}\)\)"):
+        run_preflight(validate_spec(job))
