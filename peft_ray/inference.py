@@ -247,8 +247,12 @@ def check_columns(files: List[str], columns: List[str], arg: str, spec, every_co
     schema = read_schema(files, csv_as_text=csv_as_text)
     missing = [c for c in columns if c not in schema.names]
     if missing:
-        raise DataError(f"{arg} '{files[0]}' has no column {missing} (the run's template is "
-                        f"'{spec.template.text}', task {spec.task.type}); its columns are {schema.names}")
+        from peft_ray.preflight import suggest_column
+
+        which = f"column '{missing[0]}'" if len(missing) == 1 else f"columns {missing}"
+        raise DataError(f"{arg} '{files[0]}' has no {which}{suggest_column(missing[0], schema.names)}, which the "
+                        f"run reads (its template is '{spec.template.text}', task {spec.task.type}); its columns "
+                        f"are {schema.names}")
     check_files_agree(files, spec, arg, read=list(columns),
                       same_type=list(schema.names) if every_column else None, option=arg, csv_as_text=csv_as_text)
     return schema

@@ -48,7 +48,19 @@ class Preflight:
     total_steps: int
 
 
-def _suggest_column(col: str, names: List[str]) -> str:
+def _to_text(col: str, kind: pa.DataType) -> str:
+    """How to make such a column text in pandas: astype(str) on a list or struct writes its repr
+    ("['great', 'movie']"), which would then train without a word (a new-user review)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"a list of words: df['{col}'] = df['{col}'].str.join(' ')"
+    if pa.types.is_struct(kind):
+        return f"a struct: pick its text field, df['{col}'] = df['{col}'].str['FIELD']"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return f"bytes: df['{col}'] = df['{col}'].str.decode('utf-8')"
+    return f"e.g. pandas: df['{col}'] = df['{col}'].astype(str)"
+
+
+def suggest_column(col: str, names: List[str]) -> str:
     """suggest(), where the near name is one a template can say: `{review text}` cannot be written (a
     field is a plain name), so a column named so was suggested and then refused as a field."""
     import difflib
@@ -71,15 +83,14 @@ def check_columns(schema: pa.Schema, spec: JobSpec, where: str, read: Optional[L
         if read is not None and col not in read:
             continue
         if col not in names:
-            raise DataError(f"{field_name}: column '{col}' is not in {where}{_suggest_column(col, names)}; "
+            raise DataError(f"{field_name}: column '{col}' is not in {where}{suggest_column(col, names)}; "
                             f"its columns are {names}")
         if field_name == "template.text" and not _is_text(schema.field(col).type):
             # Rendering would stringify it: bytes as "b'\\xff...'", numbers as digits the
             # template never asked for. Text must be text in the file itself.
             raise DataError(f"template.text: column '{col}' of {where} holds {schema.field(col).type}, "
                             "not text; the template renders text columns only. Store it as a string "
-                            f"column (e.g. pandas: df['{col}'] = df['{col}'].astype(str), or decode bytes), "
-                            "or use another column")
+                            f"column ({_to_text(col, schema.field(col).type)}), or use another column")
     check_list_columns(schema, spec, where, path or where, read=read)
 
 

@@ -133,8 +133,10 @@ def check_out_dir(src: Path, out: Path, overwrite: bool = False) -> None:
             raise JobError(f"OUT_DIR '{out}' holds an adapter without the {STAMP} mark that exports now carry "
                            "(an export by an older peft-ray, or an adapter folder of a run): export replaces only "
                            "folders it marked. Delete it if it is an old export, or pass a new folder")
-        raise JobError(f"OUT_DIR '{out}' already holds files that no `peft-ray export` wrote; export writes a "
-                       "folder of its own (an earlier export there is replaced whole): pass a new or empty folder")
+        held = sorted(p.name for p in out.iterdir())
+        raise JobError(f"OUT_DIR '{out}' already holds {', '.join(held[:5])}{' ...' if len(held) > 5 else ''}, "
+                       "which no `peft-ray export` wrote; export writes a folder of its own (an earlier export "
+                       "there is replaced whole): pass a new or empty folder")
 
 
 @contextlib.contextmanager

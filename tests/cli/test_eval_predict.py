@@ -185,7 +185,7 @@ def test_bad_paths_are_messages(cls_run, tmp_path):
         (["eval", cls_run, "--data", tmp_path / "missing.parquet"], "--data: no file matches", "missing.parquet"),
         (["eval", cls_run, "--data", data, "--split", "test"], "--split test", "pass the file itself"),
         (["eval", cls_run, "--data", "builtin:sentimnt"], "--data: unknown built-in data set 'sentimnt'", ""),
-        (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.parquet"], "no column ['text']",
+        (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.parquet"], "no column 'text'",
          "sentence"),
         (["predict", cls_run, "--input", no_text, "--output", tmp_path / "o.xlsx"], "--output", ".jsonl"),
         (["predict", cls_run, "--input", no_text, "--output", no_text], "also an input file", ""),

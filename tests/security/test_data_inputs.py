@@ -486,3 +486,23 @@ def test_a_label_in_another_case_gets_the_name_it_likely_means():
     with pytest.raises(DataError, match=r"label 'Positive ' is not in task.labels \['negative', 'positive'\] \(did you "
                                         r"mean 'positive'\? names match exactly, case and spaces included\) in row 1"):
         label_ids(["negative", "Positive ", "NEGATIVE"], ("negative", "positive"), "label", rows=[0, 1, 2])
+
+
+@pytest.mark.parametrize("values, says", [
+    ([["great", "movie"]], r"a list of words: df\['text'\] = df\['text'\].str.join\(' '\)"),
+    ([{"body": "great"}], r"a struct: pick its text field, df\['text'\] = df\['text'\].str\['FIELD'\]"),
+    ([b"great"], r"bytes: df\['text'\] = df\['text'\].str.decode\('utf-8'\)"),
+    ([3], r"df\['text'\] = df\['text'\].astype\(str\)"),
+])
+def test_a_text_column_of_another_type_gets_the_conversion_for_its_type(tiny_bert, tmp_path, values, says):
+    """astype(str), the one advice given, turns a list into the text "['great', 'movie']" (a new-user
+    review): each type gets its own conversion."""
+    import pyarrow as pa
+
+    from peft_ray.errors import DataError
+    from peft_ray.preflight import check_columns
+    from peft_ray.spec import validate_spec
+
+    spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out"))
+    with pytest.raises(DataError, match=says):
+        check_columns(pa.table({"text": values, "label": [0]}).schema, spec, "f.parquet")
