@@ -46,6 +46,7 @@ class Preflight:
     validation: Optional[SplitFacts]
     steps_per_epoch: int
     total_steps: int
+    data_files: Optional[dict] = None    # run_dir.data_fingerprints, made once where a run records them
 
 
 def _to_text(col: str, kind: pa.DataType) -> str:

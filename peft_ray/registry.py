@@ -69,13 +69,15 @@ class Registry(Generic[T]):
         said = []
         for ep in entry_points(group=self.group):
             where = f"entry point '{ep.name} = {ep.value}' (group {self.group})"
-            if ep.name in self._items:
-                said.append(f"{where}: '{ep.name}' is already a {self.kind} here; left out")
-                continue
             try:
                 obj = ep.load()
             except Exception as e:    # any error of foreign code: said, and that entry alone refused
-                self._broken[ep.name] = f"{where}: {type(e).__name__}: {e}"
+                if ep.name not in self._items:
+                    self._broken[ep.name] = f"{where}: {type(e).__name__}: {e}"
+                continue
+            if ep.name in self._items:    # a built-in's name, unless the plugin's import registered it itself
+                if self._items[ep.name] is not obj:
+                    said.append(f"{where}: '{ep.name}' is already a {self.kind} here; left out")
                 continue
             if getattr(obj, "name", None) != ep.name:
                 self._broken[ep.name] = (f"{where} gives a {type(obj).__name__} named "

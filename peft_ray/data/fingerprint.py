@@ -1,9 +1,9 @@
 """What a run's data files were, so that `--resume` can tell whether they still are: data.root may
 change (the same files copied or mounted elsewhere), but a root holding other files under the same
 names restored the data position of one data set into another without a word (a resume review).
-Each file is known by its size and the sha256 of its first and last MiB: cheap for any size, and
-any edit that changes the size, the header or the footer (Parquet keeps its schema and row-group
-index there) changes it. Torch-free."""
+Each file is known by its size and the sha256 of its first and last 64 KiB: cheap for any size and
+any number of shards, and any edit that changes the size, the header or the footer (Parquet keeps
+its schema, row-group offsets and statistics there) changes it. Torch-free."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import hashlib
 import os
 from typing import Dict, List, Optional
 
-SAMPLE_BYTES = 1 << 20
+SAMPLE_BYTES = 64 << 10
 RECORD = "data_files.json"   # in the run folder, beside job.yaml
 
 
@@ -42,5 +42,9 @@ def difference(recorded: Dict, now: Dict) -> Optional[str]:
         for o, n in zip(old, new):
             if (o.get("bytes"), o.get("sha256")) != (n["bytes"], n["sha256"]):
                 return (f"{split}: {n['path']} ({n['bytes']:,} bytes) is not the file the run read as "
-                        f"{o.get('path')} ({o.get('bytes')} bytes), though the name may be the same")
+                        f"{o.get('path')} ({_count(o.get('bytes'))} bytes), though the name may be the same")
     return None
+
+
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)

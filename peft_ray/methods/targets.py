@@ -113,8 +113,9 @@ def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[
         hint = f" (they are not linear layers: {not_linear[:3]})" if not_linear else ""
         raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(model)} model{hint}. "
                         f"{_how_to_name(model, targets)}")
-    if isinstance(targets, list):
-        unmatched = [t for t in targets if not any(p == t or p.endswith("." + t) for p in found)]
+    if isinstance(targets, list):   # a head the method trains in full (skipped here) is matched too
+        linear = [p for p, m in model.named_modules() if p and is_linear(m)]
+        unmatched = [t for t in targets if not any(p == t or p.endswith("." + t) for p in linear)]
         if unmatched:
             raise SpecError(f"{field}: {unmatched[0]!r} matches no linear layer of this {model_type(model)} model"
                             f"{suggest(unmatched[0], _leaves(model))}, so the adapter would leave it out. "
@@ -171,7 +172,9 @@ def check_named_targets(base: nn.Module, targets: Targets, field: str = "method.
         hits = [p for p in paths if match(p)]
         for path, _ in base.named_modules():     # every path, not only the linear ones: the build runs them all
             match(path)
-        if not hits and not any(match(h) for h in HEAD_LINEAR):
+        # a pattern that is one layer's own name (`query`) meant a list; anything else may match
+        # only the task class's head, which the real build checks
+        if not hits and targets in _leaves(base):
             raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(base)} model. "
                             f"{_how_to_name(base, targets)}")
         return
@@ -180,10 +183,14 @@ def check_named_targets(base: nn.Module, targets: Targets, field: str = "method.
     if len(unmatched) == len(targets):
         raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(base)} model. "
                         f"{_how_to_name(base, targets)}")
-    if unmatched:
-        raise SpecError(f"{field}: {unmatched[0]!r} matches no linear layer of this {model_type(base)} model"
-                        f"{suggest(unmatched[0], _leaves(base))}, so the adapter would leave it out. "
-                        f"{_how_to_name(base, targets)}")
+    # A name the bare base lacks may be a layer of the task class's head (DistilBERT's
+    # pre_classifier, BART's classification_head), which only the real build has and checks; one
+    # spelt like a base layer (`querry`) is refused now.
+    near = [(name, suggest(name, _leaves(base))) for name in unmatched]
+    typo = next(((name, hint) for name, hint in near if hint), None)
+    if typo:
+        raise SpecError(f"{field}: {typo[0]!r} matches no linear layer of this {model_type(base)} model{typo[1]}, "
+                        f"so the adapter would leave it out. {_how_to_name(base, targets)}")
 
 
 def meta_base(model_path: str, trust_remote_code: bool = False) -> Optional[nn.Module]:
@@ -203,9 +210,6 @@ def meta_base(model_path: str, trust_remote_code: bool = False) -> Optional[nn.M
 # The heads transformers' task classes add above the base (sequence and token classifiers, causal
 # and masked LM heads): names modules_to_save may give that the bare base has not.
 HEAD_NAMES = ("classifier", "score", "lm_head", "cls")
-# Their linear layers, as transformers names them (a pattern over whole paths may target only these).
-HEAD_LINEAR = ("classifier", "classifier.dense", "classifier.out_proj", "score", "lm_head", "qa_outputs",
-               "cls.predictions.transform.dense", "cls.predictions.decoder")
 
 
 def check_saved_modules(base: nn.Module, names: Optional[List[str]]) -> None:

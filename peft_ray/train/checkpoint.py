@@ -26,7 +26,8 @@ import torch
 from peft_ray.errors import CheckpointError
 from peft_ray.storage import Location, is_uri
 from peft_ray.dist import rank, world
-from peft_ray.train.checkpoint_check import DATA_VERSION, TrainerState, parse_state, read_json, sha256, validate_checkpoint
+from peft_ray.train.checkpoint_check import (DATA_VERSION, TrainerState, parse_state, read_json, sha256,
+                                              validate_checkpoint)
 from peft_ray.train.safe_load import TensorsOnlyLoader
 
 TAG = "state"
@@ -192,15 +193,9 @@ def read_report(path: Union[Path, str, Location]) -> Optional[Dict]:
 
 
 def checkpoint_step(path: Union[Path, str, Location]) -> int:
-    """The checkpoint's global step. Where its trainer_state.json cannot be read, the step its name
-    gives (checkpoint_00000009: 9), so that a damaged newest checkpoint sorts as the newest and is
-    skipped with a warning, not passed over unseen (and then replaced) behind an older good one (a
-    resume review); -1 where neither says."""
+    """The checkpoint's global step (-1 when unreadable)."""
     state = read_state(path)
-    if state is not None:
-        return state.global_step
-    number = (Path(path).name if isinstance(path, str) else path.name).rpartition("_")[2]
-    return int(number) if number.isascii() and number.isdigit() else -1
+    return -1 if state is None else state.global_step
 
 
 def checkpoint_dirs(root: Path) -> List[Path]:
@@ -214,7 +209,15 @@ def latest_good_checkpoint(root: Union[Path, str], warn=print) -> Optional[Union
     A URI root (s3://, gs://, file://) gives the checkpoint's URI."""
     if is_uri(str(root)):
         return _latest_good_at_uri(Location.at(str(root)), warn)
-    for path in reversed(checkpoint_dirs(Path(root))):
+    dirs = checkpoint_dirs(Path(root))
+    # One whose trainer_state.json cannot be read has no step (Ray names checkpoints by time), so it
+    # sorts as the oldest and was passed over unseen behind a good one, however new (a resume
+    # review): each is said first, as skipped.
+    readable = [p for p in dirs if checkpoint_step(p) >= 0]
+    for path in dirs:
+        if path not in readable:
+            warn(f"warning: skipping checkpoint {path}: {validate_checkpoint(path)[1]}")
+    for path in reversed(readable):
         ok, why = validate_checkpoint(path)
         if ok:
             return path
@@ -243,7 +246,8 @@ def checkpoint_at_step(root: Union[Path, str], step: int) -> Optional[str]:
 def _latest_good_at_uri(root: Location, warn) -> Optional[str]:
     """Each candidate, newest first, is downloaded and validated like a local one."""
     found = sorted((root / n for n in _checkpoint_names(root.files())), key=lambda c: (checkpoint_step(c), c.name))
-    for loc in reversed(found):
+    unreadable = [c for c in found if checkpoint_step(c) < 0]    # said first, as latest_good_checkpoint does
+    for loc in unreadable + [c for c in reversed(found) if c not in unreadable]:
         with tempfile.TemporaryDirectory(prefix="peft-ray-check-") as tmp:
             ok, why = validate_checkpoint(loc.download(Path(tmp) / loc.name))
         if ok:

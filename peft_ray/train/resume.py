@@ -66,6 +66,9 @@ def changed_fields(recorded: Dict[str, Any], now: Dict[str, Any], ignore: Tuple[
     """{field: (the run's value, this job's)} for the fields a continuation must keep; `ignore`:
     prefixes of fields this job does not read (a verbalizer under a trained head)."""
     old, new = _data_files(dict(flat_fields(recorded))), _data_files(dict(flat_fields(now)))
+    if old.get("data.validation") is not None and new.get("data.validation") is not None:
+        ignore = (*ignore, "data.validation_fraction")   # never read beside a validation file (a run of before
+        # that was refused let it pass unread, and dropping it now must not end that run)
     return {f: (old.get(f), new.get(f)) for f in sorted(old.keys() | new.keys())
             if not _may_change(f) and not f.startswith(ignore) and old.get(f) != new.get(f)
             and not _moved(old.get(f), new.get(f))}

@@ -33,7 +33,7 @@ def prepared_output_dir(spec: JobSpec, resume: bool, overwrite: bool, local: boo
     with replacing(out) if overwrite else contextlib.nullcontext(), record_kept_unless_saved(out, resume):
         (out / "job.yaml").write_text(yaml.safe_dump(saved_spec(spec), sort_keys=False))
         if pre is not None:    # what --resume compares the data with (resume.check_same_data)
-            (out / RECORD).write_text(json.dumps(data_fingerprints(pre), indent=1))
+            (out / RECORD).write_text(json.dumps(data_fingerprints(spec, pre), indent=1))
         yield out
 
 
@@ -153,10 +153,16 @@ def never_saved(out: Location) -> bool:
             and not any("checkpoint_" in rel for rel in files if rel.startswith(("ray/", "checkpoints/"))))
 
 
-def data_fingerprints(pre) -> Dict[str, Any]:
-    """{split field: fingerprint of its files} of the pre-flight's splits (data/fingerprint.py)."""
-    splits = {"data.train": pre.train, "data.validation": pre.validation}
-    return {field: fingerprint(facts.files) for field, facts in splits.items() if facts is not None}
+def data_fingerprints(spec: JobSpec, pre) -> Dict[str, Any]:
+    """{split field: fingerprint of its files} of the pre-flight's splits (data/fingerprint.py),
+    made once a run. A built-in data set is none: data.root names it and its version, and another
+    node's pyarrow writes the same rows with other footer bytes."""
+    if pre.data_files is None:
+        splits = {"data.train": pre.train, "data.validation": pre.validation}
+        builtin = str(spec.data.root or "").startswith("builtin:")
+        pre.data_files = {} if builtin else {field: fingerprint(facts.files) for field, facts in splits.items()
+                                              if facts is not None}
+    return pre.data_files
 
 
 def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool):
@@ -168,6 +174,6 @@ def resumed_from(spec: JobSpec, pre, resume: bool, overwrite: bool, local: bool)
     out = Location.at(spec.output.dir)
     checkpoint = find_checkpoint(out, local)
     check_checkpoint_fits(checkpoint, spec, local)
-    check_same_data(out, data_fingerprints(pre))
+    check_same_data(out, data_fingerprints(spec, pre))
     note_data_changes(checkpoint, spec, pre.train.usable if pre.train else 0, local)
     return checkpoint, finished(out, checkpoint, pre.total_steps, spec.train.early_stopping_patience)

@@ -108,6 +108,22 @@ def test_each_listed_target_must_match_and_a_string_is_checked_as_a_pattern(tiny
     run_preflight(lora(["query", "value", "classifier"]))                          # a head's name counts
 
 
+def test_a_listed_head_passes_the_build_too(tiny_bert):
+    """A diff review: `[query, value, classifier]` passed preflight and was refused by the build,
+    which skips the head (trained in full) and then counted `classifier` as matching nothing."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from peft_ray.methods.targets import find_targets
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(tiny_bert)))
+    found = find_targets(model, ["query", "value", "classifier"], "method.target_modules", skip=["classifier"])
+    assert found and not any(p.startswith("classifier") for p in found)
+    with pytest.raises(SpecError, match="'querry' matches no linear layer"):
+        find_targets(model, ["querry", "value"], "method.target_modules", skip=["classifier"])
+
+
 def test_a_backtracking_target_regex_fails_in_preflight_not_in_the_workers(tiny_bert, tiny_data, tmp_path):
     """`([\\w.]|[\\w.])*q` takes days per module path under `re`; `regex` runs it with a time limit,
     so a shared job file's pattern is a clear error before any cluster work."""

@@ -91,3 +91,13 @@ def test_a_plugin_cannot_replace_a_builtin_or_come_under_another_name(tmp_path, 
 
 _MISNAMED = _Named("other")
 _GOOD = _Named("good")
+
+
+def test_a_plugin_that_registers_itself_is_not_said_to_be_left_out(monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    reg: Registry = Registry("task", "task.type", group="peft_ray.tests")
+    reg.register("good")(_GOOD)          # as the plugin's own import would, before the first lookup
+    point = EntryPoint("good", "tests.tasks.test_installed_plugins:_GOOD", "peft_ray.tests")
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [point])
+    assert reg.get("good") is _GOOD and "left out" not in capsys.readouterr().err

@@ -75,8 +75,8 @@ def test_another_method_is_refused_naming_the_field(two_steps, tiny_bert, tiny_d
     out = _copy(two_steps, tmp_path, "run")
     job = job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}, train={"max_steps": 4, "eval_every": 2})
     job["method"] = {"name": "lora"}
-    with pytest.raises(CheckpointError, match=r"differs from the run in output.dir '.*': method.name is lora here but the "
-                                             r"run used prompt_tuning\. Its checkpoints"):
+    with pytest.raises(CheckpointError, match=r"differs from the run in output.dir '.*': method.name is lora here "
+                                              r"but the run used prompt_tuning\. Its checkpoints"):
         run_local(validate_spec(job), resume=True)
     renamed = validate_spec({**job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1},
                                         train={"max_steps": 3, "eval_every": 3}), "name": "renamed"})
@@ -105,3 +105,29 @@ def test_a_moved_data_root_resumes_and_other_data_under_the_same_names_is_refuse
     moved = tmp_path / "moved"
     shutil.copytree(tiny_data, moved)
     run_local(_spec(tiny_bert, moved, out, max_steps=3, eval_every=3), resume=True)
+
+
+def test_a_damaged_checkpoint_under_ray_names_is_said_too(two_steps, tmp_path):
+    """A diff review: Ray names checkpoints by time, so the first fix (a step from the folder's name)
+    left a damaged newest Ray checkpoint passed over without a word."""
+    from peft_ray.train.checkpoint import latest_good_checkpoint
+
+    root = tmp_path / "ray" / "run-1"
+    good, damaged = root / "checkpoint_2026-12-07_04-47-15.117294", root / "checkpoint_2026-12-07_04-47-16.411949"
+    shutil.copytree(two_steps / STEP2, good)
+    shutil.copytree(two_steps / STEP2, damaged)
+    (damaged / "trainer_state.json").write_text("{")
+    warned = []
+    assert latest_good_checkpoint(tmp_path / "ray", warn=warned.append) == good
+    assert len(warned) == 1 and f"skipping checkpoint {damaged}: trainer_state.json is corrupt" in warned[0]
+
+
+def test_a_fraction_that_was_never_read_may_be_dropped_on_resume():
+    """A diff review: a run of before whose job set both data.validation and a fraction (never read
+    beside a file) could neither keep it (now refused) nor drop it (a changed field)."""
+    from peft_ray.train.resume import changed_fields
+
+    run = {"data": {"validation": "v.parquet", "validation_fraction": 0.1}}
+    assert changed_fields(run, {"data": {"validation": "v.parquet", "validation_fraction": 0.0}}) == {}
+    assert changed_fields({"data": {"validation": None, "validation_fraction": 0.1}},
+                          {"data": {"validation": None, "validation_fraction": 0.2}}) != {}
