@@ -51,7 +51,7 @@ class DataSpec(Section):
     train: PathStr = Field("train.parquet", description="training file or glob (.parquet/.arrow/.feather/.csv/.jsonl)")
     validation: Optional[PathStr] = Field("validation.parquet", description="validation file, or null")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0,
-                                       description="hold out this fraction of train when validation is null")
+                                       description="hold out this fraction of train (validation then defaults to null)")
     train_shots: Optional[int] = Field(None, gt=0, le=100_000,
                                        description="few-shot: train on K rows per class (classification), "
                                        "picked by content hash and data.shots_seed, the same on every worker")
@@ -59,6 +59,15 @@ class DataSpec(Section):
     holdout_seed: Optional[int] = Field(None, ge=0, le=2**32 - 1,
                                         description="which rows data.validation_fraction holds out (default: "
                                         "train.seed; tune pins it to the job's, so trials share one hold-out)")
+
+    @model_validator(mode="after")
+    def _fraction_holds_out(self):
+        """`validation_fraction: 0.1` alone means a hold-out: the default validation file is then
+        not read (it was, and the fraction was dropped without a word). A job that names both is
+        refused (spec/checks.py), since one of them would go unread."""
+        if self.validation_fraction > 0 and "validation" not in self.model_fields_set:
+            self.validation = None
+        return self
 
     @property
     def holds_out(self) -> bool:

@@ -131,10 +131,16 @@ def test_settings_that_would_be_ignored_are_refused_or_said(tiny_bert, tiny_data
 
     with pytest.raises(SpecError, match="data.validation_fraction: 0.1 holds out training rows only where "
                                         "data.validation is null, and this job names 'validation.parquet'"):
-        validate_spec(job(data={"validation_fraction": 0.1}))
+        validate_spec(job(data={"validation": "validation.parquet", "validation_fraction": 0.1}))
+    alone = job()
+    alone["data"] = {"root": str(tiny_data), "validation_fraction": 0.1}      # the fraction alone: a hold-out
+    assert validate_spec(alone).data.holds_out
     with pytest.raises(SpecError, match="train.early_stopping_patience: nothing is evaluated"):
         validate_spec(job(data={"validation": None}, train={"early_stopping_patience": 2}))
     validate_spec(job(data={"validation": None, "validation_fraction": 0.1}, train={"early_stopping_patience": 2}))
+    from peft_ray.spec.checks import _note_unread_soft
+
+    _note_unread_soft.cache_clear()      # said once a process: an earlier test may have had it said
     lora = job(template={"text": "{soft:8} {text}", "verbalizer": None})
     lora["method"] = {"name": "lora"}
     validate_spec(lora)
