@@ -115,7 +115,7 @@ def find_targets(model: nn.Module, targets: Targets, field: str, skip: Optional[
                         f"{_how_to_name(model, targets)}")
     if isinstance(targets, list):   # a head the method trains in full (skipped here) is matched too
         linear = [p for p, m in model.named_modules() if p and is_linear(m)]
-        unmatched = [t for t in targets if not any(p == t or p.endswith("." + t) for p in linear)]
+        unmatched = [t for t in targets if not any(matches(p, [t]) for p in linear)]
         if unmatched:
             raise SpecError(f"{field}: {unmatched[0]!r} matches no linear layer of this {model_type(model)} model"
                             f"{suggest(unmatched[0], _leaves(model))}, so the adapter would leave it out. "
@@ -179,7 +179,7 @@ def check_named_targets(base: nn.Module, targets: Targets, field: str = "method.
                             f"{_how_to_name(base, targets)}")
         return
     unmatched = [name for name in targets if name.split(".", 1)[0] not in HEAD_NAMES
-                 and not any(p == name or p.endswith("." + name) for p in paths)]
+                 and not any(matches(p, [name]) for p in paths)]
     if len(unmatched) == len(targets):
         raise SpecError(f"{field}: {targets!r} matches no linear layer of this {model_type(base)} model. "
                         f"{_how_to_name(base, targets)}")

@@ -19,7 +19,7 @@ import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -200,8 +200,12 @@ def checkpoint_step(path: Union[Path, str, Location]) -> int:
 
 def checkpoint_dirs(root: Path) -> List[Path]:
     """Checkpoint folders under a run's storage, oldest first (by step, then name)."""
-    dirs = [p for p in root.rglob("checkpoint_*") if p.is_dir()]
-    return sorted(dirs, key=lambda p: (checkpoint_step(p), p.name))
+    return [p for _, p in _by_step(p for p in root.rglob("checkpoint_*") if p.is_dir())]
+
+
+def _by_step(found) -> List[Tuple[int, Any]]:
+    """(step, checkpoint) oldest first, each trainer_state.json read once (-1: unreadable)."""
+    return sorted(((checkpoint_step(c), c) for c in found), key=lambda sc: (sc[0], sc[1].name))
 
 
 def latest_good_checkpoint(root: Union[Path, str], warn=print) -> Optional[Union[Path, str]]:
@@ -209,20 +213,20 @@ def latest_good_checkpoint(root: Union[Path, str], warn=print) -> Optional[Union
     A URI root (s3://, gs://, file://) gives the checkpoint's URI."""
     if is_uri(str(root)):
         return _latest_good_at_uri(Location.at(str(root)), warn)
-    dirs = checkpoint_dirs(Path(root))
-    # One whose trainer_state.json cannot be read has no step (Ray names checkpoints by time), so it
-    # sorts as the oldest and was passed over unseen behind a good one, however new (a resume
-    # review): each is said first, as skipped.
-    readable = [p for p in dirs if checkpoint_step(p) >= 0]
-    for path in dirs:
-        if path not in readable:
-            warn(f"warning: skipping checkpoint {path}: {validate_checkpoint(path)[1]}")
-    for path in reversed(readable):
+    for path in _newest_first(_by_step(p for p in Path(root).rglob("checkpoint_*") if p.is_dir())):
         ok, why = validate_checkpoint(path)
         if ok:
             return path
         warn(f"warning: skipping checkpoint {path}: {why}")
     return None
+
+
+def _newest_first(steps: List[Tuple[int, Any]]) -> List[Any]:
+    """The order to try checkpoints in: those whose trainer_state.json cannot be read first (they
+    have no step, Ray names checkpoints by time, so they sorted as the oldest and were passed over
+    unseen behind a good one however new: a resume review), so each is said as skipped; then the
+    rest newest first."""
+    return [c for step, c in steps if step < 0] + [c for step, c in reversed(steps) if step >= 0]
 
 
 def checkpoint_at_step(root: Union[Path, str], step: int) -> Optional[str]:
@@ -245,9 +249,7 @@ def checkpoint_at_step(root: Union[Path, str], step: int) -> Optional[str]:
 
 def _latest_good_at_uri(root: Location, warn) -> Optional[str]:
     """Each candidate, newest first, is downloaded and validated like a local one."""
-    found = sorted((root / n for n in _checkpoint_names(root.files())), key=lambda c: (checkpoint_step(c), c.name))
-    unreadable = [c for c in found if checkpoint_step(c) < 0]    # said first, as latest_good_checkpoint does
-    for loc in unreadable + [c for c in reversed(found) if c not in unreadable]:
+    for loc in _newest_first(_by_step(root / n for n in _checkpoint_names(root.files()))):
         with tempfile.TemporaryDirectory(prefix="peft-ray-check-") as tmp:
             ok, why = validate_checkpoint(loc.download(Path(tmp) / loc.name))
         if ok:

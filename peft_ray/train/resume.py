@@ -196,13 +196,16 @@ def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
     return changes
 
 
+MAX_RECORD_BYTES = 4 << 20   # data_files.json: a few hundred bytes a file
+
+
 def check_same_data(out: Location, now: Dict[str, Any]) -> None:
     """Refuse a --resume whose data files are not the ones the run read (its data_files.json):
     data.root may move, but other files under the same names would take the checkpoint's data
     position into another data set. A run that recorded none (an older peft-ray) is not checked."""
     from peft_ray.data.fingerprint import RECORD, difference
 
-    text = (out / RECORD).read_small_text(MAX_RECORD_BYTES) if (out / RECORD).exists() else None
+    text = (out / RECORD).read_small_text(MAX_RECORD_BYTES)     # None where there is none
     try:
         recorded = json.loads(text) if text else {}
     except ValueError:
@@ -212,9 +215,6 @@ def check_same_data(out: Location, now: Dict[str, Any]) -> None:
         raise CheckpointError(f"--resume: {why}. The run's checkpoints hold its position in the data it read, "
                               "so a continuation must read the same files: point data.root back at them, or "
                               "start a new run (--overwrite, or another output.dir)")
-
-
-MAX_RECORD_BYTES = 4 << 20
 
 
 def note_data_changes(checkpoint: str, spec, train_rows: int, local: bool) -> None:
