@@ -84,5 +84,16 @@ class Registry(Generic[T]):
                                          f"{getattr(obj, 'name', None)!r}, not a {self.kind} named '{ep.name}'")
             else:
                 self._items.setdefault(ep.name, obj)     # its own import may have registered it already
+        if _in_ray_actor():    # a Train worker or Tune trial: its driver read the same entries and said so
+            return
         for why in said + list(self._broken.values()):
             print(f"[peft-ray] warning: {why}", file=sys.stderr)
+
+
+def _in_ray_actor() -> bool:
+    """Whether this process is a Ray actor (every Ray Train worker and Tune trial is one). Ray is
+    only asked where this process has imported it already."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return False
+    return ray.get_runtime_context().get_actor_id() is not None

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,25 @@ def test_a_plugin_that_registers_itself_is_not_said_to_be_left_out(monkeypatch, 
     point = EntryPoint("good", "tests.tasks.test_installed_plugins:_GOOD", "peft_ray.tests")
     monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [point])
     assert reg.get("good") is _GOOD and "left out" not in capsys.readouterr().err
+
+
+def test_a_broken_plugin_is_said_by_the_driver_not_again_by_each_ray_worker(tmp_path):
+    site = _install(tmp_path / "site", "[peft_ray.tasks]\nbroken = toyplug:TASK\n", "raise ImportError('no torch_foo')\n")
+    code = ("import ray\n"
+            "from peft_ray.tasks import TASKS\n"
+            "ray.init(num_cpus=2, include_dashboard=False)\n"
+            "assert 'classification' in TASKS\n"
+            "@ray.remote(num_cpus=0)\n"
+            "class Worker:\n"
+            "    def names(self):\n"
+            "        from peft_ray.tasks import TASKS\n"
+            "        return TASKS.names()\n"
+            "workers = [Worker.remote() for _ in range(2)]\n"
+            "print('NAMES', ray.get([w.names.remote() for w in workers]))\n"
+            "ray.shutdown()\n")
+    with tempfile.TemporaryDirectory(dir="/tmp") as ray_tmp:     # a short path: Ray's sockets live there
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "RAY_TMPDIR": ray_tmp}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "NAMES [['classification'" in run.stdout    # both workers looked their registry up
+    assert (run.stdout + run.stderr).count("entry point 'broken = toyplug:TASK'") == 1, run.stdout + run.stderr
