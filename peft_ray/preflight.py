@@ -37,6 +37,7 @@ class SplitFacts:
     skipped: int = 0       # null/empty text or label
     label_counts: dict = field(default_factory=dict)
     label_kinds: dict = field(default_factory=dict)   # "name" | "id" -> (file, a value) where first seen
+    first_skipped: str = ""   # where the first skipped row is and what it lacks, for the note
 
 
 @dataclass
@@ -195,6 +196,8 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
         kept = usable.column(cols[-1]).to_pylist()
         row_numbers = usable.column(FILE_ROW).to_pylist()      # as the file numbers them (0-based)
         facts.skipped += len(batch) - len(kept)
+        if len(kept) < len(batch) and not facts.first_skipped:
+            facts.first_skipped = first_skipped(batch, ok, cols, path)
         try:
             task.check_supervision(spec.task, usable, row_numbers)
             ids = label_ids(kept, labels, label_column) if labels else []
@@ -216,6 +219,28 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
     if facts.usable == 0:
         raise DataError(f"{field_name}: every row of {files[0]} has empty text or no label/target")
     return facts
+
+
+def first_skipped(batch: pa.Table, ok, cols: List[str], path: str) -> str:
+    """Where a batch's first skipped row is (its row number in the file) and which column it lacks."""
+    from peft_ray.data.columns import present
+
+    i = ok.to_pylist().index(False)
+    row = batch.slice(i, 1)
+    lacks = [c for c in cols if not present(row.column(c))[0].as_py() or row.column(c)[0].as_py() == []]
+    what = f"nothing in {', '.join(repr(c) for c in lacks)}" if lacks else "a value the task cannot read"
+    return f"{path} row {row.column(FILE_ROW)[0].as_py()} (0-based) has {what}"
+
+
+def note_skipped(field_name: str, facts: SplitFacts) -> None:
+    """Rows a split skips (empty text, no label or target) are said with the first of them: the count
+    alone left a user to guess, and in JSON Lines a row whose key is misspelt reads as one without it."""
+    import sys
+
+    if facts.skipped:
+        print(f"[peft-ray] note: {field_name}: {facts.skipped} of {facts.rows} rows are skipped for an empty or "
+              f"missing column, the first: {facts.first_skipped}. Fill or drop such rows (in JSON Lines, check "
+              "the row's keys are spelt as the columns)", file=sys.stderr)
 
 
 def file_batches(files: List[str], cols: List[str]):
@@ -412,6 +437,7 @@ def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
     if training:
         train = scan_split(train_files, spec, "data.train", "train" if holdout else "")
         get_task(spec.task.type).check_train_facts(train)
+        note_skipped("data.train", train)
         note_class_counts(spec, train)
     val = None
     if holdout:
@@ -421,6 +447,8 @@ def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
         if training:
             note_shared_files(train_files, val_files)
         val = scan_split(val_files, spec, "data.validation")
+    if val is not None:
+        note_skipped("data.validation_fraction" if holdout else "data.validation", val)
     check_label_kinds(spec, {"data.train": train, "data.validation": val})
     spe, total = count_steps(spec, train.usable) if train is not None else (0, 0)
     return Preflight(model_path, train, val, spe, total)

@@ -188,6 +188,28 @@ def test_a_label_no_training_row_has_and_too_few_shots_are_said(tiny_bert, tmp_p
     assert "note" not in capsys.readouterr().err
 
 
+def test_skipped_rows_are_said_with_the_first_one_and_what_it_lacks(tiny_bert, tmp_path, capsys):
+    """A new-user review: a JSON Lines row with a misspelt key ("txet") was counted as skipped, and
+    `validate` gave the count alone."""
+    import json
+
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} film {i}", "label": "positive" if i % 2 else "negative"}
+            for i in range(40)]
+    rows[7], rows[12] = {"txet": "great film", "label": "positive"}, {"text": "dull film", "lable": "negative"}
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_rows(tmp_path / "validation.parquet", {"text": ["good film", " ", "bad film"],
+                                                 "label": ["positive", "negative", "negative"]})
+    run_preflight(validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out", data={"train": "train.jsonl"})))
+    err = capsys.readouterr().err
+    assert (f"note: data.train: 2 of 40 rows are skipped for an empty or missing column, the first: "
+            f"{tmp_path / 'train.jsonl'} row 7 (0-based) has nothing in 'text'.") in err
+    assert f"note: data.validation: 1 of 3 rows are skipped" in err and "row 1 (0-based) has nothing in 'text'" in err
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:7] + rows[13:]))
+    write_rows(tmp_path / "validation.parquet", {"text": ["good film", "bad film"], "label": ["positive", "negative"]})
+    run_preflight(validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out", data={"train": "train.jsonl"})))
+    assert "skipped" not in capsys.readouterr().err
+
+
 def test_a_column_a_template_cannot_name_is_said_with_how_to_rename_it(tiny_bert, tmp_path):
     from peft_ray.errors import DataError
 

@@ -184,6 +184,7 @@ def test_ner_sentences_without_words_are_skipped_rows_in_the_step_count(tiny_mod
     spec.train.batch_size = 8
     pre = run_preflight(spec)
     assert (pre.train.rows, pre.train.skipped, pre.steps_per_epoch) == (64, 16, 6)
+    assert pre.train.first_skipped.endswith("train.parquet row 48 (0-based) has nothing in 'tokens', 'ner_tags'")
     built = _rows(spec, m, rows)
     assert len(built) == 48
     rows["ner_tags"][5] = []              # words without tags stay misaligned, named in the pre-flight
