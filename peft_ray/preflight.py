@@ -454,6 +454,32 @@ def run_preflight(spec: JobSpec, training: bool = True) -> Preflight:
     return Preflight(model_path, train, val, spe, total)
 
 
+def note_sample_cut(spec: JobSpec, pre: Preflight, rows: int = 512) -> None:
+    """`validate` only (it tokenizes, which the pre-flight of `train` leaves to the workers): the share of
+    the first `rows` training rows that model.max_length cuts, as the task's own row builder cuts them.
+    A new-user review: generation at max_length 8 cut every prompt, and `validate` said ok."""
+    import sys
+
+    from peft_ray.data.preprocess import preprocess
+    from peft_ray.tasks.pipeline import make_preprocess_config
+
+    if pre.train is None:
+        return
+    cfg = make_preprocess_config(spec, pre.model_path, "train")
+    cut = seen = 0
+    for _, _, batch in file_batches(pre.train.files, needed_columns(spec)):
+        batch = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        built = preprocess(batch.slice(0, rows - seen), cfg)
+        cut += sum(built.column("truncated").to_pylist())
+        seen += len(built)
+        if seen >= rows:
+            break
+    if seen and cut / seen > 0.01:
+        print(f"[peft-ray] note: model.max_length {spec.model.max_length} cuts {cut} of the first {seen} training "
+              f"rows ({cut / seen:.0%}), template and special tokens included; what is cut never reaches the "
+              "model. Raise model.max_length if that matters for this task", file=sys.stderr)
+
+
 def check_label_kinds(spec: JobSpec, splits: Dict[str, Optional[SplitFacts]]) -> None:
     """Labels given as names somewhere and as ids elsewhere are refused: a name is read by name
     and an id as a position in task.labels, so reordering task.labels (or ids numbered in another

@@ -20,7 +20,7 @@ def register(main: click.Group) -> None:
     def validate(job: str, overrides: Tuple[str, ...]) -> None:
         """Check JOB.yaml as `train` would (schema, values, files, columns, labels, template, model
         path) without starting Ray or training."""
-        from peft_ray.preflight import run_preflight
+        from peft_ray.preflight import note_sample_cut, run_preflight
         from peft_ray.spec import load_spec
         from peft_ray.storage import check_output_dir
 
@@ -31,6 +31,7 @@ def register(main: click.Group) -> None:
             check_output_dir(spec.output.dir)
             check_cluster_address(spec.scaling.address, "scaling.address")   # as `train` refuses it
             pre = run_preflight(spec)
+            note_sample_cut(spec, pre)
             if spec.tune is not None:   # every template and search value, as `peft-ray tune` checks them
                 from peft_ray.tune.runner import check_tune
 

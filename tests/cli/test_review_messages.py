@@ -80,3 +80,14 @@ def test_evals_data_folder_hint_names_no_override_it_cannot_take(tmp_path):
     with pytest.raises(DataError, match="--data must hold the run's file 'validation.parquet'") as e:
         resolve_files(str(tmp_path), "validation.parquet", "--data", root_field="--data")
     assert "data.root=FOLDER" not in str(e.value)
+
+
+def test_validate_says_how_many_rows_max_length_cuts(tmp_path, tiny_bert, tiny_data):
+    """A new-user review: a max_length that cut every row passed `validate` without a word (only the
+    run's summary counted them)."""
+    r = _validate(tmp_path, tiny_bert, tiny_data, "model.max_length=8")
+    assert r.exit_code == 0, r.output
+    import re
+
+    assert re.search(r"note: model.max_length 8 cuts 2\d\d of the first 256 training rows \(\d+%\)", r.output), r.output
+    assert "cuts" not in _validate(tmp_path, tiny_bert, tiny_data, "model.max_length=64").output
