@@ -469,7 +469,10 @@ def note_sample_cut(spec: JobSpec, pre: Preflight, rows: int = 512) -> None:
     cut = seen = 0
     for _, _, batch in file_batches(pre.train.files, needed_columns(spec)):
         batch = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        built = preprocess(batch.slice(0, rows - seen), cfg)
+        # the few-shot filter keeps K rows a class from anywhere in the files, and tokenizes only those
+        built = preprocess(batch if cfg.shots_thresholds else batch.slice(0, rows - seen), cfg)
+        if "truncated" not in built.column_names:     # a plugin task's rows need not count their cuts
+            return
         cut += sum(built.column("truncated").to_pylist())
         seen += len(built)
         if seen >= rows:
