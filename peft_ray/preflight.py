@@ -184,8 +184,7 @@ def scan_split(files: List[str], spec: JobSpec, field_name: str, holdout: str = 
             except DataError as e:
                 raise DataError(f"{field_name} ({path}): {e}") from None
         # each row's number in its file, carried through the filters below (which select rows, not columns)
-        batch = (pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch).append_column(
-            FILE_ROW, pa.array(range(first_row, first_row + len(batch)), pa.int64()))
+        batch = batch.append_column(FILE_ROW, pa.array(range(first_row, first_row + len(batch)), pa.int64()))
         if holdout:
             batch = apply_holdout(batch, cols, spec.data.validation_fraction, holdout_seed(spec), holdout)
         if shots:
@@ -244,10 +243,12 @@ def note_skipped(field_name: str, facts: SplitFacts) -> None:
 
 
 def file_batches(files: List[str], cols: List[str]):
-    """(file, the number of its batch's first row, batch) for every batch of every file."""
+    """(file, the number of its batch's first row, batch as a Table) for every batch of every file."""
     for path in files:
         first_row = 0
         for batch in iter_arrow([path], cols):
+            if isinstance(batch, pa.RecordBatch):     # the filters below take Tables
+                batch = pa.Table.from_batches([batch])
             yield path, first_row, batch
             first_row += len(batch)
 
@@ -468,7 +469,6 @@ def note_sample_cut(spec: JobSpec, pre: Preflight, rows: int = 512) -> None:
     cfg = make_preprocess_config(spec, pre.model_path, "train")
     cut = seen = 0
     for _, _, batch in file_batches(pre.train.files, needed_columns(spec)):
-        batch = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         # the few-shot filter keeps K rows a class from anywhere in the files, and tokenizes only those
         built = preprocess(batch if cfg.shots_thresholds else batch.slice(0, rows - seen), cfg)
         if "truncated" not in built.column_names:     # a plugin task's rows need not count their cuts

@@ -16,7 +16,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from peft_ray.errors import JobError
 from peft_ray.submit.secret_files import head_bytes, holds_credentials_file, is_secret
@@ -253,7 +253,8 @@ def plan_upload(root: str | Path, extra_excludes: Iterable[str] = (),
 def _files_ray_would_upload(root: Path, excludes: List[str]) -> List[Path]:
     """Ray's own traversal (excludes + nested .gitignore/.rayignore), so the check matches the upload.
     Ray follows folder links and remembers no folder it has been in, so a link back to a folder it
-    lies in (`sub/up -> ..`) is refused where the walk meets it (check_no_loop), before going in."""
+    lies in (`sub/up -> ..`) is noted where the walk meets it (loop_link) and not gone into; the
+    walk goes on, and every such link is refused at once, so one run names them all."""
     from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
 
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
@@ -266,24 +267,48 @@ def _files_ray_would_upload(root: Path, excludes: List[str]) -> List[Path]:
     # and pops them after, so in the handler it holds exactly what judges the folder's entries.
     active = [_get_excludes(root, excludes)]
     real: Dict[Path, Path] = {}          # every folder walked (its path as traversed) -> its real path
+    loops: List[Tuple[str, Optional[str]]] = []    # every looping link met: (as named, its --exclude)
 
     def visit(path: Path) -> None:
         if path.is_dir():
-            check_no_loop(root, path, real, active)
+            loop = loop_link(root, path, real, active)
+            if loop:
+                loops.append(loop)
+                # Not gone into: Ray pops its own ignore rules off the end, so ours goes first.
+                active.insert(0, lambda p, top=path: p.is_relative_to(top) and p != top)
             real[path] = path.resolve()
         elif path.is_file():
             out.append(path)
 
     _dir_travel(root, active, visit, include_gitignore=include_gitignore, logger=quiet)
+    if loops:
+        raise JobError(_loops_message(root, sorted(loops, key=lambda loop: loop[0])))   # not the walk's order
     return out
 
 
-def check_no_loop(root: Path, folder: Path, real: Dict[Path, Path], active: List) -> None:
+def _loops_message(root: Path, loops: List[Tuple[str, Optional[str]]]) -> str:
+    one = len(loops) == 1
+    links = "the folder link" if one else f"{len(loops)} folder links"
+    excludes = [e for _, e in loops if e]
+    if len(excludes) == len(loops):
+        do = (f"Remove the link{'' if one else 's'}, or keep {'it' if one else 'them'} out with "
+              + " ".join(f"--exclude {shlex.quote(e)}" for e in excludes))
+    else:            # reached through other links (`a/x -> ../b`, `b/y -> ../a`): an exclude of one name is not enough
+        do = f"Remove {'the' if one else 'each'} link, or a link it is reached through"
+    return (f"--working-dir: {links} {'; '.join(what for what, _ in loops)} lead{'s' if one else ''} back to a "
+            f"folder {'it lies' if one else 'they lie'} in (the working dir {root}, or a folder above it or above "
+            "the link): Ray follows folder links, so it would upload the same files again and again under ever "
+            f"longer names and never finish. {do}")
+
+
+def loop_link(root: Path, folder: Path, real: Dict[Path, Path], active: List) -> Optional[Tuple[str, Optional[str]]]:
     """A folder the walk enters must not be (or hold) one it is already in: through a link to the
     working dir, to a folder above it, or to a folder the link lies in, Ray would zip the same files
     again under ever longer names (41 times per loop link, exponentially with two), and to `/` it
     would zip the whole disk. Such a link passes only when every entry below it is excluded (Ray
-    then goes no further); an exclude that names the link itself keeps Ray from calling this."""
+    then goes no further); an exclude that names the link itself keeps Ray from calling this.
+    None where `folder` is fine, else (the link as the message names it, the --exclude that keeps it out,
+    None where the link is reached through others)."""
     target = folder.resolve()
     inside: List[Path] = []
     above = folder.parent
@@ -293,19 +318,15 @@ def check_no_loop(root: Path, folder: Path, real: Dict[Path, Path], active: List
             break
         above = above.parent
     if not any(f.is_relative_to(target) for f in inside):
-        return
+        return None
     if all(any(excluded(entry) for excluded in active) for entry in folder.iterdir()):
-        return
+        return None
     rel = _shown_from(root, folder)
     own = _shown_from(root, real[folder.parent] / folder.name)     # where the link itself lies
+    to = f"(-> {_shown_from(root, target)})"
     if own == rel:
-        what, do = f"'{rel}'", f"Remove the link, or keep it out with --exclude {shlex.quote(exclude_pattern(rel))}"
-    else:            # reached through other links (`a/x -> ../b`, `b/y -> ../a`): an exclude of one name is not enough
-        what, do = f"'{own}' (reached as '{rel}')", "Remove the link, or the link it is reached through"
-    raise JobError(f"--working-dir: the folder link {what} (-> {_shown_from(root, target)}) leads back to a folder "
-                   f"it lies in (the working dir {root}, or a folder above it or above the link): Ray follows "
-                   "folder links, so it would upload the same files again and again under ever longer names and "
-                   f"never finish. {do}")
+        return f"'{rel}' {to}", exclude_pattern(rel)
+    return f"'{own}' (reached as '{rel}') {to}", None
 
 
 def _shown_from(root: Path, path: Path) -> str:

@@ -64,10 +64,31 @@ def test_two_links_into_each_other_are_refused_by_their_own_names(tmp_path):
     a/x/y (a), ... for ever. The link is named where it lies, and where the walk met it."""
     root = tmp_path / "wd"
     _tree(root, {"a/x": "../b", "b/y": "../a"})
-    with pytest.raises(JobError, match=r"the folder link '(a/x' \(reached as 'b/y/x'\) \(-> b|b/y' \(reached as "
-                                       r"'a/x/y'\) \(-> a)\) leads back.*Remove the link, or the link it is reached "
+    with pytest.raises(JobError, match=r"2 folder links 'a/x' \(reached as 'b/y/x'\) \(-> b\); 'b/y' \(reached as "
+                                       r"'a/x/y'\) \(-> a\) lead back.*Remove each link, or a link it is reached "
                                        r"through$"):
         plan_upload(root)
+
+
+def test_every_looping_link_is_named_in_one_refusal(tmp_path):
+    """Three links back in three places: one refusal names all three and the excludes that keep
+    them out (a user fixing them one run at a time paid a dry run per link); the walk does not go
+    into any of them, and with those excludes the plan passes and matches Ray's own zip."""
+    root = tmp_path / "wd"
+    _tree(root, {"sub/up": "..", "deep/er/top": "../..", "sub/here": "."})
+    started = time.monotonic()
+    with pytest.raises(JobError) as e:
+        plan_upload(root)
+    assert time.monotonic() - started < 10
+    message = str(e.value)
+    assert message.startswith("--working-dir: 3 folder links ") and " lead back to a folder they lie in " in message
+    assert "links 'deep/er/top' (-> .); 'sub/here' (-> sub); 'sub/up' (-> .) lead back" in message
+    excludes = ["/deep/er/top", "/sub/here", "/sub/up"]
+    assert message.endswith("Remove the links, or keep them out with "
+                            + " ".join(f"--exclude {x}" for x in excludes)), message
+    plan = plan_upload(root, excludes)
+    assert set(plan.names) == {"main.py", "sub/data.txt"}
+    assert _rays_zip(root, plan, tmp_path / "pkg.zip") == set(plan.names)
 
 
 def test_two_links_to_the_working_dir_no_longer_hang_the_dry_run(tmp_path, tiny_bert, tiny_data):
@@ -80,8 +101,8 @@ def test_two_links_to_the_working_dir_no_longer_hang_the_dry_run(tmp_path, tiny_
     started = time.monotonic()
     r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run"])
     assert time.monotonic() - started < 30
-    assert r.exit_code != 0 and "the folder link 'sub/up' (-> .) leads back" in r.output, r.output
-    assert "--exclude /sub/up" in r.output and "sub/up/sub/up" not in r.output
+    assert r.exit_code != 0 and "2 folder links 'sub/up' (-> .); 'sub/up2' (-> .) lead back" in r.output, r.output
+    assert "--exclude /sub/up --exclude /sub/up2" in r.output and "sub/up/sub/up" not in r.output
     r = CliRunner().invoke(main, ["submit", str(job), "--working-dir", str(wd), "--dry-run",
                                   "--exclude", "/sub/up", "--exclude", "/sub/up2"])
     assert r.exit_code == 0, r.output
