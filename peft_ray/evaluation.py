@@ -66,7 +66,7 @@ def run_eval(adapter_or_run: str, data: str, split: Optional[str], output: Optio
     `local`: pyarrow reading + in-process preprocessing (train --local's iterator), no Ray."""
     from peft_ray.inference import (check_columns, count_rows, find_adapter_dir, load_adapter, ray_session,
                                     read_run_spec, with_progress)
-    from peft_ray.preflight import scan_split
+    from peft_ray.preflight.scan import scan_split
     from peft_ray.summary import truncation_note
     from peft_ray.tasks import get_task
     from peft_ray.tasks.evaluate import counted_cuts

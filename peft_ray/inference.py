@@ -179,7 +179,7 @@ def check_chat_template(spec, where: Path) -> None:
     if not spec.template.chat:
         return
     from peft_ray.models import resolve_model_path
-    from peft_ray.preflight import check_chat_renders
+    from peft_ray.preflight.model import check_chat_renders
     from peft_ray.rows.tokens import tokenizer
 
     try:
@@ -242,12 +242,12 @@ def check_columns(files: List[str], columns: List[str], arg: str, spec, every_co
     CSV columns judged as text, as predict reads them (a column of digits is text there)."""
     from peft_ray.data.sources import read_schema
 
-    from peft_ray.preflight import check_files_agree
+    from peft_ray.preflight.columns import check_files_agree
 
     schema = read_schema(files, csv_as_text=csv_as_text)
     missing = [c for c in columns if c not in schema.names]
     if missing:
-        from peft_ray.preflight import suggest_column
+        from peft_ray.preflight.columns import suggest_column
 
         which = f"column '{missing[0]}'" if len(missing) == 1 else f"columns {missing}"
         raise DataError(f"{arg} '{files[0]}' has no {which}{suggest_column(missing[0], schema.names)}, which the "

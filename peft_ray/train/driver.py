@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from peft_ray.errors import JobError
-from peft_ray.preflight import Preflight, SplitFacts, run_preflight
+from peft_ray.preflight import Preflight, run_preflight
+from peft_ray.preflight.scan import SplitFacts
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import is_uri, join, location_of
 from peft_ray.train.faults import faults_from_env

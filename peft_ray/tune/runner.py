@@ -63,7 +63,8 @@ def preflight_templates(space: S.SearchSpace) -> Dict[str, int]:
     """Pre-flight (files, columns, labels, model) once per template, and the model-side checks once
     per searched method and model, before anything is written: usable train rows per template.
     Errors name the candidate (tune.template.text[i], tune.space.method.name[k], ...)."""
-    from peft_ray.preflight import check_model_and_method, run_preflight
+    from peft_ray.preflight import run_preflight
+    from peft_ray.preflight.model import check_model_and_method
     from peft_ray.spec import validate_spec
 
     usable: Dict[str, int] = {}

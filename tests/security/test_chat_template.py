@@ -36,7 +36,7 @@ def causal(tmp_path_factory):
     (FAILS, "fails to render a user turn: TemplateError: system messages are not supported"),
     (UPPER, "template.chat: the model's chat template writes the user turn's text 0 times"), (WORKS, None)])
 def test_the_chat_template_renders_within_limits(causal, tiny_data, tmp_path, monkeypatch, template, expected):
-    from peft_ray import preflight
+    from peft_ray.preflight import model as preflight
 
     model = tmp_path / "model"
     shutil.copytree(causal, model)
@@ -57,7 +57,7 @@ def test_a_shared_adapters_base_chat_template_is_checked_before_predict_renders(
     """A security-review finding: the limit held in `validate` only; eval, predict and export render
     the chat template of the model folder an adapter names (a file users exchange), and a nested
     loop there hung predict for ever."""
-    from peft_ray import preflight
+    from peft_ray.preflight import model as preflight
     from peft_ray.errors import CheckpointError
     from peft_ray.inference import read_run_spec
     from peft_ray.rows.tokens import tokenizer

@@ -395,7 +395,7 @@ def test_every_file_of_a_split_is_checked_not_only_the_first(tmp_path, tiny_bert
     pq.write_table(pa.table(good), tmp_path / "wide" / "a.parquet")
     pq.write_table(pa.table({"text": pa.array(good["text"], pa.large_string()), "label": pa.array(good["label"], pa.int32())}),
                    tmp_path / "wide" / "b.parquet")
-    from peft_ray.preflight import check_files_agree
+    from peft_ray.preflight.columns import check_files_agree
 
     spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out"))
     check_files_agree([str(tmp_path / "wide" / f) for f in ("a.parquet", "b.parquet")], spec, "data.train")
@@ -500,7 +500,7 @@ def test_a_text_column_of_another_type_gets_the_conversion_for_its_type(tiny_ber
     import pyarrow as pa
 
     from peft_ray.errors import DataError
-    from peft_ray.preflight import check_columns
+    from peft_ray.preflight.columns import check_columns
     from peft_ray.spec import validate_spec
 
     spec = validate_spec(job_dict(tiny_bert, tmp_path, tmp_path / "out"))

@@ -332,7 +332,7 @@ def test_labels_scored_by_the_same_tokens_are_refused(tiny_bert):
 def test_a_generation_prompt_and_its_decoding_must_fit_a_learned_position_table(tiny_models):
     """GPT-2 has no position past n_positions (128 here): decoding after a prompt of max_length
     tokens went past it, and eval crashed with an IndexError in wpe."""
-    from peft_ray.preflight import check_model_files
+    from peft_ray.preflight.model import check_model_files
 
     m = tiny_models("gpt2")
     task = {"type": "generation", "decoding": {"max_new_tokens": 8}}
@@ -396,7 +396,7 @@ def test_a_causal_classifier_template_ends_at_its_label(tiny_models, text, ok):
     """A new-user-review finding: a causal LM scores the label words after the text before {label},
     so rows render only that: text after the slot was dropped without a word (every row scored on
     "Sentiment:" alone), and an empty prompt crashed the forward. Closing punctuation may follow."""
-    from peft_ray.preflight import check_model_fits_task
+    from peft_ray.preflight.model import check_model_fits_task
 
     m = tiny_models("gpt2")
     spec = _spec(m, {"type": "classification", "labels": ["negative", "positive"]},
