@@ -135,6 +135,18 @@ def train_step(model, opt) -> Callable[[dict], None]:
     return step
 
 
+def timed(f, reps: int, grad: bool, g=None) -> float:
+    """Seconds per call of f: forward + backward(g) where `grad`, else the forward under inference_mode."""
+    t = time.perf_counter()
+    for _ in range(reps):
+        if grad:
+            f().backward(g)
+        else:
+            with torch.inference_mode():
+                f()
+    return (time.perf_counter() - t) / reps
+
+
 def paired_ratio(times: Dict[str, list], slow: str, fast: str) -> float:
     """Median over step pairs of slow time / fast time."""
     return statistics.median(s / f for s, f in zip(times[slow], times[fast]))

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
+
+sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loaded by path (tests)
+from _common import timed  # noqa: E402
 
 SHAPES = [   # (batch, heads, kv heads, query length, key length, head size, causal)
     (32, 12, 12, 30, 30, 32, False), (32, 12, 12, 46, 46, 32, False), (32, 12, 12, 64, 64, 32, False),
@@ -27,17 +29,6 @@ SHAPES = [   # (batch, heads, kv heads, query length, key length, head size, cau
     (8, 9, 3, 40, 40, 64, True), (8, 9, 3, 64, 64, 64, True), (8, 9, 3, 96, 96, 64, True),
     (8, 9, 3, 128, 128, 64, True), (8, 9, 3, 192, 192, 64, True),
 ]
-
-
-def timed(f, reps: int, grad: bool, g=None) -> float:
-    t = time.perf_counter()
-    for _ in range(reps):
-        if grad:
-            f().backward(g)
-        else:
-            with torch.inference_mode():
-                f()
-    return (time.perf_counter() - t) / reps
 
 
 def row(shape, rounds: int, scale: float) -> dict:

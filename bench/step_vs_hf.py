@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"lora": "jobs/sst2_lora.yaml", "prompt_tuning": "jobs/sst2_prompt_tuning.yaml"}
 
 
-def ours(method: str, data: str):
-    """The job's engine and a step function (loss, backward, optimizer step)."""
+def ours(method: str, data: str, with_model: bool = False):
+    """The job's tokenizer and a step function (loss, backward, optimizer step); and the engine's
+    model where `with_model`."""
     from peft_ray.spec import load_spec
     from peft_ray.tasks import get_task
     from peft_ray.train.engine import build_model, setup_engine
@@ -53,7 +54,7 @@ def ours(method: str, data: str):
     def step(batch):
         engine.backward(task.loss(engine, batch, rt))
         engine.step()
-    return tok, step
+    return (tok, step, engine.module) if with_model else (tok, step)
 
 
 DROPOUT = {"lora": 0.1, "prompt_tuning": 0.0}   # the jobs' model.dropout (LoRA keeps MiniLM's own)

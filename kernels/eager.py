@@ -15,12 +15,14 @@ accumulates into the base output inside one GEMM (`addmm_` with alpha = s), and 
 gradient's low-rank term accumulates into g W the same way; only (N, r) tensors are scaled.
 Same result to rounding (tests/kernels/test_kernel_lora.py); saves x and x A^T as the reference's
 autograd does.
+
+Both take a frozen W's products from oneDNN on the CPU (onednn.py), torch's elsewhere.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from . import onednn
 from .reference import prompt_concat_linear_ref
 
 
@@ -28,8 +30,8 @@ def prompt_concat_linear_eager(prompt, x, weight, bias=None) -> torch.Tensor:
     """linear(cat([P; X])) with a shared (n_p, d_in) prompt projected once; (B, n_p, d_in): the reference."""
     if prompt.dim() == 3:
         return prompt_concat_linear_ref(prompt, x, weight, bias)
-    projected = F.linear(prompt, weight, bias)                       # (n_p, d_out), once for the batch
-    return torch.cat([projected.expand(x.shape[0], -1, -1), F.linear(x, weight, bias)], dim=1)
+    projected = onednn.linear(prompt, weight, bias)                  # (n_p, d_out), once for the batch
+    return torch.cat([projected.expand(x.shape[0], -1, -1), onednn.linear(x, weight, bias)], dim=1)
 
 
 class LoRALinearEager(torch.autograd.Function):
@@ -37,7 +39,10 @@ class LoRALinearEager(torch.autograd.Function):
     def forward(ctx, x, weight, lora_A, lora_B, scaling: float, bias):
         x2 = x.reshape(-1, x.shape[-1])                                   # (N, d_in)
         u = x2 @ lora_A.t()                                               # (N, r)
-        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        if onednn.fits(x2, weight, bias):                                 # a frozen W (onednn.py: why)
+            y = onednn.product(x2, weight, bias)
+        else:
+            y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
         y.addmm_(u, lora_B.t(), alpha=scaling)                            # + s (x A^T) B^T, in place
         ctx.save_for_backward(x2, weight, lora_A, lora_B, u)
         ctx.scaling, ctx.lead = scaling, x.shape[:-1]
@@ -51,7 +56,8 @@ class LoRALinearEager(torch.autograd.Function):
         gu = (g2 @ lora_B).mul_(s)                                        # (N, r): d loss / d (x A^T)
         d_x = d_w = d_a = d_b = d_bias = None
         if need[0]:
-            d_x = (g2 @ weight).addmm_(gu, lora_A).view(*ctx.lead, x2.shape[-1])
+            g_w = onednn.product(g2.contiguous(), weight.t()) if onednn.fits(g2, weight) else g2 @ weight
+            d_x = g_w.addmm_(gu, lora_A).view(*ctx.lead, x2.shape[-1])
         if need[1]:
             d_w = g2.t() @ x2
         if need[2]:

@@ -19,6 +19,7 @@ import torch
 
 from peft_ray.adapter import CONFIG, EXTRA, WEIGHTS
 from peft_ray.cpu_attention import use_cpu_attention
+from peft_ray.methods.cpu_linear import use_cpu_linear
 from peft_ray.errors import CheckpointError, DataError, JobError
 from peft_ray.security import Trust
 
@@ -34,6 +35,7 @@ class InferenceEngine(torch.nn.Module):
         self.module.to(device)
         if device.type == "cpu":         # zero-shot and the tune pre-screen load a bare base model
             use_cpu_attention(self.module)
+            use_cpu_linear(self.module)
         self.eval()
 
     def forward(self, **kw):

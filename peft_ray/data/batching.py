@@ -114,22 +114,30 @@ def micro_batches(tables: Iterable[pa.Table], batch_size: int, *, pad_id: int, s
             yield from _emit(window, step, batch_size, pad_id, rng, span, order_rng)
             window = []
     if window:
-        if drop_last:
-            window = window[: len(window) - len(window) % batch_size]
-        if window:
-            yield from _emit(window, step, batch_size, pad_id, rng, span, order_rng)
+        yield from _emit(window, step, batch_size, pad_id, rng, span, order_rng, drop_last)
 
 
 def _length(row: dict) -> int:
     return row.get("length") or len(row["input_ids"])
 
 
-def _emit(window: List[dict], step: int, batch_size: int, pad_id: int, rng, span: int, order_rng):
+def _emit(window: List[dict], step: int, batch_size: int, pad_id: int, rng, span: int, order_rng,
+          drop_last: bool = False):
     window = [window[i] for i in rng.permutation(len(window))]  # row-level shuffle
+    # Rows short of a whole step (an epoch's last window) are set apart after the shuffle, as the
+    # short last step, and only its ragged micro-batch is dropped: the shuffle, the length groups
+    # and every full step then depend on the step's size alone, so 30 x 1 and 10 x 3 see the same
+    # rows in every full step (a new-user review: the cut by micro-batch size came first, so the
+    # window's length and with it the whole shuffle changed with grad_accum).
+    whole = len(window) - len(window) % step
+    window, short = window[:whole], window[whole:]
+    if drop_last:
+        short = short[: len(short) - len(short) % batch_size]
     if span:  # stable sort within each group: equal lengths stay shuffled
         window = [r for i in range(0, len(window), span) for r in sorted(window[i:i + span], key=_length)]
     steps = [window[i:i + step] for i in range(0, len(window), step)]
-    full = len(window) // step      # a short last step stays last: the trainer cuts steps consecutively
-    for j in [*order_rng.permutation(full), *range(full, len(steps))]:
-        for k in range(0, len(steps[j]), batch_size):
+    for j in order_rng.permutation(len(steps)):
+        for k in range(0, step, batch_size):
             yield collate(steps[j][k:k + batch_size], pad_id)
+    for k in range(0, len(short), batch_size):   # the short step stays last: the trainer cuts steps consecutively
+        yield collate(short[k:k + batch_size], pad_id)

@@ -28,7 +28,9 @@ from peft_ray.storage import Location
 #   1: a worker's shard over train/data_iter.IN_MEMORY_ROWS rows is permuted whole every epoch (it was
 #      read in file order, shuffled within windows); a classification row longer than model.max_length
 #      loses the end of its input columns (rows.tokens.fit_columns), not the template's words after them
-DATA_VERSION = 1
+#   2: an epoch's last rows short of a whole step are set apart after the shuffle (data/batching._emit),
+#      where the ragged micro-batch was cut before it, so that last window is shuffled otherwise
+DATA_VERSION = 2
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from peft_ray.cpu_attention import use_cpu_attention
+from peft_ray.methods.cpu_linear import use_cpu_linear
 from peft_ray.fast_dropout import use_fast_dropout
 from peft_ray.methods import get_method
 from peft_ray.methods.adapter_model import AdapterModel
@@ -29,10 +30,12 @@ def build_model(spec) -> Tuple[AdapterModel, Any, str]:
     ctx = BuildContext(tokenizer=tokenizer, seed=spec.train.seed, head_modules=head_modules(base),
                        kernels=spec.kernels)
     model = method.build(base, spec.method, ctx)
-    # torch's CPU dropout masks and its SDPA at short lengths are slow (fast_dropout.py, cpu_attention.py);
-    # both replacements hand a tensor off the CPU (a GPU job, once the engine moved it) to torch's own op
+    # torch's CPU dropout masks, its SDPA at short lengths and its frozen products are slow (fast_dropout.py,
+    # cpu_attention.py, cpu_linear.py); each replacement hands a tensor off the CPU (a GPU job, once the
+    # engine moved it) to torch's own op. After the method: only what stays frozen takes oneDNN's product.
     use_fast_dropout(model)
     use_cpu_attention(model)
+    use_cpu_linear(model)
     return model, tokenizer, path
 
 

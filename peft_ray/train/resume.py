@@ -189,6 +189,11 @@ def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
         changes.append(f"a worker's shard of over {IN_MEMORY_ROWS:,} rows (here {shard:,}) is now permuted whole "
                        f"every epoch, where the older one read it in file order, so the rest of epoch "
                        f"{state.epoch} repeats some rows that checkpoint had already trained on and skips others")
+    step_rows = spec.micro_batch_size * spec.train.grad_accum
+    if state.data_version < 2 and state.micro_in_epoch and shard % step_rows:
+        changes.append(f"the last rows of an epoch short of a whole step ({shard % step_rows} of this worker's "
+                       f"{shard:,}) are now set apart after the shuffle, so the last window of epoch {state.epoch} "
+                       "is shuffled otherwise and may repeat or skip some of its rows")
     if state.truncated and get_task(spec.task.type).fits_columns:
         changes.append(f"a row longer than model.max_length ({int(state.truncated):,} were cut in the first epoch) "
                        "may now be cut otherwise: the end of its input columns goes first, the template's words "

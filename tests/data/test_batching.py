@@ -135,3 +135,14 @@ def test_a_step_sees_the_same_rows_whatever_the_gradient_accumulation():
         n += 16                                          # and a short step of 16 rows (32 x 1 drops it)
         two, four = _steps(n, 16, 2, grouped), _steps(n, 8, 4, grouped)
         assert two == four and len(two[-1]) == 16 and all(len(s) == 32 for s in two[:-1]), grouped
+
+
+def test_full_steps_do_not_depend_on_how_the_last_rows_divide_into_micro_batches():
+    """A new-user review: batch 30 as 30 x 1 and as 10 x 3 saw other rows from the first step,
+    because the epoch's last window lost its ragged micro-batch before the shuffle. Now 20 rows
+    short of a step change only the short last step: 32 x 1 drops them, 16 x 2 and 8 x 4 keep 16."""
+    for grouped in (True, False):
+        n = 32 * WINDOW_BATCHES + 32 * 5 + 20
+        one, two, four = _steps(n, 32, 1, grouped), _steps(n, 16, 2, grouped), _steps(n, 8, 4, grouped)
+        assert len(one) == WINDOW_BATCHES + 5 and one == two[:-1] == four[:-1], grouped
+        assert two[-1] == four[-1] and len(two[-1]) == 16, grouped

@@ -58,6 +58,23 @@ def test_what_an_older_checkpoint_reads_otherwise_is_said_only_where_it_applies(
     assert "written by a newer peft-ray" in newer
 
 
+def test_a_version_1_checkpoint_inside_an_epoch_with_a_short_last_step_is_told_its_last_window_moved(
+        tiny_bert, tiny_data, tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    spec = _spec(tiny_bert, tiny_data, tmp_path / "run")
+    step = spec.micro_batch_size * spec.train.grad_accum
+
+    def changes(rows, **fields):
+        (ck / "trainer_state.json").write_text(json.dumps({"global_step": 3, "data_version": 1, **fields}))
+        return data_changes(str(ck), spec, train_rows=rows, local=True)
+
+    assert changes(4 * step, micro_in_epoch=3) == []          # whole steps: nothing was cut
+    assert changes(4 * step + 1, micro_in_epoch=0) == []      # at an epoch's start
+    [moved] = changes(4 * step + 1, micro_in_epoch=3, epoch=2)
+    assert f"short of a whole step (1 of this worker's {4 * step + 1})" in moved and "epoch 2" in moved
+
+
 def test_resume_from_an_older_checkpoint_warns_and_goes_on_in_this_version(tiny_bert, tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     run_local(_spec(tiny_bert, tiny_data, out))
