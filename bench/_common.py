@@ -147,6 +147,14 @@ def timed(f, reps: int, grad: bool, g=None) -> float:
     return (time.perf_counter() - t) / reps
 
 
+def timing_options(ap, shapes: int) -> None:
+    """The per-shape benchmarks' options: best of --rounds, --scale repetitions, --threads, --shapes."""
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--scale", type=float, default=1.0, help="repetitions per timing, relative")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shapes", type=int, default=shapes, help="the first N shapes only (tests)")
+
+
 def paired_ratio(times: Dict[str, list], slow: str, fast: str) -> float:
     """Median over step pairs of slow time / fast time."""
     return statistics.median(s / f for s, f in zip(times[slow], times[fast]))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loaded by path (tests)
-from _common import timed  # noqa: E402
+from _common import timed, timing_options  # noqa: E402
 
 SHAPES = [   # (batch, heads, kv heads, query length, key length, head size, causal)
     (32, 12, 12, 30, 30, 32, False), (32, 12, 12, 46, 46, 32, False), (32, 12, 12, 64, 64, 32, False),
@@ -68,10 +68,7 @@ def row(shape, rounds: int, scale: float) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--scale", type=float, default=1.0, help="repetitions per timing, relative")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--shapes", type=int, default=len(SHAPES), help="the first N shapes only (tests)")
+    timing_options(ap, len(SHAPES))
     ap.add_argument("--out", default="bench/results/cpu_attention.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.append(str(Path(__file__).resolve().parent))   # for _common when loaded by path (tests)
-from _common import timed  # noqa: E402
+from _common import timed, timing_options  # noqa: E402
 
 SHAPES = [   # (name, rows, in, out)
     ("minilm q/k/v/o", 32 * 46, 384, 384), ("minilm ffn up", 32 * 46, 384, 1536),
@@ -78,10 +78,7 @@ def steps(method: str, points: int, data: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--scale", type=float, default=1.0, help="repetitions per timing, relative")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--shapes", type=int, default=len(SHAPES), help="the first N shapes only (tests)")
+    timing_options(ap, len(SHAPES))
     ap.add_argument("--steps", type=int, default=0, help="whole-step A/B at N points of the length order")
     ap.add_argument("--methods", default="prompt_tuning,lora")
     ap.add_argument("--data", default="../shared/data/sst2")
