@@ -39,10 +39,11 @@ def off():
 
 
 def fits(x: torch.Tensor, weight: torch.Tensor, bias=None) -> bool:
-    """oneDNN's fp32 path for a frozen weight that is whole on this rank."""
+    """oneDNN's fp32 path for a frozen weight that is whole on this rank (not under CPU autocast,
+    whose cast to a lower precision is torch's op's to make)."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
             and not weight.requires_grad and weight.dim() == 2 and not hasattr(weight, "ds_id")
-            and (bias is None or not bias.requires_grad) and available())
+            and (bias is None or not bias.requires_grad) and available() and not torch.is_autocast_enabled("cpu"))
 
 
 def product(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:

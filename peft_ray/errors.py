@@ -68,4 +68,6 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     if alias and SECTION.get(alias) in choices:      # a flat file's key at the top level
         return f" (did you mean '{SECTION[alias]}.{alias}'{NOTES.get(alias, '')}?)"
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not match and isinstance(word, str):   # `LoRA` for `lora`: difflib weighs case as spelling
+        match = [c for c in choices if isinstance(c, str) and c.lower() == word.lower()]
     return f" (did you mean '{match[0]}'?)" if match else ""

@@ -124,10 +124,10 @@ def cached_model(name: str, where: Path, given: bool = False) -> str:
         if given:
             raise CheckpointError(f"--base-model '{name}' is neither a folder nor in the local Hugging Face "
                                   f"cache, and peft-ray never downloads; fetch it yourself "
-                                  f"(huggingface-cli download {name}) or name a folder") from None
+                                  f"(hf download {name}) or name a folder") from None
         raise CheckpointError(f"{where}: the recorded base model '{name}' is not in the local Hugging Face "
                               f"cache, and a recorded job never downloads; fetch it yourself if you trust it "
-                              f"(huggingface-cli download {name}), or pass --base-model PATH (a copy of it "
+                              f"(hf download {name}), or pass --base-model PATH (a copy of it "
                               "here)") from None
 
 

@@ -87,7 +87,7 @@ def cached_hub_id(repo_id: str) -> str:
                             f"mean the alias '{close[0]}'?")
         raise SpecError(f"model.name_or_path: '{repo_id}' is neither a local model folder nor a hub id in the "
                         "local Hugging Face cache, and peft-ray does not download at run time. Download it "
-                        f"first (huggingface-cli download {repo_id}) or point at a local folder, or use the "
+                        f"first (hf download {repo_id}) or point at a local folder, or use the "
                         "alias 'minilm' or 'smollm2'")
     return folder
 
@@ -113,7 +113,7 @@ def check_model_folder(path: str, allow_pickle: bool) -> None:
     if (p / "config.json").is_file() and not suffixes & WEIGHT_SUFFIXES:
         raise SpecError(f"model.name_or_path: '{path}' holds a config.json but no weights (*.safetensors); "
                         "download or copy the model's weight files into it (a cached hub model: "
-                        "huggingface-cli download <id>)")
+                        "hf download <id>)")
     has_safe = ".safetensors" in suffixes
     has_pickle = bool(suffixes & {".bin", ".pt", ".pth"})
     if has_pickle and not has_safe and not allow_pickle:

@@ -38,7 +38,7 @@ def label_ids(values: List, labels: Tuple[str, ...], column: str, rows: Optional
             where = ""
             if rows is not None:
                 bad = sum(_label_id(w, index, len(labels), numbered) is None for w in values[i:])
-                where = f" in row {rows[i]}" + (f", and {bad - 1} more row{'s' * (bad > 2)} with a label not in "
+                where = f" in row {rows[i]} (0-based)" + (f", and {bad - 1} more row{'s' * (bad > 2)} with a label not in "
                                                 f"task.labels among the rows read with it" if bad > 1 else "")
             how = ("task.labels are numbers written as names, so numbers in the data are read as those names, "
                    "never as ids" if numbered else f"use an id 0..{len(labels) - 1} or a label name")

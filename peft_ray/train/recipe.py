@@ -122,8 +122,11 @@ def restore(engine, reporter, tag: str = "") -> TrainerState:
         return TrainerState()
     state = load_checkpoint(engine, path)
     reporter.release_resumed()
-    D.log_rank0(tagged(tag, f"resumed from {path} at step {state.global_step} (epoch {state.epoch}, "
-                            f"micro-batch {state.micro_in_epoch})"))
+    # epochs counted from 1 and micro-batches done, as the summary counts them (a review: "epoch 1,
+    # micro-batch 93" after a 2-epoch run's last step read as halfway through)
+    where = (f"{state.micro_in_epoch} micro-batches into epoch {state.epoch + 1}" if state.micro_in_epoch
+             else f"{state.epoch} epoch{'s' * (state.epoch != 1)} done")
+    D.log_rank0(tagged(tag, f"resumed from {path} after step {state.global_step} ({where})"))
     return state
 
 

@@ -22,9 +22,11 @@ import os
 import re
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Optional, TextIO
 
+from peft_ray.errors import JobError
 from peft_ray.storage import open_append
 from peft_ray.security import redact_command, redact_text
 
@@ -189,8 +191,12 @@ def routed(log_file: Optional[Path], level: str, pass_bars: bool = True, keep: O
     sys.stderr = Router(old[1], log, level, pass_bars, keep, notes)
     try:
         yield Terminal(level, old[0], log)
-    except BaseException:
+    except BaseException as e:
         if log_file is not None:
+            # the error itself too: the command prints it after the log has closed, and a refusal
+            # before training (a pre-flight check) left a log of its header alone (a new-user review)
+            if isinstance(e, Exception):
+                log.write(redact_text("error: " + (str(e) if isinstance(e, JobError) else traceback.format_exc())) + "\n")
             old[1].write(f"[peft-ray] the run's full output is in {log_file}\n")
         raise
     finally:

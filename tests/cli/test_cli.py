@@ -197,9 +197,9 @@ def test_a_bad_value_is_quoted_once(tmp_path, tiny_bert, tiny_data):
 
 @pytest.mark.parametrize("name,hint", [("minlm", "did you mean the alias 'minilm'"),
                                        ("smolm2", "did you mean the alias 'smollm2'"),
-                                       ("org/not-cached-model", "huggingface-cli download org/not-cached-model"),
-                                       ("llama2", "huggingface-cli download llama2"),        # not an alias typo
-                                       ("SmolLM2-360M", "huggingface-cli download SmolLM2-360M")])
+                                       ("org/not-cached-model", "hf download org/not-cached-model"),
+                                       ("llama2", "hf download llama2"),        # not an alias typo
+                                       ("SmolLM2-360M", "hf download SmolLM2-360M")])
 def test_a_model_name_that_is_nowhere_gets_the_right_hint(tmp_path, tiny_bert, tiny_data, name, hint):
     """A review finding: a typo of an alias was told to download the typo."""
     r = CliRunner().invoke(main, ["validate", _job(tmp_path, tiny_bert, tiny_data), f"model.name_or_path={name}"])

@@ -91,3 +91,14 @@ def test_validate_says_how_many_rows_max_length_cuts(tmp_path, tiny_bert, tiny_d
 
     assert re.search(r"note: model.max_length 8 cuts 2\d\d of the first 256 training rows \(\d+%\)", r.output), r.output
     assert "cuts" not in _validate(tmp_path, tiny_bert, tiny_data, "model.max_length=64").output
+
+
+def test_a_train_refused_by_its_pre_flight_says_why_in_the_log_it_points_to(tmp_path, tiny_bert, tiny_data):
+    """A new-user review (thirty-fourth session): `train` with a data.root that is not there said
+    "the run's full output is in .../train.log", and that log held only its header line."""
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "out")))
+    r = CliRunner().invoke(main, ["train", str(job), f"data.root={tmp_path / 'nowhere'}", "--local"])
+    assert r.exit_code != 0 and "error: data.root" in r.output, r.output
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert log.startswith("==== ") and "error: data.root:" in log and str(tmp_path / "nowhere") in log

@@ -54,6 +54,8 @@ def test_other_dtypes_and_no_grad_inputs():
         _close(cl.linear(x32, w32), F.linear(x32, w32))
     y = cl.linear(x32, w32)                                         # nothing needs a gradient
     assert y.grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):               # autocast's cast is torch's op's
+        assert cl.linear(x32, w32).dtype == torch.bfloat16
 
 
 def test_only_frozen_linear_layers_change_and_the_model_answers_the_same():

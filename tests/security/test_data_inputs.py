@@ -283,7 +283,7 @@ def test_ids_read_as_text_count_and_the_stray_value_is_named(tmp_path, tiny_bert
     out = _validate(tmp_path, tiny_bert, tmp_path, "stray.csv")
     assert "label 'pos' is not in task.labels" in out
     # the file's row (header not counted)
-    assert "in row 11, and 1 more row with a label not in task.labels among the rows read with it" in out
+    assert "in row 11 (0-based), and 1 more row with a label not in task.labels among the rows read with it" in out
     joined = lines[:8] + ["text,label"] + lines[8:]
     (tmp_path / "joined.csv").write_text("\n".join(joined) + "\n")
     out = _validate(tmp_path, tiny_bert, tmp_path, "joined.csv")
@@ -484,7 +484,7 @@ def test_a_label_in_another_case_gets_the_name_it_likely_means():
     from peft_ray.rows.labels import label_ids
 
     with pytest.raises(DataError, match=r"label 'Positive ' is not in task.labels \['negative', 'positive'\] \(did you "
-                                        r"mean 'positive'\? names match exactly, case and spaces included\) in row 1"):
+                                        r"mean 'positive'\? names match exactly, case and spaces included\) in row 1 \(0-based\)"):
         label_ids(["negative", "Positive ", "NEGATIVE"], ("negative", "positive"), "label", rows=[0, 1, 2])
 
 

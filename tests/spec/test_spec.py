@@ -220,3 +220,12 @@ def test_a_section_left_empty_means_its_defaults(tmp_path):
     that printed the whole default section."""
     spec = load_spec(_write(tmp_path, "task: {labels: [a, b]}\ntrain:\n  # epochs: 3\nmodel:\n"))
     assert spec.train.epochs == 1 and spec.model.name_or_path == "minilm"
+
+
+def test_a_name_in_other_case_is_suggested():
+    """A new-user review: `method.name=LoRA` got no "did you mean 'lora'" (difflib weighs case as spelling)."""
+    from peft_ray.errors import suggest
+
+    assert suggest("LoRA", ["prompt_tuning", "lora", "ia3"]) == " (did you mean 'lora'?)"
+    assert suggest("IA3", ["lora", "ia3"]) == " (did you mean 'ia3'?)"
+    assert suggest("zzz", ["lora", "ia3"]) == ""

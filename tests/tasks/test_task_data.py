@@ -118,7 +118,7 @@ def test_ner_tags_of_an_unlisted_type_fail_in_validate_naming_file_and_row(tiny_
     root = make_data(tmp_path / "ner", S.ner_rows, n_train=64, n_val=16)
     spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC"]}, {"text": "{tokens}"},
                  root=str(root), train="train.parquet", validation="validation.parquet")
-    with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): column 'ner_tags', row \d+: tag "
+    with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): column 'ner_tags', row \d+ \(0-based\): tag "
                                         r"'[BI]-ORG' is not one of"):
         run_preflight(spec)
     with pytest.raises(SpecError, match="{label} has no place in a token_classification template"):
@@ -144,7 +144,7 @@ def test_ner_rows_whose_tags_do_not_align_and_csv_word_lists_fail_in_validate(ti
     pq.write_table(pa.table(rows), root / "train.parquet")
     spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{tokens}"},
                  root=str(root), train="train.parquet")
-    with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): row 30: 'tokens' has \d+ words but "
+    with pytest.raises(DataError, match=r"data.train \(.*train.parquet\): row 30 \(0-based\): 'tokens' has \d+ words but "
                                         r"'ner_tags' has \d+ tags; they must align one to one"):
         run_preflight(spec)
     # the row as its own file numbers it, whatever a hold-out or an earlier file took (a diff review)
@@ -153,7 +153,7 @@ def test_ner_rows_whose_tags_do_not_align_and_csv_word_lists_fail_in_validate(ti
     for extra, where in (({"validation_fraction": 0.2}, "train.parquet"), ({"train": "part-*.parquet"}, "part-1.parquet")):
         spec = _spec(m, {"type": "token_classification", "labels": ["PER", "LOC", "ORG"]}, {"text": "{tokens}"},
                      root=str(root), **{"train": "train.parquet", **extra})
-        with pytest.raises(DataError, match=rf"{where}\): row 30: 'tokens' has"):
+        with pytest.raises(DataError, match=rf"{where}\): row 30 \(0-based\): 'tokens' has"):
             run_preflight(spec)
     with open(root / "train.csv", "w", newline="") as f:      # as predict --output .csv writes lists: JSON text
         csv.writer(f).writerows([("tokens", "ner_tags")] + [(json.dumps(t), json.dumps(g))
@@ -189,7 +189,7 @@ def test_ner_sentences_without_words_are_skipped_rows_in_the_step_count(tiny_mod
     assert len(built) == 48
     rows["ner_tags"][5] = []              # words without tags stay misaligned, named in the pre-flight
     pq.write_table(pa.table(rows), root / "train.parquet")
-    with pytest.raises(DataError, match=r"train.parquet\): row 5: 'tokens' has \d+ words but 'ner_tags' has 0 tags"):
+    with pytest.raises(DataError, match=r"train.parquet\): row 5 \(0-based\): 'tokens' has \d+ words but 'ner_tags' has 0 tags"):
         run_preflight(spec)
 
 

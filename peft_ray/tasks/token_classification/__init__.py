@@ -77,8 +77,9 @@ class TokenClassification(Task):
         names = tag_names(cfg.labels or [])
         words = rows.column(cfg.tokens_column).to_pylist()
         for tokens, tags, row_no in zip(words, rows.column(cfg.tags_column).to_pylist(), row_numbers):
-            tag_ids(tags if isinstance(tags, list) else [tags], names, row_no, cfg.tags_column)
-            check_aligned(tokens, tags, f"row {row_no}", cfg.tokens_column, cfg.tags_column)
+            where = f"row {row_no} (0-based)"           # a file's row, as the skipped-row note counts them
+            tag_ids(tags if isinstance(tags, list) else [tags], names, where, cfg.tags_column)
+            check_aligned(tokens, tags, where, cfg.tokens_column, cfg.tags_column)
 
     def list_columns(self, cfg) -> Dict[str, str]:
         return {cfg.tokens_column: "task.tokens_column", cfg.tags_column: "task.tags_column"}

@@ -18,7 +18,7 @@ def tag_names(entity_types) -> List[str]:
     return ["O"] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
 
 
-def tag_ids(tags: list, names: List[str], row_no: int, column: str) -> List[int]:
+def tag_ids(tags: list, names: List[str], where: str, column: str) -> List[int]:
     index = {t: i for i, t in enumerate(names)}
     out = []
     for t in tags:
@@ -27,7 +27,7 @@ def tag_ids(tags: list, names: List[str], row_no: int, column: str) -> List[int]
         elif isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(names):
             out.append(t)
         else:
-            raise DataError(f"column '{column}', row {row_no}: tag {t!r} is not one of {names} (IOB2 tags of "
+            raise DataError(f"column '{column}', {where}: tag {t!r} is not one of {names} (IOB2 tags of "
                             "task.labels, or their ids in that order); fix the row or add its type to task.labels")
     return out
 
@@ -67,8 +67,9 @@ def build_rows(batch: pa.Table, cfg: TokenClassificationRows) -> pa.Table:
         tokens, tags = row.get(cfg.tokens_column), row.get(cfg.tags_column)
         if not tokens or tags is None:
             continue
-        check_aligned(tokens, tags, f"row {n} of a batch", cfg.tokens_column, cfg.tags_column)
-        rows.append(_encode(tok, template, tokens, tag_ids(tags, names, n, cfg.tags_column), cfg.max_length))
+        where = f"row {n} of a batch"
+        check_aligned(tokens, tags, where, cfg.tokens_column, cfg.tags_column)
+        rows.append(_encode(tok, template, tokens, tag_ids(tags, names, where, cfg.tags_column), cfg.max_length))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
