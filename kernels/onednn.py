@@ -16,6 +16,7 @@ nothing; callers ask for it per product (`linear`, `product`).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,9 @@ _off = 0   # > 0 inside `off()`
 
 
 def available() -> bool:
-    return not _off and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """`PEFT_RAY_ONEDNN=0` in the environment turns it off (for a machine where torch's BLAS is the faster)."""
+    return (not _off and os.environ.get("PEFT_RAY_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 @contextlib.contextmanager

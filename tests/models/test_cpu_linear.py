@@ -102,3 +102,11 @@ def test_the_frozen_products_take_onednns_path_and_off_gives_torchs_back():
     finally:
         cl.product = real
     _close(y, y_off)
+
+
+def test_the_environment_can_turn_it_off(monkeypatch):
+    x, w = torch.randn(2, 5, 8, requires_grad=True), torch.randn(3, 8)
+    monkeypatch.setenv("PEFT_RAY_ONEDNN", "0")
+    assert not cl.available() and type(cl.linear(x, w).grad_fn).__name__ != "_FrozenLinearBackward"
+    monkeypatch.setenv("PEFT_RAY_ONEDNN", "1")
+    assert type(cl.linear(x, w).grad_fn).__name__ == "_FrozenLinearBackward"
