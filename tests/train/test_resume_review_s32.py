@@ -5,6 +5,7 @@ behind for good, and another method is refused naming the field."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def test_a_newest_checkpoint_with_an_unreadable_state_is_said(two_steps, tiny_be
     said = capsys.readouterr().out
     assert f"warning: skipping checkpoint {out / STEP2}: trainer_state.json is corrupt" in said
     assert "resumed from" in said and "checkpoint_00000001" in said
+    # epochs counted from 1 and micro-batches done (a review: "epoch 1, micro-batch 93" read as halfway)
+    assert re.search(r"checkpoint_00000001 after step 2 \((\d+ micro-batches into epoch [1-9]|\d+ epochs? done)\)", said)
 
 
 def test_a_local_save_killed_mid_write_is_swept_by_the_next(tmp_path):
