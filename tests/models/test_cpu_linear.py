@@ -39,8 +39,8 @@ def test_a_trained_weight_or_bias_keeps_torchs_op():
     x = torch.randn(4, 6, requires_grad=True)
     for w, b in [(torch.randn(3, 6, requires_grad=True), None),
                  (torch.randn(3, 6), torch.randn(3, requires_grad=True))]:
-        y = cl.linear(x, w, b)
-        assert "Addmm" in type(y.grad_fn).__name__ or "Mm" in type(y.grad_fn).__name__
+        y = cl.linear(x, w, b)      # F.linear's (a ZeRO-3 engine earlier in the process may have wrapped it)
+        assert type(y.grad_fn).__name__ != "_FrozenLinearBackward"
         y.sum().backward()
         assert (w.grad if w.requires_grad else b.grad) is not None
 
