@@ -15,6 +15,7 @@ from peft_ray.storage import is_uri, join, location_of
 from peft_ray.train.faults import faults_from_env
 from peft_ray.train.interrupt import noting_sigint
 from peft_ray.train.outputs import best_checkpoint, finish_run, write_outputs
+from peft_ray.train.prune import prune_interrupted_runs, say_pruned
 from peft_ray.train.ray_start import check_cluster_fits, init_ray
 from peft_ray.train.recipe import RunFacts, train_func
 from peft_ray.train.run_dir import prepared_output_dir, resumed_from
@@ -170,7 +171,11 @@ def run_train(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
             raise result.error
         ckpt = location_of(result.checkpoint.filesystem, result.checkpoint.path, like=out.uri)
         metrics = dict(result.metrics or {})
-        return write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best_checkpoint(result, metrics, out))
+        best = best_checkpoint(result, metrics, out)
+        final = write_outputs(out, ckpt, metrics, time.time() - t0, pre, best=best)
+        if resume_from:   # Ray wrote this run to a new folder: the interrupted one is outside its limit
+            say_pruned(*prune_interrupted_runs(out / "ray", ckpt.parent_path, best))
+        return final
 
 
 def worker_job_error(error: BaseException) -> Optional[JobError]:

@@ -74,10 +74,16 @@ def test_resume_matches_uninterrupted(uninterrupted, tiny_bert, tiny_data, tmp_p
     with pytest.raises(Exception):
         run_train(spec)
     monkeypatch.delenv("PEFT_RAY_FAIL_AT_STEP")
+    assert len([d for d in (tmp_path / "cut" / "ray").iterdir() if d.is_dir()]) == 1
     resumed = run_train(spec, resume=True)
     assert resumed["step"] == 6
     assert resumed["accuracy"] == pytest.approx(uninterrupted["accuracy"], abs=1e-9)
     assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-4)
+    # the resumed run's folder is new; the interrupted one's (its step-3 checkpoint, not the best:
+    # the one evaluation is at step 6) is gone once the outputs are written (train/prune.py)
+    runs = [d for d in (tmp_path / "cut" / "ray").iterdir() if d.is_dir()]
+    assert len(runs) == 1 and list(runs[0].glob("checkpoint_*"))
+    assert (tmp_path / "cut" / "adapter" / "adapter_model.safetensors").exists()
 
 
 def test_worker_death_restarts_from_checkpoint(uninterrupted, tiny_bert, tiny_data, tmp_path, monkeypatch):
