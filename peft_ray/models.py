@@ -233,11 +233,16 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
     against it. A config of another architecture (BERT over GPT-2 weights) otherwise "loads" a
     randomly initialised model with a warning in a log. Pickle-only folders are left to the
     real load (never unpickled here)."""
-    from transformers import AutoModel
+    from peft_ray.weights_checked import already_matched, match_key, record_match
 
     p = Path(path)
     if p.is_dir() and not any(p.glob("*.safetensors")):
         return
+    key = None if trust_remote_code else match_key(p)
+    if already_matched(key):      # the same config, headers and transformers matched before
+        return
+    from transformers import AutoModel
+
     try:
         with quiet_transformers():
             model, info = AutoModel.from_pretrained(path, device_map="meta", output_loading_info=True,
@@ -261,6 +266,7 @@ def check_weights_match(path: str, trust_remote_code: bool = False) -> None:
     problem = weights_problem(model, info)
     if problem:
         raise SpecError(mismatch_message(path, model, problem))
+    record_match(key)
 
 
 def fresh_mlm_head(path: str, trust_remote_code: bool = False) -> Optional[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "peft_ray"
 CORE = {"errors", "registry", "templates", "models", "scratch", "smollm2", "hf", "dist", "metrics", "summary",
-        "storage", "replaced", "security", "fast_dropout", "cpu_attention", "config_model"}
+        "storage", "replaced", "security", "fast_dropout", "cpu_attention", "config_model", "weights_checked"}
 LAYERS = {"spec": 2, "rows": 3, "data": 4, "tasks": 5, "methods": 5, "adapter": 5, "card": 5, "preflight": 6,
           "train": 7, "zero_shot": 8, "inference": 8, "prediction": 8, "evaluation": 8, "tune": 9, "submit": 10, "commands": 11, "cli": 11}
 # spec/load.validate_spec types `method:` and `task:` through their registries, as PEFT's config loading does.
