@@ -19,9 +19,10 @@ def prune_interrupted_runs(ray_root: Location, current_path: str,
                            best: Optional[Location]) -> Tuple[List[str], Optional[Location]]:
     """Remove every run folder under `ray_root` but the one at `current_path` (the resumed run's),
     keeping only the checkpoint folder `best` where it lies in one of them. Returns the run folders
-    pruned, by name, and `best` where it was kept in one of them. Nothing is removed unless `current_path` lies under `ray_root` (so a result
-    from elsewhere never empties it); a removal that fails is said and skipped: the outputs are
-    already written, and a folder left over costs only disk."""
+    pruned, by name, and `best` where it was kept in one of them. Nothing is removed unless
+    `current_path` lies under `ray_root` (so a result from elsewhere never empties it); a removal
+    that fails is said and skipped: the outputs are already written, and a folder left over costs
+    only disk."""
     import pyarrow.fs as pafs
 
     root = ray_root.path.rstrip("/") + "/"

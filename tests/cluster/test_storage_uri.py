@@ -205,7 +205,7 @@ def test_train_and_resume_into_a_uri(ray_runtime, tiny_bert, tiny_data, tmp_path
                                                       "metrics.json", "ray"]  # no temp names
     assert load_file(str(out / "adapter" / "adapter_model.safetensors"))["prompt_embeddings"].shape == (4, 32)
     assert checkpoint_step(latest_good_checkpoint(f"{uri}/ray", warn=print)) == 6
-    assert len([d for d in (out / "ray").iterdir() if d.is_dir()]) == 1   # the interrupted run's pruned, through pyarrow
+    assert len([d for d in (out / "ray").iterdir() if d.is_dir()]) == 1   # the interrupted run pruned, via pyarrow
     assert not Path("file:").exists()  # the URI never became a local folder
 
 

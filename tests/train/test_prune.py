@@ -44,4 +44,5 @@ def test_nothing_goes_when_the_result_lies_elsewhere(tmp_path):
     old = _run(tmp_path, "job-1", "checkpoint_a")
     pruned, _ = prune_interrupted_runs(Location.at(tmp_path / "ray"), str(tmp_path / "elsewhere" / "job-2"), None)
     assert pruned == [] and (old / "checkpoint_a").exists()
-    assert prune_interrupted_runs(Location.at(tmp_path / "missing"), str(tmp_path / "missing" / "x"), None) == ([], None)
+    missing = tmp_path / "missing"
+    assert prune_interrupted_runs(Location.at(missing), str(missing / "x"), None) == ([], None)
