@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import os
 import sys
 import time
@@ -31,7 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 CATEGORIES = {
-    "products": ("aten::mm", "aten::addmm", "aten::bmm"),
+    # oneDNN's product (peft_ray_kernels.onednn) is how peft-ray's frozen projections run on the CPU.
+    "products": ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise"),
     "attention": ("aten::_softmax", "aten::_softmax_backward_data",
                   "aten::_scaled_dot_product_flash_attention_for_cpu",
                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
@@ -53,6 +55,9 @@ def product_flops(name: str, shapes) -> int:
     if name == "aten::bmm":
         (b, m, k), (_, _, n) = shapes[0], shapes[1]
         return 2 * b * m * k * n
+    if name == "mkldnn::_linear_pointwise":   # x (..., k) times W^T, W (n, k)
+        x, (n, k) = shapes[0], shapes[1]
+        return 2 * math.prod(x[:-1]) * k * n
     return 0
 
 

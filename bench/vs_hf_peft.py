@@ -14,12 +14,18 @@ base's dropout off; HF then does too). Runners, alternated per method:
 Columns: training-loop samples/s, the whole process's wall time (start to adapter and
 metrics on disk, what the user waits for), validation accuracy, peak RSS of the training
 process and of the whole process tree. peft-ray's own phase breakdown is printed below.
+
+`--rounds N` repeats the whole alternation N times (the runners' order reversed every other
+round, so no runner always goes first) and ends with each runner's median ratio against the
+same round's hf_grouped: HF's own speed moves by up to 17% between runs on this machine, so one
+round's ratio is one draw from that spread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -62,34 +68,61 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/sst2")
     ap.add_argument("--methods", default="prompt_tuning,lora")
     ap.add_argument("--runners", default=",".join(RUNNERS))
+    ap.add_argument("--rounds", type=int, default=1, help="whole alternations, each ratio against its own round")
     ap.add_argument("--out", default="bench/results/vs_hf_peft.json")
     args = ap.parse_args()
+    runners = args.runners.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for method in args.methods.split(","):
-            for runner in args.runners.split(","):
-                r = run_one(runner, method, args.data, Path(tmp))
-                rows.append({"method": method, "runner": runner, **r})
-                print(f"{method:<14} {runner:<15} {r['samples_per_s']:7.1f} samples/s  wall {r['process_s']:6.1f} s"
-                      f"  acc {r['accuracy']:.4f}", flush=True)
+        for k in range(args.rounds):
+            for method in args.methods.split(","):
+                for runner in runners if k % 2 == 0 else runners[::-1]:
+                    r = run_one(runner, method, args.data, Path(tmp))
+                    rows.append({"round": k + 1, "method": method, "runner": runner, **r})
+                    print(f"round {k + 1} {method:<14} {runner:<15} {r['samples_per_s']:7.1f} samples/s"
+                          f"  wall {r['process_s']:6.1f} s  acc {r['accuracy']:.4f}", flush=True)
     print_table(rows)
+    if args.rounds > 1:
+        print_medians(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
 
 
-def print_table(rows: list) -> None:
-    base = {r["method"]: r for r in rows if r["runner"] == "hf_grouped"}
-    print(f"\n{'method':<14}{'runner':<16}{'samples/s':>10}{'x loop':>8}{'wall s':>8}{'x wall':>8}{'val acc':>9}"
-          f"{'RSS MB trainer':>16}{'RSS MB all':>12}")
+def ratios(rows: list) -> list:
+    """Each row with its loop and wall ratios against hf_grouped of the same round and method."""
+    base = {(r.get("round", 1), r["method"]): r for r in rows if r["runner"] == "hf_grouped"}
+    out = []
     for r in rows:
-        b = base.get(r["method"], r)
-        print(f"{r['method']:<14}{r['runner']:<16}{r['samples_per_s']:>10.1f}"
-              f"{r['samples_per_s'] / b['samples_per_s']:>8.2f}{r['process_s']:>8.1f}"
-              f"{b['process_s'] / r['process_s']:>8.2f}{r['accuracy']:>9.4f}{trainer_mb(r):>16.0f}{r['tree_mb']:>12.0f}")
+        b = base.get((r.get("round", 1), r["method"]), r)
+        out.append({**r, "x_loop": r["samples_per_s"] / b["samples_per_s"], "x_wall": b["process_s"] / r["process_s"]})
+    return out
+
+
+def print_table(rows: list) -> None:
+    print(f"\n{'round':<6}{'method':<14}{'runner':<16}{'samples/s':>10}{'x loop':>8}{'wall s':>8}{'x wall':>8}"
+          f"{'val acc':>9}{'RSS MB trainer':>16}{'RSS MB all':>12}")
+    for r in ratios(rows):
+        print(f"{r.get('round', 1):<6}{r['method']:<14}{r['runner']:<16}{r['samples_per_s']:>10.1f}"
+              f"{r['x_loop']:>8.2f}{r['process_s']:>8.1f}{r['x_wall']:>8.2f}{r['accuracy']:>9.4f}"
+              f"{trainer_mb(r):>16.0f}{r['tree_mb']:>12.0f}")
     print("\npeft-ray time by phase (s):")
     for r in rows:
         if "time_phases" in r:
-            print(f"  {r['method']:<14}{r['runner']:<16}{r['time_phases']}")
+            print(f"  {r.get('round', 1):<4}{r['method']:<14}{r['runner']:<16}{r['time_phases']}")
+
+
+def print_medians(rows: list) -> None:
+    """Per method and runner: the median of the rounds' ratios, and their range."""
+    print(f"\n{'method':<14}{'runner':<16}{'rounds':>7}{'x loop median (range)':>26}{'x wall median (range)':>26}")
+    groups: dict = {}
+    for r in ratios(rows):
+        groups.setdefault((r["method"], r["runner"]), []).append(r)
+    for (method, runner), rs in groups.items():
+        cells = []
+        for key in ("x_loop", "x_wall"):
+            xs = [r[key] for r in rs]
+            cells.append(f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")
+        print(f"{method:<14}{runner:<16}{len(rs):>7}{cells[0]:>26}{cells[1]:>26}")
 
 
 def trainer_mb(r: dict) -> float:

@@ -35,3 +35,22 @@ def test_a_profiled_step_is_split_by_category_with_its_products_work_counted(mon
     assert abs(r["gflop"] - (2 * 21 * 6 * 10 * 2 + 2 * 4 * 5 * 8 * 9) / 1e9) < 1e-15
     assert {"products", "gelu", "attention"} <= set(r["ms"]) and r["step_ms"] > 0
     assert m.product_flops("aten::addmm", [[10], [21, 6], [6, 10], [], []]) == 2 * 21 * 6 * 10
+
+
+def test_onednn_products_are_counted_as_products(monkeypatch):
+    """peft-ray's frozen projections run through oneDNN (peft_ray_kernels.onednn): a profile that
+    left them out put 80% of a step under "rest"."""
+    from peft_ray_kernels import onednn
+
+    m = _module(monkeypatch)
+    assert m.product_flops("mkldnn::_linear_pointwise", [[3, 7, 6], [10, 6], [10], [], []]) == 2 * 21 * 6 * 10
+    if not onednn.available():
+        return
+    weight, x = torch.randn(10, 6), torch.randn(3, 7, 6, requires_grad=True)
+
+    def step(_batch):
+        onednn.linear(x, weight).sum().backward()
+
+    r = m.profile_steps(step, {}, repeats=2)
+    assert abs(r["gflop"] - 2 * (2 * 21 * 6 * 10) / 1e9) < 1e-15     # forward and the input gradient
+    assert r["ms"]["products"] > 0
