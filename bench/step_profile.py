@@ -5,7 +5,8 @@
 bench/loop_floor.py bounds a step from below (its products and attention alone). This splits the
 measured steps themselves: torch's profiler records every op of `--repeats` steps of each side
 (after warm-up, sides alternated per batch), and each op's own time goes to a category: the
-matrix products (`mm`, `addmm`, `bmm`; their floating-point work counted from the recorded shapes,
+matrix products (`mm`, `addmm`, `bmm`, and oneDNN's `_linear_pointwise`, through which peft-ray's
+frozen projections run; their floating-point work counted from the recorded shapes,
 so GFLOP/s says how close to the machine's rate they run), attention's softmax or SDPA kernel,
 GELU, LayerNorm, copies (layout changes and `addmm`'s bias broadcast), adds and multiplies, and
 the rest (optimizer, embeddings, the loss, Python and autograd's own work). `gemm peak` is

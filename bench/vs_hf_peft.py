@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="whole alternations, each ratio against its own round")
     ap.add_argument("--out", default="bench/results/vs_hf_peft.json")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     runners = args.runners.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
