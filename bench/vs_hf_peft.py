@@ -10,7 +10,10 @@ base's dropout off; HF then does too). Runners, alternated per method:
               (the anchor's strongest ordinary setting: every ratio is against this row)
   hf_dynamic  the same with dynamic padding only
   peft_ray    `peft-ray train JOB` as shipped: Ray, 2 workers x 1 thread, ZeRO-2
-  peft_ray_local  `peft-ray train JOB --local`: the same recipe in one process x 2 threads
+  peft_ray_local  `peft-ray train JOB --local`: the same recipe without Ray, the worker group's
+              2 ranks as 2 processes x 1 thread on this machine (train/local_ranks.py)
+  peft_ray_local_1x2  --local as one process x 2 threads (scaling.num_workers=1,
+              cpus_per_worker=2): the layout --local had before the thirty-seventh session
 Columns: training-loop samples/s, the whole process's wall time (start to adapter and
 metrics on disk, what the user waits for), validation accuracy, peak RSS of the training
 process and of the whole process tree. peft-ray's own phase breakdown is printed below.
@@ -37,6 +40,8 @@ JOB = {"prompt_tuning": "jobs/sst2_prompt_tuning.yaml", "lora": "jobs/sst2_lora.
 LR = {"prompt_tuning": 3e-2, "lora": 1e-3}
 DROPOUT = {"prompt_tuning": 0.0, "lora": None}  # None: MiniLM's own 0.1, as the LoRA job keeps it
 RUNNERS = ("hf_grouped", "peft_ray", "hf_dynamic", "peft_ray_local")
+EXTRA_RUNNERS = ("peft_ray_local_1x2",)   # only when named in --runners
+ONE_PROCESS = ["scaling.num_workers=1", "scaling.cpus_per_worker=2"]
 
 
 def hf(method: str, data: str, tmp: Path, grouped: bool) -> dict:
@@ -49,17 +54,18 @@ def hf(method: str, data: str, tmp: Path, grouped: bool) -> dict:
     return run(cmd if grouped else cmd + ["--no-group-by-length"], save / "bench.json")
 
 
-def peft_ray(method: str, data: str, tmp: Path, local: bool) -> dict:
-    out_dir = tmp / f"pr-{method}-{local}"
-    threads = ["scaling.torch_threads=2"] if local else []
+def peft_ray(method: str, data: str, tmp: Path, local: bool, extra: tuple = ()) -> dict:
+    out_dir = tmp / f"pr-{method}-{local}-{len(extra)}"
     cmd = ["peft-ray", "train", JOB[method], f"data.root={data}", f"output.dir={out_dir}", "--overwrite", "-q",
-           "train.eval_every=100000", *threads, *(["--local"] if local else [])]
+           "train.eval_every=100000", *extra, *(["--local"] if local else [])]
     return run(cmd, out_dir / "metrics.json")
 
 
 def run_one(runner: str, method: str, data: str, tmp: Path) -> dict:
     if runner.startswith("hf_"):
         return hf(method, data, tmp, grouped=runner == "hf_grouped")
+    if runner == "peft_ray_local_1x2":
+        return peft_ray(method, data, tmp, local=True, extra=tuple(ONE_PROCESS))
     return peft_ray(method, data, tmp, local=runner == "peft_ray_local")
 
 
@@ -74,6 +80,9 @@ def main() -> None:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     runners = args.runners.split(",")
+    if set(runners) - set(RUNNERS + EXTRA_RUNNERS):
+        ap.error(f"--runners: unknown {sorted(set(runners) - set(RUNNERS + EXTRA_RUNNERS))}; "
+                 f"choose from {', '.join(RUNNERS + EXTRA_RUNNERS)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.rounds):

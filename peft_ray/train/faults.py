@@ -12,9 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from peft_ray.dist import rank
+
 ENV = {"kill_at_step": "PEFT_RAY_FAIL_AT_STEP",          # the worker process dies (os._exit)
        "nan_at_step": "PEFT_RAY_NAN_AT_STEP",            # the loss becomes NaN at this step
        "fail_save_at_step": "PEFT_RAY_FAIL_SAVE_AT_STEP",  # "disk full" midway through a checkpoint
+       "kill_rank": "PEFT_RAY_FAIL_RANK",                # only this rank dies at kill_at_step (default: all)
        "slow_first_step_s": "PEFT_RAY_SLOW_FIRST_STEP_S"}  # a straggler: sleep after step 1
 
 
@@ -25,6 +28,7 @@ class Faults:
     kill_at_step: Optional[int] = None
     nan_at_step: Optional[int] = None
     fail_save_at_step: Optional[int] = None
+    kill_rank: Optional[int] = None
     slow_first_step_s: Optional[int] = None
     resumed: bool = False
     fired: set = field(default_factory=set)
@@ -38,7 +42,7 @@ class Faults:
 
     def kill(self, step: int) -> None:
         """The worker process dies hard at kill_at_step, before the step is logged or saved."""
-        if self.kill_at_step == step and not self.resumed:
+        if self.kill_at_step == step and not self.resumed and self.kill_rank in (None, rank()):
             os._exit(17)
 
     def straggle(self, step: int) -> None:

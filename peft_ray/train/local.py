@@ -1,11 +1,12 @@
-"""`peft-ray train JOB --local`: the same recipe in this process, without Ray.
+"""`peft-ray train JOB --local`: the same recipe without Ray.
 
-The same train_func, DeepSpeed engine (a single-rank process group), kernels,
-evaluation and adapter output; only the data iterator (pyarrow instead of a Ray
-Data shard) and the reporter (a local checkpoints/ folder) differ. For
-debugging, for machines without Ray, and for single-GPU boxes.
+The same train_func, DeepSpeed engine, kernels, evaluation and adapter output; only the data
+iterator (pyarrow instead of a Ray Data shard) and the reporter (a local checkpoints/ folder)
+differ. On the CPU the worker group's ranks run as processes on this machine (this one is rank 0,
+train/local_ranks.py); a GPU job runs one rank. For debugging, for machines without Ray, for
+small CPU machines (no Ray start-up to pay) and for single-GPU boxes.
 
-`run_in_process` is the one assembly of "the recipe in this process": --local uses it with a
+`run_in_process` is the one assembly of "the recipe from this process": --local uses it with a
 LocalReporter, a 1-worker `peft-ray tune` trial with its TuneReporter.
 """
 
@@ -18,13 +19,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from peft_ray import dist as D
 from peft_ray.data.preprocess import preprocess
+from peft_ray.errors import JobError
 from peft_ray.preflight import run_preflight
 from peft_ray.spec import JobSpec, dump_spec
 from peft_ray.storage import Location
 from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
 from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
+from peft_ray.train.local_ranks import RankFailed, Ranks, layout
 from peft_ray.train.recipe import RunFacts, train_func
 from peft_ray.train.report import LocalReporter
 
@@ -47,42 +51,81 @@ def init_single_rank(use_gpu: bool) -> None:
 
 
 def local_data(spec: JobSpec, pre, train: bool = True) -> LocalDataIterators:
-    """pyarrow reading + the job's preprocessing in this process, as one rank."""
+    """pyarrow reading + the job's preprocessing in this process: this rank's rows."""
     return LocalDataIterators(pre.train.files if train else [], pre.validation.files if pre.validation else None,
-                              make_preprocess_config(spec, pre.model_path, "train"), needed_columns(spec), 0, 1,
-                              preprocess, val_cfg=make_preprocess_config(spec, pre.model_path, "validation"))
+                              make_preprocess_config(spec, pre.model_path, "train"), needed_columns(spec),
+                              D.rank(), D.world(), preprocess,
+                              val_cfg=make_preprocess_config(spec, pre.model_path, "validation"))
 
 
 def run_in_process(spec: JobSpec, pre, reporter, *, resume_from: Optional[str] = None,
                    log_dir: Optional[str] = None, bar: str = "none", log_tag: str = ""):
-    """The recipe in this process as a single rank, reporting to `reporter`; returns it."""
-    init_single_rank(spec.scaling.use_gpu)
+    """The recipe as scaling.num_workers ranks, this process rank 0 (one rank: no other process),
+    reporting to `reporter`; returns it."""
     run = RunFacts(total_steps=pre.total_steps, steps_per_epoch=pre.steps_per_epoch,
                    resume_from=str(resume_from) if resume_from else None, faults=faults_from_env(),
                    log_dir=log_dir, bar=bar, log_tag=log_tag)
-    return train_func({"spec": dump_spec(spec), "run": run.as_config()}, reporter=reporter,
-                      data=local_data(spec, pre))
+    config = {"spec": dump_spec(spec), "run": run.as_config()}
+    world = 1 if spec.scaling.use_gpu else spec.scaling.num_workers
+    if world == 1:
+        init_single_rank(spec.scaling.use_gpu)
+        return train_func(config, reporter=reporter, data=local_data(spec, pre))
+    return _run_as_ranks(world, config, pre, spec, reporter)
 
 
-def local_threads(scaling) -> Optional[int]:
-    """Torch threads for the one --local process: the CPUs the job's worker group would have had
-    (2 workers x 1 CPU -> 2 threads), at most this machine's. Without it the one process kept a
-    worker's single thread and left the other cores idle (the default job trained 1.6x slower
-    than through Ray on 2 cores). An explicit `scaling.torch_threads`, and GPU jobs, stay as set."""
-    if scaling.torch_threads or scaling.use_gpu:
-        return scaling.torch_threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, int(scaling.num_workers * scaling.cpus_per_worker)))
+def _run_as_ranks(world: int, config: Dict[str, Any], pre, spec: JobSpec, reporter):
+    end_process_group()   # an earlier one-rank run in this process (tests, notebooks)
+    ranks = Ranks(world, {**config, "model_path": str(pre.model_path), "train_files": list(pre.train.files),
+                          "val_files": list(pre.validation.files) if pre.validation else None})
+    os.environ.update({"RANK": "0", "WORLD_SIZE": str(world), "LOCAL_RANK": "0"})
+    try:
+        ranks.start()
+        reporter = train_func(config, reporter=reporter, data=local_data(spec, pre))
+        ranks.join()
+    except (JobError, KeyboardInterrupt):
+        _stop(ranks, reporter)
+        raise
+    except Exception as e:   # a collective that failed because another rank stopped: say that rank's error
+        why = ranks.failed(grace=3.0)
+        _stop(ranks, reporter)
+        if why:
+            raise RankFailed(f"{why}. Its whole output is in train.log (lines starting \"(rank N)\")") from e
+        raise
+    finally:
+        end_process_group()
+    return reporter
+
+
+def _stop(ranks: Ranks, reporter) -> None:
+    """The other ranks stopped, then what they left mid-save removed."""
+    ranks.stop(release=end_process_group)
+    sweep = getattr(reporter, "sweep_staging", None)
+    if sweep is not None:
+        sweep()
+
+
+def end_process_group() -> None:
+    """Destroy the default process group and DeepSpeed's cached clone of it (deepspeed.comm's
+    teardown): a later run in this process builds its own group, and DeepSpeed's clone of the old
+    one failed it with "Group ... is not registered"."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    comm = sys.modules.get("deepspeed.comm.comm")
+    if comm is not None and getattr(comm, "cdb", None) is not None:
+        comm.destroy_process_group()
+    else:
+        dist.destroy_process_group()
 
 
 def local_spec(spec: JobSpec) -> JobSpec:
-    """The job as --local runs it (and records it in job.yaml): one process with the worker group's
-    threads; the global batch stays the same."""
+    """The job as --local runs it (and records it in job.yaml): the worker group's ranks as processes
+    of this machine, with their threads (local_ranks.layout); the global batch stays the same."""
     spec = spec.model_copy(deep=True)
-    if spec.scaling.use_gpu and not _has_gpu():   # it trained on the CPU with one thread (run_local says so)
+    if spec.scaling.use_gpu and not _has_gpu():   # it trained on the CPU (run_local says so)
         spec.scaling.use_gpu = False
-    spec.scaling.torch_threads = local_threads(spec.scaling)
-    spec.scaling.num_workers = 1
+    spec.scaling.num_workers, spec.scaling.torch_threads = layout(spec.scaling)
     return spec
 
 
@@ -101,7 +144,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     check_local_output(spec.output.dir)
     if spec.scaling.use_gpu and not _has_gpu():
         print("[peft-ray] note: scaling.use_gpu is set but this machine has no GPU torch can use; --local "
-              "trains on the CPU with the worker group's threads", file=sys.stderr)
+              "trains on the CPU as the worker group's ranks", file=sys.stderr)
     spec = local_spec(spec)
     pre = run_preflight(spec)
     checkpoint, done = resumed_from(spec, pre, resume, overwrite, local=True)

@@ -136,9 +136,25 @@ class LocalReporter:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def sweep_staging(self) -> None:
+        """Remove the staging folders of ranks that are gone (a --local rank stopped mid-save: the
+        signal can land inside its own clean-up)."""
+        if self.root.is_dir():
+            sweep_dead_staging(str(self.root), LOCAL_STAGING_PREFIX)
+
     def report(self, metrics: Dict, local_dir: str) -> None:
-        if D.rank() != 0:
-            return
+        if D.world() == 1:
+            return self._publish(metrics, local_dir)
+        # ranks of `train --local` (train/local_ranks.py): one folder, as Ray merges theirs. The
+        # barrier after keeps every rank's staging folder until rank 0 has emptied it and no longer
+        # walks checkpoints/ (its prune).
+        folders = D.all_gather_list([local_dir])
+        if D.rank() == 0:
+            merge_rank_folders(folders)
+            self._publish(metrics, local_dir)
+        D.all_sum([0.0])
+
+    def _publish(self, metrics: Dict, local_dir: str) -> None:
         final = self.root / f"checkpoint_{int(metrics['step']):08d}"
         shutil.rmtree(final, ignore_errors=True)
         Path(local_dir).rename(final)  # atomic within one file system
@@ -163,3 +179,16 @@ class LocalReporter:
         for old in dirs[:-self.keep]:
             if old not in (good, self.best_checkpoint):
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def merge_rank_folders(folders: list) -> None:
+    """Every rank's staging folder of one checkpoint, rank 0's first: the other ranks' files move
+    into rank 0's at the same relative paths (each rank writes its own ZeRO shard, RNG state and
+    MANIFEST.rank<N>.json; a name already there stays rank 0's)."""
+    into = Path(folders[0])
+    for folder in map(Path, folders[1:]):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            target = into / path.relative_to(folder)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(target)

@@ -133,10 +133,12 @@ def check_checkpoint_fits(checkpoint: str, spec, local: bool) -> None:
     method, model or task fields, as its adapter/peft_ray.json records that job (a checkpoint copied
     from another run; job.yaml beside it may say otherwise)."""
     state = read_state(checkpoint)
-    workers = 1 if local else spec.scaling.num_workers
+    workers = spec.scaling.num_workers   # --local: its ranks (train/local.local_spec)
     if state is not None and state.world_size != workers:
-        how = ("resume it without --local (through Ray) with" if local and state.world_size > 1
-               else "resume it with")
+        from peft_ray.train.local_ranks import cores
+
+        how = (f"resume it without --local (through Ray; this machine has {cores()} core(s) for --local's "
+               "ranks) with" if local and state.world_size > cores() else "resume it with")
         raise CheckpointError(f"--resume: checkpoint {checkpoint} was written by {state.world_size} worker(s) and "
                               f"this run has {workers} (ZeRO shards are per rank); {how} "
                               f"scaling.num_workers={state.world_size}")

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -78,6 +79,7 @@ class Router(io.TextIOBase):
         self.terminal, self.log, self.level, self.pass_bars, self.keep = terminal, log, level, pass_bars, keep
         self.partial = ""
         self.notes = set() if notes is None else notes   # the notes shown (shared by a run's two routers)
+        self.lock = threading.RLock()   # a --local run's rank output arrives from reader threads (local_ranks)
 
     def writable(self) -> bool:
         return True
@@ -86,6 +88,10 @@ class Router(io.TextIOBase):
         return self.terminal.isatty()
 
     def write(self, s: str) -> int:
+        with self.lock:
+            return self._write(s)
+
+    def _write(self, s: str) -> int:
         if self.log is None:  # the run is over; a handler that kept this stream still prints
             return self.terminal.write(s)
         if self.pass_bars and s.startswith(BAR_CONTROL) and self.level != "quiet":

@@ -27,6 +27,20 @@ def _cli(job, *extra, **kw):
                             start_new_session=True, **kw)
 
 
+def interrupt_after_a_checkpoint(job, out) -> str:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) of `train JOB --local
+    train.lr=0.01` once its first checkpoint is written; its output, checked to say how to resume."""
+    proc = _cli(job, "--local", "train.lr=0.01")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list((out / "checkpoints").glob("checkpoint_*")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, log[-3000:]
+    assert f"peft-ray train {job} train.lr=0.01 --local --resume" in log
+    return log
+
+
 def test_sigkill_driver_then_resume(tiny_bert, tiny_data, tmp_path):
     out = tmp_path / "run"
     job = tmp_path / "job.yaml"
@@ -64,14 +78,8 @@ def test_ctrl_c_says_how_to_resume(tiny_bert, tiny_data, tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling={"num_workers": 1}, train={
         "max_steps": 400, "checkpoint_every": 2, "eval_every": 400})))
-    proc = _cli(job, "--local", "train.lr=0.01")
+    interrupt_after_a_checkpoint(job, out)
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list((out / "checkpoints").glob("checkpoint_*")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    log, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, log[-3000:]
-    assert f"peft-ray train {job} train.lr=0.01 --local --resume" in log
 
     again = _cli(job, "--local", "--overwrite", "train.checkpoint_every=100000")   # no checkpoint before Ctrl-C
     lines = []

@@ -68,20 +68,21 @@ def test_metrics_carry_a_time_breakdown(tiny_bert, tiny_data, tmp_path):
     assert "train time, all attempts (s)" in resumed and "wall time, this attempt (s)" in resumed
 
 
-def test_local_gives_one_process_the_worker_groups_cpus(monkeypatch):
-    """--local runs one process: it gets the threads the job's workers would have had, capped by
-    this machine; an explicit torch_threads and GPU jobs are left as set."""
-    import os
-
+def test_local_runs_the_worker_group_as_ranks_of_this_machine():
+    """--local runs the worker group's ranks as processes, as many as this machine has cores for,
+    each with a worker's threads within its share of the cores; an explicit torch_threads stays;
+    a GPU job runs one rank."""
     from peft_ray.spec.schema import ScalingSpec
-    from peft_ray.train.local import local_threads
+    from peft_ray.train.local_ranks import layout
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert local_threads(ScalingSpec(num_workers=2)) == 2
-    assert local_threads(ScalingSpec(num_workers=2, cpus_per_worker=1.5)) == 3
-    assert local_threads(ScalingSpec(num_workers=8, cpus_per_worker=4)) == 4
-    assert local_threads(ScalingSpec(num_workers=2, torch_threads=1)) == 1
-    assert local_threads(ScalingSpec(num_workers=2, use_gpu=True)) is None
+    assert layout(ScalingSpec(num_workers=2), 4) == (2, 1)
+    assert layout(ScalingSpec(num_workers=2, cpus_per_worker=1.5), 4) == (2, 1)
+    assert layout(ScalingSpec(num_workers=2, cpus_per_worker=2), 4) == (2, 2)
+    assert layout(ScalingSpec(num_workers=8, cpus_per_worker=4), 4) == (4, 1)
+    assert layout(ScalingSpec(num_workers=1, cpus_per_worker=2), 2) == (1, 2)
+    assert layout(ScalingSpec(num_workers=3), 2) == (2, 1)
+    assert layout(ScalingSpec(num_workers=2, torch_threads=3), 4) == (2, 3)
+    assert layout(ScalingSpec(num_workers=2, use_gpu=True), 4) == (1, None)
 
 
 def test_a_resumed_run_keeps_and_exports_the_earlier_runs_best(tmp_path):
