@@ -46,3 +46,24 @@ def noting_sigint() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, handler)
         reader.close()
         writer.close()
+
+
+@contextlib.contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """A SIGINT inside the block takes effect as it ends. tensorboardX hands every event to its
+    writer thread through a queue whose Condition.notify a KeyboardInterrupt can cut midway: the
+    thread's wake-up is lost, and the writer's close at exit then waited forever (a Ctrl-C'd
+    --local run that never exited). A no-op off the main thread (Ray Train's workers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list = []
+    earlier = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, earlier)
+        if got and callable(earlier):
+            earlier(signal.SIGINT, None)        # the process's own handler: KeyboardInterrupt by default
+        elif got and earlier == signal.SIG_DFL:
+            raise KeyboardInterrupt

@@ -81,8 +81,10 @@ def train_func(config: Dict[str, Any], reporter=None, data=None):
                       carried=carried_clocks(run.resume_from))
     ctx.log.echo(f"training {count_trainable(model):,} parameters ({spec.method.name}) on {D.world()} "
                  f"worker(s), ZeRO-{spec.deepspeed.zero_stage}, {run.total_steps} steps")
-    train_loop(ctx, state)
-    finish(ctx, state)
+    try:
+        train_loop(ctx, state)
+    finally:   # an error or Ctrl-C too: the bar ends and TensorBoard's writer closes here, not at exit
+        finish(ctx, state)
     return reporter
 
 

@@ -22,6 +22,7 @@ from typing import Dict, Optional
 
 from peft_ray import dist as D
 from peft_ray.storage import open_append, write_file
+from peft_ray.train.interrupt import deferred_sigint
 
 LOG_POINTS = 50  # log steps per run (at least every step of a short one)
 
@@ -72,12 +73,13 @@ class RunLog:
         from tensorboardX import SummaryWriter  # ships with ray[train]; a pyproject dependency
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(self.dir / "tensorboard"), flush_secs=10)
         log = self.dir / "metrics.jsonl"
-        for row in read_log(log) if log.exists() else []:
-            for key, value in row.items():
-                if key not in ("kind", "step", "time") and isinstance(value, (int, float)):
-                    writer.add_scalar(f"{row['kind']}/{key}", value, row["step"], walltime=row.get("time"))
+        with deferred_sigint():
+            writer = SummaryWriter(str(self.dir / "tensorboard"), flush_secs=10)
+            for row in read_log(log) if log.exists() else []:
+                for key, value in row.items():
+                    if key not in ("kind", "step", "time") and isinstance(value, (int, float)):
+                        writer.add_scalar(f"{row['kind']}/{key}", value, row["step"], walltime=row.get("time"))
         return writer
 
     def due(self, step: int) -> bool:
@@ -105,7 +107,8 @@ class RunLog:
             self._write("eval", step, {k: v for k, v in metrics.items()
                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
             if self.tb is not None:
-                self.tb.flush()  # evaluations are rare and precious: on disk now, not in 10 s
+                with deferred_sigint():
+                    self.tb.flush()  # evaluations are rare and precious: on disk now, not in 10 s
 
     def echo(self, line: str) -> None:
         """One line above the bar (tqdm.write keeps the bar intact)."""
@@ -122,14 +125,17 @@ class RunLog:
             return
         with open_append(self.dir / "metrics.jsonl") as f:
             f.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **row}) + "\n")
-        for key, value in row.items():
-            self.tb.add_scalar(f"{kind}/{key}", value, step)
+        with deferred_sigint():
+            for key, value in row.items():
+                self.tb.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.tb is not None:
-            self.tb.close()
+            with deferred_sigint():
+                self.tb.close()
+            self.tb = None
 
 
 def tagged(tag: str, line: str) -> str:
