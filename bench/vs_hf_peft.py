@@ -10,10 +10,9 @@ base's dropout off; HF then does too). Runners, alternated per method:
               (the anchor's strongest ordinary setting: every ratio is against this row)
   hf_dynamic  the same with dynamic padding only
   peft_ray    `peft-ray train JOB` as shipped: Ray, 2 workers x 1 thread, ZeRO-2
-  peft_ray_local  `peft-ray train JOB --local`: the same recipe without Ray, the worker group's
-              2 ranks as 2 processes x 1 thread on this machine (train/local_ranks.py)
-  peft_ray_local_1x2  --local as one process x 2 threads (scaling.num_workers=1,
-              cpus_per_worker=2): the layout --local had before the thirty-seventh session
+  peft_ray_local  `peft-ray train JOB --local`: the same recipe in one process x 2 threads
+  peft_ray_local_ranks  --local with scaling.local_ranks=2: 2 processes x 1 thread, ranks of
+              one gloo group (train/local_ranks.py); named in --runners only
 Columns: training-loop samples/s, the whole process's wall time (start to adapter and
 metrics on disk, what the user waits for), validation accuracy, peak RSS of the training
 process and of the whole process tree. peft-ray's own phase breakdown is printed below.
@@ -40,8 +39,7 @@ JOB = {"prompt_tuning": "jobs/sst2_prompt_tuning.yaml", "lora": "jobs/sst2_lora.
 LR = {"prompt_tuning": 3e-2, "lora": 1e-3}
 DROPOUT = {"prompt_tuning": 0.0, "lora": None}  # None: MiniLM's own 0.1, as the LoRA job keeps it
 RUNNERS = ("hf_grouped", "peft_ray", "hf_dynamic", "peft_ray_local")
-EXTRA_RUNNERS = ("peft_ray_local_1x2",)   # only when named in --runners
-ONE_PROCESS = ["scaling.num_workers=1", "scaling.cpus_per_worker=2"]
+EXTRA_RUNNERS = ("peft_ray_local_ranks",)   # only when named in --runners
 
 
 def hf(method: str, data: str, tmp: Path, grouped: bool) -> dict:
@@ -64,8 +62,8 @@ def peft_ray(method: str, data: str, tmp: Path, local: bool, extra: tuple = ()) 
 def run_one(runner: str, method: str, data: str, tmp: Path) -> dict:
     if runner.startswith("hf_"):
         return hf(method, data, tmp, grouped=runner == "hf_grouped")
-    if runner == "peft_ray_local_1x2":
-        return peft_ray(method, data, tmp, local=True, extra=tuple(ONE_PROCESS))
+    if runner == "peft_ray_local_ranks":
+        return peft_ray(method, data, tmp, local=True, extra=("scaling.local_ranks=2",))
     return peft_ray(method, data, tmp, local=runner == "peft_ray_local")
 
 
@@ -90,7 +88,7 @@ def main() -> None:
                 for runner in runners if k % 2 == 0 else runners[::-1]:
                     r = run_one(runner, method, args.data, Path(tmp))
                     rows.append({"round": k + 1, "method": method, "runner": runner, **r})
-                    print(f"round {k + 1} {method:<14} {runner:<15} {r['samples_per_s']:7.1f} samples/s"
+                    print(f"round {k + 1} {method:<14} {runner:<20} {r['samples_per_s']:7.1f} samples/s"
                           f"  wall {r['process_s']:6.1f} s  acc {r['accuracy']:.4f}", flush=True)
     print_table(rows)
     if args.rounds > 1:
@@ -110,21 +108,21 @@ def ratios(rows: list) -> list:
 
 
 def print_table(rows: list) -> None:
-    print(f"\n{'round':<6}{'method':<14}{'runner':<16}{'samples/s':>10}{'x loop':>8}{'wall s':>8}{'x wall':>8}"
+    print(f"\n{'round':<6}{'method':<14}{'runner':<21}{'samples/s':>10}{'x loop':>8}{'wall s':>8}{'x wall':>8}"
           f"{'val acc':>9}{'RSS MB trainer':>16}{'RSS MB all':>12}")
     for r in ratios(rows):
-        print(f"{r.get('round', 1):<6}{r['method']:<14}{r['runner']:<16}{r['samples_per_s']:>10.1f}"
+        print(f"{r.get('round', 1):<6}{r['method']:<14}{r['runner']:<21}{r['samples_per_s']:>10.1f}"
               f"{r['x_loop']:>8.2f}{r['process_s']:>8.1f}{r['x_wall']:>8.2f}{r['accuracy']:>9.4f}"
               f"{trainer_mb(r):>16.0f}{r['tree_mb']:>12.0f}")
     print("\npeft-ray time by phase (s):")
     for r in rows:
         if "time_phases" in r:
-            print(f"  {r.get('round', 1):<4}{r['method']:<14}{r['runner']:<16}{r['time_phases']}")
+            print(f"  {r.get('round', 1):<4}{r['method']:<14}{r['runner']:<21}{r['time_phases']}")
 
 
 def print_medians(rows: list) -> None:
     """Per method and runner: the median of the rounds' ratios, and their range."""
-    print(f"\n{'method':<14}{'runner':<16}{'rounds':>7}{'x loop median (range)':>26}{'x wall median (range)':>26}")
+    print(f"\n{'method':<14}{'runner':<21}{'rounds':>7}{'x loop median (range)':>26}{'x wall median (range)':>26}")
     groups: dict = {}
     for r in ratios(rows):
         groups.setdefault((r["method"], r["runner"]), []).append(r)
@@ -133,7 +131,7 @@ def print_medians(rows: list) -> None:
         for key in ("x_loop", "x_wall"):
             xs = [r[key] for r in rs]
             cells.append(f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")
-        print(f"{method:<14}{runner:<16}{len(rs):>7}{cells[0]:>26}{cells[1]:>26}")
+        print(f"{method:<14}{runner:<21}{len(rs):>7}{cells[0]:>26}{cells[1]:>26}")
 
 
 def trainer_mb(r: dict) -> float:

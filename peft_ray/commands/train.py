@@ -22,8 +22,8 @@ def register(main: click.Group) -> None:
     @click.option("--resume", is_flag=True, help="Continue from the latest good checkpoint in output.dir.")
     @click.option("--overwrite", is_flag=True, help="Replace a previous run in output.dir.")
     @click.option("--local", "local", is_flag=True,
-                  help="Run the same recipe without Ray: on the CPU the worker group's ranks as processes of "
-                       "this machine (this one rank 0), on a GPU one rank; data read with pyarrow.")
+                  help="Run the same recipe without Ray, in this process with the worker group's threads "
+                       "(scaling.local_ranks > 1: that many ranks as processes); data read with pyarrow.")
     @click.option("-v", "--verbose", is_flag=True, help="Also show Ray's, DeepSpeed's and the workers' own output.")
     @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary (no progress bar).")
     def train(job: str, overrides: Tuple[str, ...], resume: bool, overwrite: bool, local: bool,

@@ -115,7 +115,11 @@ class ScalingSpec(Section):
     cpus_per_worker: float = Field(1, gt=0, le=1024)
     torch_threads: Optional[int] = Field(None, gt=0, le=1024,
                                          description="torch threads per worker (default: cpus_per_worker; with "
-                                                     "--local: num_workers x cpus_per_worker, up to the cores)")
+                                                     "--local: num_workers x cpus_per_worker, up to the cores, "
+                                                     "shared by its ranks)")
+    local_ranks: int = Field(1, gt=0, le=1024,
+                             description="processes `train --local` runs as ranks of one group, up to the cores "
+                                         "(1: one process with every thread; num_workers: Ray's layout)")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     address: Optional[str] = Field(None, description="Ray address; default starts Ray in-process")
 

@@ -2,9 +2,10 @@
 
 The same train_func, DeepSpeed engine, kernels, evaluation and adapter output; only the data
 iterator (pyarrow instead of a Ray Data shard) and the reporter (a local checkpoints/ folder)
-differ. On the CPU the worker group's ranks run as processes on this machine (this one is rank 0,
-train/local_ranks.py); a GPU job runs one rank. For debugging, for machines without Ray, for
-small CPU machines (no Ray start-up to pay) and for single-GPU boxes.
+differ. One process gets the worker group's CPUs as threads; with `scaling.local_ranks` > 1 that
+many ranks run as processes of this machine (this one rank 0, train/local_ranks.py). For
+debugging, for machines without Ray, for small CPU machines (no Ray start-up to pay) and for
+single-GPU boxes.
 
 `run_in_process` is the one assembly of "the recipe from this process": --local uses it with a
 LocalReporter, a 1-worker `peft-ray tune` trial with its TuneReporter.
@@ -120,8 +121,8 @@ def end_process_group() -> None:
 
 
 def local_spec(spec: JobSpec) -> JobSpec:
-    """The job as --local runs it (and records it in job.yaml): the worker group's ranks as processes
-    of this machine, with their threads (local_ranks.layout); the global batch stays the same."""
+    """The job as --local runs it (and records it in job.yaml): scaling.local_ranks ranks on this
+    machine sharing the worker group's threads (local_ranks.layout); the global batch stays the same."""
     spec = spec.model_copy(deep=True)
     if spec.scaling.use_gpu and not _has_gpu():   # it trained on the CPU (run_local says so)
         spec.scaling.use_gpu = False
@@ -144,7 +145,7 @@ def run_local(spec: JobSpec, *, resume: bool = False, overwrite: bool = False,
     check_local_output(spec.output.dir)
     if spec.scaling.use_gpu and not _has_gpu():
         print("[peft-ray] note: scaling.use_gpu is set but this machine has no GPU torch can use; --local "
-              "trains on the CPU as the worker group's ranks", file=sys.stderr)
+              "trains on the CPU with the worker group's threads", file=sys.stderr)
     spec = local_spec(spec)
     pre = run_preflight(spec)
     checkpoint, done = resumed_from(spec, pre, resume, overwrite, local=True)

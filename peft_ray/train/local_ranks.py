@@ -1,11 +1,12 @@
-"""`train --local` as the worker group's ranks, without Ray: this process is rank 0 and starts
-ranks 1..n-1 as child processes (`python -m peft_ray.train.rank_child`), torchrun-style.
+"""`train --local` as several ranks without Ray (`scaling.local_ranks`): this process is rank 0
+and starts ranks 1..n-1 as child processes (`python -m peft_ray.train.rank_child`), torchrun-style.
 
-Why ranks and not one process with the group's threads: on a 2-core machine two 1-thread ranks
-ran the same steps 1.07-1.11x faster than one 2-thread process (BENCHMARKS.md, "three layouts on
-identical work"): the step's many small elementwise ops and the framework's own work do not
-split across threads, whole ranks do. It also makes a --local checkpoint the same ZeRO layout as
-the Ray run's (trainer_state.json's world_size), so either path can resume the other's.
+Why a choice and not the default: on a 2-core AMD Zen 4 two 1-thread ranks ran the same steps
+1.07-1.11x faster than one 2-thread process; on a 2-core Intel Xeon with AVX-512 and AMX the two
+layouts trained at the same speed and the second process's start-up cost 2-3 s of the job
+(BENCHMARKS.md, "--local as ranks"). Ranks also give a --local checkpoint the Ray run's ZeRO
+layout (trainer_state.json's world_size), so with local_ranks = num_workers either path resumes
+the other's, and they run multi-rank code paths (shards, collectives) without Ray.
 
 The parent supervises: the ranks meet through a TCPStore it holds (a child that dies while
 starting is seen at once, not after the 30-minute collective timeout); each child's output comes
@@ -44,16 +45,16 @@ def cores() -> int:
 
 
 def layout(scaling, n_cores: Optional[int] = None) -> tuple:
-    """(ranks, torch threads per rank) for --local: the worker group as processes, as many as
-    this machine has cores for; each with a Ray worker's threads (int(cpus_per_worker)) but no
-    more than its share of the cores. An explicit scaling.torch_threads stays. A GPU job keeps one
-    rank (a single-GPU box) with the threads it would have had."""
+    """(ranks, torch threads per rank) for --local: scaling.local_ranks processes, up to this
+    machine's cores, sharing the CPUs the worker group would have had (num_workers x
+    cpus_per_worker, up to the cores) as threads. An explicit scaling.torch_threads stays. A GPU
+    job runs one rank (a single-GPU box) with the threads it would have had."""
     n_cores = n_cores or cores()
     if scaling.use_gpu:
         return 1, scaling.torch_threads
-    ranks = max(1, min(int(scaling.num_workers), n_cores))
-    threads = scaling.torch_threads or max(1, min(int(scaling.cpus_per_worker), n_cores // ranks))
-    return ranks, threads
+    ranks = max(1, min(int(scaling.local_ranks), n_cores))
+    cpus = max(1, min(n_cores, int(scaling.num_workers * scaling.cpus_per_worker)))
+    return ranks, scaling.torch_threads or max(1, cpus // ranks)
 
 
 def said(tail) -> str:

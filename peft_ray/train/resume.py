@@ -137,11 +137,12 @@ def check_checkpoint_fits(checkpoint: str, spec, local: bool) -> None:
     if state is not None and state.world_size != workers:
         from peft_ray.train.local_ranks import cores
 
+        field = "local_ranks" if local else "num_workers"
         how = (f"resume it without --local (through Ray; this machine has {cores()} core(s) for --local's "
-               "ranks) with" if local and state.world_size > cores() else "resume it with")
+               "ranks) with scaling.num_workers" if local and state.world_size > cores() else f"resume it with "
+               f"scaling.{field}")
         raise CheckpointError(f"--resume: checkpoint {checkpoint} was written by {state.world_size} worker(s) and "
-                              f"this run has {workers} (ZeRO shards are per rank); {how} "
-                              f"scaling.num_workers={state.world_size}")
+                              f"this run has {workers} (ZeRO shards are per rank); {how}={state.world_size}")
     diff = _changed_shape(_checkpoint_job(checkpoint), dict(flat_fields(saved_spec(spec))))
     if diff:
         lines = "; ".join(f"{f} is {shown(new)} here but that job used {shown(old)}" for f, (old, new) in diff.items())

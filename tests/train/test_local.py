@@ -68,21 +68,21 @@ def test_metrics_carry_a_time_breakdown(tiny_bert, tiny_data, tmp_path):
     assert "train time, all attempts (s)" in resumed and "wall time, this attempt (s)" in resumed
 
 
-def test_local_runs_the_worker_group_as_ranks_of_this_machine():
-    """--local runs the worker group's ranks as processes, as many as this machine has cores for,
-    each with a worker's threads within its share of the cores; an explicit torch_threads stays;
-    a GPU job runs one rank."""
+def test_local_layout_shares_the_worker_groups_cpus_among_its_ranks():
+    """--local runs scaling.local_ranks processes (1 by default), up to the cores; they share the
+    threads the worker group would have had (num_workers x cpus_per_worker, up to the cores); an
+    explicit torch_threads stays; a GPU job runs one rank."""
     from peft_ray.spec.schema import ScalingSpec
     from peft_ray.train.local_ranks import layout
 
-    assert layout(ScalingSpec(num_workers=2), 4) == (2, 1)
-    assert layout(ScalingSpec(num_workers=2, cpus_per_worker=1.5), 4) == (2, 1)
-    assert layout(ScalingSpec(num_workers=2, cpus_per_worker=2), 4) == (2, 2)
-    assert layout(ScalingSpec(num_workers=8, cpus_per_worker=4), 4) == (4, 1)
-    assert layout(ScalingSpec(num_workers=1, cpus_per_worker=2), 2) == (1, 2)
-    assert layout(ScalingSpec(num_workers=3), 2) == (2, 1)
-    assert layout(ScalingSpec(num_workers=2, torch_threads=3), 4) == (2, 3)
-    assert layout(ScalingSpec(num_workers=2, use_gpu=True), 4) == (1, None)
+    assert layout(ScalingSpec(num_workers=2), 4) == (1, 2)
+    assert layout(ScalingSpec(num_workers=2, cpus_per_worker=1.5), 4) == (1, 3)
+    assert layout(ScalingSpec(num_workers=8, cpus_per_worker=4), 4) == (1, 4)
+    assert layout(ScalingSpec(num_workers=2, local_ranks=2), 4) == (2, 1)
+    assert layout(ScalingSpec(num_workers=2, cpus_per_worker=2, local_ranks=2), 4) == (2, 2)
+    assert layout(ScalingSpec(num_workers=3, local_ranks=3), 2) == (2, 1)
+    assert layout(ScalingSpec(num_workers=2, torch_threads=1), 4) == (1, 1)
+    assert layout(ScalingSpec(num_workers=2, use_gpu=True, local_ranks=2), 4) == (1, None)
 
 
 def test_a_resumed_run_keeps_and_exports_the_earlier_runs_best(tmp_path):

@@ -1,5 +1,5 @@
-"""`train --local` as the worker group's ranks (train/local_ranks.py): rank 0 in this process, the
-others as child processes, real gloo collectives and DeepSpeed ZeRO shards, no Ray."""
+"""`train --local` as several ranks (scaling.local_ranks, train/local_ranks.py): rank 0 in this
+process, the others as child processes, real gloo collectives and DeepSpeed ZeRO shards, no Ray."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.conftest import job_dict
 from tests.train.test_driver_kill import interrupt_after_a_checkpoint
 
 TRAIN = {"max_steps": 6, "checkpoint_every": 3, "eval_every": 6}
+RANKS = {"num_workers": 2, "local_ranks": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +52,7 @@ def test_two_ranks_write_one_checkpoint_and_resume_to_the_same_result(tiny_bert,
     """Each rank's ZeRO shard, RNG state and manifest land in one checkpoint folder (as Ray merges
     its workers' folders); job.yaml records the layout; a run cut after its first checkpoint and
     resumed ends where the uninterrupted run ends."""
-    full = run_local(validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "full", train=TRAIN)))
+    full = run_local(validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "full", train=TRAIN, scaling=RANKS)))
     ckpt = tmp_path / "full" / "checkpoints" / "checkpoint_00000006"
     names = {p.name for p in ckpt.rglob("*")}
     assert {"rng_rank0.safetensors", "rng_rank1.safetensors", "MANIFEST.rank0.json", "MANIFEST.rank1.json",
@@ -61,7 +62,7 @@ def test_two_ranks_write_one_checkpoint_and_resume_to_the_same_result(tiny_bert,
     scaling = yaml.safe_load((tmp_path / "full" / "job.yaml").read_text())["scaling"]
     assert (scaling["num_workers"], scaling["torch_threads"]) == (2, 1)
 
-    cut = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "cut", train=TRAIN))
+    cut = validate_spec(job_dict(tiny_bert, tiny_data, tmp_path / "cut", train=TRAIN, scaling=RANKS))
     run_local(cut)
     import shutil
 
@@ -79,7 +80,7 @@ def test_a_rank_that_dies_is_named_and_leaves_no_process(tiny_bert, tiny_data, t
     monkeypatch.setenv("PEFT_RAY_FAIL_AT_STEP", "2")
     monkeypatch.setenv("PEFT_RAY_FAIL_RANK", "1")
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "run", train=TRAIN)))
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, tmp_path / "run", train=TRAIN, scaling=RANKS)))
     r = CliRunner().invoke(main, ["train", str(job), "--local"])
     assert r.exit_code == 2, r.output
     assert "rank 1 of the --local run stopped (exit code 17): it printed no error" in r.output
@@ -93,7 +94,7 @@ def test_ctrl_c_stops_every_rank_and_resume_finishes(tiny_bert, tiny_data, tmp_p
     stops them (no staging folder or process left), says how to resume, and --resume finishes."""
     out = tmp_path / "run"
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, train={
+    job.write_text(yaml.safe_dump(job_dict(tiny_bert, tiny_data, out, scaling=RANKS, train={
         "max_steps": 100, "checkpoint_every": 2, "eval_every": 100})))
     interrupt_after_a_checkpoint(job, out)
     assert _no_rank_left()

@@ -99,14 +99,14 @@ def test_a_tampered_trainer_state_is_skipped_before_training(two_steps, tiny_ber
 def test_a_checkpoint_of_two_workers_resumed_with_one_local_rank_names_the_worker_count(two_steps, tiny_bert,
                                                                                         tiny_data, tmp_path,
                                                                                         monkeypatch):
-    """--local runs the worker group's ranks (train/local_ranks.py): with the cores for them it can
+    """--local runs scaling.local_ranks ranks (train/local_ranks.py): with the cores for them it can
     resume a 2-worker checkpoint; with fewer cores than the checkpoint's ranks only Ray can."""
     out = _copy(two_steps, tmp_path)
     (out / STEP2 / "MANIFEST.rank1.json").write_text("{}")
     _edit_state(out / STEP2, world_size=2)
     monkeypatch.setattr("peft_ray.train.local_ranks.cores", lambda: 2)
     with pytest.raises(CheckpointError, match=r"written by 2 worker\(s\) and this run has 1 \(ZeRO shards are per "
-                                              r"rank\); resume it with scaling.num_workers=2"):
+                                              r"rank\); resume it with scaling.local_ranks=2"):
         run_local(_spec(tiny_bert, tiny_data, out, max_steps=3), resume=True)
     monkeypatch.setattr("peft_ray.train.local_ranks.cores", lambda: 1)
     with pytest.raises(CheckpointError, match=r"resume it without --local \(through Ray; this machine has 1 core\(s\) "
