@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data/sst2")
     ap.add_argument("--out", default="bench/results/cpu_linear.json")
     a = ap.parse_args()
+    os.environ["PEFT_RAY_ONEDNN"] = "1"   # the oneDNN side on any CPU (by default on AMD CPUs only)
     torch.set_num_threads(a.threads)
     rows = [row(s, a.rounds, a.scale) for s in SHAPES[: a.shapes]]
     print(f"{'product':<16} {'rows':>5} {'in':>5} {'out':>6} | {'train ms torch':>14} {'oneDNN':>7} {'x':>5} | "

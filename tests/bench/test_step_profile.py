@@ -42,6 +42,7 @@ def test_onednn_products_are_counted_as_products(monkeypatch):
     left them out put 80% of a step under "rest"."""
     from peft_ray_kernels import onednn
 
+    monkeypatch.setenv("PEFT_RAY_ONEDNN", "1")    # by default on AMD CPUs only
     m = _module(monkeypatch)
     assert m.product_flops("mkldnn::_linear_pointwise", [[3, 7, 6], [10, 6], [10], [], []]) == 2 * 21 * 6 * 10
     if not onednn.available():
