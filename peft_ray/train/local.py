@@ -29,7 +29,7 @@ from peft_ray.storage import Location
 from peft_ray.tasks.pipeline import make_preprocess_config, needed_columns
 from peft_ray.train.data_iter import LocalDataIterators
 from peft_ray.train.faults import faults_from_env
-from peft_ray.train.local_ranks import RankFailed, Ranks, layout
+from peft_ray.train.local_ranks import Ranks, layout
 from peft_ray.train.recipe import RunFacts, train_func
 from peft_ray.train.report import LocalReporter
 
@@ -53,10 +53,15 @@ def init_single_rank(use_gpu: bool) -> None:
 
 def local_data(spec: JobSpec, pre, train: bool = True) -> LocalDataIterators:
     """pyarrow reading + the job's preprocessing in this process: this rank's rows."""
-    return LocalDataIterators(pre.train.files if train else [], pre.validation.files if pre.validation else None,
-                              make_preprocess_config(spec, pre.model_path, "train"), needed_columns(spec),
-                              D.rank(), D.world(), preprocess,
-                              val_cfg=make_preprocess_config(spec, pre.model_path, "validation"))
+    return rank_data(spec, str(pre.model_path), list(pre.train.files) if train else [],
+                     list(pre.validation.files) if pre.validation else None)
+
+
+def rank_data(spec: JobSpec, model_path: str, train_files: list, val_files: Optional[list]) -> LocalDataIterators:
+    """This rank's LocalDataIterators (rank 0 here, the others in train/rank_child.py)."""
+    return LocalDataIterators(train_files, val_files, make_preprocess_config(spec, model_path, "train"),
+                              needed_columns(spec), D.rank(), D.world(), preprocess,
+                              val_cfg=make_preprocess_config(spec, model_path, "validation"))
 
 
 def run_in_process(spec: JobSpec, pre, reporter, *, resume_from: Optional[str] = None,
@@ -67,7 +72,7 @@ def run_in_process(spec: JobSpec, pre, reporter, *, resume_from: Optional[str] =
                    resume_from=str(resume_from) if resume_from else None, faults=faults_from_env(),
                    log_dir=log_dir, bar=bar, log_tag=log_tag)
     config = {"spec": dump_spec(spec), "run": run.as_config()}
-    world = 1 if spec.scaling.use_gpu else spec.scaling.num_workers
+    world = spec.scaling.num_workers   # local_spec's ranks (one for GPU jobs); a tune trial's one worker
     if world == 1:
         init_single_rank(spec.scaling.use_gpu)
         return train_func(config, reporter=reporter, data=local_data(spec, pre))
@@ -87,10 +92,10 @@ def _run_as_ranks(world: int, config: Dict[str, Any], pre, spec: JobSpec, report
         _stop(ranks, reporter)
         raise
     except Exception as e:   # a collective that failed because another rank stopped: say that rank's error
-        why = ranks.failed(grace=3.0)
+        failed = ranks.failure(grace=3.0)
         _stop(ranks, reporter)
-        if why:
-            raise RankFailed(f"{why}. Its whole output is in train.log (lines starting \"(rank N)\")") from e
+        if failed:
+            raise failed from e
         raise
     finally:
         end_process_group()
@@ -100,9 +105,7 @@ def _run_as_ranks(world: int, config: Dict[str, Any], pre, spec: JobSpec, report
 def _stop(ranks: Ranks, reporter) -> None:
     """The other ranks stopped, then what they left mid-save removed."""
     ranks.stop(release=end_process_group)
-    sweep = getattr(reporter, "sweep_staging", None)
-    if sweep is not None:
-        sweep()
+    reporter.sweep_staging()
 
 
 def end_process_group() -> None:

@@ -141,10 +141,15 @@ class Ranks:
                 return None
             time.sleep(0.05)
 
+    def failure(self, grace: float = 0.0) -> Optional[RankFailed]:
+        """The error that names a child that stopped with one (see `failed`); None if none did."""
+        why = self.failed(grace)
+        return RankFailed(f"{why}. Its whole output is in train.log (lines starting \"(rank N)\")") if why else None
+
     def raise_if_failed(self) -> None:
-        why = self.failed()
-        if why:
-            raise RankFailed(f"{why}. Its whole output is in train.log (lines starting \"(rank N)\")")
+        failed = self.failure()
+        if failed:
+            raise failed
 
     def _last_lines(self) -> str:
         lines = [f"(rank {r}) {x}" for r, tail in self.tails.items() for x in list(tail)[-3:]]

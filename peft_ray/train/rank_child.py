@@ -43,7 +43,6 @@ def main() -> int:
 
         if stopping.is_set():   # the collective it waited in failed as rank 0 ended its group: no noise
             return 130
-
         if not isinstance(e, JobError):
             traceback.print_exc()
         # the line rank 0's RankFailed quotes
@@ -56,11 +55,9 @@ def run(payload) -> None:
     import torch.distributed as dist
     from torch.distributed import TCPStore
 
-    from peft_ray.train.local_ranks import COLLECTIVE_TIMEOUT
-    from peft_ray.train.data_iter import LocalDataIterators
-    from peft_ray.data.preprocess import preprocess
     from peft_ray.spec import validate_spec
-    from peft_ray.tasks.pipeline import needed_columns, make_preprocess_config
+    from peft_ray.train.local import rank_data
+    from peft_ray.train.local_ranks import COLLECTIVE_TIMEOUT
     from peft_ray.train.recipe import train_func
     from peft_ray.train.report import LocalReporter
 
@@ -70,13 +67,9 @@ def run(payload) -> None:
     store.set(f"ready{rank}", "1")
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT)
     spec = validate_spec(payload["spec"])
-    model_path = payload["model_path"]
-    data = LocalDataIterators(payload["train_files"], payload["val_files"],
-                              make_preprocess_config(spec, model_path, "train"), needed_columns(spec), rank, world,
-                              preprocess, val_cfg=make_preprocess_config(spec, model_path, "validation"))
+    data = rank_data(spec, payload["model_path"], payload["train_files"], payload["val_files"])
     reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints, payload["run"].get("resume_from"))
     train_func({"spec": payload["spec"], "run": payload["run"]}, reporter=reporter, data=data)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,6 +20,7 @@ from peft_ray.spec import saved_spec
 from peft_ray.spec.load import shown
 from peft_ray.storage import Location
 from peft_ray.train.checkpoint import latest_good_checkpoint, read_report, read_state
+from peft_ray.train import local_ranks
 
 # Fields a continuation may change: run length, evaluation and checkpoint cadence, failure handling,
 # where the data folder and the cluster are. Everything else must equal the run's job.yaml.
@@ -135,12 +136,12 @@ def check_checkpoint_fits(checkpoint: str, spec, local: bool) -> None:
     state = read_state(checkpoint)
     workers = spec.scaling.num_workers   # --local: its ranks (train/local.local_spec)
     if state is not None and state.world_size != workers:
-        from peft_ray.train.local_ranks import cores
-
-        field = "local_ranks" if local else "num_workers"
-        how = (f"resume it without --local (through Ray; this machine has {cores()} core(s) for --local's "
-               "ranks) with scaling.num_workers" if local and state.world_size > cores() else f"resume it with "
-               f"scaling.{field}")
+        n_cores = local_ranks.cores()
+        if local and state.world_size > n_cores:
+            how = (f"resume it without --local (through Ray; this machine has {n_cores} core(s) for --local's "
+                   "ranks) with scaling.num_workers")
+        else:
+            how = f"resume it with scaling.{'local_ranks' if local else 'num_workers'}"
         raise CheckpointError(f"--resume: checkpoint {checkpoint} was written by {state.world_size} worker(s) and "
                               f"this run has {workers} (ZeRO shards are per rank); {how}={state.world_size}")
     diff = _changed_shape(_checkpoint_job(checkpoint), dict(flat_fields(saved_spec(spec))))
