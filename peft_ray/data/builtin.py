@@ -56,14 +56,17 @@ def _sentence(rng: np.random.Generator) -> Tuple[str, int]:
     return text[0].upper() + text[1:], label
 
 
-def make_rows(n: int, seed: int) -> Dict[str, List]:
+def make_rows(n: int, seed: int, split: str = "train") -> Dict[str, List]:
+    """`n` sentences; both splits draw from one distribution, so `split` changes nothing here (the
+    seed does: 7 of the 600 validation sentences also appear in train)."""
     rng = np.random.default_rng(seed)
     texts, labels = zip(*(_sentence(rng) for _ in range(n)))
     return {"text": list(texts), "label": list(labels), "label_name": [LABELS[i] for i in labels]}
 
 
 def datasets() -> dict:
-    """name -> module with NAME, VERSION and make_rows(n, seed)."""
+    """name -> module with NAME, VERSION and make_rows(n, seed, split) (`split`: "train" or
+    "validation", for a set whose splits are drawn apart)."""
     import sys
 
     from peft_ray.data import builtin_facts, builtin_instructions
@@ -97,7 +100,7 @@ def materialize(out_dir: str | Path, n_train: int = 3000, n_val: int = 600, name
     out.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train, 1234), ("validation", n_val, 5678)):
         with atomic_writer(out / f"{split}.parquet") as f:
-            pq.write_table(pa.table(data.make_rows(n, seed)), f)
+            pq.write_table(pa.table(data.make_rows(n, seed, split=split)), f)
     for marker in ours:        # only now: a make cut short is still one peft-ray may redo here
         (out / marker).unlink(missing_ok=True)
     done.touch()

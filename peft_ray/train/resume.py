@@ -173,7 +173,7 @@ def _changed_shape(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[
             if f.startswith(SHAPING) and old[f] != new[f] and not _moved(old[f], new[f])}
 
 
-def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
+def data_changes(checkpoint: str, spec, train_rows: int):
     """What reads differently, for this run, since the peft-ray that wrote `checkpoint` (its
     trainer_state.json's data_version against checkpoint_check.DATA_VERSION): a list of sentences,
     empty where nothing this run does moved. `train_rows`: the rows training keeps (pre-flight)."""
@@ -188,7 +188,7 @@ def data_changes(checkpoint: str, spec, train_rows: int, local: bool):
         return [f"it was written by a newer peft-ray (data version {state.data_version}, this one reads "
                 f"{DATA_VERSION}), which may order or cut rows otherwise"]
     changes = []
-    shard = train_rows // (1 if local else spec.scaling.num_workers)
+    shard = train_rows // spec.scaling.num_workers   # --local: its ranks (train/local.local_spec)
     if state.micro_in_epoch and shard > IN_MEMORY_ROWS:
         changes.append(f"a worker's shard of over {IN_MEMORY_ROWS:,} rows (here {shard:,}) is now permuted whole "
                        f"every epoch, where the older one read it in file order, so the rest of epoch "
@@ -226,10 +226,10 @@ def check_same_data(out: Location, now: Dict[str, Any]) -> None:
                               "start a new run (--overwrite, or another output.dir)")
 
 
-def note_data_changes(checkpoint: str, spec, train_rows: int, local: bool) -> None:
+def note_data_changes(checkpoint: str, spec, train_rows: int) -> None:
     """Say, before resuming, what an older checkpoint's continuation reads differently; the run goes
     on (the adapter and optimizer state load as they are, and nothing earlier is rewritten)."""
-    for change in data_changes(checkpoint, spec, train_rows, local):
+    for change in data_changes(checkpoint, spec, train_rows):
         print(f"[peft-ray] warning: --resume from {checkpoint}, written by an earlier peft-ray: {change}. The run "
               "goes on; for the continuation that version would have trained, resume with it")
 

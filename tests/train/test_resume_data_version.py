@@ -43,7 +43,7 @@ def test_what_an_older_checkpoint_reads_otherwise_is_said_only_where_it_applies(
 
     def state(**fields):
         (ck / "trainer_state.json").write_text(json.dumps({"global_step": 3, **fields}))
-        return data_changes(str(ck), spec, train_rows=40, local=True)
+        return data_changes(str(ck), spec, train_rows=40)
 
     assert state(data_version=DATA_VERSION, micro_in_epoch=3, truncated=5) == []
     assert state(micro_in_epoch=3) == []               # a shard held in memory keeps its order
@@ -67,7 +67,7 @@ def test_a_version_1_checkpoint_inside_an_epoch_with_a_short_last_step_is_told_i
 
     def changes(rows, **fields):
         (ck / "trainer_state.json").write_text(json.dumps({"global_step": 3, "data_version": 1, **fields}))
-        return data_changes(str(ck), spec, train_rows=rows, local=True)
+        return data_changes(str(ck), spec, train_rows=rows)
 
     assert changes(4 * step, micro_in_epoch=3) == []          # whole steps: nothing was cut
     assert changes(4 * step + 1, micro_in_epoch=0) == []      # at an epoch's start
