@@ -71,5 +71,6 @@ def run(payload) -> None:
     reporter = LocalReporter(spec.output.dir, spec.train.keep_checkpoints, payload["run"].get("resume_from"))
     train_func({"spec": payload["spec"], "run": payload["run"]}, reporter=reporter, data=data)
 
+
 if __name__ == "__main__":
     sys.exit(main())
