@@ -26,7 +26,7 @@ def _same(ours, ref, inputs):
 
 
 @pytest.mark.parametrize("causal,gqa,q_len", [(False, 1, None), (True, 1, None), (True, 3, None), (False, 1, 1),
-                                              (True, 3, 1)])
+                                              (True, 3, 1), (False, 3, None), (False, 3, 1), (False, 2, 2)])
 def test_math_path_equals_sdpa(causal, gqa, q_len, monkeypatch):
     """Values and gradients equal transformers' SDPA: a padding mask (bool) or none (causal), grouped
     K/V heads, and one query row (the pooled readout, decoding)."""
@@ -42,6 +42,22 @@ def test_math_path_equals_sdpa(causal, gqa, q_len, monkeypatch):
     ours, _ = ca.attention(module, q, k, v, mask, dropout=0.0, scaling=0.3)
     ref, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
     assert used
+    _same(ours, ref, (q, k, v))
+
+
+@pytest.mark.parametrize("gqa", [1, 3])
+def test_a_mask_per_head_reaches_its_own_head(gqa, monkeypatch):
+    """A (B, heads, q, k) mask: each query head keeps its own row of it when grouped heads share K/V."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    monkeypatch.setattr(ca, "_use_math", lambda *a: True)
+    B, H, n, d = 2, 6, 7, 5
+    q, k, v = _qkv(B, H, n, d, gqa)
+    mask = torch.rand(B, H, n, n, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask[..., 0] = True                  # every row keeps one key
+    module = types.SimpleNamespace(is_causal=False, num_key_value_groups=gqa, training=True)
+    ours, _ = ca.attention(module, q, k, v, mask, scaling=0.3)
+    ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)
     _same(ours, ref, (q, k, v))
 
 
