@@ -14,6 +14,10 @@ It prints both loss curves (peft-ray's metrics.jsonl windows, HF's means over th
 the largest difference, both adapters' accuracy on the validation rows, and the largest
 difference between the two final adapters' weights. Equal curves and accuracies mean the step
 is HF's, and any gap between the two over seeds is the seeds' draw.
+
+Both sides' micro-steps are also timed on those identical batches (forward, backward and, at a
+step's last micro-batch, the optimizer; the first WARM left out): the step's own speed ratio,
+free of the batch orders and evaluations that whole-run comparisons also measure.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def record_peft_ray(job: str, overrides: list, out: Path) -> dict:
     import peft_ray.train.recipe as recipe
     from peft_ray.cli import main as cli
 
-    seen = {"start": None, "batches": []}
+    seen = {"start": None, "batches": [], "seconds": []}
     inner = recipe.train_micro_step
 
     def recording(ctx, state, batch, weight=1.0, logged=1.0):
@@ -44,7 +48,10 @@ def record_peft_ray(job: str, overrides: list, out: Path) -> dict:
             seen["start"] = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
         seen["batches"].append({k: batch[k].clone() for k in ("input_ids", "attention_mask", "labels", "score_pos")}
                                | {"step": state.global_step})
-        return inner(ctx, state, batch, weight, logged)
+        t0 = time.perf_counter()
+        out = inner(ctx, state, batch, weight, logged)
+        seen["seconds"].append(time.perf_counter() - t0)
+        return out
 
     recipe.train_micro_step = recording
     try:
@@ -100,23 +107,37 @@ def hf_steps(spec, path: str, rec: dict, threads: int) -> dict:
     by_step: dict = {}
     for b in rec["batches"]:
         by_step.setdefault(b["step"], []).append(b)
-    losses = []
+    losses, seconds = [], []
     for step in range(steps):
         micro = by_step[step]
         total = 0.0
-        for b in micro:
+        for i, b in enumerate(micro):
+            t0 = time.perf_counter()
             out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
             logits = out.logits[torch.arange(len(b["labels"])), b["score_pos"]]
             loss = F.cross_entropy(torch.log_softmax(logits.float(), -1)[:, words], b["labels"]) / len(micro)
             loss.backward()
             total += float(loss.detach())
-        if t.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
+            if i == len(micro) - 1:
+                if t.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                   t.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            seconds.append(time.perf_counter() - t0)
         losses.append(total)
-    return {"model": model, "losses": losses, "words": words}
+    return {"model": model, "losses": losses, "words": words, "seconds": seconds}
+
+
+WARM = 2   # micro-steps left out of the timing: the first calls allocate and pick kernels
+
+
+def step_ms(ours: list, theirs: list) -> dict:
+    """Mean micro-step time of each side on the same batches, after WARM, and HF's over peft-ray's."""
+    ours, theirs = ours[WARM:] or ours, theirs[WARM:] or theirs
+    mine, hf = 1e3 * sum(ours) / len(ours), 1e3 * sum(theirs) / len(theirs)
+    return {"micro_steps": len(ours), "peft_ray": mine, "hf_peft": hf, "ratio": hf / mine}
 
 
 def accuracy(model, val: list, words: list, pad_id: int, batch: int) -> float:
@@ -187,7 +208,8 @@ def main() -> None:
               "accuracy": {"peft_ray": rec["metrics"]["accuracy"], "hf_peft_same_steps": hf_acc},
               "max_loss_diff": max(abs(c["peft_ray"] - c["hf_peft"]) for c in curve),
               "max_weight_diff": w_diff, "max_weight": w_scale, "weights_compared": len(common),
-              "seconds": {"peft_ray": ray_s, "hf_peft": hf_s}, "curve": curve}
+              "seconds": {"peft_ray": ray_s, "hf_peft": hf_s}, "step_ms": step_ms(rec["seconds"], hf["seconds"]),
+              "curve": curve}
     print(f"\n{'step':>5} {'peft-ray loss':>14} {'HF PEFT loss':>13}")
     for c in curve[:: max(1, len(curve) // 20)]:
         print(f"{c['step']:>5} {c['peft_ray']:>14.6f} {c['hf_peft']:>13.6f}")
@@ -196,6 +218,9 @@ def main() -> None:
           f"{len(common)} tensors)")
     print(f"validation accuracy ({len(val)} rows): peft-ray {result['accuracy']['peft_ray']:.4f}, "
           f"HF PEFT on the same steps {hf_acc:.4f}")
+    ms = result["step_ms"]
+    print(f"micro-step on the same {ms['micro_steps']} batches: peft-ray {ms['peft_ray']:.1f} ms, "
+          f"HF PEFT {ms['hf_peft']:.1f} ms ({ms['ratio']:.2f}x)")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     json.dump(result, open(a.out, "w"), indent=1)
 

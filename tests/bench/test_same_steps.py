@@ -45,4 +45,5 @@ def test_hf_peft_retraces_a_recorded_lora_run(tmp_path, monkeypatch):
     assert r["steps"] == 5 and len(r["curve"]) == 5
     assert r["max_loss_diff"] < 1e-5 and r["max_weight_diff"] < 1e-4
     assert r["curve"][0]["peft_ray"] != r["curve"][-1]["peft_ray"]          # it trained
+    assert r["step_ms"]["micro_steps"] == 3 and r["step_ms"]["peft_ray"] > 0 and r["step_ms"]["hf_peft"] > 0
     assert r["accuracy"]["peft_ray"] == pytest.approx(r["accuracy"]["hf_peft_same_steps"], abs=1e-9)
